@@ -1,0 +1,165 @@
+"""Configuration as pydantic models. Precedence: CLI flags > EMBEDPIPE_* environment > YAML file > defaults.
+
+Environment variables name a key by its path, sections joined with a double underscore:
+`EMBEDPIPE_MODEL__PRECISION=bf16`, `EMBEDPIPE_BATCHING__MAX_BATCH_TOKENS=8192`,
+`EMBEDPIPE_SINK__URI=faiss:./index`. Values are parsed as YAML scalars.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from embedpipe.errors import ConfigError
+
+DEFAULT_SINK = "qdrant:./.embedpipe/qdrant"
+ENV_PREFIX = "EMBEDPIPE_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SourceConfig(_Section):
+    """Where documents come from."""
+
+    uri: str = Field("", description="directory, JSONL file, Parquet file/dir, or hf:PATH")
+    text_field: str = Field("text", description="JSONL/Parquet/HF field holding the text")
+    id_field: str = Field("id", description="field holding a stable document id; else a hash of the text")
+    metadata_fields: list[str] | None = Field(
+        None, description="fields carried into the payload; None = every other scalar field"
+    )
+    extensions: list[str] = Field(
+        [".txt", ".md", ".rst", ".html", ".htm"], description="file suffixes a directory source reads"
+    )
+
+
+class ModelConfig(_Section):
+    """The embedding model and how it runs."""
+
+    name: str | None = Field(None, description="sentence-transformers name or local path; None = packaged all-MiniLM-L6-v2")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    normalize: bool = True
+    prefix: str = Field("", description="text prepended to every chunk (e.g. 'passage: ')")
+    query_prefix: str = Field("", description="text prepended to queries (e.g. 'query: ')")
+    max_seq_length: int | None = Field(None, description="None = the model's own limit")
+
+
+class ChunkingConfig(_Section):
+    """How documents are split."""
+
+    chunk_tokens: int = Field(256, ge=8, description="tokens per chunk, special tokens included")
+    overlap_tokens: int = Field(32, ge=0, description="tokens repeated between neighbouring chunks")
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> ChunkingConfig:
+        if self.overlap_tokens >= self.chunk_tokens // 2:
+            raise ValueError("overlap_tokens must be less than half of chunk_tokens")
+        return self
+
+
+class BatchingConfig(_Section):
+    """How chunks are packed for the encoder."""
+
+    max_batch_tokens: int = Field(16384, ge=64, description="budget: batch size x longest member")
+    window: int = Field(4096, ge=1, description="chunks sorted together by length before packing")
+    max_batch_size: int = Field(512, ge=1, description="cap on chunks per batch")
+
+
+class SinkConfig(_Section):
+    """Where vectors go."""
+
+    uri: str = Field(DEFAULT_SINK, description="qdrant:PATH | qdrant+http(s)://HOST:PORT | faiss:DIR")
+    collection: str = "embedpipe"
+    index_factory: str = Field("Flat", description="FAISS index_factory string")
+    write_batch: int = Field(256, ge=1, description="points per upsert request")
+
+
+class RunConfig(_Section):
+    """Everything one run needs."""
+
+    source: SourceConfig = SourceConfig()
+    model: ModelConfig = ModelConfig()
+    chunking: ChunkingConfig = ChunkingConfig()
+    batching: BatchingConfig = BatchingConfig()
+    sink: SinkConfig = SinkConfig()
+    mode: Literal["incremental", "full"] = "incremental"
+    state: str | None = Field(None, description="state directory for the ledger; None = next to the sink")
+    strict: bool = Field(False, description="exit non-zero when any record failed")
+    report: str | None = Field(None, description="write the JSON run report here")
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _set_path(target: dict[str, Any], path: list[str], value: Any) -> None:
+    for part in path[:-1]:
+        target = target.setdefault(part, {})
+    target[path[-1]] = value
+
+
+def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """EMBEDPIPE_SECTION__KEY=value pairs as a nested dict."""
+    environ = os.environ if environ is None else environ
+    out: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        _set_path(out, path, yaml.safe_load(raw) if raw else raw)
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A config file as a dict, with a message that names the file when it is wrong."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"No config file at {p}: pass an existing YAML file (see configs/default.yaml)")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p} must hold a mapping of sections (source:, model:, sink: ...)")
+    return data
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> RunConfig:
+    """Build a RunConfig from defaults < file < environment < overrides (nested dict, None = unset)."""
+    data: dict[str, Any] = load_yaml(path) if path else {}
+    data = _deep_merge(data, env_overrides(environ))
+    data = _deep_merge(data, _drop_none(overrides or {}))
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        where = f" in {path}" if path else ""
+        raise ConfigError(f"Invalid configuration{where}:\n{exc}") from exc
+
+
+def _drop_none(d: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, Mapping):
+            inner = _drop_none(value)
+            if inner:
+                out[key] = inner
+        elif value is not None:
+            out[key] = value
+    return out

@@ -1,0 +1,150 @@
+"""The values that flow between stages: Document -> Chunk -> Batch -> Embedded, and the RunReport."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Fixed namespace so a chunk id maps to the same point id in every sink, on every machine.
+POINT_NAMESPACE = uuid.UUID("6f1c2b1e-5d0a-4a43-9a57-3c1d5b0e7e11")
+
+
+def point_id(chunk_id: str) -> str:
+    """The sink-side id of a chunk: a UUIDv5, so re-writing a chunk overwrites it."""
+    return str(uuid.uuid5(POINT_NAMESPACE, chunk_id))
+
+
+def int_id(chunk_id: str) -> int:
+    """A positive 63-bit integer id for sinks that need integers (FAISS), derived like point_id."""
+    return uuid.uuid5(POINT_NAMESPACE, chunk_id).int >> 65
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One input record. `id` is stable across runs; `source` names where it came from."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordError:
+    """A record that could not be used: where it was, which record, and why."""
+
+    source: str
+    record: str
+    reason: str
+
+
+@dataclass(slots=True)
+class Chunk:
+    """A piece of a document that fits the model: its text, token ids and content hash.
+
+    `token_ids` are the model's input ids for `text`, special tokens included, so the encoder
+    never tokenises again. `start`/`end` are the character span of `text` in the document.
+    """
+
+    doc_id: str
+    index: int
+    text: str
+    token_ids: list[int]
+    start: int
+    end: int
+    content_hash: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return f"{self.doc_id}#{self.index}"
+
+    @property
+    def token_count(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclass(slots=True)
+class Batch:
+    """Chunks of similar length, with their ids padded to the longest member."""
+
+    chunks: list[Chunk]
+    input_ids: np.ndarray  # (n, longest) int64
+    attention_mask: np.ndarray  # (n, longest) int64
+
+    @property
+    def real_tokens(self) -> int:
+        return int(self.attention_mask.sum())
+
+    @property
+    def padded_tokens(self) -> int:
+        return int(self.input_ids.size)
+
+
+@dataclass(slots=True)
+class Embedded:
+    """Chunks with their vectors: row i of `vectors` (float32, (n, dim)) belongs to chunks[i]."""
+
+    chunks: list[Chunk]
+    vectors: np.ndarray
+
+
+@dataclass(slots=True)
+class RunReport:
+    """What a run did. Written as JSON with --report and summarised on the terminal."""
+
+    model: str = ""
+    fingerprint: str = ""
+    sink: str = ""
+    source: str = ""
+    collection: str = ""
+    mode: str = "incremental"
+    outcome: str = "running"
+    docs_read: int = 0
+    docs_failed: int = 0
+    chunks_total: int = 0
+    chunks_embedded: int = 0
+    chunks_skipped: int = 0
+    chunks_deleted: int = 0
+    tokens_embedded: int = 0
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    device: str = ""
+    precision: str = ""
+    max_batch_tokens: int = 0
+    errors: list[RecordError] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def padding_efficiency(self) -> float:
+        return self.real_tokens / self.padded_tokens if self.padded_tokens else 1.0
+
+    @property
+    def chunks_per_second(self) -> float:
+        return self.chunks_embedded / self.seconds if self.seconds else 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens_embedded / self.seconds if self.seconds else 0.0
+
+    def error(self, source: str, record: str, reason: str) -> None:
+        """Record a bad record; the run goes on."""
+        self.errors.append(RecordError(source, record, reason))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["padding_efficiency"] = round(self.padding_efficiency, 4)
+        d["chunks_per_second"] = round(self.chunks_per_second, 2)
+        d["tokens_per_second"] = round(self.tokens_per_second, 1)
+        d["seconds"] = round(self.seconds, 3)
+        return d
+
+    def write(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
