@@ -1,0 +1,85 @@
+"""Sources: one module per input kind, each a generator of Documents (or RecordErrors).
+
+`open_source(cfg)` picks the kind from the uri (`dir:`, `jsonl:`, `parquet:`, `hf:` prefixes, or
+by looking at the path) and returns a `Source`: re-readable, with a cheap count when there is one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+from embedpipe.config import SourceConfig
+from embedpipe.errors import SourceError
+from embedpipe.sources.base import Source
+from embedpipe.sources.files import open_dir, read_dir
+from embedpipe.sources.hf import open_hf, read_hf
+from embedpipe.sources.jsonl import open_jsonl, read_jsonl
+from embedpipe.sources.parquet import open_parquet, read_parquet
+
+__all__ = [
+    "Source",
+    "detect_kind",
+    "open_source",
+    "read_dir",
+    "read_hf",
+    "read_jsonl",
+    "read_parquet",
+]
+
+Opener = Callable[[str, SourceConfig], Source]
+
+OPENERS: dict[str, Opener] = {
+    "dir": open_dir,
+    "jsonl": open_jsonl,
+    "parquet": open_parquet,
+    "hf": open_hf,
+}
+
+HINT = "pass a directory, a .jsonl file, a .parquet file/dir or hf:PATH"
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz")
+# Files save_to_disk writes: such a directory is a dataset, not a folder of documents.
+HF_MARKERS = ("dataset_dict.json", "state.json")
+
+
+def open_source(cfg: SourceConfig) -> Source:
+    """The Source `cfg.uri` names; SourceError (saying what to pass instead) when it cannot be opened."""
+    kind, path = detect_kind(cfg.uri, cfg.extensions)
+    return OPENERS[kind](path, cfg)
+
+
+def detect_kind(uri: str, extensions: Sequence[str] = (".txt", ".md")) -> tuple[str, str]:
+    """(kind, path) for a uri: an explicit `kind:` prefix wins, else what the path looks like."""
+    for kind in OPENERS:
+        if uri.startswith(kind + ":"):
+            return kind, os.path.expanduser(uri[len(kind) + 1 :])
+    if not uri:
+        raise SourceError(f"No source given: {HINT}")
+    path = os.path.expanduser(uri)
+    if os.path.isdir(path):
+        return _directory_kind(path, extensions), path
+    if os.path.isfile(path):
+        name = path.lower()
+        if name.endswith(JSONL_SUFFIXES):
+            return "jsonl", path
+        if name.endswith(".parquet"):
+            return "parquet", path
+        raise SourceError(
+            f"Cannot tell what kind of source {uri} is: {HINT}, or prefix it with jsonl:/parquet:"
+        )
+    raise SourceError(f"No source at {uri}: {HINT}")
+
+
+def _directory_kind(path: str, extensions: Sequence[str]) -> str:
+    """ "hf" for a saved dataset, "parquet" for Parquet files and no text files, else "dir"."""
+    if any(os.path.isfile(os.path.join(path, m)) for m in HF_MARKERS):
+        return "hf"
+    suffixes = tuple(e.lower() for e in extensions)
+    has_parquet = False
+    for _dirpath, dirnames, filenames in os.walk(path):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in (n.lower() for n in filenames if not n.startswith(".")):
+            if name.endswith(suffixes):
+                return "dir"
+            has_parquet = has_parquet or name.endswith(".parquet")
+    return "parquet" if has_parquet else "dir"

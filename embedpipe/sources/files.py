@@ -1,0 +1,185 @@
+"""Directory source: every matching text file under a root, one Document per file."""
+
+from __future__ import annotations
+
+import codecs
+import os
+import re
+from collections.abc import Iterator, Sequence
+from html.parser import HTMLParser
+from pathlib import Path
+
+from embedpipe.config import SourceConfig
+from embedpipe.errors import SourceError
+from embedpipe.sources.base import Source
+from embedpipe.types import Document, RecordError
+
+DEFAULT_EXTENSIONS = (".txt", ".md", ".rst", ".html", ".htm")
+HTML_SUFFIXES = (".html", ".htm")
+BINARY_SNIFF_BYTES = 8192
+
+
+def open_dir(path: str, cfg: SourceConfig) -> Source:
+    """A Source over the files under `path`, listed once up front so `total` is exact."""
+    if not os.path.isdir(path):
+        raise SourceError(f"No directory at {path}: pass an existing directory for a dir: source")
+    files = list_files(path, cfg.extensions)
+    return Source(
+        uri=path,
+        kind="dir",
+        read=lambda: read_dir(path, extensions=cfg.extensions, files=files),
+        total=len(files),
+    )
+
+
+def list_files(root: str | Path, extensions: Sequence[str] = DEFAULT_EXTENSIONS) -> list[str]:
+    """Sorted POSIX paths, relative to `root`, of the visible files with one of `extensions`."""
+    suffixes = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        rel_dir = Path(os.path.relpath(dirpath, root))
+        for name in filenames:
+            if not name.startswith(".") and name.lower().endswith(suffixes):
+                found.append((rel_dir / name).as_posix())
+    return sorted(found)
+
+
+def read_dir(
+    root: str | Path,
+    *,
+    extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+    files: Sequence[str] | None = None,
+) -> Iterator[Document | RecordError]:
+    """Each file under `root` (or each of `files`, relative to it) as a Document or RecordError."""
+    for rel in list_files(root, extensions) if files is None else files:
+        yield read_file(root, rel)
+
+
+def read_file(root: str | Path, rel: str) -> Document | RecordError:
+    """One file as a Document, its id the POSIX path relative to `root`."""
+    try:
+        data = (Path(root) / rel).read_bytes()
+    except OSError as exc:
+        return RecordError(str(root), rel, f"cannot read file: {exc.strerror or exc}")
+    try:
+        text = decode_text(data)
+    except ValueError as exc:
+        return RecordError(str(root), rel, str(exc))
+    if rel.lower().endswith(HTML_SUFFIXES):
+        text = html_to_text(text)
+    if not text.strip():
+        return RecordError(str(root), rel, "empty document")
+    return Document(id=rel, text=text, metadata={"path": rel}, source=str(root))
+
+
+def decode_text(data: bytes) -> str:
+    """Strict UTF-8 (a BOM is dropped); ValueError with the reason when the bytes are not text."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise ValueError("UTF-16 text, not UTF-8: re-save the file as UTF-8")
+    if b"\0" in data[:BINARY_SNIFF_BYTES]:
+        raise ValueError("binary file, not text")
+    body = data.removeprefix(codecs.BOM_UTF8)
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = exc.start + len(data) - len(body)
+        raise ValueError(f"not UTF-8 text (invalid byte at offset {offset})") from None
+
+
+# Elements whose content is never text a reader sees.
+_SKIP = frozenset({"script", "style", "head", "template", "noscript"})
+_BLOCK = frozenset(
+    {
+        "address",
+        "article",
+        "aside",
+        "blockquote",
+        "br",
+        "dd",
+        "div",
+        "dl",
+        "dt",
+        "figcaption",
+        "figure",
+        "footer",
+        "form",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "header",
+        "hr",
+        "li",
+        "main",
+        "nav",
+        "ol",
+        "p",
+        "pre",
+        "section",
+        "table",
+        "tr",
+        "ul",
+    }
+)
+_CELL = frozenset({"td", "th"})
+_HTML_SPACE = re.compile(r"[ \t\n\r\f]+")  # HTML whitespace only: NBSP and friends survive
+
+
+class _TextExtractor(HTMLParser):
+    """Collects the readable text of an HTML page: block elements become line breaks."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip = 0
+        self._pre = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIP:
+            self._skip += 1
+        elif tag == "body":
+            self._skip = 0  # an unclosed <head> ends here
+        elif tag == "pre":
+            self._pre += 1
+        self._break(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIP:
+            self._skip = max(0, self._skip - 1)
+        elif tag == "pre":
+            self._pre = max(0, self._pre - 1)
+        self._break(tag)
+
+    def handle_data(self, data: str) -> None:
+        if self._skip:
+            return
+        if not self._pre:
+            data = _HTML_SPACE.sub(" ", data)
+            if not self.parts or self.parts[-1].endswith("\n"):
+                data = data.lstrip(" ")
+        if data:
+            self.parts.append(data)
+
+    def _break(self, tag: str) -> None:
+        if self._skip:
+            return
+        if tag in _BLOCK:
+            while self.parts and self.parts[-1].endswith(" "):
+                self.parts[-1] = self.parts[-1].rstrip(" ")
+                if not self.parts[-1]:
+                    self.parts.pop()
+            self.parts.append("\n")
+        elif tag in _CELL and self.parts and not self.parts[-1].endswith((" ", "\n")):
+            self.parts.append(" ")
+
+
+def html_to_text(markup: str) -> str:
+    """The readable text of an HTML document: no scripts, styles or head; entities unescaped."""
+    parser = _TextExtractor()
+    parser.feed(markup)
+    parser.close()
+    text = re.sub(r"\n{3,}", "\n\n", "".join(parser.parts))
+    return text.strip("\n ")

@@ -1,0 +1,83 @@
+"""JSON Lines source (plain or gzip): one Document per object line, streamed."""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import io
+import json
+import os
+import zlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from embedpipe.config import SourceConfig
+from embedpipe.errors import SourceError
+from embedpipe.sources.base import Source
+from embedpipe.sources.records import kind_of, to_document
+from embedpipe.types import Document, RecordError
+
+
+def open_jsonl(path: str, cfg: SourceConfig) -> Source:
+    """A Source over a JSON Lines file; its length is unknown until read."""
+    if not os.path.isfile(path):
+        raise SourceError(f"No JSON Lines file at {path}: pass an existing .jsonl/.jsonl.gz file")
+    fields = cfg.text_field, cfg.id_field, cfg.metadata_fields
+
+    def read() -> Iterator[Document | RecordError]:
+        return read_jsonl(path, text_field=fields[0], id_field=fields[1], metadata_fields=fields[2])
+
+    return Source(uri=path, kind="jsonl", read=read)
+
+
+def read_jsonl(
+    path: str | Path,
+    *,
+    text_field: str = "text",
+    id_field: str = "id",
+    metadata_fields: Sequence[str] | None = None,
+) -> Iterator[Document | RecordError]:
+    """Each non-blank line of `path` as a Document or a RecordError naming the line."""
+    source = str(path)
+    n = 0
+    try:
+        with _open_binary(source) as stream:
+            for n, raw in enumerate(stream, start=1):
+                line = raw.removeprefix(codecs.BOM_UTF8) if n == 1 else raw
+                if not line.strip():
+                    continue
+                obj = parse_line(line)
+                if isinstance(obj, str):
+                    yield RecordError(source, f"line {n}", obj)
+                    continue
+                yield to_document(
+                    obj,
+                    source=source,
+                    record=f"line {n}",
+                    text_field=text_field,
+                    id_field=id_field,
+                    metadata_fields=metadata_fields,
+                )
+    except (OSError, EOFError, zlib.error) as exc:  # vanished, truncated or corrupt gzip
+        yield RecordError(source, f"line {n + 1}", f"cannot read further: {exc}")
+
+
+def parse_line(line: bytes) -> dict[str, object] | str:
+    """The JSON object on a line, or the reason it is not one."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 text (invalid byte at offset {exc.start} of the line)"
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"malformed JSON: {exc.msg} (column {exc.colno})"
+    if not isinstance(obj, dict):
+        return f"line is {kind_of(obj)}, not a JSON object (expected one object per line)"
+    return obj
+
+
+def _open_binary(path: str) -> io.BufferedIOBase:
+    if path.lower().endswith(".gz"):
+        return gzip.open(path, "rb")
+    return open(path, "rb")

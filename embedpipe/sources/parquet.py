@@ -1,0 +1,156 @@
+"""Parquet source: a file or a directory of files, streamed in record batches."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from embedpipe.config import SourceConfig
+from embedpipe.errors import SourceError
+from embedpipe.sources.base import Source
+from embedpipe.sources.records import to_document
+from embedpipe.types import Document, RecordError
+
+BATCH_ROWS = 1024
+
+
+def open_parquet(path: str, cfg: SourceConfig) -> Source:
+    """A Source over Parquet data; reads every footer up front to check columns and count rows."""
+    files = parquet_files(path)
+    total = 0
+    for file in files:
+        with _open(file) as pf:
+            select_columns(pf.schema_arrow, file, cfg.text_field, cfg.id_field, cfg.metadata_fields)
+            total += pf.metadata.num_rows
+    read = functools.partial(
+        _read_files,
+        files,
+        text_field=cfg.text_field,
+        id_field=cfg.id_field,
+        metadata_fields=cfg.metadata_fields,
+    )
+    return Source(uri=path, kind="parquet", read=read, total=total)
+
+
+def parquet_files(path: str | Path) -> list[Path]:
+    """`path` itself, or the *.parquet files under it in sorted order (hidden and _ paths skipped)."""
+    root = Path(path)
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise SourceError(f"No Parquet data at {path}: pass a .parquet file or a directory of them")
+    files = sorted(
+        f
+        for f in root.rglob("*.parquet")
+        if f.is_file() and not any(p.startswith((".", "_")) for p in f.relative_to(root).parts)
+    )
+    if not files:
+        raise SourceError(
+            f"No .parquet files under {path}: pass a .parquet file or a directory of them"
+        )
+    return files
+
+
+def read_parquet(
+    path: str | Path,
+    *,
+    text_field: str = "text",
+    id_field: str = "id",
+    metadata_fields: Sequence[str] | None = None,
+) -> Iterator[Document | RecordError]:
+    """Each row of the Parquet data at `path` as a Document or a RecordError naming the row."""
+    yield from _read_files(
+        parquet_files(path),
+        text_field=text_field,
+        id_field=id_field,
+        metadata_fields=metadata_fields,
+    )
+
+
+def _read_files(
+    files: Sequence[Path], *, text_field: str, id_field: str, metadata_fields: Sequence[str] | None
+) -> Iterator[Document | RecordError]:
+    for file in files:
+        yield from _read_file(file, text_field, id_field, metadata_fields)
+
+
+def _read_file(
+    file: Path, text_field: str, id_field: str, metadata_fields: Sequence[str] | None
+) -> Iterator[Document | RecordError]:
+    source, row = str(file), 0
+    try:
+        with pq.ParquetFile(file) as pf:
+            columns = select_columns(pf.schema_arrow, file, text_field, id_field, metadata_fields)
+            for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=columns):
+                values = batch.to_pydict()  # to_pylist per column: plain Python values
+                names = list(values)
+                for cells in zip(*values.values(), strict=True):
+                    yield to_document(
+                        dict(zip(names, cells, strict=True)),
+                        source=source,
+                        record=f"row {row}",
+                        text_field=text_field,
+                        id_field=id_field,
+                        metadata_fields=metadata_fields,
+                    )
+                    row += 1
+    except (OSError, pa.ArrowException) as exc:  # a corrupt page or a file that vanished
+        yield RecordError(source, f"row {row}", f"cannot read the rest of this file: {exc}")
+
+
+def select_columns(
+    schema: pa.Schema,
+    file: Path | str,
+    text_field: str,
+    id_field: str,
+    metadata_fields: Sequence[str] | None,
+) -> list[str]:
+    """The columns to read: text, id when present, and metadata (named, or all but binary ones)."""
+    names = schema.names
+    if text_field not in names:
+        raise SourceError(
+            f"No text column {text_field!r} in {file}: its columns are {', '.join(names)};"
+            " set source.text_field to one of them"
+        )
+    text_type = schema.field(text_field).type
+    if not _is_text_type(text_type):
+        raise SourceError(
+            f"Column {text_field!r} in {file} holds {text_type}, not strings:"
+            " set source.text_field to a string column"
+        )
+    wanted = [text_field]
+    if id_field in names and id_field != text_field:
+        wanted.append(id_field)
+    if metadata_fields is None:
+        extra = [n for n in names if not _is_binary_type(schema.field(n).type)]
+    else:
+        extra = [n for n in metadata_fields if n in names]
+    return wanted + [n for n in extra if n not in wanted]
+
+
+def _is_text_type(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    kinds = (
+        pa.types.is_string,
+        pa.types.is_large_string,
+        pa.types.is_string_view,
+        pa.types.is_null,
+    )
+    return any(is_kind(t) for is_kind in kinds)
+
+
+def _is_binary_type(t: pa.DataType) -> bool:
+    kinds = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_fixed_size_binary)
+    return any(is_kind(t) for is_kind in kinds)
+
+
+def _open(file: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(file)
+    except (OSError, pa.ArrowException) as exc:
+        raise SourceError(f"Cannot read Parquet file {file} ({exc}): replace or remove it") from exc

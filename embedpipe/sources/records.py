@@ -1,0 +1,131 @@
+"""Rules every record-shaped source shares: which text, which id, which metadata."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+import xxhash
+
+from embedpipe.types import Document, RecordError
+
+_MISSING = object()
+_UNSUPPORTED = object()
+
+
+def to_document(
+    row: Mapping[str, Any],
+    *,
+    source: str,
+    record: str,
+    text_field: str,
+    id_field: str,
+    metadata_fields: Sequence[str] | None,
+) -> Document | RecordError:
+    """A Document from one record, or a RecordError saying precisely what is wrong with it."""
+    text = row.get(text_field, _MISSING)
+    problem = text_problem(text, text_field, row)
+    if problem is not None:
+        return RecordError(source, record, problem)
+    try:
+        doc_id = document_id(row.get(id_field), text, id_field)
+    except ValueError as exc:
+        return RecordError(source, record, str(exc))
+    metadata = extract_metadata(row, text_field, metadata_fields)
+    return Document(id=doc_id, text=text, metadata=metadata, source=source)
+
+
+def text_problem(value: Any, field: str, row: Mapping[str, Any]) -> str | None:
+    """Why `value` cannot be a document's text, or None when it can."""
+    if value is _MISSING:
+        present = ", ".join(map(str, row)) or "none"
+        return f"no text field {field!r} (fields present: {present})"
+    if value is None:
+        return f"text field {field!r} is null"
+    if not isinstance(value, str):
+        return f"text field {field!r} is {kind_of(value)}, not a string"
+    if not value.strip():
+        return f"text field {field!r} is empty" + (" (whitespace only)" if value else "")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate, e.g. from a JSON "\ud800" escape
+        return (
+            f"text field {field!r} is not valid Unicode (lone surrogate at character {exc.start})"
+        )
+    return None
+
+
+def document_id(value: Any, text: str, field: str) -> str:
+    """The id field as a string (integers allowed), else a hash of the text when it is absent."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return text_hash(text)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError(f"id field {field!r} is {kind_of(value)}, expected a string or an integer")
+
+
+def text_hash(text: str) -> str:
+    """The id of a document that has none: xxh3-128 of its UTF-8 text."""
+    return xxhash.xxh3_128_hexdigest(text.encode())
+
+
+def extract_metadata(
+    row: Mapping[str, Any], text_field: str, fields: Sequence[str] | None
+) -> dict[str, Any]:
+    """The named fields (those present), or every JSON-representable field but the text."""
+    if fields is not None:
+        return {name: _forced_json(row[name]) for name in fields if name in row}
+    out: dict[str, Any] = {}
+    for name, value in row.items():
+        if name != text_field:
+            converted = json_value(value)
+            if converted is not _UNSUPPORTED:
+                out[name] = converted
+    return out
+
+
+def json_value(value: Any) -> Any:
+    """`value` as JSON-serialisable data (dates as ISO strings), or _UNSUPPORTED."""
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, list | tuple):
+        items = [json_value(v) for v in value]
+        return _UNSUPPORTED if any(v is _UNSUPPORTED for v in items) else items
+    if isinstance(value, dict):
+        pairs = {str(k): json_value(v) for k, v in value.items()}
+        return _UNSUPPORTED if any(v is _UNSUPPORTED for v in pairs.values()) else pairs
+    if isinstance(value, datetime.date | datetime.time):  # datetime is a date
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, Decimal):
+        return str(value)  # exact, unlike float
+    return _UNSUPPORTED
+
+
+def _forced_json(value: Any) -> Any:
+    """Like json_value, for a field the user asked for by name: never dropped."""
+    converted = json_value(value)
+    if converted is not _UNSUPPORTED:
+        return converted
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    return str(value)
+
+
+def kind_of(value: Any) -> str:
+    """A value's type in JSON words, for error messages ("a number", "an array")."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
