@@ -1,0 +1,257 @@
+"""Qdrant sink: one physical collection per fingerprint, served under an alias.
+
+The physical collection is `<collection>__<fingerprint[:12]>`; the public name is an alias that
+close() moves in one `update_collection_aliases` call, so a re-embed stays invisible until it is
+complete. Works with local mode (`QdrantClient(path=...)`) and with a server (`url=...`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import grpc
+import httpx
+import numpy as np
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from embedpipe.errors import SinkError, TransientSinkError
+from embedpipe.sinks.base import Hit
+from embedpipe.sinks.store import chunk_payload, hit_from_payload
+from embedpipe.types import Embedded, point_id
+
+RETRYABLE_HTTP = {408, 429, 502, 503, 504}
+RETRYABLE_GRPC = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+@contextmanager
+def qdrant_errors(action: str) -> Iterator[None]:
+    """Translate qdrant-client failures: timeouts and lost connections are worth a retry."""
+    try:
+        yield
+    except SinkError:
+        raise
+    except (ResponseHandlingException, httpx.TransportError, ConnectionError, TimeoutError) as exc:
+        raise TransientSinkError(
+            f"Qdrant {action} failed, the server did not answer: {exc}"
+        ) from exc
+    except UnexpectedResponse as exc:
+        kind = TransientSinkError if exc.status_code in RETRYABLE_HTTP else SinkError
+        raise kind(f"Qdrant {action} failed ({exc.status_code}): {exc.content!r}") from exc
+    except grpc.RpcError as exc:
+        code = exc.code() if hasattr(exc, "code") else None
+        kind = TransientSinkError if code in RETRYABLE_GRPC else SinkError
+        raise kind(f"Qdrant {action} failed ({code}): {exc}") from exc
+    except (ValueError, RuntimeError, OSError) as exc:  # local mode raises these
+        raise SinkError(f"Qdrant {action} failed: {exc}") from exc
+
+
+class QdrantSink:
+    """Vectors in Qdrant, local (`local_path`) or on a server (`url`), under an alias `collection`."""
+
+    def __init__(
+        self,
+        collection: str,
+        *,
+        local_path: str | None = None,
+        url: str | None = None,
+        api_key: str | None = None,
+        write_batch: int = 256,
+        keep_previous: bool = False,
+        timeout: int | None = None,
+    ) -> None:
+        if (local_path is None) == (url is None):
+            raise SinkError("QdrantSink needs exactly one of local_path= or url=")
+        self.collection = collection
+        self.local_path = local_path
+        self.url = url
+        self.api_key = api_key
+        self.write_batch = write_batch
+        self.keep_previous = keep_previous
+        self.timeout = timeout
+        self.uri = f"qdrant:{local_path}" if local_path is not None else f"qdrant+{url}"
+        self._client: QdrantClient | None = None
+        self._target: str | None = None  # physical collection being written
+        self._new = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def connect(self) -> QdrantClient:
+        """The client, created on first use (local mode takes a lock on its folder)."""
+        if self._client is None:
+            with qdrant_errors(f"connecting to {self.uri}"):
+                if self.local_path is not None:
+                    self._client = QdrantClient(path=self.local_path)
+                else:
+                    # No version probe: it would make a request before the first real call.
+                    self._client = QdrantClient(
+                        url=self.url,
+                        api_key=self.api_key,
+                        timeout=self.timeout,
+                        check_compatibility=False,
+                    )
+        return self._client
+
+    def open(self, dim: int, fingerprint: str) -> None:
+        """Attach to the live collection when its fingerprint matches, else create a new one."""
+        client = self.connect()
+        physical = f"{self.collection}__{fingerprint[:12]}"
+        with qdrant_errors(f"opening '{self.collection}'"):
+            live = self._live()
+            if live is None and client.collection_exists(self.collection):
+                self._refuse_foreign(dim)
+            if client.collection_exists(physical):
+                # Either the live index (incremental run) or an unfinished re-embed to resume.
+                self._check_dim(physical, dim)
+            else:
+                client.create_collection(
+                    physical,
+                    vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
+                )
+        self._target, self._new = physical, live != physical
+
+    def write(self, embedded: Embedded) -> None:
+        """Upsert in requests of `write_batch` points; returns once Qdrant acknowledged them."""
+        target = self._writing()
+        vectors = np.asarray(embedded.vectors, dtype=np.float32)
+        if len(vectors) != len(embedded.chunks):
+            raise SinkError(
+                f"{len(embedded.chunks)} chunks but {len(vectors)} vectors: they must pair up"
+            )
+        for lo in range(0, len(embedded.chunks), self.write_batch):
+            chunks = embedded.chunks[lo : lo + self.write_batch]
+            batch = models.Batch(
+                ids=[point_id(c.id) for c in chunks],
+                vectors=vectors[lo : lo + self.write_batch].tolist(),
+                payloads=[chunk_payload(c) for c in chunks],
+            )
+            with qdrant_errors(f"upsert into '{target}'"):
+                self.connect().upsert(target, points=batch, wait=True)
+
+    def delete(self, chunk_ids: Sequence[str]) -> None:
+        """Delete these chunks in batches; ids that are not present are fine."""
+        target = self._writing()
+        for lo in range(0, len(chunk_ids), self.write_batch):
+            ids: list[models.ExtendedPointId] = [
+                point_id(c) for c in chunk_ids[lo : lo + self.write_batch]
+            ]
+            with qdrant_errors(f"delete from '{target}'"):
+                self.connect().delete(
+                    target, points_selector=models.PointIdsList(points=ids), wait=True
+                )
+
+    def close(self) -> None:
+        """Move the alias to the new collection (dropping the old one), then release the client."""
+        try:
+            if self._target is not None and self._new:
+                self._swap(self._target)
+        finally:
+            self._release()
+
+    def abort(self) -> None:
+        """Drop an unfinished new collection; the live one is untouched."""
+        try:
+            if self._target is not None and self._new:
+                with qdrant_errors(f"dropping '{self._target}'"):
+                    self.connect().delete_collection(self._target)
+        finally:
+            self._release()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def chunk_ids(self) -> Iterator[str]:
+        """Every chunk id of the collection being written, or of the live one outside a run."""
+        name = self._target or self._live()
+        if name is None:
+            return
+        offset: models.ExtendedPointId | None = None
+        while True:
+            with qdrant_errors(f"scrolling '{name}'"):
+                points, offset = self.connect().scroll(
+                    name, limit=max(self.write_batch, 256), offset=offset, with_payload=["chunk_id"]
+                )
+            yield from (str((p.payload or {}).get("chunk_id", "")) for p in points)
+            if offset is None:
+                return
+
+    def search(self, vector: np.ndarray, k: int = 5) -> list[Hit]:
+        """Top-k hits of the live collection by cosine similarity."""
+        if self._live() is None:
+            raise SinkError(
+                f"no Qdrant collection '{self.collection}' at {self.uri}: run embedpipe first"
+            )
+        query = np.asarray(vector, dtype=np.float32).reshape(-1).tolist()
+        with qdrant_errors(f"query on '{self.collection}'"):
+            result = self.connect().query_points(
+                self.collection, query=query, limit=k, with_payload=True
+            )
+        return [hit_from_payload(p.score, p.payload or {}) for p in result.points]
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _live(self) -> str | None:
+        """The physical collection the public alias points to, or None."""
+        with qdrant_errors("listing aliases"):
+            aliases = self.connect().get_aliases().aliases
+        return next((a.collection_name for a in aliases if a.alias_name == self.collection), None)
+
+    def _dim_of(self, name: str) -> int | None:
+        """The vector size of a collection (None for named/multi vectors, which are not ours)."""
+        vectors = self.connect().get_collection(name).config.params.vectors
+        return vectors.size if isinstance(vectors, models.VectorParams) else None
+
+    def _check_dim(self, name: str, dim: int) -> None:
+        have = self._dim_of(name)
+        if have != dim:
+            raise SinkError(
+                f"collection '{self.collection}' has dimension {have}, the model gives {dim}: "
+                f"choose another --collection or delete it ('{name}')"
+            )
+
+    def _refuse_foreign(self, dim: int) -> None:
+        """A collection embedpipe did not create holds the public name: never touch it."""
+        self._check_dim(self.collection, dim)
+        raise SinkError(
+            f"collection '{self.collection}' exists and was not created by embedpipe (it is not an "
+            "alias): choose another --collection or delete it"
+        )
+
+    def _swap(self, physical: str) -> None:
+        """Point the alias at `physical` in one request, then drop what it pointed to before."""
+        old = self._live()
+        ops: list[Any] = []
+        if old is not None:
+            ops.append(
+                models.DeleteAliasOperation(
+                    delete_alias=models.DeleteAlias(alias_name=self.collection)
+                )
+            )
+        ops.append(
+            models.CreateAliasOperation(
+                create_alias=models.CreateAlias(
+                    collection_name=physical, alias_name=self.collection
+                )
+            )
+        )
+        with qdrant_errors(f"moving alias '{self.collection}' to '{physical}'"):
+            self.connect().update_collection_aliases(change_aliases_operations=ops)
+            if old is not None and old != physical and not self.keep_previous:
+                self.connect().delete_collection(old)
+
+    def _writing(self) -> str:
+        if self._target is None:
+            raise SinkError("the Qdrant sink is not open: call open(dim, fingerprint) first")
+        return self._target
+
+    def _release(self) -> None:
+        """Forget the run and close the client, which frees local mode's folder lock."""
+        self._target, self._new = None, False
+        if self._client is not None:
+            self._client.close()
+            self._client = None

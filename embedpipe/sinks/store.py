@@ -1,0 +1,210 @@
+"""What sinks keep per chunk, and an append-only Parquet store of chunks with their vectors.
+
+The payload fields are shared by every sink. `ShardStore` is the FAISS sink's source of truth:
+each write is one shard file, each delete one tombstone file, both numbered from one sequence
+so replaying them in order (last write wins, a later tombstone removes) gives the live chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from embedpipe.sinks.base import Hit
+from embedpipe.types import Chunk
+
+SHARD_RE = re.compile(r"^(shard|tomb)-(\d{8})\.parquet$")
+TMP_SUFFIX = ".tmp"
+
+
+def chunk_payload(chunk: Chunk) -> dict[str, Any]:
+    """The fields a sink keeps next to a chunk's vector, so a search can show what it found."""
+    return {
+        "doc_id": chunk.doc_id,
+        "chunk_index": chunk.index,
+        "text": chunk.text,
+        "content_hash": chunk.content_hash,
+        "start": chunk.start,
+        "end": chunk.end,
+        "metadata": chunk.metadata,
+        "chunk_id": chunk.id,
+    }
+
+
+def hit_from_payload(score: float, payload: dict[str, Any]) -> Hit:
+    """A search Hit from a stored payload (metadata as a dict or as a JSON string)."""
+    metadata = payload.get("metadata") or {}
+    if isinstance(metadata, str):
+        metadata = json.loads(metadata)
+    return Hit(
+        score=float(score),
+        chunk_id=str(payload.get("chunk_id", "")),
+        doc_id=str(payload.get("doc_id", "")),
+        chunk_index=int(payload.get("chunk_index", 0)),
+        text=str(payload.get("text", "")),
+        metadata=metadata,
+    )
+
+
+def shard_schema(dim: int) -> pa.Schema:
+    """Columns of a write shard: the payload, the FAISS id and the vector."""
+    return pa.schema(
+        [
+            ("chunk_id", pa.string()),
+            ("faiss_id", pa.int64()),
+            ("doc_id", pa.string()),
+            ("chunk_index", pa.int64()),
+            ("text", pa.string()),
+            ("content_hash", pa.string()),
+            ("start", pa.int64()),
+            ("end", pa.int64()),
+            ("metadata", pa.string()),
+            ("vector", pa.list_(pa.float32(), dim)),
+        ]
+    )
+
+
+def chunk_table(chunks: Sequence[Chunk], vectors: np.ndarray, ids: np.ndarray) -> pa.Table:
+    """Chunks, their (n, dim) float32 vectors and int64 ids as one shard table."""
+    dim = vectors.shape[1]
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+    columns: dict[str, Any] = {
+        "chunk_id": [c.id for c in chunks],
+        "faiss_id": pa.array(ids, pa.int64()),
+        "doc_id": [c.doc_id for c in chunks],
+        "chunk_index": [c.index for c in chunks],
+        "text": [c.text for c in chunks],
+        "content_hash": [c.content_hash for c in chunks],
+        "start": [c.start for c in chunks],
+        "end": [c.end for c in chunks],
+        "metadata": [json.dumps(c.metadata, ensure_ascii=False, default=str) for c in chunks],
+        "vector": pa.FixedSizeListArray.from_arrays(flat, dim),
+    }
+    return pa.table(columns, schema=shard_schema(dim))
+
+
+def vectors_of(table: pa.Table) -> np.ndarray:
+    """The `vector` column of a table as a (n, dim) float32 array, without a per-row loop."""
+    column = table.column("vector").combine_chunks()
+    dim = column.type.list_size
+    return column.flatten().to_numpy().astype(np.float32, copy=False).reshape(-1, dim)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Write a file under a temporary name, fsync it, then rename it into place."""
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def write_parquet(table: pa.Table, path: Path) -> None:
+    """Write a Parquet file atomically."""
+    atomic_write(path, lambda f: pq.write_table(table, f))
+
+
+class ShardStore:
+    """An append-only folder of Parquet shards and tombstones; replay order is the file number."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def files(self) -> list[tuple[int, str, Path]]:
+        """(sequence, kind, path) of every shard and tombstone, in sequence order."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for path in self.root.iterdir():
+            m = SHARD_RE.match(path.name)
+            if m:
+                found.append((int(m.group(2)), m.group(1), path))
+        return sorted(found)
+
+    def remove_temp(self) -> None:
+        """Drop half-written files a crashed writer left behind (they were never acknowledged)."""
+        if self.root.is_dir():
+            for path in self.root.glob("*" + TMP_SUFFIX):
+                path.unlink()
+
+    def _next_path(self, kind: str) -> Path:
+        files = self.files()
+        seq = files[-1][0] + 1 if files else 1
+        return self.root / f"{kind}-{seq:08d}.parquet"
+
+    def append(self, table: pa.Table) -> None:
+        """Add one shard; it is durable when this returns."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_parquet(table, self._next_path("shard"))
+
+    def tombstone(self, chunk_ids: Sequence[str]) -> None:
+        """Mark chunks deleted from this point in the sequence on."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        table = pa.table({"chunk_id": pa.array(list(chunk_ids), pa.string())})
+        write_parquet(table, self._next_path("tomb"))
+
+    def live(self, columns: list[str] | None = None) -> pa.Table | None:
+        """The live chunks (last write of each id, minus later tombstones); None when empty."""
+        files = self.files()
+        shards = [
+            (seq, pq.read_table(p, columns=columns)) for seq, kind, p in files if kind == "shard"
+        ]
+        if not shards:
+            return None
+        tombs = [(seq, pq.read_table(p)) for seq, kind, p in files if kind == "tomb"]
+        table = pa.concat_tables([t for _, t in shards])
+        seqs = np.repeat([s for s, _ in shards], [t.num_rows for _, t in shards])
+        keep = _last_rows(table.column("chunk_id"))
+        if tombs:
+            keep = keep[_tomb_seqs(table.column("chunk_id").take(keep), tombs) < seqs[keep]]
+        return table.take(pa.array(keep))
+
+    def compact(self) -> pa.Table | None:
+        """Rewrite the store as one shard of the live chunks and return them (None when empty)."""
+        files = self.files()
+        table = self.live()
+        if len(files) > 1 or (files and files[0][1] == "tomb"):
+            if table is not None:
+                self.append(table)
+            # Old shards go before old tombstones, so a crash in between never resurrects a chunk.
+            for _, _, path in sorted(files, key=lambda f: f[1] == "tomb"):
+                path.unlink()
+            fsync_dir(self.root)
+        return table
+
+
+def _last_rows(chunk_ids: pa.ChunkedArray) -> np.ndarray:
+    """Row numbers of the last occurrence of each id, in row order."""
+    ids = chunk_ids.to_numpy()
+    _, first_from_end = np.unique(ids[::-1], return_index=True)
+    return np.sort(len(ids) - 1 - first_from_end)
+
+
+def _tomb_seqs(chunk_ids: pa.ChunkedArray, tombs: list[tuple[int, pa.Table]]) -> np.ndarray:
+    """For each id, the sequence number of its latest tombstone (-1 when never deleted)."""
+    tomb_ids = pa.concat_tables([t for _, t in tombs]).column("chunk_id")
+    tomb_seqs = np.repeat([s for s, _ in tombs], [t.num_rows for _, t in tombs])
+    last = _last_rows(tomb_ids)  # tombstones are already in sequence order
+    pos = pc.index_in(chunk_ids, value_set=tomb_ids.take(pa.array(last)).combine_chunks())
+    pos_np = pos.fill_null(-1).to_numpy()
+    return np.where(pos_np >= 0, tomb_seqs[last][pos_np], -1)

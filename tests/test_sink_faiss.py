@@ -1,0 +1,267 @@
+"""The FAISS sink against real FAISS and Parquet on tmp_path: random unit vectors, no model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+
+from embedpipe.config import SinkConfig
+from embedpipe.errors import SinkError
+from embedpipe.sinks import open_sink
+from embedpipe.sinks.faiss import FaissSink
+from embedpipe.types import Chunk, Embedded, int_id
+
+DIM = 16
+FP_A = "a" * 64
+FP_B = "b" * 64
+
+
+def unit_vectors(n: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def chunks(n: int, doc: str = "doc") -> list[Chunk]:
+    return [
+        Chunk(
+            doc_id=f"{doc}{i // 4}",
+            index=i % 4,
+            text=f"text {doc} {i}",
+            token_ids=[101, 102],
+            start=10 * i,
+            end=10 * i + 9,
+            content_hash=f"h{i}",
+            metadata={"n": i, "tag": "x"},
+        )
+        for i in range(n)
+    ]
+
+
+def embedded(n: int, seed: int = 0, doc: str = "doc", dim: int = DIM) -> Embedded:
+    return Embedded(chunks(n, doc), unit_vectors(n, dim, seed))
+
+
+def built(tmp_path: Path, emb: Embedded, fp: str = FP_A, **options: object) -> FaissSink:
+    sink = FaissSink(tmp_path, "docs", **options)  # type: ignore[arg-type]
+    sink.open(emb.vectors.shape[1], fp)
+    sink.write(emb)
+    sink.close()
+    return sink
+
+
+def test_write_then_search_finds_the_nearest(tmp_path: Path) -> None:
+    emb = embedded(50)
+    sink = built(tmp_path, emb)
+    hits = sink.search(emb.vectors[17], k=3)
+    assert hits[0].chunk_id == emb.chunks[17].id
+    assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert hits[0].score >= hits[1].score >= hits[2].score
+
+
+def test_hits_and_store_carry_the_payload(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    emb = embedded(8)
+    sink = built(tmp_path, emb)
+    hit = sink.search(emb.vectors[5], k=1)[0]
+    c = emb.chunks[5]
+    assert (hit.doc_id, hit.chunk_index, hit.text, hit.metadata) == (c.doc_id, c.index, c.text, c.metadata)
+    shard = next((tmp_path / "docs" / "store").glob("shard-*.parquet"))
+    row = pq.read_table(shard).slice(5, 1).to_pylist()[0]
+    assert (row["content_hash"], row["start"], row["end"]) == (c.content_hash, c.start, c.end)
+    assert json.loads(row["metadata"]) == c.metadata
+
+
+def test_rewriting_the_same_chunks_does_not_duplicate(tmp_path: Path) -> None:
+    sink = built(tmp_path, embedded(20))
+    sink.open(DIM, FP_A)
+    sink.write(embedded(20, seed=1))
+    sink.close()
+    assert sorted(sink.chunk_ids()) == sorted(c.id for c in chunks(20))
+    assert faiss.read_index(str(tmp_path / "docs" / "index.faiss")).ntotal == 20
+    # The later write wins.
+    assert sink.search(unit_vectors(20, seed=1)[3], k=1)[0].score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_delete_removes_exactly_the_given_ids(tmp_path: Path) -> None:
+    emb = embedded(10)
+    sink = built(tmp_path, emb)
+    gone = [emb.chunks[2].id, emb.chunks[7].id, "never#0"]
+    sink.open(DIM, FP_A)
+    sink.delete(gone)
+    sink.close()
+    assert set(sink.chunk_ids()) == {c.id for c in emb.chunks} - set(gone)
+    assert all(h.chunk_id not in gone for h in sink.search(emb.vectors[2], k=10))
+
+
+def test_a_chunk_written_again_after_its_delete_is_back(tmp_path: Path) -> None:
+    emb = embedded(4)
+    sink = FaissSink(tmp_path, "docs")
+    sink.open(DIM, FP_A)
+    sink.write(emb)
+    sink.delete([emb.chunks[0].id])
+    sink.write(Embedded(emb.chunks[:1], emb.vectors[:1]))
+    sink.close()
+    assert sorted(sink.chunk_ids()) == sorted(c.id for c in emb.chunks)
+
+
+def test_new_fingerprint_is_invisible_until_close_then_swapped_and_old_dropped(tmp_path: Path) -> None:
+    old = embedded(10, doc="old")
+    sink = built(tmp_path, old)
+    old_gen = (tmp_path / "docs").resolve()
+    new = embedded(10, seed=5, doc="new")
+    sink.open(DIM, FP_B)
+    sink.write(new)
+    assert sink.search(new.vectors[0], k=1)[0].chunk_id.startswith("old")
+    sink.close()
+    assert sink.search(new.vectors[0], k=1)[0].chunk_id == new.chunks[0].id
+    assert (tmp_path / "docs").resolve().name == f"docs__{FP_B[:16]}"
+    assert not old_gen.exists()
+
+
+def test_keep_previous_keeps_the_old_generation(tmp_path: Path) -> None:
+    built(tmp_path, embedded(5))
+    old_gen = (tmp_path / "docs").resolve()
+    built(tmp_path, embedded(5, seed=2), fp=FP_B, keep_previous=True)
+    assert old_gen.exists() and (tmp_path / "docs").resolve() != old_gen
+
+
+def test_abort_leaves_the_live_index_untouched(tmp_path: Path) -> None:
+    old = embedded(10)
+    sink = built(tmp_path, old)
+    sink.open(DIM, FP_B)
+    sink.write(embedded(10, seed=3, doc="new"))
+    sink.abort()
+    assert sorted(sink.chunk_ids()) == sorted(c.id for c in old.chunks)
+    assert sink.search(old.vectors[4], k=1)[0].chunk_id == old.chunks[4].id
+    assert [p.name for p in (tmp_path / ".generations").iterdir()] == [f"docs__{FP_A[:16]}"]
+
+
+def test_reopen_with_same_fingerprint_appends_in_place(tmp_path: Path) -> None:
+    first = embedded(10, doc="first")
+    sink = built(tmp_path, first)
+    gen = (tmp_path / "docs").resolve()
+    more = embedded(5, seed=9, doc="more")
+    sink.open(DIM, FP_A)
+    sink.write(more)
+    assert len(list(sink.chunk_ids())) == 15  # the run sees its own writes
+    assert sink.search(more.vectors[0], k=1)[0].chunk_id.startswith("first")  # queries: old index
+    sink.close()
+    assert (tmp_path / "docs").resolve() == gen
+    assert sink.search(more.vectors[0], k=1)[0].chunk_id == more.chunks[0].id
+    assert json.loads((gen / "manifest.json").read_text())["count"] == 15
+
+
+def test_dimension_mismatch_is_a_clear_error_and_data_survives(tmp_path: Path) -> None:
+    emb = embedded(6)
+    sink = built(tmp_path, emb)
+    with pytest.raises(SinkError, match=r"dimension 16, the model gives 8: choose another --collection"):
+        sink.open(8, FP_A)
+    assert sink.search(emb.vectors[1], k=1)[0].chunk_id == emb.chunks[1].id
+
+
+def test_public_name_that_is_not_an_embedpipe_index_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "mine.txt").write_text("keep me")
+    with pytest.raises(SinkError, match="not an embedpipe FAISS index"):
+        FaissSink(tmp_path, "docs").open(DIM, FP_A)
+    assert (tmp_path / "docs" / "mine.txt").read_text() == "keep me"
+
+
+def test_ivf_trains_and_recall_matches_flat(tmp_path: Path) -> None:
+    # Clustered data, as real embeddings are; queries are perturbed corpus points.
+    rng = np.random.default_rng(1)
+    centers = unit_vectors(40, 32, seed=2)
+    points = centers[rng.integers(0, 40, 2000)] + 0.15 * rng.standard_normal((2000, 32))
+    points = (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
+    emb = Embedded(chunks(2000), points)
+    flat = built(tmp_path / "flat", emb)
+    ivf = built(tmp_path / "ivf", emb, index_factory="IVF16,Flat")
+    queries = points[rng.integers(0, 2000, 50)] + 0.05 * rng.standard_normal((50, 32)).astype(np.float32)
+    recall = np.mean(
+        [
+            len({h.chunk_id for h in ivf.search(q, 10)} & {h.chunk_id for h in flat.search(q, 10)}) / 10
+            for q in queries
+        ]
+    )
+    assert recall >= 0.9
+    assert "IVF" in type(faiss.downcast_index(faiss.read_index(str(tmp_path / "ivf/docs/index.faiss")).index)).__name__
+
+
+def test_too_few_points_for_ivf_lists_is_a_clear_error(tmp_path: Path) -> None:
+    sink = FaissSink(tmp_path, "docs", index_factory="IVF64,Flat")
+    sink.open(DIM, FP_A)
+    sink.write(embedded(20))
+    with pytest.raises(SinkError, match="use 'Flat' or fewer lists"):
+        sink.close()
+
+
+def test_rebuild_gives_the_same_results_without_reencoding(tmp_path: Path) -> None:
+    emb = embedded(200)
+    sink = built(tmp_path, emb)
+    query = unit_vectors(1, seed=42)[0]
+    before = sink.search(query, k=10)
+    (tmp_path / "docs" / "index.faiss").unlink()
+    sink.rebuild()
+    assert sink.search(query, k=10) == before
+
+
+def test_rebuild_can_switch_the_index_factory(tmp_path: Path) -> None:
+    emb = embedded(500)
+    built(tmp_path, emb)
+    ivf = FaissSink(tmp_path, "docs", index_factory="IVF4,Flat", nprobe=4)
+    ivf.rebuild()
+    assert ivf.search(emb.vectors[9], k=1)[0].chunk_id == emb.chunks[9].id
+    manifest = json.loads((tmp_path / "docs" / "manifest.json").read_text())
+    assert manifest["index_factory"] == "IVF4,Flat"
+
+
+def test_index_carries_the_64_bit_int_id_of_each_chunk(tmp_path: Path) -> None:
+    emb = embedded(12)
+    built(tmp_path, emb)
+    index = faiss.read_index(str(tmp_path / "docs" / "index.faiss"))
+    ids = faiss.vector_to_array(faiss.downcast_index(index).id_map)
+    assert set(ids.tolist()) == {int_id(c.id) for c in emb.chunks}
+    assert ids.dtype == np.int64 and ids.max() > 2**32
+
+
+def test_manifest_records_fingerprint_dim_factory_and_count(tmp_path: Path) -> None:
+    built(tmp_path, embedded(7))
+    manifest = json.loads((tmp_path / "docs" / "manifest.json").read_text())
+    assert manifest["fingerprint"] == FP_A and manifest["dim"] == DIM
+    assert (manifest["index_factory"], manifest["count"]) == ("Flat", 7)
+    assert (tmp_path / "docs").is_symlink() and manifest["created"]
+
+
+def test_close_compacts_the_store_into_one_shard(tmp_path: Path) -> None:
+    sink = FaissSink(tmp_path, "docs")
+    sink.open(DIM, FP_A)
+    for seed in range(3):
+        sink.write(embedded(5, seed=seed, doc=f"d{seed}"))
+    sink.delete([chunks(5, "d0")[0].id])
+    sink.close()
+    store = sorted(p.name for p in (tmp_path / "docs" / "store").iterdir())
+    assert len(store) == 1 and store[0].startswith("shard-")
+    assert len(list(sink.chunk_ids())) == 14
+
+
+def test_a_second_writer_on_the_same_index_is_refused(tmp_path: Path) -> None:
+    first = FaissSink(tmp_path, "docs")
+    first.open(DIM, FP_A)
+    with pytest.raises(SinkError, match="another embedpipe run"):
+        FaissSink(tmp_path, "docs").open(DIM, FP_A)
+    first.close()
+    second = FaissSink(tmp_path, "docs")
+    second.open(DIM, FP_A)
+    second.abort()
+
+
+def test_open_sink_builds_a_faiss_sink_from_the_uri(tmp_path: Path) -> None:
+    sink = open_sink(SinkConfig(uri=f"faiss:{tmp_path}", collection="c", index_factory="IVF4,Flat"))
+    assert isinstance(sink, FaissSink)
+    assert (sink.directory, sink.collection, sink.index_factory) == (tmp_path, "c", "IVF4,Flat")
+    assert not (tmp_path / ".generations").exists()  # nothing on disk before open()
