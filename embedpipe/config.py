@@ -30,19 +30,25 @@ class SourceConfig(_Section):
 
     uri: str = Field("", description="directory, JSONL file, Parquet file/dir, or hf:PATH")
     text_field: str = Field("text", description="JSONL/Parquet/HF field holding the text")
-    id_field: str = Field("id", description="field holding a stable document id; else a hash of the text")
+    id_field: str = Field(
+        "id", description="field holding a stable document id; else a hash of the text"
+    )
     metadata_fields: list[str] | None = Field(
         None, description="fields carried into the payload; None = every other scalar field"
     )
     extensions: list[str] = Field(
-        [".txt", ".md", ".rst", ".html", ".htm"], description="file suffixes a directory source reads"
+        [".txt", ".md", ".rst", ".html", ".htm"],
+        description="file suffixes a directory source reads",
     )
 
 
 class ModelConfig(_Section):
     """The embedding model and how it runs."""
 
-    name: str | None = Field(None, description="sentence-transformers name or local path; None = packaged all-MiniLM-L6-v2")
+    name: str | None = Field(
+        None,
+        description="sentence-transformers name or local path; None = packaged all-MiniLM-L6-v2",
+    )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     normalize: bool = True
@@ -75,7 +81,9 @@ class BatchingConfig(_Section):
 class SinkConfig(_Section):
     """Where vectors go."""
 
-    uri: str = Field(DEFAULT_SINK, description="qdrant:PATH | qdrant+http(s)://HOST:PORT | faiss:DIR")
+    uri: str = Field(
+        DEFAULT_SINK, description="qdrant:PATH | qdrant+http(s)://HOST:PORT | faiss:DIR"
+    )
     collection: str = "embedpipe"
     index_factory: str = Field("Flat", description="FAISS index_factory string")
     write_batch: int = Field(256, ge=1, description="points per upsert request")
@@ -90,7 +98,15 @@ class RunConfig(_Section):
     batching: BatchingConfig = BatchingConfig()
     sink: SinkConfig = SinkConfig()
     mode: Literal["incremental", "full"] = "incremental"
-    state: str | None = Field(None, description="state directory for the ledger; None = next to the sink")
+    state: str | None = Field(
+        None, description="state directory for the ledger; None = next to the sink"
+    )
+    max_delete_fraction: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="refuse a run that would delete more than this share of the index",
+    )
     strict: bool = Field(False, description="exit non-zero when any record failed")
     report: str | None = Field(None, description="write the JSON run report here")
 
@@ -127,7 +143,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     """A config file as a dict, with a message that names the file when it is wrong."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"No config file at {p}: pass an existing YAML file (see configs/default.yaml)")
+        raise ConfigError(
+            f"No config file at {p}: pass an existing YAML file (see configs/default.yaml)"
+        )
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
@@ -162,4 +180,39 @@ def _drop_none(d: Mapping[str, Any]) -> dict[str, Any]:
                 out[key] = inner
         elif value is not None:
             out[key] = value
+    return out
+
+
+# Short option names (CLI flags, keyword arguments of embedpipe.backfill) -> config paths.
+FLAT_KEYS: dict[str, tuple[str, ...]] = {
+    "source": ("source", "uri"),
+    "text_field": ("source", "text_field"),
+    "id_field": ("source", "id_field"),
+    "model": ("model", "name"),
+    "device": ("model", "device"),
+    "precision": ("model", "precision"),
+    "normalize": ("model", "normalize"),
+    "prefix": ("model", "prefix"),
+    "chunk_tokens": ("chunking", "chunk_tokens"),
+    "overlap_tokens": ("chunking", "overlap_tokens"),
+    "max_batch_tokens": ("batching", "max_batch_tokens"),
+    "sink": ("sink", "uri"),
+    "collection": ("sink", "collection"),
+    "index_factory": ("sink", "index_factory"),
+    "mode": ("mode",),
+    "state": ("state",),
+    "strict": ("strict",),
+    "report": ("report",),
+    "max_delete_fraction": ("max_delete_fraction",),
+}
+
+
+def flat_overrides(**options: Any) -> dict[str, Any]:
+    """Short option names to a nested override dict; None values mean 'not given'."""
+    out: dict[str, Any] = {}
+    for name, value in options.items():
+        if name not in FLAT_KEYS:
+            raise ConfigError(f"Unknown option {name!r}: use one of {', '.join(sorted(FLAT_KEYS))}")
+        if value is not None:
+            _set_path(out, list(FLAT_KEYS[name]), value)
     return out

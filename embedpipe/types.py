@@ -105,6 +105,8 @@ class RunReport:
     collection: str = ""
     mode: str = "incremental"
     outcome: str = "running"
+    dry_run: bool = False
+    docs_total: int | None = None
     docs_read: int = 0
     docs_failed: int = 0
     chunks_total: int = 0

@@ -1,0 +1,123 @@
+"""The library's front door: backfill(), run(), encode(), query(), status()."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedpipe.config import ModelConfig, RunConfig, flat_overrides, load_config
+from embedpipe.errors import EmbedpipeError
+from embedpipe.ledger import Ledger
+from embedpipe.pipeline import Pipeline, Progress, state_dir_for, target_key
+from embedpipe.sinks import open_sink
+from embedpipe.sinks.base import Hit, Sink
+from embedpipe.types import Document, RecordError, RunReport
+
+
+def run(
+    config: RunConfig,
+    *,
+    source: Iterable[Document | RecordError] | None = None,
+    sink: Sink | None = None,
+    progress: Progress | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    stop: threading.Event | None = None,
+    raise_on_failure: bool = True,
+) -> RunReport:
+    """Run a configured pipeline; the report is written to `config.report` whatever the outcome."""
+    pipe = Pipeline(config, source=source, sink=sink, progress=progress, force=force)
+    if stop is not None:
+        pipe.stop = stop
+    try:
+        return pipe.run(dry_run=dry_run)
+    except (EmbedpipeError, KeyboardInterrupt):
+        if raise_on_failure:
+            raise
+        return pipe.report
+    finally:
+        if config.report and pipe.report is not None:
+            pipe.report.write(config.report)
+
+
+def backfill(
+    source: str | Iterable[Document | RecordError],
+    sink: str | Sink | None = None,
+    *,
+    config: str | Path | None = None,
+    **options: Any,
+) -> RunReport:
+    """Embed a corpus into a sink and return the run report.
+
+    `source` is a URI (directory, .jsonl, .parquet, hf:PATH) or any iterable of Documents;
+    `sink` a URI (qdrant:PATH, qdrant+http://HOST:PORT, faiss:DIR) or a Sink object. Other
+    options are the CLI's flag names: model=, precision=, max_batch_tokens=, collection=, ...
+    """
+    uri = source if isinstance(source, str) else None
+    sink_uri = sink if isinstance(sink, str) else None
+    cfg = load_config(config, flat_overrides(source=uri, sink=sink_uri, **options))
+    return run(
+        cfg,
+        source=None if isinstance(source, str) else source,
+        sink=None if sink is None or isinstance(sink, str) else sink,
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _encoder(model: str | None, precision: str, device: str) -> Any:
+    from embedpipe.encoder import Encoder
+
+    return Encoder(ModelConfig(name=model, precision=precision, device=device))  # type: ignore[arg-type]
+
+
+def encode(
+    texts: Sequence[str], *, model: str | None = None, precision: str = "fp32", device: str = "auto"
+) -> np.ndarray:
+    """L2-normalised float32 vectors (n, dim) for texts; the model is loaded once and cached."""
+    return _encoder(model, precision, device).encode_texts(list(texts))  # type: ignore[no-any-return]
+
+
+def query(text: str, *, k: int = 5, config: RunConfig | None = None, **options: Any) -> list[Hit]:
+    """Top-k hits for `text` from a sink, encoded with the model the index was built with."""
+    cfg = config or load_config(None, flat_overrides(**options))
+    if cfg.model.name is None:
+        live = _live(cfg)
+        if live and live.get("model"):
+            cfg.model.name = live["model"]
+    vector = _encoder(cfg.model.name, "fp32", cfg.model.device).encode_texts(
+        [text], prefix=cfg.model.query_prefix
+    )
+    sink = open_sink(cfg.sink)
+    try:
+        return sink.search(vector[0], k)
+    finally:
+        sink.abort()
+
+
+def status(config: RunConfig | None = None) -> list[dict[str, Any]]:
+    """What the ledger next to the configured sink holds, per collection."""
+    cfg = config or RunConfig()
+    path = state_dir_for(cfg.sink.uri, cfg.state) / "ledger.sqlite"
+    if not path.exists():
+        return []
+    ledger = Ledger(path)
+    try:
+        return ledger.status()
+    finally:
+        ledger.close()
+
+
+def _live(cfg: RunConfig) -> dict[str, Any] | None:
+    path = state_dir_for(cfg.sink.uri, cfg.state) / "ledger.sqlite"
+    if not path.exists():
+        return None
+    ledger = Ledger(path)
+    try:
+        return ledger.live(target_key(cfg.sink.uri, cfg.sink.collection))
+    finally:
+        ledger.close()

@@ -1,0 +1,295 @@
+"""The `embedpipe` command: parses flags into a config and calls the library. No logic of its own.
+
+Exit codes: 0 done (bad records skipped and reported), 1 the run failed, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from embedpipe import api
+from embedpipe.config import RunConfig, flat_overrides, load_config
+from embedpipe.errors import ConfigError, EmbedpipeError
+from embedpipe.types import RunReport
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Batch embeddings into Qdrant or FAISS."
+)
+console = Console(stderr=True)
+out = Console()
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config (see configs/default.yaml)")
+]
+SinkOpt = Annotated[
+    str | None, typer.Option(help="qdrant:PATH | qdrant+http(s)://HOST:PORT | faiss:DIR")
+]
+CollectionOpt = Annotated[str | None, typer.Option(help="collection / index name")]
+ModelOpt = Annotated[str | None, typer.Option(help="sentence-transformers name or local path")]
+StateOpt = Annotated[str | None, typer.Option(help="state directory holding the ledger")]
+ReportOpt = Annotated[Path | None, typer.Option(help="write the JSON run report here")]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="plan only: count what would be embedded/deleted")
+]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="allow a delete wave above max_delete_fraction")
+]
+StrictOpt = Annotated[
+    bool | None, typer.Option("--strict/--no-strict", help="exit 1 when any record failed")
+]
+
+
+@app.command()
+def backfill(
+    source: Annotated[
+        str, typer.Argument(help="directory, .jsonl, .parquet (file or dir) or hf:PATH")
+    ],
+    sink: SinkOpt = None,
+    collection: CollectionOpt = None,
+    model: ModelOpt = None,
+    config: ConfigOpt = None,
+    report: ReportOpt = None,
+    max_batch_tokens: Annotated[int | None, typer.Option(help="token budget per batch")] = None,
+    precision: Annotated[str | None, typer.Option(help="auto | fp32 | fp16 | bf16")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    chunk_tokens: Annotated[int | None, typer.Option(help="tokens per chunk")] = None,
+    overlap_tokens: Annotated[
+        int | None, typer.Option(help="tokens shared by neighbouring chunks")
+    ] = None,
+    text_field: Annotated[str | None, typer.Option(help="JSONL/Parquet/HF text field")] = None,
+    id_field: Annotated[str | None, typer.Option(help="JSONL/Parquet/HF id field")] = None,
+    index_factory: Annotated[str | None, typer.Option(help="FAISS index_factory string")] = None,
+    mode: Annotated[
+        str | None, typer.Option(help="incremental | full (full deletes unlisted docs)")
+    ] = None,
+    state: StateOpt = None,
+    strict: StrictOpt = None,
+    dry_run: DryRunOpt = False,
+    force: ForceOpt = False,
+) -> None:
+    """Embed SOURCE into a sink, skipping what is already there, with a progress bar and a summary."""
+    overrides = flat_overrides(
+        source=source, sink=sink, collection=collection, model=model, report=str(report) if report else None,
+        max_batch_tokens=max_batch_tokens, precision=precision, device=device, chunk_tokens=chunk_tokens,
+        overlap_tokens=overlap_tokens, text_field=text_field, id_field=id_field, index_factory=index_factory,
+        mode=mode, state=state, strict=strict,
+    )  # fmt: skip
+    _execute(_config(config, overrides), dry_run=dry_run, force=force)
+
+
+@app.command()
+def run(
+    config: Annotated[
+        Path,
+        typer.Argument(help="YAML config naming source, sink and model (configs/nightly.yaml)"),
+    ],
+    report: ReportOpt = None,
+    state: StateOpt = None,
+    strict: StrictOpt = None,
+    dry_run: DryRunOpt = False,
+    force: ForceOpt = False,
+) -> None:
+    """The nightly job: everything from CONFIG, incremental, resumable, atomic on model change."""
+    cfg = _config(
+        config, flat_overrides(report=str(report) if report else None, state=state, strict=strict)
+    )
+    if not cfg.source.uri:
+        _usage(f"{config} has no source.uri: name the corpus to embed")
+    _execute(cfg, dry_run=dry_run, force=force)
+
+
+@app.command()
+def query(
+    text: Annotated[str, typer.Argument(help="the question or text to search for")],
+    sink: SinkOpt = None,
+    collection: CollectionOpt = None,
+    model: ModelOpt = None,
+    config: ConfigOpt = None,
+    state: StateOpt = None,
+    k: Annotated[int, typer.Option("-k", "--top-k", help="number of hits")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="print hits as JSON")] = False,
+) -> None:
+    """Search a sink with the model it was built with; prints score, doc id and a snippet."""
+    cfg = _config(
+        config, flat_overrides(sink=sink, collection=collection, model=model, state=state)
+    )
+    hits = _guard(lambda: api.query(text, k=k, config=cfg))
+    if as_json:
+        out.print_json(json.dumps([h.__dict__ for h in hits], ensure_ascii=False))
+        return
+    table = Table(title=f"top {len(hits)} for: {text}")
+    for col in ("score", "doc id", "chunk", "snippet"):
+        table.add_column(col, overflow="fold")
+    for h in hits:
+        table.add_row(f"{h.score:.3f}", h.doc_id, str(h.chunk_index), _snippet(h.text))
+    out.print(table)
+
+
+@app.command()
+def status(
+    sink: SinkOpt = None,
+    config: ConfigOpt = None,
+    state: StateOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False,
+) -> None:
+    """What the ledger holds per collection: chunks, documents, fingerprint, last runs."""
+    cfg = _config(config, flat_overrides(sink=sink, state=state))
+    rows = _guard(lambda: api.status(cfg))
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    if not rows:
+        out.print("The ledger holds nothing yet: run `embedpipe backfill SOURCE` first.")
+    for row in rows:
+        out.print(f"[bold]{row['target']}[/] model={row['model'] or 'default'} dim={row['dim']} "
+                  f"fingerprint={row['fingerprint'][:12]} chunks={row['chunks']} documents={row['documents']}")  # fmt: skip
+        for r in row["runs"]:
+            out.print(f"  run {r['id']}: {r['outcome']} embedded={r['chunks_embedded']} "
+                      f"skipped={r['chunks_skipped']} deleted={r['chunks_deleted']} failed={r['docs_failed']}")  # fmt: skip
+
+
+# -- plumbing ------------------------------------------------------------------------------------
+
+
+def _config(path: Path | None, overrides: dict[str, Any]) -> RunConfig:
+    try:
+        return load_config(path, overrides)
+    except ConfigError as exc:
+        _usage(str(exc))
+        raise  # unreachable
+
+
+def _usage(message: str) -> None:
+    console.print(f"[red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+def _guard(fn: Any) -> Any:
+    try:
+        return fn()
+    except ConfigError as exc:
+        _usage(str(exc))
+    except EmbedpipeError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+
+
+def _execute(cfg: RunConfig, *, dry_run: bool, force: bool) -> None:
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    started = time.monotonic()
+    with _progress_bar() as (bar, task):
+
+        def update(r: RunReport) -> None:
+            rate = r.tokens_embedded / max(time.monotonic() - started, 1e-9)
+            info = f"{r.chunks_embedded:,} chunks · {rate:,.0f} tok/s"
+            bar.update(task, completed=r.docs_read + r.docs_failed, total=r.docs_total, info=info)
+
+        report = _guard(
+            lambda: api.run(
+                cfg,
+                progress=update,
+                dry_run=dry_run,
+                force=force,
+                stop=stop,
+                raise_on_failure=False,
+            )
+        )
+    _summary(report)
+    if report.outcome not in ("done", "dry-run"):
+        raise typer.Exit(1)
+    if report.errors and (cfg.strict or report.docs_read == 0):
+        console.print(
+            f"[yellow]{len(report.errors)} record(s) failed[/] and --strict or nothing was read: exit 1"
+        )
+        raise typer.Exit(1)
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        console.print(
+            f"[yellow]{signal.Signals(signum).name}: finishing the batch in flight, then stopping[/]"
+        )
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _progress_bar() -> Iterator[tuple[Progress, Any]]:
+    bar = Progress(
+        TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(), TextColumn("docs"),
+        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console, transient=True, disable=not console.is_terminal,
+    )  # fmt: skip
+    with bar:
+        yield bar, bar.add_task("embed", total=None, info="loading model")
+
+
+def _summary(r: RunReport) -> None:
+    table = Table(
+        title=f"embedpipe: {r.outcome}" + (" (dry run: counts are planned)" if r.dry_run else "")
+    )
+    table.add_column("", style="bold")
+    table.add_column("")
+    rows = [
+        ("documents", f"{r.docs_read:,} read, {r.docs_failed:,} failed"),
+        ("chunks", f"{r.chunks_total:,} total, {r.chunks_embedded:,} embedded, {r.chunks_skipped:,} skipped, "
+                   f"{r.chunks_deleted:,} deleted"),
+        ("throughput", f"{r.tokens_per_second:,.0f} tokens/s, {r.chunks_per_second:,.1f} chunks/s in {r.seconds:.1f}s"),
+        ("padding efficiency", f"{r.padding_efficiency:.1%}"),
+        ("model", f"{r.model} on {r.device} ({r.precision})"),
+        ("sink", f"{r.sink} / {r.collection}"),
+    ]  # fmt: skip
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    for e in r.errors[:20]:
+        console.print(f"[yellow]skipped[/] {e.source} :: {e.record}: {e.reason}")
+    if len(r.errors) > 20:
+        console.print(f"... and {len(r.errors) - 20} more (see --report)")
+    for note in r.notes:
+        console.print(f"[red]{note}[/]")
+
+
+def _snippet(text: str, width: int = 160) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def main() -> None:
+    """Console-script entry point."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

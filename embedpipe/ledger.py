@@ -1,0 +1,290 @@
+"""SQLite state: which chunks are embedded in which sink, under which fingerprint, by which run.
+
+A chunk row is written `pending` before its sink write and flipped to `done` only after the sink
+acknowledged it, so the ledger never claims a vector the sink lacks; a `pending` row left by a
+crash is re-embedded (or deleted when its chunk is gone) by the next run. One ledger file per
+state directory; `target` (sink URI + collection) keeps several indexes apart in it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from embedpipe.errors import EmbedpipeError
+from embedpipe.types import Chunk
+
+PENDING, DONE = 0, 1
+
+# Numbered migrations: index i brings the schema from version i to i + 1. Append, never edit.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE targets (
+        target TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, model TEXT, dim INTEGER,
+        updated REAL NOT NULL
+    );
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL, fingerprint TEXT NOT NULL,
+        started REAL NOT NULL, ended REAL, outcome TEXT NOT NULL, report TEXT
+    );
+    CREATE TABLE chunks (
+        target TEXT NOT NULL, fingerprint TEXT NOT NULL, chunk_id TEXT NOT NULL,
+        doc_id TEXT NOT NULL, chunk_index INTEGER NOT NULL, content_hash TEXT NOT NULL,
+        state INTEGER NOT NULL, run_id INTEGER NOT NULL,
+        PRIMARY KEY (target, fingerprint, chunk_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX chunks_by_doc ON chunks (target, fingerprint, doc_id);
+    """,
+]
+
+
+class LockedError(EmbedpipeError):
+    """Another run holds the state directory."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One index in one sink: the unit the ledger keeps apart."""
+
+    key: str
+    fingerprint: str
+
+
+class Ledger:
+    """A connection to the ledger database. Open one per thread."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(
+            self.path, timeout=60, check_same_thread=False, isolation_level=None
+        )
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self.transaction():
+                for statement in filter(str.strip, script.split(";")):
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {number}")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on error."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def begin_run(self, target: Target) -> int:
+        with self.transaction():
+            cur = self.db.execute(
+                "INSERT INTO runs (target, fingerprint, started, outcome) VALUES (?, ?, ?, 'running')",
+                (target.key, target.fingerprint, time.time()),
+            )
+        return int(cur.lastrowid or 0)
+
+    def end_run(self, run_id: int, outcome: str, report: dict[str, Any]) -> None:
+        with self.transaction():
+            self.db.execute(
+                "UPDATE runs SET ended = ?, outcome = ?, report = ? WHERE id = ?",
+                (time.time(), outcome, json.dumps(report, ensure_ascii=False), run_id),
+            )
+
+    def set_live(self, target: Target, model: str | None, dim: int) -> None:
+        """Record which fingerprint the public index now serves, and forget the others' chunks."""
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO targets VALUES (?, ?, ?, ?, ?) ON CONFLICT(target) DO UPDATE SET "
+                "fingerprint = excluded.fingerprint, model = excluded.model, dim = excluded.dim, "
+                "updated = excluded.updated",
+                (target.key, target.fingerprint, model, dim, time.time()),
+            )
+            self.db.execute(
+                "DELETE FROM chunks WHERE target = ? AND fingerprint != ?",
+                (target.key, target.fingerprint),
+            )
+
+    def live(self, target_key: str) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT fingerprint, model, dim, updated FROM targets WHERE target = ?", (target_key,)
+        ).fetchone()
+        return (
+            dict(zip(("fingerprint", "model", "dim", "updated"), row, strict=True)) if row else None
+        )
+
+    # -- chunks -------------------------------------------------------------------------------
+
+    def doc_chunks(self, target: Target, doc_id: str) -> dict[int, tuple[str, int]]:
+        """chunk_index -> (content_hash, state) of what the ledger holds for a document."""
+        rows = self.db.execute(
+            "SELECT chunk_index, content_hash, state FROM chunks "
+            "WHERE target = ? AND fingerprint = ? AND doc_id = ?",
+            (target.key, target.fingerprint, doc_id),
+        )
+        return {index: (digest, state) for index, digest, state in rows}
+
+    def mark(self, target: Target, run_id: int, chunks: Iterable[Chunk], state: int) -> None:
+        """Upsert chunks as pending (before the sink write) or done (after its acknowledgement)."""
+        rows = [
+            (target.key, target.fingerprint, c.id, c.doc_id, c.index, c.content_hash, state, run_id)
+            for c in chunks
+        ]
+        with self.transaction():
+            self.db.executemany(
+                "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+                "content_hash = excluded.content_hash, state = excluded.state, run_id = excluded.run_id",
+                rows,
+            )
+
+    def forget(self, target: Target, chunk_ids: Iterable[str]) -> None:
+        with self.transaction():
+            self.db.executemany(
+                "DELETE FROM chunks WHERE target = ? AND fingerprint = ? AND chunk_id = ?",
+                ((target.key, target.fingerprint, cid) for cid in chunk_ids),
+            )
+
+    def chunk_ids(self, target: Target, state: int | None = DONE) -> Iterator[str]:
+        sql = "SELECT chunk_id FROM chunks WHERE target = ? AND fingerprint = ?"
+        args: tuple[Any, ...] = (target.key, target.fingerprint)
+        if state is not None:
+            sql, args = sql + " AND state = ?", (*args, state)
+        for (cid,) in self.db.execute(sql, args):
+            yield cid
+
+    def count(self, target: Target, state: int | None = DONE) -> int:
+        sql = "SELECT COUNT(*) FROM chunks WHERE target = ? AND fingerprint = ?"
+        args: tuple[Any, ...] = (target.key, target.fingerprint)
+        if state is not None:
+            sql, args = sql + " AND state = ?", (*args, state)
+        return int(self.db.execute(sql, args).fetchone()[0])
+
+    # -- what this run saw (a TEMP table: private to this connection, takes no write lock) -------
+
+    def start_seen(self) -> None:
+        self.db.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS seen (doc_id TEXT PRIMARY KEY, n_chunks INTEGER) WITHOUT ROWID"
+        )
+        self.db.execute("DELETE FROM temp.seen")
+
+    def see_doc(self, doc_id: str, n_chunks: int | None = None) -> bool:
+        """Note a document; False when this run already saw the id (a duplicate)."""
+        cur = self.db.execute("INSERT OR IGNORE INTO temp.seen VALUES (?, ?)", (doc_id, n_chunks))
+        return cur.rowcount == 1
+
+    def set_doc_chunks(self, doc_id: str, n_chunks: int) -> None:
+        self.db.execute("UPDATE temp.seen SET n_chunks = ? WHERE doc_id = ?", (n_chunks, doc_id))
+
+    def stale_chunks(self, target: Target, *, full: bool) -> list[str]:
+        """Chunks the ledger holds that this run's source no longer has.
+
+        Always: indexes at or beyond a seen document's new chunk count. With `full`, also every
+        chunk of a document the source no longer lists. A document seen with an unknown count
+        (it failed to read) keeps what it had.
+        """
+        args = (target.key, target.fingerprint)
+        beyond = self.db.execute(
+            "SELECT c.chunk_id FROM chunks c JOIN temp.seen s ON c.doc_id = s.doc_id "
+            "WHERE c.target = ? AND c.fingerprint = ? AND s.n_chunks IS NOT NULL "
+            "AND c.chunk_index >= s.n_chunks",
+            args,
+        ).fetchall()
+        gone: list[tuple[str]] = []
+        if full:
+            gone = self.db.execute(
+                "SELECT chunk_id FROM chunks WHERE target = ? AND fingerprint = ? "
+                "AND doc_id NOT IN (SELECT doc_id FROM temp.seen)",
+                args,
+            ).fetchall()
+        return [cid for (cid,) in beyond + gone]
+
+    # -- reporting ----------------------------------------------------------------------------
+
+    def status(self) -> list[dict[str, Any]]:
+        """Per target: live fingerprint, chunk and document counts, the last runs."""
+        out = []
+        for key, fp, model, dim, updated in self.db.execute(
+            "SELECT * FROM targets ORDER BY target"
+        ).fetchall():
+            chunks, docs = self.db.execute(
+                "SELECT COUNT(*), COUNT(DISTINCT doc_id) FROM chunks WHERE target = ? AND fingerprint = ? "
+                "AND state = 1",
+                (key, fp),
+            ).fetchone()
+            runs = self.db.execute(
+                "SELECT id, started, ended, outcome, report FROM runs WHERE target = ? ORDER BY id DESC LIMIT 5",
+                (key,),
+            ).fetchall()
+            out.append(
+                {
+                    "target": key, "fingerprint": fp, "model": model, "dim": dim, "updated": updated,
+                    "chunks": chunks, "documents": docs,
+                    "runs": [_run_row(*r) for r in runs],
+                }
+            )  # fmt: skip
+        return out
+
+
+def _run_row(
+    run_id: int, started: float, ended: float | None, outcome: str, report: str | None
+) -> dict[str, Any]:
+    counts = json.loads(report) if report else {}
+    keep = ("chunks_embedded", "chunks_skipped", "chunks_deleted", "docs_failed", "seconds")
+    return {
+        "id": run_id,
+        "started": started,
+        "ended": ended,
+        "outcome": outcome,
+        **{k: counts.get(k) for k in keep},
+    }
+
+
+class StateLock:
+    """An exclusive lock on a state directory, naming its holder's pid when taken."""
+
+    def __init__(self, state_dir: str | Path) -> None:
+        self.path = Path(state_dir) / "lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> StateLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise LockedError(
+                f"Another embedpipe run (pid {holder}) holds {self.path.parent}: wait for it to finish, "
+                "or pass a different --state"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,349 @@
+"""Wires source -> chunker -> planner -> batcher -> encoder -> sink -> ledger, and reports the run.
+
+Three threads: a planner thread reads, chunks, hashes and asks the ledger what is new; the
+calling thread packs batches and runs the encoder; a writer thread writes to the sink and commits
+the ledger. Bounded queues between them keep memory flat and let the model never wait for I/O.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from embedpipe.batching import batches
+from embedpipe.chunking import Chunker
+from embedpipe.config import RunConfig
+from embedpipe.encoder import Encoder
+from embedpipe.errors import EmbedpipeError, TransientSinkError
+from embedpipe.hashing import content_hash, fingerprint
+from embedpipe.ledger import DONE, PENDING, Ledger, StateLock, Target
+from embedpipe.sinks import open_sink
+from embedpipe.sinks.base import Sink
+from embedpipe.sources import open_source
+from embedpipe.types import Chunk, Document, Embedded, RecordError, RunReport
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_END = object()
+Progress = Callable[[RunReport], None]
+
+
+class DeleteGuardError(EmbedpipeError):
+    """A delete wave larger than allowed: the source is probably empty or unmounted."""
+
+
+class Interrupted(EmbedpipeError):
+    """The run was asked to stop; the batch in flight was committed."""
+
+
+def state_dir_for(sink_uri: str, state: str | None) -> Path:
+    """Where the ledger lives: --state, else next to a local sink, else ./.embedpipe/state."""
+    if state:
+        return Path(state)
+    scheme, _, rest = sink_uri.partition(":")
+    if scheme in ("qdrant", "faiss", "parquet") and rest:
+        return Path(rest).expanduser().absolute().with_name(Path(rest).name + ".state")
+    host = rest.lstrip("/").replace(":", "_").replace("/", "_")
+    return Path(".embedpipe/state") / host
+
+
+def target_key(sink_uri: str, collection: str) -> str:
+    """A sink's identity in the ledger: local paths made absolute so cwd does not matter."""
+    scheme, _, rest = sink_uri.partition(":")
+    if scheme in ("qdrant", "faiss", "parquet") and rest:
+        rest = str(Path(rest).expanduser().absolute())
+    return f"{scheme}:{rest}|{collection}"
+
+
+@dataclass
+class Pipeline:
+    """One configured run. Pass `source`, `sink` or `encoder` to use your own components."""
+
+    config: RunConfig
+    source: Iterable[Document | RecordError] | None = None
+    sink: Sink | None = None
+    encoder: Encoder | None = None
+    progress: Progress | None = None
+    force: bool = False
+    stop: threading.Event = field(default_factory=threading.Event)
+    report: RunReport | None = field(default=None, init=False)
+
+    def run(self, *, dry_run: bool = False) -> RunReport:
+        """Embed what is new, delete what is gone, and return the report."""
+        cfg = self.config
+        encoder = self.encoder or Encoder(cfg.model)
+        source = self.source if self.source is not None else open_source(cfg.source)
+        sink = self.sink or open_sink(cfg.sink)
+        fp = fingerprint(encoder.identity(), cfg.chunking)
+        report = RunReport(
+            model=encoder.name, fingerprint=fp, sink=sink.uri, source=str(getattr(source, "uri", "")),
+            collection=cfg.sink.collection, mode=cfg.mode, device=encoder.device,
+            precision=encoder.precision, max_batch_tokens=cfg.batching.max_batch_tokens,
+            docs_total=getattr(source, "total", None), dry_run=dry_run,
+        )  # fmt: skip
+        self.report = report
+        state = state_dir_for(sink.uri, cfg.state)
+        with StateLock(state):
+            ledger = Ledger(state / "ledger.sqlite")
+            target = Target(target_key(sink.uri, cfg.sink.collection), fp)
+            run = _Run(self, encoder, sink, ledger, target, report, dry_run)
+            try:
+                run.execute(source)
+            finally:
+                ledger.close()
+        return report
+
+
+class _Run:
+    """The state of one execution of a Pipeline."""
+
+    def __init__(
+        self, pipe: Pipeline, encoder: Encoder, sink: Sink, ledger: Ledger, target: Target,
+        report: RunReport, dry_run: bool,
+    ) -> None:  # fmt: skip
+        self.pipe, self.cfg = pipe, pipe.config
+        self.encoder, self.sink, self.ledger, self.target = encoder, sink, ledger, target
+        self.report, self.dry_run = report, dry_run
+        self.halt = threading.Event()
+        self.chunker = Chunker(
+            encoder.tokenizer,
+            chunk_tokens=self.cfg.chunking.chunk_tokens,
+            overlap_tokens=self.cfg.chunking.overlap_tokens,
+            max_seq_length=encoder.max_seq_length,
+            prefix=self.cfg.model.prefix,
+        )
+
+    def execute(self, source: Iterable[Document | RecordError]) -> None:
+        report, started = self.report, time.monotonic()
+        run_id = self.ledger.begin_run(self.target)
+        self.run_id = run_id
+        try:
+            if not self.dry_run:
+                self.sink.open(self.encoder.dim, self.target.fingerprint)
+            planner = Ledger(self.ledger.path)
+            planner.start_seen()
+            self._stream(source, planner)
+            self._delete_stale(planner)
+            planner.close()
+            if not self.dry_run:
+                _retry(self.sink.close, "close")
+                self.ledger.set_live(self.target, self.cfg.model.name, self.encoder.dim)
+            report.outcome = "dry-run" if self.dry_run else "done"
+        except BaseException as exc:
+            report.outcome = (
+                "interrupted" if isinstance(exc, Interrupted | KeyboardInterrupt) else "failed"
+            )
+            report.notes.append(f"{type(exc).__name__}: {exc}")
+            if not self.dry_run:
+                self.sink.abort()
+            raise
+        finally:
+            report.seconds = time.monotonic() - started
+            self.ledger.end_run(run_id, report.outcome, report.to_dict())
+
+    # -- the three stages ---------------------------------------------------------------------
+
+    def _stream(self, source: Iterable[Document | RecordError], planner: Ledger) -> None:
+        chunk_q: queue.Queue[Any] = queue.Queue(maxsize=64)
+        write_q: queue.Queue[Any] = queue.Queue(maxsize=4)
+        plan = _Worker("planner", lambda: self._plan(source, planner, chunk_q))
+        write = _Worker("writer", lambda: self._write(write_q))
+        plan.start()
+        write.start()
+        try:
+            self._encode(_drain(chunk_q, plan), write_q, write)
+        finally:
+            self.halt.set()  # the planner stops early only if the encoder stopped early
+            _put(write_q, _END, write)
+            write.join()
+            plan.join()
+        write.reraise()
+        plan.reraise()
+        if self.pipe.stop.is_set():
+            raise Interrupted(
+                "stopped on request after committing the batch in flight; re-run to resume"
+            )
+
+    def _plan(
+        self, source: Iterable[Document | RecordError], planner: Ledger, out: queue.Queue[Any]
+    ) -> None:
+        """Planner thread: documents -> chunks with hashes, minus what the ledger already holds."""
+        report, fp = self.report, self.target.fingerprint
+        docs = self._accepted_docs(source, planner)
+        for doc_id, group in itertools.groupby(
+            self.chunker.chunk_many(docs), key=lambda c: c.doc_id
+        ):
+            chunks = list(group)
+            planner.set_doc_chunks(doc_id, len(chunks))
+            known = planner.doc_chunks(self.target, doc_id)
+            fresh = []
+            for chunk in chunks:
+                chunk.content_hash = content_hash(fp, chunk.text)
+                if known.get(chunk.index) == (chunk.content_hash, DONE):
+                    report.chunks_skipped += 1
+                else:
+                    fresh.append(chunk)
+            report.chunks_total += len(chunks)
+            if fresh and not _put(out, fresh, None, self.halt):
+                return
+        _put(out, _END, None, self.halt)
+
+    def _accepted_docs(
+        self, source: Iterable[Document | RecordError], planner: Ledger
+    ) -> Iterator[Document]:
+        report = self.report
+        for item in source:
+            if self.halt.is_set():
+                return
+            if isinstance(item, RecordError):
+                report.errors.append(item)
+                report.docs_failed += 1
+                if planner.doc_chunks(self.target, item.record):
+                    planner.see_doc(item.record)  # keep what an unreadable document had
+                continue
+            if not planner.see_doc(item.id):
+                report.error(
+                    item.source, item.id, "duplicate document id: the first occurrence was kept"
+                )
+                report.docs_failed += 1
+                continue
+            report.docs_read += 1
+            yield item
+
+    def _encode(self, chunks: Iterator[Chunk], write_q: queue.Queue[Any], write: _Worker) -> None:
+        """Calling thread: pack batches and run the model, handing vectors to the writer."""
+        report, b = self.report, self.cfg.batching
+        packed = batches(
+            chunks, max_batch_tokens=b.max_batch_tokens, window=b.window,
+            max_batch_size=b.max_batch_size, pad_id=self.encoder.pad_id,
+        )  # fmt: skip
+        for batch in packed:
+            if self.dry_run:
+                report.chunks_embedded += len(batch.chunks)
+                continue
+            vectors = self.encoder.encode_batch(batch)
+            report.batches += 1
+            report.real_tokens += batch.real_tokens
+            report.padded_tokens += batch.padded_tokens
+            if not _put(write_q, Embedded(batch.chunks, vectors), write):
+                break
+            if self.pipe.progress:
+                self.pipe.progress(report)
+            if self.pipe.stop.is_set():
+                break
+
+    def _write(self, write_q: queue.Queue[Any]) -> None:
+        """Writer thread: sink write (acknowledged) -> ledger commit, one batch at a time."""
+        ledger = Ledger(self.ledger.path)
+        try:
+            while (item := write_q.get()) is not _END:
+                ledger.mark(self.target, self.run_id, item.chunks, PENDING)
+                _retry(lambda item=item: self.sink.write(item), "write")
+                ledger.mark(self.target, self.run_id, item.chunks, DONE)
+                self.report.chunks_embedded += len(item.chunks)
+                self.report.tokens_embedded += sum(c.token_count for c in item.chunks)
+        finally:
+            ledger.close()
+
+    def _delete_stale(self, planner: Ledger) -> None:
+        """After all writes: remove chunks the source no longer has, sink first, then ledger."""
+        stale = planner.stale_chunks(self.target, full=self.cfg.mode == "full")
+        self.report.chunks_deleted = len(stale)
+        if not stale or self.dry_run:
+            return
+        held = max(self.ledger.count(self.target, state=None), 1)
+        share = len(stale) / held
+        if share > self.cfg.max_delete_fraction and not self.pipe.force:
+            self.report.chunks_deleted = 0
+            raise DeleteGuardError(
+                f"This run would delete {len(stale)} of {held} chunks ({share:.0%}), more than "
+                f"max_delete_fraction={self.cfg.max_delete_fraction:.0%}: is the source empty or "
+                "unmounted? Check it, or pass --force to delete anyway"
+            )
+        for start in range(0, len(stale), 1000):
+            part = stale[start : start + 1000]
+            _retry(lambda part=part: self.sink.delete(part), "delete")
+            self.ledger.forget(self.target, part)
+
+
+# -- threading helpers ---------------------------------------------------------------------------
+
+
+class _Worker(threading.Thread):
+    """A daemon thread that keeps its exception for the caller to re-raise."""
+
+    def __init__(self, name: str, target: Callable[[], None]) -> None:
+        super().__init__(name=f"embedpipe-{name}", daemon=True)
+        self._fn = target
+        self.error: BaseException | None = None
+        self.done = False
+        self.done_cleanly = False
+
+    def run(self) -> None:
+        try:
+            self._fn()
+            self.done_cleanly = True
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.done = True
+
+    def reraise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+def _put(
+    q: queue.Queue[Any], item: Any, consumer: _Worker | None, stop: threading.Event | None = None
+) -> bool:
+    """Put without deadlocking on a consumer that died or a stop request. False when abandoned."""
+    while True:
+        if consumer is not None and consumer.done and item is not _END:
+            return False
+        if stop is not None and stop.is_set():
+            return False
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            if consumer is not None and consumer.done:
+                return False
+
+
+def _drain(q: queue.Queue[Any], producer: _Worker) -> Iterator[Chunk]:
+    """The chunks a producer puts, until its end marker; its exception re-raised here."""
+    while True:
+        try:
+            item = q.get(timeout=0.1)
+        except queue.Empty:
+            if producer.done and q.empty():
+                producer.reraise()
+                return
+            continue
+        if item is _END:
+            return
+        yield from item
+
+
+def _retry(fn: Callable[[], T], what: str, attempts: int = 5, base_delay: float = 0.5) -> T:
+    """Run a sink call, retrying transient failures with exponential backoff."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except TransientSinkError as exc:
+            if attempt == attempts:
+                raise
+            delay = base_delay * 2 ** (attempt - 1)
+            log.warning(
+                "sink %s failed (%s); retry %d/%d in %.1fs", what, exc, attempt, attempts - 1, delay
+            )
+            time.sleep(delay)
+    raise AssertionError("unreachable")
