@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from embedpipe.config import SourceConfig
 from embedpipe.errors import SourceError
 from embedpipe.sources.base import Source
-from embedpipe.sources.files import open_dir, read_dir
+from embedpipe.sources.files import open_dir, read_dir, suffixes
 from embedpipe.sources.hf import open_hf, read_hf
 from embedpipe.sources.jsonl import open_jsonl, read_jsonl
 from embedpipe.sources.parquet import open_parquet, read_parquet
@@ -74,12 +74,12 @@ def _directory_kind(path: str, extensions: Sequence[str]) -> str:
     """ "hf" for a saved dataset, "parquet" for Parquet files and no text files, else "dir"."""
     if any(os.path.isfile(os.path.join(path, m)) for m in HF_MARKERS):
         return "hf"
-    suffixes = tuple(e.lower() for e in extensions)
+    text_suffixes = suffixes(extensions)
     has_parquet = False
     for _dirpath, dirnames, filenames in os.walk(path):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in (n.lower() for n in filenames if not n.startswith(".")):
-            if name.endswith(suffixes):
+            if name.endswith(text_suffixes):
                 return "dir"
             has_parquet = has_parquet or name.endswith(".parquet")
     return "parquet" if has_parquet else "dir"

@@ -34,15 +34,20 @@ def open_dir(path: str, cfg: SourceConfig) -> Source:
 
 def list_files(root: str | Path, extensions: Sequence[str] = DEFAULT_EXTENSIONS) -> list[str]:
     """Sorted POSIX paths, relative to `root`, of the visible files with one of `extensions`."""
-    suffixes = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
+    wanted = suffixes(extensions)
     found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         rel_dir = Path(os.path.relpath(dirpath, root))
         for name in filenames:
-            if not name.startswith(".") and name.lower().endswith(suffixes):
+            if not name.startswith(".") and name.lower().endswith(wanted):
                 found.append((rel_dir / name).as_posix())
     return sorted(found)
+
+
+def suffixes(extensions: Sequence[str]) -> tuple[str, ...]:
+    """Extensions lower-cased, each with its leading dot ("TXT" -> ".txt")."""
+    return tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
 
 
 def read_dir(
@@ -88,19 +93,15 @@ def decode_text(data: bytes) -> str:
 
 
 # Elements whose content is never text a reader sees.
-_SKIP = frozenset({"script", "style", "head", "template", "noscript"})
-_BLOCK = frozenset(
+_SKIP = frozenset({"script", "style", "head", "title", "template", "noscript"})
+# Block elements: their edges become a blank line (paragraph-like) or a line break (the rest).
+_PARAGRAPH = frozenset(
     {
         "address",
         "article",
         "aside",
         "blockquote",
-        "br",
-        "dd",
-        "div",
         "dl",
-        "dt",
-        "figcaption",
         "figure",
         "footer",
         "form",
@@ -112,7 +113,6 @@ _BLOCK = frozenset(
         "h6",
         "header",
         "hr",
-        "li",
         "main",
         "nav",
         "ol",
@@ -120,10 +120,10 @@ _BLOCK = frozenset(
         "pre",
         "section",
         "table",
-        "tr",
         "ul",
     }
 )
+_LINE = frozenset({"div", "li", "tr", "dd", "dt", "figcaption", "caption"})
 _CELL = frozenset({"td", "th"})
 _HTML_SPACE = re.compile(r"[ \t\n\r\f]+")  # HTML whitespace only: NBSP and friends survive
 
@@ -158,7 +158,7 @@ class _TextExtractor(HTMLParser):
             return
         if not self._pre:
             data = _HTML_SPACE.sub(" ", data)
-            if not self.parts or self.parts[-1].endswith("\n"):
+            if not self.parts or self.parts[-1].endswith(("\n", " ")):
                 data = data.lstrip(" ")
         if data:
             self.parts.append(data)
@@ -166,14 +166,32 @@ class _TextExtractor(HTMLParser):
     def _break(self, tag: str) -> None:
         if self._skip:
             return
-        if tag in _BLOCK:
-            while self.parts and self.parts[-1].endswith(" "):
-                self.parts[-1] = self.parts[-1].rstrip(" ")
-                if not self.parts[-1]:
-                    self.parts.pop()
+        if tag == "br":
+            self._trim_spaces()
             self.parts.append("\n")
+        elif tag in _PARAGRAPH or tag in _LINE:
+            self._trim_spaces()
+            wanted = 2 if tag in _PARAGRAPH else 1
+            missing = wanted - self._trailing_newlines()
+            if missing > 0:
+                self.parts.append("\n" * missing)
         elif tag in _CELL and self.parts and not self.parts[-1].endswith((" ", "\n")):
             self.parts.append(" ")
+
+    def _trim_spaces(self) -> None:
+        while self.parts and self.parts[-1].endswith(" "):
+            self.parts[-1] = self.parts[-1].rstrip(" ")
+            if not self.parts[-1]:
+                self.parts.pop()
+
+    def _trailing_newlines(self) -> int:
+        count = 0
+        for part in reversed(self.parts):
+            stripped = part.rstrip("\n")
+            count += len(part) - len(stripped)
+            if stripped:
+                break
+        return count
 
 
 def html_to_text(markup: str) -> str:
