@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from embedpipe.config import SourceConfig
 from embedpipe.errors import SourceError
 from embedpipe.sources.base import Source
-from embedpipe.sources.files import open_dir, read_dir, suffixes
+from embedpipe.sources.files import DEFAULT_EXTENSIONS, open_dir, read_dir, suffixes
 from embedpipe.sources.hf import open_hf, read_hf
 from embedpipe.sources.jsonl import open_jsonl, read_jsonl
 from embedpipe.sources.parquet import open_parquet, read_parquet
@@ -48,7 +48,7 @@ def open_source(cfg: SourceConfig) -> Source:
     return OPENERS[kind](path, cfg)
 
 
-def detect_kind(uri: str, extensions: Sequence[str] = (".txt", ".md")) -> tuple[str, str]:
+def detect_kind(uri: str, extensions: Sequence[str] = DEFAULT_EXTENSIONS) -> tuple[str, str]:
     """(kind, path) for a uri: an explicit `kind:` prefix wins, else what the path looks like."""
     for kind in OPENERS:
         if uri.startswith(kind + ":"):
