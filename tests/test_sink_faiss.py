@@ -69,7 +69,12 @@ def test_hits_and_store_carry_the_payload(tmp_path: Path) -> None:
     sink = built(tmp_path, emb)
     hit = sink.search(emb.vectors[5], k=1)[0]
     c = emb.chunks[5]
-    assert (hit.doc_id, hit.chunk_index, hit.text, hit.metadata) == (c.doc_id, c.index, c.text, c.metadata)
+    assert (hit.doc_id, hit.chunk_index, hit.text, hit.metadata) == (
+        c.doc_id,
+        c.index,
+        c.text,
+        c.metadata,
+    )
     shard = next((tmp_path / "docs" / "store").glob("shard-*.parquet"))
     row = pq.read_table(shard).slice(5, 1).to_pylist()[0]
     assert (row["content_hash"], row["start"], row["end"]) == (c.content_hash, c.start, c.end)
@@ -109,7 +114,9 @@ def test_a_chunk_written_again_after_its_delete_is_back(tmp_path: Path) -> None:
     assert sorted(sink.chunk_ids()) == sorted(c.id for c in emb.chunks)
 
 
-def test_new_fingerprint_is_invisible_until_close_then_swapped_and_old_dropped(tmp_path: Path) -> None:
+def test_new_fingerprint_is_invisible_until_close_then_swapped_and_old_dropped(
+    tmp_path: Path,
+) -> None:
     old = embedded(10, doc="old")
     sink = built(tmp_path, old)
     old_gen = (tmp_path / "docs").resolve()
@@ -159,7 +166,9 @@ def test_reopen_with_same_fingerprint_appends_in_place(tmp_path: Path) -> None:
 def test_dimension_mismatch_is_a_clear_error_and_data_survives(tmp_path: Path) -> None:
     emb = embedded(6)
     sink = built(tmp_path, emb)
-    with pytest.raises(SinkError, match=r"dimension 16, the model gives 8: choose another --collection"):
+    with pytest.raises(
+        SinkError, match=r"dimension 16, the model gives 8: choose another --collection"
+    ):
         sink.open(8, FP_A)
     assert sink.search(emb.vectors[1], k=1)[0].chunk_id == emb.chunks[1].id
 
@@ -181,15 +190,23 @@ def test_ivf_trains_and_recall_matches_flat(tmp_path: Path) -> None:
     emb = Embedded(chunks(2000), points)
     flat = built(tmp_path / "flat", emb)
     ivf = built(tmp_path / "ivf", emb, index_factory="IVF16,Flat")
-    queries = points[rng.integers(0, 2000, 50)] + 0.05 * rng.standard_normal((50, 32)).astype(np.float32)
+    queries = points[rng.integers(0, 2000, 50)] + 0.05 * rng.standard_normal((50, 32)).astype(
+        np.float32
+    )
     recall = np.mean(
         [
-            len({h.chunk_id for h in ivf.search(q, 10)} & {h.chunk_id for h in flat.search(q, 10)}) / 10
+            len({h.chunk_id for h in ivf.search(q, 10)} & {h.chunk_id for h in flat.search(q, 10)})
+            / 10
             for q in queries
         ]
     )
     assert recall >= 0.9
-    assert "IVF" in type(faiss.downcast_index(faiss.read_index(str(tmp_path / "ivf/docs/index.faiss")).index)).__name__
+    assert (
+        "IVF"
+        in type(
+            faiss.downcast_index(faiss.read_index(str(tmp_path / "ivf/docs/index.faiss")).index)
+        ).__name__
+    )
 
 
 def test_too_few_points_for_ivf_lists_is_a_clear_error(tmp_path: Path) -> None:
@@ -198,6 +215,19 @@ def test_too_few_points_for_ivf_lists_is_a_clear_error(tmp_path: Path) -> None:
     sink.write(embedded(20))
     with pytest.raises(SinkError, match="use 'Flat' or fewer lists"):
         sink.close()
+
+
+def test_a_failed_close_stays_open_so_abort_restores_the_live_index(tmp_path: Path) -> None:
+    old = embedded(10)
+    built(tmp_path, old)
+    sink = FaissSink(tmp_path, "docs", index_factory="IVF64,Flat")
+    sink.open(DIM, FP_B)
+    sink.write(embedded(20, seed=4, doc="new"))
+    with pytest.raises(SinkError):
+        sink.close()
+    sink.abort()
+    assert sink.search(old.vectors[0], k=1)[0].chunk_id == old.chunks[0].id
+    assert [p.name for p in (tmp_path / ".generations").iterdir()] == [f"docs__{FP_A[:16]}"]
 
 
 def test_rebuild_gives_the_same_results_without_reencoding(tmp_path: Path) -> None:

@@ -58,7 +58,7 @@ class FaissSink:
         nprobe: int | None = None,
         seed: int = 0,
     ) -> None:
-        self.directory = Path(directory)
+        self.directory = Path(directory).expanduser()
         self.collection = collection
         self.index_factory = index_factory
         self.keep_previous = keep_previous
@@ -69,6 +69,7 @@ class FaissSink:
         self._new = False
         self._dim = 0
         self._lock: IO[bytes] | None = None
+        self._store: ShardStore | None = None  # the written generation's store, during a run
         self._cache: tuple[Any, ...] | None = None  # (key, index, sorted ids, order, sidecar)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -90,12 +91,13 @@ class FaissSink:
         self._lock = _lock(gen)
         if not manifest:
             _write_manifest(gen, fingerprint, dim, 0, self.index_factory)
-        ShardStore(gen / "store").remove_temp()
+        self._store = ShardStore(gen / "store")
+        self._store.remove_temp()
         self._gen, self._dim = gen, dim
 
     def write(self, embedded: Embedded) -> None:
         """Append the chunks as one shard; returns once the shard is renamed into place."""
-        gen = self._writing()
+        store = self._writing()
         vectors = np.asarray(embedded.vectors, dtype=np.float32)
         if vectors.shape != (len(embedded.chunks), self._dim):
             raise SinkError(
@@ -105,16 +107,19 @@ class FaissSink:
         if not embedded.chunks:
             return
         ids = np.fromiter((int_id(c.id) for c in embedded.chunks), np.int64, len(embedded.chunks))
-        ShardStore(gen / "store").append(chunk_table(embedded.chunks, vectors, ids))
+        store.append(chunk_table(embedded.chunks, vectors, ids))
 
     def delete(self, chunk_ids: Sequence[str]) -> None:
         """Record a tombstone for these chunks; ids that are not present are fine."""
-        gen = self._writing()
+        store = self._writing()
         if chunk_ids:
-            ShardStore(gen / "store").tombstone(chunk_ids)
+            store.tombstone(chunk_ids)
 
     def close(self) -> None:
-        """Compact the store, build and write the index, then make this generation live."""
+        """Compact the store, build and write the index, then make this generation live.
+
+        On failure the run stays open (and locked), so the pipeline can retry close() or abort().
+        """
         if self._gen is None:
             return
         gen = self._gen
@@ -127,10 +132,10 @@ class FaissSink:
         self._release()
 
     def abort(self) -> None:
-        """Drop an unfinished new generation (or just unlock when writing in place)."""
+        """Drop an unfinished new generation (never the live one), or just unlock."""
         gen, new = self._gen, self._new
         self._release()
-        if gen is not None and new:
+        if gen is not None and new and gen != self._live():
             shutil.rmtree(gen, ignore_errors=True)
 
     def rebuild(self) -> None:
@@ -188,10 +193,10 @@ class FaissSink:
             return None
         return public.resolve()
 
-    def _writing(self) -> Path:
-        if self._gen is None:
+    def _writing(self) -> ShardStore:
+        if self._store is None:
             raise SinkError("the FAISS sink is not open: call open(dim, fingerprint) first")
-        return self._gen
+        return self._store
 
     def _swap(self, gen: Path) -> None:
         """Point the public name at `gen` in one rename."""
@@ -236,7 +241,7 @@ class FaissSink:
     def _release(self) -> None:
         if self._lock is not None:
             self._lock.close()  # closing the file drops the flock
-        self._lock, self._gen, self._new = None, None, False
+        self._lock, self._gen, self._store, self._new = None, None, None, False
 
 
 def build_index(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -69,7 +70,7 @@ class QdrantSink:
         if (local_path is None) == (url is None):
             raise SinkError("QdrantSink needs exactly one of local_path= or url=")
         self.collection = collection
-        self.local_path = local_path
+        self.local_path = None if local_path is None else str(Path(local_path).expanduser())
         self.url = url
         self.api_key = api_key
         self.write_batch = write_batch
@@ -79,6 +80,7 @@ class QdrantSink:
         self._client: QdrantClient | None = None
         self._target: str | None = None  # physical collection being written
         self._new = False
+        self._retired: str | None = None  # previous live collection, until it is dropped
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -147,19 +149,21 @@ class QdrantSink:
                 )
 
     def close(self) -> None:
-        """Move the alias to the new collection (dropping the old one), then release the client."""
-        try:
-            if self._target is not None and self._new:
-                self._swap(self._target)
-        finally:
-            self._release()
+        """Move the alias to the new collection (dropping the old one), then release the client.
+
+        On failure the run stays open, so the pipeline can retry close() or abort().
+        """
+        if self._target is not None and self._new:
+            self._swap(self._target)
+        self._release()
 
     def abort(self) -> None:
-        """Drop an unfinished new collection; the live one is untouched."""
+        """Drop an unfinished new collection (never the live one) and release the client."""
         try:
-            if self._target is not None and self._new:
-                with qdrant_errors(f"dropping '{self._target}'"):
-                    self.connect().delete_collection(self._target)
+            target = self._target
+            if target is not None and self._new and target != self._live():
+                with qdrant_errors(f"dropping '{target}'"):
+                    self.connect().delete_collection(target)
         finally:
             self._release()
 
@@ -223,26 +227,26 @@ class QdrantSink:
         )
 
     def _swap(self, physical: str) -> None:
-        """Point the alias at `physical` in one request, then drop what it pointed to before."""
-        old = self._live()
-        ops: list[Any] = []
-        if old is not None:
-            ops.append(
-                models.DeleteAliasOperation(
-                    delete_alias=models.DeleteAlias(alias_name=self.collection)
-                )
-            )
-        ops.append(
-            models.CreateAliasOperation(
-                create_alias=models.CreateAlias(
-                    collection_name=physical, alias_name=self.collection
-                )
-            )
-        )
-        with qdrant_errors(f"moving alias '{self.collection}' to '{physical}'"):
-            self.connect().update_collection_aliases(change_aliases_operations=ops)
-            if old is not None and old != physical and not self.keep_previous:
-                self.connect().delete_collection(old)
+        """Point the alias at `physical` in one request, then drop what it pointed to before.
+
+        Safe to call again after a failure: a moved alias is not moved twice, and the collection
+        it left is remembered until it is dropped.
+        """
+        live = self._live()
+        if live != physical:
+            ops: list[Any] = []
+            if live is not None:
+                delete = models.DeleteAlias(alias_name=self.collection)
+                ops.append(models.DeleteAliasOperation(delete_alias=delete))
+            create = models.CreateAlias(collection_name=physical, alias_name=self.collection)
+            ops.append(models.CreateAliasOperation(create_alias=create))
+            with qdrant_errors(f"moving alias '{self.collection}' to '{physical}'"):
+                self.connect().update_collection_aliases(change_aliases_operations=ops)
+            self._retired = live
+        if self._retired is not None and not self.keep_previous:
+            with qdrant_errors(f"dropping the previous collection '{self._retired}'"):
+                self.connect().delete_collection(self._retired)
+        self._retired = None
 
     def _writing(self) -> str:
         if self._target is None:

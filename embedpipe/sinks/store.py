@@ -24,6 +24,7 @@ from embedpipe.types import Chunk
 
 SHARD_RE = re.compile(r"^(shard|tomb)-(\d{8})\.parquet$")
 TMP_SUFFIX = ".tmp"
+DICTIONARY_COLUMNS = ["doc_id", "metadata"]
 
 
 def chunk_payload(chunk: Chunk) -> dict[str, Any]:
@@ -121,7 +122,9 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
 
 def write_parquet(table: pa.Table, path: Path) -> None:
     """Write a Parquet file atomically."""
-    atomic_write(path, lambda f: pq.write_table(table, f))
+    # Dictionary-encoding float vectors costs ~15x the write time for nothing: only the
+    # repetitive columns get it.
+    atomic_write(path, lambda f: pq.write_table(table, f, use_dictionary=DICTIONARY_COLUMNS))
 
 
 class ShardStore:
@@ -129,6 +132,7 @@ class ShardStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._last_seq: int | None = None  # cached so a write does not list the folder
 
     def files(self) -> list[tuple[int, str, Path]]:
         """(sequence, kind, path) of every shard and tombstone, in sequence order."""
@@ -148,9 +152,11 @@ class ShardStore:
                 path.unlink()
 
     def _next_path(self, kind: str) -> Path:
-        files = self.files()
-        seq = files[-1][0] + 1 if files else 1
-        return self.root / f"{kind}-{seq:08d}.parquet"
+        if self._last_seq is None:
+            files = self.files()
+            self._last_seq = files[-1][0] if files else 0
+        self._last_seq += 1
+        return self.root / f"{kind}-{self._last_seq:08d}.parquet"
 
     def append(self, table: pa.Table) -> None:
         """Add one shard; it is durable when this returns."""
@@ -177,6 +183,8 @@ class ShardStore:
         keep = _last_rows(table.column("chunk_id"))
         if tombs:
             keep = keep[_tomb_seqs(table.column("chunk_id").take(keep), tombs) < seqs[keep]]
+        if len(keep) == table.num_rows:  # rows are unique and ordered: nothing to drop
+            return table
         return table.take(pa.array(keep))
 
     def compact(self) -> pa.Table | None:

@@ -1,0 +1,236 @@
+"""The Qdrant sink against real qdrant-client local mode on tmp_path: random unit vectors, no model."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient, models
+
+from embedpipe.config import SinkConfig
+from embedpipe.errors import ConfigError, SinkError, TransientSinkError
+from embedpipe.sinks import open_sink
+from embedpipe.sinks.qdrant import QdrantSink
+from embedpipe.types import Chunk, Embedded, point_id
+
+DIM = 16
+FP_A = "a" * 64
+FP_B = "b" * 64
+
+
+def unit_vectors(n: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def chunks(n: int, doc: str = "doc") -> list[Chunk]:
+    return [
+        Chunk(
+            doc_id=f"{doc}{i // 4}",
+            index=i % 4,
+            text=f"text {doc} {i}",
+            token_ids=[101, 102],
+            start=10 * i,
+            end=10 * i + 9,
+            content_hash=f"h{i}",
+            metadata={"n": i, "tag": "x"},
+        )
+        for i in range(n)
+    ]
+
+
+def embedded(n: int, seed: int = 0, doc: str = "doc") -> Embedded:
+    return Embedded(chunks(n, doc), unit_vectors(n, DIM, seed))
+
+
+def local(tmp_path: Path, **options: object) -> QdrantSink:
+    return QdrantSink("docs", local_path=str(tmp_path / "q"), write_batch=7, **options)  # type: ignore[arg-type]
+
+
+def built(tmp_path: Path, emb: Embedded, fp: str = FP_A, **options: object) -> QdrantSink:
+    sink = local(tmp_path, **options)
+    sink.open(DIM, fp)
+    sink.write(emb)
+    sink.close()
+    return sink
+
+
+def collections(sink: QdrantSink) -> set[str]:
+    names = {c.name for c in sink.connect().get_collections().collections}
+    sink.close()
+    return names
+
+
+def test_write_then_search_finds_the_nearest(tmp_path: Path) -> None:
+    emb = embedded(30)
+    sink = built(tmp_path, emb)
+    hits = sink.search(emb.vectors[11], k=3)
+    assert hits[0].chunk_id == emb.chunks[11].id
+    assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert hits[0].score >= hits[1].score >= hits[2].score
+    sink.close()
+
+
+def test_payload_fields_are_present(tmp_path: Path) -> None:
+    emb = embedded(5)
+    sink = built(tmp_path, emb)
+    c = emb.chunks[3]
+    (point,) = sink.connect().retrieve(f"docs__{FP_A[:12]}", [point_id(c.id)], with_payload=True)
+    sink.close()
+    assert point.payload == {
+        "doc_id": c.doc_id,
+        "chunk_index": c.index,
+        "text": c.text,
+        "content_hash": c.content_hash,
+        "start": c.start,
+        "end": c.end,
+        "metadata": c.metadata,
+        "chunk_id": c.id,
+    }
+
+
+def test_rewriting_the_same_chunks_does_not_duplicate(tmp_path: Path) -> None:
+    sink = built(tmp_path, embedded(20))
+    sink.open(DIM, FP_A)
+    sink.write(embedded(20, seed=1))
+    sink.close()
+    assert sorted(sink.chunk_ids()) == sorted(c.id for c in chunks(20))
+    assert sink.connect().count("docs").count == 20
+    sink.close()
+
+
+def test_delete_removes_exactly_the_given_ids(tmp_path: Path) -> None:
+    emb = embedded(20)
+    sink = built(tmp_path, emb)
+    gone = [c.id for c in emb.chunks[2:12]] + ["never#0"]  # more than one write_batch
+    sink.open(DIM, FP_A)
+    sink.delete(gone)
+    sink.close()
+    assert set(sink.chunk_ids()) == {c.id for c in emb.chunks} - set(gone)
+    sink.close()
+
+
+def test_new_fingerprint_is_invisible_until_close_then_swapped_and_old_dropped(
+    tmp_path: Path,
+) -> None:
+    sink = built(tmp_path, embedded(10, doc="old"))
+    new = embedded(10, seed=5, doc="new")
+    sink.open(DIM, FP_B)
+    sink.write(new)
+    assert sink.search(new.vectors[0], k=1)[0].chunk_id.startswith("old")
+    sink.close()
+    assert sink.search(new.vectors[0], k=1)[0].chunk_id == new.chunks[0].id
+    assert collections(sink) == {f"docs__{FP_B[:12]}"}
+
+
+def test_keep_previous_keeps_the_old_collection(tmp_path: Path) -> None:
+    built(tmp_path, embedded(5))
+    sink = built(tmp_path, embedded(5, seed=2), fp=FP_B, keep_previous=True)
+    assert collections(sink) == {f"docs__{FP_A[:12]}", f"docs__{FP_B[:12]}"}
+
+
+def test_abort_leaves_the_live_index_untouched(tmp_path: Path) -> None:
+    old = embedded(10)
+    sink = built(tmp_path, old)
+    sink.open(DIM, FP_B)
+    sink.write(embedded(10, seed=3, doc="new"))
+    sink.abort()
+    assert sorted(sink.chunk_ids()) == sorted(c.id for c in old.chunks)
+    assert sink.search(old.vectors[4], k=1)[0].chunk_id == old.chunks[4].id
+    assert collections(sink) == {f"docs__{FP_A[:12]}"}
+
+
+def test_reopen_with_same_fingerprint_appends_in_place(tmp_path: Path) -> None:
+    sink = built(tmp_path, embedded(10, doc="first"))
+    more = embedded(5, seed=9, doc="more")
+    sink.open(DIM, FP_A)
+    sink.write(more)
+    assert len(list(sink.chunk_ids())) == 15
+    sink.close()
+    assert sink.search(more.vectors[0], k=1)[0].chunk_id == more.chunks[0].id
+    assert collections(sink) == {f"docs__{FP_A[:12]}"}
+
+
+def test_dimension_mismatch_is_a_clear_error_and_data_survives(tmp_path: Path) -> None:
+    emb = embedded(6)
+    sink = built(tmp_path, emb)
+    with pytest.raises(
+        SinkError, match=r"dimension 16, the model gives 8: choose another --collection"
+    ):
+        sink.open(8, FP_A)
+    assert sink.search(emb.vectors[1], k=1)[0].chunk_id == emb.chunks[1].id
+    sink.close()
+
+
+def test_a_foreign_collection_under_the_public_name_is_never_touched(tmp_path: Path) -> None:
+    client = QdrantClient(path=str(tmp_path / "q"))
+    client.create_collection(
+        "docs", vectors_config=models.VectorParams(size=768, distance=models.Distance.DOT)
+    )
+    client.close()
+    sink = local(tmp_path)
+    with pytest.raises(SinkError, match=r"'docs' has dimension 768, the model gives 16"):
+        sink.open(DIM, FP_A)
+    assert collections(sink) == {"docs"}
+
+
+def test_close_releases_the_local_folder_lock(tmp_path: Path) -> None:
+    sink = local(tmp_path)
+    sink.open(DIM, FP_A)
+    with pytest.raises(RuntimeError, match="already accessed"):
+        QdrantClient(path=str(tmp_path / "q"))
+    sink.write(embedded(3))
+    sink.close()
+    other = QdrantClient(path=str(tmp_path / "q"))
+    assert other.count("docs").count == 3
+    other.close()
+
+
+def test_server_url_and_api_key_reach_the_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QDRANT_API_KEY", "secret")
+    sink = open_sink(SinkConfig(uri="qdrant+https://qdrant.example.com:6333", collection="c"))
+    assert isinstance(sink, QdrantSink)
+    assert sink.uri == "qdrant+https://qdrant.example.com:6333"
+    assert (sink.url, sink.local_path) == ("https://qdrant.example.com:6333", None)
+    client = sink.connect()  # no request is made until the first call
+    assert client.init_options["url"] == "https://qdrant.example.com:6333"
+    assert client.init_options["api_key"] == "secret"
+    assert client._client.rest_uri == "https://qdrant.example.com:6333"  # type: ignore[attr-defined]
+    sink.close()
+
+
+def test_plain_http_url_without_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("QDRANT_API_KEY", raising=False)
+    sink = open_sink(SinkConfig(uri="qdrant+http://localhost:6333"))
+    assert isinstance(sink, QdrantSink)
+    assert (sink.url, sink.api_key) == ("http://localhost:6333", None)
+
+
+def test_an_unreachable_server_is_a_transient_error() -> None:
+    sink = QdrantSink("docs", url="http://127.0.0.1:9", timeout=2)
+    with pytest.raises(TransientSinkError, match="did not answer"):
+        sink.open(DIM, FP_A)
+    sink.close()
+
+
+def test_open_sink_builds_a_local_qdrant_sink_without_touching_disk(tmp_path: Path) -> None:
+    sink = open_sink(SinkConfig(uri=f"qdrant:{tmp_path / 'q'}", collection="c", write_batch=64))
+    assert isinstance(sink, QdrantSink)
+    assert (sink.local_path, sink.collection, sink.write_batch) == (str(tmp_path / "q"), "c", 64)
+    assert not (tmp_path / "q").exists()
+
+
+@pytest.mark.parametrize("uri", ["pinecone://x", "qdrant", "faiss:", "/just/a/path"])
+def test_open_sink_rejects_an_unknown_uri_listing_the_accepted_forms(uri: str) -> None:
+    with pytest.raises(ConfigError, match=r"qdrant:PATH, qdrant\+http://HOST:PORT.*faiss:DIR"):
+        open_sink(SinkConfig(uri=uri))
+
+
+def test_importing_sinks_does_not_import_qdrant_client_or_faiss() -> None:
+    import subprocess
+
+    code = "import sys, embedpipe.sinks; print('qdrant_client' in sys.modules or 'faiss' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
