@@ -133,10 +133,9 @@ class FaissSink:
 
     def abort(self) -> None:
         """Drop an unfinished new generation (never the live one), or just unlock."""
-        gen, new = self._gen, self._new
+        if self._gen is not None and self._new and self._gen != self._live():
+            shutil.rmtree(self._gen, ignore_errors=True)
         self._release()
-        if gen is not None and new and gen != self._live():
-            shutil.rmtree(gen, ignore_errors=True)
 
     def rebuild(self) -> None:
         """Rebuild the live index from its store with this sink's index_factory, no re-encoding."""
@@ -169,10 +168,11 @@ class FaissSink:
             return []
         query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
         scores, found = index.search(query, min(k, index.ntotal))
-        hits = found[0] >= 0
-        rows = order[np.searchsorted(ids_sorted, found[0][hits])]
-        payloads = sidecar.take(pa.array(rows)).to_pylist()
-        return [hit_from_payload(s, p) for s, p in zip(scores[0][hits], payloads, strict=True)]
+        pos = np.minimum(np.searchsorted(ids_sorted, found[0]), len(ids_sorted) - 1)
+        # -1 pads a short result; an id the sidecar lacks can only come from a crash mid-build.
+        known = (found[0] >= 0) & (ids_sorted[pos] == found[0])
+        payloads = sidecar.take(pa.array(order[pos[known]])).to_pylist()
+        return [hit_from_payload(s, p) for s, p in zip(scores[0][known], payloads, strict=True)]
 
     # -- internals -------------------------------------------------------------------------
 
@@ -215,8 +215,12 @@ class FaissSink:
         vectors = vectors_of(table) if table.num_rows else np.zeros((0, dim), np.float32)
         ids = table.column("faiss_id").to_numpy()
         index = build_index(vectors, ids, self.index_factory, nprobe=self.nprobe, seed=self.seed)
-        atomic_write(gen / "index.faiss", lambda f: f.write(faiss.serialize_index(index).tobytes()))
+        # Sidecar first: a reader keyed on index.faiss never pairs a new index with an old sidecar.
         write_parquet(table.select(SIDECAR_COLUMNS), gen / "ids.parquet")
+        atomic_write(
+            gen / "index.faiss",
+            lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write)),
+        )
         fingerprint = _manifest(gen)["fingerprint"]
         _write_manifest(gen, fingerprint, dim, table.num_rows, self.index_factory)
 
@@ -273,7 +277,7 @@ def _train(index: Any, vectors: np.ndarray, factory: str, seed: int) -> None:
             f"vectors to train on: use 'Flat' or fewer lists (about n/39, e.g. "
             f"'IVF{max(1, len(vectors) // 39)},Flat')"
         )
-    size = min(len(vectors), max(nlist, 1) * POINTS_PER_LIST if ivf is not None else 100_000)
+    size = min(len(vectors), nlist * POINTS_PER_LIST if ivf is not None else 100_000)
     rng = np.random.default_rng(seed)
     sample = vectors[np.sort(rng.choice(len(vectors), size=size, replace=False))]
     try:
