@@ -217,10 +217,7 @@ class FaissSink:
         index = build_index(vectors, ids, self.index_factory, nprobe=self.nprobe, seed=self.seed)
         # Sidecar first: a reader keyed on index.faiss never pairs a new index with an old sidecar.
         write_parquet(table.select(SIDECAR_COLUMNS), gen / "ids.parquet")
-        atomic_write(
-            gen / "index.faiss",
-            lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write)),
-        )
+        atomic_write(gen / "index.faiss", lambda f: _write_index(index, f))
         fingerprint = _manifest(gen)["fingerprint"]
         _write_manifest(gen, fingerprint, dim, table.num_rows, self.index_factory)
 
@@ -293,6 +290,12 @@ def _set_nprobe(index: Any, nprobe: int | None) -> None:
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
         ivf.nprobe = min(ivf.nlist, nprobe or max(1, round(ivf.nlist**0.5)))
+
+
+def _write_index(index: Any, f: IO[bytes]) -> None:
+    """Stream an index into an open file (no full in-memory copy of it)."""
+    writer = faiss.PyCallbackIOWriter(f.write)  # type: ignore[attr-defined]  # not in faiss's stubs
+    faiss.write_index(index, writer)
 
 
 def _manifest(gen: Path) -> dict[str, Any]:
