@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from embedpipe.config import ModelConfig, RunConfig, flat_overrides, load_config
-from embedpipe.errors import EmbedpipeError
+from embedpipe.errors import ConfigError, EmbedpipeError
 from embedpipe.ledger import Ledger
 from embedpipe.pipeline import Pipeline, Progress, state_dir_for, target_key
 from embedpipe.sinks import open_sink
@@ -36,8 +36,10 @@ def run(
         pipe.stop = stop
     try:
         return pipe.run(dry_run=dry_run)
+    except ConfigError:
+        raise
     except (EmbedpipeError, KeyboardInterrupt):
-        if raise_on_failure:
+        if raise_on_failure or pipe.report is None:
             raise
         return pipe.report
     finally:

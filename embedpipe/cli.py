@@ -6,6 +6,7 @@ Exit codes: 0 done (bad records skipped and reported), 1 the run failed, 2 usage
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import signal
@@ -136,7 +137,7 @@ def query(
     )
     hits = _guard(lambda: api.query(text, k=k, config=cfg))
     if as_json:
-        out.print_json(json.dumps([h.__dict__ for h in hits], ensure_ascii=False))
+        out.print_json(json.dumps([dataclasses.asdict(h) for h in hits], ensure_ascii=False))
         return
     table = Table(title=f"top {len(hits)} for: {text}")
     for col in ("score", "doc id", "chunk", "snippet"):

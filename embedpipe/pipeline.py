@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -134,6 +136,7 @@ class _Run:
             self._delete_stale(planner)
             planner.close()
             if not self.dry_run:
+                crash_point("close")
                 _retry(self.sink.close, "close")
                 self.ledger.set_live(self.target, self.cfg.model.name, self.encoder.dim)
             report.outcome = "dry-run" if self.dry_run else "done"
@@ -194,6 +197,7 @@ class _Run:
             report.chunks_total += len(chunks)
             if fresh and not _put(out, fresh, None, self.halt):
                 return
+            crash_point("plan")
         _put(out, _END, None, self.halt)
 
     def _accepted_docs(
@@ -247,7 +251,9 @@ class _Run:
             while (item := write_q.get()) is not _END:
                 ledger.mark(self.target, self.run_id, item.chunks, PENDING)
                 _retry(lambda item=item: self.sink.write(item), "write")
+                crash_point("sink-write")
                 ledger.mark(self.target, self.run_id, item.chunks, DONE)
+                crash_point("ledger-commit")
                 self.report.chunks_embedded += len(item.chunks)
                 self.report.tokens_embedded += sum(c.token_count for c in item.chunks)
         finally:
@@ -271,6 +277,7 @@ class _Run:
         for start in range(0, len(stale), 1000):
             part = stale[start : start + 1000]
             _retry(lambda part=part: self.sink.delete(part), "delete")
+            crash_point("sink-delete")
             self.ledger.forget(self.target, part)
 
 
@@ -331,6 +338,22 @@ def _drain(q: queue.Queue[Any], producer: _Worker) -> Iterator[Chunk]:
         if item is _END:
             return
         yield from item
+
+
+_crash_counts: dict[str, int] = {}
+
+
+def crash_point(name: str) -> None:
+    """Fault injection for crash tests: EMBEDPIPE_CRASH_AT=NAME:N kills this process with SIGKILL
+    the Nth time it passes NAME. Costs one dict lookup when unset."""
+    spec = os.environ.get("EMBEDPIPE_CRASH_AT")
+    if not spec:
+        return
+    point, _, nth = spec.partition(":")
+    if point == name:
+        _crash_counts[name] = _crash_counts.get(name, 0) + 1
+        if _crash_counts[name] >= int(nth or 1):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _retry(fn: Callable[[], T], what: str, attempts: int = 5, base_delay: float = 0.5) -> T:

@@ -58,3 +58,24 @@ def make_corpus(tmp_path: Path) -> Callable[[dict[str, str]], Path]:
         return root
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, encoder) -> Path:  # type: ignore[no-untyped-def]
+    """A second model: a tiny random BERT (dim 32) on MiniLM's tokenizer, saved as a local folder."""
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    out = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(str(encoder.path))
+    bert = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                num_attention_heads=2, intermediate_size=64, max_position_embeddings=512))  # fmt: skip
+    raw = out / "raw"
+    bert.save_pretrained(raw)
+    tokenizer.save_pretrained(raw)
+    word = models.Transformer(str(raw), max_seq_length=128)
+    model = SentenceTransformer(modules=[word, models.Pooling(32, pooling_mode="mean"), models.Normalize()])
+    model.save(str(out / "st"))
+    return out / "st"

@@ -137,7 +137,7 @@ def test_keep_previous_keeps_the_old_generation(tmp_path: Path) -> None:
     assert old_gen.exists() and (tmp_path / "docs").resolve() != old_gen
 
 
-def test_abort_leaves_the_live_index_untouched(tmp_path: Path) -> None:
+def test_abort_keeps_live_index_and_unfinished_writes_for_resume(tmp_path: Path) -> None:
     old = embedded(10)
     sink = built(tmp_path, old)
     sink.open(DIM, FP_B)
@@ -145,7 +145,11 @@ def test_abort_leaves_the_live_index_untouched(tmp_path: Path) -> None:
     sink.abort()
     assert sorted(sink.chunk_ids()) == sorted(c.id for c in old.chunks)
     assert sink.search(old.vectors[4], k=1)[0].chunk_id == old.chunks[4].id
-    assert [p.name for p in (tmp_path / ".generations").iterdir()] == [f"docs__{FP_A[:16]}"]
+    sink.open(DIM, FP_B)  # the next run with that fingerprint resumes what was acknowledged
+    assert len(list(sink.chunk_ids())) == 10
+    sink.close()
+    new_ids = sorted(c.id for c in embedded(10, seed=3, doc="new").chunks)
+    assert sorted(sink.chunk_ids()) == new_ids
 
 
 def test_reopen_with_same_fingerprint_appends_in_place(tmp_path: Path) -> None:
@@ -217,7 +221,7 @@ def test_too_few_points_for_ivf_lists_is_a_clear_error(tmp_path: Path) -> None:
         sink.close()
 
 
-def test_a_failed_close_stays_open_so_abort_restores_the_live_index(tmp_path: Path) -> None:
+def test_a_failed_close_leaves_the_live_index_serving(tmp_path: Path) -> None:
     old = embedded(10)
     built(tmp_path, old)
     sink = FaissSink(tmp_path, "docs", index_factory="IVF64,Flat")
@@ -227,7 +231,7 @@ def test_a_failed_close_stays_open_so_abort_restores_the_live_index(tmp_path: Pa
         sink.close()
     sink.abort()
     assert sink.search(old.vectors[0], k=1)[0].chunk_id == old.chunks[0].id
-    assert [p.name for p in (tmp_path / ".generations").iterdir()] == [f"docs__{FP_A[:16]}"]
+    assert (tmp_path / "docs").resolve().name == f"docs__{FP_A[:16]}"  # still the live one
 
 
 def test_rebuild_gives_the_same_results_without_reencoding(tmp_path: Path) -> None:

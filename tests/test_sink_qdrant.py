@@ -131,7 +131,7 @@ def test_keep_previous_keeps_the_old_collection(tmp_path: Path) -> None:
     assert collections(sink) == {f"docs__{FP_A[:12]}", f"docs__{FP_B[:12]}"}
 
 
-def test_abort_leaves_the_live_index_untouched(tmp_path: Path) -> None:
+def test_abort_keeps_live_index_and_unfinished_writes_for_resume(tmp_path: Path) -> None:
     old = embedded(10)
     sink = built(tmp_path, old)
     sink.open(DIM, FP_B)
@@ -139,7 +139,11 @@ def test_abort_leaves_the_live_index_untouched(tmp_path: Path) -> None:
     sink.abort()
     assert sorted(sink.chunk_ids()) == sorted(c.id for c in old.chunks)
     assert sink.search(old.vectors[4], k=1)[0].chunk_id == old.chunks[4].id
-    assert collections(sink) == {f"docs__{FP_A[:12]}"}
+    sink.open(DIM, FP_B)  # the next run with that fingerprint resumes what was acknowledged
+    assert len(list(sink.chunk_ids())) == 10
+    sink.close()
+    new_ids = sorted(c.id for c in embedded(10, seed=3, doc="new").chunks)
+    assert sorted(sink.chunk_ids()) == new_ids
 
 
 def test_reopen_with_same_fingerprint_appends_in_place(tmp_path: Path) -> None:

@@ -29,8 +29,9 @@ class Sink(Protocol):
 
     `open(dim, fingerprint)` attaches to the live index when its fingerprint matches (an
     incremental run writes in place) and otherwise starts a new physical index that only
-    `close()` makes live (atomic re-embed); `abort()` drops such an unfinished index and leaves
-    the live one untouched. `write` returns only once the sink has acknowledged the vectors.
+    `close()` makes live (atomic re-embed); `abort()` releases the sink without switching, keeping
+    what was acknowledged so a later run with the same fingerprint resumes (the ledger may list
+    those writes), and leaves the live index untouched. `write` returns only once the sink has acknowledged the vectors.
     """
 
     uri: str

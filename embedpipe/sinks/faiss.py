@@ -132,9 +132,8 @@ class FaissSink:
         self._release()
 
     def abort(self) -> None:
-        """Drop an unfinished new generation (never the live one), or just unlock."""
-        if self._gen is not None and self._new and self._gen != self._live():
-            shutil.rmtree(self._gen, ignore_errors=True)
+        """Unlock without swapping. An unfinished generation is kept for the next run to resume:
+        the ledger may already list its acknowledged writes."""
         self._release()
 
     def rebuild(self) -> None:

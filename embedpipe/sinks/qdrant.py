@@ -158,14 +158,12 @@ class QdrantSink:
         self._release()
 
     def abort(self) -> None:
-        """Drop an unfinished new collection (never the live one) and release the client."""
-        try:
-            target = self._target
-            if target is not None and self._new and target != self._live():
-                with qdrant_errors(f"dropping '{target}'"):
-                    self.connect().delete_collection(target)
-        finally:
-            self._release()
+        """Release the client without switching the public name.
+
+        An unfinished new collection is kept, not dropped: the ledger may already list its
+        acknowledged writes, and the next run with the same fingerprint resumes it.
+        """
+        self._release()
 
     # -- reading ---------------------------------------------------------------------------
 

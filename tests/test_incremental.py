@@ -1,0 +1,197 @@
+"""Nightly semantics on real Qdrant local mode and real FAISS: skip, re-embed, delete, swap, crash."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import embedpipe
+from embedpipe.config import load_config
+from embedpipe.errors import SinkError
+from embedpipe.ledger import Ledger, LockedError, StateLock, Target
+from embedpipe.pipeline import Pipeline, state_dir_for, target_key
+from embedpipe.sinks import open_sink
+from embedpipe.types import Embedded
+
+SINKS = ["qdrant", "faiss"]
+
+
+def corpus_files(n: int = 12) -> dict[str, str]:
+    """n real-looking documents, two paragraphs each."""
+    topics = ["trains", "boats", "bread", "tomatoes", "json", "sockets", "threads", "gardens", "rivers", "stars",
+              "violins", "glaciers", "bees", "castles", "volcanoes"]  # fmt: skip
+    return {
+        f"doc{i:02d}.md": f"# About {topics[i % len(topics)]}\n\nThis note {i} explains {topics[i % len(topics)]} "
+        f"in some detail, with history and practice.\n\nA second paragraph on {topics[i % len(topics)]} care."
+        for i in range(n)
+    }
+
+
+def config(root: Path, kind: str, tmp_path: Path, **extra: object) -> embedpipe.RunConfig:
+    data = {"source": {"uri": str(root)}, "sink": {"uri": f"{kind}:{tmp_path / kind}", "collection": "docs"},
+            "chunking": {"chunk_tokens": 24, "overlap_tokens": 0}, **extra}  # fmt: skip
+    return load_config(None, data)
+
+
+def consistency(cfg: embedpipe.RunConfig) -> tuple[list[str], list[str]]:
+    """(sink chunk ids, ledger done chunk ids) for the live fingerprint."""
+    sink = open_sink(cfg.sink)
+    try:
+        in_sink = list(sink.chunk_ids())
+    finally:
+        sink.abort()
+    ledger = Ledger(state_dir_for(cfg.sink.uri, cfg.state) / "ledger.sqlite")
+    live = ledger.live(target_key(cfg.sink.uri, cfg.sink.collection))
+    in_ledger = list(ledger.chunk_ids(Target(target_key(cfg.sink.uri, cfg.sink.collection), live["fingerprint"]))) if live else []
+    ledger.close()
+    return in_sink, in_ledger
+
+
+@pytest.mark.parametrize("kind", SINKS)
+def test_edit_three_delete_two_reembeds_and_removes_exactly_those(kind: str, make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    files = corpus_files()
+    root = make_corpus(files)
+    cfg = config(root, kind, tmp_path, mode="full")
+    first = embedpipe.run(cfg)
+    per_doc = first.chunks_total // len(files)
+    assert first.chunks_total == per_doc * len(files) and per_doc >= 2
+
+    for name in ("doc00.md", "doc01.md", "doc02.md"):  # change only the second paragraph
+        text = files[name]
+        (root / name).write_text(text.replace("A second paragraph", "An edited closing paragraph"))
+    (root / "doc10.md").unlink()
+    (root / "doc11.md").unlink()
+    second = embedpipe.run(cfg)
+
+    assert second.chunks_embedded == 3  # only the edited last chunk of each edited document
+    assert second.chunks_deleted == 2 * per_doc
+    assert second.chunks_skipped == first.chunks_total - 2 * per_doc - 3
+    in_sink, in_ledger = consistency(cfg)
+    assert sorted(in_sink) == sorted(in_ledger)
+    assert len(in_sink) == len(set(in_sink)) == first.chunks_total - 2 * per_doc
+    assert not any(cid.startswith(("doc10.md#", "doc11.md#")) for cid in in_sink)
+
+
+@pytest.mark.parametrize("kind", SINKS)
+def test_shrunk_document_loses_its_trailing_chunks_in_incremental_mode(kind: str, make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    files = corpus_files(3)
+    root = make_corpus(files)
+    cfg = config(root, kind, tmp_path)
+    embedpipe.run(cfg)
+    (root / "doc00.md").write_text("# About trains")
+    (root / "doc02.md").unlink()  # incremental mode: an unlisted document is kept
+    report = embedpipe.run(cfg)
+    in_sink, in_ledger = consistency(cfg)
+    assert sorted(in_sink) == sorted(in_ledger)
+    assert [c for c in in_sink if c.startswith("doc00.md#")] == ["doc00.md#0"]
+    assert any(c.startswith("doc02.md#") for c in in_sink)
+    assert report.chunks_deleted >= 1
+
+
+@pytest.mark.parametrize("kind", SINKS)
+def test_model_change_builds_new_index_and_swaps_only_at_the_end(kind: str, make_corpus, tmp_path: Path, tiny_model: Path) -> None:  # type: ignore[no-untyped-def]
+    root = make_corpus(corpus_files())
+    cfg = config(root, kind, tmp_path)
+    embedpipe.run(cfg)
+    old_ids = sorted(consistency(cfg)[0])
+    new_cfg = config(root, kind, tmp_path, model={"name": str(tiny_model)}, batching={"max_batch_tokens": 128})
+    sink = open_sink(new_cfg.sink)
+    seen_during: list[int] = []
+
+    def during(report: embedpipe.RunReport) -> None:  # the live index is still the old, complete one
+        old_vector = embedpipe.encode(["trains"])[0]
+        seen_during.append(len(sink.search(old_vector, k=100)))
+
+    report = Pipeline(new_cfg, sink=sink, progress=during).run()
+    assert report.outcome == "done" and report.chunks_embedded == len(old_ids)
+    assert seen_during and all(n == len(old_ids) for n in seen_during)
+    in_sink, in_ledger = consistency(new_cfg)
+    assert sorted(in_sink) == sorted(in_ledger) == old_ids
+    status = embedpipe.status(new_cfg)
+    assert status[0]["model"] == str(tiny_model)
+    hits = embedpipe.query("trains", config=new_cfg, k=1)  # query picks the model the index was built with
+    assert hits and hits[0].chunk_id in in_sink
+
+
+@pytest.mark.parametrize("kind", SINKS)
+def test_persistent_sink_failure_leaves_ledger_matching_sink(kind: str, make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root = make_corpus(corpus_files())
+    cfg = config(root, kind, tmp_path, batching={"max_batch_tokens": 64, "max_batch_size": 4})
+
+    class FailingOnThirdWrite:
+        """A real sink that raises on its third write, as a full disk or a dead server would."""
+
+        def __init__(self) -> None:
+            self.inner = open_sink(cfg.sink)
+            self.uri, self.writes = self.inner.uri, 0
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.inner, name)
+
+        def write(self, embedded: Embedded) -> None:
+            self.writes += 1
+            if self.writes == 3:
+                raise SinkError("disk full (injected)")
+            self.inner.write(embedded)
+
+    with pytest.raises(SinkError, match="injected"):
+        Pipeline(cfg, sink=FailingOnThirdWrite()).run()  # type: ignore[arg-type]
+    ledger = Ledger(state_dir_for(cfg.sink.uri, None) / "ledger.sqlite")
+    assert ledger.db.execute("SELECT outcome FROM runs").fetchone()[0] == "failed"
+    ledger.close()
+    report = embedpipe.run(cfg)  # the next run converges
+    assert report.outcome == "done"
+    in_sink, in_ledger = consistency(cfg)
+    assert sorted(in_sink) == sorted(in_ledger) and len(in_sink) == len(set(in_sink)) == report.chunks_total
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", SINKS)
+@pytest.mark.parametrize("point", ["plan:1", "sink-write:2", "ledger-commit:3", "close:1", "sink-delete:1"])
+def test_sigkill_at_any_point_then_rerun_converges(kind: str, point: str, make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    files = corpus_files()
+    root = make_corpus(files)
+    cfg = config(root, kind, tmp_path, mode="full", batching={"max_batch_tokens": 64, "max_batch_size": 4})
+    if point.startswith("sink-delete"):
+        embedpipe.run(cfg)
+        (root / "doc05.md").unlink()
+    args = [sys.executable, "-m", "embedpipe", "backfill", str(root), "--sink", cfg.sink.uri, "--collection", "docs",
+            "--chunk-tokens", "24", "--overlap-tokens", "0", "--max-batch-tokens", "64", "--mode", "full"]  # fmt: skip
+    env = {**os.environ, "EMBEDPIPE_CRASH_AT": point, "EMBEDPIPE_BATCHING__MAX_BATCH_SIZE": "4"}
+    killed = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    env.pop("EMBEDPIPE_CRASH_AT")
+    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    in_sink, in_ledger = consistency(cfg)
+    assert len(in_sink) == len(set(in_sink))
+    assert sorted(in_sink) == sorted(in_ledger)
+    assert {c.split("#")[0] for c in in_sink} == {name for name in files if (root / name).exists()}
+
+
+def test_second_run_on_the_same_state_is_refused_naming_the_pid(tmp_path: Path) -> None:
+    with StateLock(tmp_path), pytest.raises(LockedError, match=f"pid {os.getpid()}"):
+        with StateLock(tmp_path):
+            pass
+
+
+def test_stop_request_finishes_the_batch_in_flight_and_commits(make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root = make_corpus(corpus_files())
+    cfg = config(root, "faiss", tmp_path, batching={"max_batch_tokens": 64, "max_batch_size": 4})
+    pipe = Pipeline(cfg)
+    pipe.progress = lambda report: pipe.stop.set()
+    with pytest.raises(embedpipe.EmbedpipeError, match="re-run to resume"):
+        pipe.run()
+    assert pipe.report is not None and pipe.report.outcome == "interrupted"
+    ledger = Ledger(state_dir_for(cfg.sink.uri, None) / "ledger.sqlite")
+    committed = ledger.db.execute("SELECT COUNT(*) FROM chunks WHERE state = 1").fetchone()[0]
+    ledger.close()
+    assert 0 < committed == pipe.report.chunks_embedded
+    report = embedpipe.run(cfg)
+    assert report.chunks_skipped == committed
+    in_sink, in_ledger = consistency(cfg)
+    assert sorted(in_sink) == sorted(in_ledger)
