@@ -34,13 +34,17 @@ MIN_FILL = 0.5
 # Boundary scores: higher is a better place to cut.
 PARAGRAPH, SENTENCE, WORD, TOKEN = 3, 2, 1, 0
 
-# Every code point for which str.isspace() is true lies below U+3001.
-_WHITESPACE = np.array([c for c in range(0x3001) if chr(c).isspace()], dtype=np.uint32)
-_TERMINALS = np.array([ord(c) for c in ".!?…。！？"], dtype=np.uint32)
+# Character classes as bit flags in a table over the Basic Multilingual Plane: one fancy
+# index classifies a whole window (np.isin per window costs more than the tokenizer on short
+# documents). Code points above it clamp to U+FFFF, a non-character with no flags.
+_SPACE, _TERMINAL, _CJK_TERMINAL, _CLOSER = 1, 2, 4, 8
+_FLAGS = np.zeros(0x10000, dtype=np.uint8)
+_FLAGS[[c for c in range(0x3001) if chr(c).isspace()]] |= _SPACE  # all of them lie below U+3001
+_FLAGS[[ord(c) for c in ".!?…。！？"]] |= _TERMINAL
 # CJK sentence ends need no whitespace after them: CJK text has none between sentences.
-_CJK_TERMINALS = np.array([ord(c) for c in "。！？"], dtype=np.uint32)
+_FLAGS[[ord(c) for c in "。！？"]] |= _CJK_TERMINAL
 # A sentence may end in a closing quote or bracket after its terminal: `He said "no."`.
-_CLOSERS = np.array([ord(c) for c in "\"')]}’”»"], dtype=np.uint32)
+_FLAGS[[ord(c) for c in "\"')]}’”»"]] |= _CLOSER
 _NON_SPACE = re.compile(r"\S")
 
 
@@ -98,10 +102,12 @@ class Chunker:
                 f"chunk limit {self.limit} leaves {self.budget} tokens for text after special "
                 f"tokens and the prefix {prefix!r}: raise chunking.chunk_tokens"
             )
-        if not 0 <= overlap_tokens < self.budget * MIN_FILL:
+        # Each chunk still advances by at least one token (see _next_start), so an overlap up
+        # to the budget is accepted; the config keeps it below half of chunk_tokens.
+        if not 0 <= overlap_tokens < self.budget:
             raise ConfigError(
-                f"overlap_tokens={overlap_tokens} must be >= 0 and below half of the "
-                f"{self.budget} text tokens per chunk: lower chunking.overlap_tokens"
+                f"overlap_tokens={overlap_tokens} must be >= 0 and below the {self.budget} text "
+                f"tokens per chunk: lower chunking.overlap_tokens"
             )
 
     @property
@@ -180,7 +186,7 @@ class Chunker:
         ]
 
     def _plan(self, w: _Window, budgets: dict[int, int]) -> _Plan:
-        """The chunks a window decides; budgets override the token budget of chunks starting at a token."""
+        """The chunks a window decides; `budgets` overrides the budget of the chunk at a start token."""
         tokens: list[tuple[int, int]] = []
         s = 0
         while s < w.n:
@@ -277,18 +283,16 @@ def _boundary_scores(text: str, starts: np.ndarray, ends: np.ndarray) -> np.ndar
     if n < 2:
         return score
     cp = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    space = np.isin(cp, _WHITESPACE)
+    flags = _FLAGS[np.minimum(cp, 0xFFFF)]
     newlines = np.concatenate(([0], np.cumsum(cp == 10)))
     gap_a = ends[:-1]  # the whitespace run after token i-1 decides the cut before token i
-    gap_b = _next_non_space(space)[gap_a]
+    gap_b = _next_non_space(flags & _SPACE != 0)[gap_a]
     breaks = newlines[gap_b] - newlines[gap_a]
     spaced = gap_b > gap_a
-    last = cp[np.maximum(gap_a - 1, 0)]
-    before_last = cp[np.maximum(gap_a - 2, 0)]
-    terminal = np.isin(last, _TERMINALS) | (
-        np.isin(last, _CLOSERS) & np.isin(before_last, _TERMINALS)
-    )
-    sentence = (terminal & spaced) | (breaks >= 1) | np.isin(last, _CJK_TERMINALS)
+    last = flags[np.maximum(gap_a - 1, 0)]
+    before_last = flags[np.maximum(gap_a - 2, 0)]
+    terminal = (last & _TERMINAL != 0) | ((last & _CLOSER != 0) & (before_last & _TERMINAL != 0))
+    sentence = (terminal & spaced) | (breaks >= 1) | (last & _CJK_TERMINAL != 0)
     inner = np.where(
         breaks >= 2, PARAGRAPH, np.where(sentence, SENTENCE, np.where(spaced, WORD, TOKEN))
     )

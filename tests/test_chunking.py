@@ -15,7 +15,7 @@ import pytest
 
 from embedpipe import chunking
 from embedpipe.chunking import Chunker
-from embedpipe.errors import ModelError
+from embedpipe.errors import ConfigError, ModelError
 from embedpipe.types import Chunk, Document
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -248,3 +248,8 @@ def test_slow_tokenizer_is_refused_with_the_fix(tokenizer: object) -> None:
 
     with pytest.raises(ModelError, match="use_fast=True"):
         make(Slow())
+
+
+def test_overlap_not_below_text_budget_is_refused(tokenizer: object) -> None:
+    with pytest.raises(ConfigError, match="overlap_tokens"):
+        make(tokenizer, chunk_tokens=16, overlap=14)  # 14 text tokens fit after [CLS] [SEP]
