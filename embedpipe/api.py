@@ -74,14 +74,14 @@ def backfill(
 def _encoder(model: str | None, precision: str, device: str) -> Any:
     from embedpipe.encoder import Encoder
 
-    return Encoder(ModelConfig(name=model, precision=precision, device=device))  # type: ignore[arg-type]
+    return Encoder(ModelConfig(name=model, precision=precision, device=device))
 
 
 def encode(
     texts: Sequence[str], *, model: str | None = None, precision: str = "fp32", device: str = "auto"
 ) -> np.ndarray:
     """L2-normalised float32 vectors (n, dim) for texts; the model is loaded once and cached."""
-    return _encoder(model, precision, device).encode_texts(list(texts))  # type: ignore[no-any-return]
+    return _encoder(model, precision, device).encode_texts(list(texts))
 
 
 def query(text: str, *, k: int = 5, config: RunConfig | None = None, **options: Any) -> list[Hit]:

@@ -142,7 +142,7 @@ class Encoder:
 
     @property
     def max_seq_length(self) -> int:
-        return int(self.model.max_seq_length)
+        return int(self.model.max_seq_length or self.tokenizer.model_max_length)
 
     @property
     def pad_id(self) -> int:
@@ -204,7 +204,9 @@ def _load(path: Path, device: str) -> SentenceTransformer:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # our own progress bar is the one the user watches
     try:
         model = SentenceTransformer(str(path), device=device, local_files_only=True)
     except Exception as exc:

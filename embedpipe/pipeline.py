@@ -7,6 +7,7 @@ the ledger. Bounded queues between them keep memory flat and let the model never
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -250,7 +251,7 @@ class _Run:
         try:
             while (item := write_q.get()) is not _END:
                 ledger.mark(self.target, self.run_id, item.chunks, PENDING)
-                _retry(lambda item=item: self.sink.write(item), "write")
+                _retry(functools.partial(self.sink.write, item), "write")
                 crash_point("sink-write")
                 ledger.mark(self.target, self.run_id, item.chunks, DONE)
                 crash_point("ledger-commit")
@@ -276,7 +277,7 @@ class _Run:
             )
         for start in range(0, len(stale), 1000):
             part = stale[start : start + 1000]
-            _retry(lambda part=part: self.sink.delete(part), "delete")
+            _retry(functools.partial(self.sink.delete, part), "delete")
             crash_point("sink-delete")
             self.ledger.forget(self.target, part)
 

@@ -76,6 +76,8 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, encoder) -> Path:  # ty
     bert.save_pretrained(raw)
     tokenizer.save_pretrained(raw)
     word = models.Transformer(str(raw), max_seq_length=128)
-    model = SentenceTransformer(modules=[word, models.Pooling(32, pooling_mode="mean"), models.Normalize()])
+    model = SentenceTransformer(
+        modules=[word, models.Pooling(32, pooling_mode="mean"), models.Normalize()]
+    )
     model.save(str(out / "st"))
     return out / "st"

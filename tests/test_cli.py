@@ -15,7 +15,9 @@ from tests.test_pipeline import FILES
 pytestmark = pytest.mark.slow
 
 
-def embedpipe(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def embedpipe(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the CLI in a fresh interpreter, as cron or an operator would."""
     return subprocess.run(
         [sys.executable, "-m", "embedpipe", *args],
@@ -34,7 +36,11 @@ def test_backfill_and_query_through_the_cli(kind: str, make_corpus, tmp_path: Pa
     assert done.returncode == 0, done.stderr
     assert "embedded" in done.stderr  # the summary table
     data = json.loads(report.read_text())
-    assert data["docs_read"] == len(FILES) and data["chunks_embedded"] > 0 and data["outcome"] == "done"
+    assert (
+        data["docs_read"] == len(FILES)
+        and data["chunks_embedded"] > 0
+        and data["outcome"] == "done"
+    )
     found = embedpipe("query", "serialise a dict to a JSON string", "--sink", sink, "--collection", "docs",
                       "-k", "2", "--json")  # fmt: skip
     assert found.returncode == 0, found.stderr
@@ -47,9 +53,17 @@ def test_backfill_and_query_through_the_cli(kind: str, make_corpus, tmp_path: Pa
 def test_run_uses_the_config_file_and_env_overrides(make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     root = make_corpus(FILES)
     config = tmp_path / "nightly.yaml"
-    config.write_text(f"source:\n  uri: {root}\nsink:\n  uri: qdrant:{tmp_path / 'q'}\n  collection: docs\nmode: full\n")
+    config.write_text(
+        f"source:\n  uri: {root}\nsink:\n  uri: qdrant:{tmp_path / 'q'}\n  collection: docs\nmode: full\n"
+    )
     report = tmp_path / "r.json"
-    done = embedpipe("run", str(config), "--report", str(report), env={"EMBEDPIPE_SINK__URI": f"faiss:{tmp_path / 'f'}"})
+    done = embedpipe(
+        "run",
+        str(config),
+        "--report",
+        str(report),
+        env={"EMBEDPIPE_SINK__URI": f"faiss:{tmp_path / 'f'}"},
+    )
     assert done.returncode == 0, done.stderr
     data = json.loads(report.read_text())
     assert data["sink"].startswith("faiss:") and data["mode"] == "full"

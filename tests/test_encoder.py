@@ -19,7 +19,12 @@ from embedpipe.types import Chunk, Document
 @pytest.fixture(scope="module")
 def real_chunks(encoder: Encoder, stdlib_docs: Path) -> list[Chunk]:
     """>= 200 chunks of mixed lengths from real documentation (small chunk size => many short ones too)."""
-    chunker = Chunker(encoder.tokenizer, chunk_tokens=128, overlap_tokens=16, max_seq_length=encoder.max_seq_length)
+    chunker = Chunker(
+        encoder.tokenizer,
+        chunk_tokens=128,
+        overlap_tokens=16,
+        max_seq_length=encoder.max_seq_length,
+    )
     docs = [d for d in read_dir(stdlib_docs, extensions=[".md"]) if isinstance(d, Document)]
     chunks = list(chunker.chunk_many(docs))
     # Keep a spread of lengths: every long chunk plus the short tails and small docs.
@@ -66,7 +71,9 @@ def test_identity_is_stable_and_path_independent(encoder: Encoder, tmp_path: Pat
     shutil.copytree(encoder.path, copy)
     other = Encoder(ModelConfig(name=str(copy), device="cpu"))
     assert other.identity().files_hash == encoder.identity().files_hash
-    (copy / "config.json").write_text((copy / "config.json").read_text().replace("}", ', "x": 1}', 1))
+    (copy / "config.json").write_text(
+        (copy / "config.json").read_text().replace("}", ', "x": 1}', 1)
+    )
     from embedpipe.encoder import hash_model_files
 
     assert hash_model_files(copy) != encoder.identity().files_hash

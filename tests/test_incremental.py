@@ -46,13 +46,23 @@ def consistency(cfg: embedpipe.RunConfig) -> tuple[list[str], list[str]]:
         sink.abort()
     ledger = Ledger(state_dir_for(cfg.sink.uri, cfg.state) / "ledger.sqlite")
     live = ledger.live(target_key(cfg.sink.uri, cfg.sink.collection))
-    in_ledger = list(ledger.chunk_ids(Target(target_key(cfg.sink.uri, cfg.sink.collection), live["fingerprint"]))) if live else []
+    in_ledger = (
+        list(
+            ledger.chunk_ids(
+                Target(target_key(cfg.sink.uri, cfg.sink.collection), live["fingerprint"])
+            )
+        )
+        if live
+        else []
+    )
     ledger.close()
     return in_sink, in_ledger
 
 
 @pytest.mark.parametrize("kind", SINKS)
-def test_edit_three_delete_two_reembeds_and_removes_exactly_those(kind: str, make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_edit_three_delete_two_reembeds_and_removes_exactly_those(
+    kind: str, make_corpus, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     files = corpus_files()
     root = make_corpus(files)
     cfg = config(root, kind, tmp_path, mode="full")
@@ -77,7 +87,9 @@ def test_edit_three_delete_two_reembeds_and_removes_exactly_those(kind: str, mak
 
 
 @pytest.mark.parametrize("kind", SINKS)
-def test_shrunk_document_loses_its_trailing_chunks_in_incremental_mode(kind: str, make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_shrunk_document_loses_its_trailing_chunks_in_incremental_mode(
+    kind: str, make_corpus, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     files = corpus_files(3)
     root = make_corpus(files)
     cfg = config(root, kind, tmp_path)
@@ -93,16 +105,22 @@ def test_shrunk_document_loses_its_trailing_chunks_in_incremental_mode(kind: str
 
 
 @pytest.mark.parametrize("kind", SINKS)
-def test_model_change_builds_new_index_and_swaps_only_at_the_end(kind: str, make_corpus, tmp_path: Path, tiny_model: Path) -> None:  # type: ignore[no-untyped-def]
+def test_model_change_builds_new_index_and_swaps_only_at_the_end(
+    kind: str, make_corpus, tmp_path: Path, tiny_model: Path
+) -> None:  # type: ignore[no-untyped-def]
     root = make_corpus(corpus_files())
     cfg = config(root, kind, tmp_path)
     embedpipe.run(cfg)
     old_ids = sorted(consistency(cfg)[0])
-    new_cfg = config(root, kind, tmp_path, model={"name": str(tiny_model)}, batching={"max_batch_tokens": 128})
+    new_cfg = config(
+        root, kind, tmp_path, model={"name": str(tiny_model)}, batching={"max_batch_tokens": 128}
+    )
     sink = open_sink(new_cfg.sink)
     seen_during: list[int] = []
 
-    def during(report: embedpipe.RunReport) -> None:  # the live index is still the old, complete one
+    def during(
+        report: embedpipe.RunReport,
+    ) -> None:  # the live index is still the old, complete one
         old_vector = embedpipe.encode(["trains"])[0]
         seen_during.append(len(sink.search(old_vector, k=100)))
 
@@ -113,12 +131,16 @@ def test_model_change_builds_new_index_and_swaps_only_at_the_end(kind: str, make
     assert sorted(in_sink) == sorted(in_ledger) == old_ids
     status = embedpipe.status(new_cfg)
     assert status[0]["model"] == str(tiny_model)
-    hits = embedpipe.query("trains", config=new_cfg, k=1)  # query picks the model the index was built with
+    hits = embedpipe.query(
+        "trains", config=new_cfg, k=1
+    )  # query picks the model the index was built with
     assert hits and hits[0].chunk_id in in_sink
 
 
 @pytest.mark.parametrize("kind", SINKS)
-def test_persistent_sink_failure_leaves_ledger_matching_sink(kind: str, make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_persistent_sink_failure_leaves_ledger_matching_sink(
+    kind: str, make_corpus, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     root = make_corpus(corpus_files())
     cfg = config(root, kind, tmp_path, batching={"max_batch_tokens": 64, "max_batch_size": 4})
 
@@ -146,16 +168,25 @@ def test_persistent_sink_failure_leaves_ledger_matching_sink(kind: str, make_cor
     report = embedpipe.run(cfg)  # the next run converges
     assert report.outcome == "done"
     in_sink, in_ledger = consistency(cfg)
-    assert sorted(in_sink) == sorted(in_ledger) and len(in_sink) == len(set(in_sink)) == report.chunks_total
+    assert (
+        sorted(in_sink) == sorted(in_ledger)
+        and len(in_sink) == len(set(in_sink)) == report.chunks_total
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", SINKS)
-@pytest.mark.parametrize("point", ["plan:1", "sink-write:2", "ledger-commit:3", "close:1", "sink-delete:1"])
-def test_sigkill_at_any_point_then_rerun_converges(kind: str, point: str, make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    "point", ["plan:1", "sink-write:2", "ledger-commit:3", "close:1", "sink-delete:1"]
+)
+def test_sigkill_at_any_point_then_rerun_converges(
+    kind: str, point: str, make_corpus, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     files = corpus_files()
     root = make_corpus(files)
-    cfg = config(root, kind, tmp_path, mode="full", batching={"max_batch_tokens": 64, "max_batch_size": 4})
+    cfg = config(
+        root, kind, tmp_path, mode="full", batching={"max_batch_tokens": 64, "max_batch_size": 4}
+    )
     if point.startswith("sink-delete"):
         embedpipe.run(cfg)
         (root / "doc05.md").unlink()
@@ -174,9 +205,12 @@ def test_sigkill_at_any_point_then_rerun_converges(kind: str, point: str, make_c
 
 
 def test_second_run_on_the_same_state_is_refused_naming_the_pid(tmp_path: Path) -> None:
-    with StateLock(tmp_path), pytest.raises(LockedError, match=f"pid {os.getpid()}"):
-        with StateLock(tmp_path):
-            pass
+    with (
+        StateLock(tmp_path),
+        pytest.raises(LockedError, match=f"pid {os.getpid()}"),
+        StateLock(tmp_path),
+    ):
+        pass
 
 
 def test_stop_request_finishes_the_batch_in_flight_and_commits(make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

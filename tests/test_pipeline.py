@@ -47,7 +47,9 @@ def sink_ids(uri: str) -> list[str]:
 
 
 @pytest.mark.parametrize("kind", SINKS)
-def test_backfill_then_query_finds_the_right_document(kind: str, make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_backfill_then_query_finds_the_right_document(
+    kind: str, make_corpus, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     root = make_corpus(FILES)
     uri = sink_uri(kind, tmp_path)
     report = backfill(root, uri)
@@ -126,22 +128,31 @@ def test_malformed_jsonl_lines_and_null_parquet_text_are_skipped(tmp_path: Path)
 
     table = pa.table({"id": ["x", "y", "z"], "text": ["alpha text", None, "gamma text"]})
     pq.write_table(table, tmp_path / "c.parquet")
-    report = embedpipe.backfill(str(tmp_path / "c.parquet"), sink=f"faiss:{tmp_path / 'pq'}", collection="docs")
+    report = embedpipe.backfill(
+        str(tmp_path / "c.parquet"), sink=f"faiss:{tmp_path / 'pq'}", collection="docs"
+    )
     assert (report.docs_read, report.docs_failed) == (2, 1)
     assert report.errors[0].record == "row 1"
 
 
 def test_duplicate_document_ids_keep_the_first(tmp_path: Path) -> None:
     jsonl = tmp_path / "dup.jsonl"
-    jsonl.write_text('{"id": "a", "text": "one"}\n{"id": "a", "text": "two"}\n{"id": "b", "text": "three"}\n')
+    jsonl.write_text(
+        '{"id": "a", "text": "one"}\n{"id": "a", "text": "two"}\n{"id": "b", "text": "three"}\n'
+    )
     report = embedpipe.backfill(str(jsonl), sink=sink_uri("faiss", tmp_path), collection="docs")
     assert report.docs_read == 2
-    assert [e.reason for e in report.errors] == ["duplicate document id: the first occurrence was kept"]
+    assert [e.reason for e in report.errors] == [
+        "duplicate document id: the first occurrence was kept"
+    ]
     assert sorted(sink_ids(sink_uri("faiss", tmp_path))) == ["a#0", "b#0"]
 
 
 def test_custom_document_iterable_and_sink_object(tmp_path: Path) -> None:
-    docs = [Document(id=f"d{i}", text=f"document number {i} talks about topic {i % 3}") for i in range(20)]
+    docs = [
+        Document(id=f"d{i}", text=f"document number {i} talks about topic {i % 3}")
+        for i in range(20)
+    ]
     cfg = load_config(None, {"sink": {"uri": f"faiss:{tmp_path / 'f'}", "collection": "docs"}})
     sink = open_sink(cfg.sink)
     report = embedpipe.backfill(docs, sink=sink, collection="docs")
@@ -152,7 +163,9 @@ def test_custom_document_iterable_and_sink_object(tmp_path: Path) -> None:
 def test_dry_run_counts_without_encoding_or_writing(make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     root = make_corpus(FILES)
     uri = sink_uri("faiss", tmp_path)
-    cfg = load_config(None, {"source": {"uri": str(root)}, "sink": {"uri": uri, "collection": "docs"}})
+    cfg = load_config(
+        None, {"source": {"uri": str(root)}, "sink": {"uri": uri, "collection": "docs"}}
+    )
     report = embedpipe.run(cfg, dry_run=True)
     assert report.dry_run and report.outcome == "dry-run"
     assert report.chunks_embedded == report.chunks_total > 0
