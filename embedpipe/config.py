@@ -8,12 +8,20 @@ Environment variables name a key by its path, sections joined with a double unde
 from __future__ import annotations
 
 import os
+import string
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from embedpipe.errors import ConfigError
 
@@ -37,9 +45,32 @@ class SourceConfig(_Section):
         None, description="fields carried into the payload; None = every other scalar field"
     )
     extensions: list[str] = Field(
-        [".txt", ".md", ".rst", ".html", ".htm"],
+        [".txt", ".md", ".rst", ".html", ".htm", ".pdf"],
         description="file suffixes a directory source reads",
     )
+    include: list[str] = Field(
+        [], description="directory source: read only paths matching one of these globs"
+    )
+    exclude: list[str] = Field(
+        [], description="directory source: skip paths (and whole directories) matching these"
+    )
+    text_template: str | None = Field(
+        None,
+        description="JSONL/Parquet/HF: build the text from fields, e.g. '{title}\\n\\n{body}'",
+    )
+
+    @field_validator("text_template")
+    @classmethod
+    def _template_names_fields(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            names = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+        except ValueError as exc:
+            raise ValueError(f"text_template is not a valid format string: {exc}") from exc
+        if not names or any(not n or n[0].isdigit() for n in names):
+            raise ValueError("text_template must name fields, e.g. '{title}\\n\\n{body}'")
+        return value
 
 
 class ModelConfig(_Section):
@@ -109,6 +140,9 @@ class RunConfig(_Section):
     )
     strict: bool = Field(False, description="exit non-zero when any record failed")
     report: str | None = Field(None, description="write the JSON run report here")
+    metrics: str | None = Field(
+        None, description="write a Prometheus textfile here (node_exporter textfile collector)"
+    )
 
 
 def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -187,6 +221,10 @@ def _drop_none(d: Mapping[str, Any]) -> dict[str, Any]:
 FLAT_KEYS: dict[str, tuple[str, ...]] = {
     "source": ("source", "uri"),
     "text_field": ("source", "text_field"),
+    "text_template": ("source", "text_template"),
+    "metadata_fields": ("source", "metadata_fields"),
+    "include": ("source", "include"),
+    "exclude": ("source", "exclude"),
     "id_field": ("source", "id_field"),
     "model": ("model", "name"),
     "device": ("model", "device"),
@@ -203,6 +241,7 @@ FLAT_KEYS: dict[str, tuple[str, ...]] = {
     "state": ("state",),
     "strict": ("strict",),
     "report": ("report",),
+    "metrics": ("metrics",),
     "max_delete_fraction": ("max_delete_fraction",),
 }
 
