@@ -1,4 +1,4 @@
-"""Directory source: every matching text file under a root, one Document per file."""
+"""Directory source: every matching text or PDF file under a root, one Document per file."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ from pathlib import Path
 from embedpipe.config import SourceConfig
 from embedpipe.errors import SourceError
 from embedpipe.sources.base import Source
+from embedpipe.sources.globs import PathFilter
+from embedpipe.sources.pdf import pdf_text
 from embedpipe.types import Document, RecordError
 
-DEFAULT_EXTENSIONS = (".txt", ".md", ".rst", ".html", ".htm")
+DEFAULT_EXTENSIONS = (".txt", ".md", ".rst", ".html", ".htm", ".pdf")
 HTML_SUFFIXES = (".html", ".htm")
+PDF_SUFFIX = ".pdf"
 BINARY_SNIFF_BYTES = 8192
 
 
@@ -23,7 +26,7 @@ def open_dir(path: str, cfg: SourceConfig) -> Source:
     """A Source over the files under `path`, listed once up front so `total` is exact."""
     if not os.path.isdir(path):
         raise SourceError(f"No directory at {path}: pass an existing directory for a dir: source")
-    files = list_files(path, cfg.extensions)
+    files = list_files(path, cfg.extensions, PathFilter.of(cfg.include, cfg.exclude))
     return Source(
         uri=path,
         kind="dir",
@@ -32,16 +35,27 @@ def open_dir(path: str, cfg: SourceConfig) -> Source:
     )
 
 
-def list_files(root: str | Path, extensions: Sequence[str] = DEFAULT_EXTENSIONS) -> list[str]:
-    """Sorted POSIX paths, relative to `root`, of the visible files with one of `extensions`."""
+def list_files(
+    root: str | Path,
+    extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+    paths: PathFilter | None = None,
+) -> list[str]:
+    """Sorted POSIX paths, relative to `root`, of the visible files with one of `extensions`
+    that `paths` (include/exclude globs) wants; excluded directories are not walked."""
     wanted = suffixes(extensions)
+    paths = paths or PathFilter()
     found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         rel_dir = Path(os.path.relpath(dirpath, root))
+        dirnames[:] = [
+            d
+            for d in dirnames
+            if not d.startswith(".") and not paths.skips_dir((rel_dir / d).as_posix())
+        ]
         for name in filenames:
-            if not name.startswith(".") and name.lower().endswith(wanted):
-                found.append((rel_dir / name).as_posix())
+            rel = (rel_dir / name).as_posix()
+            if not name.startswith(".") and name.lower().endswith(wanted) and paths.wants(rel):
+                found.append(rel)
     return sorted(found)
 
 
@@ -54,10 +68,15 @@ def read_dir(
     root: str | Path,
     *,
     extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
     files: Sequence[str] | None = None,
 ) -> Iterator[Document | RecordError]:
-    """Each file under `root` (or each of `files`, relative to it) as a Document or RecordError."""
-    for rel in list_files(root, extensions) if files is None else files:
+    """Each file under `root` (or each of `files`, relative to it) as a Document or RecordError;
+    `include`/`exclude` are globs on the relative path (see embedpipe.sources.globs)."""
+    if files is None:
+        files = list_files(root, extensions, PathFilter.of(include, exclude))
+    for rel in files:
         yield read_file(root, rel)
 
 
@@ -67,6 +86,8 @@ def read_file(root: str | Path, rel: str) -> Document | RecordError:
         data = (Path(root) / rel).read_bytes()
     except OSError as exc:
         return RecordError(str(root), rel, f"cannot read file: {exc.strerror or exc}")
+    if rel.lower().endswith(PDF_SUFFIX):
+        return _pdf_document(root, rel, data)
     try:
         text = decode_text(data)
     except ValueError as exc:
@@ -76,6 +97,14 @@ def read_file(root: str | Path, rel: str) -> Document | RecordError:
     if not text.strip():
         return RecordError(str(root), rel, "empty document")
     return Document(id=rel, text=text, metadata={"path": rel}, source=str(root))
+
+
+def _pdf_document(root: str | Path, rel: str, data: bytes) -> Document | RecordError:
+    try:
+        text, info = pdf_text(data)
+    except ValueError as exc:
+        return RecordError(str(root), rel, str(exc))
+    return Document(id=rel, text=text, metadata={"path": rel, **info}, source=str(root))
 
 
 def decode_text(data: bytes) -> str:

@@ -22,10 +22,15 @@ def open_jsonl(path: str, cfg: SourceConfig) -> Source:
     """A Source over a JSON Lines file; its length is unknown until read."""
     if not os.path.isfile(path):
         raise SourceError(f"No JSON Lines file at {path}: pass an existing .jsonl/.jsonl.gz file")
-    fields = cfg.text_field, cfg.id_field, cfg.metadata_fields
 
     def read() -> Iterator[Document | RecordError]:
-        return read_jsonl(path, text_field=fields[0], id_field=fields[1], metadata_fields=fields[2])
+        return read_jsonl(
+            path,
+            text_field=cfg.text_field,
+            id_field=cfg.id_field,
+            metadata_fields=cfg.metadata_fields,
+            text_template=cfg.text_template,
+        )
 
     return Source(uri=path, kind="jsonl", read=read)
 
@@ -36,6 +41,7 @@ def read_jsonl(
     text_field: str = "text",
     id_field: str = "id",
     metadata_fields: Sequence[str] | None = None,
+    text_template: str | None = None,
 ) -> Iterator[Document | RecordError]:
     """Each non-blank line of `path` as a Document or a RecordError naming the line."""
     source = str(path)
@@ -57,6 +63,7 @@ def read_jsonl(
                     text_field=text_field,
                     id_field=id_field,
                     metadata_fields=metadata_fields,
+                    text_template=text_template,
                 )
     except (OSError, EOFError, zlib.error) as exc:  # vanished, truncated or corrupt gzip
         yield RecordError(source, f"line {n + 1}", f"cannot read further: {exc}")

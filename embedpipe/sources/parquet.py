@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from embedpipe.config import SourceConfig
 from embedpipe.errors import SourceError
 from embedpipe.sources.base import Source
-from embedpipe.sources.records import to_document
+from embedpipe.sources.records import template_fields, to_document
 from embedpipe.types import Document, RecordError
 
 BATCH_ROWS = 1024
@@ -24,7 +24,10 @@ def open_parquet(path: str, cfg: SourceConfig) -> Source:
     total = 0
     for file in files:
         with _open(file) as pf:
-            select_columns(pf.schema_arrow, file, cfg.text_field, cfg.id_field, cfg.metadata_fields)
+            select_columns(
+                pf.schema_arrow, file, cfg.text_field, cfg.id_field, cfg.metadata_fields,
+                cfg.text_template,
+            )  # fmt: skip
             total += pf.metadata.num_rows
     read = functools.partial(
         _read_files,
@@ -32,6 +35,7 @@ def open_parquet(path: str, cfg: SourceConfig) -> Source:
         text_field=cfg.text_field,
         id_field=cfg.id_field,
         metadata_fields=cfg.metadata_fields,
+        text_template=cfg.text_template,
     )
     return Source(uri=path, kind="parquet", read=read, total=total)
 
@@ -61,6 +65,7 @@ def read_parquet(
     text_field: str = "text",
     id_field: str = "id",
     metadata_fields: Sequence[str] | None = None,
+    text_template: str | None = None,
 ) -> Iterator[Document | RecordError]:
     """Each row of the Parquet data at `path` as a Document or a RecordError naming the row."""
     yield from _read_files(
@@ -68,23 +73,35 @@ def read_parquet(
         text_field=text_field,
         id_field=id_field,
         metadata_fields=metadata_fields,
+        text_template=text_template,
     )
 
 
 def _read_files(
-    files: Sequence[Path], *, text_field: str, id_field: str, metadata_fields: Sequence[str] | None
+    files: Sequence[Path],
+    *,
+    text_field: str,
+    id_field: str,
+    metadata_fields: Sequence[str] | None,
+    text_template: str | None = None,
 ) -> Iterator[Document | RecordError]:
     for file in files:
-        yield from _read_file(file, text_field, id_field, metadata_fields)
+        yield from _read_file(file, text_field, id_field, metadata_fields, text_template)
 
 
 def _read_file(
-    file: Path, text_field: str, id_field: str, metadata_fields: Sequence[str] | None
+    file: Path,
+    text_field: str,
+    id_field: str,
+    metadata_fields: Sequence[str] | None,
+    text_template: str | None,
 ) -> Iterator[Document | RecordError]:
     source, row = str(file), 0
     try:
         with pq.ParquetFile(file) as pf:
-            columns = select_columns(pf.schema_arrow, file, text_field, id_field, metadata_fields)
+            columns = select_columns(
+                pf.schema_arrow, file, text_field, id_field, metadata_fields, text_template
+            )
             for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=columns):
                 values = batch.to_pydict()  # to_pylist per column: plain Python values
                 names = list(values)
@@ -96,6 +113,7 @@ def _read_file(
                         text_field=text_field,
                         id_field=id_field,
                         metadata_fields=metadata_fields,
+                        text_template=text_template,
                     )
                     row += 1
     except (OSError, pa.ArrowException) as exc:  # a corrupt page or a file that vanished
@@ -108,8 +126,37 @@ def select_columns(
     text_field: str,
     id_field: str,
     metadata_fields: Sequence[str] | None,
+    text_template: str | None = None,
 ) -> list[str]:
-    """The columns to read: text, id when present, and metadata (named, or all but binary ones)."""
+    """The columns to read: text (or the template's fields), id when present, and metadata
+    (named, or all but binary ones)."""
+    names = schema.names
+    if text_template is not None:
+        wanted = template_columns(text_template, names, file)
+    else:
+        wanted = [_text_column(schema, file, text_field)]
+    if id_field in names and id_field not in wanted:
+        wanted.append(id_field)
+    if metadata_fields is None:
+        extra = [n for n in names if not _is_binary_type(schema.field(n).type)]
+    else:
+        extra = [n for n in metadata_fields if n in names]
+    return wanted + [n for n in extra if n not in wanted]
+
+
+def template_columns(template: str, names: Sequence[str], where: Path | str) -> list[str]:
+    """The columns a text_template reads; SourceError naming any the data does not have."""
+    fields = template_fields(template)
+    missing = [f for f in fields if f not in names]
+    if missing:
+        raise SourceError(
+            f"text_template field(s) {', '.join(map(repr, missing))} not in {where}: its columns"
+            f" are {', '.join(names)}; fix source.text_template"
+        )
+    return fields
+
+
+def _text_column(schema: pa.Schema, file: Path | str, text_field: str) -> str:
     names = schema.names
     if text_field not in names:
         raise SourceError(
@@ -122,14 +169,7 @@ def select_columns(
             f"Column {text_field!r} in {file} holds {text_type}, not strings:"
             " set source.text_field to a string column"
         )
-    wanted = [text_field]
-    if id_field in names and id_field != text_field:
-        wanted.append(id_field)
-    if metadata_fields is None:
-        extra = [n for n in names if not _is_binary_type(schema.field(n).type)]
-    else:
-        extra = [n for n in metadata_fields if n in names]
-    return wanted + [n for n in extra if n not in wanted]
+    return text_field
 
 
 def _is_text_type(t: pa.DataType) -> bool:

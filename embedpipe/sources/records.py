@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import datetime
+import re
+import string
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -24,10 +26,18 @@ def to_document(
     text_field: str,
     id_field: str,
     metadata_fields: Sequence[str] | None,
+    text_template: str | None = None,
 ) -> Document | RecordError:
-    """A Document from one record, or a RecordError saying precisely what is wrong with it."""
-    text = row.get(text_field, _MISSING)
-    problem = text_problem(text, text_field, row)
+    """A Document from one record, or a RecordError saying precisely what is wrong with it.
+
+    With `text_template` (e.g. "{title}\n\n{body}") the text is built from those fields instead
+    of read from `text_field`.
+    """
+    if text_template is not None:
+        text, problem = render_template(text_template, row)
+    else:
+        text = row.get(text_field, _MISSING)
+        problem = text_problem(text, text_field, row)
     if problem is not None:
         return RecordError(source, record, problem)
     try:
@@ -56,6 +66,29 @@ def text_problem(value: Any, field: str, row: Mapping[str, Any]) -> str | None:
             f"text field {field!r} is not valid Unicode (lone surrogate at character {exc.start})"
         )
     return None
+
+
+def template_fields(template: str) -> list[str]:
+    """The record fields a text_template reads: "{a}-{b.x}-{c[0]}" -> ["a", "b", "c"]."""
+    names = (f for _, f, _, _ in string.Formatter().parse(template) if f)
+    return list(dict.fromkeys(re.split(r"[.\[]", name, maxsplit=1)[0] for name in names))
+
+
+def render_template(template: str, row: Mapping[str, Any]) -> tuple[Any, str | None]:
+    """(text, None) for a record rendered through `template`, or (None, why it cannot be)."""
+    for name in template_fields(template):
+        if name not in row:
+            present = ", ".join(map(str, row)) or "none"
+            return None, f"text_template field {name!r} is missing (fields present: {present})"
+        if row[name] is None:
+            return None, f"text_template field {name!r} is null"
+    try:
+        text = template.format_map(row)
+    except (KeyError, IndexError, AttributeError, TypeError, ValueError) as exc:
+        return None, f"text_template cannot be filled from this record: {type(exc).__name__}: {exc}"
+    if not text.strip():
+        return None, "text_template renders empty text"
+    return text, None
 
 
 def document_id(value: Any, text: str, field: str) -> str:
