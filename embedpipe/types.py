@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# The run report keeps at most this many timeline points; older ones are thinned out.
+TIMELINE_POINTS = 240
 
 # Fixed namespace so a chunk id maps to the same point id in every sink, on every machine.
 POINT_NAMESPACE = uuid.UUID("6f1c2b1e-5d0a-4a43-9a57-3c1d5b0e7e11")
@@ -123,6 +127,14 @@ class RunReport:
     max_batch_tokens: int = 0
     errors: list[RecordError] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    started_at: float = field(default_factory=time.time)  # Unix time the run began
+    # Chunks encoded per token length: token_hist[i] counts lengths in [i*width, (i+1)*width).
+    token_hist_width: int = 8
+    token_hist: list[int] = field(default_factory=list)
+    # [seconds since start, chunks, real tokens, padded tokens], cumulative, one point per
+    # timeline_step seconds (the step doubles whenever the list outgrows TIMELINE_POINTS).
+    timeline_step: float = 0.5
+    timeline: list[list[float]] = field(default_factory=list)
 
     @property
     def padding_efficiency(self) -> float:
@@ -135,6 +147,31 @@ class RunReport:
     @property
     def tokens_per_second(self) -> float:
         return self.tokens_embedded / self.seconds if self.seconds else 0.0
+
+    def add_batch(self, lengths: np.ndarray) -> None:
+        """Account the token lengths of one encoded batch in the histogram and the timeline.
+
+        Call after `real_tokens`/`padded_tokens` include the batch. O(bins) per batch, no loops
+        over chunks."""
+        counts = np.bincount(np.asarray(lengths, dtype=np.int64) // self.token_hist_width)
+        if len(counts) > len(self.token_hist):
+            self.token_hist.extend([0] * (len(counts) - len(self.token_hist)))
+        for i in np.flatnonzero(counts):
+            self.token_hist[i] += int(counts[i])
+        point = [
+            round(time.time() - self.started_at, 3),
+            sum(self.token_hist),
+            self.real_tokens,
+            self.padded_tokens,
+        ]
+        line = self.timeline
+        if len(line) >= 2 and point[0] - line[-2][0] < self.timeline_step:
+            line[-1] = point  # the last point always shows the latest batch
+            return
+        line.append(point)
+        if len(line) > TIMELINE_POINTS:
+            self.timeline = line[:-1:2] + [line[-1]]
+            self.timeline_step *= 2
 
     def error(self, source: str, record: str, reason: str) -> None:
         """Record a bad record; the run goes on."""
