@@ -27,6 +27,7 @@ from embedpipe.encoder import Encoder
 from embedpipe.errors import EmbedpipeError, TransientSinkError
 from embedpipe.hashing import content_hash, fingerprint
 from embedpipe.ledger import DONE, PENDING, Ledger, StateLock, Target
+from embedpipe.logs import event, record_error, run_ended, run_started
 from embedpipe.sinks import open_sink
 from embedpipe.sinks.base import Sink
 from embedpipe.sources import open_source
@@ -128,6 +129,7 @@ class _Run:
         report, started = self.report, time.monotonic()
         run_id = self.ledger.begin_run(self.target)
         self.run_id = run_id
+        run_started(log, report)
         try:
             if not self.dry_run:
                 self.sink.open(self.encoder.dim, self.target.fingerprint)
@@ -152,6 +154,7 @@ class _Run:
         finally:
             report.seconds = time.monotonic() - started
             self.ledger.end_run(run_id, report.outcome, report.to_dict())
+            run_ended(log, report)
 
     # -- the three stages ---------------------------------------------------------------------
 
@@ -210,6 +213,7 @@ class _Run:
                 return
             if isinstance(item, RecordError):
                 report.errors.append(item)
+                record_error(log, item)
                 report.docs_failed += 1
                 if planner.doc_chunks(self.target, item.record):
                     planner.see_doc(item.record)  # keep what an unreadable document had
@@ -218,6 +222,7 @@ class _Run:
                 report.error(
                     item.source, item.id, "duplicate document id: the first occurrence was kept"
                 )
+                record_error(log, report.errors[-1])
                 report.docs_failed += 1
                 continue
             report.docs_read += 1
@@ -238,6 +243,7 @@ class _Run:
             report.batches += 1
             report.real_tokens += batch.real_tokens
             report.padded_tokens += batch.padded_tokens
+            report.add_batch(batch.attention_mask.sum(axis=1))
             if not _put(write_q, Embedded(batch.chunks, vectors), write):
                 break
             if self.pipe.progress:
@@ -280,6 +286,7 @@ class _Run:
             _retry(functools.partial(self.sink.delete, part), "delete")
             crash_point("sink-delete")
             self.ledger.forget(self.target, part)
+            event(log, "delete", f"deleted {len(part)} stale chunks", chunks=len(part))
 
 
 # -- threading helpers ---------------------------------------------------------------------------
@@ -366,8 +373,9 @@ def _retry(fn: Callable[[], T], what: str, attempts: int = 5, base_delay: float 
             if attempt == attempts:
                 raise
             delay = base_delay * 2 ** (attempt - 1)
-            log.warning(
-                "sink %s failed (%s); retry %d/%d in %.1fs", what, exc, attempt, attempts - 1, delay
-            )
+            event(
+                log, "retry", f"sink {what} failed ({exc}); retry {attempt}/{attempts - 1} in {delay:.1f}s",
+                level=logging.WARNING, action=what, attempt=attempt, error=str(exc), delay_s=delay,
+            )  # fmt: skip
             time.sleep(delay)
     raise AssertionError("unreachable")
