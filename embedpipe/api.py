@@ -13,6 +13,7 @@ import numpy as np
 from embedpipe.config import ModelConfig, RunConfig, flat_overrides, load_config
 from embedpipe.errors import ConfigError, EmbedpipeError
 from embedpipe.ledger import Ledger
+from embedpipe.metrics import write_textfile
 from embedpipe.pipeline import Pipeline, Progress, state_dir_for, target_key
 from embedpipe.sinks import open_sink
 from embedpipe.sinks.base import Hit, Sink
@@ -30,7 +31,8 @@ def run(
     stop: threading.Event | None = None,
     raise_on_failure: bool = True,
 ) -> RunReport:
-    """Run a configured pipeline; the report is written to `config.report` whatever the outcome."""
+    """Run a configured pipeline; the report (`config.report`) and the Prometheus textfile
+    (`config.metrics`, not for dry runs) are written whatever the outcome."""
     pipe = Pipeline(config, source=source, sink=sink, progress=progress, force=force)
     if stop is not None:
         pipe.stop = stop
@@ -45,6 +47,8 @@ def run(
     finally:
         if config.report and pipe.report is not None:
             pipe.report.write(config.report)
+        if config.metrics and not dry_run:
+            write_textfile(config.metrics, pipe.report, collection=config.sink.collection)
 
 
 def backfill(
