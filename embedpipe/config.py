@@ -109,15 +109,50 @@ class BatchingConfig(_Section):
     max_batch_size: int = Field(512, ge=1, description="cap on chunks per batch")
 
 
+class HnswOptions(_Section):
+    """HNSW graph parameters of a Qdrant collection; None keeps Qdrant's default."""
+
+    m: int | None = Field(None, ge=2, description="edges per node (Qdrant's default: 16)")
+    ef_construct: int | None = Field(
+        None, ge=4, description="candidates while building (Qdrant's default: 100)"
+    )
+
+
+class QdrantOptions(_Section):
+    """How a qdrant: / qdrant-edge: collection is built; applied at creation, checked on reuse."""
+
+    on_disk: bool = Field(False, description="keep original vectors on disk (mmap), not in RAM")
+    hnsw: HnswOptions = HnswOptions()
+    quantization: Literal["none", "int8", "binary"] = Field(
+        "none", description="scalar int8 or binary quantization of the vectors"
+    )
+    payload_index: list[str] = Field(
+        ["doc_id"], description="payload fields given a keyword index (servers and Edge)"
+    )
+    shard_number: int | None = Field(None, ge=1, description="shards of a server collection")
+    replication_factor: int | None = Field(
+        None, ge=1, description="copies of each shard on a server cluster"
+    )
+
+
 class SinkConfig(_Section):
     """Where vectors go."""
 
     uri: str = Field(
-        DEFAULT_SINK, description="qdrant:PATH | qdrant+http(s)://HOST:PORT | faiss:DIR"
+        DEFAULT_SINK,
+        description="qdrant-edge:PATH | qdrant:PATH | qdrant+http(s)://HOST:PORT | faiss:DIR | "
+        "parquet:DIR",
     )
     collection: str = "embedpipe"
     index_factory: str = Field("Flat", description="FAISS index_factory string")
     write_batch: int = Field(256, ge=1, description="points per upsert request")
+    qdrant: QdrantOptions = QdrantOptions()
+    nprobe: int | None = Field(
+        None, ge=1, description="FAISS IVF lists probed per query; None = about sqrt(nlist)"
+    )
+    ef_search: int | None = Field(
+        None, ge=1, description="HNSW candidates per query (FAISS efSearch, Qdrant hnsw_ef)"
+    )
 
 
 class RunConfig(_Section):
@@ -237,6 +272,8 @@ FLAT_KEYS: dict[str, tuple[str, ...]] = {
     "sink": ("sink", "uri"),
     "collection": ("sink", "collection"),
     "index_factory": ("sink", "index_factory"),
+    "nprobe": ("sink", "nprobe"),
+    "ef": ("sink", "ef_search"),
     "mode": ("mode",),
     "state": ("state",),
     "strict": ("strict",),

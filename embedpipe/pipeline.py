@@ -28,7 +28,7 @@ from embedpipe.errors import EmbedpipeError, TransientSinkError
 from embedpipe.hashing import content_hash, fingerprint
 from embedpipe.ledger import DONE, PENDING, Ledger, StateLock, Target
 from embedpipe.logs import event, record_error, run_ended, run_started
-from embedpipe.sinks import open_sink
+from embedpipe.sinks import LOCAL_SCHEMES, open_sink
 from embedpipe.sinks.base import Sink
 from embedpipe.sources import open_source
 from embedpipe.types import Chunk, Document, Embedded, RecordError, RunReport
@@ -53,7 +53,7 @@ def state_dir_for(sink_uri: str, state: str | None) -> Path:
     if state:
         return Path(state)
     scheme, _, rest = sink_uri.partition(":")
-    if scheme in ("qdrant", "faiss", "parquet") and rest:
+    if scheme in LOCAL_SCHEMES and rest:
         return Path(rest).expanduser().absolute().with_name(Path(rest).name + ".state")
     host = rest.lstrip("/").replace(":", "_").replace("/", "_")
     return Path(".embedpipe/state") / host
@@ -62,7 +62,7 @@ def state_dir_for(sink_uri: str, state: str | None) -> Path:
 def target_key(sink_uri: str, collection: str) -> str:
     """A sink's identity in the ledger: local paths made absolute so cwd does not matter."""
     scheme, _, rest = sink_uri.partition(":")
-    if scheme in ("qdrant", "faiss", "parquet") and rest:
+    if scheme in LOCAL_SCHEMES and rest:
         rest = str(Path(rest).expanduser().absolute())
     return f"{scheme}:{rest}|{collection}"
 

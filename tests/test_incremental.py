@@ -17,7 +17,7 @@ from embedpipe.pipeline import Pipeline, state_dir_for, target_key
 from embedpipe.sinks import open_sink
 from embedpipe.types import Embedded
 
-SINKS = ["qdrant", "faiss"]
+SINKS = ["qdrant-edge", "qdrant", "faiss", "parquet"]
 
 
 def corpus_files(n: int = 12) -> dict[str, str]:

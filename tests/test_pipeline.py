@@ -15,7 +15,7 @@ from embedpipe.pipeline import DeleteGuardError
 from embedpipe.sinks import open_sink
 from embedpipe.types import Document
 
-SINKS = ["qdrant", "faiss"]
+SINKS = ["qdrant-edge", "qdrant", "faiss", "parquet"]
 
 FILES = {
     "python/json.md": "The json module encodes Python objects as JSON text and decodes JSON back.\n\n"

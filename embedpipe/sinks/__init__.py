@@ -13,13 +13,36 @@ from embedpipe.config import SinkConfig
 from embedpipe.errors import ConfigError
 from embedpipe.sinks.base import Hit, Sink
 
-ACCEPTED = "qdrant:PATH, qdrant+http://HOST:PORT, qdrant+https://HOST:PORT or faiss:DIR"
+# Sinks that live in a local path: their ledger goes next to it (PATH.state).
+LOCAL_SCHEMES = ("qdrant-edge", "qdrant", "faiss", "parquet")
+ACCEPTED = (
+    "qdrant-edge:PATH, qdrant:PATH, qdrant+http://HOST:PORT, qdrant+https://HOST:PORT, "
+    "faiss:DIR or parquet:DIR"
+)
 
 
 def _qdrant_local(location: str, cfg: SinkConfig) -> Sink:
     from embedpipe.sinks.qdrant import QdrantSink
 
-    return QdrantSink(cfg.collection, local_path=location, write_batch=cfg.write_batch)
+    return QdrantSink(
+        cfg.collection,
+        local_path=location,
+        write_batch=cfg.write_batch,
+        options=cfg.qdrant,
+        ef_search=cfg.ef_search,
+    )
+
+
+def _qdrant_edge(location: str, cfg: SinkConfig) -> Sink:
+    from embedpipe.sinks.edge import EdgeSink
+
+    return EdgeSink(
+        location,
+        cfg.collection,
+        options=cfg.qdrant,
+        write_batch=cfg.write_batch,
+        ef_search=cfg.ef_search,
+    )
 
 
 def _qdrant_server(scheme: str) -> Callable[[str, SinkConfig], Sink]:
@@ -31,6 +54,8 @@ def _qdrant_server(scheme: str) -> Callable[[str, SinkConfig], Sink]:
             url=f"{scheme}:{location}",
             api_key=os.environ.get("QDRANT_API_KEY"),
             write_batch=cfg.write_batch,
+            options=cfg.qdrant,
+            ef_search=cfg.ef_search,
         )
 
     return make
@@ -39,15 +64,29 @@ def _qdrant_server(scheme: str) -> Callable[[str, SinkConfig], Sink]:
 def _faiss(location: str, cfg: SinkConfig) -> Sink:
     from embedpipe.sinks.faiss import FaissSink
 
-    return FaissSink(location, cfg.collection, index_factory=cfg.index_factory)
+    return FaissSink(
+        location,
+        cfg.collection,
+        index_factory=cfg.index_factory,
+        nprobe=cfg.nprobe,
+        ef_search=cfg.ef_search,
+    )
+
+
+def _parquet(location: str, cfg: SinkConfig) -> Sink:
+    from embedpipe.sinks.parquet import ParquetSink
+
+    return ParquetSink(location, cfg.collection)
 
 
 # One line per sink: URI scheme -> factory(location after the colon, config).
 SINKS: dict[str, Callable[[str, SinkConfig], Sink]] = {
+    "qdrant-edge": _qdrant_edge,
     "qdrant": _qdrant_local,
     "qdrant+http": _qdrant_server("http"),
     "qdrant+https": _qdrant_server("https"),
     "faiss": _faiss,
+    "parquet": _parquet,
 }
 
 
@@ -60,4 +99,4 @@ def open_sink(cfg: SinkConfig) -> Sink:
     return factory(location, cfg)
 
 
-__all__ = ["SINKS", "Hit", "Sink", "open_sink"]
+__all__ = ["LOCAL_SCHEMES", "SINKS", "Hit", "Sink", "open_sink"]

@@ -8,31 +8,40 @@ Layout under the sink directory:
 The store is the source of truth, so the index can be rebuilt (or rebuilt with another
 index_factory) without re-encoding. Queries read the live generation's index.faiss, which only
 close() or rebuild() replaces, atomically.
+
+close() updates the index in place when it can: the ids a run wrote or deleted are removed
+(`remove_ids`) and their live rows added again, without re-training. Index types that cannot
+remove ids (HNSW), a changed index_factory, or a corpus grown past RETRAIN_GROWTH times the rows
+the index was trained on get a full rebuild from the store instead.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
+import logging
 import shutil
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
 import faiss
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from embedpipe.errors import SinkError
 from embedpipe.sinks.base import Hit
+from embedpipe.sinks.generations import (
+    Generations,
+    check_dim,
+    lock,
+    read_manifest,
+    write_manifest,
+)
 from embedpipe.sinks.store import (
     ShardStore,
     atomic_write,
     chunk_table,
-    fsync_dir,
     hit_from_payload,
     shard_schema,
     vectors_of,
@@ -40,9 +49,12 @@ from embedpipe.sinks.store import (
 )
 from embedpipe.types import Embedded, int_id
 
-GENERATIONS = ".generations"
+log = logging.getLogger(__name__)
+
 SIDECAR_COLUMNS = ["faiss_id", "chunk_id", "doc_id", "chunk_index", "text", "metadata"]
-POINTS_PER_LIST = 256  # training sample per IVF list, as FAISS recommends
+POINTS_PER_CENTROID = 256  # training sample per k-means centroid: more adds time, not quality
+MIN_POINTS_PER_CENTROID = 39  # below this FAISS warns that k-means is poorly trained
+RETRAIN_GROWTH = 4  # re-train when the corpus grew past this multiple of the training rows
 
 
 class FaissSink:
@@ -56,6 +68,7 @@ class FaissSink:
         index_factory: str = "Flat",
         keep_previous: bool = False,
         nprobe: int | None = None,
+        ef_search: int | None = None,
         seed: int = 0,
     ) -> None:
         self.directory = Path(directory).expanduser()
@@ -63,8 +76,10 @@ class FaissSink:
         self.index_factory = index_factory
         self.keep_previous = keep_previous
         self.nprobe = nprobe
+        self.ef_search = ef_search
         self.seed = seed
         self.uri = f"faiss:{directory}"
+        self._gens = Generations(self.directory, collection, "FAISS index")
         self._gen: Path | None = None  # generation being written, between open and close
         self._new = False
         self._dim = 0
@@ -77,20 +92,18 @@ class FaissSink:
     def open(self, dim: int, fingerprint: str) -> None:
         """Attach to the live generation when its fingerprint matches, else start a new one."""
         live = self._live()
-        if live is not None and _manifest(live).get("fingerprint") == fingerprint:
+        if live is not None and read_manifest(live).get("fingerprint") == fingerprint:
             gen, self._new = live, False
         else:
-            gen, self._new = self._generations() / f"{self.collection}__{fingerprint[:16]}", True
-        manifest = _manifest(gen)
-        if manifest and manifest.get("dim") != dim:
-            raise SinkError(
-                f"collection '{self.collection}' has dimension {manifest.get('dim')}, the model "
-                f"gives {dim}: choose another --collection or delete {gen}"
-            )
+            gen, self._new = self._gens.folder(fingerprint), True
+        manifest = read_manifest(gen)
+        check_dim(manifest, dim, self.collection, gen)
         gen.mkdir(parents=True, exist_ok=True)
-        self._lock = _lock(gen)
+        self._lock = lock(gen)
         if not manifest:
-            _write_manifest(gen, fingerprint, dim, 0, self.index_factory)
+            write_manifest(
+                gen, fingerprint=fingerprint, dim=dim, index_factory=self.index_factory, count=0
+            )
         self._store = ShardStore(gen / "store")
         self._store.remove_temp()
         self._gen, self._dim = gen, dim
@@ -123,10 +136,10 @@ class FaissSink:
         if self._gen is None:
             return
         gen = self._gen
-        self._build(gen, self._dim)
+        self._build(gen, self._dim, incremental=True)
         if self._new:
             old = self._live()
-            self._swap(gen)
+            self._gens.swap(gen)
             if old is not None and old != gen and not self.keep_previous:
                 shutil.rmtree(old, ignore_errors=True)
         self._release()
@@ -137,7 +150,8 @@ class FaissSink:
         self._release()
 
     def rebuild(self) -> None:
-        """Rebuild the live index from its store with this sink's index_factory, no re-encoding."""
+        """Re-train and rebuild the live index from its store with this sink's index_factory,
+        without re-encoding."""
         if self._gen is not None:
             raise SinkError("rebuild() works on the live index: call it outside open()/close()")
         live = self._live()
@@ -145,9 +159,9 @@ class FaissSink:
             raise SinkError(
                 f"no FAISS index '{self.collection}' in {self.directory}: run embedpipe first"
             )
-        self._lock = _lock(live)
+        self._lock = lock(live)
         try:
-            self._build(live, int(_manifest(live)["dim"]))
+            self._build(live, int(read_manifest(live)["dim"]), incremental=False)
         finally:
             self._release()
 
@@ -175,50 +189,66 @@ class FaissSink:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _generations(self) -> Path:
-        path = self.directory / GENERATIONS
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-
     def _live(self) -> Path | None:
         """The live generation's folder, or None; refuses a public name embedpipe did not make."""
-        public = self.directory / self.collection
-        if not public.is_symlink():
-            if public.exists():
-                raise SinkError(
-                    f"{public} exists but is not an embedpipe FAISS index: choose another "
-                    "--collection or move it away"
-                )
-            return None
-        return public.resolve()
+        return self._gens.live()
 
     def _writing(self) -> ShardStore:
         if self._store is None:
             raise SinkError("the FAISS sink is not open: call open(dim, fingerprint) first")
         return self._store
 
-    def _swap(self, gen: Path) -> None:
-        """Point the public name at `gen` in one rename."""
-        public = self.directory / self.collection
-        tmp = self.directory / f".{self.collection}.swap"
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(Path(GENERATIONS) / gen.name)
-        os.replace(tmp, public)
-        fsync_dir(self.directory)
+    def _build(self, gen: Path, dim: int, *, incremental: bool) -> None:
+        """Compact the store, then write index.faiss, ids.parquet and the manifest.
 
-    def _build(self, gen: Path, dim: int) -> None:
-        """Compact the store, then write index.faiss, ids.parquet and the manifest."""
-        table = ShardStore(gen / "store").compact()
+        `incremental`: update the existing index with what changed since it was written, when
+        the index type and the manifest allow it; otherwise (re-)train and build from scratch.
+        """
+        store = ShardStore(gen / "store")
+        manifest = read_manifest(gen)
+        changed = self._changed_since_index(gen, store, manifest) if incremental else None
+        table = store.compact()
         if table is None:
             table = shard_schema(dim).empty_table()
-        vectors = vectors_of(table) if table.num_rows else np.zeros((0, dim), np.float32)
-        ids = table.column("faiss_id").to_numpy()
-        index = build_index(vectors, ids, self.index_factory, nprobe=self.nprobe, seed=self.seed)
+        files = store.files()
+        indexed_seq = files[-1][0] if files else 0
+        index = None if changed is None else _updated_index(gen / "index.faiss", table, changed)
+        trained_rows = manifest.get("trained_rows", 0)
+        if index is None:
+            vectors = vectors_of(table) if table.num_rows else np.zeros((0, dim), np.float32)
+            ids = table.column("faiss_id").to_numpy()
+            index = build_index(vectors, ids, self.index_factory, seed=self.seed)
+            trained_rows = table.num_rows
         # Sidecar first: a reader keyed on index.faiss never pairs a new index with an old sidecar.
         write_parquet(table.select(SIDECAR_COLUMNS), gen / "ids.parquet")
         atomic_write(gen / "index.faiss", lambda f: _write_index(index, f))
-        fingerprint = _manifest(gen)["fingerprint"]
-        _write_manifest(gen, fingerprint, dim, table.num_rows, self.index_factory)
+        write_manifest(
+            gen, dim=dim, index_factory=self.index_factory, count=table.num_rows,
+            trained_rows=trained_rows, indexed_seq=indexed_seq,
+        )  # fmt: skip
+
+    def _changed_since_index(
+        self, gen: Path, store: ShardStore, manifest: dict[str, Any]
+    ) -> set[str] | None:
+        """Chunk ids written or deleted since index.faiss was written; None = rebuild it."""
+        seq, trained = manifest.get("indexed_seq"), manifest.get("trained_rows", 0)
+        if (
+            seq is None
+            or manifest.get("index_factory") != self.index_factory
+            or not (gen / "index.faiss").exists()
+        ):
+            return None
+        changed: set[str] = set()
+        rows = 0
+        for s, kind, path in store.files():
+            table = pq.read_table(path, columns=["chunk_id"])
+            rows += table.num_rows if kind == "shard" else 0
+            if s > seq:
+                changed.update(table.column("chunk_id").to_pylist())
+        if trained and rows > RETRAIN_GROWTH * trained:
+            log.info("the index grew past %dx its training rows: re-training", RETRAIN_GROWTH)
+            return None
+        return changed
 
     def _loaded(self) -> tuple[Any, np.ndarray, np.ndarray, pa.Table]:
         """The live index and its sidecar, cached until index.faiss is replaced."""
@@ -231,7 +261,7 @@ class FaissSink:
         key = (live, stat.st_mtime_ns, stat.st_ino)
         if self._cache is None or self._cache[0] != key:
             index = faiss.read_index(str(live / "index.faiss"))
-            _set_nprobe(index, self.nprobe)
+            set_search_params(index, nprobe=self.nprobe, ef_search=self.ef_search)
             sidecar = pq.read_table(live / "ids.parquet")
             ids = sidecar.column("faiss_id").to_numpy()
             order = np.argsort(ids)
@@ -257,23 +287,41 @@ def build_index(
         index = faiss.IndexIDMap2(index)
     if len(vectors) and not index.is_trained:
         _train(index, vectors, factory, seed)
-    _set_nprobe(index, nprobe)
+    set_search_params(index, nprobe=nprobe)
     if len(vectors):
         index.add_with_ids(vectors, ids.astype(np.int64, copy=False))
     return index
 
 
-def _train(index: Any, vectors: np.ndarray, factory: str, seed: int) -> None:
-    """Train on a random sample: up to POINTS_PER_LIST points per IVF list."""
+def centroids(index: Any) -> int:
+    """The largest k-means a training runs: IVF lists, or the codes of one PQ sub-quantizer."""
     ivf = faiss.try_extract_index_ivf(index)
-    nlist = ivf.nlist if ivf is not None else 1
-    if len(vectors) < nlist:
+    inner = ivf if ivf is not None else getattr(index, "index", index)
+    pq_ = getattr(faiss.downcast_index(inner), "pq", None)
+    return max(ivf.nlist if ivf is not None else 1, pq_.ksub if pq_ is not None else 1)
+
+
+def training_size(n: int, k: int) -> int:
+    """Rows to train on: POINTS_PER_CENTROID per centroid, at most all of them."""
+    return min(n, k * POINTS_PER_CENTROID)
+
+
+def _train(index: Any, vectors: np.ndarray, factory: str, seed: int) -> None:
+    """Train on a uniform random sample sized from the number of centroids."""
+    k = centroids(index)
+    if len(vectors) < k:
         raise SinkError(
-            f"index_factory '{factory}' has {nlist} lists but there are only {len(vectors)} "
+            f"index_factory '{factory}' needs {k} centroids but there are only {len(vectors)} "
             f"vectors to train on: use 'Flat' or fewer lists (about n/39, e.g. "
-            f"'IVF{max(1, len(vectors) // 39)},Flat')"
+            f"'IVF{max(1, len(vectors) // MIN_POINTS_PER_CENTROID)},Flat')"
         )
-    size = min(len(vectors), nlist * POINTS_PER_LIST if ivf is not None else 100_000)
+    if len(vectors) < MIN_POINTS_PER_CENTROID * k:
+        log.warning(
+            "training '%s' on %d vectors: under %d per centroid (k=%d), recall suffers; "
+            "use fewer lists or PQ bits, or Flat/HNSW for a corpus this size",
+            factory, len(vectors), MIN_POINTS_PER_CENTROID, k,
+        )  # fmt: skip
+    size = training_size(len(vectors), k)
     rng = np.random.default_rng(seed)
     sample = vectors[np.sort(rng.choice(len(vectors), size=size, replace=False))]
     try:
@@ -284,45 +332,42 @@ def _train(index: Any, vectors: np.ndarray, factory: str, seed: int) -> None:
         ) from exc
 
 
-def _set_nprobe(index: Any, nprobe: int | None) -> None:
-    """IVF lists probed per query: the given value, else about sqrt(nlist)."""
+def set_search_params(
+    index: Any, *, nprobe: int | None = None, ef_search: int | None = None
+) -> None:
+    """Query-time knobs: IVF lists probed (default about sqrt(nlist)) and HNSW efSearch."""
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
         ivf.nprobe = min(ivf.nlist, nprobe or max(1, round(ivf.nlist**0.5)))
+    if ef_search is not None and "HNSW" in type(faiss.downcast_index(_inner(index))).__name__:
+        faiss.ParameterSpace().set_index_parameter(index, "efSearch", ef_search)
+
+
+def _inner(index: Any) -> Any:
+    """The index an IDMap wraps (or the index itself)."""
+    return getattr(faiss.downcast_index(index), "index", index)
+
+
+def _updated_index(path: Path, table: pa.Table, changed: set[str]) -> Any:
+    """The index at `path` with the changed chunks removed and their live rows added again;
+    None when the index type cannot remove ids (HNSW) or the result does not add up."""
+    index = faiss.read_index(str(path))
+    if changed:
+        gone = np.fromiter((int_id(c) for c in changed), np.int64, len(changed))
+        try:
+            index.remove_ids(gone)  # type: ignore[arg-type]  # the wrapper takes an array
+        except RuntimeError:
+            return None  # HNSW and friends: rebuild from the store
+        column = table.column("chunk_id")
+        mask = pc.is_in(column, value_set=pa.array(list(changed), pa.string()))
+        rows = table.filter(mask)
+        if rows.num_rows:
+            ids = rows.column("faiss_id").to_numpy()
+            index.add_with_ids(vectors_of(rows), ids.astype(np.int64, copy=False))
+    return index if index.ntotal == table.num_rows else None
 
 
 def _write_index(index: Any, f: IO[bytes]) -> None:
     """Stream an index into an open file (no full in-memory copy of it)."""
     writer = faiss.PyCallbackIOWriter(f.write)  # type: ignore[attr-defined]  # not in faiss's stubs
     faiss.write_index(index, writer)
-
-
-def _manifest(gen: Path) -> dict[str, Any]:
-    path = gen / "manifest.json"
-    return dict(json.loads(path.read_text())) if path.exists() else {}
-
-
-def _write_manifest(gen: Path, fingerprint: str, dim: int, count: int, factory: str) -> None:
-    old = _manifest(gen)
-    data = {
-        "fingerprint": fingerprint,
-        "dim": dim,
-        "index_factory": factory,
-        "count": count,
-        "created": old.get("created") or datetime.now(timezone.utc).isoformat(),
-    }
-    text = json.dumps(data, indent=2) + "\n"
-    atomic_write(gen / "manifest.json", lambda f: f.write(text.encode()))
-
-
-def _lock(gen: Path) -> IO[bytes]:
-    """Hold an exclusive lock on a generation so two runs never write it at once."""
-    f = open(gen / ".lock", "ab")  # noqa: SIM115 - held until close()/abort()
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as exc:
-        f.close()
-        raise SinkError(
-            f"{gen} is being written by another embedpipe run: wait for it to finish"
-        ) from exc
-    return f

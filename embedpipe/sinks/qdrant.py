@@ -18,8 +18,10 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
+from embedpipe.config import QdrantOptions
 from embedpipe.errors import SinkError, TransientSinkError
 from embedpipe.sinks.base import Hit
+from embedpipe.sinks.options import Shape, check_shape, wanted_shape
 from embedpipe.sinks.store import chunk_payload, hit_from_payload
 from embedpipe.types import Embedded, point_id
 
@@ -66,6 +68,8 @@ class QdrantSink:
         write_batch: int = 256,
         keep_previous: bool = False,
         timeout: int | None = None,
+        options: QdrantOptions | None = None,
+        ef_search: int | None = None,
     ) -> None:
         if (local_path is None) == (url is None):
             raise SinkError("QdrantSink needs exactly one of local_path= or url=")
@@ -76,6 +80,8 @@ class QdrantSink:
         self.write_batch = write_batch
         self.keep_previous = keep_previous
         self.timeout = timeout
+        self.options = options or QdrantOptions()
+        self.ef_search = ef_search
         self.uri = f"qdrant:{local_path}" if local_path is not None else f"qdrant+{url}"
         self._client: QdrantClient | None = None
         self._target: str | None = None  # physical collection being written
@@ -111,11 +117,10 @@ class QdrantSink:
             if client.collection_exists(physical):
                 # Either the live index (incremental run) or an unfinished re-embed to resume.
                 self._check_dim(physical, dim)
+                check_shape(self.shape(physical), wanted_shape(self.options), physical, self.uri)
             else:
-                client.create_collection(
-                    physical,
-                    vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
-                )
+                self._create(physical, dim)
+            self._ensure_payload_indexes(physical)
         self._target, self._new = physical, live != physical
 
     def write(self, embedded: Embedded) -> None:
@@ -189,13 +194,79 @@ class QdrantSink:
                 f"no Qdrant collection '{self.collection}' at {self.uri}: run embedpipe first"
             )
         query = np.asarray(vector, dtype=np.float32).reshape(-1).tolist()
+        # Local mode searches exactly and warns about search params: give them to servers only.
+        params = None
+        if self.ef_search and self.url is not None:
+            params = models.SearchParams(hnsw_ef=self.ef_search)
         with qdrant_errors(f"query on '{self.collection}'"):
             result = self.connect().query_points(
-                self.collection, query=query, limit=k, with_payload=True
+                self.collection, query=query, limit=k, with_payload=True, search_params=params
             )
         return [hit_from_payload(p.score, p.payload or {}) for p in result.points]
 
+    def shape(self, name: str) -> Shape:
+        """The options a collection was created with, as stored (local mode keeps the per-vector
+        ones: on_disk, HNSW and quantization; a server also reports shards and replicas)."""
+        with qdrant_errors(f"reading the configuration of '{name}'"):
+            params = self.connect().get_collection(name).config.params
+        vectors = params.vectors
+        if not isinstance(vectors, models.VectorParams):
+            return {}
+        hnsw = vectors.hnsw_config
+        quantization = vectors.quantization_config
+        return {
+            "on_disk": bool(vectors.on_disk),
+            "hnsw_m": hnsw.m if hnsw else None,
+            "hnsw_ef_construct": hnsw.ef_construct if hnsw else None,
+            "quantization": "int8"
+            if isinstance(quantization, models.ScalarQuantization)
+            else "binary"
+            if isinstance(quantization, models.BinaryQuantization)
+            else "none",
+            "shard_number": params.shard_number,
+            "replication_factor": params.replication_factor,
+        }
+
     # -- internals -------------------------------------------------------------------------
+
+    def _create(self, name: str, dim: int) -> None:
+        """Create a collection with the configured options, set on the vector parameters so that
+        local mode stores them too (and they can be checked when the collection is reused)."""
+        opts = self.options
+        hnsw = None
+        if opts.hnsw.m is not None or opts.hnsw.ef_construct is not None:
+            hnsw = models.HnswConfigDiff(m=opts.hnsw.m, ef_construct=opts.hnsw.ef_construct)
+        quantization: models.QuantizationConfig | None = None
+        if opts.quantization == "int8":
+            scalar = models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True)
+            quantization = models.ScalarQuantization(scalar=scalar)
+        elif opts.quantization == "binary":
+            binary = models.BinaryQuantizationConfig(always_ram=True)
+            quantization = models.BinaryQuantization(binary=binary)
+        vectors = models.VectorParams(
+            size=dim,
+            distance=models.Distance.COSINE,
+            on_disk=opts.on_disk or None,
+            hnsw_config=hnsw,
+            quantization_config=quantization,
+        )
+        self.connect().create_collection(
+            name,
+            vectors_config=vectors,
+            shard_number=opts.shard_number,
+            replication_factor=opts.replication_factor,
+        )
+
+    def _ensure_payload_indexes(self, name: str) -> None:
+        """Keyword indexes on the configured payload fields, on a server (local mode has none)."""
+        if self.url is None or not self.options.payload_index:
+            return
+        have = set(self.connect().get_collection(name).payload_schema)
+        for field in self.options.payload_index:
+            if field not in have:
+                self.connect().create_payload_index(
+                    name, field, models.PayloadSchemaType.KEYWORD, wait=True
+                )
 
     def _live(self) -> str | None:
         """The physical collection the public alias points to, or None."""

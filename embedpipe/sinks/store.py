@@ -169,12 +169,20 @@ class ShardStore:
         table = pa.table({"chunk_id": pa.array(list(chunk_ids), pa.string())})
         write_parquet(table, self._next_path("tomb"))
 
-    def live(self, columns: list[str] | None = None) -> pa.Table | None:
-        """The live chunks (last write of each id, minus later tombstones); None when empty."""
+    def live(
+        self, columns: list[str] | None = None, base: pa.Table | None = None
+    ) -> pa.Table | None:
+        """The live chunks (last write of each id, minus later tombstones); None when empty.
+
+        `base`, when given, holds chunks written before every file of the store (sequence 0):
+        the store's shards and tombstones are replayed on top of it.
+        """
         files = self.files()
         shards = [
             (seq, pq.read_table(p, columns=columns)) for seq, kind, p in files if kind == "shard"
         ]
+        if base is not None:
+            shards.insert(0, (0, base))
         if not shards:
             return None
         tombs = [(seq, pq.read_table(p)) for seq, kind, p in files if kind == "tomb"]
@@ -186,6 +194,15 @@ class ShardStore:
         if len(keep) == table.num_rows:  # rows are unique and ordered: nothing to drop
             return table
         return table.take(pa.array(keep))
+
+    def clear(self) -> None:
+        """Remove every shard and tombstone (once what they hold is kept elsewhere)."""
+        # Shards before tombstones, so a crash in between never resurrects a chunk.
+        for _, _, path in sorted(self.files(), key=lambda f: f[1] == "tomb"):
+            path.unlink()
+        if self.root.is_dir():
+            fsync_dir(self.root)
+        self._last_seq = None
 
     def compact(self) -> pa.Table | None:
         """Rewrite the store as one shard of the live chunks and return them (None when empty)."""

@@ -1,0 +1,106 @@
+"""Generation folders behind a public symlink: how a directory sink makes a new index live at once.
+
+Layout under a sink directory:
+
+    <collection>                      symlink into .generations/ (the public, live name)
+    .generations/<collection>__<fp16>/manifest.json, .lock, and the sink's own files
+
+A run with a new fingerprint writes a new generation; `swap` moves the symlink in one rename, so
+readers see the old index or the new one, never half of either. The FAISS, Qdrant Edge and
+Parquet sinks share this.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+from embedpipe.errors import SinkError
+from embedpipe.sinks.store import atomic_write, fsync_dir
+
+GENERATIONS = ".generations"
+
+
+class Generations:
+    """The generation folders of one collection in `directory`, and its public symlink."""
+
+    def __init__(self, directory: Path, collection: str, kind: str) -> None:
+        self.directory = directory
+        self.collection = collection
+        self.kind = kind  # named in error messages: "FAISS index", "Qdrant Edge shard", ...
+
+    @property
+    def public(self) -> Path:
+        return self.directory / self.collection
+
+    def folder(self, fingerprint: str) -> Path:
+        """Where the generation for `fingerprint` lives (created on demand)."""
+        root = self.directory / GENERATIONS
+        root.mkdir(parents=True, exist_ok=True)
+        return root / f"{self.collection}__{fingerprint[:16]}"
+
+    def live(self) -> Path | None:
+        """What the public name points to, or None; refuses a public name embedpipe did not make."""
+        public = self.public
+        if not public.is_symlink():
+            if public.exists():
+                raise SinkError(
+                    f"{public} exists but is not an embedpipe {self.kind}: choose another "
+                    "--collection or move it away"
+                )
+            return None
+        return public.resolve()
+
+    def swap(self, target: Path) -> None:
+        """Point the public name at `target` (inside this directory) in one rename."""
+        tmp = self.directory / f".{self.collection}.swap"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(os.path.relpath(target, self.directory))
+        os.replace(tmp, self.public)
+        fsync_dir(self.directory)
+
+    def missing(self) -> SinkError:
+        """The error for a query before any run made this collection."""
+        return SinkError(
+            f"no {self.kind} '{self.collection}' in {self.directory}: run embedpipe first"
+        )
+
+
+def read_manifest(gen: Path) -> dict[str, Any]:
+    """A generation's manifest.json ({} when it has none yet)."""
+    path = gen / "manifest.json"
+    return dict(json.loads(path.read_text())) if path.exists() else {}
+
+
+def write_manifest(gen: Path, **fields: Any) -> None:
+    """Update a generation's manifest atomically, keeping fields not given and its creation time."""
+    data = {**read_manifest(gen), **fields}
+    data.setdefault("created", datetime.now(timezone.utc).isoformat())
+    text = json.dumps(data, indent=2) + "\n"
+    atomic_write(gen / "manifest.json", lambda f: f.write(text.encode()))
+
+
+def lock(gen: Path) -> IO[bytes]:
+    """Hold an exclusive lock on a generation so two runs never write it at once."""
+    f = open(gen / ".lock", "ab")  # noqa: SIM115 - held until close()/abort()
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        f.close()
+        raise SinkError(
+            f"{gen} is being written by another embedpipe run: wait for it to finish"
+        ) from exc
+    return f
+
+
+def check_dim(manifest: dict[str, Any], dim: int, collection: str, gen: Path) -> None:
+    """Refuse to write vectors of another size into an existing generation."""
+    if manifest and manifest.get("dim") != dim:
+        raise SinkError(
+            f"collection '{collection}' has dimension {manifest.get('dim')}, the model gives "
+            f"{dim}: choose another --collection or delete {gen}"
+        )
