@@ -29,7 +29,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from embedpipe import api
+from embedpipe import api, logs
 from embedpipe.config import RunConfig, flat_overrides, load_config
 from embedpipe.errors import ConfigError, EmbedpipeError
 from embedpipe.types import RunReport
@@ -38,6 +38,7 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Batch embeddings into Qdrant or FAISS."
 )
 console = Console(stderr=True)
+log = logging.getLogger("embedpipe.cli")
 out = Console()
 
 ConfigOpt = Annotated[
@@ -50,6 +51,23 @@ CollectionOpt = Annotated[str | None, typer.Option(help="collection / index name
 ModelOpt = Annotated[str | None, typer.Option(help="sentence-transformers name or local path")]
 StateOpt = Annotated[str | None, typer.Option(help="state directory holding the ledger")]
 ReportOpt = Annotated[Path | None, typer.Option(help="write the JSON run report here")]
+MetricsOpt = Annotated[
+    Path | None,
+    typer.Option(help="write a Prometheus textfile here (node_exporter textfile collector)"),
+]
+LogFormatOpt = Annotated[
+    str,
+    typer.Option(
+        envvar="EMBEDPIPE_LOG_FORMAT", help="text | json (one JSON object per event on stderr)"
+    ),
+]
+EngineOpt = Annotated[
+    str | None, typer.Option(help="local | ray (Ray Data; pip install 'embedpipe\\[ray]')")
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(help="Ray cluster address; 'auto' joins the running one; none starts a local Ray"),
+]
 DryRunOpt = Annotated[
     bool, typer.Option("--dry-run", help="plan only: count what would be embedded/deleted")
 ]
@@ -86,6 +104,21 @@ def backfill(
     ] = None,
     state: StateOpt = None,
     strict: StrictOpt = None,
+    engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
+    text_template: Annotated[
+        str | None, typer.Option(help="build the text from fields, e.g. '{title}\\n\\n{body}'")
+    ] = None,
+    include: Annotated[
+        list[str] | None,
+        typer.Option(help="directory source: only paths matching this glob (repeatable)"),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(help="directory source: skip paths matching this glob (repeatable)"),
+    ] = None,
+    metrics: MetricsOpt = None,
+    log_format: LogFormatOpt = "text",
     dry_run: DryRunOpt = False,
     force: ForceOpt = False,
 ) -> None:
@@ -94,9 +127,11 @@ def backfill(
         source=source, sink=sink, collection=collection, model=model, report=str(report) if report else None,
         max_batch_tokens=max_batch_tokens, precision=precision, device=device, chunk_tokens=chunk_tokens,
         overlap_tokens=overlap_tokens, text_field=text_field, id_field=id_field, index_factory=index_factory,
-        mode=mode, state=state, strict=strict,
+        text_template=text_template, include=include or None, exclude=exclude or None,
+        metrics=str(metrics) if metrics else None,
+        mode=mode, state=state, strict=strict, engine=engine, ray_address=ray_address,
     )  # fmt: skip
-    _execute(_config(config, overrides), dry_run=dry_run, force=force)
+    _execute(_config(config, overrides), dry_run=dry_run, force=force, log_format=log_format)
 
 
 @app.command()
@@ -108,16 +143,29 @@ def run(
     report: ReportOpt = None,
     state: StateOpt = None,
     strict: StrictOpt = None,
+    engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
+    metrics: MetricsOpt = None,
+    log_format: LogFormatOpt = "text",
     dry_run: DryRunOpt = False,
     force: ForceOpt = False,
 ) -> None:
     """The nightly job: everything from CONFIG, incremental, resumable, atomic on model change."""
     cfg = _config(
-        config, flat_overrides(report=str(report) if report else None, state=state, strict=strict)
+        config,
+        flat_overrides(
+            report=str(report) if report else None,
+            state=state,
+            strict=strict,
+            engine=engine,
+            ray_address=ray_address,
+        ),
     )
+    if metrics:
+        cfg.metrics = str(metrics)
     if not cfg.source.uri:
         _usage(f"{config} has no source.uri: name the corpus to embed")
-    _execute(cfg, dry_run=dry_run, force=force)
+    _execute(cfg, dry_run=dry_run, force=force, log_format=log_format)
 
 
 @app.command()
@@ -170,6 +218,52 @@ def status(
                       f"skipped={r['chunks_skipped']} deleted={r['chunks_deleted']} failed={r['docs_failed']}")  # fmt: skip
 
 
+@app.command("report")
+def report_html(
+    run_json: Annotated[Path, typer.Argument(help="a JSON run report (--report FILE)")],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="HTML file; default RUN.html")
+    ] = None,
+) -> None:
+    """Render a run report as a self-contained HTML page: figures, token-length histogram,
+    throughput and padding efficiency over time."""
+    from embedpipe.htmlreport import render_file
+
+    if not run_json.is_file():
+        _usage(f"No run report at {run_json}: pass the file a run wrote with --report")
+    try:
+        written = render_file(run_json, output)
+    except (ValueError, OSError) as exc:  # json.JSONDecodeError is a ValueError
+        _usage(f"Cannot render {run_json}: {exc}")
+        return
+    out.print(str(written))
+
+
+@app.command()
+def init(
+    source: Annotated[
+        str | None, typer.Option(help="directory, .jsonl, .parquet or hf:NAME to embed")
+    ] = None,
+    sink: SinkOpt = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="write here instead of stdout")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="overwrite an existing file")] = False,
+) -> None:
+    """Write a commented config for a source and a sink, ready for `embedpipe run`."""
+    from embedpipe.init import render_config
+
+    text = _guard(lambda: render_config(source=source, sink=sink))
+    if output is None:
+        sys.stdout.write(text)
+        return
+    if output.exists() and not force:
+        _usage(f"{output} exists: pass --force to overwrite it, or another -o path")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    console.print(f"wrote {output}: check it, then `embedpipe run {output}`")
+
+
 # -- plumbing ------------------------------------------------------------------------------------
 
 
@@ -182,7 +276,7 @@ def _config(path: Path | None, overrides: dict[str, Any]) -> RunConfig:
 
 
 def _usage(message: str) -> None:
-    console.print(f"[red]error:[/] {message}")
+    _error(message)
     raise typer.Exit(2)
 
 
@@ -192,11 +286,21 @@ def _guard(fn: Any) -> Any:
     except ConfigError as exc:
         _usage(str(exc))
     except EmbedpipeError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        _error(str(exc))
         raise typer.Exit(1) from None
 
 
-def _execute(cfg: RunConfig, *, dry_run: bool, force: bool) -> None:
+def _error(message: str) -> None:
+    if logs.json_enabled():
+        logs.event(log, "error", message, level=logging.ERROR)
+    else:
+        console.print(f"[red]error:[/] {message}")
+
+
+def _execute(cfg: RunConfig, *, dry_run: bool, force: bool, log_format: str = "text") -> None:
+    if log_format not in ("text", "json"):
+        _usage(f"Unknown --log-format {log_format!r}: use text or json")
+    logs.configure("json" if log_format == "json" else "text")
     stop = threading.Event()
     _stop_on_signals(stop)
     started = time.monotonic()
@@ -217,13 +321,12 @@ def _execute(cfg: RunConfig, *, dry_run: bool, force: bool) -> None:
                 raise_on_failure=False,
             )
         )
-    _summary(report)
+    if not logs.json_enabled():  # JSON mode: the run_end event carries the summary
+        _summary(report)
     if report.outcome not in ("done", "dry-run"):
         raise typer.Exit(1)
     if report.errors and (cfg.strict or report.docs_read == 0):
-        console.print(
-            f"[yellow]{len(report.errors)} record(s) failed[/] and --strict or nothing was read: exit 1"
-        )
+        _error(f"{len(report.errors)} record(s) failed and --strict or nothing was read: exit 1")
         raise typer.Exit(1)
 
 
@@ -245,7 +348,7 @@ def _progress_bar() -> Iterator[tuple[Progress, Any]]:
     bar = Progress(
         TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(), TextColumn("docs"),
         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console, transient=True, disable=not console.is_terminal,
+        console=console, transient=True, disable=not console.is_terminal or logs.json_enabled(),
     )  # fmt: skip
     with bar:
         yield bar, bar.add_task("embed", total=None, info="loading model")

@@ -155,6 +155,20 @@ class SinkConfig(_Section):
     )
 
 
+class RayConfig(_Section):
+    """The Ray Data engine: where the cluster is and how the stages are spread over it."""
+
+    address: str | None = Field(
+        None, description="'auto' joins a running cluster; None starts a local Ray"
+    )
+    chunk_workers: int = Field(1, ge=1, description="CPU actors that tokenise, chunk and hash")
+    encoders: int = Field(1, ge=1, description="encoder actors (one model load each)")
+    num_gpus: float = Field(0, ge=0, description="GPUs per encoder actor (1 on a GPU cluster)")
+    num_cpus: float = Field(1, gt=0, description="CPUs per encoder actor (also its torch threads)")
+    wave_docs: int = Field(20000, ge=1, description="documents the driver ships per wave")
+    block_docs: int = Field(256, ge=1, description="documents per Ray block")
+
+
 class RunConfig(_Section):
     """Everything one run needs."""
 
@@ -164,6 +178,8 @@ class RunConfig(_Section):
     batching: BatchingConfig = BatchingConfig()
     sink: SinkConfig = SinkConfig()
     mode: Literal["incremental", "full"] = "incremental"
+    engine: Literal["local", "ray"] = Field("local", description="local threads, or Ray Data")
+    ray: RayConfig = RayConfig()
     state: str | None = Field(
         None, description="state directory for the ledger; None = next to the sink"
     )
@@ -275,6 +291,8 @@ FLAT_KEYS: dict[str, tuple[str, ...]] = {
     "nprobe": ("sink", "nprobe"),
     "ef": ("sink", "ef_search"),
     "mode": ("mode",),
+    "engine": ("engine",),
+    "ray_address": ("ray", "address"),
     "state": ("state",),
     "strict": ("strict",),
     "report": ("report",),

@@ -98,7 +98,7 @@ class Pipeline:
         with StateLock(state):
             ledger = Ledger(state / "ledger.sqlite")
             target = Target(target_key(sink.uri, cfg.sink.collection), fp)
-            run = _Run(self, encoder, sink, ledger, target, report, dry_run)
+            run = _run_class(cfg.engine)(self, encoder, sink, ledger, target, report, dry_run)
             try:
                 run.execute(source)
             finally:
@@ -106,8 +106,16 @@ class Pipeline:
         return report
 
 
-class _Run:
-    """The state of one execution of a Pipeline."""
+def _run_class(engine: str) -> type[Run]:
+    if engine == "ray":
+        from embedpipe.engines.ray import RayRun  # imports ray; only when asked for
+
+        return RayRun
+    return Run
+
+
+class Run:
+    """The state of one execution of a Pipeline on the local engine (engines subclass `_stream`)."""
 
     def __init__(
         self, pipe: Pipeline, encoder: Encoder, sink: Sink, ledger: Ledger, target: Target,
