@@ -86,6 +86,9 @@ class ModelConfig(_Section):
     prefix: str = Field("", description="text prepended to every chunk (e.g. 'passage: ')")
     query_prefix: str = Field("", description="text prepended to queries (e.g. 'query: ')")
     max_seq_length: int | None = Field(None, description="None = the model's own limit")
+    threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads on CPU; None = chosen from the cores"
+    )
 
 
 class ChunkingConfig(_Section):

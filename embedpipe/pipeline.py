@@ -94,6 +94,8 @@ class Pipeline:
             docs_total=getattr(source, "total", None), dry_run=dry_run,
         )  # fmt: skip
         self.report = report
+        if encoder.precision_reason:
+            report.notes.append(f"precision {encoder.precision_reason}")
         state = state_dir_for(sink.uri, cfg.state)
         with StateLock(state):
             ledger = Ledger(state / "ledger.sqlite")
@@ -239,8 +241,10 @@ class Run:
     def _encode(self, chunks: Iterator[Chunk], write_q: queue.Queue[Any], write: _Worker) -> None:
         """Calling thread: pack batches and run the model, handing vectors to the writer."""
         report, b = self.report, self.cfg.batching
+        if "max_batch_tokens" not in b.model_fields_set:  # on CUDA: sized to free memory
+            report.max_batch_tokens = self.encoder.batch_token_budget(b.max_batch_tokens)
         packed = batches(
-            chunks, max_batch_tokens=b.max_batch_tokens, window=b.window,
+            chunks, max_batch_tokens=report.max_batch_tokens, window=b.window,
             max_batch_size=b.max_batch_size, pad_id=self.encoder.pad_id,
         )  # fmt: skip
         for batch in packed:
@@ -258,6 +262,11 @@ class Run:
                 self.pipe.progress(report)
             if self.pipe.stop.is_set():
                 break
+        if self.encoder.oom_backoffs:
+            report.notes.append(
+                f"CUDA out of memory {self.encoder.oom_backoffs}x: batches capped at "
+                f"{self.encoder.token_cap} tokens for the rest of the run"
+            )
 
     def _write(self, write_q: queue.Queue[Any]) -> None:
         """Writer thread: sink write (acknowledged) -> ledger commit, one batch at a time."""
