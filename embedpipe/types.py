@@ -170,7 +170,7 @@ class RunReport:
             return
         line.append(point)
         if len(line) > TIMELINE_POINTS:
-            self.timeline = line[:-1:2] + [line[-1]]
+            self.timeline = [*line[:-1:2], line[-1]]
             self.timeline_step *= 2
 
     def error(self, source: str, record: str, reason: str) -> None:
