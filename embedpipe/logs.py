@@ -72,11 +72,21 @@ def configure(fmt: LogFormat = "text") -> None:
     handler = _StderrHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
-    for old in list(root.handlers):  # the CLI owns the process: one handler, ours
-        root.removeHandler(old)
+    for old in list(root.handlers):  # ours, and basicConfig's console handler: one stderr writer
+        if isinstance(old, _StderrHandler) or _is_console(old):
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("embedpipe").setLevel(logging.INFO if fmt == "json" else logging.WARNING)
+
+
+def _is_console(handler: logging.Handler) -> bool:
+    return type(handler) is logging.StreamHandler and handler.stream in (
+        sys.stderr,
+        sys.__stderr__,
+        sys.stdout,
+        sys.__stdout__,
+    )
 
 
 def json_enabled() -> bool:
