@@ -127,3 +127,43 @@ def _live(cfg: RunConfig) -> dict[str, Any] | None:
         return ledger.live(target_key(cfg.sink.uri, cfg.sink.collection))
     finally:
         ledger.close()
+
+
+def reconcile(config: RunConfig, *, repair: bool = False) -> dict[str, Any]:
+    """Compare the ledger with the sink's live index; with `repair`, make them agree.
+
+    `missing`: the ledger says embedded, the sink lacks them (repair: forget them in the ledger
+    and, when the config names a source, re-embed them with a run). `orphaned`: in the sink,
+    unknown to the ledger (repair: delete them from the sink).
+    """
+    from embedpipe.ledger import PENDING, Target
+
+    sink = open_sink(config.sink)
+    key = target_key(sink.uri, config.sink.collection)
+    path = state_dir_for(sink.uri, config.state) / "ledger.sqlite"
+    ledger = Ledger(path)
+    try:
+        live = ledger.live(key)
+        if live is None:
+            raise EmbedpipeError(f"The ledger at {path} knows no index {key}: nothing to reconcile")
+        target = Target(key, live["fingerprint"])
+        in_sink = set(sink.chunk_ids())
+        done, pending = set(ledger.chunk_ids(target)), set(ledger.chunk_ids(target, state=PENDING))
+        missing, orphaned = sorted(done - in_sink), sorted(in_sink - done - pending)
+        result: dict[str, Any] = {
+            "target": key, "in_ledger": len(done), "in_sink": len(in_sink), "pending": len(pending),
+            "missing": missing, "orphaned": orphaned, "repaired": False,
+        }  # fmt: skip
+        if repair and (missing or orphaned):
+            if orphaned:
+                sink.open(int(live["dim"]), live["fingerprint"])
+                sink.delete(orphaned)
+                sink.close()
+            ledger.forget(target, missing)
+            result["repaired"] = True
+    finally:
+        sink.abort()
+        ledger.close()
+    if result["repaired"] and missing and config.source.uri:
+        result["run"] = run(config).to_dict()
+    return result

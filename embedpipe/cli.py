@@ -264,6 +264,36 @@ def init(
     console.print(f"wrote {output}: check it, then `embedpipe run {output}`")
 
 
+@app.command()
+def reconcile(
+    sink: SinkOpt = None,
+    collection: CollectionOpt = None,
+    config: ConfigOpt = None,
+    state: StateOpt = None,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="re-embed what is missing, delete orphans")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False,
+) -> None:
+    """Compare ledger and sink ids; report drift both ways; --repair makes them agree."""
+    cfg = _config(config, flat_overrides(sink=sink, collection=collection, state=state))
+    result = _guard(lambda: api.reconcile(cfg, repair=repair))
+    if as_json:
+        out.print_json(json.dumps(result, ensure_ascii=False))
+    else:
+        out.print(f"{result['target']}: ledger {result['in_ledger']}, sink {result['in_sink']}, "
+                  f"pending {result['pending']}")  # fmt: skip
+        out.print(f"missing from the sink: {len(result['missing'])} {result['missing'][:10]}")
+        out.print(f"orphaned in the sink: {len(result['orphaned'])} {result['orphaned'][:10]}")
+        if result["repaired"]:
+            out.print(
+                "repaired"
+                + (" and re-embedded" if "run" in result else ": run backfill to re-embed")
+            )
+    if (result["missing"] or result["orphaned"]) and not result["repaired"]:
+        raise typer.Exit(1)
+
+
 # -- plumbing ------------------------------------------------------------------------------------
 
 

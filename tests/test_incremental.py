@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import embedpipe
+import embedpipe.api
 from embedpipe.config import load_config
 from embedpipe.errors import SinkError
 from embedpipe.ledger import Ledger, LockedError, StateLock, Target
@@ -229,3 +230,82 @@ def test_stop_request_finishes_the_batch_in_flight_and_commits(make_corpus, tmp_
     assert report.chunks_skipped == committed
     in_sink, in_ledger = consistency(cfg)
     assert sorted(in_sink) == sorted(in_ledger)
+
+
+@pytest.mark.parametrize("kind", SINKS)
+def test_reconcile_reports_drift_both_ways_and_repair_fixes_it(
+    kind: str, make_corpus, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from embedpipe.types import Chunk
+
+    root = make_corpus(corpus_files(6))
+    cfg = config(root, kind, tmp_path)
+    first = embedpipe.run(cfg)
+    ledger = Ledger(state_dir_for(cfg.sink.uri, None) / "ledger.sqlite")
+    live = ledger.live(target_key(cfg.sink.uri, "docs"))
+    ledger.close()
+    assert live is not None
+    sink = open_sink(cfg.sink)  # drift made behind the ledger's back
+    sink.open(live["dim"], live["fingerprint"])
+    sink.delete(["doc01.md#0"])
+    stray = Chunk(
+        doc_id="ghost.md", index=0, text="not in any source", token_ids=[101, 102], start=0, end=5
+    )
+    sink.write(
+        Embedded([stray], np.ones((1, live["dim"]), dtype=np.float32) / np.sqrt(live["dim"]))
+    )
+    sink.close()
+
+    drift = embedpipe.api.reconcile(cfg)
+    assert (drift["missing"], drift["orphaned"]) == (["doc01.md#0"], ["ghost.md#0"])
+    fixed = embedpipe.api.reconcile(cfg, repair=True)
+    assert fixed["repaired"] and fixed["run"]["chunks_embedded"] == 1
+    clean = embedpipe.api.reconcile(cfg)
+    assert clean["missing"] == clean["orphaned"] == []
+    assert clean["in_sink"] == clean["in_ledger"] == first.chunks_total
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_the_batch_in_flight_and_a_rerun_resumes(tmp_path: Path) -> None:
+    import contextlib
+    import signal
+    import sqlite3
+    import time
+
+    stdlib_docs = tmp_path / "docs"
+    for name, text in corpus_files(15).items():
+        for copy in range(12):  # 180 short documents, written 2 per batch: a run of ~90 batches
+            (stdlib_docs / str(copy)).mkdir(parents=True, exist_ok=True)
+            (stdlib_docs / str(copy) / name).write_text(f"{text} (copy {copy})")
+
+    uri = f"faiss:{tmp_path / 'f'}"
+    args = [sys.executable, "-m", "embedpipe", "backfill", str(stdlib_docs), "--sink", uri, "--collection", "docs",
+            "--chunk-tokens", "64", "--overlap-tokens", "0"]  # fmt: skip
+    env = {**os.environ, "COLUMNS": "300", "EMBEDPIPE_BATCHING__MAX_BATCH_SIZE": "2"}
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    ledger_path = state_dir_for(uri, None) / "ledger.sqlite"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if ledger_path.exists():
+            with contextlib.suppress(sqlite3.OperationalError), sqlite3.connect(ledger_path) as db:
+                if db.execute("SELECT COUNT(*) FROM chunks WHERE state = 1").fetchone()[0] > 0:
+                    break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr[-2000:]
+    assert "finishing the batch in flight" in stderr and "re-run to resume" in stderr
+    with sqlite3.connect(ledger_path) as db:
+        committed = db.execute("SELECT COUNT(*) FROM chunks WHERE state = 1").fetchone()[0]
+        outcome = db.execute("SELECT outcome FROM runs ORDER BY id DESC").fetchone()[0]
+    assert committed > 0 and outcome == "interrupted"
+    cfg = load_config(None, {"source": {"uri": str(stdlib_docs)}, "sink": {"uri": uri, "collection": "docs"},
+                             "chunking": {"chunk_tokens": 64, "overlap_tokens": 0}})  # fmt: skip
+    report = embedpipe.run(cfg)
+    assert report.chunks_skipped == committed
+    in_sink, in_ledger = consistency(cfg)
+    assert sorted(in_sink) == sorted(in_ledger) and len(in_sink) == report.chunks_total
