@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 
-from embedpipe.config import SinkConfig
+from embedpipe.config import QdrantOptions, SinkConfig
 from embedpipe.errors import ConfigError, SinkError, TransientSinkError
 from embedpipe.sinks import open_sink
 from embedpipe.sinks.qdrant import QdrantSink
@@ -238,3 +238,52 @@ def test_importing_sinks_does_not_import_qdrant_client_or_faiss() -> None:
     code = "import sys, embedpipe.sinks; print('qdrant_client' in sys.modules or 'faiss' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_options_are_applied_at_creation_and_read_back_from_the_collection(
+    tmp_path: Path,
+) -> None:
+    options = QdrantOptions(on_disk=True, hnsw={"m": 32, "ef_construct": 200}, quantization="int8")
+    sink = built(tmp_path, embedded(5), options=options)
+    client = sink.connect()
+    vectors = client.get_collection(f"docs__{FP_A[:12]}").config.params.vectors
+    sink.close()
+    assert isinstance(vectors, models.VectorParams) and vectors.on_disk is True
+    assert vectors.hnsw_config is not None
+    assert (vectors.hnsw_config.m, vectors.hnsw_config.ef_construct) == (32, 200)
+    assert isinstance(vectors.quantization_config, models.ScalarQuantization)
+    assert vectors.quantization_config.scalar.type == models.ScalarType.INT8
+
+
+def test_binary_quantization_is_stored_and_searching_still_works(tmp_path: Path) -> None:
+    emb = embedded(10)
+    sink = built(tmp_path, emb, options=QdrantOptions(quantization="binary"))
+    sink.open(DIM, FP_A)
+    assert sink.shape(f"docs__{FP_A[:12]}")["quantization"] == "binary"
+    sink.abort()
+    assert sink.search(emb.vectors[3], k=1)[0].chunk_id == emb.chunks[3].id
+    sink.close()
+
+
+def test_reuse_with_other_options_is_a_clear_error_and_data_survives(tmp_path: Path) -> None:
+    emb = embedded(6)
+    built(tmp_path, emb, options=QdrantOptions(hnsw={"m": 32}))
+    sink = local(tmp_path, options=QdrantOptions(hnsw={"m": 8}))
+    with pytest.raises(SinkError, match=r"hnsw_m=32 \(configured: 8\).*another --collection"):
+        sink.open(DIM, FP_A)
+    sink.abort()
+    assert local(tmp_path).search(emb.vectors[1], k=1)[0].chunk_id == emb.chunks[1].id
+
+
+def test_options_left_unset_are_not_checked_on_reuse(tmp_path: Path) -> None:
+    built(tmp_path, embedded(4), options=QdrantOptions(hnsw={"m": 32, "ef_construct": 64}))
+    sink = local(tmp_path, options=QdrantOptions(hnsw={"ef_construct": 64}))
+    sink.open(DIM, FP_A)
+    sink.close()
+
+
+def test_sink_config_carries_qdrant_options_to_the_sink(tmp_path: Path) -> None:
+    cfg = SinkConfig(uri=f"qdrant:{tmp_path}", qdrant={"quantization": "int8", "on_disk": True})
+    sink = open_sink(cfg)
+    assert isinstance(sink, QdrantSink)
+    assert (sink.options.quantization, sink.options.on_disk) == ("int8", True)

@@ -1,0 +1,162 @@
+"""The Qdrant Edge sink against the real engine (qdrant-edge-py) on tmp_path: random vectors, no model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import qdrant_edge as qe
+
+from embedpipe.config import QdrantOptions, SinkConfig
+from embedpipe.errors import SinkError
+from embedpipe.sinks import open_sink
+from embedpipe.sinks.edge import EdgeSink
+from embedpipe.types import Embedded, point_id
+from tests.test_sink_faiss import DIM, FP_A, FP_B, chunks, embedded, unit_vectors
+
+
+def built(tmp_path: Path, emb: Embedded, fp: str = FP_A, **options: object) -> EdgeSink:
+    sink = EdgeSink(tmp_path, "docs", **options)  # type: ignore[arg-type]
+    sink.open(emb.vectors.shape[1], fp)
+    sink.write(emb)
+    sink.close()
+    return sink
+
+
+def test_write_then_search_finds_the_nearest_with_its_payload(tmp_path: Path) -> None:
+    emb = embedded(40)
+    sink = built(tmp_path, emb)
+    hits = sink.search(emb.vectors[17], k=3)
+    sink.abort()
+    c = emb.chunks[17]
+    assert hits[0].chunk_id == c.id and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert (hits[0].doc_id, hits[0].chunk_index, hits[0].text, hits[0].metadata) == (
+        c.doc_id, c.index, c.text, c.metadata,
+    )  # fmt: skip
+
+
+def test_points_have_the_uuid_of_their_chunk_id(tmp_path: Path) -> None:
+    emb = embedded(5)
+    built(tmp_path, emb)
+    shard = qe.EdgeShard.load(str(tmp_path / "docs" / "shard"))
+    ids = [point_id(c.id) for c in emb.chunks]
+    records = shard.retrieve(ids, with_payload=True, with_vector=False)
+    shard.close()
+    assert sorted(r.payload["chunk_id"] for r in records) == sorted(c.id for c in emb.chunks)
+
+
+def test_rewrite_overwrites_and_delete_removes(tmp_path: Path) -> None:
+    emb = embedded(12)
+    sink = built(tmp_path, emb)
+    sink.open(DIM, FP_A)
+    sink.write(embedded(12, seed=1))  # same chunk ids, new vectors
+    sink.delete([emb.chunks[2].id, "never#0"])
+    sink.close()
+    assert sorted(sink.chunk_ids()) == sorted(c.id for c in emb.chunks if c is not emb.chunks[2])
+    assert sink.search(unit_vectors(12, seed=1)[5], k=1)[0].score == pytest.approx(1.0, abs=1e-5)
+    sink.abort()
+
+
+def test_new_fingerprint_is_invisible_until_close_then_swapped_and_old_dropped(
+    tmp_path: Path,
+) -> None:
+    old = embedded(10, doc="old")
+    sink = built(tmp_path, old)
+    old_gen = (tmp_path / "docs").resolve()
+    new = embedded(10, seed=5, doc="new")
+    sink.open(DIM, FP_B)
+    sink.write(new)
+    assert sink.search(new.vectors[0], k=1)[0].chunk_id.startswith("old")
+    sink.close()
+    assert sink.search(new.vectors[0], k=1)[0].chunk_id == new.chunks[0].id
+    sink.abort()
+    assert (tmp_path / "docs").resolve().name == f"docs__{FP_B[:16]}"
+    assert not old_gen.exists()
+
+
+def test_abort_keeps_the_live_shard_and_unfinished_writes_for_resume(tmp_path: Path) -> None:
+    old = embedded(10)
+    sink = built(tmp_path, old)
+    sink.open(DIM, FP_B)
+    sink.write(embedded(10, seed=3, doc="new"))
+    sink.abort()
+    assert sorted(sink.chunk_ids()) == sorted(c.id for c in old.chunks)
+    sink.open(DIM, FP_B)  # the next run with that fingerprint resumes what was acknowledged
+    assert len(list(sink.chunk_ids())) == 10
+    sink.close()
+    assert sorted(sink.chunk_ids()) == sorted(c.id for c in chunks(10, "new"))
+    sink.abort()
+
+
+def test_acknowledged_writes_survive_sigkill_without_close(tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
+        from tests.test_sink_faiss import embedded
+        from embedpipe.sinks.edge import EdgeSink
+        sink = EdgeSink({str(tmp_path)!r}, "docs")
+        sink.open(16, {FP_A!r})
+        sink.write(embedded(30))
+        sink.delete([embedded(30).chunks[0].id])
+        os.kill(os.getpid(), 9)  # no close, no flush
+    """)
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    sink = EdgeSink(tmp_path, "docs")
+    sink.open(DIM, FP_A)  # resumes the generation the killed run wrote
+    assert sorted(sink.chunk_ids()) == sorted(c.id for c in chunks(30)[1:])
+    sink.abort()
+
+
+def test_options_are_applied_at_creation_and_recorded(tmp_path: Path) -> None:
+    options = QdrantOptions(on_disk=True, hnsw={"m": 32, "ef_construct": 200}, quantization="int8")
+    built(tmp_path, embedded(5), options=options)
+    manifest = json.loads((tmp_path / "docs" / "manifest.json").read_text())
+    assert manifest["options"] == {
+        "on_disk": True, "hnsw_m": 32, "hnsw_ef_construct": 200, "quantization": "int8",
+    }  # fmt: skip
+    config = json.loads((tmp_path / "docs" / "shard" / "edge_config.json").read_text())
+    text = json.dumps(config)  # Edge's own record of the shard's configuration
+    assert '"m": 32' in text and '"ef_construct": 200' in text and "int8" in text.lower()
+
+
+def test_reuse_with_other_options_is_a_clear_error(tmp_path: Path) -> None:
+    built(tmp_path, embedded(5), options=QdrantOptions(quantization="int8"))
+    sink = EdgeSink(tmp_path, "docs", options=QdrantOptions(quantization="binary"))
+    with pytest.raises(SinkError, match=r"quantization='int8' \(configured: 'binary'\)"):
+        sink.open(DIM, FP_A)
+
+
+def test_doc_id_gets_a_payload_index(tmp_path: Path) -> None:
+    built(tmp_path, embedded(8))
+    shard = qe.EdgeShard.load(str(tmp_path / "docs" / "shard"))
+    schema = shard.info().payload_schema
+    shard.close()
+    assert "doc_id" in schema and schema["doc_id"].points == 8
+
+
+def test_a_query_while_a_run_writes_the_shard_says_so(tmp_path: Path) -> None:
+    emb = embedded(5)
+    built(tmp_path, emb)
+    writer = EdgeSink(tmp_path, "docs")
+    writer.open(DIM, FP_A)
+    with pytest.raises(SinkError, match="open in another process"):
+        EdgeSink(tmp_path, "docs").search(emb.vectors[0], k=1)
+    writer.abort()
+
+
+def test_search_before_any_run_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SinkError, match="run embedpipe first"):
+        EdgeSink(tmp_path, "docs").search(unit_vectors(1)[0], k=1)
+
+
+def test_open_sink_builds_an_edge_sink_from_the_uri(tmp_path: Path) -> None:
+    cfg = SinkConfig(uri=f"qdrant-edge:{tmp_path}", collection="c", ef_search=64)
+    sink = open_sink(cfg)
+    assert isinstance(sink, EdgeSink)
+    assert (sink.directory, sink.collection, sink.ef_search) == (tmp_path, "c", 64)
+    assert not (tmp_path / ".generations").exists()  # nothing on disk before open()

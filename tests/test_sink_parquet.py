@@ -1,0 +1,153 @@
+"""The Parquet sink on tmp_path, read back as it is by pyarrow, datasets and DuckDB."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from embedpipe.config import SinkConfig
+from embedpipe.errors import SinkError
+from embedpipe.sinks import open_sink
+from embedpipe.sinks.parquet import ParquetSink
+from embedpipe.types import Embedded
+from tests.test_sink_faiss import DIM, FP_A, FP_B, chunks, embedded, unit_vectors
+
+
+def built(tmp_path: Path, emb: Embedded, fp: str = FP_A, **options: object) -> ParquetSink:
+    sink = ParquetSink(tmp_path, "docs", **options)  # type: ignore[arg-type]
+    sink.open(emb.vectors.shape[1], fp)
+    sink.write(emb)
+    sink.close()
+    return sink
+
+
+def test_pyarrow_reads_the_live_directory_with_a_fixed_size_vector_column(tmp_path: Path) -> None:
+    emb = embedded(10)
+    built(tmp_path, emb)
+    table = pq.read_table(tmp_path / "docs")
+    assert table.schema.field("vector").type == pa.list_(pa.float32(), DIM)
+    assert table.column_names == ["chunk_id", "doc_id", "chunk_index", "text", "content_hash",
+                                  "start", "end", "metadata", "vector"]  # fmt: skip
+    row = table.filter(pa.compute.equal(table["chunk_id"], emb.chunks[3].id)).to_pylist()[0]
+    c = emb.chunks[3]
+    assert (row["doc_id"], row["chunk_index"], row["text"], row["content_hash"]) == (
+        c.doc_id, c.index, c.text, c.content_hash,
+    )  # fmt: skip
+    assert json.loads(row["metadata"]) == c.metadata
+    assert np.allclose(row["vector"], emb.vectors[3])
+
+
+def test_live_directory_holds_only_data_files_in_row_group_sized_shards(tmp_path: Path) -> None:
+    built(tmp_path, embedded(25), rows_per_file=10)
+    files = sorted(p.name for p in (tmp_path / "docs").iterdir())
+    assert files == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    meta = [pq.ParquetFile(tmp_path / "docs" / f).metadata for f in files]
+    assert [(m.num_rows, m.num_row_groups) for m in meta] == [(10, 1), (10, 1), (5, 1)]
+
+
+def test_datasets_loads_the_files_offline(tmp_path: Path) -> None:
+    from datasets import Dataset, load_dataset
+
+    emb = embedded(12)
+    built(tmp_path, emb)
+    files = sorted(str(p) for p in (tmp_path / "docs").glob("*.parquet"))
+    ds = Dataset.from_parquet(files, cache_dir=str(tmp_path / "hf"))
+    assert len(ds) == 12 and len(ds[0]["vector"]) == DIM
+    loaded = load_dataset(
+        "parquet", data_files=files, split="train", cache_dir=str(tmp_path / "hf")
+    )
+    assert sorted(loaded["chunk_id"]) == sorted(c.id for c in emb.chunks)
+
+
+def test_duckdb_reads_the_files(tmp_path: Path) -> None:
+    duckdb = pytest.importorskip("duckdb")
+    built(tmp_path, embedded(9))
+    pattern = str(tmp_path / "docs" / "*.parquet")
+    [(count, dim)] = duckdb.sql(
+        f"SELECT count(*), max(len(vector)) FROM read_parquet('{pattern}')"
+    ).fetchall()
+    assert (count, dim) == (9, DIM)
+
+
+def test_rewrite_and_delete_leave_each_chunk_once_with_its_last_vector(tmp_path: Path) -> None:
+    emb = embedded(10)
+    sink = built(tmp_path, emb)
+    sink.open(DIM, FP_A)
+    sink.write(embedded(10, seed=1))
+    sink.delete([emb.chunks[4].id, "never#0"])
+    sink.close()
+    table = pq.read_table(tmp_path / "docs")
+    ids = table.column("chunk_id").to_pylist()
+    assert len(ids) == len(set(ids)) == 9 and emb.chunks[4].id not in ids
+    assert sink.search(unit_vectors(10, seed=1)[7], k=1)[0].score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_run_is_invisible_to_readers_until_close(tmp_path: Path) -> None:
+    emb = embedded(6)
+    sink = built(tmp_path, emb)
+    sink.open(DIM, FP_A)
+    sink.write(embedded(4, seed=2, doc="more"))
+    assert pq.read_table(tmp_path / "docs").num_rows == 6
+    assert len(list(sink.chunk_ids())) == 10  # the run sees its own writes
+    sink.close()
+    assert pq.read_table(tmp_path / "docs").num_rows == 10
+
+
+def test_new_fingerprint_swaps_at_close_and_drops_the_old_generation(tmp_path: Path) -> None:
+    old = embedded(5, doc="old")
+    sink = built(tmp_path, old)
+    old_gen = (tmp_path / "docs").resolve().parent
+    sink.open(DIM, FP_B)
+    sink.write(embedded(3, seed=7, doc="new"))
+    assert set(pq.read_table(tmp_path / "docs")["doc_id"].to_pylist()) == {"old0", "old1"}
+    sink.close()
+    assert set(pq.read_table(tmp_path / "docs")["doc_id"].to_pylist()) == {"new0"}
+    assert not old_gen.exists()
+
+
+def test_abort_keeps_acknowledged_writes_for_the_next_run(tmp_path: Path) -> None:
+    sink = ParquetSink(tmp_path, "docs")
+    sink.open(DIM, FP_A)
+    sink.write(embedded(7))
+    sink.abort()
+    assert not (tmp_path / "docs").exists()  # nothing published yet
+    sink.open(DIM, FP_A)
+    assert len(list(sink.chunk_ids())) == 7
+    sink.close()
+    assert sorted(pq.read_table(tmp_path / "docs")["chunk_id"].to_pylist()) == sorted(
+        c.id for c in chunks(7)
+    )
+
+
+def test_an_emptied_dataset_still_has_its_schema(tmp_path: Path) -> None:
+    emb = embedded(3)
+    sink = built(tmp_path, emb)
+    sink.open(DIM, FP_A)
+    sink.delete([c.id for c in emb.chunks])
+    sink.close()
+    table = pq.read_table(tmp_path / "docs")
+    assert table.num_rows == 0 and "vector" in table.column_names
+    assert sink.search(emb.vectors[0], k=3) == []
+
+
+def test_search_ranks_by_inner_product(tmp_path: Path) -> None:
+    emb = embedded(50)
+    sink = built(tmp_path, emb)
+    hits = sink.search(emb.vectors[21], k=5)
+    expected = np.argsort(-(emb.vectors @ emb.vectors[21]))[:5]
+    assert [h.chunk_id for h in hits] == [emb.chunks[i].id for i in expected]
+
+
+def test_search_before_any_run_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SinkError, match="run embedpipe first"):
+        ParquetSink(tmp_path, "docs").search(unit_vectors(1)[0])
+
+
+def test_open_sink_builds_a_parquet_sink_from_the_uri(tmp_path: Path) -> None:
+    sink = open_sink(SinkConfig(uri=f"parquet:{tmp_path}", collection="c"))
+    assert isinstance(sink, ParquetSink) and (sink.directory, sink.collection) == (tmp_path, "c")
