@@ -209,13 +209,13 @@ def choose_cpu_precision(
 
 
 def intra_op_threads(cores: int) -> int:
-    """Torch threads for the encoder given the cores this process may use.
+    """Torch threads for the encoder given the cores this process may use: all but one.
 
-    The planner (tokenising, hashing) and the writer run beside the encoder but mostly wait or
-    run in GIL-free Rust/C, so on small machines the model takes every core (measured on 2
-    cores: see BENCHMARKS.md); from 8 cores on one core is left to them.
+    The planner (tokenising, hashing, ledger) and the writer run beside the encoder, and an
+    intra-op thread that loses its core stalls every other one at the next barrier: on the
+    2-core machine of BENCHMARKS.md one thread beat two (see its threads table).
     """
-    return max(1, cores - 1) if cores >= 8 else max(1, cores)
+    return max(1, cores - 1)
 
 
 def available_cores() -> int:
