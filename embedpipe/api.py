@@ -56,6 +56,8 @@ def backfill(
     sink: str | Sink | None = None,
     *,
     config: str | Path | None = None,
+    dry_run: bool = False,
+    force: bool = False,
     **options: Any,
 ) -> RunReport:
     """Embed a corpus into a sink and return the run report.
@@ -63,6 +65,7 @@ def backfill(
     `source` is a URI (directory, .jsonl, .parquet, hf:PATH) or any iterable of Documents;
     `sink` a URI (qdrant:PATH, qdrant+http://HOST:PORT, faiss:DIR) or a Sink object. Other
     options are the CLI's flag names: model=, precision=, max_batch_tokens=, collection=, ...
+    `force` allows a delete wave above `max_delete_fraction`; `dry_run` only counts.
     """
     uri = source if isinstance(source, str) else None
     sink_uri = sink if isinstance(sink, str) else None
@@ -71,6 +74,8 @@ def backfill(
         cfg,
         source=None if isinstance(source, str) else source,
         sink=None if sink is None or isinstance(sink, str) else sink,
+        dry_run=dry_run,
+        force=force,
     )
 
 

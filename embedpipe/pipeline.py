@@ -144,14 +144,18 @@ class Run:
             if not self.dry_run:
                 self.sink.open(self.encoder.dim, self.target.fingerprint)
             planner = Ledger(self.ledger.path)
-            planner.start_seen()
-            self._stream(source, planner)
-            self._delete_stale(planner)
-            planner.close()
-            if not self.dry_run:
+            try:
+                planner.start_seen()
+                self._stream(source, planner)
+                refused = self._delete_stale(planner)
+            finally:
+                planner.close()
+            if not self.dry_run:  # what was written is good even when the deletes were refused
                 crash_point("close")
                 _retry(self.sink.close, "close")
                 self.ledger.set_live(self.target, self.cfg.model.name, self.encoder.dim)
+            if refused is not None:
+                raise refused
             report.outcome = "dry-run" if self.dry_run else "done"
         except BaseException as exc:
             report.outcome = (
@@ -283,17 +287,20 @@ class Run:
         finally:
             ledger.close()
 
-    def _delete_stale(self, planner: Ledger) -> None:
-        """After all writes: remove chunks the source no longer has, sink first, then ledger."""
+    def _delete_stale(self, planner: Ledger) -> DeleteGuardError | None:
+        """After all writes: remove chunks the source no longer has, sink first, then ledger.
+
+        Returns (does not raise) the guard's refusal, so the run still commits its writes.
+        """
         stale = planner.stale_chunks(self.target, full=self.cfg.mode == "full")
         self.report.chunks_deleted = len(stale)
         if not stale or self.dry_run:
-            return
+            return None
         held = max(self.ledger.count(self.target, state=None), 1)
         share = len(stale) / held
         if share > self.cfg.max_delete_fraction and not self.pipe.force:
             self.report.chunks_deleted = 0
-            raise DeleteGuardError(
+            return DeleteGuardError(
                 f"This run would delete {len(stale)} of {held} chunks ({share:.0%}), more than "
                 f"max_delete_fraction={self.cfg.max_delete_fraction:.0%}: is the source empty or "
                 "unmounted? Check it, or pass --force to delete anyway"

@@ -185,10 +185,15 @@ def test_delete_guard_refuses_an_empty_source(make_corpus, tmp_path: Path) -> No
     first = backfill(root, uri, mode="full")
     for f in list(root.rglob("*.*")):
         f.unlink()
-    (root / "only.md").write_text("one tiny remaining document")
+    (root / "only.md").write_text("one tiny remaining document about lighthouses")
     with pytest.raises(DeleteGuardError, match="--force"):
         backfill(root, uri, mode="full")
-    assert len(sink_ids(uri)) >= first.chunks_total
+    kept = sink_ids(uri)
+    assert len(kept) == first.chunks_total + 1  # nothing deleted, the new document written
+    assert embedpipe.query("lighthouses", sink=uri, collection="docs", k=1)[0].doc_id == "only.md"
+    forced = embedpipe.backfill(str(root), sink=uri, collection="docs", mode="full", force=True)
+    assert forced.chunks_deleted == first.chunks_total
+    assert sink_ids(uri) == ["only.md#0"]
 
 
 make_corpus_type = Callable[[dict[str, str]], Path]
