@@ -311,6 +311,7 @@ class Run:
             crash_point("sink-delete")
             self.ledger.forget(self.target, part)
             event(log, "delete", f"deleted {len(part)} stale chunks", chunks=len(part))
+        return None
 
 
 # -- threading helpers ---------------------------------------------------------------------------
