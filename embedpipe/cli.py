@@ -32,6 +32,7 @@ from rich.table import Table
 from embedpipe import api, logs
 from embedpipe.config import RunConfig, flat_overrides, load_config
 from embedpipe.errors import ConfigError, EmbedpipeError
+from embedpipe.sinks import rebuild_sink
 from embedpipe.types import RunReport
 
 app = typer.Typer(
@@ -178,10 +179,17 @@ def query(
     state: StateOpt = None,
     k: Annotated[int, typer.Option("-k", "--top-k", help="number of hits")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="print hits as JSON")] = False,
+    nprobe: Annotated[int | None, typer.Option(help="FAISS IVF lists probed per query")] = None,
+    ef: Annotated[
+        int | None, typer.Option(help="HNSW candidates per query (FAISS efSearch, Qdrant hnsw_ef)")
+    ] = None,
 ) -> None:
     """Search a sink with the model it was built with; prints score, doc id and a snippet."""
     cfg = _config(
-        config, flat_overrides(sink=sink, collection=collection, model=model, state=state)
+        config,
+        flat_overrides(
+            sink=sink, collection=collection, model=model, state=state, nprobe=nprobe, ef=ef
+        ),
     )
     hits = _guard(lambda: api.query(text, k=k, config=cfg))
     if as_json:
@@ -193,6 +201,23 @@ def query(
     for h in hits:
         table.add_row(f"{h.score:.3f}", h.doc_id, str(h.chunk_index), _snippet(h.text))
     out.print(table)
+
+
+@app.command()
+def rebuild(
+    sink: SinkOpt = None,
+    collection: CollectionOpt = None,
+    config: ConfigOpt = None,
+    index_factory: Annotated[
+        str | None, typer.Option(help="FAISS index_factory to re-train as, e.g. 'IVF1024,PQ32'")
+    ] = None,
+) -> None:
+    """Re-train and rebuild a FAISS index from its stored vectors, without re-encoding."""
+    cfg = _config(
+        config, flat_overrides(sink=sink, collection=collection, index_factory=index_factory)
+    )
+    _guard(lambda: rebuild_sink(cfg.sink))
+    out.print(f"rebuilt {cfg.sink.collection} in {cfg.sink.uri}")
 
 
 @app.command()

@@ -147,7 +147,9 @@ class SinkConfig(_Section):
         "parquet:DIR",
     )
     collection: str = "embedpipe"
-    index_factory: str = Field("Flat", description="FAISS index_factory string")
+    index_factory: str | None = Field(
+        None, description="FAISS index_factory string; None = the live index's, Flat for a new one"
+    )
     write_batch: int = Field(256, ge=1, description="points per upsert request")
     qdrant: QdrantOptions = QdrantOptions()
     nprobe: int | None = Field(

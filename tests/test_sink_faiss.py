@@ -11,7 +11,7 @@ import pytest
 
 from embedpipe.config import SinkConfig
 from embedpipe.errors import SinkError
-from embedpipe.sinks import open_sink
+from embedpipe.sinks import open_sink, rebuild_sink
 from embedpipe.sinks.faiss import FaissSink
 from embedpipe.types import Chunk, Embedded, int_id
 
@@ -389,3 +389,36 @@ def test_query_time_nprobe_and_ef_search_reach_the_index(tmp_path: Path) -> None
     assert faiss.extract_index_ivf(ivf._loaded()[0]).nprobe == 3
     inner = faiss.downcast_index(faiss.downcast_index(hnsw._loaded()[0]).index)
     assert inner.hnsw.efSearch == 77
+
+
+def test_a_rebuild_to_another_type_sticks_across_later_runs(tmp_path: Path) -> None:
+    emb = embedded(400)
+    built(tmp_path, emb)
+    rebuild_sink(SinkConfig(uri=f"faiss:{tmp_path}", collection="docs", index_factory="IVF4,Flat"))
+    sink = FaissSink(tmp_path, "docs")  # a later run that names no index_factory
+    sink.open(DIM, FP_A)
+    sink.write(embedded(3, seed=8, doc="late"))
+    sink.close()
+    manifest = json.loads((tmp_path / "docs" / "manifest.json").read_text())
+    assert (manifest["index_factory"], manifest["count"]) == ("IVF4,Flat", 403)
+
+
+def test_rebuild_command_retrains_from_the_store(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from embedpipe.cli import app
+
+    built(tmp_path, embedded(300))
+    args = ["rebuild", "--sink", f"faiss:{tmp_path}", "--collection", "docs",
+            "--index-factory", "HNSW16"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    index = faiss.read_index(str(tmp_path / "docs" / "index.faiss"))
+    assert "HNSW" in type(faiss.downcast_index(faiss.downcast_index(index).index)).__name__
+
+
+def test_rebuild_of_a_sink_without_stored_vectors_is_refused(tmp_path: Path) -> None:
+    from embedpipe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="only faiss:DIR"):
+        rebuild_sink(SinkConfig(uri=f"parquet:{tmp_path}"))

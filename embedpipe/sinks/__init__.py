@@ -99,4 +99,15 @@ def open_sink(cfg: SinkConfig) -> Sink:
     return factory(location, cfg)
 
 
-__all__ = ["LOCAL_SCHEMES", "SINKS", "Hit", "Sink", "open_sink"]
+def rebuild_sink(cfg: SinkConfig) -> None:
+    """Re-train and rebuild the live index of `cfg` from its stored vectors (FAISS only)."""
+    sink = open_sink(cfg)
+    rebuild = getattr(sink, "rebuild", None)
+    if rebuild is None:
+        raise ConfigError(
+            f"'{cfg.uri}' cannot be rebuilt: only faiss:DIR keeps the vectors to re-train from"
+        )
+    rebuild()
+
+
+__all__ = ["LOCAL_SCHEMES", "SINKS", "Hit", "Sink", "open_sink", "rebuild_sink"]

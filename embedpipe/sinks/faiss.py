@@ -65,7 +65,7 @@ class FaissSink:
         directory: str | Path,
         collection: str,
         *,
-        index_factory: str = "Flat",
+        index_factory: str | None = None,
         keep_previous: bool = False,
         nprobe: int | None = None,
         ef_search: int | None = None,
@@ -101,9 +101,7 @@ class FaissSink:
         gen.mkdir(parents=True, exist_ok=True)
         self._lock = lock(gen)
         if not manifest:
-            write_manifest(
-                gen, fingerprint=fingerprint, dim=dim, index_factory=self.index_factory, count=0
-            )
+            write_manifest(gen, fingerprint=fingerprint, dim=dim, index_factory=None, count=0)
         self._store = ShardStore(gen / "store")
         self._store.remove_temp()
         self._gen, self._dim = gen, dim
@@ -148,6 +146,11 @@ class FaissSink:
         """Unlock without swapping. An unfinished generation is kept for the next run to resume:
         the ledger may already list its acknowledged writes."""
         self._release()
+
+    def factory(self, gen: Path) -> str:
+        """The index_factory to build `gen` with: the configured one, else the one it was built
+        with (so a `rebuild` to another type sticks), else Flat."""
+        return self.index_factory or read_manifest(gen).get("index_factory") or "Flat"
 
     def rebuild(self) -> None:
         """Re-train and rebuild the live index from its store with this sink's index_factory,
@@ -206,6 +209,7 @@ class FaissSink:
         """
         store = ShardStore(gen / "store")
         manifest = read_manifest(gen)
+        factory = self.factory(gen)
         changed = self._changed_since_index(gen, store, manifest) if incremental else None
         table = store.compact()
         if table is None:
@@ -217,13 +221,13 @@ class FaissSink:
         if index is None:
             vectors = vectors_of(table) if table.num_rows else np.zeros((0, dim), np.float32)
             ids = table.column("faiss_id").to_numpy()
-            index = build_index(vectors, ids, self.index_factory, seed=self.seed)
+            index = build_index(vectors, ids, factory, seed=self.seed)
             trained_rows = table.num_rows
         # Sidecar first: a reader keyed on index.faiss never pairs a new index with an old sidecar.
         write_parquet(table.select(SIDECAR_COLUMNS), gen / "ids.parquet")
         atomic_write(gen / "index.faiss", lambda f: _write_index(index, f))
         write_manifest(
-            gen, dim=dim, index_factory=self.index_factory, count=table.num_rows,
+            gen, dim=dim, index_factory=factory, count=table.num_rows,
             trained_rows=trained_rows, indexed_seq=indexed_seq,
         )  # fmt: skip
 
@@ -234,7 +238,7 @@ class FaissSink:
         seq, trained = manifest.get("indexed_seq"), manifest.get("trained_rows", 0)
         if (
             seq is None
-            or manifest.get("index_factory") != self.index_factory
+            or manifest.get("index_factory") != self.factory(gen)
             or not (gen / "index.faiss").exists()
         ):
             return None
