@@ -202,17 +202,22 @@ class Run:
         for doc_id, group in itertools.groupby(
             self.chunker.chunk_many(docs), key=lambda c: c.doc_id
         ):
-            chunks = list(group)
-            planner.set_doc_chunks(doc_id, len(chunks))
             known = planner.doc_chunks(self.target, doc_id)
-            fresh = []
-            for chunk in chunks:
+            fresh: list[Chunk] = []
+            count = 0
+            for chunk in group:  # streamed: a giant document never sits in memory as chunks
+                count += 1
                 chunk.content_hash = content_hash(fp, chunk.text)
                 if known.get(chunk.index) == (chunk.content_hash, DONE):
                     report.chunks_skipped += 1
-                else:
-                    fresh.append(chunk)
-            report.chunks_total += len(chunks)
+                    continue
+                fresh.append(chunk)
+                if len(fresh) >= 256:
+                    if not _put(out, fresh, None, self.halt):
+                        return
+                    fresh = []
+            planner.set_doc_chunks(doc_id, count)
+            report.chunks_total += count
             if fresh and not _put(out, fresh, None, self.halt):
                 return
             crash_point("plan")

@@ -253,3 +253,22 @@ def test_slow_tokenizer_is_refused_with_the_fix(tokenizer: object) -> None:
 def test_overlap_not_below_text_budget_is_refused(tokenizer: object) -> None:
     with pytest.raises(ConfigError, match="overlap_tokens"):
         make(tokenizer, chunk_tokens=16, overlap=14)  # 14 text tokens fit after [CLS] [SEP]
+
+
+def test_fifty_megabyte_document_streams_its_first_chunks_in_bounded_memory(
+    tokenizer: object, corpus: list[Document]
+) -> None:
+    import itertools
+    import tracemalloc
+
+    base = "\n\n".join(d.text for d in corpus) + "\n\n"
+    doc = Document("giant", (base * (50_000_000 // len(base) + 1))[:50_000_000])
+    chunker = make(tokenizer, chunk_tokens=256)
+    tracemalloc.start()
+    first = list(itertools.islice(chunker.chunk_many([doc]), 300))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(first) == 300 and all(c.token_count <= 256 for c in first)
+    assert [c.index for c in first] == list(range(300))
+    # Tokenising the whole 50 MB at once would allocate gigabytes; a window is a few MB.
+    assert peak < 40_000_000, f"peak {peak / 1e6:.0f} MB"
