@@ -25,7 +25,7 @@ from pydantic import (
 
 from embedpipe.errors import ConfigError
 
-DEFAULT_SINK = "qdrant:./.embedpipe/qdrant"
+DEFAULT_SINK = "qdrant-edge:./.embedpipe/qdrant-edge"
 ENV_PREFIX = "EMBEDPIPE_"
 
 

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from embedpipe.cli import app
-from embedpipe.config import load_config
+from embedpipe.config import DEFAULT_SINK, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "configs" / "examples"
@@ -42,7 +42,7 @@ def test_init_writes_a_config_that_load_config_accepts(
     assert result.exit_code == 0, result.output
     cfg = load_config(out)
     assert cfg.source.uri == (source or "./corpus")
-    assert cfg.sink.uri == (sink or "qdrant:./.embedpipe/qdrant")
+    assert cfg.sink.uri == (sink or DEFAULT_SINK)
     assert out.read_text().count("#") > 20  # commented
 
 
