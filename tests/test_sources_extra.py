@@ -246,7 +246,7 @@ def test_named_metadata_fields_reach_the_qdrant_payload(tmp_path: Path) -> None:
     sink = tmp_path / "qdrant"
     report = embedpipe.backfill(
         str(path), sink=f"qdrant:{sink}", collection="docs",
-        text_template="{title}\n\n{body}", metadata_fields=["lang", "tags"],
+        text_template="{title}\n\n{body}", metadata_fields=["lang", "tags"], precision="fp32",
     )  # fmt: skip
     assert report.docs_read == 2
     client = QdrantClient(path=str(sink))
