@@ -128,6 +128,10 @@ def _sink_section(uri: str, scheme: str) -> str:
             "  # The API key is read from the QDRANT_API_KEY environment variable, never from here.",
             "  write_batch: 256        # points per upsert request",
         ]
+    elif scheme == "qdrant-edge":
+        lines += [
+            "  # Qdrant Edge: the Qdrant engine in-process (HNSW); README: moving it to a server."
+        ]
     elif scheme == "qdrant":
         lines += ["  # Embedded Qdrant (local mode): one process at a time may open PATH."]
     return "\n".join(lines) + "\n"
