@@ -131,6 +131,9 @@ class RayRun(Run):
         self.report.batches += 1
         self.report.real_tokens += int(np.sum(batch["real_tokens"][rows]))
         self.report.padded_tokens += int(np.sum(batch["padded_tokens"][rows]))
+        self.report.add_batch(
+            np.fromiter((len(t) for t in batch["token_ids"][rows]), dtype=np.int64)
+        )
 
 
 class ChunkStage:
