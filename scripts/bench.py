@@ -1,0 +1,478 @@
+#!/usr/bin/env python3
+"""Throughput benchmarks for embedpipe, each comparison made in one run on the same input.
+
+    .venv/bin/python scripts/bench.py            # default (~10 min on 2 idle cores), writes BENCHMARKS.md
+    .venv/bin/python scripts/bench.py --quick    # smaller corpora, a few minutes
+
+Sections: end-to-end backfill vs the plain script a user writes (two corpora), encoder only vs
+SentenceTransformer.encode fp32/bf16, torch threads, padding efficiency, peak RSS at 1x and 4x,
+the compute ceiling, and an unchanged re-run. Model load is timed apart from every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import datetime as dt
+import io
+import json
+import os
+import platform
+import pstats
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import corpus  # noqa: E402
+import numpy as np  # noqa: E402
+
+RESULTS: list[str] = []
+
+
+def out(line: str = "") -> None:
+    print(line, flush=True)
+    RESULTS.append(line)
+
+
+def table(header: list[str], rows: list[list[Any]]) -> None:
+    out("| " + " | ".join(header) + " |")
+    out("|" + "---|" * len(header))
+    for row in rows:
+        out("| " + " | ".join(str(c) for c in row) + " |")
+    out()
+
+
+@contextlib.contextmanager
+def timer() -> Iterator[list[float]]:
+    box = [0.0]
+    start = time.perf_counter()
+    yield box
+    box[0] = time.perf_counter() - start
+
+
+def machine() -> str:
+    model = platform.processor() or "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    import torch
+
+    return (
+        f"{model}, {len(os.sched_getaffinity(0))} cores, {os.cpu_count()} CPUs; "
+        f"Python {platform.python_version()}, torch {torch.__version__}"
+    )
+
+
+# -- corpora --------------------------------------------------------------------------------
+
+
+def build_corpora(work: Path, quick: bool) -> dict[str, Path]:
+    docs, records, rss = work / "docs", work / "records.jsonl", work / "rss"
+    corpus.write_docs(docs, modules=6 if quick else 14)
+    corpus.write_records(records, limit=None)
+    corpus.write_docs(rss / "x1", modules=2 if quick else 4)
+    corpus.write_docs(rss / "x4", modules=2 if quick else 4, scale=4)
+    return {"docs": docs, "records": records, "rss1": rss / "x1", "rss4": rss / "x4"}
+
+
+def read_documents(path: Path) -> list[Any]:
+    from embedpipe.config import SourceConfig
+    from embedpipe.sources import open_source
+    from embedpipe.types import Document
+
+    return [d for d in open_source(SourceConfig(uri=str(path))) if isinstance(d, Document)]
+
+
+def chunks_of(encoder: Any, docs: list[Any]) -> list[Any]:
+    from embedpipe.chunking import Chunker
+
+    chunker = Chunker(encoder.tokenizer, chunk_tokens=256, overlap_tokens=32,
+                      max_seq_length=encoder.max_seq_length)  # fmt: skip
+    return list(chunker.chunk_many(docs))
+
+
+# -- end to end -----------------------------------------------------------------------------
+
+
+class CaptureSink:
+    """Wraps the real sink and keeps a copy of every vector for the parity check."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.uri, self.vectors = inner, inner.uri, {}
+
+    def write(self, embedded: Any) -> None:
+        self.inner.write(embedded)
+        for chunk, vector in zip(embedded.chunks, embedded.vectors, strict=True):
+            self.vectors[chunk.id] = vector.copy()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def run_ours(
+    encoder: Any, source: Path, work: Path, name: str
+) -> tuple[Any, dict[str, Any], float]:
+    """One embedpipe run (model already loaded) into local Qdrant: (report, vectors, seconds)."""
+    from embedpipe.config import load_config
+    from embedpipe.pipeline import Pipeline
+    from embedpipe.sinks import open_sink
+
+    cfg = load_config(None, {"source": {"uri": str(source)},
+                             "sink": {"uri": f"qdrant:{work / name}", "collection": name}})  # fmt: skip
+    sink = CaptureSink(open_sink(cfg.sink))
+    with timer() as t:
+        report = Pipeline(cfg, sink=sink, encoder=encoder).run()
+    return report, sink.vectors, t[0]
+
+
+def run_plain(
+    model: Any, texts: list[str], ids: list[str], work: Path, name: str
+) -> tuple[np.ndarray, float]:
+    """The script a user writes: encode(batch_size=32), then upsert into local Qdrant."""
+    import uuid
+
+    from qdrant_client import QdrantClient, models
+
+    with timer() as t:
+        vectors = model.encode(texts, batch_size=32, normalize_embeddings=True)
+        client = QdrantClient(path=str(work / f"plain-{name}"))
+        client.create_collection(name, vectors_config=models.VectorParams(
+            size=vectors.shape[1], distance=models.Distance.COSINE))  # fmt: skip
+        for i in range(0, len(texts), 256):
+            client.upsert(name, points=[
+                models.PointStruct(id=str(uuid.uuid5(uuid.NAMESPACE_URL, cid)), vector=v.tolist(),
+                                   payload={"id": cid, "text": text})
+                for cid, v, text in zip(ids[i:i + 256], vectors[i:i + 256], texts[i:i + 256], strict=True)
+            ])  # fmt: skip
+        client.close()
+    return vectors, t[0]
+
+
+def end_to_end(encoder: Any, st: Any, corpora: dict[str, Path], work: Path) -> dict[str, Any]:
+    out("## End to end: embedpipe backfill vs the plain script")
+    out()
+    out(
+        "Both embed the same chunk texts (our chunker's, made for the plain script outside its "
+        "timing) into local Qdrant; model load excluded from both. Plain: "
+        "`SentenceTransformer.encode(texts, batch_size=32)` fp32, then upserts of 256 points."
+    )
+    out()
+    rows, firsts = [], {}
+    for name in ("docs", "records"):
+        report, ours, secs = run_ours(encoder, corpora[name], work, name)
+        chunks = chunks_of(encoder, read_documents(corpora[name]))
+        texts, ids = [c.text for c in chunks], [c.id for c in chunks]
+        tokens = sum(c.token_count for c in chunks)
+        plain, psecs = run_plain(st, texts, ids, work, name)
+        mine = np.stack([ours[i] for i in ids])
+        cos = (
+            np.sum(mine * plain, axis=1)
+            / np.linalg.norm(mine, axis=1)
+            / np.linalg.norm(plain, axis=1)
+        )
+        assert report.tokens_embedded == tokens, (report.tokens_embedded, tokens)
+        rows.append([name, len(chunks), tokens, f"{tokens / secs:,.0f}", f"{tokens / psecs:,.0f}",
+                     f"**{psecs / secs:.2f}x**", f"{cos.min():.5f}",
+                     f"{report.padding_efficiency:.3f}", report.precision])  # fmt: skip
+        firsts[name] = (report, secs)
+    table(["corpus", "chunks", "tokens", "embedpipe tok/s", "plain tok/s", "ratio",
+           "min cosine", "padding eff.", "precision"], rows)  # fmt: skip
+    return firsts
+
+
+def rerun(encoder: Any, corpora: dict[str, Path], work: Path, first: tuple[Any, float]) -> None:
+    out("## Incremental: unchanged re-run")
+    out()
+    report, secs = run_ours(encoder, corpora["docs"], work, "docs")[0::2]
+    assert report.chunks_embedded == 0, "an unchanged re-run must embed nothing"
+    table(["run", "chunks embedded", "chunks skipped", "seconds"], [
+        ["first", first[0].chunks_embedded, first[0].chunks_skipped, f"{first[1]:.2f}"],
+        ["unchanged re-run", report.chunks_embedded, report.chunks_skipped, f"{secs:.2f}"],
+    ])  # fmt: skip
+    out(f"Re-run speed-up: **{first[1] / secs:.0f}x** (target >= 50x).")
+    out()
+
+
+# -- encoder only ---------------------------------------------------------------------------
+
+
+def encoder_only(
+    encoder: Any, st_fp32: Any, st_bf16: Any, chunks: list[Any], repeats: int
+) -> dict[str, float]:
+    import torch
+
+    from embedpipe.batching import batches
+
+    texts = [c.text for c in chunks]
+    tokens = sum(c.token_count for c in chunks)
+    packed = list(batches(chunks, max_batch_tokens=16384, pad_id=encoder.pad_id))
+    fp32 = encoder.model[0]
+    bf16 = _bf16_copy(fp32)
+
+    def ours(module: Any) -> Callable[[], None]:
+        def go() -> None:
+            for b in packed:
+                encoder._encode_piece(b.input_ids, b.attention_mask, module)
+
+        return go
+
+    runs: dict[str, Callable[[], Any]] = {
+        "ST.encode fp32, batch 32": lambda: st_fp32.encode(texts, batch_size=32),
+        "embedpipe fp32, 16384-token buckets": ours(fp32),
+        "ST.encode bf16, batch 32": lambda: st_bf16.encode(texts, batch_size=32),
+        "embedpipe bf16, 16384-token buckets": ours(bf16),
+    }
+    best = {k: float("inf") for k in runs}
+    for _ in range(repeats):  # interleaved so background load hits all alike
+        for k, fn in runs.items():
+            with timer() as t:
+                fn()
+            best[k] = min(best[k], t[0])
+    out("## Encoder only: our batches vs SentenceTransformer.encode")
+    out()
+    out(
+        f"{len(chunks)} chunks, {tokens:,} tokens of the records corpus (varied lengths); "
+        f"best of {repeats}, interleaved; torch threads {torch.get_num_threads()}."
+    )
+    out()
+    rate = {k: tokens / v for k, v in best.items()}
+    ref = rate["ST.encode bf16, batch 32"]
+    table(["run", "tokens/s", "vs ST bf16"],
+          [[k, f"{v:,.0f}", f"{v / ref:.2f}x"] for k, v in rate.items()])  # fmt: skip
+    return rate
+
+
+def _bf16_copy(module: Any) -> Any:
+    import copy
+
+    import torch
+
+    return copy.deepcopy(module).to(torch.bfloat16)
+
+
+def threads(encoder: Any, chunks: list[Any]) -> None:
+    import torch
+
+    from embedpipe.batching import batches
+
+    packed = list(batches(chunks, max_batch_tokens=16384, pad_id=encoder.pad_id))
+    tokens = sum(b.real_tokens for b in packed)
+    before, cores = torch.get_num_threads(), len(os.sched_getaffinity(0))
+    counts = sorted({1, max(1, cores - 1), cores})
+    best = dict.fromkeys(counts, float("inf"))
+    for _ in range(2):
+        for n in counts:
+            torch.set_num_threads(n)
+            with timer() as t:
+                for b in packed:
+                    encoder.encode_batch(b)
+            best[n] = min(best[n], t[0])
+    torch.set_num_threads(before)
+    out("## Torch intra-op threads (encoder, its chosen precision)")
+    out()
+    table(["threads", "tokens/s"], [[n, f"{tokens / s:,.0f}"] for n, s in best.items()])
+
+
+def padding(chunks: list[Any]) -> None:
+    from embedpipe.batching import batches, fixed_count_batches, padding_efficiency
+
+    bucketed = padding_efficiency(batches(chunks, max_batch_tokens=16384))
+    fixed = padding_efficiency(fixed_count_batches(chunks, 32))
+    by_chars = sorted(chunks, key=lambda c: len(c.text))  # what ST.encode does: sort by characters
+    st_like = padding_efficiency(fixed_count_batches(by_chars, 32))
+    out("## Padding efficiency (records corpus: real tokens / padded tokens)")
+    out()
+    table(["batching", "efficiency"], [
+        ["token-budget length buckets (16384, window 4096)", f"**{bucketed:.3f}**"],
+        ["fixed 32 per batch, arrival order", f"{fixed:.3f}"],
+        ["fixed 32 per batch, sorted by characters (ST.encode)", f"{st_like:.3f}"],
+    ])  # fmt: skip
+
+
+# -- memory ---------------------------------------------------------------------------------
+
+
+def rss_child(source: str, sink: str) -> None:
+    """Child process: one backfill, then its peak RSS as JSON on the last line."""
+    import embedpipe
+
+    report = embedpipe.backfill(source, sink=f"qdrant:{sink}", collection="rss")
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_mb": peak_kb / 1024, "chunks": report.chunks_embedded,
+                      "tokens": report.tokens_embedded}))  # fmt: skip
+
+
+def memory(corpora: dict[str, Path], work: Path) -> tuple[float, float]:
+    rows, peaks = [], []
+    for label, key in (("1x", "rss1"), ("4x", "rss4")):
+        proc = subprocess.run(
+            [sys.executable, __file__, "--rss-child", str(corpora[key]), str(work / f"rss-{label}")],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        res = json.loads(proc.stdout.strip().splitlines()[-1])
+        peaks.append(res["peak_mb"])
+        rows.append([label, res["chunks"], res["tokens"], f"{res['peak_mb']:.0f}"])
+    out("## Peak memory: the same corpus at 1x and 4x (one process each)")
+    out()
+    table(["size", "chunks", "tokens", "peak RSS MB"], rows)
+    out(f"4x / 1x peak RSS: **{peaks[1] / peaks[0]:.3f}** (target <= 1.25).")
+    out()
+    return peaks[0], peaks[1]
+
+
+# -- compute ceiling ------------------------------------------------------------------------
+
+
+def matmul_flops(dtype: Any, n: int = 1536, reps: int = 6) -> float:
+    import torch
+
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.matmul(a, b)
+    with timer() as t:
+        for _ in range(reps):
+            torch.matmul(a, b)
+    return 2 * n**3 * reps / t[0]
+
+
+def flops_per_token(encoder: Any, mean_len: float) -> float:
+    """2 x (non-embedding weights) + attention scores and mix (4 x L x hidden per layer)."""
+    conf = encoder.model[0].auto_model.config
+    h, inner, layers = conf.hidden_size, conf.intermediate_size, conf.num_hidden_layers
+    weights = layers * (4 * h * h + 2 * h * inner)
+    return 2 * weights + layers * 4 * mean_len * h
+
+
+def ceiling(encoder: Any, chunks: list[Any], rates: dict[str, float]) -> None:
+    import torch
+
+    mean_len = float(np.mean([c.token_count for c in chunks]))
+    per_token = flops_per_token(encoder, mean_len)
+    rows = []
+    for label, dtype, key in (("fp32", torch.float32, "embedpipe fp32, 16384-token buckets"),
+                              ("bf16", torch.bfloat16, "embedpipe bf16, 16384-token buckets")):  # fmt: skip
+        peak = matmul_flops(dtype)
+        reached = rates[key] * per_token
+        rows.append([label, f"{peak / 1e9:,.1f}", f"{reached / 1e9:,.1f}", f"**{reached / peak:.0%}**",
+                     f"{peak / per_token:,.0f}"])  # fmt: skip
+    out("## Compute ceiling")
+    out()
+    out(
+        f"Model FLOPs per token at the corpus' mean length {mean_len:.0f}: {per_token / 1e6:.1f} M "
+        f"(2 x weights + attention). Matmul peak: 1536^3 torch.matmul at "
+        f"{torch.get_num_threads()} thread(s), the encoder's setting."
+    )
+    out()
+    table(["precision", "matmul GFLOP/s", "encoder GFLOP/s", "fraction", "ceiling tokens/s"], rows)
+
+
+def profile_encode(encoder: Any, chunks: list[Any]) -> None:
+    from embedpipe.batching import batches
+
+    prof = cProfile.Profile()
+    prof.enable()
+    for b in batches(chunks, max_batch_tokens=16384, pad_id=encoder.pad_id):
+        encoder.encode_batch(b)
+    prof.disable()
+    text = io.StringIO()
+    pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(8)
+    lines = [ln for ln in text.getvalue().splitlines() if ln.strip()][-9:]
+    out("## Where the encoder's time goes (cProfile, tottime, encoder only)")
+    out()
+    out("```")
+    for ln in lines:
+        out(ln.rstrip()[:140])
+    out("```")
+    out()
+
+
+# -- main -----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller corpora, one repeat")
+    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--rss-child", nargs=2, metavar=("SOURCE", "SINK"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_child:
+        rss_child(*args.rss_child)
+        return
+    command = "python scripts/bench.py" + (" --quick" if args.quick else "")
+    started = time.time()
+    load0 = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="embedpipe-bench-") as tmp:
+        work = Path(tmp)
+        corpora = build_corpora(work, args.quick)
+
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        from embedpipe.config import ModelConfig
+        from embedpipe.encoder import Encoder
+
+        with timer() as t_load:
+            encoder = Encoder(ModelConfig(device="cpu"))  # precision auto: calibrates
+        st = SentenceTransformer(str(encoder.path), device="cpu")
+        st_bf16 = SentenceTransformer(str(encoder.path), device="cpu").to(torch.bfloat16)
+        out(f"Command: `{command}`  ")
+        out(f"Machine: {machine()}  ")
+        out(
+            f"Date: {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; load average at start {load0:.1f} "
+            "(other work shares this machine: compare within a table, not across runs)  "
+        )
+        out(
+            f"Encoder: {encoder.name}, start-up {t_load[0]:.1f} s (load + calibration); "
+            f"{encoder.precision_reason}; torch threads {encoder.threads}"
+        )
+        out()
+        out(
+            "GPU: **not measured yet** (no GPU was lent to this machine); `scripts/gpu_check.sh` "
+            "measures it on one."
+        )
+        out()
+        firsts = end_to_end(encoder, st, corpora, work)
+        rerun(encoder, corpora, work, firsts["docs"])
+        rec_chunks = chunks_of(encoder, read_documents(corpora["records"]))
+        sample = rec_chunks if not args.quick else rec_chunks[:400]
+        rates = encoder_only(encoder, st, st_bf16, sample, repeats=1 if args.quick else 2)
+        threads(encoder, sample[:300])
+        padding(rec_chunks)
+        ceiling(encoder, sample, rates)
+        memory(corpora, work)
+        profile_encode(encoder, sample[:300])
+    out(
+        f"Total benchmark time {time.time() - started:.0f} s; load average at end {os.getloadavg()[0]:.1f}."
+    )
+    write_results(args.out)
+
+
+def write_results(path: Path) -> None:
+    """Replace the generated part of BENCHMARKS.md (between the markers), keep the notes."""
+    begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+    body = begin + "\n" + "\n".join(RESULTS) + "\n" + end
+    text = path.read_text() if path.exists() else "# Benchmarks\n\n" + begin + "\n" + end + "\n"
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + body + text[text.index(end) + len(end) :]
+    else:
+        text += "\n" + body + "\n"
+    path.write_text(text)
+    print(f"results written to {path}")
+
+
+if __name__ == "__main__":
+    main()
