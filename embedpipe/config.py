@@ -158,6 +158,10 @@ class SinkConfig(_Section):
     ef_search: int | None = Field(
         None, ge=1, description="HNSW candidates per query (FAISS efSearch, Qdrant hnsw_ef)"
     )
+    keep_previous: bool = Field(
+        False,
+        description="after a re-embed swap, keep the retired index (rollback) instead of dropping it",
+    )
 
 
 class RayConfig(_Section):

@@ -311,3 +311,22 @@ def test_sigterm_finishes_the_batch_in_flight_and_a_rerun_resumes(tmp_path: Path
     assert report.chunks_skipped == committed
     in_sink, in_ledger = consistency(cfg)
     assert sorted(in_sink) == sorted(in_ledger) and len(in_sink) == report.chunks_total
+
+
+@pytest.mark.parametrize("kind", ["faiss", "qdrant"])
+def test_keep_previous_retains_the_retired_index_after_a_swap(
+    kind: str, make_corpus, tmp_path: Path, tiny_model: Path
+) -> None:  # type: ignore[no-untyped-def]
+    root = make_corpus(corpus_files(4))
+    embedpipe.run(config(root, kind, tmp_path))
+    embedpipe.run(config(root, kind, tmp_path, model={"name": str(tiny_model)}, sink={
+        "uri": f"{kind}:{tmp_path / kind}", "collection": "docs", "keep_previous": True}))  # fmt: skip
+    if kind == "faiss":
+        kept = [p.name for p in (tmp_path / kind / ".generations").iterdir()]
+    else:
+        from qdrant_client import QdrantClient
+
+        client = QdrantClient(path=str(tmp_path / kind))
+        kept = [c.name for c in client.get_collections().collections]
+        client.close()
+    assert len(kept) == 2, kept

@@ -30,6 +30,7 @@ def _qdrant_local(location: str, cfg: SinkConfig) -> Sink:
         write_batch=cfg.write_batch,
         options=cfg.qdrant,
         ef_search=cfg.ef_search,
+        keep_previous=cfg.keep_previous,
     )
 
 
@@ -42,6 +43,7 @@ def _qdrant_edge(location: str, cfg: SinkConfig) -> Sink:
         options=cfg.qdrant,
         write_batch=cfg.write_batch,
         ef_search=cfg.ef_search,
+        keep_previous=cfg.keep_previous,
     )
 
 
@@ -56,6 +58,7 @@ def _qdrant_server(scheme: str) -> Callable[[str, SinkConfig], Sink]:
             write_batch=cfg.write_batch,
             options=cfg.qdrant,
             ef_search=cfg.ef_search,
+            keep_previous=cfg.keep_previous,
         )
 
     return make
@@ -70,13 +73,14 @@ def _faiss(location: str, cfg: SinkConfig) -> Sink:
         index_factory=cfg.index_factory,
         nprobe=cfg.nprobe,
         ef_search=cfg.ef_search,
+        keep_previous=cfg.keep_previous,
     )
 
 
 def _parquet(location: str, cfg: SinkConfig) -> Sink:
     from embedpipe.sinks.parquet import ParquetSink
 
-    return ParquetSink(location, cfg.collection)
+    return ParquetSink(location, cfg.collection, keep_previous=cfg.keep_previous)
 
 
 # One line per sink: URI scheme -> factory(location after the colon, config).
