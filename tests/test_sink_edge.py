@@ -16,15 +16,11 @@ from embedpipe.errors import SinkError
 from embedpipe.sinks import open_sink
 from embedpipe.sinks.edge import EdgeSink
 from embedpipe.types import Embedded, point_id
-from tests.test_sink_faiss import DIM, FP_A, FP_B, chunks, embedded, unit_vectors
+from tests.sinkkit import DIM, FP_A, FP_B, chunks, embedded, filled, unit_vectors
 
 
 def built(tmp_path: Path, emb: Embedded, fp: str = FP_A, **options: object) -> EdgeSink:
-    sink = EdgeSink(tmp_path, "docs", **options)  # type: ignore[arg-type]
-    sink.open(emb.vectors.shape[1], fp)
-    sink.write(emb)
-    sink.close()
-    return sink
+    return filled(EdgeSink(tmp_path, "docs", **options), emb, fp)  # type: ignore[arg-type]
 
 
 def test_write_then_search_finds_the_nearest_with_its_payload(tmp_path: Path) -> None:

@@ -13,44 +13,12 @@ from embedpipe.config import SinkConfig
 from embedpipe.errors import SinkError
 from embedpipe.sinks import open_sink, rebuild_sink
 from embedpipe.sinks.faiss import FaissSink
-from embedpipe.types import Chunk, Embedded, int_id
-
-DIM = 16
-FP_A = "a" * 64
-FP_B = "b" * 64
-
-
-def unit_vectors(n: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
-    v = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-
-def chunks(n: int, doc: str = "doc") -> list[Chunk]:
-    return [
-        Chunk(
-            doc_id=f"{doc}{i // 4}",
-            index=i % 4,
-            text=f"text {doc} {i}",
-            token_ids=[101, 102],
-            start=10 * i,
-            end=10 * i + 9,
-            content_hash=f"h{i}",
-            metadata={"n": i, "tag": "x"},
-        )
-        for i in range(n)
-    ]
-
-
-def embedded(n: int, seed: int = 0, doc: str = "doc", dim: int = DIM) -> Embedded:
-    return Embedded(chunks(n, doc), unit_vectors(n, dim, seed))
+from embedpipe.types import Embedded, int_id
+from tests.sinkkit import DIM, FP_A, FP_B, chunks, embedded, filled, unit_vectors
 
 
 def built(tmp_path: Path, emb: Embedded, fp: str = FP_A, **options: object) -> FaissSink:
-    sink = FaissSink(tmp_path, "docs", **options)  # type: ignore[arg-type]
-    sink.open(emb.vectors.shape[1], fp)
-    sink.write(emb)
-    sink.close()
-    return sink
+    return filled(FaissSink(tmp_path, "docs", **options), emb, fp)  # type: ignore[arg-type]
 
 
 def test_write_then_search_finds_the_nearest(tmp_path: Path) -> None:

@@ -15,15 +15,11 @@ from embedpipe.errors import SinkError
 from embedpipe.sinks import open_sink
 from embedpipe.sinks.parquet import ParquetSink
 from embedpipe.types import Embedded
-from tests.test_sink_faiss import DIM, FP_A, FP_B, chunks, embedded, unit_vectors
+from tests.sinkkit import DIM, FP_A, FP_B, chunks, embedded, filled, unit_vectors
 
 
 def built(tmp_path: Path, emb: Embedded, fp: str = FP_A, **options: object) -> ParquetSink:
-    sink = ParquetSink(tmp_path, "docs", **options)  # type: ignore[arg-type]
-    sink.open(emb.vectors.shape[1], fp)
-    sink.write(emb)
-    sink.close()
-    return sink
+    return filled(ParquetSink(tmp_path, "docs", **options), emb, fp)  # type: ignore[arg-type]
 
 
 def test_pyarrow_reads_the_live_directory_with_a_fixed_size_vector_column(tmp_path: Path) -> None:

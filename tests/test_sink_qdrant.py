@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 
@@ -13,36 +12,8 @@ from embedpipe.config import QdrantOptions, SinkConfig
 from embedpipe.errors import ConfigError, SinkError, TransientSinkError
 from embedpipe.sinks import open_sink
 from embedpipe.sinks.qdrant import QdrantSink
-from embedpipe.types import Chunk, Embedded, point_id
-
-DIM = 16
-FP_A = "a" * 64
-FP_B = "b" * 64
-
-
-def unit_vectors(n: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
-    v = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-
-def chunks(n: int, doc: str = "doc") -> list[Chunk]:
-    return [
-        Chunk(
-            doc_id=f"{doc}{i // 4}",
-            index=i % 4,
-            text=f"text {doc} {i}",
-            token_ids=[101, 102],
-            start=10 * i,
-            end=10 * i + 9,
-            content_hash=f"h{i}",
-            metadata={"n": i, "tag": "x"},
-        )
-        for i in range(n)
-    ]
-
-
-def embedded(n: int, seed: int = 0, doc: str = "doc") -> Embedded:
-    return Embedded(chunks(n, doc), unit_vectors(n, DIM, seed))
+from embedpipe.types import Embedded, point_id
+from tests.sinkkit import DIM, FP_A, FP_B, chunks, embedded, filled
 
 
 def local(tmp_path: Path, **options: object) -> QdrantSink:
@@ -50,11 +21,7 @@ def local(tmp_path: Path, **options: object) -> QdrantSink:
 
 
 def built(tmp_path: Path, emb: Embedded, fp: str = FP_A, **options: object) -> QdrantSink:
-    sink = local(tmp_path, **options)
-    sink.open(DIM, fp)
-    sink.write(emb)
-    sink.close()
-    return sink
+    return filled(local(tmp_path, **options), emb, fp)
 
 
 def collections(sink: QdrantSink) -> set[str]:
