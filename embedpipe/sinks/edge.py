@@ -16,11 +16,10 @@ the same generation fails with a clear message, as Qdrant local mode does.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import qdrant_edge as qe
@@ -28,13 +27,7 @@ import qdrant_edge as qe
 from embedpipe.config import QdrantOptions
 from embedpipe.errors import SinkError
 from embedpipe.sinks.base import Hit
-from embedpipe.sinks.generations import (
-    Generations,
-    check_dim,
-    lock,
-    read_manifest,
-    write_manifest,
-)
+from embedpipe.sinks.generations import GenerationSink, write_manifest
 from embedpipe.sinks.options import Shape, check_shape, wanted_shape
 from embedpipe.sinks.store import chunk_payload, hit_from_payload
 from embedpipe.types import Embedded, point_id
@@ -59,8 +52,11 @@ def edge_errors(action: str) -> Iterator[None]:
         raise SinkError(f"Qdrant Edge {action} failed: {exc}{hint}") from exc
 
 
-class EdgeSink:
+class EdgeSink(GenerationSink):
     """Vectors in a Qdrant Edge shard under `directory`, named `collection`."""
+
+    scheme = "qdrant-edge"
+    kind = "Qdrant Edge shard"
 
     def __init__(
         self,
@@ -72,17 +68,10 @@ class EdgeSink:
         ef_search: int | None = None,
         keep_previous: bool = False,
     ) -> None:
-        self.directory = Path(directory).expanduser()
-        self.collection = collection
+        super().__init__(directory, collection, keep_previous=keep_previous)
         self.options = options or QdrantOptions()
         self.write_batch = write_batch
         self.ef_search = ef_search
-        self.keep_previous = keep_previous
-        self.uri = f"qdrant-edge:{directory}"
-        self._gens = Generations(self.directory, collection, "Qdrant Edge shard")
-        self._gen: Path | None = None  # generation being written, between open and close
-        self._new = False
-        self._lock: IO[bytes] | None = None
         self._shard: Any = None  # the EdgeShard being written
         self._reader: tuple[Path, Any] | None = None  # (generation, EdgeShard) read outside a run
 
@@ -91,17 +80,7 @@ class EdgeSink:
     def open(self, dim: int, fingerprint: str) -> None:
         """Attach to the live shard when its fingerprint matches, else start a new generation."""
         self._close_reader()
-        live = self._gens.live()
-        if live is not None and read_manifest(live).get("fingerprint") == fingerprint:
-            gen, self._new = live, False
-        else:
-            gen, self._new = self._gens.folder(fingerprint), True
-        manifest = read_manifest(gen)
-        check_dim(manifest, dim, self.collection, gen)
-        if manifest:
-            check_shape(manifest.get("options", {}), self._shape(), self.collection, str(gen))
-        gen.mkdir(parents=True, exist_ok=True)
-        self._lock = lock(gen)
+        gen, manifest = self._claim(dim, fingerprint)
         try:
             self._shard = self._load_or_create(gen / SHARD, dim)
             self._ensure_payload_indexes(self._shard)
@@ -151,10 +130,7 @@ class EdgeSink:
             self._shard.optimize()
             self._shard.flush()
         if self._new:
-            old = self._gens.live()
-            self._gens.swap(gen)
-            if old is not None and old != gen and not self.keep_previous:
-                shutil.rmtree(old, ignore_errors=True)
+            self._drop_replaced(self._swap(gen))
         self._release()
 
     def abort(self) -> None:
@@ -194,6 +170,11 @@ class EdgeSink:
         return [hit_from_payload(p.score, p.payload or {}) for p in points]
 
     # -- internals -------------------------------------------------------------------------
+
+    def _check_reuse(self, manifest: dict[str, Any], gen: Path) -> None:
+        """Refuse to reuse a shard created with other options than the configured ones."""
+        if manifest:
+            check_shape(manifest.get("options", {}), self._shape(), self.collection, str(gen))
 
     def _shape(self) -> Shape:
         # A shard is one process's index: shard_number/replication_factor do not apply to it.
@@ -273,6 +254,4 @@ class EdgeSink:
                 with edge_errors("closing the shard"):
                     shard.close()
         finally:
-            if self._lock is not None:
-                self._lock.close()  # closing the file drops the flock
-            self._lock, self._gen, self._new = None, None, False
+            self._unlock()

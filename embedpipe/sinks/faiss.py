@@ -18,7 +18,6 @@ the index was trained on get a full rebuild from the store instead.
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -31,17 +30,10 @@ import pyarrow.parquet as pq
 
 from embedpipe.errors import SinkError
 from embedpipe.sinks.base import Hit
-from embedpipe.sinks.generations import (
-    Generations,
-    check_dim,
-    lock,
-    read_manifest,
-    write_manifest,
-)
+from embedpipe.sinks.generations import GenerationSink, lock, read_manifest, write_manifest
 from embedpipe.sinks.store import (
     ShardStore,
     atomic_write,
-    chunk_table,
     hit_from_payload,
     shard_schema,
     vectors_of,
@@ -57,8 +49,11 @@ MIN_POINTS_PER_CENTROID = 39  # below this FAISS warns that k-means is poorly tr
 RETRAIN_GROWTH = 4  # re-train when the corpus grew past this multiple of the training rows
 
 
-class FaissSink:
+class FaissSink(GenerationSink):
     """Vectors in a FAISS index under `directory`, named `collection`, rebuilt from its own store."""
+
+    scheme = "faiss"
+    kind = "FAISS index"
 
     def __init__(
         self,
@@ -71,19 +66,12 @@ class FaissSink:
         ef_search: int | None = None,
         seed: int = 0,
     ) -> None:
-        self.directory = Path(directory).expanduser()
-        self.collection = collection
+        super().__init__(directory, collection, keep_previous=keep_previous)
         self.index_factory = index_factory
-        self.keep_previous = keep_previous
         self.nprobe = nprobe
         self.ef_search = ef_search
         self.seed = seed
-        self.uri = f"faiss:{directory}"
-        self._gens = Generations(self.directory, collection, "FAISS index")
-        self._gen: Path | None = None  # generation being written, between open and close
-        self._new = False
         self._dim = 0
-        self._lock: IO[bytes] | None = None
         self._store: ShardStore | None = None  # the written generation's store, during a run
         self._cache: tuple[Any, ...] | None = None  # (key, index, sorted ids, order, sidecar)
 
@@ -91,15 +79,7 @@ class FaissSink:
 
     def open(self, dim: int, fingerprint: str) -> None:
         """Attach to the live generation when its fingerprint matches, else start a new one."""
-        live = self._live()
-        if live is not None and read_manifest(live).get("fingerprint") == fingerprint:
-            gen, self._new = live, False
-        else:
-            gen, self._new = self._gens.folder(fingerprint), True
-        manifest = read_manifest(gen)
-        check_dim(manifest, dim, self.collection, gen)
-        gen.mkdir(parents=True, exist_ok=True)
-        self._lock = lock(gen)
+        gen, manifest = self._claim(dim, fingerprint)
         if not manifest:
             write_manifest(gen, fingerprint=fingerprint, dim=dim, index_factory=None, count=0)
         self._store = ShardStore(gen / "store")
@@ -108,17 +88,7 @@ class FaissSink:
 
     def write(self, embedded: Embedded) -> None:
         """Append the chunks as one shard; returns once the shard is renamed into place."""
-        store = self._writing()
-        vectors = np.asarray(embedded.vectors, dtype=np.float32)
-        if vectors.shape != (len(embedded.chunks), self._dim):
-            raise SinkError(
-                f"expected vectors of shape ({len(embedded.chunks)}, {self._dim}), got "
-                f"{vectors.shape}: the encoder and the opened dimension disagree"
-            )
-        if not embedded.chunks:
-            return
-        ids = np.fromiter((int_id(c.id) for c in embedded.chunks), np.int64, len(embedded.chunks))
-        store.append(chunk_table(embedded.chunks, vectors, ids))
+        self._writing().append_embedded(embedded, self._dim)
 
     def delete(self, chunk_ids: Sequence[str]) -> None:
         """Record a tombstone for these chunks; ids that are not present are fine."""
@@ -136,10 +106,7 @@ class FaissSink:
         gen = self._gen
         self._build(gen, self._dim, incremental=True)
         if self._new:
-            old = self._live()
-            self._gens.swap(gen)
-            if old is not None and old != gen and not self.keep_previous:
-                shutil.rmtree(old, ignore_errors=True)
+            self._drop_replaced(self._swap(gen))
         self._release()
 
     def abort(self) -> None:
@@ -157,11 +124,9 @@ class FaissSink:
         without re-encoding."""
         if self._gen is not None:
             raise SinkError("rebuild() works on the live index: call it outside open()/close()")
-        live = self._live()
+        live = self._live_gen()
         if live is None:
-            raise SinkError(
-                f"no FAISS index '{self.collection}' in {self.directory}: run embedpipe first"
-            )
+            raise self._gens.missing()
         self._lock = lock(live)
         try:
             self._build(live, int(read_manifest(live)["dim"]), incremental=False)
@@ -172,7 +137,7 @@ class FaissSink:
 
     def chunk_ids(self) -> Iterator[str]:
         """Every chunk id of the generation being written, or of the live one outside a run."""
-        gen = self._gen or self._live()
+        gen = self._gen or self._live_gen()
         table = ShardStore(gen / "store").live(columns=["chunk_id"]) if gen else None
         if table is not None:
             yield from table.column("chunk_id").to_pylist()
@@ -191,10 +156,6 @@ class FaissSink:
         return [hit_from_payload(s, p) for s, p in zip(scores[0][known], payloads, strict=True)]
 
     # -- internals -------------------------------------------------------------------------
-
-    def _live(self) -> Path | None:
-        """The live generation's folder, or None; refuses a public name embedpipe did not make."""
-        return self._gens.live()
 
     def _writing(self) -> ShardStore:
         if self._store is None:
@@ -256,11 +217,9 @@ class FaissSink:
 
     def _loaded(self) -> tuple[Any, np.ndarray, np.ndarray, pa.Table]:
         """The live index and its sidecar, cached until index.faiss is replaced."""
-        live = self._live()
+        live = self._live_gen()
         if live is None or not (live / "index.faiss").exists():
-            raise SinkError(
-                f"no FAISS index '{self.collection}' in {self.directory}: run embedpipe first"
-            )
+            raise self._gens.missing()
         stat = (live / "index.faiss").stat()
         key = (live, stat.st_mtime_ns, stat.st_ino)
         if self._cache is None or self._cache[0] != key:
@@ -273,9 +232,8 @@ class FaissSink:
         return self._cache[1], self._cache[2], self._cache[3], self._cache[4]
 
     def _release(self) -> None:
-        if self._lock is not None:
-            self._lock.close()  # closing the file drops the flock
-        self._lock, self._gen, self._store, self._new = None, None, None, False
+        self._unlock()
+        self._store = None
 
 
 def build_index(

@@ -7,7 +7,7 @@ Layout under a sink directory:
 
 A run with a new fingerprint writes a new generation; `swap` moves the symlink in one rename, so
 readers see the old index or the new one, never half of either. The FAISS, Qdrant Edge and
-Parquet sinks share this.
+Parquet sinks share this, and the run lifecycle around it, through `GenerationSink`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
@@ -104,3 +105,64 @@ def check_dim(manifest: dict[str, Any], dim: int, collection: str, gen: Path) ->
             f"collection '{collection}' has dimension {manifest.get('dim')}, the model gives "
             f"{dim}: choose another --collection or delete {gen}"
         )
+
+
+class GenerationSink:
+    """What the FAISS, Qdrant Edge and Parquet sinks share: the run's generation, chosen and locked
+    by `_claim`, made live by a swap, and the generation it replaced dropped (unless
+    `keep_previous`). A subclass names its URI `scheme` and its index `kind` (for messages)."""
+
+    scheme: str
+    kind: str
+
+    def __init__(self, directory: str | Path, collection: str, *, keep_previous: bool) -> None:
+        self.directory = Path(directory).expanduser()
+        self.collection = collection
+        self.keep_previous = keep_previous
+        self.uri = f"{self.scheme}:{directory}"
+        self._gens = Generations(self.directory, collection, self.kind)
+        self._gen: Path | None = None  # generation being written, between open and close
+        self._new = False  # it is not the live one: close() swaps to it
+        self._lock: IO[bytes] | None = None
+
+    def _live_gen(self) -> Path | None:
+        """The live generation's folder, or None; refuses a public name embedpipe did not make."""
+        return self._gens.live()
+
+    def _claim(self, dim: int, fingerprint: str) -> tuple[Path, dict[str, Any]]:
+        """Choose and lock the generation a run writes, with its manifest ({} when new).
+
+        The live one when its fingerprint matches (an incremental run writes in place), else the
+        fingerprint's own folder (a re-embed, or the resume of an unfinished one).
+        """
+        live = self._live_gen()
+        if live is not None and read_manifest(live).get("fingerprint") == fingerprint:
+            gen, self._new = live, False
+        else:
+            gen, self._new = self._gens.folder(fingerprint), True
+        manifest = read_manifest(gen)
+        check_dim(manifest, dim, self.collection, gen)
+        self._check_reuse(manifest, gen)
+        gen.mkdir(parents=True, exist_ok=True)
+        self._lock = lock(gen)
+        return gen, manifest
+
+    def _check_reuse(self, manifest: dict[str, Any], gen: Path) -> None:
+        """Refuse to reuse a generation built otherwise; `_claim` has checked its dimension."""
+
+    def _swap(self, target: Path) -> Path | None:
+        """Make `target` live; returns the generation that was live before (None if none)."""
+        old = self._live_gen()
+        self._gens.swap(target)
+        return old
+
+    def _drop_replaced(self, old: Path | None) -> None:
+        """After a re-embed went live, remove the generation it replaced, unless keep_previous."""
+        if self._new and old is not None and old != self._gen and not self.keep_previous:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _unlock(self) -> None:
+        """End the run: drop the generation's lock and forget it."""
+        if self._lock is not None:
+            self._lock.close()  # closing the file drops the flock
+        self._lock, self._gen, self._new = None, None, False

@@ -21,7 +21,6 @@ import os
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import pyarrow as pa
@@ -29,23 +28,16 @@ import pyarrow.parquet as pq
 
 from embedpipe.errors import SinkError
 from embedpipe.sinks.base import Hit
-from embedpipe.sinks.generations import (
-    Generations,
-    check_dim,
-    lock,
-    read_manifest,
-    write_manifest,
-)
+from embedpipe.sinks.generations import GenerationSink, write_manifest
 from embedpipe.sinks.store import (
     ShardStore,
-    chunk_table,
     fsync_dir,
     hit_from_payload,
     shard_schema,
     vectors_of,
     write_parquet,
 )
-from embedpipe.types import Embedded, int_id
+from embedpipe.types import Embedded
 
 DATA_COLUMNS = ["chunk_id", "doc_id", "chunk_index", "text", "content_hash", "start", "end",
                 "metadata", "vector"]  # fmt: skip
@@ -59,8 +51,11 @@ def data_schema(dim: int) -> pa.Schema:
     return pa.schema([schema.field(name) for name in DATA_COLUMNS])
 
 
-class ParquetSink:
+class ParquetSink(GenerationSink):
     """Chunks with vectors as Parquet files in `directory/collection`, compacted on close()."""
+
+    scheme = "parquet"
+    kind = "Parquet dataset"
 
     def __init__(
         self,
@@ -72,16 +67,9 @@ class ParquetSink:
     ) -> None:
         if rows_per_file < 1:
             raise SinkError("rows_per_file must be at least 1")
-        self.directory = Path(directory).expanduser()
-        self.collection = collection
+        super().__init__(directory, collection, keep_previous=keep_previous)
         self.rows_per_file = rows_per_file
-        self.keep_previous = keep_previous
-        self.uri = f"parquet:{directory}"
-        self._gens = Generations(self.directory, collection, "Parquet dataset")
-        self._gen: Path | None = None
-        self._new = False
         self._dim = 0
-        self._lock: IO[bytes] | None = None
         self._store: ShardStore | None = None
         self._cache: tuple[Path, np.ndarray, pa.Table] | None = None  # (data dir, vectors, rows)
 
@@ -89,15 +77,7 @@ class ParquetSink:
 
     def open(self, dim: int, fingerprint: str) -> None:
         """Attach to the live generation when its fingerprint matches, else start a new one."""
-        live = self._live_gen()
-        if live is not None and read_manifest(live).get("fingerprint") == fingerprint:
-            gen, self._new = live, False
-        else:
-            gen, self._new = self._gens.folder(fingerprint), True
-        manifest = read_manifest(gen)
-        check_dim(manifest, dim, self.collection, gen)
-        gen.mkdir(parents=True, exist_ok=True)
-        self._lock = lock(gen)
+        gen, manifest = self._claim(dim, fingerprint)
         if not manifest:
             write_manifest(gen, fingerprint=fingerprint, dim=dim, format="parquet")
         self._store = ShardStore(gen / "store")
@@ -106,16 +86,7 @@ class ParquetSink:
 
     def write(self, embedded: Embedded) -> None:
         """Append the chunks as one store shard; returns once it is renamed into place."""
-        store = self._writing()
-        vectors = np.asarray(embedded.vectors, dtype=np.float32)
-        if vectors.shape != (len(embedded.chunks), self._dim):
-            raise SinkError(
-                f"expected vectors of shape ({len(embedded.chunks)}, {self._dim}), got "
-                f"{vectors.shape}: the encoder and the opened dimension disagree"
-            )
-        if embedded.chunks:
-            ids = np.fromiter((int_id(c.id) for c in embedded.chunks), np.int64)
-            store.append(chunk_table(embedded.chunks, vectors, ids))
+        self._writing().append_embedded(embedded, self._dim)
 
     def delete(self, chunk_ids: Sequence[str]) -> None:
         """Record a tombstone for these chunks; ids that are not present are fine."""
@@ -133,13 +104,11 @@ class ParquetSink:
         gen, store = self._gen, self._writing()
         table = self._merged(gen, store)
         data = self._write_data(gen, table)
-        old = self._live_gen()
-        self._gens.swap(data)
+        old = self._swap(data)
         store.clear()  # what it held is in `data` now
         for folder in _data_dirs(gen)[:-1]:
             shutil.rmtree(folder, ignore_errors=True)
-        if self._new and old is not None and old != gen and not self.keep_previous:
-            shutil.rmtree(old, ignore_errors=True)
+        self._drop_replaced(old)
         self._release()
 
     def abort(self) -> None:
@@ -175,6 +144,7 @@ class ParquetSink:
     # -- internals -------------------------------------------------------------------------
 
     def _live_gen(self) -> Path | None:
+        """The generation the live data folder is in (the public name points into it)."""
         data = self._gens.live()
         return None if data is None else data.parent
 
@@ -215,9 +185,8 @@ class ParquetSink:
         return self._cache[1], self._cache[2]
 
     def _release(self) -> None:
-        if self._lock is not None:
-            self._lock.close()  # closing the file drops the flock
-        self._lock, self._gen, self._store, self._new = None, None, None, False
+        self._unlock()
+        self._store = None
 
 
 def _data_dirs(gen: Path) -> list[Path]:

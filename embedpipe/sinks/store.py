@@ -19,8 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from embedpipe.errors import SinkError
 from embedpipe.sinks.base import Hit
-from embedpipe.types import Chunk
+from embedpipe.types import Chunk, Embedded, int_id
 
 SHARD_RE = re.compile(r"^(shard|tomb)-(\d{8})\.parquet$")
 TMP_SUFFIX = ".tmp"
@@ -162,6 +163,18 @@ class ShardStore:
         """Add one shard; it is durable when this returns."""
         self.root.mkdir(parents=True, exist_ok=True)
         write_parquet(table, self._next_path("shard"))
+
+    def append_embedded(self, embedded: Embedded, dim: int) -> None:
+        """Add the chunks with their (n, dim) vectors as one shard; nothing for no chunks."""
+        vectors = np.asarray(embedded.vectors, dtype=np.float32)
+        if vectors.shape != (len(embedded.chunks), dim):
+            raise SinkError(
+                f"expected vectors of shape ({len(embedded.chunks)}, {dim}), got "
+                f"{vectors.shape}: the encoder and the opened dimension disagree"
+            )
+        if embedded.chunks:
+            ids = np.fromiter((int_id(c.id) for c in embedded.chunks), np.int64, len(vectors))
+            self.append(chunk_table(embedded.chunks, vectors, ids))
 
     def tombstone(self, chunk_ids: Sequence[str]) -> None:
         """Mark chunks deleted from this point in the sequence on."""
