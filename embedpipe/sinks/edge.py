@@ -29,7 +29,7 @@ from embedpipe.errors import SinkError
 from embedpipe.sinks.base import Hit
 from embedpipe.sinks.generations import GenerationSink, write_manifest
 from embedpipe.sinks.options import Shape, check_shape, wanted_shape
-from embedpipe.sinks.store import chunk_payload, hit_from_payload
+from embedpipe.sinks.store import chunk_payload, hit_from_payload, paired_vectors
 from embedpipe.types import Embedded, point_id
 
 SHARD = "shard"
@@ -94,11 +94,7 @@ class EdgeSink(GenerationSink):
     def write(self, embedded: Embedded) -> None:
         """Upsert in batches of `write_batch`; returns once the shard's WAL holds them."""
         shard = self._writing()
-        vectors = np.asarray(embedded.vectors, dtype=np.float32)
-        if len(vectors) != len(embedded.chunks):
-            raise SinkError(
-                f"{len(embedded.chunks)} chunks but {len(vectors)} vectors: they must pair up"
-            )
+        vectors = paired_vectors(embedded)
         for lo in range(0, len(embedded.chunks), self.write_batch):
             chunks = embedded.chunks[lo : lo + self.write_batch]
             rows = vectors[lo : lo + self.write_batch].tolist()

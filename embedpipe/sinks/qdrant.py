@@ -22,7 +22,7 @@ from embedpipe.config import QdrantOptions
 from embedpipe.errors import SinkError, TransientSinkError
 from embedpipe.sinks.base import Hit
 from embedpipe.sinks.options import Shape, check_shape, wanted_shape
-from embedpipe.sinks.store import chunk_payload, hit_from_payload
+from embedpipe.sinks.store import chunk_payload, hit_from_payload, paired_vectors
 from embedpipe.types import Embedded, point_id
 
 RETRYABLE_HTTP = {408, 429, 502, 503, 504}
@@ -126,11 +126,7 @@ class QdrantSink:
     def write(self, embedded: Embedded) -> None:
         """Upsert in requests of `write_batch` points; returns once Qdrant acknowledged them."""
         target = self._writing()
-        vectors = np.asarray(embedded.vectors, dtype=np.float32)
-        if len(vectors) != len(embedded.chunks):
-            raise SinkError(
-                f"{len(embedded.chunks)} chunks but {len(vectors)} vectors: they must pair up"
-            )
+        vectors = paired_vectors(embedded)
         for lo in range(0, len(embedded.chunks), self.write_batch):
             chunks = embedded.chunks[lo : lo + self.write_batch]
             batch = models.Batch(

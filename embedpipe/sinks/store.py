@@ -42,6 +42,16 @@ def chunk_payload(chunk: Chunk) -> dict[str, Any]:
     }
 
 
+def paired_vectors(embedded: Embedded) -> np.ndarray:
+    """The vectors as float32, refusing a batch whose chunks and vectors do not pair up."""
+    vectors = np.asarray(embedded.vectors, dtype=np.float32)
+    if len(vectors) != len(embedded.chunks):
+        raise SinkError(
+            f"{len(embedded.chunks)} chunks but {len(vectors)} vectors: they must pair up"
+        )
+    return vectors
+
+
 def hit_from_payload(score: float, payload: dict[str, Any]) -> Hit:
     """A search Hit from a stored payload (metadata as a dict or as a JSON string)."""
     metadata = payload.get("metadata") or {}
