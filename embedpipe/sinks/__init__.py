@@ -21,17 +21,30 @@ ACCEPTED = (
 )
 
 
-def _qdrant_local(location: str, cfg: SinkConfig) -> Sink:
+def _qdrant(
+    cfg: SinkConfig,
+    *,
+    local_path: str | None = None,
+    url: str | None = None,
+    api_key: str | None = None,
+) -> Sink:
+    """A QdrantSink in a local folder or on a server, with the settings every qdrant URI shares."""
     from embedpipe.sinks.qdrant import QdrantSink
 
     return QdrantSink(
         cfg.collection,
-        local_path=location,
+        local_path=local_path,
+        url=url,
+        api_key=api_key,
         write_batch=cfg.write_batch,
         options=cfg.qdrant,
         ef_search=cfg.ef_search,
         keep_previous=cfg.keep_previous,
     )
+
+
+def _qdrant_local(location: str, cfg: SinkConfig) -> Sink:
+    return _qdrant(cfg, local_path=location)
 
 
 def _qdrant_edge(location: str, cfg: SinkConfig) -> Sink:
@@ -49,17 +62,7 @@ def _qdrant_edge(location: str, cfg: SinkConfig) -> Sink:
 
 def _qdrant_server(scheme: str) -> Callable[[str, SinkConfig], Sink]:
     def make(location: str, cfg: SinkConfig) -> Sink:
-        from embedpipe.sinks.qdrant import QdrantSink
-
-        return QdrantSink(
-            cfg.collection,
-            url=f"{scheme}:{location}",
-            api_key=os.environ.get("QDRANT_API_KEY"),
-            write_batch=cfg.write_batch,
-            options=cfg.qdrant,
-            ef_search=cfg.ef_search,
-            keep_previous=cfg.keep_previous,
-        )
+        return _qdrant(cfg, url=f"{scheme}:{location}", api_key=os.environ.get("QDRANT_API_KEY"))
 
     return make
 
