@@ -219,8 +219,8 @@ def encoder_only(
     texts = [c.text for c in chunks]
     tokens = sum(c.token_count for c in chunks)
     packed = list(batches(chunks, max_batch_tokens=16384, pad_id=encoder.pad_id))
-    fp32 = encoder.model[0]
-    bf16 = _bf16_copy(fp32)
+    fp32 = st_fp32[0]  # same weights in fp32 (the encoder's own may already be bf16)
+    bf16 = encoder.model[0] if encoder.precision == "bf16" else _bf16_copy(fp32)
 
     def ours(module: Any) -> Callable[[], None]:
         def go() -> None:
