@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 from embedpipe.config import SourceConfig
 from embedpipe.errors import SourceError
 from embedpipe.sources.base import Source
-from embedpipe.sources.records import template_fields, to_document
+from embedpipe.sources.records import (
+    RecordFields,
+    check_text_column,
+    column_rows,
+    template_columns,
+    template_fields,
+    to_document,
+)
 from embedpipe.types import Document, RecordError
 
 if TYPE_CHECKING:
@@ -38,19 +45,11 @@ def open_hf(path: str, cfg: SourceConfig) -> Source:
     location, _, split = path.partition("#")
     dataset, split_name = load_split(location, split or None)
     uri = f"hf:{location}" + (f"#{split_name}" if split_name else "")
-    columns = select_columns(
-        dataset, uri, cfg.text_field, cfg.id_field, cfg.metadata_fields, cfg.text_template
-    )
+    fields = RecordFields.of(cfg)
+    columns = select_columns(dataset, uri, fields)
 
     def read() -> Iterator[Document | RecordError]:
-        return _read_dataset(
-            dataset.select_columns(columns),
-            source=uri,
-            text_field=cfg.text_field,
-            id_field=cfg.id_field,
-            metadata_fields=cfg.metadata_fields,
-            text_template=cfg.text_template,
-        )
+        return _read_dataset(dataset.select_columns(columns), fields, source=uri)
 
     return Source(uri=uri, kind="hf", read=read, total=len(dataset))
 
@@ -68,15 +67,9 @@ def read_hf(
     RecordError naming the row."""
     dataset, split_name = load_split(path, split)
     uri = f"hf:{path}" + (f"#{split_name}" if split_name else "")
-    columns = select_columns(dataset, uri, text_field, id_field, metadata_fields, text_template)
-    yield from _read_dataset(
-        dataset.select_columns(columns),
-        source=uri,
-        text_field=text_field,
-        id_field=id_field,
-        metadata_fields=metadata_fields,
-        text_template=text_template,
-    )
+    fields = RecordFields(text_field, id_field, metadata_fields, text_template)
+    columns = select_columns(dataset, uri, fields)
+    yield from _read_dataset(dataset.select_columns(columns), fields, source=uri)
 
 
 def load_split(path: str, split: str | None) -> tuple[Dataset, str | None]:
@@ -150,63 +143,29 @@ def _pick_split(splits: list[str], wanted: str | None, path: str) -> str:
     )
 
 
-def select_columns(
-    dataset: Dataset,
-    uri: str,
-    text_field: str,
-    id_field: str,
-    metadata_fields: Sequence[str] | None,
-    text_template: str | None = None,
-) -> list[str]:
+def select_columns(dataset: Dataset, uri: str, fields: RecordFields) -> list[str]:
     """The columns to read: text (or the template's fields), id when present, and metadata
     (named, or all but media)."""
     names = list(dataset.column_names)
-    if text_template is not None:
-        missing = [f for f in template_fields(text_template) if f not in names]
-        if missing:
-            raise SourceError(
-                f"text_template field(s) {', '.join(map(repr, missing))} not in {uri}: its"
-                f" columns are {', '.join(names)}; fix source.text_template"
-            )
-    elif text_field not in names:
-        raise SourceError(
-            f"No text column {text_field!r} in {uri}: its columns are {', '.join(names)};"
-            " set source.text_field to one of them"
-        )
-    if metadata_fields is None:
+    if fields.text_template is not None:
+        template_columns(fields.text_template, names, uri)
+    else:
+        check_text_column(fields.text_field, names, uri)
+    if fields.metadata_fields is None:
         extra = [n for n in names if type(dataset.features[n]).__name__ not in _UNDECODED]
     else:
-        extra = [n for n in metadata_fields if n in names]
-    text = template_fields(text_template) if text_template is not None else [text_field]
-    wanted = text + ([id_field] if id_field in names else [])
+        extra = [n for n in fields.metadata_fields if n in names]
+    template = fields.text_template
+    text = template_fields(template) if template is not None else [fields.text_field]
+    wanted = text + ([fields.id_field] if fields.id_field in names else [])
     return list(dict.fromkeys(wanted + extra))
 
 
 def _read_dataset(
-    dataset: Dataset,
-    *,
-    source: str,
-    text_field: str,
-    id_field: str,
-    metadata_fields: Sequence[str] | None,
-    text_template: str | None = None,
+    dataset: Dataset, fields: RecordFields, *, source: str
 ) -> Iterator[Document | RecordError]:
     i = 0
     for batch in dataset.iter(batch_size=BATCH_ROWS):
-        for row in _rows(batch):
-            yield to_document(
-                row,
-                source=source,
-                record=f"row {i}",
-                text_field=text_field,
-                id_field=id_field,
-                metadata_fields=metadata_fields,
-                text_template=text_template,
-            )
+        for row in column_rows(batch):
+            yield to_document(row, fields, source=source, record=f"row {i}")
             i += 1
-
-
-def _rows(batch: dict[str, list[Any]]) -> Iterator[dict[str, Any]]:
-    names = list(batch)
-    for cells in zip(*batch.values(), strict=True):
-        yield dict(zip(names, cells, strict=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import functools
 import gzip
 import io
 import json
@@ -14,7 +15,7 @@ from pathlib import Path
 from embedpipe.config import SourceConfig
 from embedpipe.errors import SourceError
 from embedpipe.sources.base import Source
-from embedpipe.sources.records import kind_of, to_document
+from embedpipe.sources.records import RecordFields, kind_of, to_document
 from embedpipe.types import Document, RecordError
 
 
@@ -23,15 +24,7 @@ def open_jsonl(path: str, cfg: SourceConfig) -> Source:
     if not os.path.isfile(path):
         raise SourceError(f"No JSON Lines file at {path}: pass an existing .jsonl/.jsonl.gz file")
 
-    def read() -> Iterator[Document | RecordError]:
-        return read_jsonl(
-            path,
-            text_field=cfg.text_field,
-            id_field=cfg.id_field,
-            metadata_fields=cfg.metadata_fields,
-            text_template=cfg.text_template,
-        )
-
+    read = functools.partial(_read_jsonl, path, RecordFields.of(cfg))
     return Source(uri=path, kind="jsonl", read=read)
 
 
@@ -44,6 +37,11 @@ def read_jsonl(
     text_template: str | None = None,
 ) -> Iterator[Document | RecordError]:
     """Each non-blank line of `path` as a Document or a RecordError naming the line."""
+    fields = RecordFields(text_field, id_field, metadata_fields, text_template)
+    yield from _read_jsonl(path, fields)
+
+
+def _read_jsonl(path: str | Path, fields: RecordFields) -> Iterator[Document | RecordError]:
     source = str(path)
     n = 0
     try:
@@ -56,15 +54,7 @@ def read_jsonl(
                 if isinstance(obj, str):
                     yield RecordError(source, f"line {n}", obj)
                     continue
-                yield to_document(
-                    obj,
-                    source=source,
-                    record=f"line {n}",
-                    text_field=text_field,
-                    id_field=id_field,
-                    metadata_fields=metadata_fields,
-                    text_template=text_template,
-                )
+                yield to_document(obj, fields, source=source, record=f"line {n}")
     except (OSError, EOFError, zlib.error) as exc:  # vanished, truncated or corrupt gzip
         yield RecordError(source, f"line {n + 1}", f"cannot read further: {exc}")
 

@@ -12,7 +12,13 @@ import pyarrow.parquet as pq
 from embedpipe.config import SourceConfig
 from embedpipe.errors import SourceError
 from embedpipe.sources.base import Source
-from embedpipe.sources.records import template_fields, to_document
+from embedpipe.sources.records import (
+    RecordFields,
+    check_text_column,
+    column_rows,
+    template_columns,
+    to_document,
+)
 from embedpipe.types import Document, RecordError
 
 BATCH_ROWS = 1024
@@ -21,22 +27,13 @@ BATCH_ROWS = 1024
 def open_parquet(path: str, cfg: SourceConfig) -> Source:
     """A Source over Parquet data; reads every footer up front to check columns and count rows."""
     files = parquet_files(path)
+    fields = RecordFields.of(cfg)
     total = 0
     for file in files:
         with _open(file) as pf:
-            select_columns(
-                pf.schema_arrow, file, cfg.text_field, cfg.id_field, cfg.metadata_fields,
-                cfg.text_template,
-            )  # fmt: skip
+            select_columns(pf.schema_arrow, file, fields)
             total += pf.metadata.num_rows
-    read = functools.partial(
-        _read_files,
-        files,
-        text_field=cfg.text_field,
-        id_field=cfg.id_field,
-        metadata_fields=cfg.metadata_fields,
-        text_template=cfg.text_template,
-    )
+    read = functools.partial(_read_files, files, fields)
     return Source(uri=path, kind="parquet", read=read, total=total)
 
 
@@ -68,101 +65,48 @@ def read_parquet(
     text_template: str | None = None,
 ) -> Iterator[Document | RecordError]:
     """Each row of the Parquet data at `path` as a Document or a RecordError naming the row."""
-    yield from _read_files(
-        parquet_files(path),
-        text_field=text_field,
-        id_field=id_field,
-        metadata_fields=metadata_fields,
-        text_template=text_template,
-    )
+    fields = RecordFields(text_field, id_field, metadata_fields, text_template)
+    yield from _read_files(parquet_files(path), fields)
 
 
-def _read_files(
-    files: Sequence[Path],
-    *,
-    text_field: str,
-    id_field: str,
-    metadata_fields: Sequence[str] | None,
-    text_template: str | None = None,
-) -> Iterator[Document | RecordError]:
+def _read_files(files: Sequence[Path], fields: RecordFields) -> Iterator[Document | RecordError]:
     for file in files:
-        yield from _read_file(file, text_field, id_field, metadata_fields, text_template)
+        yield from _read_file(file, fields)
 
 
-def _read_file(
-    file: Path,
-    text_field: str,
-    id_field: str,
-    metadata_fields: Sequence[str] | None,
-    text_template: str | None,
-) -> Iterator[Document | RecordError]:
+def _read_file(file: Path, fields: RecordFields) -> Iterator[Document | RecordError]:
     source, row = str(file), 0
     try:
         with pq.ParquetFile(file) as pf:
-            columns = select_columns(
-                pf.schema_arrow, file, text_field, id_field, metadata_fields, text_template
-            )
+            columns = select_columns(pf.schema_arrow, file, fields)
             for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=columns):
-                values = batch.to_pydict()  # to_pylist per column: plain Python values
-                names = list(values)
-                for cells in zip(*values.values(), strict=True):
-                    yield to_document(
-                        dict(zip(names, cells, strict=True)),
-                        source=source,
-                        record=f"row {row}",
-                        text_field=text_field,
-                        id_field=id_field,
-                        metadata_fields=metadata_fields,
-                        text_template=text_template,
-                    )
+                # to_pydict: to_pylist per column, plain Python values
+                for record in column_rows(batch.to_pydict()):
+                    yield to_document(record, fields, source=source, record=f"row {row}")
                     row += 1
     except (OSError, pa.ArrowException) as exc:  # a corrupt page or a file that vanished
         yield RecordError(source, f"row {row}", f"cannot read the rest of this file: {exc}")
 
 
-def select_columns(
-    schema: pa.Schema,
-    file: Path | str,
-    text_field: str,
-    id_field: str,
-    metadata_fields: Sequence[str] | None,
-    text_template: str | None = None,
-) -> list[str]:
+def select_columns(schema: pa.Schema, file: Path | str, fields: RecordFields) -> list[str]:
     """The columns to read: text (or the template's fields), id when present, and metadata
     (named, or all but binary ones)."""
     names = schema.names
-    if text_template is not None:
-        wanted = template_columns(text_template, names, file)
+    if fields.text_template is not None:
+        wanted = template_columns(fields.text_template, names, file)
     else:
-        wanted = [_text_column(schema, file, text_field)]
-    if id_field in names and id_field not in wanted:
-        wanted.append(id_field)
-    if metadata_fields is None:
+        wanted = [_text_column(schema, file, fields.text_field)]
+    if fields.id_field in names and fields.id_field not in wanted:
+        wanted.append(fields.id_field)
+    if fields.metadata_fields is None:
         extra = [n for n in names if not _is_binary_type(schema.field(n).type)]
     else:
-        extra = [n for n in metadata_fields if n in names]
+        extra = [n for n in fields.metadata_fields if n in names]
     return wanted + [n for n in extra if n not in wanted]
 
 
-def template_columns(template: str, names: Sequence[str], where: Path | str) -> list[str]:
-    """The columns a text_template reads; SourceError naming any the data does not have."""
-    fields = template_fields(template)
-    missing = [f for f in fields if f not in names]
-    if missing:
-        raise SourceError(
-            f"text_template field(s) {', '.join(map(repr, missing))} not in {where}: its columns"
-            f" are {', '.join(names)}; fix source.text_template"
-        )
-    return fields
-
-
 def _text_column(schema: pa.Schema, file: Path | str, text_field: str) -> str:
-    names = schema.names
-    if text_field not in names:
-        raise SourceError(
-            f"No text column {text_field!r} in {file}: its columns are {', '.join(names)};"
-            " set source.text_field to one of them"
-        )
+    check_text_column(text_field, schema.names, file)
     text_type = schema.field(text_field).type
     if not _is_text_type(text_type):
         raise SourceError(

@@ -1,4 +1,5 @@
-"""Rules every record-shaped source shares: which text, which id, which metadata."""
+"""Rules every record-shaped source shares: which text, which id, which metadata, and how a
+record (or a batch of columns) becomes a Document."""
 
 from __future__ import annotations
 
@@ -6,46 +7,85 @@ import base64
 import datetime
 import re
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import xxhash
 
+from embedpipe.config import SourceConfig
+from embedpipe.errors import SourceError
 from embedpipe.types import Document, RecordError
 
 _MISSING = object()
 _UNSUPPORTED = object()
 
 
-def to_document(
-    row: Mapping[str, Any],
-    *,
-    source: str,
-    record: str,
-    text_field: str,
-    id_field: str,
-    metadata_fields: Sequence[str] | None,
-    text_template: str | None = None,
-) -> Document | RecordError:
-    """A Document from one record, or a RecordError saying precisely what is wrong with it.
+@dataclass(frozen=True, slots=True)
+class RecordFields:
+    """Which fields of a record give a document's text, id and metadata (the source.* settings).
 
     With `text_template` (e.g. "{title}\n\n{body}") the text is built from those fields instead
     of read from `text_field`.
     """
-    if text_template is not None:
-        text, problem = render_template(text_template, row)
+
+    text_field: str = "text"
+    id_field: str = "id"
+    metadata_fields: Sequence[str] | None = None
+    text_template: str | None = None
+
+    @classmethod
+    def of(cls, cfg: SourceConfig) -> RecordFields:
+        """The fields a source configuration names."""
+        return cls(cfg.text_field, cfg.id_field, cfg.metadata_fields, cfg.text_template)
+
+
+def to_document(
+    row: Mapping[str, Any], fields: RecordFields, *, source: str, record: str
+) -> Document | RecordError:
+    """A Document from one record, or a RecordError saying precisely what is wrong with it."""
+    if fields.text_template is not None:
+        text, problem = render_template(fields.text_template, row)
     else:
-        text = row.get(text_field, _MISSING)
-        problem = text_problem(text, text_field, row)
+        text = row.get(fields.text_field, _MISSING)
+        problem = text_problem(text, fields.text_field, row)
     if problem is not None:
         return RecordError(source, record, problem)
     try:
-        doc_id = document_id(row.get(id_field), text, id_field)
+        doc_id = document_id(row.get(fields.id_field), text, fields.id_field)
     except ValueError as exc:
         return RecordError(source, record, str(exc))
-    metadata = extract_metadata(row, text_field, metadata_fields)
+    metadata = extract_metadata(row, fields.text_field, fields.metadata_fields)
     return Document(id=doc_id, text=text, metadata=metadata, source=source)
+
+
+def column_rows(columns: Mapping[str, Sequence[Any]]) -> Iterator[dict[str, Any]]:
+    """The records of a batch held as columns ({name: values}), each as {name: value}."""
+    names = list(columns)
+    for cells in zip(*columns.values(), strict=True):
+        yield dict(zip(names, cells, strict=True))
+
+
+def template_columns(template: str, names: Sequence[str], where: object) -> list[str]:
+    """The columns a text_template reads; SourceError naming any the data does not have."""
+    fields = template_fields(template)
+    missing = [f for f in fields if f not in names]
+    if missing:
+        raise SourceError(
+            f"text_template field(s) {', '.join(map(repr, missing))} not in {where}: its columns"
+            f" are {', '.join(names)}; fix source.text_template"
+        )
+    return fields
+
+
+def check_text_column(text_field: str, names: Sequence[str], where: object) -> None:
+    """SourceError when the data has no column named `text_field`."""
+    if text_field not in names:
+        raise SourceError(
+            f"No text column {text_field!r} in {where}: its columns are {', '.join(names)};"
+            " set source.text_field to one of them"
+        )
 
 
 def text_problem(value: Any, field: str, row: Mapping[str, Any]) -> str | None:
