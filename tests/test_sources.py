@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,10 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import datasets
 
-from embedpipe.config import SourceConfig
 from embedpipe.errors import SourceError
-from embedpipe.sources import Source, open_source, read_jsonl
+from embedpipe.sources import read_jsonl
 from embedpipe.types import Document, RecordError
+from tests.sourcekit import docs, errors, source
 
 datasets.disable_progress_bars()
 
@@ -29,18 +28,6 @@ UNICODE = "Grüße, 東京, emoji 🚀, RTL שלום"
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def source(uri: str | Path, **kwargs: Any) -> Source:
-    return open_source(SourceConfig(uri=str(uri), **kwargs))
-
-
-def docs(items: Iterable[Document | RecordError]) -> list[Document]:
-    return [d for d in items if isinstance(d, Document)]
-
-
-def errors(items: Iterable[Document | RecordError]) -> list[RecordError]:
-    return [e for e in items if isinstance(e, RecordError)]
 
 
 def write_jsonl(path: Path, rows: list[Any]) -> Path:

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,25 +19,12 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import datasets
 
 import embedpipe
-from embedpipe.config import SourceConfig, load_config
+from embedpipe.config import load_config
 from embedpipe.errors import ConfigError, SourceError
-from embedpipe.sources import Source, open_source
-from embedpipe.types import Document, RecordError
+from tests.sourcekit import docs, errors, source
 
 datasets.disable_progress_bars()
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def source(uri: str | Path, **kwargs: Any) -> Source:
-    return open_source(SourceConfig(uri=str(uri), **kwargs))
-
-
-def docs(items: Iterable[Document | RecordError]) -> list[Document]:
-    return [d for d in items if isinstance(d, Document)]
-
-
-def errors(items: Iterable[Document | RecordError]) -> list[RecordError]:
-    return [e for e in items if isinstance(e, RecordError)]
 
 
 def make_pdf(pages: list[str], title: str | None = None) -> bytes:
