@@ -209,13 +209,15 @@ def choose_cpu_precision(
 
 
 def intra_op_threads(cores: int) -> int:
-    """Torch threads for the encoder given the cores this process may use: all but one.
+    """Torch threads for the encoder given the cores this process may use: all of them.
 
-    The planner (tokenising, hashing, ledger) and the writer run beside the encoder, and an
-    intra-op thread that loses its core stalls every other one at the next barrier: on the
-    2-core machine of BENCHMARKS.md one thread beat two (see its threads table).
+    The planner and writer beside the encoder spend their time in GIL-free tokenizer and
+    SQLite calls or waiting on queues, so on an otherwise idle 2-core machine two intra-op
+    threads ran the whole pipeline 1.6x faster than one (BENCHMARKS.md). On a machine shared
+    with other busy processes the opposite held (one thread 2.5x faster: a thread that loses
+    its core stalls the other at every barrier): set `model.threads` there.
     """
-    return max(1, cores - 1)
+    return max(1, cores)
 
 
 def available_cores() -> int:

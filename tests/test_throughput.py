@@ -188,8 +188,11 @@ def test_oom_on_a_single_chunk_names_the_fix(
         mine.encode_texts([" ".join(WORDS * 60)])
 
 
-def test_pipeline_reports_oom_backoffs(flaky: tuple[Encoder, list[int]], tmp_path: Path) -> None:
+def test_pipeline_reports_oom_backoffs(
+    flaky: tuple[Encoder, list[int]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     mine, _ = flaky
+    monkeypatch.setitem(OOM_ABOVE, "tokens", 150)  # below the padding-bounded batches' size
     cfg = _config(tmp_path)
     cfg.batching.max_batch_tokens, cfg.batching.window = 2048, 256
     report = Pipeline(cfg, source=_docs(12, 7), encoder=mine).run()
