@@ -43,6 +43,14 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX chunks_by_doc ON chunks (target, fingerprint, doc_id);
     """,
+    # 2: whole-document hashes, so an unchanged document is skipped before it is even chunked.
+    """
+    CREATE TABLE docs (
+        target TEXT NOT NULL, fingerprint TEXT NOT NULL, doc_id TEXT NOT NULL,
+        doc_hash TEXT NOT NULL, n_chunks INTEGER NOT NULL,
+        PRIMARY KEY (target, fingerprint, doc_id)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 
@@ -123,6 +131,10 @@ class Ledger:
                 "DELETE FROM chunks WHERE target = ? AND fingerprint != ?",
                 (target.key, target.fingerprint),
             )
+            self.db.execute(
+                "DELETE FROM docs WHERE target = ? AND fingerprint != ?",
+                (target.key, target.fingerprint),
+            )
 
     def live(self, target_key: str) -> dict[str, Any] | None:
         row = self.db.execute(
@@ -182,14 +194,42 @@ class Ledger:
 
     def start_seen(self) -> None:
         self.db.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS seen (doc_id TEXT PRIMARY KEY, n_chunks INTEGER) WITHOUT ROWID"
+            "CREATE TEMP TABLE IF NOT EXISTS seen "
+            "(doc_id TEXT PRIMARY KEY, n_chunks INTEGER, doc_hash TEXT) WITHOUT ROWID"
         )
         self.db.execute("DELETE FROM temp.seen")
 
-    def see_doc(self, doc_id: str, n_chunks: int | None = None) -> bool:
+    def see_doc(
+        self, doc_id: str, n_chunks: int | None = None, doc_hash: str | None = None
+    ) -> bool:
         """Note a document; False when this run already saw the id (a duplicate)."""
-        cur = self.db.execute("INSERT OR IGNORE INTO temp.seen VALUES (?, ?)", (doc_id, n_chunks))
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO temp.seen VALUES (?, ?, ?)", (doc_id, n_chunks, doc_hash)
+        )
         return cur.rowcount == 1
+
+    def unchanged_doc(self, target: Target, doc_id: str, doc_hash: str) -> int | None:
+        """The chunk count of a document whose text is as last embedded, every chunk done; else None."""
+        row = self.db.execute(
+            "SELECT d.n_chunks, (SELECT COUNT(*) FROM chunks c WHERE c.target = d.target "
+            "AND c.fingerprint = d.fingerprint AND c.doc_id = d.doc_id AND c.state = 1 "
+            "AND c.chunk_index < d.n_chunks) FROM docs d "
+            "WHERE d.target = ? AND d.fingerprint = ? AND d.doc_id = ? AND d.doc_hash = ?",
+            (target.key, target.fingerprint, doc_id, doc_hash),
+        ).fetchone()
+        return int(row[0]) if row and row[0] == row[1] else None
+
+    def remember_docs(self, target: Target) -> None:
+        """Record the hash of every document this run saw whose chunks are all done."""
+        with self.transaction():
+            self.db.execute(
+                "INSERT OR REPLACE INTO docs SELECT ?, ?, s.doc_id, s.doc_hash, s.n_chunks "
+                "FROM temp.seen s WHERE s.doc_hash IS NOT NULL AND s.n_chunks IS NOT NULL "
+                "AND s.n_chunks = (SELECT COUNT(*) FROM chunks c WHERE c.target = ? "
+                "AND c.fingerprint = ? AND c.doc_id = s.doc_id AND c.state = 1 "
+                "AND c.chunk_index < s.n_chunks)",
+                (target.key, target.fingerprint, target.key, target.fingerprint),
+            )
 
     def set_doc_chunks(self, doc_id: str, n_chunks: int) -> None:
         self.db.execute("UPDATE temp.seen SET n_chunks = ? WHERE doc_id = ?", (n_chunks, doc_id))

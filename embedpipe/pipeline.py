@@ -148,6 +148,8 @@ class Run:
                 planner.start_seen()
                 self._stream(source, planner)
                 refused = self._delete_stale(planner)
+                if not self.dry_run:
+                    planner.remember_docs(self.target)
             finally:
                 planner.close()
             if not self.dry_run:  # what was written is good even when the deletes were refused
@@ -237,7 +239,8 @@ class Run:
                 if planner.doc_chunks(self.target, item.record):
                     planner.see_doc(item.record)  # keep what an unreadable document had
                 continue
-            if not planner.see_doc(item.id):
+            doc_hash = content_hash(self.target.fingerprint, item.text)
+            if not planner.see_doc(item.id, doc_hash=doc_hash):
                 report.error(
                     item.source, item.id, "duplicate document id: the first occurrence was kept"
                 )
@@ -245,6 +248,12 @@ class Run:
                 report.docs_failed += 1
                 continue
             report.docs_read += 1
+            unchanged = planner.unchanged_doc(self.target, item.id, doc_hash)
+            if unchanged is not None:  # as last embedded: no need to even chunk it
+                planner.set_doc_chunks(item.id, unchanged)
+                report.chunks_total += unchanged
+                report.chunks_skipped += unchanged
+                continue
             yield item
 
     def _encode(self, chunks: Iterator[Chunk], write_q: queue.Queue[Any], write: _Worker) -> None:

@@ -330,3 +330,35 @@ def test_keep_previous_retains_the_retired_index_after_a_swap(
         kept = [c.name for c in client.get_collections().collections]
         client.close()
     assert len(kept) == 2, kept
+
+
+def test_unchanged_document_is_skipped_before_chunking_but_an_edit_is_not(
+    make_corpus, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from embedpipe import chunking
+
+    files = corpus_files(6)
+    root = make_corpus(files)
+    cfg = config(root, "faiss", tmp_path)
+    first = embedpipe.run(cfg)
+    chunked: list[str] = []
+    original = chunking.Chunker.chunk_many
+
+    def spy(self, docs):  # type: ignore[no-untyped-def]
+        for chunk in original(self, docs):
+            chunked.append(chunk.doc_id)
+            yield chunk
+
+    chunking.Chunker.chunk_many = spy  # type: ignore[method-assign]
+    try:
+        (root / "doc03.md").write_text(files["doc03.md"] + "\n\nOne more paragraph.")
+        second = embedpipe.run(cfg)
+    finally:
+        chunking.Chunker.chunk_many = original  # type: ignore[method-assign]
+    assert set(chunked) == {"doc03.md"}
+    assert 1 <= second.chunks_embedded <= 2  # only doc03's changed tail
+    assert (
+        second.chunks_skipped + second.chunks_embedded == second.chunks_total >= first.chunks_total
+    )
+    in_sink, in_ledger = consistency(cfg)
+    assert sorted(in_sink) == sorted(in_ledger)
