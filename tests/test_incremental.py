@@ -362,3 +362,34 @@ def test_unchanged_document_is_skipped_before_chunking_but_an_edit_is_not(
     )
     in_sink, in_ledger = consistency(cfg)
     assert sorted(in_sink) == sorted(in_ledger)
+
+
+def test_transient_sink_errors_are_retried_and_the_run_completes(
+    make_corpus, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from embedpipe.errors import TransientSinkError
+
+    root = make_corpus(corpus_files(6))
+    cfg = config(root, "faiss", tmp_path, batching={"max_batch_tokens": 64, "max_batch_size": 4})
+
+    class FlakyOnSecondWrite:
+        """A real sink whose second write times out twice before it goes through."""
+
+        def __init__(self) -> None:
+            self.inner = open_sink(cfg.sink)
+            self.uri, self.calls = self.inner.uri, 0
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.inner, name)
+
+        def write(self, embedded: Embedded) -> None:
+            self.calls += 1
+            if self.calls in (2, 3):
+                raise TransientSinkError("read timed out (injected)")
+            self.inner.write(embedded)
+
+    flaky = FlakyOnSecondWrite()
+    report = Pipeline(cfg, sink=flaky).run()  # type: ignore[arg-type]
+    assert report.outcome == "done" and flaky.calls == report.batches + 2
+    in_sink, in_ledger = consistency(cfg)
+    assert sorted(in_sink) == sorted(in_ledger) and len(in_sink) == report.chunks_total
