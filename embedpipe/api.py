@@ -80,27 +80,37 @@ def backfill(
 
 
 @functools.lru_cache(maxsize=4)
-def _encoder(model: str | None, precision: str, device: str) -> Any:
+def _encoder(model: str | None, precision: str, device: str, truncate_dim: int | None) -> Any:
     from embedpipe.encoder import Encoder
 
-    return Encoder(ModelConfig(name=model, precision=precision, device=device))
+    cfg = ModelConfig(name=model, precision=precision, device=device, truncate_dim=truncate_dim)
+    return Encoder(cfg)
 
 
 def encode(
-    texts: Sequence[str], *, model: str | None = None, precision: str = "fp32", device: str = "auto"
+    texts: Sequence[str],
+    *,
+    model: str | None = None,
+    precision: str = "fp32",
+    device: str = "auto",
+    truncate_dim: int | None = None,
 ) -> np.ndarray:
-    """L2-normalised float32 vectors (n, dim) for texts; the model is loaded once and cached."""
-    return _encoder(model, precision, device).encode_texts(list(texts))
+    """L2-normalised float32 vectors (n, dim) for texts; the model is loaded once and cached.
+
+    `truncate_dim` keeps the first N dims, re-normalised (for Matryoshka-trained models).
+    """
+    return _encoder(model, precision, device, truncate_dim).encode_texts(list(texts))
 
 
 def query(text: str, *, k: int = 5, config: RunConfig | None = None, **options: Any) -> list[Hit]:
     """Top-k hits for `text` from a sink, encoded with the model the index was built with."""
     cfg = config or load_config(None, flat_overrides(**options))
-    if cfg.model.name is None:
-        live = _live(cfg)
-        if live and live.get("model"):
-            cfg.model.name = live["model"]
-    vector = _encoder(cfg.model.name, "fp32", cfg.model.device).encode_texts(
+    live = _live(cfg)
+    if cfg.model.name is None and live and live.get("model"):
+        cfg.model.name = live["model"]
+    # The index's own width: a Matryoshka index is queried truncated the same way.
+    dim = int(live["dim"]) if live and live.get("dim") else cfg.model.truncate_dim
+    vector = _encoder(cfg.model.name, "fp32", cfg.model.device, dim).encode_texts(
         [text], prefix=cfg.model.query_prefix
     )
     sink = open_sink(cfg.sink)

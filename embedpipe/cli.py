@@ -93,6 +93,12 @@ def backfill(
     max_batch_tokens: Annotated[int | None, typer.Option(help="token budget per batch")] = None,
     precision: Annotated[str | None, typer.Option(help="auto | fp32 | fp16 | bf16")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    truncate_dim: Annotated[
+        int | None, typer.Option(help="keep the first N dims (Matryoshka-trained models)")
+    ] = None,
+    quantization: Annotated[
+        str | None, typer.Option(help="none | int8 | binary: what the sink stores")
+    ] = None,
     chunk_tokens: Annotated[int | None, typer.Option(help="tokens per chunk")] = None,
     overlap_tokens: Annotated[
         int | None, typer.Option(help="tokens shared by neighbouring chunks")
@@ -127,6 +133,7 @@ def backfill(
     overrides = flat_overrides(
         source=source, sink=sink, collection=collection, model=model, report=str(report) if report else None,
         max_batch_tokens=max_batch_tokens, precision=precision, device=device, chunk_tokens=chunk_tokens,
+        truncate_dim=truncate_dim, quantization=quantization,
         overlap_tokens=overlap_tokens, text_field=text_field, id_field=id_field, index_factory=index_factory,
         text_template=text_template, include=include or None, exclude=exclude or None,
         metrics=str(metrics) if metrics else None,

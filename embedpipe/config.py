@@ -89,6 +89,14 @@ class ModelConfig(_Section):
     threads: int | None = Field(
         None, ge=1, description="torch intra-op threads on CPU; None = chosen from the cores"
     )
+    truncate_dim: int | None = Field(
+        None,
+        ge=1,
+        description="keep the first N dims, re-normalised (Matryoshka-trained models); None = all",
+    )
+    quantization: Literal["none", "int8", "binary"] = Field(
+        "none", description="what the sinks store: float vectors, or their int8 / binary codes"
+    )
 
 
 class ChunkingConfig(_Section):
@@ -291,6 +299,8 @@ FLAT_KEYS: dict[str, tuple[str, ...]] = {
     "precision": ("model", "precision"),
     "normalize": ("model", "normalize"),
     "prefix": ("model", "prefix"),
+    "truncate_dim": ("model", "truncate_dim"),
+    "quantization": ("model", "quantization"),
     "chunk_tokens": ("chunking", "chunk_tokens"),
     "overlap_tokens": ("chunking", "overlap_tokens"),
     "max_batch_tokens": ("batching", "max_batch_tokens"),

@@ -23,6 +23,7 @@ import numpy as np
 import xxhash
 
 from embedpipe.errors import ModelError
+from embedpipe.quantize import quantize
 from embedpipe.types import Batch
 
 if TYPE_CHECKING:
@@ -269,6 +270,9 @@ class Encoder:
             self.model.max_seq_length = cfg.max_seq_length
         self.tokenizer = self.model.tokenizer
         self.dim = int(self.model.get_embedding_dimension() or 0)
+        self.truncate_dim = _checked_truncate_dim(getattr(cfg, "truncate_dim", None), self)
+        self.dim = self.truncate_dim or self.dim
+        self.quantization = str(getattr(cfg, "quantization", None) or "none")
         self._takes_token_types = "token_type_ids" in getattr(
             self.tokenizer, "model_input_names", []
         )
@@ -306,6 +310,19 @@ class Encoder:
             prefix=self.cfg.prefix,
         )
 
+    def output_options(self) -> dict[str, Any]:
+        """What this encoder does to the model's vectors beyond `identity()`, for the fingerprint.
+
+        Only options that are set appear, so indexes built before they existed keep their
+        fingerprint.
+        """
+        out: dict[str, Any] = {}
+        if self.truncate_dim:
+            out["truncate_dim"] = self.truncate_dim
+        if self.quantization != "none":
+            out["quantization"] = self.quantization
+        return out
+
     # -- budgets ---------------------------------------------------------------------------
 
     def batch_token_budget(self, requested: int) -> int:
@@ -338,8 +355,12 @@ class Encoder:
     # -- encoding --------------------------------------------------------------------------
 
     def encode_batch(self, batch: Batch) -> np.ndarray:
-        """Vectors (n, dim) float32 for a padded batch of token ids."""
-        return self.encode_ids(batch.input_ids, batch.attention_mask)
+        """Vectors (n, dim) float32 to store for a padded batch of chunks: quantized when asked.
+
+        Queries (`encode_texts`) stay float: see `embedpipe.quantize`.
+        """
+        vectors = self.encode_ids(batch.input_ids, batch.attention_mask)
+        return quantize(vectors, self.quantization, normalize=self.cfg.normalize)
 
     def encode_ids(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Vectors (n, dim) float32 for padded input ids and their attention mask.
@@ -412,6 +433,8 @@ class Encoder:
             for module in list(self.model)[1:]:
                 out = module(out)
             vectors = out["sentence_embedding"].float()
+            if self.truncate_dim:  # Matryoshka: the leading dims, re-normalised below
+                vectors = vectors[:, : self.truncate_dim]
             if self.cfg.normalize:
                 vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
         return np.ascontiguousarray(vectors.cpu().numpy(), dtype=np.float32)
@@ -464,6 +487,18 @@ def _load(path: Path, device: str) -> SentenceTransformer:
         ) from exc
     model.eval()
     return model
+
+
+def _checked_truncate_dim(asked: int | None, encoder: Encoder) -> int | None:
+    """`truncate_dim` when it truncates (None when unset or the model's own size), else an error."""
+    if asked is None or asked == encoder.dim:
+        return None
+    if not 1 <= asked < encoder.dim:
+        raise ModelError(
+            f"model.truncate_dim={asked} but {encoder.name} has {encoder.dim} dimensions: "
+            f"set truncate_dim between 1 and {encoder.dim}, or leave it unset"
+        )
+    return asked
 
 
 def _module_config(module: Any) -> dict[str, Any]:

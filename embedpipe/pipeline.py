@@ -86,7 +86,7 @@ class Pipeline:
         encoder = self.encoder or Encoder(cfg.model)
         source = self.source if self.source is not None else open_source(cfg.source)
         sink = self.sink or open_sink(cfg.sink)
-        fp = fingerprint(encoder.identity(), cfg.chunking)
+        fp = fingerprint(encoder.identity(), cfg.chunking, **encoder.output_options())
         report = RunReport(
             model=encoder.name, fingerprint=fp, sink=sink.uri, source=str(getattr(source, "uri", "")),
             collection=cfg.sink.collection, mode=cfg.mode, device=encoder.device,
