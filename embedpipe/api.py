@@ -33,7 +33,10 @@ def run(
 ) -> RunReport:
     """Run a configured pipeline; the report (`config.report`) and the Prometheus textfile
     (`config.metrics`, not for dry runs) are written whatever the outcome."""
-    pipe = Pipeline(config, source=source, sink=sink, progress=progress, force=force)
+    encoder = _run_encoder(config.model.model_dump_json())
+    pipe = Pipeline(
+        config, source=source, sink=sink, encoder=encoder, progress=progress, force=force
+    )
     if stop is not None:
         pipe.stop = stop
     try:
@@ -77,6 +80,15 @@ def backfill(
         dry_run=dry_run,
         force=force,
     )
+
+
+@functools.lru_cache(maxsize=2)
+def _run_encoder(model_config: str) -> Any:
+    """One loaded model per model config for the life of the process: a program (or a test
+    suite) that runs several pipelines loads and calibrates the model once."""
+    from embedpipe.encoder import Encoder
+
+    return Encoder(ModelConfig.model_validate_json(model_config))
 
 
 @functools.lru_cache(maxsize=4)
