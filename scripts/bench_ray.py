@@ -51,10 +51,10 @@ def main() -> None:
     results = {
         "local (2 torch threads)": run(root, work, "local"),
         "ray, 1 encoder x 1 CPU": run(
-            root, work, "ray1", engine="ray", ray={"encoders": 1, "num_cpus": 1}
+            root, work, "ray1", engine="ray", ray={"encoders": 1, "num_cpus": 1, "block_docs": 1}
         ),
         "ray, 2 encoders x 1 CPU": run(
-            root, work, "ray2", engine="ray", ray={"encoders": 2, "num_cpus": 1}
+            root, work, "ray2", engine="ray", ray={"encoders": 2, "num_cpus": 1, "block_docs": 1}
         ),
     }
     ray.shutdown()
