@@ -140,6 +140,23 @@ def test_model_change_builds_new_index_and_swaps_only_at_the_end(
     assert hits and hits[0].chunk_id in in_sink
 
 
+class InjectedSink:
+    """A real sink whose Nth write call raises the given error instead of writing."""
+
+    def __init__(self, cfg: embedpipe.RunConfig, failures: dict[int, Exception]) -> None:
+        self.inner = open_sink(cfg.sink)
+        self.uri, self.writes, self.failures = self.inner.uri, 0, failures
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def write(self, embedded: Embedded) -> None:
+        self.writes += 1
+        if self.writes in self.failures:
+            raise self.failures[self.writes]
+        self.inner.write(embedded)
+
+
 @pytest.mark.parametrize("kind", SINKS)
 def test_persistent_sink_failure_leaves_ledger_matching_sink(
     kind: str, make_corpus, tmp_path: Path
@@ -147,24 +164,11 @@ def test_persistent_sink_failure_leaves_ledger_matching_sink(
     root = make_corpus(corpus_files())
     cfg = config(root, kind, tmp_path, batching={"max_batch_tokens": 64, "max_batch_size": 4})
 
-    class FailingOnThirdWrite:
-        """A real sink that raises on its third write, as a full disk or a dead server would."""
-
-        def __init__(self) -> None:
-            self.inner = open_sink(cfg.sink)
-            self.uri, self.writes = self.inner.uri, 0
-
-        def __getattr__(self, name: str) -> object:
-            return getattr(self.inner, name)
-
-        def write(self, embedded: Embedded) -> None:
-            self.writes += 1
-            if self.writes == 3:
-                raise SinkError("disk full (injected)")
-            self.inner.write(embedded)
-
+    failing = InjectedSink(
+        cfg, {3: SinkError("disk full (injected)")}
+    )  # a full disk, a dead server
     with pytest.raises(SinkError, match="injected"):
-        Pipeline(cfg, sink=FailingOnThirdWrite()).run()  # type: ignore[arg-type]
+        Pipeline(cfg, sink=failing).run()  # type: ignore[arg-type]
     ledger = Ledger(state_dir_for(cfg.sink.uri, None) / "ledger.sqlite")
     assert ledger.db.execute("SELECT outcome FROM runs").fetchone()[0] == "failed"
     ledger.close()
@@ -372,24 +376,9 @@ def test_transient_sink_errors_are_retried_and_the_run_completes(
     root = make_corpus(corpus_files(6))
     cfg = config(root, "faiss", tmp_path, batching={"max_batch_tokens": 64, "max_batch_size": 4})
 
-    class FlakyOnSecondWrite:
-        """A real sink whose second write times out twice before it goes through."""
-
-        def __init__(self) -> None:
-            self.inner = open_sink(cfg.sink)
-            self.uri, self.calls = self.inner.uri, 0
-
-        def __getattr__(self, name: str) -> object:
-            return getattr(self.inner, name)
-
-        def write(self, embedded: Embedded) -> None:
-            self.calls += 1
-            if self.calls in (2, 3):
-                raise TransientSinkError("read timed out (injected)")
-            self.inner.write(embedded)
-
-    flaky = FlakyOnSecondWrite()
+    timeout = TransientSinkError("read timed out (injected)")
+    flaky = InjectedSink(cfg, {2: timeout, 3: timeout})  # the second write times out twice
     report = Pipeline(cfg, sink=flaky).run()  # type: ignore[arg-type]
-    assert report.outcome == "done" and flaky.calls == report.batches + 2
+    assert report.outcome == "done" and flaky.writes == report.batches + 2
     in_sink, in_ledger = consistency(cfg)
     assert sorted(in_sink) == sorted(in_ledger) and len(in_sink) == report.chunks_total
