@@ -245,7 +245,7 @@ def _chunks(batch: dict[str, np.ndarray], rows: np.ndarray) -> list[Chunk]:
             doc_id=str(batch["doc_id"][i]),
             index=int(batch["chunk_index"][i]),
             text=str(batch["text"][i]),
-            token_ids=[int(t) for t in batch["token_ids"][i]],
+            token_ids=np.asarray(batch["token_ids"][i], dtype=np.int64).tolist(),
             start=int(batch["start"][i]),
             end=int(batch["end"][i]),
             content_hash=str(batch["content_hash"][i]),
