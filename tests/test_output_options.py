@@ -14,14 +14,13 @@ from embedpipe.encoder import Encoder
 from embedpipe.errors import ModelError
 from embedpipe.quantize import quantize
 from embedpipe.sinks import open_sink
+from tests.test_pipeline import FILES as PIPELINE_FILES
 
 FILES = {
-    "python/json.md": "The json module encodes Python objects as JSON text and decodes JSON back.\n\n"
-    "Use json.dumps to serialise a dict to a string and json.loads to parse one.",
-    "python/argparse.md": "argparse parses command-line options, arguments and sub-commands.\n\n"
-    "Create an ArgumentParser, add_argument for each flag, then call parse_args().",
-    "cooking/bread.md": "Knead the dough for ten minutes, let it rise for an hour, then bake at 220 degrees.",
-    "cooking/soup.txt": "Simmer onions, carrots and celery in stock; season with salt and pepper.",
+    **{
+        name: PIPELINE_FILES[name]
+        for name in ("python/json.md", "python/argparse.md", "cooking/bread.md", "cooking/soup.txt")
+    },
     "garden/tomatoes.md": "Water tomatoes in the morning and tie the stems to a cane as they grow.",
 }
 TEXTS = [
