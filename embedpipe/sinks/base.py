@@ -24,6 +24,24 @@ class Hit:
 
 
 @runtime_checkable
+class RemoteWriter(Protocol):
+    """Writes one run's vectors into a sink's index from another process or machine.
+
+    Made on the driver by `Sink.remote_writer()` and pickled to workers, so it holds no open
+    client or file when pickled: it connects on its first write. Valid until the sink's close()
+    or abort(); delete(), the swap and the ledger stay with the driver's sink.
+    """
+
+    def write(self, embedded: Embedded) -> None:
+        """Store the vectors; returns once the sink acknowledged them. Idempotent by chunk id."""
+        ...
+
+    def close(self) -> None:
+        """Release clients and files; safe to call twice."""
+        ...
+
+
+@runtime_checkable
 class Sink(Protocol):
     """Where vectors go. Calls come in this order: open, (write | delete)*, close or abort.
 
@@ -31,7 +49,14 @@ class Sink(Protocol):
     incremental run writes in place) and otherwise starts a new physical index that only
     `close()` makes live (atomic re-embed); `abort()` releases the sink without switching, keeping
     what was acknowledged so a later run with the same fingerprint resumes (the ledger may list
-    those writes), and leaves the live index untouched. `write` returns only once the sink has acknowledged the vectors.
+    those writes), and leaves the live index untouched. `write` returns only once the sink has
+    acknowledged the vectors.
+
+    Optional: a sink that accepts concurrent writers also has `remote_writer() -> RemoteWriter`.
+    Called after `open()`, it returns a writer for the physical index this run writes (the new
+    one during a re-embed, so the run stays atomic: `close()` here still makes it live). The
+    caller (the Ray engine's driver) pickles it to other processes and keeps the ledger; a sink
+    that cannot take writes from elsewhere lacks the method or raises SinkError saying why.
     """
 
     uri: str

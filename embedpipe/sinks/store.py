@@ -1,8 +1,10 @@
 """What sinks keep per chunk, and an append-only Parquet store of chunks with their vectors.
 
-The payload fields are shared by every sink. `ShardStore` is the FAISS sink's source of truth:
-each write is one shard file, each delete one tombstone file, both numbered from one sequence
-so replaying them in order (last write wins, a later tombstone removes) gives the live chunks.
+The payload fields are shared by every sink. `ShardStore` is the FAISS and Parquet sinks' source
+of truth: each write is one shard file, each delete one tombstone file, both numbered from one
+sequence so replaying them in order (last write wins, a later tombstone removes) gives the live
+chunks. Several processes may append to one store at once (same machine or a shared filesystem):
+a file claims its sequence number with a hard link, which fails when another writer took it.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -120,30 +124,46 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Write a file under a temporary name, fsync it, then rename it into place."""
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    with open(tmp, "wb") as f:
+def durable_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Write a new file and fsync it (not its folder: the caller renames or links it first)."""
+    with open(path, "wb") as f:
         write(f)
         f.flush()
         os.fsync(f.fileno())
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Write a file under a temporary name, fsync it, then rename it into place."""
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    durable_write(tmp, write)
     os.replace(tmp, path)
     fsync_dir(path.parent)
 
 
-def write_parquet(table: pa.Table, path: Path) -> None:
-    """Write a Parquet file atomically."""
+def parquet_writer(table: pa.Table) -> Callable[[IO[bytes]], object]:
+    """What writes `table` as Parquet into an open file."""
     # Dictionary-encoding float vectors costs ~15x the write time for nothing: only the
     # repetitive columns get it.
-    atomic_write(path, lambda f: pq.write_table(table, f, use_dictionary=DICTIONARY_COLUMNS))
+    return lambda f: pq.write_table(table, f, use_dictionary=DICTIONARY_COLUMNS)
+
+
+def write_parquet(table: pa.Table, path: Path) -> None:
+    """Write a Parquet file atomically."""
+    atomic_write(path, parquet_writer(table))
 
 
 class ShardStore:
-    """An append-only folder of Parquet shards and tombstones; replay order is the file number."""
+    """An append-only folder of Parquet shards and tombstones; replay order is the file number.
+
+    Appends (shards and tombstones) are safe from several processes at once. compact(), clear()
+    and remove_temp() are not: only the driver calls them, while no other writer is active.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._last_seq: int | None = None  # cached so a write does not list the folder
+        # The last number this instance claimed: where the next claim starts looking, so a write
+        # does not list the folder. Only a hint: another writer may have taken the next one.
+        self._last_seq: int | None = None
 
     def files(self) -> list[tuple[int, str, Path]]:
         """(sequence, kind, path) of every shard and tombstone, in sequence order."""
@@ -157,22 +177,46 @@ class ShardStore:
         return sorted(found)
 
     def remove_temp(self) -> None:
-        """Drop half-written files a crashed writer left behind (they were never acknowledged)."""
+        """Drop half-written files a crashed writer left behind (they were never acknowledged).
+
+        A live writer's temp file looks the same: call this only while no other process appends
+        (the driver, in the sink's open(), before any remote writer starts).
+        """
         if self.root.is_dir():
             for path in self.root.glob("*" + TMP_SUFFIX):
-                path.unlink()
+                path.unlink(missing_ok=True)
 
-    def _next_path(self, kind: str) -> Path:
-        if self._last_seq is None:
-            files = self.files()
-            self._last_seq = files[-1][0] if files else 0
-        self._last_seq += 1
-        return self.root / f"{kind}-{self._last_seq:08d}.parquet"
+    def _last_claimed(self) -> int:
+        """The highest sequence number in the folder (0 when empty)."""
+        files = self.files()
+        return files[-1][0] if files else 0
+
+    def _add(self, kind: str, table: pa.Table) -> None:
+        """Write `table` as the next `kind` file of the sequence; durable when this returns.
+
+        The file is written and fsynced under a name no other process uses, then hard-linked
+        to its numbered name: link() fails if another writer holds that number (where a rename
+        would overwrite it), so the number is taken again after the folder's last one.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".{kind}-{os.getpid()}-{secrets.token_hex(6)}{TMP_SUFFIX}"
+        try:
+            durable_write(tmp, parquet_writer(table))
+            seq = (self._last_claimed() if self._last_seq is None else self._last_seq) + 1
+            while True:
+                try:
+                    os.link(tmp, self.root / f"{kind}-{seq:08d}.parquet")
+                    break
+                except FileExistsError:
+                    seq = max(seq, self._last_claimed()) + 1
+            self._last_seq = seq
+        finally:
+            tmp.unlink(missing_ok=True)
+        fsync_dir(self.root)
 
     def append(self, table: pa.Table) -> None:
         """Add one shard; it is durable when this returns."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        write_parquet(table, self._next_path("shard"))
+        self._add("shard", table)
 
     def append_embedded(self, embedded: Embedded, dim: int) -> None:
         """Add the chunks with their (n, dim) vectors as one shard; nothing for no chunks."""
@@ -188,9 +232,7 @@ class ShardStore:
 
     def tombstone(self, chunk_ids: Sequence[str]) -> None:
         """Mark chunks deleted from this point in the sequence on."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        table = pa.table({"chunk_id": pa.array(list(chunk_ids), pa.string())})
-        write_parquet(table, self._next_path("tomb"))
+        self._add("tomb", pa.table({"chunk_id": pa.array(list(chunk_ids), pa.string())}))
 
     def live(
         self, columns: list[str] | None = None, base: pa.Table | None = None
@@ -239,6 +281,36 @@ class ShardStore:
                 path.unlink()
             fsync_dir(self.root)
         return table
+
+
+@dataclass
+class ShardWriter:
+    """A RemoteWriter that appends shards to a ShardStore folder from another process.
+
+    `root` must be the same path for every process (absolute; a shared filesystem across
+    machines). Holds no open file between writes, so it pickles as it is; a fresh store is
+    made on first use so a sequence hint never travels.
+    """
+
+    root: Path
+    dim: int
+    _store: ShardStore | None = field(default=None, init=False, repr=False, compare=False)
+
+    def write(self, embedded: Embedded) -> None:
+        """Append the chunks as one shard; durable (acknowledged) when this returns."""
+        if self._store is None:
+            self._store = ShardStore(self.root)
+        self._store.append_embedded(embedded, self.dim)
+
+    def close(self) -> None:
+        """Forget the store (there is nothing open to release); safe to call twice."""
+        self._store = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"root": self.root, "dim": self.dim}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.root, self.dim, self._store = state["root"], state["dim"], None
 
 
 def _last_rows(chunk_ids: pa.ChunkedArray) -> np.ndarray:
