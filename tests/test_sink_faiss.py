@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import faiss
@@ -390,3 +391,18 @@ def test_rebuild_of_a_sink_without_stored_vectors_is_refused(tmp_path: Path) -> 
 
     with pytest.raises(ConfigError, match="only faiss:DIR"):
         rebuild_sink(SinkConfig(uri=f"parquet:{tmp_path}"))
+
+
+def test_remote_writer_writes_go_into_the_index_at_close(tmp_path: Path) -> None:
+    emb = embedded(20)
+    sink = built(tmp_path, embedded(6, seed=3, doc="old"))
+    sink.open(DIM, FP_A)
+    sink.write(Embedded(emb.chunks[:10], emb.vectors[:10]))
+    writer = pickle.loads(pickle.dumps(sink.remote_writer()))
+    writer.write(Embedded(emb.chunks[10:], emb.vectors[10:]))
+    writer.close()
+    sink.close()
+    old = [c.id for c in chunks(6, "old")]
+    assert sorted(sink.chunk_ids()) == sorted([c.id for c in emb.chunks] + old)
+    hit = sink.search(emb.vectors[15], k=1)[0]
+    assert hit.chunk_id == emb.chunks[15].id and hit.score == pytest.approx(1.0, abs=1e-5)

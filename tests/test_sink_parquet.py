@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from embedpipe.config import SinkConfig
 from embedpipe.errors import SinkError
 from embedpipe.sinks import open_sink
 from embedpipe.sinks.parquet import ParquetSink
+from embedpipe.sinks.store import vectors_of
 from embedpipe.types import Embedded
 from tests.sinkkit import DIM, FP_A, FP_B, chunks, embedded, filled, unit_vectors
 
@@ -147,3 +150,48 @@ def test_search_before_any_run_is_a_clear_error(tmp_path: Path) -> None:
 def test_open_sink_builds_a_parquet_sink_from_the_uri(tmp_path: Path) -> None:
     sink = open_sink(SinkConfig(uri=f"parquet:{tmp_path}", collection="c"))
     assert isinstance(sink, ParquetSink) and (sink.directory, sink.collection) == (tmp_path, "c")
+
+
+def _write_from_another_process(writer: bytes, emb: Embedded) -> None:
+    remote = pickle.loads(writer)
+    remote.write(emb)
+    remote.close()
+
+
+def test_remote_writer_in_another_process_adds_to_the_run(tmp_path: Path) -> None:
+    emb = embedded(12)
+    half = len(emb.chunks) // 2
+    sink = ParquetSink(tmp_path, "docs")
+    sink.open(DIM, FP_A)
+    sink.write(Embedded(emb.chunks[:half], emb.vectors[:half]))
+    writer = pickle.dumps(sink.remote_writer())
+    ctx = multiprocessing.get_context("spawn")
+    proc = ctx.Process(
+        target=_write_from_another_process,
+        args=(writer, Embedded(emb.chunks[half:], emb.vectors[half:])),
+    )
+    proc.start()
+    proc.join(timeout=60)
+    assert proc.exitcode == 0
+    sink.close()
+    table = pq.read_table(tmp_path / "docs")
+    assert sorted(table.column("chunk_id").to_pylist()) == sorted(c.id for c in emb.chunks)
+    row = {c.id: i for i, c in enumerate(emb.chunks)}
+    order = [row[c] for c in table.column("chunk_id").to_pylist()]
+    assert np.array_equal(vectors_of(table), emb.vectors[order])
+
+
+def test_remote_writes_of_a_re_embed_stay_invisible_until_close(tmp_path: Path) -> None:
+    sink = built(tmp_path, embedded(4, doc="old"))
+    sink.open(DIM, FP_B)
+    writer = pickle.loads(pickle.dumps(sink.remote_writer()))
+    writer.write(embedded(3, seed=5, doc="new"))
+    writer.close()
+    assert set(pq.read_table(tmp_path / "docs")["doc_id"].to_pylist()) == {"old0"}
+    sink.close()
+    assert set(pq.read_table(tmp_path / "docs")["doc_id"].to_pylist()) == {"new0"}
+
+
+def test_remote_writer_needs_an_open_sink(tmp_path: Path) -> None:
+    with pytest.raises(SinkError, match="not open"):
+        ParquetSink(tmp_path, "docs").remote_writer()

@@ -33,6 +33,7 @@ from embedpipe.sinks.base import Hit
 from embedpipe.sinks.generations import GenerationSink, lock, read_manifest, write_manifest
 from embedpipe.sinks.store import (
     ShardStore,
+    ShardWriter,
     atomic_write,
     hit_from_payload,
     shard_schema,
@@ -89,6 +90,11 @@ class FaissSink(GenerationSink):
     def write(self, embedded: Embedded) -> None:
         """Append the chunks as one shard; returns once the shard is renamed into place."""
         self._writing().append_embedded(embedded, self._dim)
+
+    def remote_writer(self) -> ShardWriter:
+        """A writer other processes append this run's store with; close() here still compacts
+        (and, for a re-embed, swaps) as for the sink's own writes."""
+        return ShardWriter(self._writing().root.absolute(), self._dim)
 
     def delete(self, chunk_ids: Sequence[str]) -> None:
         """Record a tombstone for these chunks; ids that are not present are fine."""

@@ -31,6 +31,7 @@ from embedpipe.sinks.base import Hit
 from embedpipe.sinks.generations import GenerationSink, write_manifest
 from embedpipe.sinks.store import (
     ShardStore,
+    ShardWriter,
     fsync_dir,
     hit_from_payload,
     shard_schema,
@@ -87,6 +88,11 @@ class ParquetSink(GenerationSink):
     def write(self, embedded: Embedded) -> None:
         """Append the chunks as one store shard; returns once it is renamed into place."""
         self._writing().append_embedded(embedded, self._dim)
+
+    def remote_writer(self) -> ShardWriter:
+        """A writer other processes append this run's store with; close() here still compacts
+        (and, for a re-embed, swaps) as for the sink's own writes."""
+        return ShardWriter(self._writing().root.absolute(), self._dim)
 
     def delete(self, chunk_ids: Sequence[str]) -> None:
         """Record a tombstone for these chunks; ids that are not present are fine."""
