@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from qdrant_client import QdrantClient, models
 from embedpipe.config import QdrantOptions, SinkConfig
 from embedpipe.errors import ConfigError, SinkError, TransientSinkError
 from embedpipe.sinks import open_sink
-from embedpipe.sinks.qdrant import QdrantSink
+from embedpipe.sinks.qdrant import QdrantSink, QdrantWriter
 from embedpipe.types import Embedded, point_id
 from tests.sinkkit import DIM, FP_A, FP_B, chunks, embedded, filled
 
@@ -254,3 +255,66 @@ def test_sink_config_carries_qdrant_options_to_the_sink(tmp_path: Path) -> None:
     sink = open_sink(cfg)
     assert isinstance(sink, QdrantSink)
     assert (sink.options.quantization, sink.options.on_disk) == ("int8", True)
+
+
+def stored_points(client: QdrantClient, name: str, emb: Embedded) -> list[tuple[object, ...]]:
+    """(id, payload, vector) of the chunks' points in `name`, in chunk order."""
+    ids: list[models.ExtendedPointId] = [point_id(c.id) for c in emb.chunks]
+    found = client.retrieve(name, ids, with_payload=True, with_vectors=True)
+    by_id = {str(p.id): (str(p.id), p.payload, p.vector) for p in found}
+    return [by_id[str(i)] for i in ids]
+
+
+def test_remote_writer_lands_the_same_points_as_write(tmp_path: Path) -> None:
+    emb = embedded(17)  # more than one write_batch of 7
+    sink = local(tmp_path)
+    sink.open(DIM, FP_A)
+    sink.write(emb)
+    physical = f"docs__{FP_A[:12]}"
+    want = stored_points(sink.connect(), physical, emb)
+    sink.close()
+
+    writer = pickle.loads(pickle.dumps(QdrantWriter(physical, write_batch=7, location=":memory:")))
+    params = models.VectorParams(size=DIM, distance=models.Distance.COSINE)
+    writer.connect().create_collection(physical, vectors_config=params)
+    writer.write(emb)
+    assert stored_points(writer.connect(), physical, emb) == want
+    writer.close()
+    writer.close()
+
+
+def test_remote_writer_pickles_without_its_client_after_a_write() -> None:
+    writer = QdrantWriter("docs__x", location=":memory:")
+    params = models.VectorParams(size=DIM, distance=models.Distance.COSINE)
+    writer.connect().create_collection("docs__x", vectors_config=params)
+    writer.write(embedded(3))
+    copy = pickle.loads(pickle.dumps(writer))
+    assert copy == writer and copy._client is None and writer._client is not None
+    assert writer.connect().count("docs__x").count == 3  # the original is still connected
+    writer.close()
+
+
+def test_local_mode_refuses_a_remote_writer(tmp_path: Path) -> None:
+    sink = local(tmp_path)
+    sink.open(DIM, FP_A)
+    with pytest.raises(SinkError, match="one process only"):
+        sink.remote_writer()
+    sink.close()
+
+
+def test_a_server_sinks_remote_writer_targets_the_run_collection_with_its_settings() -> None:
+    url = "https://qdrant.example.com:6333"
+    sink = QdrantSink("docs", url=url, api_key="k", timeout=3, write_batch=9)
+    sink._target = f"docs__{FP_B[:12]}"  # what open() sets, without a server to open on
+    writer = pickle.loads(pickle.dumps(sink.remote_writer()))
+    assert writer == QdrantWriter(f"docs__{FP_B[:12]}", url, "k", 3, 9)
+    client = writer.connect()  # no request is made until the first call
+    assert (client.init_options["url"], client.init_options["api_key"]) == (url, "k")
+    writer.close()
+
+
+def test_a_remote_writer_to_an_unreachable_server_fails_transiently() -> None:
+    writer = QdrantWriter("docs__x", url="http://127.0.0.1:9", timeout=2)
+    with pytest.raises(TransientSinkError, match="did not answer"):
+        writer.write(embedded(2))
+    writer.close()

@@ -2,13 +2,15 @@
 
 The physical collection is `<collection>__<fingerprint[:12]>`; the public name is an alias that
 close() moves in one `update_collection_aliases` call, so a re-embed stays invisible until it is
-complete. Works with local mode (`QdrantClient(path=...)`) and with a server (`url=...`).
+complete. Works with local mode (`QdrantClient(path=...)`) and with a server (`url=...`); with a
+server, `QdrantWriter`s let other processes upsert into the collection a run writes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,75 @@ def qdrant_errors(action: str) -> Iterator[None]:
         raise SinkError(f"Qdrant {action} failed: {exc}") from exc
 
 
+def server_client(url: str | None, api_key: str | None, timeout: int | None) -> QdrantClient:
+    """A client for a Qdrant server."""
+    # No version probe: it would make a request before the first real call.
+    return QdrantClient(url=url, api_key=api_key, timeout=timeout, check_compatibility=False)
+
+
+def point_batches(embedded: Embedded, size: int) -> Iterator[models.Batch]:
+    """The chunks as upsert requests of at most `size` points: uuid5 ids, the chunk payload."""
+    vectors = paired_vectors(embedded)
+    for lo in range(0, len(embedded.chunks), size):
+        chunks = embedded.chunks[lo : lo + size]
+        yield models.Batch(
+            ids=[point_id(c.id) for c in chunks],
+            vectors=vectors[lo : lo + size].tolist(),
+            payloads=[chunk_payload(c) for c in chunks],
+        )
+
+
+def upsert(client: QdrantClient, collection: str, embedded: Embedded, size: int) -> None:
+    """Upsert the chunks in requests of `size` points; returns once Qdrant acknowledged them."""
+    for batch in point_batches(embedded, size):
+        with qdrant_errors(f"upsert into '{collection}'"):
+            client.upsert(collection, points=batch, wait=True)
+
+
+@dataclass
+class QdrantWriter:
+    """A RemoteWriter upserting into one physical collection of a Qdrant server.
+
+    Connects on the first write and drops the client when pickled. `location` (":memory:")
+    replaces the server with qdrant-client's in-process engine, for tests.
+    """
+
+    collection: str
+    url: str | None = None
+    api_key: str | None = None
+    timeout: int | None = None
+    write_batch: int = 256
+    location: str | None = None
+    _client: QdrantClient | None = field(default=None, init=False, repr=False, compare=False)
+
+    def connect(self) -> QdrantClient:
+        """The client, created on first use."""
+        if self._client is None:
+            where = self.location or self.url
+            with qdrant_errors(f"connecting to {where}"):
+                if self.location is not None:
+                    self._client = QdrantClient(location=self.location)
+                else:
+                    self._client = server_client(self.url, self.api_key, self.timeout)
+        return self._client
+
+    def write(self, embedded: Embedded) -> None:
+        """Upsert in requests of `write_batch` points; returns once Qdrant acknowledged them."""
+        upsert(self.connect(), self.collection, embedded, self.write_batch)
+
+    def close(self) -> None:
+        """Close the client, if one is open; safe to call twice."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if k != "_client"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state, _client=None)
+
+
 class QdrantSink:
     """Vectors in Qdrant, local (`local_path`) or on a server (`url`), under an alias `collection`."""
 
@@ -97,13 +168,7 @@ class QdrantSink:
                 if self.local_path is not None:
                     self._client = QdrantClient(path=self.local_path)
                 else:
-                    # No version probe: it would make a request before the first real call.
-                    self._client = QdrantClient(
-                        url=self.url,
-                        api_key=self.api_key,
-                        timeout=self.timeout,
-                        check_compatibility=False,
-                    )
+                    self._client = server_client(self.url, self.api_key, self.timeout)
         return self._client
 
     def open(self, dim: int, fingerprint: str) -> None:
@@ -126,16 +191,17 @@ class QdrantSink:
     def write(self, embedded: Embedded) -> None:
         """Upsert in requests of `write_batch` points; returns once Qdrant acknowledged them."""
         target = self._writing()
-        vectors = paired_vectors(embedded)
-        for lo in range(0, len(embedded.chunks), self.write_batch):
-            chunks = embedded.chunks[lo : lo + self.write_batch]
-            batch = models.Batch(
-                ids=[point_id(c.id) for c in chunks],
-                vectors=vectors[lo : lo + self.write_batch].tolist(),
-                payloads=[chunk_payload(c) for c in chunks],
+        upsert(self.connect(), target, embedded, self.write_batch)
+
+    def remote_writer(self) -> QdrantWriter:
+        """A writer other processes upsert into this run's collection with (servers only)."""
+        target = self._writing()
+        if self.url is None:
+            raise SinkError(
+                f"Qdrant local mode ({self.local_path}) is one process only: write from the "
+                "driver, or use a Qdrant server (qdrant+http://HOST:PORT)"
             )
-            with qdrant_errors(f"upsert into '{target}'"):
-                self.connect().upsert(target, points=batch, wait=True)
+        return QdrantWriter(target, self.url, self.api_key, self.timeout, self.write_batch)
 
     def delete(self, chunk_ids: Sequence[str]) -> None:
         """Delete these chunks in batches; ids that are not present are fine."""
@@ -258,10 +324,10 @@ class QdrantSink:
         if self.url is None or not self.options.payload_index:
             return
         have = set(self.connect().get_collection(name).payload_schema)
-        for field in self.options.payload_index:
-            if field not in have:
+        for key in self.options.payload_index:
+            if key not in have:
                 self.connect().create_payload_index(
-                    name, field, models.PayloadSchemaType.KEYWORD, wait=True
+                    name, key, models.PayloadSchemaType.KEYWORD, wait=True
                 )
 
     def _live(self) -> str | None:
