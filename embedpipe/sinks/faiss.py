@@ -7,7 +7,8 @@ Layout under the sink directory:
 
 The store is the source of truth, so the index can be rebuilt (or rebuilt with another
 index_factory) without re-encoding. Queries read the live generation's index.faiss, which only
-close() or rebuild() replaces, atomically.
+close() or rebuild() replaces, atomically. write() only appends to the store, so other
+processes may append to it too during a run, through remote_writer().
 
 close() updates the index in place when it can: the ids a run wrote or deleted are removed
 (`remove_ids`) and their live rows added again, without re-training. Index types that cannot

@@ -11,8 +11,9 @@ Layout under the sink directory (generations as for FAISS, see generations.py):
 The public directory holds only the data files, each chunk once, so it reads as it is:
 `pq.read_table(DIR/collection)`, DuckDB's `read_parquet('DIR/collection/*.parquet')`,
 `datasets.Dataset.from_parquet(...)`. Writes go to the store as they come (durable when write()
-returns); close() replays them over the current data into a new data-NNNNNN folder and moves the
-symlink to it in one rename, so readers never see a half-written table.
+returns), from this process or from others through remote_writer(); close() replays them over
+the current data into a new data-NNNNNN folder and moves the symlink to it in one rename, so
+readers never see a half-written table.
 """
 
 from __future__ import annotations

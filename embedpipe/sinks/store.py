@@ -156,7 +156,8 @@ class ShardStore:
     """An append-only folder of Parquet shards and tombstones; replay order is the file number.
 
     Appends (shards and tombstones) are safe from several processes at once. compact(), clear()
-    and remove_temp() are not: only the driver calls them, while no other writer is active.
+    and remove_temp() are not: only the driver calls them, while no other writer is active (a
+    writer living on across a compaction could take a freed number below the compacted shard).
     """
 
     def __init__(self, root: Path) -> None:
@@ -288,8 +289,7 @@ class ShardWriter:
     """A RemoteWriter that appends shards to a ShardStore folder from another process.
 
     `root` must be the same path for every process (absolute; a shared filesystem across
-    machines). Holds no open file between writes, so it pickles as it is; a fresh store is
-    made on first use so a sequence hint never travels.
+    machines). It holds no open file; pickling drops its store, so a sequence hint never travels.
     """
 
     root: Path
