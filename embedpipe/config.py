@@ -182,8 +182,18 @@ class RayConfig(_Section):
     encoders: int = Field(1, ge=1, description="encoder actors (one model load each)")
     num_gpus: float = Field(0, ge=0, description="GPUs per encoder actor (1 on a GPU cluster)")
     num_cpus: float = Field(1, gt=0, description="CPUs per encoder actor (also its torch threads)")
-    wave_docs: int = Field(20000, ge=1, description="documents the driver ships per wave")
-    block_docs: int = Field(256, ge=1, description="documents per Ray block")
+    wave_mb: float = Field(
+        256, gt=0, description="source files read per wave, in MB (the object store holds two)"
+    )
+    wave_docs: int = Field(
+        20000, ge=1, description="documents per wave of a source the driver reads (hf:, yours)"
+    )
+    block_docs: int = Field(256, ge=1, description="documents per chunking task")
+    write_from: Literal["auto", "driver", "actors"] = Field(
+        "auto",
+        description="who writes the sink: 'auto' = the encoder actors for a Qdrant server, "
+        "the driver for sinks in a local path; 'actors' also for parquet: on a shared filesystem",
+    )
 
 
 class RunConfig(_Section):

@@ -219,6 +219,16 @@ class Ledger:
         ).fetchone()
         return int(row[0]) if row and row[0] == row[1] else None
 
+    def unchanged_docs(self, target: Target) -> Iterator[tuple[str, str, int]]:
+        """(doc_id, doc_hash, n_chunks) of every document `unchanged_doc` would skip by its hash."""
+        yield from self.db.execute(
+            "SELECT d.doc_id, d.doc_hash, d.n_chunks FROM docs d "
+            "WHERE d.target = ? AND d.fingerprint = ? AND d.n_chunks = (SELECT COUNT(*) FROM "
+            "chunks c WHERE c.target = d.target AND c.fingerprint = d.fingerprint "
+            "AND c.doc_id = d.doc_id AND c.state = 1 AND c.chunk_index < d.n_chunks)",
+            (target.key, target.fingerprint),
+        )
+
     def remember_docs(self, target: Target) -> None:
         """Record the hash of every document this run saw whose chunks are all done."""
         with self.transaction():

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+
 from embedpipe.batching import batches
 from embedpipe.chunking import Chunker
 from embedpipe.config import RunConfig
@@ -114,6 +116,17 @@ def _run_class(engine: str) -> type[Run]:
 
         return RayRun
     return Run
+
+
+@dataclass
+class RemoteBatch:
+    """A batch another process encoded (Ray): its chunks carry no token ids, `tokens` counts them.
+    `vectors` is None when that process also wrote them to the sink and saw them acknowledged
+    (they were marked pending before it got them): the writer thread then only commits."""
+
+    chunks: list[Chunk]
+    tokens: int
+    vectors: np.ndarray | None = None
 
 
 class Run:
@@ -228,33 +241,46 @@ class Run:
     def _accepted_docs(
         self, source: Iterable[Document | RecordError], planner: Ledger
     ) -> Iterator[Document]:
-        report = self.report
         for item in source:
             if self.halt.is_set():
                 return
             if isinstance(item, RecordError):
-                report.errors.append(item)
-                record_error(log, item)
-                report.docs_failed += 1
-                if planner.doc_chunks(self.target, item.record):
-                    planner.see_doc(item.record)  # keep what an unreadable document had
+                self._failed(item, planner)
                 continue
             doc_hash = content_hash(self.target.fingerprint, item.text)
-            if not planner.see_doc(item.id, doc_hash=doc_hash):
-                report.error(
-                    item.source, item.id, "duplicate document id: the first occurrence was kept"
-                )
-                record_error(log, report.errors[-1])
-                report.docs_failed += 1
+            if not self._first(item.id, item.source, doc_hash, planner):
                 continue
-            report.docs_read += 1
             unchanged = planner.unchanged_doc(self.target, item.id, doc_hash)
             if unchanged is not None:  # as last embedded: no need to even chunk it
-                planner.set_doc_chunks(item.id, unchanged)
-                report.chunks_total += unchanged
-                report.chunks_skipped += unchanged
+                self._unchanged(item.id, unchanged, planner)
                 continue
             yield item
+
+    def _failed(self, error: RecordError, planner: Ledger) -> None:
+        """Count and log a record that could not be read."""
+        self.report.errors.append(error)
+        record_error(log, error)
+        self.report.docs_failed += 1
+        if planner.doc_chunks(self.target, error.record):
+            planner.see_doc(error.record)  # keep what an unreadable document had
+
+    def _first(self, doc_id: str, source: str, doc_hash: str, planner: Ledger) -> bool:
+        """Note a readable document; False (a counted error) when its id was seen before."""
+        if not planner.see_doc(doc_id, doc_hash=doc_hash):
+            self.report.error(
+                source, doc_id, "duplicate document id: the first occurrence was kept"
+            )
+            record_error(log, self.report.errors[-1])
+            self.report.docs_failed += 1
+            return False
+        self.report.docs_read += 1
+        return True
+
+    def _unchanged(self, doc_id: str, n_chunks: int, planner: Ledger) -> None:
+        """Count a document skipped whole: its text is as last embedded, every chunk done."""
+        planner.set_doc_chunks(doc_id, n_chunks)
+        self.report.chunks_total += n_chunks
+        self.report.chunks_skipped += n_chunks
 
     def _encode(self, chunks: Iterator[Chunk], write_q: queue.Queue[Any], write: _Worker) -> None:
         """Calling thread: pack batches and run the model, handing vectors to the writer."""
@@ -291,13 +317,19 @@ class Run:
         ledger = Ledger(self.ledger.path)
         try:
             while (item := write_q.get()) is not _END:
-                ledger.mark(self.target, self.run_id, item.chunks, PENDING)
-                _retry(functools.partial(self.sink.write, item), "write")
+                if isinstance(item, RemoteBatch):
+                    tokens = item.tokens
+                    todo = None if item.vectors is None else Embedded(item.chunks, item.vectors)
+                else:
+                    tokens, todo = sum(c.token_count for c in item.chunks), item
+                if todo is not None:
+                    ledger.mark(self.target, self.run_id, item.chunks, PENDING)
+                    _retry(functools.partial(self.sink.write, todo), "write")
                 crash_point("sink-write")
                 ledger.mark(self.target, self.run_id, item.chunks, DONE)
                 crash_point("ledger-commit")
                 self.report.chunks_embedded += len(item.chunks)
-                self.report.tokens_embedded += sum(c.token_count for c in item.chunks)
+                self.report.tokens_embedded += tokens
         finally:
             ledger.close()
 

@@ -4,8 +4,32 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from embedpipe.types import Document, RecordError
+
+if TYPE_CHECKING:
+    from embedpipe.sources.records import RecordFields
+
+
+@dataclass(frozen=True)
+class Files:
+    """The files behind a file-based source, for engines that read them themselves (Ray Data).
+
+    `paths` are absolute, in the order the local reader reads them (`names` as it names them
+    in errors); `columns` and `rows` (Parquet)
+    are the columns to read and each file's row count, so record names ("row N") stay the same.
+    """
+
+    root: str
+    paths: tuple[str, ...]
+    names: tuple[str, ...]  # each file as the local reader names it (a Document's source)
+    fields: RecordFields | None = (
+        None  # the fields of a record source; None for a directory of documents
+    )
+    columns: tuple[str, ...] = ()
+    rows: tuple[int, ...] = ()
+    sizes: tuple[int, ...] = ()
 
 
 @dataclass
@@ -16,6 +40,7 @@ class Source:
     kind: str  # "dir" | "jsonl" | "parquet" | "hf"
     read: Callable[[], Iterator[Document | RecordError]]
     total: int | None = None  # documents, when cheap to know; None otherwise
+    files: Files | None = None  # set by file-based sources (dir, jsonl, parquet)
 
     def __iter__(self) -> Iterator[Document | RecordError]:
         return self.read()

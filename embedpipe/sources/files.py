@@ -11,7 +11,7 @@ from pathlib import Path
 
 from embedpipe.config import SourceConfig
 from embedpipe.errors import SourceError
-from embedpipe.sources.base import Source
+from embedpipe.sources.base import Files, Source
 from embedpipe.sources.globs import PathFilter
 from embedpipe.sources.pdf import pdf_text
 from embedpipe.types import Document, RecordError
@@ -27,12 +27,22 @@ def open_dir(path: str, cfg: SourceConfig) -> Source:
     if not os.path.isdir(path):
         raise SourceError(f"No directory at {path}: pass an existing directory for a dir: source")
     files = list_files(path, cfg.extensions, PathFilter.of(cfg.include, cfg.exclude))
+    root = os.path.abspath(path)
     return Source(
         uri=path,
         kind="dir",
         read=lambda: read_dir(path, extensions=cfg.extensions, files=files),
         total=len(files),
-    )
+        files=Files(path, tuple(os.path.join(root, rel) for rel in files), tuple(files),
+                    sizes=tuple(_size(os.path.join(root, rel)) for rel in files)),
+    )  # fmt: skip
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def list_files(
@@ -86,6 +96,11 @@ def read_file(root: str | Path, rel: str) -> Document | RecordError:
         data = (Path(root) / rel).read_bytes()
     except OSError as exc:
         return RecordError(str(root), rel, f"cannot read file: {exc.strerror or exc}")
+    return file_document(root, rel, data)
+
+
+def file_document(root: str | Path, rel: str, data: bytes) -> Document | RecordError:
+    """The Document a file's bytes hold (text, HTML or PDF by suffix), or why they hold none."""
     if rel.lower().endswith(PDF_SUFFIX):
         return _pdf_document(root, rel, data)
     try:

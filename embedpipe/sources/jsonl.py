@@ -9,12 +9,12 @@ import io
 import json
 import os
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from embedpipe.config import SourceConfig
 from embedpipe.errors import SourceError
-from embedpipe.sources.base import Source
+from embedpipe.sources.base import Files, Source
 from embedpipe.sources.records import RecordFields, kind_of, to_document
 from embedpipe.types import Document, RecordError
 
@@ -24,8 +24,10 @@ def open_jsonl(path: str, cfg: SourceConfig) -> Source:
     if not os.path.isfile(path):
         raise SourceError(f"No JSON Lines file at {path}: pass an existing .jsonl/.jsonl.gz file")
 
-    read = functools.partial(_read_jsonl, path, RecordFields.of(cfg))
-    return Source(uri=path, kind="jsonl", read=read)
+    fields = RecordFields.of(cfg)
+    read = functools.partial(_read_jsonl, path, fields)
+    files = Files(path, (os.path.abspath(path),), (path,), fields, sizes=(os.path.getsize(path),))
+    return Source(uri=path, kind="jsonl", read=read, files=files)
 
 
 def read_jsonl(
@@ -43,18 +45,30 @@ def read_jsonl(
 
 def _read_jsonl(path: str | Path, fields: RecordFields) -> Iterator[Document | RecordError]:
     source = str(path)
+    try:
+        stream = _open_binary(source)
+    except OSError as exc:
+        yield RecordError(source, "line 1", f"cannot read further: {exc}")
+        return
+    with stream:
+        yield from parse_jsonl(stream, fields, source)
+
+
+def parse_jsonl(
+    stream: Iterable[bytes], fields: RecordFields, source: str
+) -> Iterator[Document | RecordError]:
+    """The records of an open binary JSONL stream (its lines), each error naming its line."""
     n = 0
     try:
-        with _open_binary(source) as stream:
-            for n, raw in enumerate(stream, start=1):
-                line = raw.removeprefix(codecs.BOM_UTF8) if n == 1 else raw
-                if not line.strip():
-                    continue
-                obj = parse_line(line)
-                if isinstance(obj, str):
-                    yield RecordError(source, f"line {n}", obj)
-                    continue
-                yield to_document(obj, fields, source=source, record=f"line {n}")
+        for n, raw in enumerate(stream, start=1):
+            line = raw.removeprefix(codecs.BOM_UTF8) if n == 1 else raw
+            if not line.strip():
+                continue
+            obj = parse_line(line)
+            if isinstance(obj, str):
+                yield RecordError(source, f"line {n}", obj)
+                continue
+            yield to_document(obj, fields, source=source, record=f"line {n}")
     except (OSError, EOFError, zlib.error) as exc:  # vanished, truncated or corrupt gzip
         yield RecordError(source, f"line {n + 1}", f"cannot read further: {exc}")
 
@@ -78,3 +92,10 @@ def _open_binary(path: str) -> io.BufferedIOBase:
     if path.lower().endswith(".gz"):
         return gzip.open(path, "rb")
     return open(path, "rb")
+
+
+def open_bytes(path: str, data: bytes) -> io.BufferedIOBase:
+    """A file's raw bytes as a binary stream, gunzipped on the fly for a .gz name."""
+    if path.lower().endswith(".gz"):
+        return gzip.GzipFile(fileobj=io.BytesIO(data), mode="rb")
+    return io.BytesIO(data)

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from embedpipe.config import SourceConfig
 from embedpipe.errors import SourceError
-from embedpipe.sources.base import Source
+from embedpipe.sources.base import Files, Source
 from embedpipe.sources.records import (
     RecordFields,
     check_text_column,
@@ -28,13 +28,18 @@ def open_parquet(path: str, cfg: SourceConfig) -> Source:
     """A Source over Parquet data; reads every footer up front to check columns and count rows."""
     files = parquet_files(path)
     fields = RecordFields.of(cfg)
-    total = 0
+    rows: list[int] = []
+    columns: set[tuple[str, ...]] = set()
     for file in files:
         with _open(file) as pf:
-            select_columns(pf.schema_arrow, file, fields)
-            total += pf.metadata.num_rows
+            columns.add(tuple(select_columns(pf.schema_arrow, file, fields)))
+            rows.append(pf.metadata.num_rows)
     read = functools.partial(_read_files, files, fields)
-    return Source(uri=path, kind="parquet", read=read, total=total)
+    native = None  # files that disagree on their columns are read one by one, never as one set
+    if len(columns) == 1:
+        native = Files(path, tuple(str(f.absolute()) for f in files), tuple(map(str, files)),
+                       fields, columns.pop(), tuple(rows), tuple(f.stat().st_size for f in files))  # fmt: skip
+    return Source(uri=path, kind="parquet", read=read, total=sum(rows), files=native)
 
 
 def parquet_files(path: str | Path) -> list[Path]:
