@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import embedpipe
 from embedpipe.config import load_config
+from embedpipe.errors import ConfigError
+from embedpipe.types import Document, RecordError
 from tests.test_incremental import consistency, corpus_files
 
 pytestmark = pytest.mark.ray
@@ -27,11 +33,36 @@ def local_ray():  # type: ignore[no-untyped-def]
     ray.shutdown()
 
 
-def run(root: Path, uri: str, engine: str, **extra: object) -> embedpipe.RunReport:
-    cfg = load_config(None, {"source": {"uri": str(root)}, "sink": {"uri": uri, "collection": "docs"},
-                             "chunking": {"chunk_tokens": 48, "overlap_tokens": 8}, "engine": engine,
-                             "batching": {"max_batch_tokens": 512}, **extra})  # fmt: skip
-    return embedpipe.run(cfg)
+def settings(root: Path | str, uri: str, engine: str, **extra: object) -> embedpipe.RunConfig:
+    return load_config(None, {"source": {"uri": str(root)}, "sink": {"uri": uri, "collection": "docs"},
+                              "chunking": {"chunk_tokens": 48, "overlap_tokens": 8}, "engine": engine,
+                              "batching": {"max_batch_tokens": 512}, **extra})  # fmt: skip
+
+
+def run(root: Path | str, uri: str, engine: str, **extra: object) -> embedpipe.RunReport:
+    return embedpipe.run(settings(root, uri, engine, **extra))
+
+
+COUNTS = ("docs_read", "docs_failed", "chunks_total", "chunks_embedded", "chunks_skipped",
+          "tokens_embedded")  # fmt: skip
+
+
+def same_run(ours: embedpipe.RunReport, theirs: embedpipe.RunReport) -> None:
+    """The same counts and the same errors (file, record, reason), in the same order."""
+    for field in COUNTS:
+        assert getattr(ours, field) == getattr(theirs, field), field
+    assert [(e.source, e.record, e.reason) for e in ours.errors] == [
+        (e.source, e.record, e.reason) for e in theirs.errors
+    ]
+
+
+def same_vectors(
+    ours: dict[str, tuple[str, np.ndarray]], theirs: dict[str, tuple[str, np.ndarray]]
+) -> None:
+    assert sorted(ours) == sorted(theirs)
+    for cid, (digest, vector) in ours.items():
+        assert digest == theirs[cid][0], cid
+        assert float(vector @ theirs[cid][1]) >= 0.9999, cid
 
 
 def stored(directory: Path) -> dict[str, tuple[str, np.ndarray]]:
@@ -50,20 +81,91 @@ def test_ray_engine_matches_the_local_engine(make_corpus, tmp_path: Path) -> Non
     (root / "bad.txt").write_bytes(b"\xff\xfe\x00binary")
     local = run(root, f"faiss:{tmp_path / 'local'}", "local")
     distributed = run(root, f"faiss:{tmp_path / 'ray'}", "ray")
-    for field in (
-        "docs_read",
-        "docs_failed",
-        "chunks_total",
-        "chunks_embedded",
-        "chunks_skipped",
-        "tokens_embedded",
-    ):
-        assert getattr(distributed, field) == getattr(local, field), field
-    ours, theirs = stored(tmp_path / "ray"), stored(tmp_path / "local")
-    assert sorted(ours) == sorted(theirs)
-    for cid, (digest, vector) in ours.items():
-        assert digest == theirs[cid][0]
-        assert float(vector @ theirs[cid][1]) >= 0.9999, cid
+    same_run(distributed, local)
+    assert "ray: 17 dir files read by Ray (binary files) in 1 waves" in distributed.notes
+    same_vectors(stored(tmp_path / "ray"), stored(tmp_path / "local"))
+
+
+def record_sources(tmp_path: Path) -> dict[str, Path]:
+    """The same records, bad ones and a duplicate id included, as Parquet (two files) and JSONL.gz."""
+    texts = list(corpus_files(12).values())
+    rows = [{"id": f"r{i}", "text": t, "lang": "en"} for i, t in enumerate(texts[:10])]
+    rows[3]["text"] = None  # not text
+    rows[5]["text"] = "   "  # empty
+    rows[8]["id"] = "r1"  # a duplicate id with other text: the first one must win
+    parquet = tmp_path / "parquet"
+    parquet.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows[:6]), parquet / "part-0.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[6:]), parquet / "part-1.parquet")
+    lines = [json.dumps(r) for r in rows]
+    lines[2] = '{"id": "r2", "text": '  # malformed
+    lines.insert(4, "[1, 2]")  # not an object
+    lines.insert(7, "")  # blank: skipped
+    jsonl = tmp_path / "records.jsonl.gz"
+    jsonl.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    return {"parquet": parquet, "jsonl": jsonl}
+
+
+@pytest.mark.parametrize("kind", ["parquet", "jsonl"])
+def test_ray_reads_record_sources_itself_with_the_local_rules(kind: str, tmp_path: Path) -> None:
+    """Ray's readers, one file per wave: the same errors (named as locally), the first of a
+    duplicate id kept, the same chunks and vectors."""
+    source = record_sources(tmp_path)[kind]
+    local = run(source, f"faiss:{tmp_path / 'local'}", "local")
+    distributed = run(source, f"faiss:{tmp_path / 'ray'}", "ray", ray={"wave_mb": 1e-6})
+    assert local.docs_failed >= 3 and any("duplicate" in e.reason for e in local.errors)
+    same_run(distributed, local)
+    files = 2 if kind == "parquet" else 1
+    reader = "read_parquet" if kind == "parquet" else "binary files"
+    assert f"ray: {files} {kind} files read by Ray ({reader}) in {files} waves" in distributed.notes
+    same_vectors(stored(tmp_path / "ray"), stored(tmp_path / "local"))
+
+
+def test_a_source_only_the_driver_reads_is_shipped(encoder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Documents from Python (no files behind them) take the generic path, with the same rules."""
+    texts = list(corpus_files(6).values())
+    items: list[Document | RecordError] = [Document(f"d{i}", t) for i, t in enumerate(texts)]
+    items += [RecordError("api", "d9", "could not fetch"), Document("d0", "another text for d0")]
+    reports = {}
+    for engine in ("local", "ray"):
+        cfg = settings("", f"faiss:{tmp_path / engine}", engine)
+        reports[engine] = embedpipe.Pipeline(cfg, source=items, encoder=encoder).run()
+    same_run(reports["ray"], reports["local"])
+    assert "ray: source read on the driver and shipped in waves" in reports["ray"].notes
+    same_vectors(stored(tmp_path / "ray"), stored(tmp_path / "local"))
+
+
+def parquet_rows(directory: Path) -> dict[str, tuple[str, np.ndarray]]:
+    """chunk id -> (content hash, vector) as a parquet: sink publishes them."""
+    from embedpipe.sinks.store import vectors_of
+
+    table = pq.read_table(directory / "docs")
+    vectors = vectors_of(table)
+    ids = table["chunk_id"].to_pylist()
+    assert len(ids) == len(set(ids))
+    return {cid: (h, vectors[i]) for i, (cid, h) in enumerate(zip(ids, table["content_hash"].to_pylist(), strict=True))}  # fmt: skip
+
+
+def test_encoder_actors_write_a_sink_that_takes_concurrent_writers(
+    make_corpus, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    root = make_corpus(corpus_files(12))
+    local = run(root, f"parquet:{tmp_path / 'local'}", "local")
+    uri = f"parquet:{tmp_path / 'ray'}"
+    distributed = run(root, uri, "ray", ray={"write_from": "actors", "encoders": 1})
+    same_run(distributed, local)
+    assert "ray: sink written by the encoder actors" in distributed.notes
+    same_vectors(parquet_rows(tmp_path / "ray"), parquet_rows(tmp_path / "local"))
+    in_sink, in_ledger = consistency(settings(root, uri, "ray"))
+    assert sorted(in_sink) == sorted(in_ledger)
+
+
+def test_a_sink_in_one_process_cannot_be_written_by_actors(make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root = make_corpus(corpus_files(2))
+    with pytest.raises(ConfigError, match="one process only"):
+        run(root, f"qdrant:{tmp_path / 'q'}", "ray", ray={"write_from": "actors"})
+    with pytest.raises(ConfigError, match="takes no concurrent writers"):
+        run(root, f"qdrant-edge:{tmp_path / 'e'}", "ray", ray={"write_from": "actors"})
 
 
 def test_unchanged_rerun_on_ray_embeds_nothing(make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -38,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 
 from embedpipe.config import ChunkingConfig, ModelConfig, RayConfig
-from embedpipe.errors import ConfigError
+from embedpipe.errors import ConfigError, SinkError
 from embedpipe.ledger import DONE, PENDING, Ledger
 from embedpipe.pipeline import _END, Interrupted, RemoteBatch, Run, _put, _Worker, crash_point
 from embedpipe.sinks import LOCAL_SCHEMES
@@ -84,6 +84,9 @@ class RayRun(Run):
 
         _connect(self.cfg.ray)
         self.remote = self._remote_writer()
+        if not self.dry_run:
+            by = "the encoder actors" if self.remote is not None else "the driver"
+            self.report.notes.append(f"ray: sink written by {by}")
         unchanged = ray.put(
             {doc: (digest, n) for doc, digest, n in planner.unchanged_docs(self.target)}
         )
@@ -117,10 +120,14 @@ class RayRun(Run):
         """(dataset of prepared rows, Wave) per wave: files read by Ray, else shipped documents."""
         files = source.files if isinstance(source, Source) else None
         if isinstance(source, Source) and files is not None and source.kind in NATIVE:
-            for lo, hi in _file_waves(files.sizes, self.cfg.ray.wave_mb * 2**20):
+            waves = list(_file_waves(files.sizes, self.cfg.ray.wave_mb * 2**20))
+            reader = "read_parquet" if source.kind == "parquet" else "binary files"
+            self.report.notes.append(f"ray: {len(files.paths)} {source.kind} files read by Ray ({reader}) in {len(waves)} waves")  # fmt: skip
+            for lo, hi in waves:
                 ds, wave = self._read_files(source.kind, files, lo, hi)
                 yield self._prepare(ds, unchanged), wave
             return
+        self.report.notes.append("ray: source read on the driver and shipped in waves")
         items = iter(source)
         while docs := list(itertools.islice(items, self.cfg.ray.wave_docs)):
             yield self._prepare(_shipped(docs, self.cfg.ray.block_docs), unchanged), Wave()
@@ -279,7 +286,10 @@ class RayRun(Run):
                     " use write_from=driver"
                 )
             return None
-        writer: RemoteWriter = make()
+        try:
+            writer: RemoteWriter = make()
+        except SinkError as exc:  # e.g. Qdrant local mode: one process only
+            raise ConfigError(f"ray.write_from=actors: {exc}") from exc
         return writer
 
 
