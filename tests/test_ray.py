@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,8 @@ import pytest
 import embedpipe
 from embedpipe.config import load_config
 from embedpipe.errors import ConfigError
+from embedpipe.ledger import PENDING
+from embedpipe.sinks.store import ShardStore
 from embedpipe.types import Document, RecordError
 from tests.test_incremental import consistency, corpus_files
 
@@ -193,3 +196,33 @@ def test_ray_run_killed_midway_then_rerun_converges(make_corpus, tmp_path: Path)
     in_sink, in_ledger = consistency(cfg)
     assert len(in_sink) == len(set(in_sink)) > 0
     assert sorted(in_sink) == sorted(in_ledger)
+
+
+@pytest.mark.slow
+def test_killed_run_with_actor_writes_leaves_no_orphan(make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Actors write before the driver commits: what they wrote is pending in the ledger, so a
+    document deleted before the re-run loses those vectors too."""
+    root = make_corpus(corpus_files(16))
+    uri = f"parquet:{tmp_path / 'p'}"
+    args = [sys.executable, "-m", "embedpipe", "backfill", str(root), "--sink", uri, "--collection", "docs",
+            "--engine", "ray", "--chunk-tokens", "48", "--overlap-tokens", "8", "--mode", "full"]  # fmt: skip
+    env = {**os.environ, "EMBEDPIPE_CRASH_AT": "sink-write:1", "EMBEDPIPE_RAY__BLOCK_DOCS": "2",
+           "EMBEDPIPE_RAY__WRITE_FROM": "actors"}  # fmt: skip
+    killed = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    cfg = settings(root, uri, "ray")
+    (store,) = (tmp_path / "p" / ".generations").glob("docs__*/store")  # the unpublished run
+    written = ShardStore(store).live(columns=["chunk_id"])
+    in_sink = [] if written is None else written["chunk_id"].to_pylist()
+    with sqlite3.connect(tmp_path / "p.state" / "ledger.sqlite") as db:
+        states = dict(db.execute("SELECT chunk_id, state FROM chunks").fetchall())
+    assert in_sink and all(states.get(cid) == PENDING for cid in in_sink)
+    gone = in_sink[0].partition("#")[0]
+    (root / gone).unlink()
+    env.pop("EMBEDPIPE_CRASH_AT")
+    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    in_sink, in_ledger = consistency(cfg)
+    assert len(in_sink) == len(set(in_sink)) > 0
+    assert sorted(in_sink) == sorted(in_ledger)
+    assert not [cid for cid in in_sink if cid.startswith(gone + "#")]
