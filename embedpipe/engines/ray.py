@@ -158,7 +158,7 @@ class RayRun(Run):
             "unchanged": unchanged,
         }
         return parsed.map_batches(
-            PrepareStage, fn_constructor_kwargs=stage, concurrency=self.cfg.ray.chunk_workers,
+            PrepareStage, fn_constructor_kwargs=stage, compute=_pool(self.cfg.ray.chunk_workers),
             batch_size=self.cfg.ray.block_docs, batch_format="pyarrow", num_cpus=1,
         )  # fmt: skip
 
@@ -246,7 +246,7 @@ class RayRun(Run):
             "writer": self.remote,
         }
         ds = ray.data.from_arrow_refs(blocks).map_batches(
-            EncodeStage, fn_constructor_kwargs=stage, concurrency=cfg.encoders,
+            EncodeStage, fn_constructor_kwargs=stage, compute=_pool(cfg.encoders),
             num_gpus=cfg.num_gpus, num_cpus=cfg.num_cpus, batch_size=None, batch_format="pyarrow",
         )  # fmt: skip
         for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
@@ -548,6 +548,13 @@ def _prefetched(waves: Iterator[tuple[Any, Wave]]) -> Iterator[tuple[list[Any], 
             yield ahead[0].result(), ahead[1]
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _pool(size: int) -> Any:
+    """A fixed pool of `size` actors (one model or tokenizer load each)."""
+    import ray
+
+    return ray.data.ActorPoolStrategy(size=size)
 
 
 def _materialized(ds: Any) -> list[Any]:
