@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Ray engine scaling on this machine: the same corpus embedded with the local engine and with
-Ray Data at 1 and 2 encoder actors (1 CPU / 1 torch thread each), in one run.
+Ray Data at 1 and 2 encoder actors (1 CPU / 1 torch thread each), then 2 actors that also write
+the sink themselves (ray.write_from=actors), in one run.
 
     .venv/bin/python scripts/bench_ray.py [--modules 4] [--out bench-out/ray.json]
 """
@@ -23,7 +24,7 @@ import embedpipe
 from embedpipe.config import load_config
 
 
-def run(root: Path, work: Path, name: str, **extra: object) -> dict[str, float]:
+def run(root: Path, work: Path, name: str, **extra: object) -> dict[str, object]:
     sink = work / name
     shutil.rmtree(sink, ignore_errors=True)
     shutil.rmtree(f"{sink}.state", ignore_errors=True)
@@ -33,7 +34,8 @@ def run(root: Path, work: Path, name: str, **extra: object) -> dict[str, float]:
     report = embedpipe.run(cfg)
     wall = time.monotonic() - started
     return {"tokens": report.tokens_embedded, "wall_s": round(wall, 1),
-            "tokens_per_s_wall": round(report.tokens_embedded / wall, 1)}  # fmt: skip
+            "tokens_per_s_wall": round(report.tokens_embedded / wall, 1),
+            "notes": [n for n in report.notes if n.startswith("ray:")]}  # fmt: skip
 
 
 def main() -> None:
@@ -55,6 +57,13 @@ def main() -> None:
         ),
         "ray, 2 encoders x 1 CPU": run(
             root, work, "ray2", engine="ray", ray={"encoders": 2, "num_cpus": 1, "block_docs": 1}
+        ),
+        "ray, 2 encoders x 1 CPU, actors write": run(
+            root,
+            work,
+            "ray2w",
+            engine="ray",
+            ray={"encoders": 2, "num_cpus": 1, "block_docs": 1, "write_from": "actors"},
         ),
     }
     ray.shutdown()
