@@ -171,9 +171,10 @@ def test_a_sink_in_one_process_cannot_be_written_by_actors(make_corpus, tmp_path
         run(root, f"qdrant-edge:{tmp_path / 'e'}", "ray", ray={"write_from": "actors"})
 
 
-def test_unchanged_rerun_on_ray_embeds_nothing(make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("kind", ["qdrant", "qdrant-edge"])
+def test_unchanged_rerun_on_ray_embeds_nothing(kind: str, make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     root = make_corpus(corpus_files(8))
-    uri = f"qdrant:{tmp_path / 'q'}"
+    uri = f"{kind}:{tmp_path / 'q'}"
     first = run(root, uri, "ray")
     again = run(root, uri, "ray")
     assert first.chunks_embedded > 0

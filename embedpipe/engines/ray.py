@@ -42,7 +42,7 @@ from embedpipe.errors import ConfigError, SinkError
 from embedpipe.ledger import DONE, PENDING, Ledger
 from embedpipe.pipeline import _END, Interrupted, RemoteBatch, Run, _put, _Worker, crash_point
 from embedpipe.sinks import LOCAL_SCHEMES
-from embedpipe.sinks.base import RemoteWriter
+from embedpipe.sinks.base import RemoteWriter, Sink
 from embedpipe.sources.base import Files, Source
 from embedpipe.types import Chunk, Document, Embedded, RecordError
 
@@ -83,7 +83,9 @@ class RayRun(Run):
         import ray
 
         _connect(self.cfg.ray)
-        self.remote = self._remote_writer()
+        self.remote = (
+            None if self.dry_run else remote_writer_for(self.sink, self.cfg.ray.write_from)
+        )
         if not self.dry_run:
             by = "the encoder actors" if self.remote is not None else "the driver"
             self.report.notes.append(f"ray: sink written by {by}")
@@ -272,25 +274,31 @@ class RayRun(Run):
                 report.padded_tokens += padded
                 report.add_batch(np.asarray(sizes, dtype=np.int64))
 
-    def _remote_writer(self) -> RemoteWriter | None:
-        """The writer the encoder actors use, or None when the driver writes the sink."""
-        mode = self.cfg.ray.write_from
-        scheme = self.sink.uri.partition(":")[0]
-        make = getattr(self.sink, "remote_writer", None)
-        if self.dry_run or mode == "driver" or (mode == "auto" and scheme in LOCAL_SCHEMES):
-            return None
-        if make is None:
-            if mode == "actors":
-                raise ConfigError(
-                    f"ray.write_from=actors: the sink {self.sink.uri} takes no concurrent writers;"
-                    " use write_from=driver"
-                )
-            return None
-        try:
-            writer: RemoteWriter = make()
-        except SinkError as exc:  # e.g. Qdrant local mode: one process only
-            raise ConfigError(f"ray.write_from=actors: {exc}") from exc
-        return writer
+
+def remote_writer_for(sink: Sink, write_from: str) -> RemoteWriter | None:
+    """The writer the encoder actors use, or None when the driver writes the sink.
+
+    `auto`: the actors write a sink reached over the network (a Qdrant server); sinks in a local
+    path are written by the driver (a path on the driver may not exist on the workers).
+    `actors`: the actors write any sink that hands out a writer, an error for the others.
+    """
+    make = getattr(sink, "remote_writer", None)
+    if write_from == "driver" or (
+        write_from == "auto" and sink.uri.partition(":")[0] in LOCAL_SCHEMES
+    ):
+        return None
+    if make is None:
+        if write_from == "actors":
+            raise ConfigError(
+                f"ray.write_from=actors: the sink {sink.uri} takes no concurrent writers;"
+                " use write_from=driver"
+            )
+        return None
+    try:
+        writer: RemoteWriter = make()
+    except SinkError as exc:  # e.g. Qdrant local mode: one process only
+        raise ConfigError(f"ray.write_from=actors: {exc}") from exc
+    return writer
 
 
 # -- cluster stages -------------------------------------------------------------------------------
