@@ -267,6 +267,11 @@ class RayRun(Run):
 
     def _count_batch(self, batch: dict[str, list[Any]]) -> None:
         report = self.report
+        for label in set(batch["encoder"]):  # what the actors ran on, not the driver's model
+            device, _, precision = label.partition("/")
+            if (device, precision) != (report.device, report.precision):
+                report.device, report.precision = device, precision
+                report.notes.append(f"ray: encoder actors ran on {device} ({precision})")
         for real, padded, sizes in zip(batch["real_tokens"], batch["padded_tokens"], batch["sizes"], strict=True):  # fmt: skip
             if sizes:  # the first chunk of each packed batch carries the batch's figures
                 report.batches += 1
@@ -385,6 +390,7 @@ class EncodeStage:
         if auto_budget:
             self.budget = self.encoder.batch_token_budget(self.budget)
         self.writer = writer
+        self.label = f"{self.encoder.device}/{self.encoder.precision}"
 
     def __call__(self, table: pa.Table) -> pa.Table:
         from embedpipe.batching import batches
@@ -409,6 +415,7 @@ class EncodeStage:
         out = out.append_column("padded_tokens", pa.array(padded, pa.int64()))
         out = out.append_column("sizes", pa.array(sizes, pa.list_(pa.int64())))
         out = out.append_column("tokens", pa.array([c.token_count for c in chunks], pa.int64()))
+        out = out.append_column("encoder", pa.array([self.label] * n, pa.string()))
         if self.writer is not None:
             self.writer.write(Embedded(chunks, vectors))
             return out.drop_columns(["text", "metadata"])
