@@ -26,44 +26,43 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import itertools
-import json
 import logging
 import os
 import queue
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from embedpipe.config import ChunkingConfig, ModelConfig, RayConfig
+from embedpipe.config import RayConfig
+from embedpipe.engines.ray_stages import (
+    CHUNK,
+    ERROR,
+    EncodeStage,
+    PrepareStage,
+    chunks_of,
+    keys_of,
+    parse_document_files,
+    parse_jsonl_files,
+    parse_parquet_rows,
+    read_raw,
+    shipped,
+    take,
+)
 from embedpipe.errors import ConfigError, SinkError
 from embedpipe.ledger import DONE, PENDING, Ledger
 from embedpipe.pipeline import _END, Interrupted, RemoteBatch, Run, _put, _Worker, crash_point
 from embedpipe.sinks import LOCAL_SCHEMES
 from embedpipe.sinks.base import RemoteWriter, Sink
+from embedpipe.sinks.store import vectors_of
 from embedpipe.sources.base import Files, Source
-from embedpipe.types import Chunk, Document, Embedded, RecordError
+from embedpipe.types import Chunk, Document, RecordError
 
 log = logging.getLogger(__name__)
 
-DOC, CHUNK, ERROR = "doc", "chunk", "error"
 NATIVE = ("parquet", "jsonl", "dir")  # sources Ray reads itself; the rest are read on the driver
-
-# A parsed record: a document or the reason it is not one.
-PARSED = pa.schema(
-    [("kind", pa.string()), ("doc_id", pa.string()), ("text", pa.string()), ("metadata", pa.string()),
-     ("source", pa.string()), ("record", pa.string()), ("message", pa.string())]
-)  # fmt: skip
-# A prepared row: a document (with its hash and chunk count), one of its chunks, or an error.
-PREPARED = pa.schema(
-    [*PARSED, ("doc_hash", pa.string()), ("n_chunks", pa.int64()), ("unchanged", pa.bool_()),
-     ("chunk_index", pa.int64()), ("token_ids", pa.list_(pa.int32())), ("start", pa.int64()),
-     ("end", pa.int64()), ("content_hash", pa.string())]
-)  # fmt: skip
-KEYS = ["kind", "doc_id", "source", "record", "message", "doc_hash", "n_chunks", "unchanged",
-        "chunk_index", "content_hash"]  # fmt: skip
 
 
 @dataclass
@@ -73,6 +72,29 @@ class Wave:
     names: tuple[str, ...] = ()  # the wave's files, as the local reader names them
     rows: tuple[int, ...] = ()  # Parquet: rows per file (records carry no file name)
     root: str = ""  # dir: the source root, the `source` of its errors
+
+
+@dataclass
+class Cursor:
+    """The driver's place in a wave's key rows, which it reads in source order."""
+
+    wave: Wave
+    ordinal: int = 0  # records (documents and errors) so far
+    current: str | None = None  # the document whose chunk rows come next; None = drop them
+    known: dict[int, tuple[str, int]] = field(default_factory=dict)  # its chunks in the ledger
+    seen: set[str] = field(default_factory=set)  # file names met (dir: to spot vanished files)
+
+    def name(self, row: dict[str, Any]) -> tuple[str, str]:
+        """(source, record) of the next record; Parquet rows are named by their place in their file."""
+        source, record = row["source"], row["record"]
+        if self.wave.rows:
+            bounds = np.cumsum(self.wave.rows)
+            f = int(np.searchsorted(bounds, self.ordinal, side="right"))
+            start = int(bounds[f - 1]) if f else 0
+            source, record = self.wave.names[f], f"row {self.ordinal - start}"
+        self.ordinal += 1
+        self.current = None
+        return source, record
 
 
 class RayRun(Run):
@@ -132,7 +154,7 @@ class RayRun(Run):
         self.report.notes.append("ray: source read on the driver and shipped in waves")
         items = iter(source)
         while docs := list(itertools.islice(items, self.cfg.ray.wave_docs)):
-            yield self._prepare(_shipped(docs, self.cfg.ray.block_docs), unchanged), Wave()
+            yield self._prepare(shipped(docs, self.cfg.ray.block_docs), unchanged), Wave()
 
     def _read_files(self, kind: str, files: Files, lo: int, hi: int) -> tuple[Any, Wave]:
         import ray
@@ -141,14 +163,14 @@ class RayRun(Run):
         by_path = dict(zip(paths, names, strict=True))
         if kind == "parquet":
             ds = ray.data.read_parquet(paths, columns=list(files.columns), file_extensions=None)
-            parse = functools.partial(_parse_rows, fields=files.fields)
+            parse = functools.partial(parse_parquet_rows, fields=files.fields)
             wave = Wave(names, files.rows[lo:hi])
         elif kind == "jsonl":
-            ds, wave = _read_raw(paths), Wave(names)
-            parse = functools.partial(_parse_jsonl, fields=files.fields, names=by_path)
+            ds, wave = read_raw(paths), Wave(names)
+            parse = functools.partial(parse_jsonl_files, fields=files.fields, names=by_path)
         else:
-            ds, wave = _read_raw(paths), Wave(names, root=files.root)
-            parse = functools.partial(_parse_files, root=files.root, names=by_path)
+            ds, wave = read_raw(paths), Wave(names, root=files.root)
+            parse = functools.partial(parse_document_files, root=files.root, names=by_path)
         return ds.map_batches(parse, batch_size=None, batch_format="pyarrow"), wave
 
     def _prepare(self, parsed: Any, unchanged: Any) -> Any:
@@ -167,68 +189,55 @@ class RayRun(Run):
     # -- the driver's decisions -------------------------------------------------------------
 
     def _accept(self, refs: list[Any], wave: Wave, planner: Ledger) -> list[tuple[Any, np.ndarray]]:
-        """Apply the local rules to a prepared wave, in source order; the rows to encode.
-
-        Returns (block, accepted row numbers) per block with chunk rows left to encode; with
-        actor-written sinks those chunks are marked pending first.
-        """
+        """Apply the local rules to a prepared wave, in source order: (block, row numbers to
+        encode) per block that has any. For actor-written sinks those chunks are marked pending."""
         import ray
 
-        report = self.report
-        ordinal, names_seen = 0, set()
-        bounds = np.cumsum(wave.rows) if wave.rows else None
+        cursor = Cursor(wave)
         accepted: list[tuple[Any, np.ndarray]] = []
         pending: list[Chunk] = []
-        current: str | None = None  # the document whose chunk rows come next, None = dropped
-        known: dict[int, tuple[str, int]] = {}
-        key_refs = [_keys.remote(ref) for ref in refs]
-        for ref, key_ref in zip(refs, key_refs, strict=True):
-            keys = ray.get(key_ref).to_pydict()
-            rows: list[int] = []
-            for i, kind in enumerate(keys["kind"]):
-                if kind == CHUNK:
-                    index, digest = keys["chunk_index"][i], keys["content_hash"][i]
-                    if keys["doc_id"][i] != current:
-                        continue
-                    if known.get(index) == (digest, DONE):
-                        report.chunks_skipped += 1
-                        continue
-                    rows.append(i)
-                    if self.remote is not None:
-                        pending.append(Chunk(keys["doc_id"][i], index, "", [], 0, 0, digest))
-                    continue
-                source, record = keys["source"][i], keys["record"][i]
-                if bounds is not None:  # Parquet rows are named by their place in their file
-                    f = int(np.searchsorted(bounds, ordinal, side="right"))
-                    source, record = wave.names[f], f"row {ordinal - (bounds[f - 1] if f else 0)}"
-                ordinal += 1
-                current = None
-                if kind == ERROR:
-                    names_seen.add(record)
-                    self._failed(RecordError(source, record, keys["message"][i]), planner)
-                    continue
-                doc_id, n = keys["doc_id"][i], keys["n_chunks"][i]
-                names_seen.add(doc_id)
-                if not self._first(doc_id, source, keys["doc_hash"][i], planner):
-                    continue
-                if keys["unchanged"][i]:
-                    self._unchanged(doc_id, n, planner)
-                    continue
-                current, known = doc_id, planner.doc_chunks(self.target, doc_id)
-                planner.set_doc_chunks(doc_id, n)
-                report.chunks_total += n
+        for ref, keys_ref in zip(refs, [keys_of.remote(ref) for ref in refs], strict=True):
+            keys = ray.get(keys_ref).to_pylist()
+            rows = [i for i, row in enumerate(keys) if self._decide(row, cursor, planner)]
             if rows:
                 accepted.append((ref, np.asarray(rows, dtype=np.int64)))
+            if self.remote is not None:
+                pending += [Chunk(keys[i]["doc_id"], keys[i]["chunk_index"], "", [], 0, 0, keys[i]["content_hash"]) for i in rows]  # fmt: skip
         for name in wave.names if wave.root else ():  # a listed file Ray did not find
-            if name not in names_seen:
+            if name not in cursor.seen:
                 error = RecordError(wave.root, name, "cannot read file: it vanished during the run")
                 self._failed(error, planner)
-        n_accepted = sum(len(rows) for _, rows in accepted)
         if self.dry_run:
-            report.chunks_embedded += n_accepted
+            self.report.chunks_embedded += sum(len(rows) for _, rows in accepted)
         elif pending:
             planner.mark(self.target, self.run_id, pending, PENDING)
         return accepted
+
+    def _decide(self, row: dict[str, Any], cursor: Cursor, planner: Ledger) -> bool:
+        """One key row, in source order, by the local engine's rules: True = encode this chunk."""
+        if row["kind"] == CHUNK:
+            if row["doc_id"] != cursor.current:  # of a duplicate or an unchanged document
+                return False
+            if cursor.known.get(row["chunk_index"]) == (row["content_hash"], DONE):
+                self.report.chunks_skipped += 1
+                return False
+            return True
+        source, record = cursor.name(row)
+        if row["kind"] == ERROR:
+            cursor.seen.add(record)
+            self._failed(RecordError(source, record, row["message"]), planner)
+            return False
+        doc_id, n = row["doc_id"], row["n_chunks"]
+        cursor.seen.add(doc_id)
+        if not self._first(doc_id, source, row["doc_hash"], planner):
+            return False
+        if row["unchanged"]:
+            self._unchanged(doc_id, n, planner)
+            return False
+        cursor.current, cursor.known = doc_id, planner.doc_chunks(self.target, doc_id)
+        planner.set_doc_chunks(doc_id, n)
+        self.report.chunks_total += n
+        return False
 
     # -- pass 2: encode (and write) on the cluster -------------------------------------------
 
@@ -239,7 +248,7 @@ class RayRun(Run):
         import ray
 
         cfg, b = self.cfg.ray, self.cfg.batching
-        blocks = [_take.remote(ref, rows) for ref, rows in accepted]
+        blocks = [take.remote(ref, rows) for ref, rows in accepted]
         stage = {
             "model": self.cfg.model.model_dump(),
             "batching": b.model_dump(),
@@ -254,8 +263,8 @@ class RayRun(Run):
         for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             assert isinstance(table, pa.Table)
             batch = table.to_pydict()
-            vectors = _vectors(table.column("vector")) if "vector" in batch else None
-            item = RemoteBatch(_chunks(batch), sum(batch["tokens"]), vectors)
+            vectors = vectors_of(table) if "vector" in batch else None
+            item = RemoteBatch(chunks_of(batch), sum(batch["tokens"]), vectors)
             self._count_batch(batch)
             if not _put(write_q, item, write):
                 return False
@@ -306,236 +315,6 @@ def remote_writer_for(sink: Sink, write_from: str) -> RemoteWriter | None:
     return writer
 
 
-# -- cluster stages -------------------------------------------------------------------------------
-
-
-class PrepareStage:
-    """CPU actor: parsed records -> documents with hashes -> chunks with hashes.
-
-    Emits, in order, per record: an `error` row, or a `doc` row (its hash and chunk count)
-    followed by its `chunk` rows. A document whose hash is as last fully embedded is not
-    chunked (`unchanged`, with the chunk count it had).
-    """
-
-    def __init__(
-        self,
-        model: dict[str, Any],
-        chunking: dict[str, Any],
-        fingerprint: str,
-        max_seq_length: int,
-        unchanged: Any,
-    ) -> None:
-        import ray
-        from transformers import AutoTokenizer
-
-        from embedpipe.chunking import Chunker
-        from embedpipe.encoder import resolve_model_path
-
-        cfg, chunk_cfg = ModelConfig(**model), ChunkingConfig(**chunking)
-        tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_path(cfg.name)[1]))
-        self.chunker = Chunker(tokenizer, chunk_tokens=chunk_cfg.chunk_tokens, overlap_tokens=chunk_cfg.overlap_tokens,
-                               max_seq_length=max_seq_length, prefix=cfg.prefix)  # fmt: skip
-        self.fingerprint = fingerprint
-        self.unchanged: dict[str, tuple[str, int]] = (
-            unchanged if isinstance(unchanged, dict) else ray.get(unchanged)
-        )
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        from embedpipe.hashing import content_hash
-
-        out: dict[str, list[Any]] = {name: [] for name in PREPARED.names}
-        for row in table.to_pylist():
-            if row["kind"] == ERROR:
-                _row(out, row)
-                continue
-            doc_hash = content_hash(self.fingerprint, row["text"])
-            last = self.unchanged.get(row["doc_id"])
-            if last is not None and last[0] == doc_hash:
-                _row(out, {**row, "text": "", "metadata": "{}"}, doc_hash=doc_hash, n_chunks=last[1], unchanged=True)  # fmt: skip
-                continue
-            doc = Document(id=row["doc_id"], text=row["text"], metadata=json.loads(row["metadata"]))
-            chunks = list(self.chunker.chunk_many([doc]))
-            _row(out, {**row, "text": "", "metadata": "{}"}, doc_hash=doc_hash, n_chunks=len(chunks))  # fmt: skip
-            for c in chunks:
-                _row(
-                    out,
-                    {"kind": CHUNK, "doc_id": c.doc_id, "text": c.text, "metadata": row["metadata"],
-                     "source": row["source"]},
-                    chunk_index=c.index, token_ids=c.token_ids, start=c.start, end=c.end,
-                    content_hash=content_hash(self.fingerprint, c.text),
-                )  # fmt: skip
-        return pa.table(out, schema=PREPARED)
-
-
-class EncodeStage:
-    """Encoder actor: one model load, the same length bucketing and token budget as locally;
-    writes the sink itself when given a writer (then returns no vectors)."""
-
-    def __init__(
-        self,
-        model: dict[str, Any],
-        batching: dict[str, Any],
-        auto_budget: bool,
-        threads: float,
-        writer: RemoteWriter | None,
-    ) -> None:
-        import torch
-
-        from embedpipe.encoder import Encoder
-
-        torch.set_num_threads(max(1, int(threads)))
-        self.encoder = Encoder(ModelConfig(**model))
-        self.batching = batching
-        self.budget = batching["max_batch_tokens"]
-        if auto_budget:
-            self.budget = self.encoder.batch_token_budget(self.budget)
-        self.writer = writer
-        self.label = f"{self.encoder.device}/{self.encoder.precision}"
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        from embedpipe.batching import batches
-
-        batch = table.to_pydict()
-        chunks = _chunks(batch)
-        n = len(chunks)
-        vectors = np.zeros((n, self.encoder.dim), dtype=np.float32)
-        real, padded = [0] * n, [0] * n
-        sizes: list[list[int]] = [[] for _ in range(n)]
-        position = {id(c): i for i, c in enumerate(chunks)}
-        b = self.batching
-        for packed in batches(chunks, max_batch_tokens=self.budget, window=b["window"],
-                              max_batch_size=b["max_batch_size"], pad_id=self.encoder.pad_id):  # fmt: skip
-            at = [position[id(c)] for c in packed.chunks]
-            vectors[at] = self.encoder.encode_batch(packed)
-            real[at[0]], padded[at[0]] = packed.real_tokens, packed.padded_tokens
-            sizes[at[0]] = packed.attention_mask.sum(axis=1).tolist()
-        out = table.drop_columns(["token_ids"]).append_column(
-            "real_tokens", pa.array(real, pa.int64())
-        )
-        out = out.append_column("padded_tokens", pa.array(padded, pa.int64()))
-        out = out.append_column("sizes", pa.array(sizes, pa.list_(pa.int64())))
-        out = out.append_column("tokens", pa.array([c.token_count for c in chunks], pa.int64()))
-        out = out.append_column("encoder", pa.array([self.label] * n, pa.string()))
-        if self.writer is not None:
-            self.writer.write(Embedded(chunks, vectors))
-            return out.drop_columns(["text", "metadata"])
-        flat = pa.array(vectors.reshape(-1))
-        return out.append_column(
-            "vector", pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
-        )
-
-
-# -- parsing tasks (one per block of raw input) ---------------------------------------------------
-
-
-def _parse_rows(table: pa.Table, fields: Any) -> pa.Table:
-    """Records read by read_parquet -> parsed rows (named later by the driver)."""
-    from embedpipe.sources.records import column_rows, to_document
-
-    return _parsed(
-        to_document(r, fields, source="", record="") for r in column_rows(table.to_pydict())
-    )
-
-
-def _parse_jsonl(table: pa.Table, fields: Any, names: dict[str, str]) -> pa.Table:
-    """Raw JSONL files -> parsed rows, each error naming its file and line as locally."""
-    from embedpipe.sources.jsonl import open_bytes, parse_jsonl
-
-    items: list[Document | RecordError] = []
-    for path, data in _files_of(table):
-        name = names.get(path, path)
-        items.extend(parse_jsonl(open_bytes(name, data), fields, name))
-    return _parsed(items)
-
-
-def _parse_files(table: pa.Table, root: str, names: dict[str, str]) -> pa.Table:
-    """Raw document files -> parsed rows, ids relative to the source root as locally."""
-    from embedpipe.sources.files import file_document
-
-    return _parsed(
-        file_document(root, names.get(path, path), data) for path, data in _files_of(table)
-    )
-
-
-def _files_of(table: pa.Table) -> Iterator[tuple[str, bytes]]:
-    """(path, raw bytes) of each file in a block read by `_read_raw`."""
-    yield from zip(table.column("path").to_pylist(), table.column("bytes").to_pylist(), strict=True)
-
-
-def _parsed(items: Iterable[Document | RecordError]) -> pa.Table:
-    out: dict[str, list[Any]] = {name: [] for name in PARSED.names}
-    for item in items:
-        if isinstance(item, RecordError):
-            _append(out, ERROR, "", "", "{}", item.source, item.record, item.reason)
-        else:
-            meta = json.dumps(item.metadata, ensure_ascii=False, default=str)
-            _append(out, DOC, item.id, item.text, meta, item.source, "", "")
-    return pa.table(out, schema=PARSED)
-
-
-def _shipped(items: list[Document | RecordError], block_docs: int) -> Any:
-    """A wave of a source only the driver can read, as parsed blocks in the object store."""
-    import ray
-
-    table = _parsed(items)
-    blocks = [ray.put(table.slice(i, block_docs)) for i in range(0, max(len(table), 1), block_docs)]
-    return ray.data.from_arrow_refs(blocks)  # type: ignore[arg-type]
-
-
-def _read_raw(paths: list[str]) -> Any:
-    """Each file's raw bytes (gzip included: our parsers name a corrupt file instead of failing)."""
-    import ray
-    from ray.data._internal.datasource.binary_datasource import BinaryDatasource
-
-    class RawBinary(BinaryDatasource):
-        def resolve_compression(self, path: str, open_args: dict[str, Any]) -> str | None:
-            return None
-
-    return ray.data.read_datasource(RawBinary(paths, include_paths=True, ignore_missing_paths=True))
-
-
-# -- small helpers --------------------------------------------------------------------------------
-
-
-def _append(out: dict[str, list[Any]], *values: Any) -> None:
-    for column, value in zip(out, values, strict=True):
-        out[column].append(value)
-
-
-def _row(out: dict[str, list[Any]], base: dict[str, Any], **more: Any) -> None:
-    """One PREPARED row from `base` (parsed columns) and `more`; missing columns are null."""
-    values = {**base, **more}
-    for name, column in out.items():
-        column.append(values.get(name))
-
-
-def _chunks(batch: dict[str, list[Any]]) -> list[Chunk]:
-    """Chunk objects back from the columns of a Ray batch (text and ids when it has them)."""
-    n = len(batch["doc_id"])
-    texts = batch.get("text") or [""] * n
-    metadata = batch.get("metadata") or ["{}"] * n
-    token_ids = batch.get("token_ids") or [[]] * n
-    starts, ends = batch.get("start") or [0] * n, batch.get("end") or [0] * n
-    return [
-        Chunk(
-            doc_id=batch["doc_id"][i],
-            index=batch["chunk_index"][i],
-            text=texts[i],
-            token_ids=token_ids[i],
-            start=starts[i],
-            end=ends[i],
-            content_hash=batch["content_hash"][i],
-            metadata=json.loads(metadata[i]),
-        )
-        for i in range(n)
-    ]
-
-
-def _vectors(column: pa.ChunkedArray) -> np.ndarray:
-    flat = column.combine_chunks()
-    return flat.flatten().to_numpy().astype(np.float32).reshape(len(flat), flat.type.list_size)
-
-
 def _file_waves(sizes: tuple[int, ...], budget: float) -> Iterator[tuple[int, int]]:
     """[lo, hi) file ranges of about `budget` bytes each, at least one file per wave."""
     lo, total = 0, 0
@@ -576,33 +355,6 @@ def _materialized(ds: Any) -> list[Any]:
     """Run a dataset to the end, its blocks kept in the object store, in order."""
     refs: list[Any] = ds.materialize().to_arrow_refs()
     return refs
-
-
-def _remote(fn: Any) -> Any:
-    """`fn` as a Ray task, declared lazily so importing this module does not import ray."""
-    cache: dict[str, Any] = {}
-
-    class Lazy:
-        def remote(self, *args: Any) -> Any:
-            if "task" not in cache:
-                import ray
-
-                cache["task"] = ray.remote(num_cpus=0.25)(fn)
-            return cache["task"].remote(*args)
-
-    return Lazy()
-
-
-def _keys_of(block: pa.Table) -> pa.Table:
-    return block.select(KEYS)
-
-
-def _take_rows(block: pa.Table, rows: np.ndarray) -> pa.Table:
-    return block.take(pa.array(rows)).drop_columns(["doc_hash", "n_chunks", "unchanged", "message", "record"])  # fmt: skip
-
-
-_keys = _remote(_keys_of)
-_take = _remote(_take_rows)
 
 
 def _connect(cfg: RayConfig) -> None:

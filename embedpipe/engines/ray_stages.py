@@ -1,0 +1,283 @@
+"""The Ray engine's cluster side: parsing tasks, the prepare and encode actors, and the row
+layouts they exchange with the driver (see engines/ray.py for the plan)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from embedpipe.config import ChunkingConfig, ModelConfig
+from embedpipe.sinks.base import RemoteWriter
+from embedpipe.types import Chunk, Document, Embedded, RecordError
+
+DOC, CHUNK, ERROR = "doc", "chunk", "error"
+
+# A parsed record: a document or the reason it is not one.
+PARSED = pa.schema(
+    [("kind", pa.string()), ("doc_id", pa.string()), ("text", pa.string()), ("metadata", pa.string()),
+     ("source", pa.string()), ("record", pa.string()), ("message", pa.string())]
+)  # fmt: skip
+# A prepared row: a document (with its hash and chunk count), one of its chunks, or an error.
+PREPARED = pa.schema(
+    [*PARSED, ("doc_hash", pa.string()), ("n_chunks", pa.int64()), ("unchanged", pa.bool_()),
+     ("chunk_index", pa.int64()), ("token_ids", pa.list_(pa.int32())), ("start", pa.int64()),
+     ("end", pa.int64()), ("content_hash", pa.string())]
+)  # fmt: skip
+KEYS = ["kind", "doc_id", "source", "record", "message", "doc_hash", "n_chunks", "unchanged",
+        "chunk_index", "content_hash"]  # fmt: skip
+
+
+# -- actors -------------------------------------------------------------------------------
+
+
+class PrepareStage:
+    """CPU actor: parsed records -> documents with hashes -> chunks with hashes.
+
+    Emits, in order, per record: an `error` row, or a `doc` row (its hash and chunk count)
+    followed by its `chunk` rows. A document whose hash is as last fully embedded is not
+    chunked (`unchanged`, with the chunk count it had).
+    """
+
+    def __init__(
+        self,
+        model: dict[str, Any],
+        chunking: dict[str, Any],
+        fingerprint: str,
+        max_seq_length: int,
+        unchanged: Any,
+    ) -> None:
+        import ray
+        from transformers import AutoTokenizer
+
+        from embedpipe.chunking import Chunker
+        from embedpipe.encoder import resolve_model_path
+
+        cfg, chunk_cfg = ModelConfig(**model), ChunkingConfig(**chunking)
+        tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_path(cfg.name)[1]))
+        self.chunker = Chunker(tokenizer, chunk_tokens=chunk_cfg.chunk_tokens, overlap_tokens=chunk_cfg.overlap_tokens,
+                               max_seq_length=max_seq_length, prefix=cfg.prefix)  # fmt: skip
+        self.fingerprint = fingerprint
+        self.unchanged: dict[str, tuple[str, int]] = (
+            unchanged if isinstance(unchanged, dict) else ray.get(unchanged)
+        )
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        from embedpipe.hashing import content_hash
+
+        out: dict[str, list[Any]] = {name: [] for name in PREPARED.names}
+        for row in table.to_pylist():
+            if row["kind"] == ERROR:
+                _row(out, row)
+                continue
+            doc_hash = content_hash(self.fingerprint, row["text"])
+            last = self.unchanged.get(row["doc_id"])
+            if last is not None and last[0] == doc_hash:
+                _row(out, {**row, "text": "", "metadata": "{}"}, doc_hash=doc_hash, n_chunks=last[1], unchanged=True)  # fmt: skip
+                continue
+            doc = Document(id=row["doc_id"], text=row["text"], metadata=json.loads(row["metadata"]))
+            chunks = list(self.chunker.chunk_many([doc]))
+            _row(out, {**row, "text": "", "metadata": "{}"}, doc_hash=doc_hash, n_chunks=len(chunks))  # fmt: skip
+            for c in chunks:
+                _row(
+                    out,
+                    {"kind": CHUNK, "doc_id": c.doc_id, "text": c.text, "metadata": row["metadata"],
+                     "source": row["source"]},
+                    chunk_index=c.index, token_ids=c.token_ids, start=c.start, end=c.end,
+                    content_hash=content_hash(self.fingerprint, c.text),
+                )  # fmt: skip
+        return pa.table(out, schema=PREPARED)
+
+
+class EncodeStage:
+    """Encoder actor: one model load, the same length bucketing and token budget as locally;
+    writes the sink itself when given a writer (then returns no vectors)."""
+
+    def __init__(
+        self,
+        model: dict[str, Any],
+        batching: dict[str, Any],
+        auto_budget: bool,
+        threads: float,
+        writer: RemoteWriter | None,
+    ) -> None:
+        import torch
+
+        from embedpipe.encoder import Encoder
+
+        torch.set_num_threads(max(1, int(threads)))
+        self.encoder = Encoder(ModelConfig(**model))
+        self.batching = batching
+        self.budget = batching["max_batch_tokens"]
+        if auto_budget:
+            self.budget = self.encoder.batch_token_budget(self.budget)
+        self.writer = writer
+        self.label = f"{self.encoder.device}/{self.encoder.precision}"
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        from embedpipe.batching import batches
+
+        batch = table.to_pydict()
+        chunks = chunks_of(batch)
+        n = len(chunks)
+        vectors = np.zeros((n, self.encoder.dim), dtype=np.float32)
+        real, padded = [0] * n, [0] * n
+        sizes: list[list[int]] = [[] for _ in range(n)]
+        position = {id(c): i for i, c in enumerate(chunks)}
+        b = self.batching
+        for packed in batches(chunks, max_batch_tokens=self.budget, window=b["window"],
+                              max_batch_size=b["max_batch_size"], pad_id=self.encoder.pad_id):  # fmt: skip
+            at = [position[id(c)] for c in packed.chunks]
+            vectors[at] = self.encoder.encode_batch(packed)
+            real[at[0]], padded[at[0]] = packed.real_tokens, packed.padded_tokens
+            sizes[at[0]] = packed.attention_mask.sum(axis=1).tolist()
+        out = table.drop_columns(["token_ids"]).append_column(
+            "real_tokens", pa.array(real, pa.int64())
+        )
+        out = out.append_column("padded_tokens", pa.array(padded, pa.int64()))
+        out = out.append_column("sizes", pa.array(sizes, pa.list_(pa.int64())))
+        out = out.append_column("tokens", pa.array([c.token_count for c in chunks], pa.int64()))
+        out = out.append_column("encoder", pa.array([self.label] * n, pa.string()))
+        if self.writer is not None:
+            self.writer.write(Embedded(chunks, vectors))
+            return out.drop_columns(["text", "metadata"])
+        flat = pa.array(vectors.reshape(-1))
+        return out.append_column(
+            "vector", pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
+        )
+
+
+# -- parsing tasks (one per block of raw input) ---------------------------------------------------
+
+
+def parse_parquet_rows(table: pa.Table, fields: Any) -> pa.Table:
+    """Records read by read_parquet -> parsed rows (named later by the driver)."""
+    from embedpipe.sources.records import column_rows, to_document
+
+    return _parsed(
+        to_document(r, fields, source="", record="") for r in column_rows(table.to_pydict())
+    )
+
+
+def parse_jsonl_files(table: pa.Table, fields: Any, names: dict[str, str]) -> pa.Table:
+    """Raw JSONL files -> parsed rows, each error naming its file and line as locally."""
+    from embedpipe.sources.jsonl import open_bytes, parse_jsonl
+
+    items: list[Document | RecordError] = []
+    for path, data in _files_of(table):
+        name = names.get(path, path)
+        items.extend(parse_jsonl(open_bytes(name, data), fields, name))
+    return _parsed(items)
+
+
+def parse_document_files(table: pa.Table, root: str, names: dict[str, str]) -> pa.Table:
+    """Raw document files -> parsed rows, ids relative to the source root as locally."""
+    from embedpipe.sources.files import file_document
+
+    return _parsed(
+        file_document(root, names.get(path, path), data) for path, data in _files_of(table)
+    )
+
+
+def _files_of(table: pa.Table) -> Iterator[tuple[str, bytes]]:
+    """(path, raw bytes) of each file in a block read by `_read_raw`."""
+    yield from zip(table.column("path").to_pylist(), table.column("bytes").to_pylist(), strict=True)
+
+
+def _parsed(items: Iterable[Document | RecordError]) -> pa.Table:
+    out: dict[str, list[Any]] = {name: [] for name in PARSED.names}
+    for item in items:
+        if isinstance(item, RecordError):
+            _append(out, ERROR, "", "", "{}", item.source, item.record, item.reason)
+        else:
+            meta = json.dumps(item.metadata, ensure_ascii=False, default=str)
+            _append(out, DOC, item.id, item.text, meta, item.source, "", "")
+    return pa.table(out, schema=PARSED)
+
+
+def shipped(items: list[Document | RecordError], block_docs: int) -> Any:
+    """A wave of a source only the driver can read, as parsed blocks in the object store."""
+    import ray
+
+    table = _parsed(items)
+    blocks = [ray.put(table.slice(i, block_docs)) for i in range(0, max(len(table), 1), block_docs)]
+    return ray.data.from_arrow_refs(blocks)  # type: ignore[arg-type]
+
+
+def read_raw(paths: list[str]) -> Any:
+    """Each file's raw bytes (gzip included: our parsers name a corrupt file instead of failing)."""
+    import ray
+    from ray.data._internal.datasource.binary_datasource import BinaryDatasource
+
+    class RawBinary(BinaryDatasource):
+        def resolve_compression(self, path: str, open_args: dict[str, Any]) -> str | None:
+            return None
+
+    return ray.data.read_datasource(RawBinary(paths, include_paths=True, ignore_missing_paths=True))
+
+
+# -- small helpers --------------------------------------------------------------------------------
+
+
+def _append(out: dict[str, list[Any]], *values: Any) -> None:
+    for column, value in zip(out, values, strict=True):
+        out[column].append(value)
+
+
+def _row(out: dict[str, list[Any]], base: dict[str, Any], **more: Any) -> None:
+    """One PREPARED row from `base` (parsed columns) and `more`; missing columns are null."""
+    values = {**base, **more}
+    for name, column in out.items():
+        column.append(values.get(name))
+
+
+def chunks_of(batch: dict[str, list[Any]]) -> list[Chunk]:
+    """Chunk objects back from the columns of a Ray batch (text and ids when it has them)."""
+    n = len(batch["doc_id"])
+    texts = batch.get("text") or [""] * n
+    metadata = batch.get("metadata") or ["{}"] * n
+    token_ids = batch.get("token_ids") or [[]] * n
+    starts, ends = batch.get("start") or [0] * n, batch.get("end") or [0] * n
+    return [
+        Chunk(
+            doc_id=batch["doc_id"][i],
+            index=batch["chunk_index"][i],
+            text=texts[i],
+            token_ids=token_ids[i],
+            start=starts[i],
+            end=ends[i],
+            content_hash=batch["content_hash"][i],
+            metadata=json.loads(metadata[i]),
+        )
+        for i in range(n)
+    ]
+
+
+def _remote(fn: Any) -> Any:
+    """`fn` as a Ray task, declared lazily so importing this module does not import ray."""
+    cache: dict[str, Any] = {}
+
+    class Lazy:
+        def remote(self, *args: Any) -> Any:
+            if "task" not in cache:
+                import ray
+
+                cache["task"] = ray.remote(num_cpus=0.25)(fn)
+            return cache["task"].remote(*args)
+
+    return Lazy()
+
+
+def _keys_of(block: pa.Table) -> pa.Table:
+    return block.select(KEYS)
+
+
+def _take_rows(block: pa.Table, rows: np.ndarray) -> pa.Table:
+    return block.take(pa.array(rows)).drop_columns(["doc_hash", "n_chunks", "unchanged", "message", "record"])  # fmt: skip
+
+
+keys_of = _remote(_keys_of)
+take = _remote(_take_rows)
