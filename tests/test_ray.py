@@ -8,6 +8,8 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +46,17 @@ def settings(root: Path | str, uri: str, engine: str, **extra: object) -> embedp
 
 def run(root: Path | str, uri: str, engine: str, **extra: object) -> embedpipe.RunReport:
     return embedpipe.run(settings(root, uri, engine, **extra))
+
+
+def finishes(job: Callable[[], embedpipe.RunReport], seconds: float = 300) -> embedpipe.RunReport:
+    """The job's report; a failure (not a hung suite) when Ray never schedules part of it."""
+    result: list[embedpipe.RunReport] = []
+    worker = threading.Thread(target=lambda: result.append(job()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if not result:
+        pytest.fail(f"the Ray run did not finish in {seconds:.0f} s: a stage waits for CPUs")
+    return result[0]
 
 
 COUNTS = ("docs_read", "docs_failed", "chunks_total", "chunks_embedded", "chunks_skipped",
@@ -115,12 +128,15 @@ def test_ray_reads_record_sources_itself_with_the_local_rules(kind: str, tmp_pat
     duplicate id kept, the same chunks and vectors."""
     source = record_sources(tmp_path)[kind]
     local = run(source, f"faiss:{tmp_path / 'local'}", "local")
-    distributed = run(source, f"faiss:{tmp_path / 'ray'}", "ray", ray={"wave_mb": 1e-6})
+    # Two prepare actors hold both CPUs of the instance: the reads must still run.
+    ray_cfg = {"wave_mb": 1e-6, "chunk_workers": 2}
+    distributed = finishes(lambda: run(source, f"faiss:{tmp_path / 'ray'}", "ray", ray=ray_cfg))
     assert local.docs_failed >= 3 and any("duplicate" in e.reason for e in local.errors)
     same_run(distributed, local)
     files = 2 if kind == "parquet" else 1
     reader = "read_parquet" if kind == "parquet" else "binary files"
     assert f"ray: {files} {kind} files read by Ray ({reader}) in {files} waves" in distributed.notes
+    assert any("chunking actors at 0.50 CPU each" in note for note in distributed.notes)
     same_vectors(stored(tmp_path / "ray"), stored(tmp_path / "local"))
 
 

@@ -15,6 +15,9 @@ from embedpipe.sinks.base import RemoteWriter
 from embedpipe.types import Chunk, Document, Embedded, RecordError
 
 DOC, CHUNK, ERROR = "doc", "chunk", "error"
+# Read tasks reserve no CPU: the actors hold the cluster's CPUs (a prepare actor waits for the
+# reads, so reads that waited for a CPU could wait forever); Ray Data's backpressure bounds them.
+READ_CPUS = 0
 
 # A parsed record: a document or the reason it is not one.
 PARSED = pa.schema(
@@ -216,7 +219,8 @@ def read_raw(paths: list[str]) -> Any:
         def resolve_compression(self, path: str, open_args: dict[str, Any]) -> str | None:
             return None
 
-    return ray.data.read_datasource(RawBinary(paths, include_paths=True, ignore_missing_paths=True))
+    raw = RawBinary(paths, include_paths=True, ignore_missing_paths=True)
+    return ray.data.read_datasource(raw, num_cpus=READ_CPUS)
 
 
 # -- small helpers --------------------------------------------------------------------------------
@@ -265,7 +269,7 @@ def _remote(fn: Any) -> Any:
             if "task" not in cache:
                 import ray
 
-                cache["task"] = ray.remote(num_cpus=0.25)(fn)
+                cache["task"] = ray.remote(num_cpus=0)(fn)  # tiny; never waits behind actors
             return cache["task"].remote(*args)
 
     return Lazy()
