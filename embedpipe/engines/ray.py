@@ -173,7 +173,10 @@ class RayRun(Run):
         else:
             ds, wave = read_raw(paths), Wave(names, root=files.root)
             parse = functools.partial(parse_document_files, root=files.root, names=by_path)
-        return ds.map_batches(parse, batch_size=None, batch_format="pyarrow"), wave
+        parsed = ds.map_batches(parse, batch_size=None, batch_format="pyarrow", num_cpus=READ_CPUS)
+        # Blocks of block_docs records (streaming, order kept), so the chunking actors share out
+        # even a single big file: one read block would otherwise go to one actor.
+        return parsed.repartition(target_num_rows_per_block=self.cfg.ray.block_docs), wave
 
     def _prepare(self, parsed: Any, unchanged: Any) -> Any:
         stage = {
@@ -278,8 +281,10 @@ class RayRun(Run):
         )  # fmt: skip
         for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             assert isinstance(table, pa.Table)
+            vectors = None
+            if "vector" in table.column_names:  # as one array, never as Python floats
+                vectors, table = vectors_of(table), table.drop_columns(["vector"])
             batch = table.to_pydict()
-            vectors = vectors_of(table) if "vector" in batch else None
             item = RemoteBatch(chunks_of(batch), sum(batch["tokens"]), vectors)
             self._count_batch(batch)
             if not _put(write_q, item, write):

@@ -210,6 +210,11 @@ class ShardStore:
                     break
                 except FileExistsError:
                     seq = max(seq, self._last_claimed()) + 1
+                except OSError as exc:  # EPERM/ENOTSUP: a filesystem without hard links
+                    raise SinkError(
+                        f"cannot link {tmp.name} into {self.root} ({exc.strerror or exc}): the "
+                        "store needs a filesystem with hard links; put the sink on another one"
+                    ) from exc
             self._last_seq = seq
         finally:
             tmp.unlink(missing_ok=True)
