@@ -85,16 +85,17 @@ class Cursor:
     known: dict[int, tuple[str, int]] = field(default_factory=dict)  # its chunks in the ledger
     seen: set[str] = field(default_factory=set)  # file names met (dir: to spot vanished files)
 
+    def __post_init__(self) -> None:
+        self.bounds = np.cumsum(self.wave.rows)  # Parquet: where each file's rows end
+
     def name(self, row: dict[str, Any]) -> tuple[str, str]:
         """(source, record) of the next record; Parquet rows are named by their place in their file."""
         source, record = row["source"], row["record"]
         if self.wave.rows:
-            bounds = np.cumsum(self.wave.rows)
-            f = int(np.searchsorted(bounds, self.ordinal, side="right"))
-            start = int(bounds[f - 1]) if f else 0
+            f = int(np.searchsorted(self.bounds, self.ordinal, side="right"))
+            start = int(self.bounds[f - 1]) if f else 0
             source, record = self.wave.names[f], f"row {self.ordinal - start}"
         self.ordinal += 1
-        self.current = None
         return source, record
 
 
@@ -242,6 +243,7 @@ class RayRun(Run):
                 return False
             return True
         source, record = cursor.name(row)
+        cursor.current = None  # a new record: the chunk rows of the last one are over
         if row["kind"] == ERROR:
             cursor.seen.add(record)
             self._failed(RecordError(source, record, row["message"]), planner)

@@ -194,10 +194,10 @@ def _parsed(items: Iterable[Document | RecordError]) -> pa.Table:
     out: dict[str, list[Any]] = {name: [] for name in PARSED.names}
     for item in items:
         if isinstance(item, RecordError):
-            _append(out, ERROR, "", "", "{}", item.source, item.record, item.reason)
+            _row(out, {"kind": ERROR, "metadata": "{}", "source": item.source, "record": item.record, "message": item.reason})  # fmt: skip
         else:
             meta = json.dumps(item.metadata, ensure_ascii=False, default=str)
-            _append(out, DOC, item.id, item.text, meta, item.source, "", "")
+            _row(out, {"kind": DOC, "doc_id": item.id, "text": item.text, "metadata": meta, "source": item.source})  # fmt: skip
     return pa.table(out, schema=PARSED)
 
 
@@ -226,13 +226,8 @@ def read_raw(paths: list[str]) -> Any:
 # -- small helpers --------------------------------------------------------------------------------
 
 
-def _append(out: dict[str, list[Any]], *values: Any) -> None:
-    for column, value in zip(out, values, strict=True):
-        out[column].append(value)
-
-
 def _row(out: dict[str, list[Any]], base: dict[str, Any], **more: Any) -> None:
-    """One PREPARED row from `base` (parsed columns) and `more`; missing columns are null."""
+    """One row of `out` (PARSED or PREPARED columns) from `base` and `more`; missing ones are null."""
     values = {**base, **more}
     for name, column in out.items():
         column.append(values.get(name))
