@@ -243,3 +243,14 @@ def test_killed_run_with_actor_writes_leaves_no_orphan(make_corpus, tmp_path: Pa
     assert len(in_sink) == len(set(in_sink)) > 0
     assert sorted(in_sink) == sorted(in_ledger)
     assert not [cid for cid in in_sink if cid.startswith(gone + "#")]
+
+
+def test_a_truncated_gzip_is_named_and_the_rest_is_kept(tmp_path: Path) -> None:
+    """Ray must not gunzip for us: our parser reads what it can and names where it stopped."""
+    whole = record_sources(tmp_path)["jsonl"].read_bytes()
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(whole[: len(whole) * 2 // 3])
+    local = run(cut, f"faiss:{tmp_path / 'local'}", "local")
+    distributed = run(cut, f"faiss:{tmp_path / 'ray'}", "ray")
+    assert local.docs_read > 0 and "cannot read further" in local.errors[-1].reason
+    same_run(distributed, local)
