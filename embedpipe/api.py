@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 from collections.abc import Iterable, Sequence
@@ -12,11 +13,13 @@ import numpy as np
 
 from embedpipe.config import ModelConfig, RunConfig, flat_overrides, load_config
 from embedpipe.errors import ConfigError, EmbedpipeError
+from embedpipe.fsmode import state_permissions
 from embedpipe.ledger import Ledger
 from embedpipe.metrics import write_textfile
 from embedpipe.pipeline import Pipeline, Progress, state_dir_for, target_key
 from embedpipe.sinks import open_sink
 from embedpipe.sinks.base import Hit, Sink
+from embedpipe.sources import open_source
 from embedpipe.types import Document, RecordError, RunReport
 
 
@@ -32,15 +35,24 @@ def run(
     raise_on_failure: bool = True,
 ) -> RunReport:
     """Run a configured pipeline; the report (`config.report`) and the Prometheus textfile
-    (`config.metrics`, not for dry runs) are written whatever the outcome."""
-    encoder = _run_encoder(config.model.model_dump_json())
+    (`config.metrics`, not for dry runs) are written whatever the outcome.
+
+    The source and the sink are opened before the model loads, so a wrong path or URI is a
+    ConfigError at once. While the pipeline runs, new directories get `config.state_mode` and new
+    files the same minus the execute bits (fsmode); the report and the textfile are written
+    after, with the process's own umask, for whoever reads them.
+    """
+    source = open_source(config.source) if source is None else source
+    sink = open_sink(config.sink) if sink is None else sink
+    encoder = _encoder_for(config.model.model_dump_json())
     pipe = Pipeline(
         config, source=source, sink=sink, encoder=encoder, progress=progress, force=force
     )
     if stop is not None:
         pipe.stop = stop
     try:
-        return pipe.run(dry_run=dry_run)
+        with state_permissions(state_dir_for(sink.uri, config.state), config.state_mode_bits):
+            return pipe.run(dry_run=dry_run)
     except ConfigError:
         raise
     except (EmbedpipeError, KeyboardInterrupt):
@@ -82,21 +94,20 @@ def backfill(
     )
 
 
-@functools.lru_cache(maxsize=2)
-def _run_encoder(model_config: str) -> Any:
-    """One loaded model per model config for the life of the process: a program (or a test
-    suite) that runs several pipelines loads and calibrates the model once."""
+@functools.lru_cache(maxsize=4)
+def _encoder_for(model_config: str) -> Any:
+    """The one model cache: a loaded encoder per model settings (ModelConfig as JSON) for the
+    life of the process, shared by `run`, `encode` and `query`, so a program (or a test suite)
+    loads and calibrates each model once."""
     from embedpipe.encoder import Encoder
 
     return Encoder(ModelConfig.model_validate_json(model_config))
 
 
-@functools.lru_cache(maxsize=4)
 def _encoder(model: str | None, precision: str, device: str, truncate_dim: int | None) -> Any:
-    from embedpipe.encoder import Encoder
-
+    """The cached encoder for the settings `encode` and `query` take; the others default."""
     cfg = ModelConfig(name=model, precision=precision, device=device, truncate_dim=truncate_dim)
-    return Encoder(cfg)
+    return _encoder_for(cfg.model_dump_json())
 
 
 def encode(
@@ -157,40 +168,29 @@ def _live(cfg: RunConfig) -> dict[str, Any] | None:
 
 
 def reconcile(config: RunConfig, *, repair: bool = False) -> dict[str, Any]:
-    """Compare the ledger with the sink's live index; with `repair`, make them agree.
+    """Compare the ledger with the sink, generation by generation (live and staged); with
+    `repair`, make them agree without ever building, swapping in or dropping a generation.
 
     `missing`: the ledger says embedded, the sink lacks them (repair: forget them in the ledger
     and, when the config names a source, re-embed them with a run). `orphaned`: in the sink,
-    unknown to the ledger (repair: delete them from the sink).
+    unknown to the ledger (repair: delete them from the sink). `relink`: the sink serves another
+    generation than the ledger's live pointer names (a crash mid-swap; repair: relink the ledger).
     """
-    from embedpipe.ledger import PENDING, Target
+    from embedpipe.ledger import StateLock
+    from embedpipe.reconcile import reconcile as compare
 
     sink = open_sink(config.sink)
     key = target_key(sink.uri, config.sink.collection)
-    path = state_dir_for(sink.uri, config.state) / "ledger.sqlite"
-    ledger = Ledger(path)
-    try:
-        live = ledger.live(key)
-        if live is None:
-            raise EmbedpipeError(f"The ledger at {path} knows no index {key}: nothing to reconcile")
-        target = Target(key, live["fingerprint"])
-        in_sink = set(sink.chunk_ids())
-        done, pending = set(ledger.chunk_ids(target)), set(ledger.chunk_ids(target, state=PENDING))
-        missing, orphaned = sorted(done - in_sink), sorted(in_sink - done - pending)
-        result: dict[str, Any] = {
-            "target": key, "in_ledger": len(done), "in_sink": len(in_sink), "pending": len(pending),
-            "missing": missing, "orphaned": orphaned, "repaired": False,
-        }  # fmt: skip
-        if repair and (missing or orphaned):
-            if orphaned:
-                sink.open(int(live["dim"]), live["fingerprint"])
-                sink.delete(orphaned)
-                sink.close()
-            ledger.forget(target, missing)
-            result["repaired"] = True
-    finally:
-        sink.abort()
-        ledger.close()
+    state = state_dir_for(sink.uri, config.state)
+    lock = StateLock(state) if repair else contextlib.nullcontext()
+    with lock:
+        ledger = Ledger(state / "ledger.sqlite")
+        try:
+            result = compare(sink, ledger, key, repair=repair)
+        finally:
+            sink.abort()
+            ledger.close()
+    missing = any(g["missing"] for g in result["generations"])
     if result["repaired"] and missing and config.source.uri:
         result["run"] = run(config).to_dict()
     return result

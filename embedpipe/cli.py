@@ -39,6 +39,7 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Batch embeddings into Qdrant or FAISS."
 )
 console = Console(stderr=True)
+DEBUG = False  # --debug: tracebacks for errors, which are otherwise one line
 log = logging.getLogger("embedpipe.cli")
 out = Console()
 
@@ -78,6 +79,17 @@ ForceOpt = Annotated[
 StrictOpt = Annotated[
     bool | None, typer.Option("--strict/--no-strict", help="exit 1 when any record failed")
 ]
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="print tracebacks (errors are otherwise one line)")
+    ] = False,
+) -> None:
+    """Batch embeddings into Qdrant or FAISS."""
+    global DEBUG
+    DEBUG = debug
 
 
 @app.command()
@@ -245,9 +257,15 @@ def status(
     for row in rows:
         out.print(f"[bold]{row['target']}[/] model={row['model'] or 'default'} dim={row['dim']} "
                   f"fingerprint={row['fingerprint'][:12]} chunks={row['chunks']} documents={row['documents']}")  # fmt: skip
+        for g in row.get("generations", []):
+            if g["state"] != "live":
+                out.print(f"  {g['state']} generation {g['fingerprint'][:12]}: model={g['model'] or 'default'} "
+                          f"chunks={g['chunks']} documents={g['documents']} created {_when(g['created'])}")  # fmt: skip
         for r in row["runs"]:
-            out.print(f"  run {r['id']}: {r['outcome']} embedded={r['chunks_embedded']} "
-                      f"skipped={r['chunks_skipped']} deleted={r['chunks_deleted']} failed={r['docs_failed']}")  # fmt: skip
+            committed = f", last commit {_when(r['committed'])}" if r.get("committed") else ""
+            out.print(f"  run {r['id']} ({_when(r['started'])}): {r['outcome']}{committed} "
+                      f"embedded={r['chunks_embedded']} skipped={r['chunks_skipped']} "
+                      f"deleted={r['chunks_deleted']} failed={r['docs_failed']}")  # fmt: skip
 
 
 @app.command("report")
@@ -309,21 +327,32 @@ def reconcile(
 ) -> None:
     """Compare ledger and sink ids; report drift both ways; --repair makes them agree."""
     cfg = _config(config, flat_overrides(sink=sink, collection=collection, state=state))
+    from embedpipe.reconcile import drifted
+
     result = _guard(lambda: api.reconcile(cfg, repair=repair))
     if as_json:
         out.print_json(json.dumps(result, ensure_ascii=False))
     else:
-        out.print(f"{result['target']}: ledger {result['in_ledger']}, sink {result['in_sink']}, "
-                  f"pending {result['pending']}")  # fmt: skip
-        out.print(f"missing from the sink: {len(result['missing'])} {result['missing'][:10]}")
-        out.print(f"orphaned in the sink: {len(result['orphaned'])} {result['orphaned'][:10]}")
-        if result["repaired"]:
-            out.print(
-                "repaired"
-                + (" and re-embedded" if "run" in result else ": run backfill to re-embed")
-            )
-    if (result["missing"] or result["orphaned"]) and not result["repaired"]:
+        _print_reconcile(result)
+    if drifted(result) and not result["repaired"]:
         raise typer.Exit(1)
+
+
+def _print_reconcile(result: dict[str, Any]) -> None:
+    out.print(f"{result['target']}:")
+    if result["relink"]:
+        out.print(f"  the sink serves generation {result['relink'][:12]}, the ledger's live pointer "
+                  "names another (a crash mid-swap): --repair relinks the ledger")  # fmt: skip
+    for g in result["generations"]:
+        name = "live" if g["live"] else "staged"
+        out.print(f"  {name} {g['fingerprint'][:12]}: ledger {g['in_ledger']}, sink {g['in_sink']}, "
+                  f"pending {g['pending']}")  # fmt: skip
+        out.print(f"    missing from the sink: {len(g['missing'])} {g['missing'][:10]}")
+        out.print(f"    orphaned in the sink: {len(g['orphaned'])} {g['orphaned'][:10]}")
+    if result["repaired"]:
+        out.print(
+            "repaired" + (" and re-embedded" if "run" in result else ": run backfill to re-embed")
+        )
 
 
 # -- plumbing ------------------------------------------------------------------------------------
@@ -348,6 +377,8 @@ def _guard(fn: Any) -> Any:
     except ConfigError as exc:
         _usage(str(exc))
     except EmbedpipeError as exc:
+        if DEBUG:
+            console.print_exception()
         _error(str(exc))
         raise typer.Exit(1) from None
 
@@ -383,9 +414,11 @@ def _execute(cfg: RunConfig, *, dry_run: bool, force: bool, log_format: str = "t
                 raise_on_failure=False,
             )
         )
-    if not logs.json_enabled():  # JSON mode: the run_end event carries the summary
+    began = report.run_id is not None  # else it failed before the run began: a lock, the ledger
+    if began and not logs.json_enabled():  # JSON mode: the run_end event carries the summary
         _summary(report)
     if report.outcome not in ("done", "dry-run"):
+        _error(report.reason or f"the run ended {report.outcome}")
         raise typer.Exit(1)
     if report.errors and (cfg.strict or report.docs_read == 0):
         _error(f"{len(report.errors)} record(s) failed and --strict or nothing was read: exit 1")
@@ -439,7 +472,13 @@ def _summary(r: RunReport) -> None:
     if len(r.errors) > 20:
         console.print(f"... and {len(r.errors) - 20} more (see --report)")
     for note in r.notes:
-        console.print(f"[red]{note}[/]")
+        if not (r.reason and note.endswith(r.reason)):  # the reason is printed as the error
+            console.print(f"[red]{note}[/]")
+
+
+def _when(ts: float | None) -> str:
+    """A Unix time as local 'YYYY-MM-DD HH:MM:SS'."""
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
 def _snippet(text: str, width: int = 160) -> str:
@@ -455,6 +494,11 @@ def main() -> None:
     except KeyboardInterrupt:
         console.print("[red]interrupted[/]")
         sys.exit(130)
+    except Exception as exc:  # a bug or an error not yet given words: one line, unless --debug
+        if DEBUG:
+            raise
+        _error(f"{type(exc).__name__}: {exc} (re-run with --debug for the traceback)")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

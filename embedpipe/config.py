@@ -8,6 +8,7 @@ Environment variables name a key by its path, sections joined with a double unde
 from __future__ import annotations
 
 import os
+import re
 import string
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,9 +25,13 @@ from pydantic import (
 )
 
 from embedpipe.errors import ConfigError
+from embedpipe.redact import redact_uri
 
 DEFAULT_SINK = "qdrant-edge:./.embedpipe/qdrant-edge"
 ENV_PREFIX = "EMBEDPIPE_"
+# A collection names folders and Qdrant collections: no separators, no leading dot, bounded.
+COLLECTION_RULE = "[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
+DEFAULT_STATE_MODE = "0700"
 
 
 class _Section(BaseModel):
@@ -154,7 +159,9 @@ class SinkConfig(_Section):
         description="qdrant-edge:PATH | qdrant:PATH | qdrant+http(s)://HOST:PORT | faiss:DIR | "
         "parquet:DIR",
     )
-    collection: str = "embedpipe"
+    collection: str = Field(
+        "embedpipe", description=f"collection / index name; must match {COLLECTION_RULE}"
+    )
     index_factory: str | None = Field(
         None, description="FAISS index_factory string; None = the live index's, Flat for a new one"
     )
@@ -170,6 +177,16 @@ class SinkConfig(_Section):
         False,
         description="after a re-embed swap, keep the retired index (rollback) instead of dropping it",
     )
+
+    @field_validator("collection")
+    @classmethod
+    def _collection_is_a_name(cls, value: str) -> str:
+        if not re.fullmatch(COLLECTION_RULE, value):
+            raise ValueError(
+                f"collection {value!r} must match {COLLECTION_RULE}: a letter or digit, then up to "
+                "127 letters, digits, '_', '.' or '-' (it names folders and Qdrant collections)"
+            )
+        return value
 
 
 class RayConfig(_Section):
@@ -196,6 +213,18 @@ class RayConfig(_Section):
     )
 
 
+class PromoteConfig(_Section):
+    """When a new generation (a model or chunking change) may replace the live index."""
+
+    min_fraction: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="promote a new generation only when it holds at least this share of the "
+        "live one's documents (else the run is held; --force overrides)",
+    )
+
+
 class RunConfig(_Section):
     """Everything one run needs."""
 
@@ -204,11 +233,18 @@ class RunConfig(_Section):
     chunking: ChunkingConfig = ChunkingConfig()
     batching: BatchingConfig = BatchingConfig()
     sink: SinkConfig = SinkConfig()
+    promote: PromoteConfig = PromoteConfig()
     mode: Literal["incremental", "full"] = "incremental"
     engine: Literal["local", "ray"] = Field("local", description="local threads, or Ray Data")
     ray: RayConfig = RayConfig()
     state: str | None = Field(
         None, description="state directory for the ledger; None = next to the sink"
+    )
+    state_mode: str = Field(
+        DEFAULT_STATE_MODE,
+        description="permissions of the state directory, as a quoted octal string ('0700', "
+        "'0750'); the ledger, and the files a run writes into local sinks, get the same minus "
+        "the execute bits ('0600', '0640')",
     )
     max_delete_fraction: float = Field(
         0.5,
@@ -221,6 +257,35 @@ class RunConfig(_Section):
     metrics: str | None = Field(
         None, description="write a Prometheus textfile here (node_exporter textfile collector)"
     )
+
+    @field_validator("state_mode", mode="before")
+    @classmethod
+    def _state_mode_is_octal(cls, value: Any) -> str:
+        return normalize_mode(value)
+
+    @property
+    def state_mode_bits(self) -> int:
+        """`state_mode` as a number (0o700)."""
+        return int(self.state_mode, 8)
+
+
+def normalize_mode(value: Any) -> str:
+    """A directory mode as a 4-digit octal string; the owner must keep rwx (the run needs it).
+
+    An int is taken as the mode itself: `0o750` from Python, or YAML 1.1's reading of `0750`.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"state_mode must be an octal string like '0750', not {value!r}")
+    try:
+        bits = value if isinstance(value, int) else int(value.strip().removeprefix("0o"), 8)
+    except ValueError:
+        raise ValueError(f"state_mode {value!r} is not octal: write it like '0750'") from None
+    if not 0 <= bits <= 0o777 or bits & 0o700 != 0o700:
+        raise ValueError(
+            f"state_mode {value!r} must be between 0700 and 0777 with rwx for the owner: write a "
+            "quoted octal string like '0700' or '0750'"
+        )
+    return f"{bits:04o}"
 
 
 def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -280,7 +345,8 @@ def load_config(
         return RunConfig.model_validate(data)
     except ValidationError as exc:
         where = f" in {path}" if path else ""
-        raise ConfigError(f"Invalid configuration{where}:\n{exc}") from exc
+        # redact_uri: a wrong value may be a sink URI with a password in it.
+        raise ConfigError(redact_uri(f"Invalid configuration{where}:\n{exc}")) from exc
 
 
 def _drop_none(d: Mapping[str, Any]) -> dict[str, Any]:
@@ -323,6 +389,7 @@ FLAT_KEYS: dict[str, tuple[str, ...]] = {
     "engine": ("engine",),
     "ray_address": ("ray", "address"),
     "state": ("state",),
+    "state_mode": ("state_mode",),
     "strict": ("strict",),
     "report": ("report",),
     "metrics": ("metrics",),

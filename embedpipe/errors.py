@@ -25,3 +25,29 @@ class TransientSinkError(SinkError):
 
 class ModelError(EmbedpipeError):
     """A model cannot be loaded or used."""
+
+
+class StateError(EmbedpipeError):
+    """The ledger or another state file (lock, run report) cannot be read or written."""
+
+
+class LockedError(EmbedpipeError):
+    """Another run holds the state directory."""
+
+
+class DeleteGuardError(EmbedpipeError):
+    """A delete wave larger than allowed: the source is probably empty or unmounted."""
+
+
+class HeldError(EmbedpipeError):
+    """A new generation was built but not promoted: the live index keeps serving."""
+
+
+class Interrupted(EmbedpipeError):
+    """The run was asked to stop; the batch in flight was committed."""
+
+
+def os_reason(exc: OSError) -> str:
+    """The OS's words for an OSError, with the file it names: 'No space left on device (/x)'."""
+    reason = exc.strerror or str(exc)
+    return f"{reason} ({exc.filename})" if exc.filename else reason

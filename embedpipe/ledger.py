@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
+import socket
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embedpipe.errors import EmbedpipeError
+from embedpipe.errors import LockedError
 from embedpipe.types import Chunk
 
 PENDING, DONE = 0, 1
@@ -51,11 +52,18 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (target, fingerprint, doc_id)
     ) WITHOUT ROWID;
     """,
+    # 3: every generation a target has had built (live, staged), and when a run last committed.
+    """
+    CREATE TABLE generations (
+        target TEXT NOT NULL, fingerprint TEXT NOT NULL, model TEXT, dim INTEGER,
+        state TEXT NOT NULL, created REAL NOT NULL, promoted REAL,
+        PRIMARY KEY (target, fingerprint)
+    ) WITHOUT ROWID;
+    INSERT INTO generations SELECT target, fingerprint, model, dim, 'live', updated, updated
+        FROM targets;
+    ALTER TABLE runs ADD COLUMN committed REAL;
+    """,
 ]
-
-
-class LockedError(EmbedpipeError):
-    """Another run holds the state directory."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,23 +126,42 @@ class Ledger:
                 (time.time(), outcome, json.dumps(report, ensure_ascii=False), run_id),
             )
 
+    def begin_generation(self, target: Target, model: str | None, dim: int) -> None:
+        """Note the generation a run builds (a no-op when the ledger knows it already)."""
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO generations VALUES (?, ?, ?, ?, 'staged', ?, NULL) "
+                "ON CONFLICT DO UPDATE SET model = excluded.model, dim = excluded.dim",
+                (target.key, target.fingerprint, model, dim, time.time()),
+            )
+
     def set_live(self, target: Target, model: str | None, dim: int) -> None:
-        """Record which fingerprint the public index now serves, and forget the others' chunks."""
+        """Record which fingerprint the public index now serves, and forget the chunks of the
+        generation it replaced (and of any fingerprint that is not a staged generation)."""
+        now = time.time()
         with self.transaction():
             self.db.execute(
                 "INSERT INTO targets VALUES (?, ?, ?, ?, ?) ON CONFLICT(target) DO UPDATE SET "
                 "fingerprint = excluded.fingerprint, model = excluded.model, dim = excluded.dim, "
                 "updated = excluded.updated",
-                (target.key, target.fingerprint, model, dim, time.time()),
+                (target.key, target.fingerprint, model, dim, now),
             )
             self.db.execute(
-                "DELETE FROM chunks WHERE target = ? AND fingerprint != ?",
+                "DELETE FROM generations WHERE target = ? AND fingerprint != ? AND state != 'staged'",
                 (target.key, target.fingerprint),
             )
             self.db.execute(
-                "DELETE FROM docs WHERE target = ? AND fingerprint != ?",
-                (target.key, target.fingerprint),
+                "INSERT INTO generations VALUES (?, ?, ?, ?, 'live', ?, ?) ON CONFLICT DO UPDATE "
+                "SET state = 'live', promoted = excluded.promoted, model = excluded.model, "
+                "dim = excluded.dim",
+                (target.key, target.fingerprint, model, dim, now, now),
             )
+            for table in ("chunks", "docs"):
+                self.db.execute(
+                    f"DELETE FROM {table} WHERE target = ? AND fingerprint NOT IN "
+                    "(SELECT fingerprint FROM generations WHERE target = ?)",
+                    (target.key, target.key),
+                )
 
     def live(self, target_key: str) -> dict[str, Any] | None:
         row = self.db.execute(
@@ -143,6 +170,48 @@ class Ledger:
         return (
             dict(zip(("fingerprint", "model", "dim", "updated"), row, strict=True)) if row else None
         )
+
+    def generations(self, target_key: str) -> list[dict[str, Any]]:
+        """Every generation the ledger knows for a target, live first, with its counts."""
+        rows = self.db.execute(
+            "SELECT g.fingerprint, g.model, g.dim, g.state, g.created, g.promoted, "
+            "(SELECT COUNT(*) FROM chunks c WHERE c.target = g.target "
+            "AND c.fingerprint = g.fingerprint AND c.state = 1), "
+            "(SELECT COUNT(DISTINCT doc_id) FROM chunks c WHERE c.target = g.target "
+            "AND c.fingerprint = g.fingerprint AND c.state = 1) "
+            "FROM generations g WHERE g.target = ? ORDER BY g.state = 'live' DESC, g.created",
+            (target_key,),
+        ).fetchall()
+        keys = (
+            "fingerprint",
+            "model",
+            "dim",
+            "state",
+            "created",
+            "promoted",
+            "chunks",
+            "documents",
+        )
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def generation(self, target_key: str, fingerprint_prefix: str) -> dict[str, Any] | None:
+        """The generation whose fingerprint starts with `fingerprint_prefix` (sinks may name a
+        generation by a prefix), or None when the ledger knows none or more than one."""
+        found = [
+            g
+            for g in self.generations(target_key)
+            if g["fingerprint"].startswith(fingerprint_prefix)
+        ]
+        return found[0] if len(found) == 1 else None
+
+    def documents(self, target: Target) -> int:
+        """Documents with at least one chunk done under the target's fingerprint."""
+        row = self.db.execute(
+            "SELECT COUNT(DISTINCT doc_id) FROM chunks WHERE target = ? AND fingerprint = ? "
+            "AND state = 1",
+            (target.key, target.fingerprint),
+        ).fetchone()
+        return int(row[0])
 
     # -- chunks -------------------------------------------------------------------------------
 
@@ -167,6 +236,8 @@ class Ledger:
                 "content_hash = excluded.content_hash, state = excluded.state, run_id = excluded.run_id",
                 rows,
             )
+            if state == DONE:
+                self.db.execute("UPDATE runs SET committed = ? WHERE id = ?", (time.time(), run_id))
 
     def forget(self, target: Target, chunk_ids: Iterable[str]) -> None:
         with self.transaction():
@@ -270,7 +341,11 @@ class Ledger:
     # -- reporting ----------------------------------------------------------------------------
 
     def status(self) -> list[dict[str, Any]]:
-        """Per target: live fingerprint, chunk and document counts, the last runs."""
+        """Per target: live fingerprint, chunk and document counts, generations, the last runs.
+
+        A run still marked running whose process is gone (the state lock is free) is shown as
+        `interrupted`, with the time it last committed."""
+        running = StateLock.holder(self.path.parent) is not None
         out = []
         for key, fp, model, dim, updated in self.db.execute(
             "SELECT * FROM targets ORDER BY target"
@@ -281,35 +356,40 @@ class Ledger:
                 (key, fp),
             ).fetchone()
             runs = self.db.execute(
-                "SELECT id, started, ended, outcome, report FROM runs WHERE target = ? ORDER BY id DESC LIMIT 5",
+                "SELECT id, started, ended, outcome, report, committed FROM runs WHERE target = ? "
+                "ORDER BY id DESC LIMIT 5",
                 (key,),
             ).fetchall()
             out.append(
                 {
                     "target": key, "fingerprint": fp, "model": model, "dim": dim, "updated": updated,
-                    "chunks": chunks, "documents": docs,
-                    "runs": [_run_row(*r) for r in runs],
+                    "chunks": chunks, "documents": docs, "generations": self.generations(key),
+                    "runs": [_run_row(*r, running=running) for r in runs],
                 }
             )  # fmt: skip
         return out
 
 
 def _run_row(
-    run_id: int, started: float, ended: float | None, outcome: str, report: str | None
-) -> dict[str, Any]:
+    run_id: int, started: float, ended: float | None, outcome: str, report: str | None,
+    committed: float | None, *, running: bool,
+) -> dict[str, Any]:  # fmt: skip
     counts = json.loads(report) if report else {}
     keep = ("chunks_embedded", "chunks_skipped", "chunks_deleted", "docs_failed", "seconds")
+    if outcome == "running" and not running:
+        outcome = "interrupted"  # its process died without ending the run (SIGKILL, power loss)
     return {
         "id": run_id,
         "started": started,
         "ended": ended,
         "outcome": outcome,
+        "committed": committed,
         **{k: counts.get(k) for k in keep},
     }
 
 
 class StateLock:
-    """An exclusive lock on a state directory, naming its holder's pid when taken."""
+    """An exclusive lock on a state directory; its file names the holder (pid and host)."""
 
     def __init__(self, state_dir: str | Path) -> None:
         self.path = Path(state_dir) / "lock"
@@ -317,18 +397,18 @@ class StateLock:
 
     def __enter__(self) -> StateLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            holder = _holder_text(fd)
             os.close(fd)
             raise LockedError(
-                f"Another embedpipe run (pid {holder}) holds {self.path.parent}: wait for it to finish, "
-                "or pass a different --state"
+                f"Another embedpipe run ({holder}) holds the lock {self.path}: wait for it to "
+                "finish, or pass a different --state"
             ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}".encode(), 0)
         self._fd = fd
         return self
 
@@ -338,3 +418,24 @@ class StateLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+    @staticmethod
+    def holder(state_dir: str | Path) -> str | None:
+        """Who holds the lock on `state_dir` ("pid 12 on host h"), or None when it is free."""
+        path = Path(state_dir) / "lock"
+        if not path.exists():
+            return None
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _holder_text(fd)
+        finally:
+            os.close(fd)  # closing drops a shared lock this check took
+        return None
+
+
+def _holder_text(fd: int) -> str:
+    """The holder a lock file names: "pid 12 on host h" ("pid unknown" for an empty file)."""
+    pid, _, host = os.pread(fd, 256, 0).decode(errors="replace").strip().partition(" ")
+    return f"pid {pid or 'unknown'}" + (f" on host {host}" if host else "")

@@ -10,9 +10,8 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-import os
 import queue
-import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -24,9 +23,19 @@ import numpy as np
 
 from embedpipe.batching import batches
 from embedpipe.chunking import Chunker
+from embedpipe.commit import held_message, relink, verdict
 from embedpipe.config import RunConfig
 from embedpipe.encoder import Encoder
-from embedpipe.errors import EmbedpipeError, TransientSinkError
+from embedpipe.errors import (
+    DeleteGuardError,
+    HeldError,
+    Interrupted,
+    SinkError,
+    StateError,
+    TransientSinkError,
+    os_reason,
+)
+from embedpipe.faults import crash_point
 from embedpipe.hashing import content_hash, fingerprint
 from embedpipe.ledger import DONE, PENDING, Ledger, StateLock, Target
 from embedpipe.logs import event, record_error, run_ended, run_started
@@ -40,14 +49,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _END = object()
 Progress = Callable[[RunReport], None]
-
-
-class DeleteGuardError(EmbedpipeError):
-    """A delete wave larger than allowed: the source is probably empty or unmounted."""
-
-
-class Interrupted(EmbedpipeError):
-    """The run was asked to stop; the batch in flight was committed."""
 
 
 def state_dir_for(sink_uri: str, state: str | None) -> Path:
@@ -99,14 +100,22 @@ class Pipeline:
         if encoder.precision_reason:
             report.notes.append(f"precision {encoder.precision_reason}")
         state = state_dir_for(sink.uri, cfg.state)
-        with StateLock(state):
-            ledger = Ledger(state / "ledger.sqlite")
-            target = Target(target_key(sink.uri, cfg.sink.collection), fp)
-            run = _run_class(cfg.engine)(self, encoder, sink, ledger, target, report, dry_run)
-            try:
-                run.execute(source)
-            finally:
-                ledger.close()
+        try:
+            with StateLock(state):
+                ledger = Ledger(state / "ledger.sqlite")
+                target = Target(target_key(sink.uri, cfg.sink.collection), fp)
+                run = _run_class(cfg.engine)(self, encoder, sink, ledger, target, report, dry_run)
+                try:
+                    run.execute(source)
+                finally:
+                    ledger.close()
+        except BaseException as exc:
+            error = state_error(exc, state)
+            if report.outcome == "running":  # failed before the run began: a lock, the ledger
+                report.outcome, report.reason = "failed", str(error)
+            if error is not exc:
+                raise error from exc
+            raise
         return report
 
 
@@ -151,11 +160,11 @@ class Run:
     def execute(self, source: Iterable[Document | RecordError]) -> None:
         report, started = self.report, time.monotonic()
         run_id = self.ledger.begin_run(self.target)
-        self.run_id = run_id
+        self.run_id = report.run_id = run_id
         run_started(log, report)
         try:
             if not self.dry_run:
-                self.sink.open(self.encoder.dim, self.target.fingerprint)
+                self._open_sink()
             planner = Ledger(self.ledger.path)
             try:
                 planner.start_seen()
@@ -166,24 +175,50 @@ class Run:
             finally:
                 planner.close()
             if not self.dry_run:  # what was written is good even when the deletes were refused
-                crash_point("close")
-                _retry(self.sink.close, "close")
-                self.ledger.set_live(self.target, self.cfg.model.name, self.encoder.dim)
+                self._publish()
             if refused is not None:
                 raise refused
             report.outcome = "dry-run" if self.dry_run else "done"
         except BaseException as exc:
-            report.outcome = (
-                "interrupted" if isinstance(exc, Interrupted | KeyboardInterrupt) else "failed"
-            )
-            report.notes.append(f"{type(exc).__name__}: {exc}")
+            error = state_error(exc, self.ledger.path)
+            report.outcome = _outcome(error)
+            report.reason = str(error)
+            report.notes.append(f"{type(error).__name__}: {error}")
             if not self.dry_run:
                 self.sink.abort()
+            if error is not exc:
+                raise error from exc
             raise
         finally:
             report.seconds = time.monotonic() - started
             self.ledger.end_run(run_id, report.outcome, report.to_dict())
             run_ended(log, report)
+
+    def _open_sink(self) -> None:
+        """Re-derive the ledger's live pointer from the sink (a crash between the sink's swap and
+        the ledger's may have left them apart), note the generation, then open it."""
+        served = _retry(self.sink.live_fingerprint, "read", self.sink)
+        fixed = relink(self.ledger, self.target.key, served)
+        if fixed is not None:
+            event(log, "relink", f"the ledger's live pointer now names {fixed[:12]}, as the sink")
+        self.ledger.begin_generation(self.target, self.cfg.model.name, self.encoder.dim)
+        _retry(lambda: self.sink.open(self.encoder.dim, self.target.fingerprint), "open", self.sink)
+
+    def _publish(self) -> None:
+        """The promotion step: close the sink, making its generation live only when `verdict`
+        allows, then point the ledger at it; a held generation stays staged (HeldError)."""
+        served = _retry(self.sink.live_fingerprint, "read", self.sink)
+        v = verdict(
+            self.ledger, self.target, served,
+            min_fraction=self.cfg.promote.min_fraction, force=self.pipe.force,
+        )  # fmt: skip
+        self.report.promotion = v.to_dict()
+        crash_point("close")
+        _retry(functools.partial(self.sink.close, promote=v.promote), "close", self.sink)
+        if not v.promote:
+            raise HeldError(held_message(v, self.target.fingerprint))
+        crash_point("set-live")
+        self.ledger.set_live(self.target, self.cfg.model.name, self.encoder.dim)
 
     # -- the three stages ---------------------------------------------------------------------
 
@@ -324,7 +359,7 @@ class Run:
                     tokens, todo = sum(c.token_count for c in item.chunks), item
                 if todo is not None:
                     ledger.mark(self.target, self.run_id, item.chunks, PENDING)
-                    _retry(functools.partial(self.sink.write, todo), "write")
+                    _retry(functools.partial(self.sink.write, todo), "write", self.sink)
                 crash_point("sink-write")
                 ledger.mark(self.target, self.run_id, item.chunks, DONE)
                 crash_point("ledger-commit")
@@ -353,7 +388,7 @@ class Run:
             )
         for start in range(0, len(stale), 1000):
             part = stale[start : start + 1000]
-            _retry(functools.partial(self.sink.delete, part), "delete")
+            _retry(functools.partial(self.sink.delete, part), "delete", self.sink)
             crash_point("sink-delete")
             self.ledger.forget(self.target, part)
             event(log, "delete", f"deleted {len(part)} stale chunks", chunks=len(part))
@@ -419,27 +454,32 @@ def _drain(q: queue.Queue[Any], producer: _Worker) -> Iterator[Chunk]:
         yield from item
 
 
-_crash_counts: dict[str, int] = {}
+def _outcome(exc: BaseException) -> str:
+    """The report's outcome for a run that ended by `exc`."""
+    if isinstance(exc, Interrupted | KeyboardInterrupt):
+        return "interrupted"
+    return "held" if isinstance(exc, HeldError) else "failed"
 
 
-def crash_point(name: str) -> None:
-    """Fault injection for crash tests: EMBEDPIPE_CRASH_AT=NAME:N kills this process with SIGKILL
-    the Nth time it passes NAME. Costs one dict lookup when unset."""
-    spec = os.environ.get("EMBEDPIPE_CRASH_AT")
-    if not spec:
-        return
-    point, _, nth = spec.partition(":")
-    if point == name:
-        _crash_counts[name] = _crash_counts.get(name, 0) + 1
-        if _crash_counts[name] >= int(nth or 1):
-            os.kill(os.getpid(), signal.SIGKILL)
+def state_error(exc: BaseException, where: Path) -> BaseException:
+    """An OS or SQLite failure outside the sink as a one-line StateError naming `where`."""
+    if isinstance(exc, OSError):
+        return StateError(f"writing embedpipe's state at {where} failed: {os_reason(exc)}")
+    if isinstance(exc, sqlite3.Error):
+        return StateError(f"the ledger at {where} failed: {exc}")
+    return exc
 
 
-def _retry(fn: Callable[[], T], what: str, attempts: int = 5, base_delay: float = 0.5) -> T:
-    """Run a sink call, retrying transient failures with exponential backoff."""
+def _retry(
+    fn: Callable[[], T], what: str, sink: Sink, attempts: int = 5, base_delay: float = 0.5
+) -> T:
+    """Run a sink call, retrying transient failures with exponential backoff; an OS error (disk
+    full, read-only, permission denied) becomes one SinkError naming the sink."""
     for attempt in range(1, attempts + 1):
         try:
             return fn()
+        except OSError as exc:
+            raise SinkError(f"sink {what} on {sink.uri} failed: {os_reason(exc)}") from exc
         except TransientSinkError as exc:
             if attempt == attempts:
                 raise

@@ -108,7 +108,9 @@ class RunReport:
     source: str = ""
     collection: str = ""
     mode: str = "incremental"
-    outcome: str = "running"
+    outcome: str = "running"  # done | dry-run | failed | held | interrupted
+    reason: str = ""  # one line: why the run failed or was held
+    run_id: int | None = None  # the ledger's number for this run (None: it never began)
     dry_run: bool = False
     docs_total: int | None = None
     docs_read: int = 0
@@ -125,6 +127,7 @@ class RunReport:
     device: str = ""
     precision: str = ""
     max_batch_tokens: int = 0
+    promotion: dict[str, Any] | None = None  # a new generation's verdict: promoted or held, why
     errors: list[RecordError] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)  # Unix time the run began

@@ -12,8 +12,8 @@ import pytest
 import embedpipe
 import embedpipe.api
 from embedpipe.config import load_config
-from embedpipe.errors import SinkError
-from embedpipe.ledger import Ledger, LockedError, StateLock, Target
+from embedpipe.errors import LockedError, SinkError
+from embedpipe.ledger import Ledger, StateLock, Target
 from embedpipe.pipeline import Pipeline, state_dir_for, target_key
 from embedpipe.sinks import open_sink
 from embedpipe.types import Embedded

@@ -11,7 +11,7 @@ import pytest
 
 import embedpipe
 from embedpipe.config import load_config
-from embedpipe.pipeline import DeleteGuardError
+from embedpipe.errors import DeleteGuardError
 from embedpipe.sinks import open_sink
 from embedpipe.types import Document
 

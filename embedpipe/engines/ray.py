@@ -52,9 +52,10 @@ from embedpipe.engines.ray_stages import (
     shipped,
     take,
 )
-from embedpipe.errors import ConfigError, SinkError
+from embedpipe.errors import ConfigError, Interrupted, SinkError
+from embedpipe.faults import crash_point
 from embedpipe.ledger import DONE, PENDING, Ledger
-from embedpipe.pipeline import _END, Interrupted, RemoteBatch, Run, _put, _Worker, crash_point
+from embedpipe.pipeline import _END, RemoteBatch, Run, _put, _Worker
 from embedpipe.sinks import LOCAL_SCHEMES
 from embedpipe.sinks.base import RemoteWriter, Sink
 from embedpipe.sinks.store import vectors_of

@@ -46,8 +46,8 @@ class Sink(Protocol):
     """Where vectors go. Calls come in this order: open, (write | delete)*, close or abort.
 
     `open(dim, fingerprint)` attaches to the live index when its fingerprint matches (an
-    incremental run writes in place) and otherwise starts a new physical index that only
-    `close()` makes live (atomic re-embed); `abort()` releases the sink without switching, keeping
+    incremental run writes in place) and otherwise starts (or resumes) a new physical index that
+    only `close(promote=True)` makes live (atomic re-embed); `abort()` releases the sink without switching, keeping
     what was acknowledged so a later run with the same fingerprint resumes (the ledger may list
     those writes), and leaves the live index untouched. `write` returns only once the sink has
     acknowledged the vectors.
@@ -67,12 +67,21 @@ class Sink(Protocol):
 
     def delete(self, chunk_ids: Sequence[str]) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self, promote: bool = True) -> None:
+        """Flush and build; a new generation goes live only when `promote` (else it stays
+        staged: the next run with its fingerprint resumes it). Writes in place always publish."""
+        ...
 
     def abort(self) -> None: ...
 
-    def chunk_ids(self) -> Iterator[str]:
-        """Every chunk id the index being written holds (the live one before a swap)."""
+    def live_fingerprint(self) -> str | None:
+        """The fingerprint (or a prefix of it) of the generation the public name serves, or None:
+        what the ledger's live pointer is re-derived from after a crash."""
+        ...
+
+    def chunk_ids(self, fingerprint: str | None = None) -> Iterator[str]:
+        """Every chunk id of `fingerprint`'s generation (none when the sink lacks it), else of
+        the one being written, else of the live one. Never creates a generation."""
         ...
 
     def search(self, vector: np.ndarray, k: int = 5) -> list[Hit]:

@@ -113,8 +113,9 @@ class EdgeSink(GenerationSink):
             with edge_errors(f"delete from {self._gen}"):
                 shard.update(qe.UpdateOperation.delete_points(ids))
 
-    def close(self) -> None:
-        """Optimize and flush the shard, then make its generation live (dropping the old one).
+    def close(self, promote: bool = True) -> None:
+        """Optimize and flush the shard, then make a new generation live (dropping the old one)
+        when `promote`, else keep it staged for a later run to resume and promote.
 
         On failure the run stays open (and locked), so the pipeline can retry close() or abort().
         """
@@ -125,7 +126,7 @@ class EdgeSink(GenerationSink):
         with edge_errors(f"optimizing {gen}"):
             self._shard.optimize()
             self._shard.flush()
-        if self._new:
+        if self._new and promote:
             self._drop_replaced(self._swap(gen))
         self._release()
 
@@ -135,11 +136,25 @@ class EdgeSink(GenerationSink):
 
     # -- reading ---------------------------------------------------------------------------
 
-    def chunk_ids(self) -> Iterator[str]:
-        """Every chunk id of the shard being written, or of the live one outside a run."""
-        shard = self._shard if self._shard is not None else self._live_reader(required=False)
-        if shard is None:
+    def chunk_ids(self, fingerprint: str | None = None) -> Iterator[str]:
+        """Every chunk id of `fingerprint`'s shard, else of the one being written, else of the
+        live one."""
+        gen = self._read_gen(fingerprint)
+        if gen is None or not (gen / SHARD / EDGE_CONFIG).exists():
             return
+        if self._shard is not None and gen == self._gen:
+            yield from self._scroll(self._shard)
+        elif gen == self._gens.live():
+            yield from self._scroll(self._live_reader(required=True))
+        else:  # a staged shard, opened for this read only
+            with edge_errors(f"opening {gen / SHARD}"):
+                shard = qe.EdgeShard.load(str(gen / SHARD))
+            try:
+                yield from self._scroll(shard)
+            finally:
+                shard.close()
+
+    def _scroll(self, shard: Any) -> Iterator[str]:
         offset: Any = None
         while True:
             request = qe.ScrollRequest(

@@ -103,8 +103,9 @@ class FaissSink(GenerationSink):
         if chunk_ids:
             store.tombstone(chunk_ids)
 
-    def close(self) -> None:
-        """Compact the store, build and write the index, then make this generation live.
+    def close(self, promote: bool = True) -> None:
+        """Compact the store, build and write the index, then make a new generation live
+        (`promote`) or keep it staged for a later run to resume and promote.
 
         On failure the run stays open (and locked), so the pipeline can retry close() or abort().
         """
@@ -112,7 +113,7 @@ class FaissSink(GenerationSink):
             return
         gen = self._gen
         self._build(gen, self._dim, incremental=True)
-        if self._new:
+        if self._new and promote:
             self._drop_replaced(self._swap(gen))
         self._release()
 
@@ -142,9 +143,10 @@ class FaissSink(GenerationSink):
 
     # -- reading ---------------------------------------------------------------------------
 
-    def chunk_ids(self) -> Iterator[str]:
-        """Every chunk id of the generation being written, or of the live one outside a run."""
-        gen = self._gen or self._live_gen()
+    def chunk_ids(self, fingerprint: str | None = None) -> Iterator[str]:
+        """Every chunk id of `fingerprint`'s generation, else of the one being written, else of
+        the live one."""
+        gen = self._read_gen(fingerprint)
         table = ShardStore(gen / "store").live(columns=["chunk_id"]) if gen else None
         if table is not None:
             yield from table.column("chunk_id").to_pylist()

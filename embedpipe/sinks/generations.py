@@ -16,11 +16,13 @@ import fcntl
 import json
 import os
 import shutil
+import socket
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
 from embedpipe.errors import SinkError
+from embedpipe.faults import crash_point
 from embedpipe.sinks.store import atomic_write, fsync_dir
 
 GENERATIONS = ".generations"
@@ -42,7 +44,11 @@ class Generations:
         """Where the generation for `fingerprint` lives (created on demand)."""
         root = self.directory / GENERATIONS
         root.mkdir(parents=True, exist_ok=True)
-        return root / f"{self.collection}__{fingerprint[:16]}"
+        return self.path(fingerprint)
+
+    def path(self, fingerprint: str) -> Path:
+        """The folder of the generation for `fingerprint`, which may not exist (nothing created)."""
+        return self.directory / GENERATIONS / f"{self.collection}__{fingerprint[:16]}"
 
     def live(self) -> Path | None:
         """What the public name points to, or None; refuses a public name embedpipe did not make."""
@@ -87,14 +93,20 @@ def write_manifest(gen: Path, **fields: Any) -> None:
 
 def lock(gen: Path) -> IO[bytes]:
     """Hold an exclusive lock on a generation so two runs never write it at once."""
-    f = open(gen / ".lock", "ab")  # noqa: SIM115 - held until close()/abort()
+    f = open(gen / ".lock", "a+b")  # noqa: SIM115 - held until close()/abort()
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as exc:
+        f.seek(0)
+        pid, _, host = f.read(256).decode(errors="replace").strip().partition(" ")
         f.close()
         raise SinkError(
-            f"{gen} is being written by another embedpipe run: wait for it to finish"
+            f"{gen} is being written by another embedpipe run (pid {pid or 'unknown'}"
+            f"{' on host ' + host if host else ''}): wait for it to finish"
         ) from exc
+    f.truncate(0)
+    f.write(f"{os.getpid()} {socket.gethostname()}".encode())
+    f.flush()
     return f
 
 
@@ -129,6 +141,19 @@ class GenerationSink:
         """The live generation's folder, or None; refuses a public name embedpipe did not make."""
         return self._gens.live()
 
+    def live_fingerprint(self) -> str | None:
+        """The fingerprint of the generation the public name serves, or None."""
+        live = self._live_gen()
+        return None if live is None else read_manifest(live).get("fingerprint")
+
+    def _read_gen(self, fingerprint: str | None) -> Path | None:
+        """The generation a read means: `fingerprint`'s (None when this sink has none), else the
+        one being written, else the live one."""
+        if fingerprint is not None:
+            gen = self._gens.path(fingerprint)
+            return gen if (gen / "manifest.json").exists() else None
+        return self._gen or self._live_gen()
+
     def _claim(self, dim: int, fingerprint: str) -> tuple[Path, dict[str, Any]]:
         """Choose and lock the generation a run writes, with its manifest ({} when new).
 
@@ -154,6 +179,7 @@ class GenerationSink:
         """Make `target` live; returns the generation that was live before (None if none)."""
         old = self._live_gen()
         self._gens.swap(target)
+        crash_point("swap")
         return old
 
     def _drop_replaced(self, old: Path | None) -> None:

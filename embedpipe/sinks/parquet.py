@@ -101,8 +101,9 @@ class ParquetSink(GenerationSink):
         if chunk_ids:
             store.tombstone(chunk_ids)
 
-    def close(self) -> None:
-        """Write the compacted chunks as a new data folder and make it live; drop what it replaces.
+    def close(self, promote: bool = True) -> None:
+        """Write the compacted chunks as a new data folder and publish it (a new generation only
+        when `promote`, else it stays staged); drop what a promotion replaces.
 
         On failure the run stays open (and locked), so the pipeline can retry close() or abort().
         """
@@ -111,7 +112,7 @@ class ParquetSink(GenerationSink):
         gen, store = self._gen, self._writing()
         table = self._merged(gen, store)
         data = self._write_data(gen, table)
-        old = self._swap(data)
+        old = self._swap(data) if promote or not self._new else None
         store.clear()  # what it held is in `data` now
         for folder in _data_dirs(gen)[:-1]:
             shutil.rmtree(folder, ignore_errors=True)
@@ -124,10 +125,10 @@ class ParquetSink(GenerationSink):
 
     # -- reading ---------------------------------------------------------------------------
 
-    def chunk_ids(self) -> Iterator[str]:
-        """Every chunk id of the generation being written, or of the live one outside a run
-        (with the writes of an interrupted run that are not published yet)."""
-        gen = self._gen or self._live_gen()
+    def chunk_ids(self, fingerprint: str | None = None) -> Iterator[str]:
+        """Every chunk id of `fingerprint`'s generation, else of the one being written, else of
+        the live one (with the writes of an interrupted run that are not published yet)."""
+        gen = self._read_gen(fingerprint)
         if gen is None:
             return
         table = ShardStore(gen / "store").live(

@@ -22,6 +22,8 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from embedpipe.config import QdrantOptions
 from embedpipe.errors import SinkError, TransientSinkError
+from embedpipe.faults import crash_point
+from embedpipe.redact import redact_uri, server_credentials
 from embedpipe.sinks.base import Hit
 from embedpipe.sinks.options import Shape, check_shape, wanted_shape
 from embedpipe.sinks.store import chunk_payload, hit_from_payload, paired_vectors
@@ -58,9 +60,17 @@ def qdrant_errors(action: str) -> Iterator[None]:
 
 
 def server_client(url: str | None, api_key: str | None, timeout: int | None) -> QdrantClient:
-    """A client for a Qdrant server."""
+    """A client for a Qdrant server; credentials in `url` become its API key (an `api_key=`
+    query parameter, which wins over `api_key`) and a Basic auth header (`user:pass@`)."""
+    creds = server_credentials(url or "")
     # No version probe: it would make a request before the first real call.
-    return QdrantClient(url=url, api_key=api_key, timeout=timeout, check_compatibility=False)
+    return QdrantClient(
+        url=creds.url,
+        api_key=creds.api_key or api_key,
+        timeout=timeout,
+        headers=creds.headers or None,
+        check_compatibility=False,
+    )
 
 
 def point_batches(embedded: Embedded, size: int) -> Iterator[models.Batch]:
@@ -91,8 +101,8 @@ class QdrantWriter:
     """
 
     collection: str
-    url: str | None = None
-    api_key: str | None = None
+    url: str | None = field(default=None, repr=False)  # may hold credentials: never shown
+    api_key: str | None = field(default=None, repr=False)
     timeout: int | None = None
     write_batch: int = 256
     location: str | None = None
@@ -101,7 +111,7 @@ class QdrantWriter:
     def connect(self) -> QdrantClient:
         """The client, created on first use."""
         if self._client is None:
-            where = self.location or self.url
+            where = self.location or redact_uri(self.url or "")
             with qdrant_errors(f"connecting to {where}"):
                 if self.location is not None:
                     self._client = QdrantClient(location=self.location)
@@ -153,7 +163,8 @@ class QdrantSink:
         self.timeout = timeout
         self.options = options or QdrantOptions()
         self.ef_search = ef_search
-        self.uri = f"qdrant:{local_path}" if local_path is not None else f"qdrant+{url}"
+        # The public name (reports, ledger keys, messages) never holds a secret; `url` does.
+        self.uri = f"qdrant:{local_path}" if local_path is not None else redact_uri(f"qdrant+{url}")
         self._client: QdrantClient | None = None
         self._target: str | None = None  # physical collection being written
         self._new = False
@@ -174,7 +185,7 @@ class QdrantSink:
     def open(self, dim: int, fingerprint: str) -> None:
         """Attach to the live collection when its fingerprint matches, else create a new one."""
         client = self.connect()
-        physical = f"{self.collection}__{fingerprint[:12]}"
+        physical = self._physical(fingerprint)
         with qdrant_errors(f"opening '{self.collection}'"):
             live = self._live()
             if live is None and client.collection_exists(self.collection):
@@ -215,12 +226,13 @@ class QdrantSink:
                     target, points_selector=models.PointIdsList(points=ids), wait=True
                 )
 
-    def close(self) -> None:
-        """Move the alias to the new collection (dropping the old one), then release the client.
+    def close(self, promote: bool = True) -> None:
+        """Move the alias to a new collection (dropping the old one) when `promote`, else keep
+        it staged for a later run to resume and promote; then release the client.
 
         On failure the run stays open, so the pipeline can retry close() or abort().
         """
-        if self._target is not None and self._new:
+        if self._target is not None and self._new and promote:
             self._swap(self._target)
         self._release()
 
@@ -234,9 +246,20 @@ class QdrantSink:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def chunk_ids(self) -> Iterator[str]:
-        """Every chunk id of the collection being written, or of the live one outside a run."""
+    def live_fingerprint(self) -> str | None:
+        """The start of the live collection's fingerprint (its name keeps 12 characters)."""
+        live = self._live()
+        return None if live is None else live.rpartition("__")[2] or None
+
+    def chunk_ids(self, fingerprint: str | None = None) -> Iterator[str]:
+        """Every chunk id of `fingerprint`'s collection, else of the one being written, else of
+        the live one."""
         name = self._target or self._live()
+        if fingerprint is not None:
+            name = self._physical(fingerprint)
+            with qdrant_errors(f"looking up '{name}'"):
+                if not self.connect().collection_exists(name):
+                    return
         if name is None:
             return
         offset: models.ExtendedPointId | None = None
@@ -330,6 +353,10 @@ class QdrantSink:
                     name, key, models.PayloadSchemaType.KEYWORD, wait=True
                 )
 
+    def _physical(self, fingerprint: str) -> str:
+        """The collection that holds the generation built under `fingerprint`."""
+        return f"{self.collection}__{fingerprint[:12]}"
+
     def _live(self) -> str | None:
         """The physical collection the public alias points to, or None."""
         with qdrant_errors("listing aliases"):
@@ -374,6 +401,7 @@ class QdrantSink:
             with qdrant_errors(f"moving alias '{self.collection}' to '{physical}'"):
                 self.connect().update_collection_aliases(change_aliases_operations=ops)
             self._retired = live
+            crash_point("swap")
         if self._retired is not None and not self.keep_previous:
             with qdrant_errors(f"dropping the previous collection '{self._retired}'"):
                 self.connect().delete_collection(self._retired)
