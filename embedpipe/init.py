@@ -144,4 +144,5 @@ strict: false             # exit 1 when any record failed
 report: null              # write the JSON run report here (render it: embedpipe report FILE)
 metrics: null             # write a Prometheus textfile here (node_exporter textfile collector)
 state: null               # ledger directory; null = next to the sink
+state_mode: "0700"        # mode of the state dir; the ledger and new sink files get it minus x
 """

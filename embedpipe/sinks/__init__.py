@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from embedpipe.config import SinkConfig
 from embedpipe.errors import ConfigError
+from embedpipe.redact import redact_uri
 from embedpipe.sinks.base import Hit, Sink
 
 # Sinks that live in a local path: their ledger goes next to it (PATH.state).
@@ -98,11 +99,15 @@ SINKS: dict[str, Callable[[str, SinkConfig], Sink]] = {
 
 
 def open_sink(cfg: SinkConfig) -> Sink:
-    """The sink `cfg.uri` names; nothing is opened or connected until `Sink.open`."""
+    """The sink `cfg.uri` names; nothing is opened or connected until `Sink.open`.
+
+    Its `uri` is the redacted form (`user:***@`, `api_key=***`): credentials in `cfg.uri` reach
+    the client and nothing else.
+    """
     scheme, sep, location = cfg.uri.partition(":")
     factory = SINKS.get(scheme.lower())
     if not sep or factory is None or not location.strip("/"):
-        raise ConfigError(f"Unknown sink '{cfg.uri}': use {ACCEPTED}")
+        raise ConfigError(f"Unknown sink '{redact_uri(cfg.uri)}': use {ACCEPTED}")
     return factory(location, cfg)
 
 
@@ -112,7 +117,8 @@ def rebuild_sink(cfg: SinkConfig) -> None:
     rebuild = getattr(sink, "rebuild", None)
     if rebuild is None:
         raise ConfigError(
-            f"'{cfg.uri}' cannot be rebuilt: only faiss:DIR keeps the vectors to re-train from"
+            f"'{redact_uri(cfg.uri)}' cannot be rebuilt: only faiss:DIR keeps the vectors to "
+            "re-train from"
         )
     rebuild()
 

@@ -7,10 +7,11 @@ by looking at the path) and returns a `Source`: re-readable, with a cheap count 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
 
 from embedpipe.config import SourceConfig
-from embedpipe.errors import SourceError
+from embedpipe.errors import ConfigError, SourceError
 from embedpipe.sources.base import Source
 from embedpipe.sources.files import DEFAULT_EXTENSIONS, open_dir, read_dir, suffixes
 from embedpipe.sources.hf import open_hf, read_hf
@@ -18,6 +19,7 @@ from embedpipe.sources.jsonl import open_jsonl, read_jsonl
 from embedpipe.sources.parquet import open_parquet, read_parquet
 
 __all__ = [
+    "NoSourceError",
     "Source",
     "detect_kind",
     "open_source",
@@ -28,6 +30,12 @@ __all__ = [
 ]
 
 Opener = Callable[[str, SourceConfig], Source]
+
+
+class NoSourceError(ConfigError, SourceError):
+    """The source names nothing there is to read (a missing path, a remote URL): a usage
+    error, so the CLI exits 2 before any model is loaded."""
+
 
 OPENERS: dict[str, Opener] = {
     "dir": open_dir,
@@ -40,10 +48,18 @@ HINT = "pass a directory, a .jsonl file, a .parquet file/dir or hf:PATH"
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz")
 # Files save_to_disk writes: such a directory is a dataset, not a folder of documents.
 HF_MARKERS = ("dataset_dict.json", "state.json")
+# Sources opened as local paths (checked to exist before their opener runs) and what to pass.
+LOCAL_KINDS = {
+    "dir": "directory",
+    "jsonl": ".jsonl/.jsonl.gz file",
+    "parquet": ".parquet file or directory of them",
+}
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def open_source(cfg: SourceConfig) -> Source:
-    """The Source `cfg.uri` names; SourceError (saying what to pass instead) when it cannot be opened."""
+    """The Source `cfg.uri` names; SourceError (saying what to pass instead) when it cannot be
+    opened, NoSourceError (a usage error) when there is nothing at `cfg.uri` to open."""
     kind, path = detect_kind(cfg.uri, cfg.extensions)
     return OPENERS[kind](path, cfg)
 
@@ -52,9 +68,12 @@ def detect_kind(uri: str, extensions: Sequence[str] = DEFAULT_EXTENSIONS) -> tup
     """(kind, path) for a uri: an explicit `kind:` prefix wins, else what the path looks like."""
     for kind in OPENERS:
         if uri.startswith(kind + ":"):
-            return kind, os.path.expanduser(uri[len(kind) + 1 :])
+            path = os.path.expanduser(uri[len(kind) + 1 :])
+            if kind in LOCAL_KINDS and not os.path.exists(path):
+                raise NoSourceError(f"No source at {path}: pass an existing {LOCAL_KINDS[kind]}")
+            return kind, path
     if not uri:
-        raise SourceError(f"No source given: {HINT}")
+        raise NoSourceError(f"No source given: {HINT}")
     path = os.path.expanduser(uri)
     if os.path.isdir(path):
         return _directory_kind(path, extensions), path
@@ -67,7 +86,13 @@ def detect_kind(uri: str, extensions: Sequence[str] = DEFAULT_EXTENSIONS) -> tup
         raise SourceError(
             f"Cannot tell what kind of source {uri} is: {HINT}, or prefix it with jsonl:/parquet:"
         )
-    raise SourceError(f"No source at {uri}: {HINT}")
+    if _URL.match(uri):  # not a missing file: a kind of location there is no reader for
+        scheme = uri.partition("://")[0]
+        raise NoSourceError(
+            f"Cannot read {uri}: there is no reader for {scheme}:// sources; copy the data to a "
+            f"local path and {HINT}"
+        )
+    raise NoSourceError(f"No source at {uri}: {HINT}")
 
 
 def _directory_kind(path: str, extensions: Sequence[str]) -> str:
