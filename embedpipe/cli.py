@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -387,7 +388,8 @@ def _error(message: str) -> None:
     if logs.json_enabled():
         logs.event(log, "error", message, level=logging.ERROR)
     else:
-        console.print(f"[red]error:[/] {message}")
+        # One line however wide the terminal (grep-able in cron logs); the message is not markup.
+        console.print(f"[red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
 
 
 def _execute(cfg: RunConfig, *, dry_run: bool, force: bool, log_format: str = "text") -> None:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -39,6 +40,7 @@ from embedpipe.faults import crash_point
 from embedpipe.hashing import content_hash, fingerprint
 from embedpipe.ledger import DONE, PENDING, Ledger, StateLock, Target
 from embedpipe.logs import event, record_error, run_ended, run_started
+from embedpipe.redact import redact_uri
 from embedpipe.sinks import LOCAL_SCHEMES, open_sink
 from embedpipe.sinks.base import Sink
 from embedpipe.sources import open_source
@@ -58,8 +60,10 @@ def state_dir_for(sink_uri: str, state: str | None) -> Path:
     scheme, _, rest = sink_uri.partition(":")
     if scheme in LOCAL_SCHEMES and rest:
         return Path(rest).expanduser().absolute().with_name(Path(rest).name + ".state")
-    host = rest.lstrip("/").replace(":", "_").replace("/", "_")
-    return Path(".embedpipe/state") / host
+    # A server: named by host, port and path; never by its credentials (userinfo, api_key).
+    place = urlsplit(rest)
+    where = f"{place.hostname or ''}{':' + str(place.port) if place.port else ''}{place.path.rstrip('/')}"
+    return Path(".embedpipe/state") / where.lstrip("/").replace(":", "_").replace("/", "_")
 
 
 def target_key(sink_uri: str, collection: str) -> str:
@@ -67,7 +71,7 @@ def target_key(sink_uri: str, collection: str) -> str:
     scheme, _, rest = sink_uri.partition(":")
     if scheme in LOCAL_SCHEMES and rest:
         rest = str(Path(rest).expanduser().absolute())
-    return f"{scheme}:{rest}|{collection}"
+    return redact_uri(f"{scheme}:{rest}") + f"|{collection}"
 
 
 @dataclass
@@ -480,6 +484,8 @@ def _retry(
             return fn()
         except OSError as exc:
             raise SinkError(f"sink {what} on {sink.uri} failed: {os_reason(exc)}") from exc
+        except sqlite3.Error as exc:  # Qdrant local mode keeps its points in SQLite
+            raise SinkError(f"sink {what} on {sink.uri} failed: {exc}") from exc
         except TransientSinkError as exc:
             if attempt == attempts:
                 raise

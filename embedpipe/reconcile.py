@@ -35,6 +35,8 @@ def reconcile(sink: Sink, ledger: Ledger, key: str, *, repair: bool) -> dict[str
             )
         relink_to = known["fingerprint"]
     generations = ledger.generations(key)
+    if relink_to is not None and live is not None:  # relinking forgets the replaced generation
+        generations = [g for g in generations if g["fingerprint"] != live["fingerprint"]]
     if not generations:
         raise EmbedpipeError(
             f"The ledger at {ledger.path} knows no index {key} and the sink serves none: "

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from embedpipe.errors import StateError, os_reason
+
 # The run report keeps at most this many timeline points; older ones are thinned out.
 TIMELINE_POINTS = 240
 
@@ -189,4 +191,9 @@ class RunReport:
         return d
 
     def write(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        """Write the report as JSON; a failed write is one StateError naming the file."""
+        text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        try:
+            Path(path).write_text(text)
+        except OSError as exc:
+            raise StateError(f"writing the run report to {path} failed: {os_reason(exc)}") from exc
