@@ -75,7 +75,12 @@ DryRunOpt = Annotated[
     bool, typer.Option("--dry-run", help="plan only: count what would be embedded/deleted")
 ]
 ForceOpt = Annotated[
-    bool, typer.Option("--force", help="allow a delete wave above max_delete_fraction")
+    bool,
+    typer.Option(
+        "--force",
+        help="promote a new generation below promote.min_fraction; allow a delete wave above "
+        "max_delete_fraction",
+    ),
 ]
 StrictOpt = Annotated[
     bool | None, typer.Option("--strict/--no-strict", help="exit 1 when any record failed")

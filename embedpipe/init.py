@@ -138,6 +138,8 @@ def _sink_section(uri: str, scheme: str) -> str:
 
 
 _RUN = """\
+promote:
+  min_fraction: 0.9       # a new model/chunking goes live only with this share of the live documents
 mode: incremental         # incremental | full (full also deletes documents the source no longer has)
 max_delete_fraction: 0.5  # refuse a run that would delete more than this share of the index
 strict: false             # exit 1 when any record failed
