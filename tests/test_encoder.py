@@ -1,8 +1,10 @@
-"""Encoder: reference parity with SentenceTransformer.encode, precision and model identity."""
+"""Encoder: reference parity with SentenceTransformer.encode, the settings it reads, the model identity."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,8 +12,8 @@ import pytest
 from embedpipe.batching import batches
 from embedpipe.chunking import Chunker
 from embedpipe.config import ModelConfig
-from embedpipe.encoder import Encoder, resolve_model_path, resolve_precision
-from embedpipe.errors import ModelError
+from embedpipe.encoder import Encoder
+from embedpipe.models import hash_model_files
 from embedpipe.sources import read_dir
 from embedpipe.types import Chunk, Document
 
@@ -74,18 +76,33 @@ def test_identity_is_stable_and_path_independent(encoder: Encoder, tmp_path: Pat
     (copy / "config.json").write_text(
         (copy / "config.json").read_text().replace("}", ', "x": 1}', 1)
     )
-    from embedpipe.encoder import hash_model_files
-
     assert hash_model_files(copy) != encoder.identity().files_hash
 
 
-def test_auto_precision_is_fp32_on_cpu() -> None:
-    assert resolve_precision("auto", "cpu") == "fp32"
-    assert resolve_precision("bf16", "cpu") == "bf16"
+# The packaged model's identity as it was before the encoder was split into models/precision/
+# encoder: a change here changes every fingerprint, so every index would be re-embedded.
+PACKAGED_IDENTITY = {
+    "name": "sentence-transformers/all-MiniLM-L6-v2",
+    "files_hash": "72f6f1492e75a35e18214f9d7e01e273",
+    "max_seq_length": 256,
+    "pooling": "Pooling{'embedding_dimension': 384, 'include_prompt': True, 'pooling_mode': 'mean'},"
+    "Normalize{'module_input_name': 'sentence_embedding', 'module_output_name': 'sentence_embedding'}",
+    "normalize": True,
+    "prefix": "",
+}
 
 
-def test_missing_local_model_names_the_fix(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match="--model"):
-        resolve_model_path(str(tmp_path / "nope"))
-    with pytest.raises(ModelError, match="never downloads"):
-        resolve_model_path("someone/not-cached-model")
+def test_packaged_model_identity_is_unchanged(encoder: Encoder) -> None:
+    assert asdict(encoder.identity()) == PACKAGED_IDENTITY
+
+
+def test_settings_reach_the_encoder_without_probing(encoder: Encoder) -> None:
+    settings = SimpleNamespace(
+        name=str(encoder.path), device="cpu", precision="fp32", normalize=False, prefix="",
+        max_seq_length=64, threads=None, truncate_dim=128, quantization="int8",
+    )  # fmt: skip
+    mine = Encoder(settings)
+    assert (mine.max_seq_length, mine.dim, mine.output_options()) == (
+        64, 128, {"truncate_dim": 128, "quantization": "int8"},
+    )  # fmt: skip
+    assert not np.allclose(np.linalg.norm(mine.encode_texts(["not normalised"]), axis=1), 1.0)
