@@ -14,9 +14,9 @@ import numpy as np
 from embedpipe.config import ModelConfig, RunConfig, flat_overrides, load_config
 from embedpipe.errors import ConfigError, EmbedpipeError
 from embedpipe.fsmode import state_permissions
-from embedpipe.ledger import Ledger
+from embedpipe.ledger import Ledger, state_dir_for, target_key
 from embedpipe.metrics import write_textfile
-from embedpipe.pipeline import Pipeline, Progress, state_dir_for, target_key
+from embedpipe.pipeline import Pipeline, Progress
 from embedpipe.sinks import open_sink
 from embedpipe.sinks.base import Hit, Sink
 from embedpipe.sources import open_source

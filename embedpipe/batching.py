@@ -6,14 +6,33 @@ Pure logic on numpy; the encoder gets ready `input_ids`/`attention_mask` arrays.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from embedpipe.config import BatchingConfig
 from embedpipe.types import Batch, Chunk
 
 # Least share of real tokens in a batch: keeps padding under 5% on corpora of varied lengths.
 MIN_FILL = 0.95
+
+
+def token_budget(cfg: BatchingConfig, fit: Callable[[int], int]) -> int:
+    """Tokens per batch: `max_batch_tokens` when it was set, else what `fit` makes of the default
+    (the encoder sizes it to free GPU memory on CUDA)."""
+    if "max_batch_tokens" in cfg.model_fields_set:
+        return cfg.max_batch_tokens
+    return fit(cfg.max_batch_tokens)
+
+
+def packed(
+    chunks: Iterable[Chunk], cfg: BatchingConfig, budget: int, pad_id: int
+) -> Iterator[Batch]:
+    """`batches` with a run's batching config (both engines)."""
+    return batches(
+        chunks, max_batch_tokens=budget, window=cfg.window, max_batch_size=cfg.max_batch_size,
+        pad_id=pad_id,
+    )  # fmt: skip
 
 
 def batches(

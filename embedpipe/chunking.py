@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from embedpipe.config import ChunkingConfig, ModelConfig
 from embedpipe.errors import ConfigError, ModelError
 from embedpipe.types import Chunk, Document
 
@@ -109,6 +110,17 @@ class Chunker:
                 f"overlap_tokens={overlap_tokens} must be >= 0 and below the {self.budget} text "
                 f"tokens per chunk: lower chunking.overlap_tokens"
             )
+
+    @classmethod
+    def for_run(
+        cls, tokenizer: PreTrainedTokenizerBase, chunking: ChunkingConfig, model: ModelConfig,
+        max_seq_length: int,
+    ) -> Chunker:  # fmt: skip
+        """The chunker a run uses, from its chunking and model config (both engines)."""
+        return cls(
+            tokenizer, chunk_tokens=chunking.chunk_tokens, overlap_tokens=chunking.overlap_tokens,
+            max_seq_length=max_seq_length, prefix=model.prefix,
+        )  # fmt: skip
 
     @property
     def limit(self) -> int:

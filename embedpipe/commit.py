@@ -1,92 +1,182 @@
-"""The promotion step: when a new generation may replace the live one, and how the ledger's live
-pointer is re-derived from what the sink serves. Written once; every engine's run calls it.
+"""Exactly once, written once for every engine: pending -> sink write (acknowledged, retried) ->
+done per batch, on one writer thread; after all writes the delete wave and its guard; then the
+promotion step that makes the run's generation live, or holds it.
 
-A new generation (a model or chunking change) replaces the live index only when it holds at
-least `promote.min_fraction` of the live generation's documents, or the run is forced. Otherwise
-it stays staged (complete, resumable) and the live index keeps serving: an empty or unmounted
-source can never swap in an empty index.
+The order is the contract of DESIGN.md: a crash between the sink's acknowledgement and the
+ledger's commit re-embeds that batch (point ids are idempotent), never loses or doubles a vector.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+import queue
+import sqlite3
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
 
-from embedpipe.ledger import Ledger, Target
+import numpy as np
 
+from embedpipe.errors import DeleteGuardError, HeldError, SinkError, TransientSinkError, os_reason
+from embedpipe.faults import crash_point
+from embedpipe.ledger import DONE, PENDING, Ledger, Target
+from embedpipe.logs import event
+from embedpipe.promotion import held_message, relink, verdict
+from embedpipe.sinks.base import Sink
+from embedpipe.threads import END, Worker, put
+from embedpipe.types import Chunk, Embedded, RunReport
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """Whether a run's generation goes live, and why, in words for the operator."""
+log = logging.getLogger(__name__)
 
-    promote: bool
-    reason: str
-    live_documents: int | None = None
-    staged_documents: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "promoted": self.promote, "reason": self.reason,
-            "live": {"documents": self.live_documents},
-            "staged": {"documents": self.staged_documents},
-        }  # fmt: skip
-
-
-def verdict(
-    ledger: Ledger, target: Target, served: str | None, *, min_fraction: float, force: bool
-) -> Verdict:
-    """Decide whether the generation `target` names may go live; `served` is the fingerprint (or
-    its prefix) the sink serves now. Call after the run's writes and deletes are committed."""
-    live = ledger.live(target.key)
-    if live is not None and live["fingerprint"] == target.fingerprint:
-        return Verdict(True, "incremental run on the live generation")
-    staged = ledger.documents(target)
-    if live is None:
-        if served is None or target.fingerprint.startswith(served):
-            return Verdict(True, "first generation of this index", None, staged)
-        if force:
-            return Verdict(True, "forced over a generation this ledger does not know", None, staged)
-        return Verdict(
-            False,
-            f"the sink serves generation {served[:12]}, which the ledger does not know (another "
-            "--state, or a lost state directory?), so it cannot tell what promoting would lose",
-            None,
-            staged,
-        )
-    held = ledger.documents(Target(target.key, live["fingerprint"]))
-    if held == 0 or staged >= min_fraction * held:
-        return Verdict(True, f"holds {staged} of the live {held} documents", held, staged)
-    if force:
-        return Verdict(True, f"forced with {staged} of the live {held} documents", held, staged)
-    return Verdict(
-        False,
-        f"it holds {staged} of the {held} documents the live index serves "
-        f"({staged / held:.0%}, below promote.min_fraction {min_fraction:.0%})",
-        held,
-        staged,
-    )
+T = TypeVar("T")
+DELETE_BATCH = 1000
 
 
-def relink(ledger: Ledger, target_key: str, served: str | None) -> str | None:
-    """Point the ledger's live pointer at the generation the sink serves, when the two disagree
-    and the ledger knows that generation (a crash between the sink's swap and the ledger's
-    `set_live` leaves them apart). Returns the fingerprint it relinked to, or None."""
-    if served is None:
+@dataclass
+class Encoded:
+    """A batch an engine encoded: its chunks, their token count, and their vectors. `vectors` is
+    None when another process wrote them to the sink and saw them acknowledged (they were marked
+    pending before it got them): committing it then only marks them done."""
+
+    chunks: list[Chunk]
+    tokens: int
+    vectors: np.ndarray | None = None
+
+
+class Committer:
+    """One run's writes, deletes and promotion into one sink, recorded in one ledger."""
+
+    def __init__(
+        self, ledger: Ledger, sink: Sink, target: Target, run_id: int, report: RunReport,
+        *, model: str | None, dim: int,
+    ) -> None:  # fmt: skip
+        self.ledger, self.sink, self.target, self.run_id = ledger, sink, target, run_id
+        self.report, self.model, self.dim = report, model, dim
+
+    def open_sink(self) -> None:
+        """Re-derive the ledger's live pointer from the sink (a crash between the sink's swap and
+        the ledger's may have left them apart), note the generation, then open it."""
+        served = retry(self.sink.live_fingerprint, "read", self.sink)
+        fixed = relink(self.ledger, self.target.key, served)
+        if fixed is not None:
+            event(log, "relink", f"the ledger's live pointer now names {fixed[:12]}, as the sink")
+        self.ledger.begin_generation(self.target, self.model, self.dim)
+        retry(lambda: self.sink.open(self.dim, self.target.fingerprint), "open", self.sink)
+
+    def pending(self, chunks: list[Chunk]) -> None:
+        """Mark chunks another process will write as pending, before it gets them."""
+        self.ledger.mark(self.target, self.run_id, chunks, PENDING)
+
+    def commit(self, ledger: Ledger, item: Encoded) -> None:
+        """Write one batch (unless written elsewhere) and mark it done, on `ledger`'s connection."""
+        if item.vectors is not None:
+            ledger.mark(self.target, self.run_id, item.chunks, PENDING)
+            embedded = Embedded(item.chunks, item.vectors)
+            retry(functools.partial(self.sink.write, embedded), "write", self.sink)
+        crash_point("sink-write")
+        ledger.mark(self.target, self.run_id, item.chunks, DONE)
+        crash_point("ledger-commit")
+        self.report.chunks_embedded += len(item.chunks)
+        self.report.tokens_embedded += item.tokens
+
+    def delete(
+        self, stale: list[str], *, max_fraction: float, force: bool
+    ) -> DeleteGuardError | None:
+        """After all writes: remove chunks the source no longer has, sink first, then ledger.
+
+        Returns (does not raise) the guard's refusal, so the run still commits its writes.
+        """
+        self.report.chunks_deleted = len(stale)
+        if not stale:
+            return None
+        held = max(self.ledger.count(self.target, state=None), 1)
+        share = len(stale) / held
+        if share > max_fraction and not force:
+            self.report.chunks_deleted = 0
+            return DeleteGuardError(
+                f"This run would delete {len(stale)} of {held} chunks ({share:.0%}), more than "
+                f"max_delete_fraction={max_fraction:.0%}: is the source empty or "
+                "unmounted? Check it, or pass --force to delete anyway"
+            )
+        for start in range(0, len(stale), DELETE_BATCH):
+            part = stale[start : start + DELETE_BATCH]
+            retry(functools.partial(self.sink.delete, part), "delete", self.sink)
+            crash_point("sink-delete")
+            self.ledger.forget(self.target, part)
+            event(log, "delete", f"deleted {len(part)} stale chunks", chunks=len(part))
         return None
-    live = ledger.live(target_key)
-    if live is not None and live["fingerprint"].startswith(served):
-        return None
-    gen = ledger.generation(target_key, served)
-    if gen is None:
-        return None
-    ledger.set_live(Target(target_key, gen["fingerprint"]), gen["model"], gen["dim"])
-    return str(gen["fingerprint"])
+
+    def publish(self, *, min_fraction: float, force: bool) -> None:
+        """The promotion step: close the sink, making its generation live only when the verdict
+        allows, then point the ledger at it; a held generation stays staged (HeldError)."""
+        served = retry(self.sink.live_fingerprint, "read", self.sink)
+        v = verdict(self.ledger, self.target, served, min_fraction=min_fraction, force=force)
+        self.report.promotion = v.to_dict()
+        crash_point("close")
+        retry(functools.partial(self.sink.close, promote=v.promote), "close", self.sink)
+        if not v.promote:
+            raise HeldError(held_message(v, self.target.fingerprint))
+        crash_point("set-live")
+        self.ledger.set_live(self.target, self.model, self.dim)
 
 
-def held_message(v: Verdict, fingerprint: str) -> str:
-    """What the operator reads when a generation is held."""
-    return (
-        f"Held the new generation {fingerprint[:12]}: {v.reason}. The live index keeps serving; "
-        "the new generation is kept staged, and a re-run resumes it. Check the source (empty or "
-        "unmounted?), or pass --force to promote it anyway"
-    )
+class WriterThread:
+    """The writer thread: takes Encoded batches from a bounded queue and commits them, one at a
+    time, on a ledger connection of its own. Use as a context manager around the engine."""
+
+    def __init__(self, committer: Committer, ledger_path: Path, maxsize: int = 4) -> None:
+        self.committer, self.ledger_path = committer, ledger_path
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=maxsize)
+        self.worker = Worker("writer", self._run)
+
+    def put(self, item: Encoded) -> bool:
+        """Hand a batch over; False when the writer has died (the engine should stop)."""
+        return put(self.queue, item, self.worker)
+
+    def __enter__(self) -> WriterThread:
+        self.worker.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        put(self.queue, END, self.worker)
+        self.worker.join()
+        if kind is None:
+            self.worker.reraise()
+
+    def _run(self) -> None:
+        ledger = Ledger(self.ledger_path)
+        try:
+            while (item := self.queue.get()) is not END:
+                self.committer.commit(ledger, item)
+        finally:
+            ledger.close()
+
+
+def retry(
+    fn: Callable[[], T], what: str, sink: Sink, attempts: int = 5, base_delay: float = 0.5
+) -> T:
+    """Run a sink call, retrying transient failures with exponential backoff; an OS error (disk
+    full, read-only, permission denied) becomes one SinkError naming the sink."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except OSError as exc:
+            raise SinkError(f"sink {what} on {sink.uri} failed: {os_reason(exc)}") from exc
+        except sqlite3.Error as exc:  # Qdrant local mode keeps its points in SQLite
+            raise SinkError(f"sink {what} on {sink.uri} failed: {exc}") from exc
+        except TransientSinkError as exc:
+            if attempt == attempts:
+                raise
+            delay = base_delay * 2 ** (attempt - 1)
+            event(
+                log, "retry", f"sink {what} failed ({exc}); retry {attempt}/{attempts - 1} in {delay:.1f}s",
+                level=logging.WARNING, action=what, attempt=attempt, error=str(exc), delay_s=delay,
+            )  # fmt: skip
+            time.sleep(delay)
+    raise AssertionError("unreachable")

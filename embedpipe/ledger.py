@@ -19,8 +19,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from embedpipe.errors import LockedError
+from embedpipe.redact import redact_uri
+from embedpipe.sinks import LOCAL_SCHEMES
 from embedpipe.types import Chunk
 
 PENDING, DONE = 0, 1
@@ -63,7 +66,38 @@ MIGRATIONS: list[str] = [
         FROM targets;
     ALTER TABLE runs ADD COLUMN committed REAL;
     """,
+    # 4: the one definition of a document whose every chunk is done (as last embedded).
+    """
+    CREATE VIEW complete_docs AS SELECT d.target, d.fingerprint, d.doc_id, d.doc_hash, d.n_chunks
+        FROM docs d WHERE d.n_chunks = (SELECT COUNT(*) FROM chunks c WHERE c.target = d.target
+        AND c.fingerprint = d.fingerprint AND c.doc_id = d.doc_id AND c.state = 1
+        AND c.chunk_index < d.n_chunks);
+    """,
 ]
+
+
+LEDGER_FILE = "ledger.sqlite"
+
+
+def state_dir_for(sink_uri: str, state: str | None) -> Path:
+    """Where the ledger lives: --state, else next to a local sink, else ./.embedpipe/state."""
+    if state:
+        return Path(state)
+    scheme, _, rest = sink_uri.partition(":")
+    if scheme in LOCAL_SCHEMES and rest:
+        return Path(rest).expanduser().absolute().with_name(Path(rest).name + ".state")
+    # A server: named by host, port and path; never by its credentials (userinfo, api_key).
+    place = urlsplit(rest)
+    where = f"{place.hostname or ''}{':' + str(place.port) if place.port else ''}{place.path.rstrip('/')}"
+    return Path(".embedpipe/state") / where.lstrip("/").replace(":", "_").replace("/", "_")
+
+
+def target_key(sink_uri: str, collection: str) -> str:
+    """A sink's identity in the ledger: local paths made absolute so cwd does not matter."""
+    scheme, _, rest = sink_uri.partition(":")
+    if scheme in LOCAL_SCHEMES and rest:
+        rest = str(Path(rest).expanduser().absolute())
+    return redact_uri(f"{scheme}:{rest}") + f"|{collection}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +110,11 @@ class Target:
 
 class Ledger:
     """A connection to the ledger database. Open one per thread."""
+
+    @classmethod
+    def in_dir(cls, state_dir: str | Path) -> Ledger:
+        """The ledger of a state directory (created on first use)."""
+        return cls(Path(state_dir) / LEDGER_FILE)
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -261,82 +300,23 @@ class Ledger:
             sql, args = sql + " AND state = ?", (*args, state)
         return int(self.db.execute(sql, args).fetchone()[0])
 
-    # -- what this run saw (a TEMP table: private to this connection, takes no write lock) -------
-
-    def start_seen(self) -> None:
-        self.db.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS seen "
-            "(doc_id TEXT PRIMARY KEY, n_chunks INTEGER, doc_hash TEXT) WITHOUT ROWID"
-        )
-        self.db.execute("DELETE FROM temp.seen")
-
-    def see_doc(
-        self, doc_id: str, n_chunks: int | None = None, doc_hash: str | None = None
-    ) -> bool:
-        """Note a document; False when this run already saw the id (a duplicate)."""
-        cur = self.db.execute(
-            "INSERT OR IGNORE INTO temp.seen VALUES (?, ?, ?)", (doc_id, n_chunks, doc_hash)
-        )
-        return cur.rowcount == 1
+    # -- documents as last embedded ----------------------------------------------------------
 
     def unchanged_doc(self, target: Target, doc_id: str, doc_hash: str) -> int | None:
         """The chunk count of a document whose text is as last embedded, every chunk done; else None."""
         row = self.db.execute(
-            "SELECT d.n_chunks, (SELECT COUNT(*) FROM chunks c WHERE c.target = d.target "
-            "AND c.fingerprint = d.fingerprint AND c.doc_id = d.doc_id AND c.state = 1 "
-            "AND c.chunk_index < d.n_chunks) FROM docs d "
-            "WHERE d.target = ? AND d.fingerprint = ? AND d.doc_id = ? AND d.doc_hash = ?",
+            "SELECT n_chunks FROM complete_docs "
+            "WHERE target = ? AND fingerprint = ? AND doc_id = ? AND doc_hash = ?",
             (target.key, target.fingerprint, doc_id, doc_hash),
         ).fetchone()
-        return int(row[0]) if row and row[0] == row[1] else None
+        return int(row[0]) if row else None
 
     def unchanged_docs(self, target: Target) -> Iterator[tuple[str, str, int]]:
         """(doc_id, doc_hash, n_chunks) of every document `unchanged_doc` would skip by its hash."""
         yield from self.db.execute(
-            "SELECT d.doc_id, d.doc_hash, d.n_chunks FROM docs d "
-            "WHERE d.target = ? AND d.fingerprint = ? AND d.n_chunks = (SELECT COUNT(*) FROM "
-            "chunks c WHERE c.target = d.target AND c.fingerprint = d.fingerprint "
-            "AND c.doc_id = d.doc_id AND c.state = 1 AND c.chunk_index < d.n_chunks)",
+            "SELECT doc_id, doc_hash, n_chunks FROM complete_docs WHERE target = ? AND fingerprint = ?",
             (target.key, target.fingerprint),
         )
-
-    def remember_docs(self, target: Target) -> None:
-        """Record the hash of every document this run saw whose chunks are all done."""
-        with self.transaction():
-            self.db.execute(
-                "INSERT OR REPLACE INTO docs SELECT ?, ?, s.doc_id, s.doc_hash, s.n_chunks "
-                "FROM temp.seen s WHERE s.doc_hash IS NOT NULL AND s.n_chunks IS NOT NULL "
-                "AND s.n_chunks = (SELECT COUNT(*) FROM chunks c WHERE c.target = ? "
-                "AND c.fingerprint = ? AND c.doc_id = s.doc_id AND c.state = 1 "
-                "AND c.chunk_index < s.n_chunks)",
-                (target.key, target.fingerprint, target.key, target.fingerprint),
-            )
-
-    def set_doc_chunks(self, doc_id: str, n_chunks: int) -> None:
-        self.db.execute("UPDATE temp.seen SET n_chunks = ? WHERE doc_id = ?", (n_chunks, doc_id))
-
-    def stale_chunks(self, target: Target, *, full: bool) -> list[str]:
-        """Chunks the ledger holds that this run's source no longer has.
-
-        Always: indexes at or beyond a seen document's new chunk count. With `full`, also every
-        chunk of a document the source no longer lists. A document seen with an unknown count
-        (it failed to read) keeps what it had.
-        """
-        args = (target.key, target.fingerprint)
-        beyond = self.db.execute(
-            "SELECT c.chunk_id FROM chunks c JOIN temp.seen s ON c.doc_id = s.doc_id "
-            "WHERE c.target = ? AND c.fingerprint = ? AND s.n_chunks IS NOT NULL "
-            "AND c.chunk_index >= s.n_chunks",
-            args,
-        ).fetchall()
-        gone: list[tuple[str]] = []
-        if full:
-            gone = self.db.execute(
-                "SELECT chunk_id FROM chunks WHERE target = ? AND fingerprint = ? "
-                "AND doc_id NOT IN (SELECT doc_id FROM temp.seen)",
-                args,
-            ).fetchall()
-        return [cid for (cid,) in beyond + gone]
 
     # -- reporting ----------------------------------------------------------------------------
 
@@ -386,6 +366,70 @@ def _run_row(
         "committed": committed,
         **{k: counts.get(k) for k in keep},
     }
+
+
+class Seen:
+    """What one run saw, on a ledger connection of its own: each document once (a second
+    occurrence of an id is refused), with its hash and chunk count. A TEMP table, private to
+    this connection and taking no write lock, so the rules that read it (stale chunks, documents
+    to remember) go through this object and nothing else."""
+
+    def __init__(self, path: str | Path, target: Target) -> None:
+        self.ledger = Ledger(path)
+        self.target = target
+        self.ledger.db.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS seen "
+            "(doc_id TEXT PRIMARY KEY, n_chunks INTEGER, doc_hash TEXT) WITHOUT ROWID"
+        )
+        self.ledger.db.execute("DELETE FROM temp.seen")
+
+    def add(self, doc_id: str, doc_hash: str | None = None) -> bool:
+        """Note a document; False when this run already saw the id (a duplicate)."""
+        cur = self.ledger.db.execute(
+            "INSERT OR IGNORE INTO temp.seen VALUES (?, NULL, ?)", (doc_id, doc_hash)
+        )
+        return cur.rowcount == 1
+
+    def set_chunks(self, doc_id: str, n_chunks: int) -> None:
+        self.ledger.db.execute(
+            "UPDATE temp.seen SET n_chunks = ? WHERE doc_id = ?", (n_chunks, doc_id)
+        )
+
+    def stale(self, *, full: bool) -> list[str]:
+        """Chunks the ledger holds that this run's source no longer has.
+
+        Always: indexes at or beyond a seen document's new chunk count. With `full`, also every
+        chunk of a document the source no longer lists. A document seen with an unknown count
+        (it failed to read) keeps what it had.
+        """
+        args = (self.target.key, self.target.fingerprint)
+        beyond = self.ledger.db.execute(
+            "SELECT c.chunk_id FROM chunks c JOIN temp.seen s ON c.doc_id = s.doc_id "
+            "WHERE c.target = ? AND c.fingerprint = ? AND s.n_chunks IS NOT NULL "
+            "AND c.chunk_index >= s.n_chunks",
+            args,
+        ).fetchall()
+        gone: list[tuple[str]] = []
+        if full:
+            gone = self.ledger.db.execute(
+                "SELECT chunk_id FROM chunks WHERE target = ? AND fingerprint = ? "
+                "AND doc_id NOT IN (SELECT doc_id FROM temp.seen)",
+                args,
+            ).fetchall()
+        return [cid for (cid,) in beyond + gone]
+
+    def remember(self) -> None:
+        """Record the hash and chunk count of every document this run read; `complete_docs`
+        decides at read time which of them count as unchanged (every chunk done)."""
+        with self.ledger.transaction():
+            self.ledger.db.execute(
+                "INSERT OR REPLACE INTO docs SELECT ?, ?, doc_id, doc_hash, n_chunks "
+                "FROM temp.seen WHERE doc_hash IS NOT NULL AND n_chunks IS NOT NULL",
+                (self.target.key, self.target.fingerprint),
+            )
+
+    def close(self) -> None:
+        self.ledger.close()
 
 
 class StateLock:

@@ -178,6 +178,13 @@ class RunReport:
             self.timeline = [*line[:-1:2], line[-1]]
             self.timeline_step *= 2
 
+    def count_batch(self, real_tokens: int, padded_tokens: int, lengths: np.ndarray) -> None:
+        """Account one encoded batch: its real and padded tokens and its members' lengths."""
+        self.batches += 1
+        self.real_tokens += real_tokens
+        self.padded_tokens += padded_tokens
+        self.add_batch(lengths)
+
     def error(self, source: str, record: str, reason: str) -> None:
         """Record a bad record; the run goes on."""
         self.errors.append(RecordError(source, record, reason))

@@ -77,7 +77,8 @@ def corpus_chunks(tokenizer: Any, work: Path, modules: int) -> list[Any]:
 
 def settings(path: Path, device: str, precision: str) -> Any:
     return types.SimpleNamespace(name=str(path), device=device, precision=precision,
-                                 normalize=True, prefix="", max_seq_length=None, threads=None)  # fmt: skip
+                                 normalize=True, prefix="", max_seq_length=None, threads=None, truncate_dim=None,
+                                 quantization="none")  # fmt: skip
 
 
 def ours(encoder: Any, chunks: list[Any], budget: int) -> tuple[dict[str, Any], float]:

@@ -21,7 +21,7 @@ import embedpipe
 import embedpipe.api
 from embedpipe.config import COLLECTION_RULE, SinkConfig, load_config
 from embedpipe.errors import ConfigError, SourceError
-from embedpipe.pipeline import state_dir_for
+from embedpipe.ledger import state_dir_for
 from embedpipe.sinks import open_sink
 from embedpipe.sinks.qdrant import server_client
 from embedpipe.sources import detect_kind

@@ -25,8 +25,8 @@ from embedpipe.encoder import (
     cpu_has_native_bf16,
 )
 from embedpipe.errors import ModelError
-from embedpipe.ledger import Ledger, Target
-from embedpipe.pipeline import Pipeline, state_dir_for, target_key
+from embedpipe.ledger import Ledger, Target, state_dir_for, target_key
+from embedpipe.pipeline import Pipeline
 from embedpipe.sinks import open_sink
 from embedpipe.sinks.base import Sink
 from embedpipe.types import Document, Embedded

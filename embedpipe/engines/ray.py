@@ -28,7 +28,6 @@ import functools
 import itertools
 import logging
 import os
-import queue
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +35,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from embedpipe.commit import Encoded
 from embedpipe.config import RayConfig
+from embedpipe.engines.base import RunContext
 from embedpipe.engines.ray_stages import (
     CHUNK,
     ERROR,
@@ -52,10 +53,8 @@ from embedpipe.engines.ray_stages import (
     shipped,
     take,
 )
-from embedpipe.errors import ConfigError, Interrupted, SinkError
+from embedpipe.errors import ConfigError, SinkError
 from embedpipe.faults import crash_point
-from embedpipe.ledger import DONE, PENDING, Ledger
-from embedpipe.pipeline import _END, RemoteBatch, Run, _put, _Worker
 from embedpipe.sinks import LOCAL_SCHEMES
 from embedpipe.sinks.base import RemoteWriter, Sink
 from embedpipe.sinks.store import vectors_of
@@ -100,47 +99,45 @@ class Cursor:
         return source, record
 
 
-class RayRun(Run):
-    """A Run whose reading, chunking and encoding happen on Ray Data; the driver decides,
-    commits and (for single-process sinks) writes."""
+class RayEngine:
+    """Reading, chunking and encoding on Ray Data; the driver decides (the same planner as
+    locally), commits and, for single-process sinks, writes."""
 
-    def _stream(self, source: Iterable[Document | RecordError], planner: Ledger) -> None:
+    def stream(self, run: RunContext, source: Iterable[Document | RecordError]) -> None:
+        _RayStream(run).stream(source)
+
+
+class _RayStream:
+    """One run on Ray: the driver's side."""
+
+    def __init__(self, run: RunContext) -> None:
+        self.run, self.cfg, self.report = run, run.config, run.report
+        self.planner, self.target = run.planner, run.planner.target
+
+    def stream(self, source: Iterable[Document | RecordError]) -> None:
         import ray
 
         _connect(self.cfg.ray)
         self._size_chunk_actors()
         self.remote = (
-            None if self.dry_run else remote_writer_for(self.sink, self.cfg.ray.write_from)
+            None if self.run.dry_run else remote_writer_for(self.run.sink, self.cfg.ray.write_from)
         )
-        if not self.dry_run:
+        if not self.run.dry_run:
             by = "the encoder actors" if self.remote is not None else "the driver"
             self.report.notes.append(f"ray: sink written by {by}")
+        # A hint for the chunking actors (an unchanged document is not chunked); the driver's
+        # planner decides by the same ledger rule.
+        ledger = self.planner.ledger
         unchanged = ray.put(
-            {doc: (digest, n) for doc, digest, n in planner.unchanged_docs(self.target)}
+            {doc: (digest, n) for doc, digest, n in ledger.unchanged_docs(self.target)}
         )
-        write_q: queue.Queue[Any] = queue.Queue(maxsize=4)
-        write = _Worker("writer", lambda: self._write(write_q))
-        write.start()
-        try:
-            for refs, wave in _prefetched(self._waves(source, unchanged)):
-                accepted = self._accept(refs, wave, planner)
-                if (
-                    accepted
-                    and not self.dry_run
-                    and not self._encode_wave(accepted, write_q, write)
-                ):
-                    break
-                crash_point("ray-wave")
-                if self.pipe.stop.is_set():
-                    break
-        finally:
-            _put(write_q, _END, write)
-            write.join()
-        write.reraise()
-        if self.pipe.stop.is_set():
-            raise Interrupted(
-                "stopped on request after committing the batch in flight; re-run to resume"
-            )
+        for refs, wave in _prefetched(self._waves(source, unchanged)):
+            accepted = self._accept(refs, wave)
+            if accepted and not self.run.dry_run and not self._encode_wave(accepted):
+                break
+            crash_point("ray-wave")
+            if self.run.stop.is_set():
+                break
 
     # -- pass 1: read, parse, chunk on the cluster ------------------------------------------
 
@@ -185,7 +182,7 @@ class RayRun(Run):
             "model": self.cfg.model.model_dump(),
             "chunking": self.cfg.chunking.model_dump(),
             "fingerprint": self.target.fingerprint,
-            "max_seq_length": self.encoder.max_seq_length,
+            "max_seq_length": self.run.encoder.max_seq_length,
             "unchanged": unchanged,
         }
         return parsed.map_batches(
@@ -209,7 +206,7 @@ class RayRun(Run):
 
     # -- the driver's decisions -------------------------------------------------------------
 
-    def _accept(self, refs: list[Any], wave: Wave, planner: Ledger) -> list[tuple[Any, np.ndarray]]:
+    def _accept(self, refs: list[Any], wave: Wave) -> list[tuple[Any, np.ndarray]]:
         """Apply the local rules to a prepared wave, in source order: (block, row numbers to
         encode) per block that has any. For actor-written sinks those chunks are marked pending."""
         import ray
@@ -219,7 +216,7 @@ class RayRun(Run):
         pending: list[Chunk] = []
         for ref, keys_ref in zip(refs, [keys_of.remote(ref) for ref in refs], strict=True):
             keys = ray.get(keys_ref).to_pylist()
-            rows = [i for i, row in enumerate(keys) if self._decide(row, cursor, planner)]
+            rows = [i for i, row in enumerate(keys) if self._decide(row, cursor)]
             if rows:
                 accepted.append((ref, np.asarray(rows, dtype=np.int64)))
             if self.remote is not None:
@@ -227,45 +224,35 @@ class RayRun(Run):
         for name in wave.names if wave.root else ():  # a listed file Ray did not find
             if name not in cursor.seen:
                 error = RecordError(wave.root, name, "cannot read file: it vanished during the run")
-                self._failed(error, planner)
-        if self.dry_run:
+                self.planner.failed(error)
+        if self.run.dry_run:
             self.report.chunks_embedded += sum(len(rows) for _, rows in accepted)
         elif pending:
-            planner.mark(self.target, self.run_id, pending, PENDING)
+            self.run.committer.pending(pending)
         return accepted
 
-    def _decide(self, row: dict[str, Any], cursor: Cursor, planner: Ledger) -> bool:
-        """One key row, in source order, by the local engine's rules: True = encode this chunk."""
-        if row["kind"] == CHUNK:
-            if row["doc_id"] != cursor.current:  # of a duplicate or an unchanged document
-                return False
-            if cursor.known.get(row["chunk_index"]) == (row["content_hash"], DONE):
-                self.report.chunks_skipped += 1
-                return False
-            return True
+    def _decide(self, row: dict[str, Any], cursor: Cursor) -> bool:
+        """One key row, in source order, by the planner's rules: True = encode this chunk."""
+        if row["kind"] == CHUNK:  # False for the chunks of a duplicate or unchanged document
+            return row["doc_id"] == cursor.current and self.planner.fresh(
+                cursor.known, row["chunk_index"], row["content_hash"]
+            )
         source, record = cursor.name(row)
         cursor.current = None  # a new record: the chunk rows of the last one are over
         if row["kind"] == ERROR:
             cursor.seen.add(record)
-            self._failed(RecordError(source, record, row["message"]), planner)
+            self.planner.failed(RecordError(source, record, row["message"]))
             return False
-        doc_id, n = row["doc_id"], row["n_chunks"]
+        doc_id = row["doc_id"]
         cursor.seen.add(doc_id)
-        if not self._first(doc_id, source, row["doc_hash"], planner):
-            return False
-        if row["unchanged"]:
-            self._unchanged(doc_id, n, planner)
-            return False
-        cursor.current, cursor.known = doc_id, planner.doc_chunks(self.target, doc_id)
-        planner.set_doc_chunks(doc_id, n)
-        self.report.chunks_total += n
+        if self.planner.admit(doc_id, source, row["doc_hash"]):
+            cursor.current, cursor.known = doc_id, self.planner.known(doc_id)
+            self.planner.chunked(doc_id, row["n_chunks"])
         return False
 
     # -- pass 2: encode (and write) on the cluster -------------------------------------------
 
-    def _encode_wave(
-        self, accepted: list[tuple[Any, np.ndarray]], write_q: queue.Queue[Any], write: _Worker
-    ) -> bool:
+    def _encode_wave(self, accepted: list[tuple[Any, np.ndarray]]) -> bool:
         """Encode a wave's accepted chunks; False when the run must stop."""
         import ray
 
@@ -273,8 +260,7 @@ class RayRun(Run):
         blocks = [take.remote(ref, rows) for ref, rows in accepted]
         stage = {
             "model": self.cfg.model.model_dump(),
-            "batching": b.model_dump(),
-            "auto_budget": "max_batch_tokens" not in b.model_fields_set,
+            "batching": b.model_dump(exclude_unset=True),  # unset keys stay unset (auto budget)
             "threads": cfg.num_cpus,
             "writer": self.remote,
         }
@@ -288,13 +274,9 @@ class RayRun(Run):
             if "vector" in table.column_names:  # as one array, never as Python floats
                 vectors, table = vectors_of(table), table.drop_columns(["vector"])
             batch = table.to_pydict()
-            item = RemoteBatch(chunks_of(batch), sum(batch["tokens"]), vectors)
+            item = Encoded(chunks_of(batch), sum(batch["tokens"]), vectors)
             self._count_batch(batch)
-            if not _put(write_q, item, write):
-                return False
-            if self.pipe.progress:
-                self.pipe.progress(self.report)
-            if self.pipe.stop.is_set():
+            if not self.run.writer.put(item) or not self.run.tick():
                 return False
         return True
 
@@ -307,10 +289,7 @@ class RayRun(Run):
                 report.notes.append(f"ray: encoder actors ran on {device} ({precision})")
         for real, padded, sizes in zip(batch["real_tokens"], batch["padded_tokens"], batch["sizes"], strict=True):  # fmt: skip
             if sizes:  # the first chunk of each packed batch carries the batch's figures
-                report.batches += 1
-                report.real_tokens += real
-                report.padded_tokens += padded
-                report.add_batch(np.asarray(sizes, dtype=np.int64))
+                report.count_batch(real, padded, np.asarray(sizes, dtype=np.int64))
 
 
 def remote_writer_for(sink: Sink, write_from: str) -> RemoteWriter | None:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from embedpipe.config import ChunkingConfig, ModelConfig
+from embedpipe.config import BatchingConfig, ChunkingConfig, ModelConfig
 from embedpipe.sinks.base import RemoteWriter
 from embedpipe.types import Chunk, Document, Embedded, RecordError
 
@@ -61,8 +61,7 @@ class PrepareStage:
 
         cfg, chunk_cfg = ModelConfig(**model), ChunkingConfig(**chunking)
         tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_path(cfg.name)[1]))
-        self.chunker = Chunker(tokenizer, chunk_tokens=chunk_cfg.chunk_tokens, overlap_tokens=chunk_cfg.overlap_tokens,
-                               max_seq_length=max_seq_length, prefix=cfg.prefix)  # fmt: skip
+        self.chunker = Chunker.for_run(tokenizer, chunk_cfg, cfg, max_seq_length)
         self.fingerprint = fingerprint
         self.unchanged: dict[str, tuple[str, int]] = (
             unchanged if isinstance(unchanged, dict) else ray.get(unchanged)
@@ -103,25 +102,23 @@ class EncodeStage:
         self,
         model: dict[str, Any],
         batching: dict[str, Any],
-        auto_budget: bool,
         threads: float,
         writer: RemoteWriter | None,
     ) -> None:
         import torch
 
+        from embedpipe.batching import token_budget
         from embedpipe.encoder import Encoder
 
         torch.set_num_threads(max(1, int(threads)))
         self.encoder = Encoder(ModelConfig(**model))
-        self.batching = batching
-        self.budget = batching["max_batch_tokens"]
-        if auto_budget:
-            self.budget = self.encoder.batch_token_budget(self.budget)
+        self.batching = BatchingConfig(**batching)  # only the keys set: an unset budget is auto
+        self.budget = token_budget(self.batching, self.encoder.batch_token_budget)
         self.writer = writer
         self.label = f"{self.encoder.device}/{self.encoder.precision}"
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        from embedpipe.batching import batches
+        from embedpipe.batching import packed
 
         batch = table.to_pydict()
         chunks = chunks_of(batch)
@@ -130,13 +127,11 @@ class EncodeStage:
         real, padded = [0] * n, [0] * n
         sizes: list[list[int]] = [[] for _ in range(n)]
         position = {id(c): i for i, c in enumerate(chunks)}
-        b = self.batching
-        for packed in batches(chunks, max_batch_tokens=self.budget, window=b["window"],
-                              max_batch_size=b["max_batch_size"], pad_id=self.encoder.pad_id):  # fmt: skip
-            at = [position[id(c)] for c in packed.chunks]
-            vectors[at] = self.encoder.encode_batch(packed)
-            real[at[0]], padded[at[0]] = packed.real_tokens, packed.padded_tokens
-            sizes[at[0]] = packed.attention_mask.sum(axis=1).tolist()
+        for one in packed(chunks, self.batching, self.budget, self.encoder.pad_id):
+            at = [position[id(c)] for c in one.chunks]
+            vectors[at] = self.encoder.encode_batch(one)
+            real[at[0]], padded[at[0]] = one.real_tokens, one.padded_tokens
+            sizes[at[0]] = one.attention_mask.sum(axis=1).tolist()
         out = table.drop_columns(["token_ids"]).append_column(
             "real_tokens", pa.array(real, pa.int64())
         )

@@ -1,0 +1,102 @@
+"""The local engine: threads on this machine. A planner thread reads, chunks, hashes and asks the
+planner what is new; the calling thread packs batches and runs the encoder; the run's writer
+thread writes and commits. Bounded queues between them keep memory flat."""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from embedpipe.batching import packed, token_budget
+from embedpipe.chunking import Chunker
+from embedpipe.commit import Encoded
+from embedpipe.engines.base import RunContext
+from embedpipe.faults import crash_point
+from embedpipe.hashing import content_hash
+from embedpipe.threads import END, Worker, drain, put
+from embedpipe.types import Chunk, Document, RecordError
+
+PLAN_BATCH = 256  # chunks handed from the planner thread to the encoder at a time
+
+
+class LocalEngine:
+    """Chunking on a planner thread, encoding on the calling thread (see the module docstring)."""
+
+    def stream(self, run: RunContext, source: Iterable[Document | RecordError]) -> None:
+        halt = threading.Event()
+        chunk_q: queue.Queue[Any] = queue.Queue(maxsize=64)
+        planner = Worker("planner", lambda: _plan(run, source, chunk_q, halt))
+        planner.start()
+        try:
+            _encode(run, drain(chunk_q, planner))
+        finally:
+            halt.set()  # the planner stops early only if the encoder stopped early
+            planner.join()
+        planner.reraise()
+
+
+def _plan(
+    run: RunContext, source: Iterable[Document | RecordError], out: queue.Queue[Any],
+    halt: threading.Event,
+) -> None:  # fmt: skip
+    """Planner thread: documents -> chunks with hashes, minus what the ledger already holds."""
+    fp, plan = run.planner.target.fingerprint, run.planner
+    chunker = Chunker.for_run(
+        run.encoder.tokenizer, run.config.chunking, run.config.model, run.encoder.max_seq_length
+    )
+    docs = _admitted(run, source, halt)
+    for doc_id, group in itertools.groupby(chunker.chunk_many(docs), key=lambda c: c.doc_id):
+        known = plan.known(doc_id)
+        fresh: list[Chunk] = []
+        count = 0
+        for chunk in group:  # streamed: a giant document never sits in memory as chunks
+            count += 1
+            chunk.content_hash = content_hash(fp, chunk.text)
+            if plan.fresh(known, chunk.index, chunk.content_hash):
+                fresh.append(chunk)
+            if len(fresh) >= PLAN_BATCH:
+                if not put(out, fresh, None, halt):
+                    return
+                fresh = []
+        plan.chunked(doc_id, count)
+        if fresh and not put(out, fresh, None, halt):
+            return
+        crash_point("plan")
+    put(out, END, None, halt)
+
+
+def _admitted(
+    run: RunContext, source: Iterable[Document | RecordError], halt: threading.Event
+) -> Iterator[Document]:
+    """The documents of `source` the planner admits, in order; bad records counted."""
+    fp = run.planner.target.fingerprint
+    for item in source:
+        if halt.is_set():
+            return
+        if isinstance(item, RecordError):
+            run.planner.failed(item)
+        elif run.planner.admit(item.id, item.source, content_hash(fp, item.text)):
+            yield item
+
+
+def _encode(run: RunContext, chunks: Iterator[Chunk]) -> None:
+    """Calling thread: pack batches and run the model, handing vectors to the writer."""
+    report, encoder = run.report, run.encoder
+    report.max_batch_tokens = token_budget(run.config.batching, encoder.batch_token_budget)
+    for batch in packed(chunks, run.config.batching, report.max_batch_tokens, encoder.pad_id):
+        if run.dry_run:
+            report.chunks_embedded += len(batch.chunks)
+            continue
+        vectors = encoder.encode_batch(batch)
+        report.count_batch(batch.real_tokens, batch.padded_tokens, batch.attention_mask.sum(axis=1))
+        tokens = sum(c.token_count for c in batch.chunks)
+        if not run.writer.put(Encoded(batch.chunks, tokens, vectors)) or not run.tick():
+            break
+    if encoder.oom_backoffs:
+        report.notes.append(
+            f"CUDA out of memory {encoder.oom_backoffs}x: batches capped at "
+            f"{encoder.token_cap} tokens for the rest of the run"
+        )
