@@ -32,6 +32,7 @@ from rich.table import Table
 
 from embedpipe import api, logs
 from embedpipe.config import RunConfig, flat_overrides, load_config
+from embedpipe.configdoc import help_for
 from embedpipe.errors import ConfigError, EmbedpipeError
 from embedpipe.sinks import rebuild_sink
 from embedpipe.types import RunReport
@@ -44,53 +45,55 @@ DEBUG = False  # --debug: tracebacks for errors, which are otherwise one line
 log = logging.getLogger("embedpipe.cli")
 out = Console()
 
+
+def _help(key: str, more: str = "") -> str:
+    """An option's help: the description of the config key it sets (configs/default.yaml)."""
+    return escape(help_for(key, more))  # escaped: typer renders help as rich markup
+
+
+FLAG = ""  # metavar of a boolean flag: it takes no value, so show none
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML config (see configs/default.yaml)")
 ]
-SinkOpt = Annotated[
-    str | None, typer.Option(help="qdrant:PATH | qdrant+http(s)://HOST:PORT | faiss:DIR")
-]
-CollectionOpt = Annotated[str | None, typer.Option(help="collection / index name")]
-ModelOpt = Annotated[str | None, typer.Option(help="sentence-transformers name or local path")]
-StateOpt = Annotated[str | None, typer.Option(help="state directory holding the ledger")]
-ReportOpt = Annotated[Path | None, typer.Option(help="write the JSON run report here")]
-MetricsOpt = Annotated[
-    Path | None,
-    typer.Option(help="write a Prometheus textfile here (node_exporter textfile collector)"),
-]
+SinkOpt = Annotated[str | None, typer.Option(help=_help("sink.uri"))]
+CollectionOpt = Annotated[str | None, typer.Option(help=_help("sink.collection"))]
+ModelOpt = Annotated[str | None, typer.Option(help=_help("model.name"))]
+StateOpt = Annotated[str | None, typer.Option(help=_help("state"))]
+ReportOpt = Annotated[Path | None, typer.Option(help=_help("report"))]
+MetricsOpt = Annotated[Path | None, typer.Option(help=_help("metrics"))]
 LogFormatOpt = Annotated[
     str,
     typer.Option(
         envvar="EMBEDPIPE_LOG_FORMAT", help="text | json (one JSON object per event on stderr)"
     ),
 ]
-EngineOpt = Annotated[
-    str | None, typer.Option(help="local | ray (Ray Data; pip install 'embedpipe\\[ray]')")
-]
-RayAddressOpt = Annotated[
-    str | None,
-    typer.Option(help="Ray cluster address; 'auto' joins the running one; none starts a local Ray"),
-]
+EngineOpt = Annotated[str | None, typer.Option(help=_help("engine"))]
+RayAddressOpt = Annotated[str | None, typer.Option(help=_help("ray.address"))]
 DryRunOpt = Annotated[
-    bool, typer.Option("--dry-run", help="plan only: count what would be embedded/deleted")
+    bool,
+    typer.Option("--dry-run", metavar=FLAG, help="plan only: count what would be embedded/deleted"),
 ]
 ForceOpt = Annotated[
     bool,
     typer.Option(
         "--force",
+        metavar=FLAG,
         help="promote a new generation below promote.min_fraction; allow a delete wave above "
         "max_delete_fraction",
     ),
 ]
 StrictOpt = Annotated[
-    bool | None, typer.Option("--strict/--no-strict", help="exit 1 when any record failed")
+    bool | None, typer.Option("--strict/--no-strict", metavar=FLAG, help=_help("strict"))
 ]
 
 
 @app.callback()
 def _options(
     debug: Annotated[
-        bool, typer.Option("--debug", help="print tracebacks (errors are otherwise one line)")
+        bool,
+        typer.Option(
+            "--debug", metavar=FLAG, help="print tracebacks (errors are otherwise one line)"
+        ),
     ] = False,
 ) -> None:
     """Batch embeddings into Qdrant or FAISS."""
@@ -100,47 +103,37 @@ def _options(
 
 @app.command()
 def backfill(
-    source: Annotated[
-        str, typer.Argument(help="directory, .jsonl, .parquet (file or dir) or hf:PATH")
-    ],
+    source: Annotated[str, typer.Argument(help=_help("source.uri"))],
     sink: SinkOpt = None,
     collection: CollectionOpt = None,
     model: ModelOpt = None,
     config: ConfigOpt = None,
     report: ReportOpt = None,
-    max_batch_tokens: Annotated[int | None, typer.Option(help="token budget per batch")] = None,
-    precision: Annotated[str | None, typer.Option(help="auto | fp32 | fp16 | bf16")] = None,
-    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
-    truncate_dim: Annotated[
-        int | None, typer.Option(help="keep the first N dims (Matryoshka-trained models)")
+    max_batch_tokens: Annotated[
+        int | None, typer.Option(help=_help("batching.max_batch_tokens"))
     ] = None,
-    quantization: Annotated[
-        str | None, typer.Option(help="none | int8 | binary: what the sink stores")
-    ] = None,
-    chunk_tokens: Annotated[int | None, typer.Option(help="tokens per chunk")] = None,
+    precision: Annotated[str | None, typer.Option(help=_help("model.precision"))] = None,
+    device: Annotated[str | None, typer.Option(help=_help("model.device"))] = None,
+    truncate_dim: Annotated[int | None, typer.Option(help=_help("model.truncate_dim"))] = None,
+    quantization: Annotated[str | None, typer.Option(help=_help("model.quantization"))] = None,
+    chunk_tokens: Annotated[int | None, typer.Option(help=_help("chunking.chunk_tokens"))] = None,
     overlap_tokens: Annotated[
-        int | None, typer.Option(help="tokens shared by neighbouring chunks")
+        int | None, typer.Option(help=_help("chunking.overlap_tokens"))
     ] = None,
-    text_field: Annotated[str | None, typer.Option(help="JSONL/Parquet/HF text field")] = None,
-    id_field: Annotated[str | None, typer.Option(help="JSONL/Parquet/HF id field")] = None,
-    index_factory: Annotated[str | None, typer.Option(help="FAISS index_factory string")] = None,
-    mode: Annotated[
-        str | None, typer.Option(help="incremental | full (full deletes unlisted docs)")
-    ] = None,
+    text_field: Annotated[str | None, typer.Option(help=_help("source.text_field"))] = None,
+    id_field: Annotated[str | None, typer.Option(help=_help("source.id_field"))] = None,
+    index_factory: Annotated[str | None, typer.Option(help=_help("sink.index_factory"))] = None,
+    mode: Annotated[str | None, typer.Option(help=_help("mode"))] = None,
     state: StateOpt = None,
     strict: StrictOpt = None,
     engine: EngineOpt = None,
     ray_address: RayAddressOpt = None,
-    text_template: Annotated[
-        str | None, typer.Option(help="build the text from fields, e.g. '{title}\\n\\n{body}'")
-    ] = None,
+    text_template: Annotated[str | None, typer.Option(help=_help("source.text_template"))] = None,
     include: Annotated[
-        list[str] | None,
-        typer.Option(help="directory source: only paths matching this glob (repeatable)"),
+        list[str] | None, typer.Option(help=_help("source.include", "repeatable"))
     ] = None,
     exclude: Annotated[
-        list[str] | None,
-        typer.Option(help="directory source: skip paths matching this glob (repeatable)"),
+        list[str] | None, typer.Option(help=_help("source.exclude", "repeatable"))
     ] = None,
     metrics: MetricsOpt = None,
     log_format: LogFormatOpt = "text",
@@ -203,11 +196,11 @@ def query(
     config: ConfigOpt = None,
     state: StateOpt = None,
     k: Annotated[int, typer.Option("-k", "--top-k", help="number of hits")] = 5,
-    as_json: Annotated[bool, typer.Option("--json", help="print hits as JSON")] = False,
-    nprobe: Annotated[int | None, typer.Option(help="FAISS IVF lists probed per query")] = None,
-    ef: Annotated[
-        int | None, typer.Option(help="HNSW candidates per query (FAISS efSearch, Qdrant hnsw_ef)")
-    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", metavar=FLAG, help="print hits as JSON")
+    ] = False,
+    nprobe: Annotated[int | None, typer.Option(help=_help("sink.nprobe"))] = None,
+    ef: Annotated[int | None, typer.Option(help=_help("sink.ef_search"))] = None,
 ) -> None:
     """Search a sink with the model it was built with; prints score, doc id and a snippet."""
     cfg = _config(
@@ -234,7 +227,7 @@ def rebuild(
     collection: CollectionOpt = None,
     config: ConfigOpt = None,
     index_factory: Annotated[
-        str | None, typer.Option(help="FAISS index_factory to re-train as, e.g. 'IVF1024,PQ32'")
+        str | None, typer.Option(help=_help("sink.index_factory", "re-trained as this"))
     ] = None,
 ) -> None:
     """Re-train and rebuild a FAISS index from its stored vectors, without re-encoding."""
@@ -250,7 +243,7 @@ def status(
     sink: SinkOpt = None,
     config: ConfigOpt = None,
     state: StateOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar=FLAG, help="print as JSON")] = False,
 ) -> None:
     """What the ledger holds per collection: chunks, documents, fingerprint, last runs."""
     cfg = _config(config, flat_overrides(sink=sink, state=state))
@@ -297,14 +290,14 @@ def report_html(
 
 @app.command()
 def init(
-    source: Annotated[
-        str | None, typer.Option(help="directory, .jsonl, .parquet or hf:NAME to embed")
-    ] = None,
+    source: Annotated[str | None, typer.Option(help=_help("source.uri"))] = None,
     sink: SinkOpt = None,
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="write here instead of stdout")
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="overwrite an existing file")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", metavar=FLAG, help="overwrite an existing file")
+    ] = False,
 ) -> None:
     """Write a commented config for a source and a sink, ready for `embedpipe run`."""
     from embedpipe.init import render_config
@@ -327,9 +320,10 @@ def reconcile(
     config: ConfigOpt = None,
     state: StateOpt = None,
     repair: Annotated[
-        bool, typer.Option("--repair", help="re-embed what is missing, delete orphans")
+        bool,
+        typer.Option("--repair", metavar=FLAG, help="re-embed what is missing, delete orphans"),
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar=FLAG, help="print as JSON")] = False,
 ) -> None:
     """Compare ledger and sink ids; report drift both ways; --repair makes them agree."""
     cfg = _config(config, flat_overrides(sink=sink, collection=collection, state=state))

@@ -41,23 +41,27 @@ class _Section(BaseModel):
 class SourceConfig(_Section):
     """Where documents come from."""
 
-    uri: str = Field("", description="directory, JSONL file, Parquet file/dir, or hf:PATH")
+    uri: str = Field(
+        "",
+        description="directory, JSONL file, Parquet file or dir, or hf:PATH / "
+        "hf:OWNER/NAME[:CONFIG][#split]",
+    )
     text_field: str = Field("text", description="JSONL/Parquet/HF field holding the text")
     id_field: str = Field(
-        "id", description="field holding a stable document id; else a hash of the text"
+        "id", description="field holding a stable document id; missing = a hash of the text"
     )
     metadata_fields: list[str] | None = Field(
-        None, description="fields carried into the payload; None = every other scalar field"
+        None, description="fields copied into each chunk's payload; null = every other field"
     )
     extensions: list[str] = Field(
         [".txt", ".md", ".rst", ".html", ".htm", ".pdf"],
-        description="file suffixes a directory source reads",
+        description="file suffixes a directory source reads (PDF: the text of each page)",
     )
     include: list[str] = Field(
         [], description="directory source: read only paths matching one of these globs"
     )
     exclude: list[str] = Field(
-        [], description="directory source: skip paths (and whole directories) matching these"
+        [], description="directory source: skip paths (and whole directories) matching these globs"
     )
     text_template: str | None = Field(
         None,
@@ -83,32 +87,49 @@ class ModelConfig(_Section):
 
     name: str | None = Field(
         None,
-        description="sentence-transformers name or local path; None = packaged all-MiniLM-L6-v2",
+        description="sentence-transformers name or local folder; null = packaged all-MiniLM-L6-v2",
     )
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
-    normalize: bool = True
-    prefix: str = Field("", description="text prepended to every chunk (e.g. 'passage: ')")
-    query_prefix: str = Field("", description="text prepended to queries (e.g. 'query: ')")
-    max_seq_length: int | None = Field(None, description="None = the model's own limit")
+    device: str = Field(
+        "auto", description="auto (CUDA if present, else CPU) | cpu | cuda | cuda:N"
+    )
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto",
+        description="auto (bf16/fp16 on CUDA; on CPU bf16 when native, accurate and faster, else "
+        "fp32) | fp32 | fp16 | bf16",
+    )
+    normalize: bool = Field(True, description="L2-normalise vectors (cosine = inner product)")
+    prefix: str = Field("", description="text prepended to every chunk, e.g. 'passage: ' for E5")
+    query_prefix: str = Field("", description="text prepended to queries, e.g. 'query: '")
+    max_seq_length: int | None = Field(
+        None, description="most tokens the model reads per chunk; null = the model's own limit"
+    )
     threads: int | None = Field(
-        None, ge=1, description="torch intra-op threads on CPU; None = chosen from the cores"
+        None, ge=1, description="torch intra-op threads on CPU; null = chosen from the cores"
     )
     truncate_dim: int | None = Field(
         None,
         ge=1,
-        description="keep the first N dims, re-normalised (Matryoshka-trained models); None = all",
+        description="keep the first N dims, re-normalised (Matryoshka-trained models; queries "
+        "alike); null = all",
     )
     quantization: Literal["none", "int8", "binary"] = Field(
-        "none", description="what the sinks store: float vectors, or their int8 / binary codes"
+        "none",
+        description="none | int8 | binary: what the sinks store, float vectors or their int8 "
+        "codes / sign bits (README: Output precision)",
     )
 
 
 class ChunkingConfig(_Section):
     """How documents are split."""
 
-    chunk_tokens: int = Field(256, ge=8, description="tokens per chunk, special tokens included")
-    overlap_tokens: int = Field(32, ge=0, description="tokens repeated between neighbouring chunks")
+    chunk_tokens: int = Field(
+        256,
+        ge=8,
+        description="most tokens per chunk, special tokens included (capped at max_seq_length)",
+    )
+    overlap_tokens: int = Field(
+        32, ge=0, description="tokens shared by neighbouring chunks (under half of chunk_tokens)"
+    )
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> ChunkingConfig:
@@ -120,13 +141,18 @@ class ChunkingConfig(_Section):
 class BatchingConfig(_Section):
     """How chunks are packed for the encoder."""
 
-    max_batch_tokens: int = Field(16384, ge=64, description="budget: batch size x longest member")
+    max_batch_tokens: int = Field(
+        16384,
+        ge=64,
+        description="token budget per batch: chunks x longest chunk (left unset on CUDA: sized to "
+        "the free memory)",
+    )
     window: int = Field(4096, ge=1, description="chunks sorted together by length before packing")
     max_batch_size: int = Field(512, ge=1, description="cap on chunks per batch")
 
 
 class HnswOptions(_Section):
-    """HNSW graph parameters of a Qdrant collection; None keeps Qdrant's default."""
+    """HNSW graph parameters of a Qdrant collection; null keeps Qdrant's default."""
 
     m: int | None = Field(None, ge=2, description="edges per node (Qdrant's default: 16)")
     ef_construct: int | None = Field(
@@ -135,15 +161,18 @@ class HnswOptions(_Section):
 
 
 class QdrantOptions(_Section):
-    """How a qdrant: / qdrant-edge: collection is built; applied at creation, checked on reuse."""
+    """How a qdrant-edge: / qdrant: collection is built: applied when it is created, checked when
+    it is reused (a difference is an error)."""
 
     on_disk: bool = Field(False, description="keep original vectors on disk (mmap), not in RAM")
     hnsw: HnswOptions = HnswOptions()
     quantization: Literal["none", "int8", "binary"] = Field(
-        "none", description="scalar int8 or binary quantization of the vectors"
+        "none",
+        description="none | int8 (scalar, 4x smaller) | binary (32x smaller, for 1024+ dims): "
+        "Qdrant's own quantized index, originals kept",
     )
     payload_index: list[str] = Field(
-        ["doc_id"], description="payload fields given a keyword index (servers and Edge)"
+        ["doc_id"], description="payload fields given a keyword index (server and Edge; not local)"
     )
     shard_number: int | None = Field(None, ge=1, description="shards of a server collection")
     replication_factor: int | None = Field(
@@ -156,22 +185,28 @@ class SinkConfig(_Section):
 
     uri: str = Field(
         DEFAULT_SINK,
-        description="qdrant-edge:PATH | qdrant:PATH | qdrant+http(s)://HOST:PORT | faiss:DIR | "
-        "parquet:DIR",
+        description="qdrant-edge:PATH (Qdrant Edge, in-process) | qdrant:PATH (qdrant-client "
+        "local mode) | qdrant+http(s)://HOST:PORT | faiss:DIR | parquet:DIR (README: Sinks)",
     )
     collection: str = Field(
-        "embedpipe", description=f"collection / index name; must match {COLLECTION_RULE}"
+        "embedpipe",
+        description="public name (a Qdrant alias, a symlink in a local sink); must match "
+        f"{COLLECTION_RULE}",
     )
     index_factory: str | None = Field(
-        None, description="FAISS index_factory string; None = the live index's, Flat for a new one"
+        None,
+        description="FAISS index_factory, e.g. 'IVF1024,Flat' or 'HNSW32'; null = the live "
+        "index's (Flat for a new one)",
     )
     write_batch: int = Field(256, ge=1, description="points per upsert request")
     qdrant: QdrantOptions = QdrantOptions()
     nprobe: int | None = Field(
-        None, ge=1, description="FAISS IVF lists probed per query; None = about sqrt(nlist)"
+        None, ge=1, description="FAISS IVF lists probed per query; null = about sqrt(nlist)"
     )
     ef_search: int | None = Field(
-        None, ge=1, description="HNSW candidates per query (FAISS efSearch, Qdrant hnsw_ef)"
+        None,
+        ge=1,
+        description="HNSW candidates per query (FAISS efSearch, Qdrant hnsw_ef); null = default",
     )
     keep_previous: bool = Field(
         False,
@@ -190,12 +225,13 @@ class SinkConfig(_Section):
 
 
 class RayConfig(_Section):
-    """The Ray Data engine: where the cluster is and how the stages are spread over it."""
+    """The Ray Data engine (engine: ray): where the cluster is and how the stages are spread."""
 
     address: str | None = Field(
-        None, description="'auto' joins a running cluster; None starts a local Ray"
+        None,
+        description="'auto' joins the running cluster, or ray://HOST:PORT; null starts a local Ray",
     )
-    chunk_workers: int = Field(1, ge=1, description="CPU actors that tokenise, chunk and hash")
+    chunk_workers: int = Field(1, ge=1, description="CPU actors that parse, chunk and hash")
     encoders: int = Field(1, ge=1, description="encoder actors (one model load each)")
     num_gpus: float = Field(0, ge=0, description="GPUs per encoder actor (1 on a GPU cluster)")
     num_cpus: float = Field(1, gt=0, description="CPUs per encoder actor (also its torch threads)")
@@ -208,8 +244,9 @@ class RayConfig(_Section):
     block_docs: int = Field(256, ge=1, description="documents per chunking task")
     write_from: Literal["auto", "driver", "actors"] = Field(
         "auto",
-        description="who writes the sink: 'auto' = the encoder actors for a Qdrant server, "
-        "the driver for sinks in a local path; 'actors' also for parquet: on a shared filesystem",
+        description="auto | driver | actors: who writes the sink; auto = the encoder actors for a "
+        "Qdrant server, the driver for sinks in a local path; actors also for parquet:/faiss: on "
+        "a shared filesystem",
     )
 
 
@@ -234,11 +271,19 @@ class RunConfig(_Section):
     batching: BatchingConfig = BatchingConfig()
     sink: SinkConfig = SinkConfig()
     promote: PromoteConfig = PromoteConfig()
-    mode: Literal["incremental", "full"] = "incremental"
-    engine: Literal["local", "ray"] = Field("local", description="local threads, or Ray Data")
+    mode: Literal["incremental", "full"] = Field(
+        "incremental",
+        description="incremental | full (full also deletes documents the source no longer lists)",
+    )
+    engine: Literal["local", "ray"] = Field(
+        "local",
+        description="local (threads on this machine) | ray (Ray Data; pip install 'embedpipe[ray]')",
+    )
     ray: RayConfig = RayConfig()
     state: str | None = Field(
-        None, description="state directory for the ledger; None = next to the sink"
+        None,
+        description="state directory holding the ledger; null = PATH.state next to a local sink, "
+        ".embedpipe/state/HOST for a server",
     )
     state_mode: str = Field(
         DEFAULT_STATE_MODE,
@@ -250,10 +295,13 @@ class RunConfig(_Section):
         0.5,
         ge=0,
         le=1,
-        description="refuse a run that would delete more than this share of the index",
+        description="refuse a run that would delete more than this share of the index (--force "
+        "overrides)",
     )
-    strict: bool = Field(False, description="exit non-zero when any record failed")
-    report: str | None = Field(None, description="write the JSON run report here")
+    strict: bool = Field(False, description="exit 1 when any record failed")
+    report: str | None = Field(
+        None, description="write the JSON run report here (HTML: embedpipe report FILE)"
+    )
     metrics: str | None = Field(
         None, description="write a Prometheus textfile here (node_exporter textfile collector)"
     )

@@ -1,11 +1,16 @@
-"""`embedpipe init`: a commented config for a chosen source and sink, ready for `embedpipe run`."""
+"""`embedpipe init`: a commented config for a chosen source and sink, ready for `embedpipe run`.
+
+Which keys it shows and the hints about a source or sink kind are chosen here; every key's comment
+is its description in config.py (embedpipe.configdoc), never written twice.
+"""
 
 from __future__ import annotations
 
-import json
 import os
+import textwrap
 
-from embedpipe.config import DEFAULT_SINK, BatchingConfig, ChunkingConfig, SourceConfig
+from embedpipe.config import DEFAULT_SINK
+from embedpipe.configdoc import WIDTH, describe, key_lines, section_lines
 from embedpipe.errors import ConfigError
 from embedpipe.sources import JSONL_SUFFIXES, detect_kind
 
@@ -26,24 +31,22 @@ def source_kind(uri: str) -> str:
 
 
 def render_config(source: str | None = None, sink: str | None = None) -> str:
-    """YAML text for `source` and `sink` with every useful key, its default and what it does."""
+    """YAML text for `source` and `sink` with the useful keys, their defaults and descriptions."""
     uri = source or "./corpus"
     sink_uri = sink or DEFAULT_SINK
     kind = source_kind(uri)
     scheme = sink_uri.partition(":")[0]
     if not sink_uri.partition(":")[2]:
-        raise ConfigError(
-            f"Sink {sink_uri!r} names no location: pass qdrant:PATH, qdrant+http://HOST:PORT or faiss:DIR"
-        )
-    parts = [
-        _HEADER.format(source=uri, sink=sink_uri),
+        raise ConfigError(f"Sink {sink_uri!r} names no location: use {describe('sink.uri')}")
+    sections = [
         _source_section(uri, kind),
-        _MODEL,
-        _chunking_section(),
+        _model_section(),
+        _batching_section(),
         _sink_section(sink_uri, scheme),
-        _RUN,
+        _run_section(),
     ]
-    return "\n".join(parts)
+    body = "\n\n".join("\n".join(lines) for lines in sections)
+    return _HEADER.format(source=uri, sink=sink_uri) + "\n" + body + "\n"
 
 
 _HEADER = """\
@@ -57,94 +60,79 @@ _HEADER = """\
 """
 
 
-def _q(value: str) -> str:
-    """A YAML double-quoted scalar (JSON strings are valid YAML)."""
-    return json.dumps(value, ensure_ascii=False)
+def _hint(text: str, indent: int = 2) -> list[str]:
+    """A comment about this source or sink (key descriptions come from config.py, not from here)."""
+    lead = " " * indent + "# "
+    return textwrap.wrap(text, WIDTH, initial_indent=lead, subsequent_indent=lead)
 
 
-def _source_section(uri: str, kind: str) -> str:
-    d = SourceConfig()
-    lines = ["source:", f"  uri: {_q(uri)}"]
+def _keys(*paths: str) -> list[str]:
+    return [line for path in paths for line in key_lines(path)]
+
+
+def _source_section(uri: str, kind: str) -> list[str]:
+    lines = [*section_lines("source"), *key_lines("source.uri", uri)]
     if kind == "dir":
         lines += [
-            "  # Files read (recursively; hidden files and directories are skipped). PDFs are read",
-            "  # page by page; HTML is reduced to its readable text. The document id is the path.",
-            f"  extensions: [{', '.join(d.extensions)}]",
-            "  # Globs on the path relative to the root, like .gitignore: 'name' matches at any",
-            "  # depth, 'a/b' is anchored at the root, '**' spans directories, 'dir/' matches",
-            "  # directories only. include narrows, exclude cuts (whole directories are skipped).",
-            "  include: []            # e.g. [docs/**/*.md, '*.pdf']",
-            "  exclude: []            # e.g. [node_modules/, build/, '*.draft.md']",
+            *_hint(
+                "Files are read recursively; hidden files and directories are skipped. PDFs are "
+                "read page by page; HTML is reduced to its readable text. The document id is the "
+                "path."
+            ),
+            *key_lines("source.extensions"),
+            *_hint(
+                "Globs on the path relative to the root, like .gitignore: 'name' matches at any "
+                "depth, 'a/b' is anchored at the root, '**' spans directories, 'dir/' matches "
+                "directories only; include narrows, exclude cuts (whole directories are skipped). "
+                "E.g. include: [docs/**/*.md, '*.pdf'], exclude: [node_modules/, build/]."
+            ),
+            *_keys("source.include", "source.exclude"),
         ]
     else:
-        lines += [
-            f"  text_field: {d.text_field}        # the field holding the text",
-            "  # Or build the text from several fields (a missing or null field skips the record):",
-            '  # text_template: "{title}\\n\\n{body}"',
-            f"  id_field: {d.id_field}            # a stable id per record; missing -> hash of the text",
-            "  metadata_fields: null   # fields copied into each vector's payload; null = all others",
-        ]
+        lines += _keys("source.text_field")
+        lines += _hint("A record where a field text_template names is missing or null is skipped.")
+        lines += _keys("source.text_template", "source.id_field", "source.metadata_fields")
     if kind == "hf":
-        lines += [
-            "  # hf:PATH is a save_to_disk directory; hf:OWNER/NAME[:CONFIG][#split] a dataset in the",
-            "  # local Hugging Face cache ($HF_HOME), read offline: download it once beforehand.",
-        ]
-    return "\n".join(lines) + "\n"
+        lines += _hint(
+            "hf:PATH is a save_to_disk directory; hf:OWNER/NAME[:CONFIG][#split] a dataset in the "
+            "local Hugging Face cache ($HF_HOME), read offline: download it once beforehand."
+        )
+    return lines
 
 
-_MODEL = """\
-model:
-  name: null              # sentence-transformers name or local folder; null = packaged all-MiniLM-L6-v2
-  device: auto            # auto (CUDA if present) | cpu | cuda | cuda:N
-  precision: auto         # auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
-  prefix: ""              # prepended to every chunk, e.g. "passage: " for E5 models
-  query_prefix: ""        # prepended to queries, e.g. "query: "
-"""
+def _model_section() -> list[str]:
+    names = ("name", "device", "precision", "prefix", "query_prefix")
+    return section_lines("model") + _keys(*(f"model.{n}" for n in names))
 
 
-def _chunking_section() -> str:
-    c, b = ChunkingConfig(), BatchingConfig()
-    return (
-        "chunking:\n"
-        f"  chunk_tokens: {c.chunk_tokens}       # most tokens per chunk, special tokens included\n"
-        f"  overlap_tokens: {c.overlap_tokens}      # tokens shared by neighbouring chunks\n"
-        "\nbatching:\n"
-        f"  max_batch_tokens: {b.max_batch_tokens} # chunks x longest chunk per batch: raise on a big GPU\n"
+def _batching_section() -> list[str]:
+    chunking = section_lines("chunking") + _keys("chunking.chunk_tokens", "chunking.overlap_tokens")
+    return [*chunking, "", *section_lines("batching"), *_keys("batching.max_batch_tokens")]
+
+
+def _sink_section(uri: str, scheme: str) -> list[str]:
+    lines = (
+        section_lines("sink") + key_lines("sink.uri", uri) + key_lines("sink.collection", "docs")
     )
-
-
-def _sink_section(uri: str, scheme: str) -> str:
-    lines = [
-        "sink:",
-        f"  uri: {_q(uri)}",
-        "  collection: docs        # a Qdrant alias / FAISS index name",
-    ]
     if scheme == "faiss":
-        lines += [
-            '  index_factory: Flat     # exact; "IVF1024,Flat" or "HNSW32" for millions of chunks',
-        ]
+        lines += _hint(
+            "Flat is exact; for millions of chunks see README: FAISS index by corpus size."
+        )
+        lines += key_lines("sink.index_factory", "Flat")
     elif scheme.startswith("qdrant+"):
-        lines += [
-            "  # The API key is read from the QDRANT_API_KEY environment variable, never from here.",
-            "  write_batch: 256        # points per upsert request",
-        ]
+        lines += _hint(
+            "The API key is read from the QDRANT_API_KEY environment variable, never here."
+        )
+        lines += _keys("sink.write_batch")
     elif scheme == "qdrant-edge":
-        lines += [
-            "  # Qdrant Edge: the Qdrant engine in-process (HNSW); README: moving it to a server."
-        ]
+        lines += _hint(
+            "Qdrant Edge: the Qdrant engine in-process (HNSW); README: moving it to a server."
+        )
     elif scheme == "qdrant":
-        lines += ["  # Embedded Qdrant (local mode): one process at a time may open PATH."]
-    return "\n".join(lines) + "\n"
+        lines += _hint("Embedded Qdrant (local mode): one process at a time may open PATH.")
+    return lines
 
 
-_RUN = """\
-promote:
-  min_fraction: 0.9       # a new model/chunking goes live only with this share of the live documents
-mode: incremental         # incremental | full (full also deletes documents the source no longer has)
-max_delete_fraction: 0.5  # refuse a run that would delete more than this share of the index
-strict: false             # exit 1 when any record failed
-report: null              # write the JSON run report here (render it: embedpipe report FILE)
-metrics: null             # write a Prometheus textfile here (node_exporter textfile collector)
-state: null               # ledger directory; null = next to the sink
-state_mode: "0700"        # mode of the state dir; the ledger and new sink files get it minus x
-"""
+def _run_section() -> list[str]:
+    top = ("mode", "max_delete_fraction", "strict", "report", "metrics", "state", "state_mode")
+    return section_lines("promote") + _keys("promote.min_fraction", *top)
