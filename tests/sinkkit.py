@@ -1,17 +1,21 @@
-"""What the sink tests share: random unit vectors, chunks with every payload field, one full run."""
+"""What the sink tests share: random unit vectors, chunks with every payload field, one full run,
+and every sink kind made the same way."""
 
 from __future__ import annotations
 
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
 from embedpipe.sinks.base import Sink
+from embedpipe.sinks.generations import GENERATIONS, GenerationSink
 from embedpipe.types import Chunk, Embedded
 
 DIM = 16
 FP_A = "a" * 64
 FP_B = "b" * 64
+FP_C = "c" * 64  # a fingerprint no test writes
 
 S = TypeVar("S", bound=Sink)
 
@@ -50,3 +54,44 @@ def filled(sink: S, emb: Embedded, fp: str = FP_A) -> S:
     sink.write(emb)
     sink.close()
     return sink
+
+
+# The sinks every contract test runs on (tests/test_sinks.py): real engines on a local path.
+SINK_KINDS = ("qdrant-edge", "qdrant", "faiss", "parquet")
+
+
+def make_sink(kind: str, root: Path, **options: Any) -> Sink:
+    """A `kind` sink of collection "docs" under `root`, with `options` for its constructor.
+
+    The Qdrant sinks write batches of 7 points, so a few dozen chunks take several requests.
+    """
+    if kind == "qdrant-edge":
+        from embedpipe.sinks.edge import EdgeSink
+
+        return EdgeSink(root, "docs", write_batch=7, **options)
+    if kind == "qdrant":
+        from embedpipe.sinks.qdrant import QdrantSink
+
+        return QdrantSink("docs", local_path=str(root / "q"), write_batch=7, **options)
+    if kind == "faiss":
+        from embedpipe.sinks.faiss import FaissSink
+
+        return FaissSink(root, "docs", **options)
+    from embedpipe.sinks.parquet import ParquetSink
+
+    assert kind == "parquet", kind
+    return ParquetSink(root, "docs", **options)
+
+
+def generations(sink: Sink) -> set[str]:
+    """Which of FP_A, FP_B and FP_C the sink holds a generation of (live, staged or kept)."""
+    if isinstance(sink, GenerationSink):
+        root = sink.directory / GENERATIONS
+        names = {p.name for p in root.iterdir()} if root.is_dir() else set()
+    else:
+        from embedpipe.sinks.qdrant import QdrantSink
+
+        assert isinstance(sink, QdrantSink)
+        names = {c.name for c in sink.connect().get_collections().collections}
+    prefixes = {name.rpartition("__")[2] for name in names}
+    return {fp for fp in (FP_A, FP_B, FP_C) if any(fp.startswith(p) for p in prefixes if p)}

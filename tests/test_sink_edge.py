@@ -16,23 +16,11 @@ from embedpipe.errors import SinkError
 from embedpipe.sinks import open_sink
 from embedpipe.sinks.edge import EdgeSink
 from embedpipe.types import Embedded, point_id
-from tests.sinkkit import DIM, FP_A, FP_B, chunks, embedded, filled, unit_vectors
+from tests.sinkkit import DIM, FP_A, chunks, embedded, filled
 
 
 def built(tmp_path: Path, emb: Embedded, fp: str = FP_A, **options: object) -> EdgeSink:
     return filled(EdgeSink(tmp_path, "docs", **options), emb, fp)  # type: ignore[arg-type]
-
-
-def test_write_then_search_finds_the_nearest_with_its_payload(tmp_path: Path) -> None:
-    emb = embedded(40)
-    sink = built(tmp_path, emb)
-    hits = sink.search(emb.vectors[17], k=3)
-    sink.abort()
-    c = emb.chunks[17]
-    assert hits[0].chunk_id == c.id and hits[0].score == pytest.approx(1.0, abs=1e-5)
-    assert (hits[0].doc_id, hits[0].chunk_index, hits[0].text, hits[0].metadata) == (
-        c.doc_id, c.index, c.text, c.metadata,
-    )  # fmt: skip
 
 
 def test_points_have_the_uuid_of_their_chunk_id(tmp_path: Path) -> None:
@@ -45,54 +33,11 @@ def test_points_have_the_uuid_of_their_chunk_id(tmp_path: Path) -> None:
     assert sorted(r.payload["chunk_id"] for r in records) == sorted(c.id for c in emb.chunks)
 
 
-def test_rewrite_overwrites_and_delete_removes(tmp_path: Path) -> None:
-    emb = embedded(12)
-    sink = built(tmp_path, emb)
-    sink.open(DIM, FP_A)
-    sink.write(embedded(12, seed=1))  # same chunk ids, new vectors
-    sink.delete([emb.chunks[2].id, "never#0"])
-    sink.close()
-    assert sorted(sink.chunk_ids()) == sorted(c.id for c in emb.chunks if c is not emb.chunks[2])
-    assert sink.search(unit_vectors(12, seed=1)[5], k=1)[0].score == pytest.approx(1.0, abs=1e-5)
-    sink.abort()
-
-
-def test_new_fingerprint_is_invisible_until_close_then_swapped_and_old_dropped(
-    tmp_path: Path,
-) -> None:
-    old = embedded(10, doc="old")
-    sink = built(tmp_path, old)
-    old_gen = (tmp_path / "docs").resolve()
-    new = embedded(10, seed=5, doc="new")
-    sink.open(DIM, FP_B)
-    sink.write(new)
-    assert sink.search(new.vectors[0], k=1)[0].chunk_id.startswith("old")
-    sink.close()
-    assert sink.search(new.vectors[0], k=1)[0].chunk_id == new.chunks[0].id
-    sink.abort()
-    assert (tmp_path / "docs").resolve().name == f"docs__{FP_B[:16]}"
-    assert not old_gen.exists()
-
-
-def test_abort_keeps_the_live_shard_and_unfinished_writes_for_resume(tmp_path: Path) -> None:
-    old = embedded(10)
-    sink = built(tmp_path, old)
-    sink.open(DIM, FP_B)
-    sink.write(embedded(10, seed=3, doc="new"))
-    sink.abort()
-    assert sorted(sink.chunk_ids()) == sorted(c.id for c in old.chunks)
-    sink.open(DIM, FP_B)  # the next run with that fingerprint resumes what was acknowledged
-    assert len(list(sink.chunk_ids())) == 10
-    sink.close()
-    assert sorted(sink.chunk_ids()) == sorted(c.id for c in chunks(10, "new"))
-    sink.abort()
-
-
 def test_acknowledged_writes_survive_sigkill_without_close(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import os, sys
         sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
-        from tests.test_sink_faiss import embedded
+        from tests.sinkkit import embedded
         from embedpipe.sinks.edge import EdgeSink
         sink = EdgeSink({str(tmp_path)!r}, "docs")
         sink.open(16, {FP_A!r})
@@ -143,11 +88,6 @@ def test_a_query_while_a_run_writes_the_shard_says_so(tmp_path: Path) -> None:
     with pytest.raises(SinkError, match="open in another process"):
         EdgeSink(tmp_path, "docs").search(emb.vectors[0], k=1)
     writer.abort()
-
-
-def test_search_before_any_run_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(SinkError, match="run embedpipe first"):
-        EdgeSink(tmp_path, "docs").search(unit_vectors(1)[0], k=1)
 
 
 def test_open_sink_builds_an_edge_sink_from_the_uri(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The Sink protocol every destination implements, and the Hit a query returns."""
+"""The Sink protocol every destination implements, what it can do (Capabilities), and the Hit a
+query returns."""
 
 from __future__ import annotations
 
@@ -8,7 +9,26 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from embedpipe.errors import SinkError
 from embedpipe.types import Embedded
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a sink can do, declared as data: callers read it instead of probing for methods.
+
+    - concurrent_writers: `remote_writer()` hands other processes a writer into the run.
+    - rebuildable: `rebuild()` re-trains the live index from the vectors the sink keeps.
+    - local_path: the sink lives in a local path, so its ledger goes next to it (PATH.state) and
+      a path on the driver may not exist on other machines.
+    - aliases: a public name moved in one step (a Qdrant alias, a symlink) serves one generation
+      while the next is written beside it, so a re-embed goes live atomically or not at all.
+    """
+
+    concurrent_writers: bool = False
+    rebuildable: bool = False
+    local_path: bool = False
+    aliases: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,19 +67,21 @@ class Sink(Protocol):
 
     `open(dim, fingerprint)` attaches to the live index when its fingerprint matches (an
     incremental run writes in place) and otherwise starts (or resumes) a new physical index that
-    only `close(promote=True)` makes live (atomic re-embed); `abort()` releases the sink without switching, keeping
-    what was acknowledged so a later run with the same fingerprint resumes (the ledger may list
-    those writes), and leaves the live index untouched. `write` returns only once the sink has
-    acknowledged the vectors.
+    only `close(promote=True)` makes live (atomic re-embed); `abort()` releases the sink without
+    switching, keeping what was acknowledged so a later run with the same fingerprint resumes
+    (the ledger may list those writes), and leaves the live index untouched. `write` returns only
+    once the sink has acknowledged the vectors.
 
-    Optional: a sink that accepts concurrent writers also has `remote_writer() -> RemoteWriter`.
-    Called after `open()`, it returns a writer for the physical index this run writes (the new
-    one during a re-embed, so the run stays atomic: `close()` here still makes it live). The
-    caller (the Ray engine's driver) pickles it to other processes and keeps the ledger; a sink
-    that cannot take writes from elsewhere lacks the method or raises SinkError saying why.
+    `capabilities` says what else it can do; the methods it does not support raise SinkError
+    saying why (`remote_writer` without concurrent_writers, `rebuild` unless rebuildable).
     """
 
     uri: str
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this sink can do (see Capabilities)."""
+        ...
 
     def open(self, dim: int, fingerprint: str) -> None: ...
 
@@ -87,3 +109,28 @@ class Sink(Protocol):
     def search(self, vector: np.ndarray, k: int = 5) -> list[Hit]:
         """Top-k hits of the live index for one query vector."""
         ...
+
+    def remote_writer(self) -> RemoteWriter:
+        """A writer for the physical index this run writes, for other processes (called after
+        open(); the new index during a re-embed, so `close()` here still makes it live). The
+        caller (the Ray engine's driver) pickles it to workers and keeps the ledger."""
+        ...
+
+    def rebuild(self) -> None:
+        """Re-train and rebuild the live index from the vectors the sink keeps, outside a run."""
+        ...
+
+
+def not_open(name: str) -> SinkError:
+    """The error for a call that needs a run before `open` started one."""
+    return SinkError(f"the {name} sink is not open: call open(dim, fingerprint) first")
+
+
+def no_remote_writer(uri: str) -> SinkError:
+    """The error of `remote_writer` on a sink that takes no concurrent writers."""
+    return SinkError(f"the sink {uri} takes no concurrent writers; use write_from=driver")
+
+
+def not_rebuildable(uri: str) -> SinkError:
+    """The error of `rebuild` on a sink that keeps no vectors to re-train from."""
+    return SinkError(f"{uri} cannot be rebuilt: it keeps no vectors to re-train from")

@@ -17,19 +17,20 @@ the same generation fails with a clear message, as Qdrant local mode does.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import qdrant_edge as qe
 
-from embedpipe.config import QdrantOptions
+from embedpipe.config import QdrantOptions, SinkConfig
 from embedpipe.errors import SinkError
-from embedpipe.sinks.base import Hit
+from embedpipe.sinks import qdrant_base
+from embedpipe.sinks.base import Hit, not_open
 from embedpipe.sinks.generations import GenerationSink, write_manifest
-from embedpipe.sinks.options import Shape, check_shape, wanted_shape
-from embedpipe.sinks.store import chunk_payload, hit_from_payload, paired_vectors
+from embedpipe.sinks.store import chunk_payload, paired_vectors
 from embedpipe.types import Embedded, point_id
 
 SHARD = "shard"
@@ -38,25 +39,41 @@ DEFAULT_HNSW = (16, 100)  # Qdrant's m and ef_construct
 FULL_SCAN_THRESHOLD = 10_000  # KB of vectors below which a segment is searched exactly
 
 
-@contextmanager
-def edge_errors(action: str) -> Iterator[None]:
+def edge_errors(action: str) -> AbstractContextManager[None]:
     """Qdrant Edge raises bare Exceptions: give them the action and, where known, the fix."""
-    try:
-        yield
-    except SinkError:
-        raise
-    except Exception as exc:
-        hint = ""
-        if "WouldBlock" in str(exc):
-            hint = ": the shard is open in another process (an embedpipe run?); wait for it"
-        raise SinkError(f"Qdrant Edge {action} failed: {exc}{hint}") from exc
+    return qdrant_base.translated(action, _edge_error)
+
+
+def _edge_error(action: str, exc: Exception) -> SinkError:
+    hint = ""
+    if "WouldBlock" in str(exc):
+        hint = ": the shard is open in another process (an embedpipe run?); wait for it"
+    return SinkError(f"Qdrant Edge {action} failed: {exc}{hint}")
+
+
+# Qdrant Edge's types for the options: HNSW parameters left unset get Qdrant's defaults.
+VECTOR_TYPES = qdrant_base.VectorTypes(
+    hnsw=lambda m, ef_construct: qe.HnswIndexConfig(
+        m=m or DEFAULT_HNSW[0],
+        ef_construct=ef_construct or DEFAULT_HNSW[1],
+        full_scan_threshold=FULL_SCAN_THRESHOLD,
+    ),
+    int8=lambda: qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, always_ram=True),
+    binary=lambda: qe.BinaryQuantizationConfig(always_ram=True),
+    vectors=lambda dim, on_disk, hnsw, quantization: qe.EdgeVectorParams(
+        size=dim,
+        distance=qe.Distance.Cosine,
+        memory=qe.Memory.Cold if on_disk else None,
+        hnsw_config=hnsw,
+        quantization_config=quantization,
+    ),
+)
 
 
 class EdgeSink(GenerationSink):
     """Vectors in a Qdrant Edge shard under `directory`, named `collection`."""
 
-    scheme = "qdrant-edge"
-    kind = "Qdrant Edge shard"
+    scheme, name, kind = "qdrant-edge", "Qdrant Edge", "Qdrant Edge shard"
 
     def __init__(
         self,
@@ -74,6 +91,12 @@ class EdgeSink(GenerationSink):
         self.ef_search = ef_search
         self._shard: Any = None  # the EdgeShard being written
         self._reader: tuple[Path, Any] | None = None  # (generation, EdgeShard) read outside a run
+
+    @classmethod
+    def from_config(cls, scheme: str, location: str, cfg: SinkConfig) -> EdgeSink:
+        """The sink a qdrant-edge:PATH URI names."""
+        return cls(location, cfg.collection, options=cfg.qdrant, write_batch=cfg.write_batch,
+                   ef_search=cfg.ef_search, keep_previous=cfg.keep_previous)  # fmt: skip
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -113,27 +136,6 @@ class EdgeSink(GenerationSink):
             with edge_errors(f"delete from {self._gen}"):
                 shard.update(qe.UpdateOperation.delete_points(ids))
 
-    def close(self, promote: bool = True) -> None:
-        """Optimize and flush the shard, then make a new generation live (dropping the old one)
-        when `promote`, else keep it staged for a later run to resume and promote.
-
-        On failure the run stays open (and locked), so the pipeline can retry close() or abort().
-        """
-        if self._gen is None:
-            return
-        gen = self._gen
-        self._close_reader()  # it may hold the generation about to be dropped
-        with edge_errors(f"optimizing {gen}"):
-            self._shard.optimize()
-            self._shard.flush()
-        if self._new and promote:
-            self._drop_replaced(self._swap(gen))
-        self._release()
-
-    def abort(self) -> None:
-        """Close the shard without swapping. Its acknowledged writes stay for the next run."""
-        self._release()
-
     # -- reading ---------------------------------------------------------------------------
 
     def chunk_ids(self, fingerprint: str | None = None) -> Iterator[str]:
@@ -155,83 +157,58 @@ class EdgeSink(GenerationSink):
                 shard.close()
 
     def _scroll(self, shard: Any) -> Iterator[str]:
-        offset: Any = None
-        while True:
-            request = qe.ScrollRequest(
-                offset=offset, limit=max(self.write_batch, 256), with_payload=["chunk_id"]
-            )
-            with edge_errors("scroll"):
-                records, offset = shard.scroll(request)
-            yield from (str((r.payload or {}).get("chunk_id", "")) for r in records)
-            if offset is None:
-                return
+        return qdrant_base.scroll_chunk_ids(partial(_page, shard), self.write_batch)
 
     def search(self, vector: np.ndarray, k: int = 5) -> list[Hit]:
         """Top-k hits of the live shard by cosine similarity."""
         live = self._gens.live()
         shard = self._shard if self._gen is not None and self._gen == live else None
         shard = shard or self._live_reader(required=True)
-        query = np.asarray(vector, dtype=np.float32).reshape(-1).tolist()
         params = qe.SearchParams(hnsw_ef=self.ef_search) if self.ef_search else None
-        request = qe.QueryRequest(
-            limit=k, query=qe.Query.Nearest(query), with_payload=True, params=params
-        )
+        query = qe.Query.Nearest(qdrant_base.query_vector(vector))
+        request = qe.QueryRequest(limit=k, query=query, with_payload=True, params=params)
         with edge_errors(f"query on '{self.collection}'"):
             points = shard.query(request)
-        return [hit_from_payload(p.score, p.payload or {}) for p in points]
+        return qdrant_base.hits(points)
 
     # -- internals -------------------------------------------------------------------------
+
+    def _build(self, gen: Path) -> Path:
+        """Optimize (segment merge, HNSW build) and flush the shard."""
+        self._close_reader()  # it may hold the generation about to be dropped
+        with edge_errors(f"optimizing {gen}"):
+            self._shard.optimize()
+            self._shard.flush()
+        return gen
 
     def _check_reuse(self, manifest: dict[str, Any], gen: Path) -> None:
         """Refuse to reuse a shard created with other options than the configured ones."""
         if manifest:
-            check_shape(manifest.get("options", {}), self._shape(), self.collection, str(gen))
-
-    def _shape(self) -> Shape:
-        # A shard is one process's index: shard_number/replication_factor do not apply to it.
-        return {
-            k: v
-            for k, v in wanted_shape(self.options).items()
-            if k not in ("shard_number", "replication_factor")
-        }
-
-    def _edge_config(self, dim: int) -> Any:
-        opts = self.options
-        hnsw = None
-        if opts.hnsw.m is not None or opts.hnsw.ef_construct is not None:
-            hnsw = qe.HnswIndexConfig(
-                m=opts.hnsw.m or DEFAULT_HNSW[0],
-                ef_construct=opts.hnsw.ef_construct or DEFAULT_HNSW[1],
-                full_scan_threshold=FULL_SCAN_THRESHOLD,
+            qdrant_base.check_shape(
+                manifest.get("options", {}), self._shape(), self.collection, str(gen)
             )
-        quantization: Any = None
-        if opts.quantization == "int8":
-            quantization = qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, always_ram=True)
-        elif opts.quantization == "binary":
-            quantization = qe.BinaryQuantizationConfig(always_ram=True)
-        vectors = qe.EdgeVectorParams(
-            size=dim,
-            distance=qe.Distance.Cosine,
-            memory=qe.Memory.Cold if opts.on_disk else None,
-            hnsw_config=hnsw,
-            quantization_config=quantization,
-        )
-        return qe.EdgeConfig(vectors=vectors)
+
+    def _shape(self) -> qdrant_base.Shape:
+        # A shard is one process's index: shard_number/replication_factor do not apply to it.
+        return qdrant_base.wanted_shape(self.options, sharded=False)
 
     def _load_or_create(self, path: Path, dim: int) -> Any:
         with edge_errors(f"opening {path}"):
             if (path / EDGE_CONFIG).exists():
                 return qe.EdgeShard.load(str(path))
-            return qe.EdgeShard.create(str(path), self._edge_config(dim))
+            vectors = qdrant_base.vector_params(self.options, dim, VECTOR_TYPES)
+            return qe.EdgeShard.create(str(path), qe.EdgeConfig(vectors=vectors))
 
     def _ensure_payload_indexes(self, shard: Any) -> None:
         """Keyword indexes on the configured payload fields; a missing one is added on reuse."""
         with edge_errors("creating payload indexes"):
-            have = set(shard.info().payload_schema)
-            for field in self.options.payload_index:
-                if field not in have:
-                    op = qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword)
-                    shard.update(op)
+            qdrant_base.ensure_payload_indexes(
+                self.options.payload_index,
+                lambda: shard.info().payload_schema,
+                lambda field: shard.update(
+                    qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword)
+                ),
+            )
 
     def _live_reader(self, *, required: bool) -> Any:
         """The live shard opened for reading, kept until close()/abort()."""
@@ -248,7 +225,7 @@ class EdgeSink(GenerationSink):
 
     def _writing(self) -> Any:
         if self._shard is None:
-            raise SinkError("the Qdrant Edge sink is not open: call open(dim, fingerprint) first")
+            raise not_open(self.name)
         return self._shard
 
     def _close_reader(self) -> None:
@@ -266,3 +243,11 @@ class EdgeSink(GenerationSink):
                     shard.close()
         finally:
             self._unlock()
+
+
+def _page(shard: Any, offset: Any, limit: int) -> tuple[list[Any], Any]:
+    """One page of a shard's points with their chunk ids, and the next offset."""
+    request = qe.ScrollRequest(offset=offset, limit=limit, with_payload=["chunk_id"])
+    with edge_errors("scroll"):
+        records, next_offset = shard.scroll(request)
+    return records, next_offset

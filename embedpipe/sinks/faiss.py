@@ -19,9 +19,8 @@ the index was trained on get a full rebuild from the store instead.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import faiss
 import numpy as np
@@ -29,19 +28,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from embedpipe.config import SinkConfig
 from embedpipe.errors import SinkError
 from embedpipe.sinks.base import Hit
-from embedpipe.sinks.generations import GenerationSink, lock, read_manifest, write_manifest
+from embedpipe.sinks.durable import atomic_write
+from embedpipe.sinks.generations import lock, read_manifest, write_manifest
 from embedpipe.sinks.store import (
     ShardStore,
-    ShardWriter,
-    atomic_write,
     hit_from_payload,
     shard_schema,
     vectors_of,
     write_parquet,
 )
-from embedpipe.types import Embedded, int_id
+from embedpipe.sinks.stored import StoredSink
+from embedpipe.types import int_id
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +51,11 @@ MIN_POINTS_PER_CENTROID = 39  # below this FAISS warns that k-means is poorly tr
 RETRAIN_GROWTH = 4  # re-train when the corpus grew past this multiple of the training rows
 
 
-class FaissSink(GenerationSink):
+class FaissSink(StoredSink):
     """Vectors in a FAISS index under `directory`, named `collection`, rebuilt from its own store."""
 
-    scheme = "faiss"
-    kind = "FAISS index"
+    scheme, name, kind = "faiss", "FAISS", "FAISS index"
+    manifest: ClassVar[dict[str, Any]] = {"index_factory": None, "count": 0}
 
     def __init__(
         self,
@@ -73,54 +73,13 @@ class FaissSink(GenerationSink):
         self.nprobe = nprobe
         self.ef_search = ef_search
         self.seed = seed
-        self._dim = 0
-        self._store: ShardStore | None = None  # the written generation's store, during a run
         self._cache: tuple[Any, ...] | None = None  # (key, index, sorted ids, order, sidecar)
 
-    # -- lifecycle -------------------------------------------------------------------------
-
-    def open(self, dim: int, fingerprint: str) -> None:
-        """Attach to the live generation when its fingerprint matches, else start a new one."""
-        gen, manifest = self._claim(dim, fingerprint)
-        if not manifest:
-            write_manifest(gen, fingerprint=fingerprint, dim=dim, index_factory=None, count=0)
-        self._store = ShardStore(gen / "store")
-        self._store.remove_temp()
-        self._gen, self._dim = gen, dim
-
-    def write(self, embedded: Embedded) -> None:
-        """Append the chunks as one shard; returns once the shard is renamed into place."""
-        self._writing().append_embedded(embedded, self._dim)
-
-    def remote_writer(self) -> ShardWriter:
-        """A writer other processes append this run's store with; close() here still compacts
-        (and, for a re-embed, swaps) as for the sink's own writes."""
-        return ShardWriter(self._writing().root.absolute(), self._dim)
-
-    def delete(self, chunk_ids: Sequence[str]) -> None:
-        """Record a tombstone for these chunks; ids that are not present are fine."""
-        store = self._writing()
-        if chunk_ids:
-            store.tombstone(chunk_ids)
-
-    def close(self, promote: bool = True) -> None:
-        """Compact the store, build and write the index, then make a new generation live
-        (`promote`) or keep it staged for a later run to resume and promote.
-
-        On failure the run stays open (and locked), so the pipeline can retry close() or abort().
-        """
-        if self._gen is None:
-            return
-        gen = self._gen
-        self._build(gen, self._dim, incremental=True)
-        if self._new and promote:
-            self._drop_replaced(self._swap(gen))
-        self._release()
-
-    def abort(self) -> None:
-        """Unlock without swapping. An unfinished generation is kept for the next run to resume:
-        the ledger may already list its acknowledged writes."""
-        self._release()
+    @classmethod
+    def from_config(cls, scheme: str, location: str, cfg: SinkConfig) -> FaissSink:
+        """The sink a faiss:DIR URI names."""
+        return cls(location, cfg.collection, index_factory=cfg.index_factory, nprobe=cfg.nprobe,
+                   ef_search=cfg.ef_search, keep_previous=cfg.keep_previous)  # fmt: skip
 
     def factory(self, gen: Path) -> str:
         """The index_factory to build `gen` with: the configured one, else the one it was built
@@ -137,19 +96,11 @@ class FaissSink(GenerationSink):
             raise self._gens.missing()
         self._lock = lock(live)
         try:
-            self._build(live, int(read_manifest(live)["dim"]), incremental=False)
+            self._build_index(live, int(read_manifest(live)["dim"]), incremental=False)
         finally:
             self._release()
 
     # -- reading ---------------------------------------------------------------------------
-
-    def chunk_ids(self, fingerprint: str | None = None) -> Iterator[str]:
-        """Every chunk id of `fingerprint`'s generation, else of the one being written, else of
-        the live one."""
-        gen = self._read_gen(fingerprint)
-        table = ShardStore(gen / "store").live(columns=["chunk_id"]) if gen else None
-        if table is not None:
-            yield from table.column("chunk_id").to_pylist()
 
     def search(self, vector: np.ndarray, k: int = 5) -> list[Hit]:
         """Top-k hits of the live index by inner product (cosine for normalised vectors)."""
@@ -166,12 +117,12 @@ class FaissSink(GenerationSink):
 
     # -- internals -------------------------------------------------------------------------
 
-    def _writing(self) -> ShardStore:
-        if self._store is None:
-            raise SinkError("the FAISS sink is not open: call open(dim, fingerprint) first")
-        return self._store
+    def _build(self, gen: Path) -> Path:
+        """Compact the store and build the index from it, updating the last one when it can."""
+        self._build_index(gen, self._dim, incremental=True)
+        return gen
 
-    def _build(self, gen: Path, dim: int, *, incremental: bool) -> None:
+    def _build_index(self, gen: Path, dim: int, *, incremental: bool) -> None:
         """Compact the store, then write index.faiss, ids.parquet and the manifest.
 
         `incremental`: update the existing index with what changed since it was written, when
@@ -239,10 +190,6 @@ class FaissSink(GenerationSink):
             order = np.argsort(ids)
             self._cache = (key, index, ids[order], order, sidecar)
         return self._cache[1], self._cache[2], self._cache[3], self._cache[4]
-
-    def _release(self) -> None:
-        self._unlock()
-        self._store = None
 
 
 def build_index(

@@ -12,18 +12,18 @@ Parquet sinks share this, and the run lifecycle around it, through `GenerationSi
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
-import socket
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from embedpipe.errors import SinkError
 from embedpipe.faults import crash_point
-from embedpipe.sinks.store import atomic_write, fsync_dir
+from embedpipe.sinks.base import Capabilities, RemoteWriter, no_remote_writer, not_rebuildable
+from embedpipe.sinks.durable import atomic_write, fsync_dir, take_lock
+from embedpipe.sinks.registry import SINKS
 
 GENERATIONS = ".generations"
 
@@ -91,23 +91,15 @@ def write_manifest(gen: Path, **fields: Any) -> None:
     atomic_write(gen / "manifest.json", lambda f: f.write(text.encode()))
 
 
-def lock(gen: Path) -> IO[bytes]:
-    """Hold an exclusive lock on a generation so two runs never write it at once."""
-    f = open(gen / ".lock", "a+b")  # noqa: SIM115 - held until close()/abort()
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as exc:
-        f.seek(0)
-        pid, _, host = f.read(256).decode(errors="replace").strip().partition(" ")
-        f.close()
-        raise SinkError(
-            f"{gen} is being written by another embedpipe run (pid {pid or 'unknown'}"
-            f"{' on host ' + host if host else ''}): wait for it to finish"
-        ) from exc
-    f.truncate(0)
-    f.write(f"{os.getpid()} {socket.gethostname()}".encode())
-    f.flush()
-    return f
+def lock(gen: Path) -> int:
+    """Hold an exclusive lock on a generation so two runs never write it at once (until the
+    returned fd is closed)."""
+    return take_lock(
+        gen / ".lock",
+        lambda holder: SinkError(
+            f"{gen} is being written by another embedpipe run ({holder}): wait for it to finish"
+        ),
+    )
 
 
 def check_dim(manifest: dict[str, Any], dim: int, collection: str, gen: Path) -> None:
@@ -121,10 +113,15 @@ def check_dim(manifest: dict[str, Any], dim: int, collection: str, gen: Path) ->
 
 class GenerationSink:
     """What the FAISS, Qdrant Edge and Parquet sinks share: the run's generation, chosen and locked
-    by `_claim`, made live by a swap, and the generation it replaced dropped (unless
-    `keep_previous`). A subclass names its URI `scheme` and its index `kind` (for messages)."""
+    by `open` (through `_claim`), built by `_build` on close, made live by a swap, and the
+    generation it replaced dropped (unless `keep_previous`).
+
+    A subclass names its URI `scheme` (its registry entry), its `name` and its index `kind` (for
+    messages), and implements open/write/delete/search/chunk_ids and `_build`.
+    """
 
     scheme: str
+    name: str
     kind: str
 
     def __init__(self, directory: str | Path, collection: str, *, keep_previous: bool) -> None:
@@ -135,16 +132,73 @@ class GenerationSink:
         self._gens = Generations(self.directory, collection, self.kind)
         self._gen: Path | None = None  # generation being written, between open and close
         self._new = False  # it is not the live one: close() swaps to it
-        self._lock: IO[bytes] | None = None
+        self._lock: int | None = None  # the fd holding the generation's lock
 
-    def _live_gen(self) -> Path | None:
-        """The live generation's folder, or None; refuses a public name embedpipe did not make."""
-        return self._gens.live()
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the registry declares for this sink's scheme."""
+        return SINKS[self.scheme].capabilities
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self, promote: bool = True) -> None:
+        """Build what readers see, then make a new generation live (dropping the one it replaces)
+        when `promote`, else keep it staged for a later run to resume and promote. Writes in
+        place always publish.
+
+        On failure the run stays open (and locked), so the pipeline can retry close() or abort().
+        """
+        if self._gen is None:
+            return
+        gen = self._gen
+        public = self._build(gen)
+        # In place, the public name moves only when readers' files moved (Parquet's data folder).
+        old = None
+        if promote if self._new else public != self._gens.live():
+            old = self._swap(public)
+        self._published(gen)
+        self._drop_replaced(old)
+        self._release()
+
+    def abort(self) -> None:
+        """End the run without publishing. An unfinished generation keeps its acknowledged writes
+        for the next run to resume (the ledger may already list them); the live one is untouched."""
+        self._release()
+
+    def remote_writer(self) -> RemoteWriter:
+        """Refused unless a subclass takes concurrent writers."""
+        raise no_remote_writer(self.uri)
+
+    def rebuild(self) -> None:
+        """Refused unless a subclass keeps vectors to re-train from."""
+        raise not_rebuildable(self.uri)
 
     def live_fingerprint(self) -> str | None:
         """The fingerprint of the generation the public name serves, or None."""
         live = self._live_gen()
         return None if live is None else read_manifest(live).get("fingerprint")
+
+    # -- what subclasses fill in -----------------------------------------------------------
+
+    def _build(self, gen: Path) -> Path:
+        """Make the written generation readable; returns what the public name should point to."""
+        raise NotImplementedError
+
+    def _published(self, gen: Path) -> None:
+        """After the public name moved (or did not need to): drop what readers no longer use."""
+
+    def _check_reuse(self, manifest: dict[str, Any], gen: Path) -> None:
+        """Refuse to reuse a generation built otherwise; `_claim` has checked its dimension."""
+
+    def _release(self) -> None:
+        """End the run: release what it holds, then the lock."""
+        self._unlock()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _live_gen(self) -> Path | None:
+        """The live generation's folder, or None; refuses a public name embedpipe did not make."""
+        return self._gens.live()
 
     def _read_gen(self, fingerprint: str | None) -> Path | None:
         """The generation a read means: `fingerprint`'s (None when this sink has none), else the
@@ -172,9 +226,6 @@ class GenerationSink:
         self._lock = lock(gen)
         return gen, manifest
 
-    def _check_reuse(self, manifest: dict[str, Any], gen: Path) -> None:
-        """Refuse to reuse a generation built otherwise; `_claim` has checked its dimension."""
-
     def _swap(self, target: Path) -> Path | None:
         """Make `target` live; returns the generation that was live before (None if none)."""
         old = self._live_gen()
@@ -188,7 +239,7 @@ class GenerationSink:
             shutil.rmtree(old, ignore_errors=True)
 
     def _unlock(self) -> None:
-        """End the run: drop the generation's lock and forget it."""
+        """Drop the generation's lock and forget the run."""
         if self._lock is not None:
-            self._lock.close()  # closing the file drops the flock
+            os.close(self._lock)  # closing the fd drops the flock
         self._lock, self._gen, self._new = None, None, False

@@ -20,26 +20,25 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from embedpipe.config import SinkConfig
 from embedpipe.errors import SinkError
 from embedpipe.sinks.base import Hit
-from embedpipe.sinks.generations import GenerationSink, write_manifest
+from embedpipe.sinks.durable import fsync_dir
 from embedpipe.sinks.store import (
     ShardStore,
-    ShardWriter,
-    fsync_dir,
     hit_from_payload,
     shard_schema,
     vectors_of,
     write_parquet,
 )
-from embedpipe.types import Embedded
+from embedpipe.sinks.stored import StoredSink
 
 DATA_COLUMNS = ["chunk_id", "doc_id", "chunk_index", "text", "content_hash", "start", "end",
                 "metadata", "vector"]  # fmt: skip
@@ -53,11 +52,11 @@ def data_schema(dim: int) -> pa.Schema:
     return pa.schema([schema.field(name) for name in DATA_COLUMNS])
 
 
-class ParquetSink(GenerationSink):
+class ParquetSink(StoredSink):
     """Chunks with vectors as Parquet files in `directory/collection`, compacted on close()."""
 
-    scheme = "parquet"
-    kind = "Parquet dataset"
+    scheme, name, kind = "parquet", "Parquet", "Parquet dataset"
+    manifest: ClassVar[dict[str, Any]] = {"format": "parquet"}
 
     def __init__(
         self,
@@ -71,71 +70,14 @@ class ParquetSink(GenerationSink):
             raise SinkError("rows_per_file must be at least 1")
         super().__init__(directory, collection, keep_previous=keep_previous)
         self.rows_per_file = rows_per_file
-        self._dim = 0
-        self._store: ShardStore | None = None
         self._cache: tuple[Path, np.ndarray, pa.Table] | None = None  # (data dir, vectors, rows)
 
-    # -- lifecycle -------------------------------------------------------------------------
-
-    def open(self, dim: int, fingerprint: str) -> None:
-        """Attach to the live generation when its fingerprint matches, else start a new one."""
-        gen, manifest = self._claim(dim, fingerprint)
-        if not manifest:
-            write_manifest(gen, fingerprint=fingerprint, dim=dim, format="parquet")
-        self._store = ShardStore(gen / "store")
-        self._store.remove_temp()
-        self._gen, self._dim = gen, dim
-
-    def write(self, embedded: Embedded) -> None:
-        """Append the chunks as one store shard; returns once it is renamed into place."""
-        self._writing().append_embedded(embedded, self._dim)
-
-    def remote_writer(self) -> ShardWriter:
-        """A writer other processes append this run's store with; close() here still compacts
-        (and, for a re-embed, swaps) as for the sink's own writes."""
-        return ShardWriter(self._writing().root.absolute(), self._dim)
-
-    def delete(self, chunk_ids: Sequence[str]) -> None:
-        """Record a tombstone for these chunks; ids that are not present are fine."""
-        store = self._writing()
-        if chunk_ids:
-            store.tombstone(chunk_ids)
-
-    def close(self, promote: bool = True) -> None:
-        """Write the compacted chunks as a new data folder and publish it (a new generation only
-        when `promote`, else it stays staged); drop what a promotion replaces.
-
-        On failure the run stays open (and locked), so the pipeline can retry close() or abort().
-        """
-        if self._gen is None:
-            return
-        gen, store = self._gen, self._writing()
-        table = self._merged(gen, store)
-        data = self._write_data(gen, table)
-        old = self._swap(data) if promote or not self._new else None
-        store.clear()  # what it held is in `data` now
-        for folder in _data_dirs(gen)[:-1]:
-            shutil.rmtree(folder, ignore_errors=True)
-        self._drop_replaced(old)
-        self._release()
-
-    def abort(self) -> None:
-        """Unlock without publishing. The store keeps the acknowledged writes for the next run."""
-        self._release()
+    @classmethod
+    def from_config(cls, scheme: str, location: str, cfg: SinkConfig) -> ParquetSink:
+        """The sink a parquet:DIR URI names."""
+        return cls(location, cfg.collection, keep_previous=cfg.keep_previous)
 
     # -- reading ---------------------------------------------------------------------------
-
-    def chunk_ids(self, fingerprint: str | None = None) -> Iterator[str]:
-        """Every chunk id of `fingerprint`'s generation, else of the one being written, else of
-        the live one (with the writes of an interrupted run that are not published yet)."""
-        gen = self._read_gen(fingerprint)
-        if gen is None:
-            return
-        table = ShardStore(gen / "store").live(
-            columns=["chunk_id"], base=_read_data(gen, ["chunk_id"])
-        )
-        if table is not None:
-            yield from table.column("chunk_id").to_pylist()
 
     def search(self, vector: np.ndarray, k: int = 5) -> list[Hit]:
         """Top-k hits of the published chunks by inner product, by brute force."""
@@ -156,14 +98,23 @@ class ParquetSink(GenerationSink):
         data = self._gens.live()
         return None if data is None else data.parent
 
-    def _writing(self) -> ShardStore:
-        if self._store is None:
-            raise SinkError("the Parquet sink is not open: call open(dim, fingerprint) first")
-        return self._store
+    def _build(self, gen: Path) -> Path:
+        """Write the store's writes and deletes, replayed over the latest data, as a new data
+        folder: what the public name points to once published."""
+        return self._write_data(gen, self._merged(gen, self._writing()))
+
+    def _published(self, gen: Path) -> None:
+        """The new data folder holds what the store and the older folders held: drop them."""
+        self._writing().clear()
+        for folder in _data_dirs(gen)[:-1]:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _published_rows(self, gen: Path, columns: list[str]) -> pa.Table | None:
+        return _read_data(gen, columns)
 
     def _merged(self, gen: Path, store: ShardStore) -> pa.Table:
         """The generation's latest data with the store's writes and deletes replayed on top."""
-        table = store.live(columns=DATA_COLUMNS, base=_read_data(gen, DATA_COLUMNS))
+        table = store.live(columns=DATA_COLUMNS, base=self._published_rows(gen, DATA_COLUMNS))
         return data_schema(self._dim).empty_table() if table is None else table
 
     def _write_data(self, gen: Path, table: pa.Table) -> Path:
@@ -191,10 +142,6 @@ class ParquetSink(GenerationSink):
             vectors = vectors_of(table) if table.num_rows else np.zeros((0, 1), np.float32)
             self._cache = (data, vectors, table.select(PAYLOAD_COLUMNS))
         return self._cache[1], self._cache[2]
-
-    def _release(self) -> None:
-        self._unlock()
-        self._store = None
 
 
 def _data_dirs(gen: Path) -> list[Path]:

@@ -3,141 +3,62 @@
 The physical collection is `<collection>__<fingerprint[:12]>`; the public name is an alias that
 close() moves in one `update_collection_aliases` call, so a re-embed stays invisible until it is
 complete. Works with local mode (`QdrantClient(path=...)`) and with a server (`url=...`); with a
-server, `QdrantWriter`s let other processes upsert into the collection a run writes.
+server, `QdrantWriter`s (qdrant_writer.py) let other processes upsert into the collection a run
+writes.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import grpc
-import httpx
 import numpy as np
 from qdrant_client import QdrantClient, models
-from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from embedpipe.config import QdrantOptions
-from embedpipe.errors import SinkError, TransientSinkError
+from embedpipe.config import QdrantOptions, SinkConfig
+from embedpipe.errors import SinkError
 from embedpipe.faults import crash_point
-from embedpipe.redact import redact_uri, server_credentials
-from embedpipe.sinks.base import Hit
-from embedpipe.sinks.options import Shape, check_shape, wanted_shape
-from embedpipe.sinks.store import chunk_payload, hit_from_payload, paired_vectors
+from embedpipe.redact import redact_uri
+from embedpipe.sinks import qdrant_base
+from embedpipe.sinks.base import Capabilities, Hit, not_open, not_rebuildable
+from embedpipe.sinks.qdrant_writer import (
+    QdrantWriter,
+    client_for,
+    qdrant_errors,
+    server_client,
+    upsert,
+)
+from embedpipe.sinks.registry import SINKS
 from embedpipe.types import Embedded, point_id
 
-RETRYABLE_HTTP = {408, 429, 502, 503, 504}
-RETRYABLE_GRPC = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-}
+__all__ = ["VECTOR_TYPES", "QdrantSink", "QdrantWriter", "qdrant_errors", "server_client"]
 
-
-@contextmanager
-def qdrant_errors(action: str) -> Iterator[None]:
-    """Translate qdrant-client failures: timeouts and lost connections are worth a retry."""
-    try:
-        yield
-    except SinkError:
-        raise
-    except (ResponseHandlingException, httpx.TransportError, ConnectionError, TimeoutError) as exc:
-        raise TransientSinkError(
-            f"Qdrant {action} failed, the server did not answer: {exc}"
-        ) from exc
-    except UnexpectedResponse as exc:
-        kind = TransientSinkError if exc.status_code in RETRYABLE_HTTP else SinkError
-        raise kind(f"Qdrant {action} failed ({exc.status_code}): {exc.content!r}") from exc
-    except grpc.RpcError as exc:
-        code = exc.code() if hasattr(exc, "code") else None
-        kind = TransientSinkError if code in RETRYABLE_GRPC else SinkError
-        raise kind(f"Qdrant {action} failed ({code}): {exc}") from exc
-    except (ValueError, RuntimeError, OSError) as exc:  # local mode raises these
-        raise SinkError(f"Qdrant {action} failed: {exc}") from exc
-
-
-def server_client(url: str | None, api_key: str | None, timeout: int | None) -> QdrantClient:
-    """A client for a Qdrant server; credentials in `url` become its API key (an `api_key=`
-    query parameter, which wins over `api_key`) and a Basic auth header (`user:pass@`)."""
-    creds = server_credentials(url or "")
-    # No version probe: it would make a request before the first real call.
-    return QdrantClient(
-        url=creds.url,
-        api_key=creds.api_key or api_key,
-        timeout=timeout,
-        headers=creds.headers or None,
-        check_compatibility=False,
-    )
-
-
-def point_batches(embedded: Embedded, size: int) -> Iterator[models.Batch]:
-    """The chunks as upsert requests of at most `size` points: uuid5 ids, the chunk payload."""
-    vectors = paired_vectors(embedded)
-    for lo in range(0, len(embedded.chunks), size):
-        chunks = embedded.chunks[lo : lo + size]
-        yield models.Batch(
-            ids=[point_id(c.id) for c in chunks],
-            vectors=vectors[lo : lo + size].tolist(),
-            payloads=[chunk_payload(c) for c in chunks],
-        )
-
-
-def upsert(client: QdrantClient, collection: str, embedded: Embedded, size: int) -> None:
-    """Upsert the chunks in requests of `size` points; returns once Qdrant acknowledged them."""
-    for batch in point_batches(embedded, size):
-        with qdrant_errors(f"upsert into '{collection}'"):
-            client.upsert(collection, points=batch, wait=True)
-
-
-@dataclass
-class QdrantWriter:
-    """A RemoteWriter upserting into one physical collection of a Qdrant server.
-
-    Connects on the first write and drops the client when pickled. `location` (":memory:")
-    replaces the server with qdrant-client's in-process engine, for tests.
-    """
-
-    collection: str
-    url: str | None = field(default=None, repr=False)  # may hold credentials: never shown
-    api_key: str | None = field(default=None, repr=False)
-    timeout: int | None = None
-    write_batch: int = 256
-    location: str | None = None
-    _client: QdrantClient | None = field(default=None, init=False, repr=False, compare=False)
-
-    def connect(self) -> QdrantClient:
-        """The client, created on first use."""
-        if self._client is None:
-            where = self.location or redact_uri(self.url or "")
-            with qdrant_errors(f"connecting to {where}"):
-                if self.location is not None:
-                    self._client = QdrantClient(location=self.location)
-                else:
-                    self._client = server_client(self.url, self.api_key, self.timeout)
-        return self._client
-
-    def write(self, embedded: Embedded) -> None:
-        """Upsert in requests of `write_batch` points; returns once Qdrant acknowledged them."""
-        upsert(self.connect(), self.collection, embedded, self.write_batch)
-
-    def close(self) -> None:
-        """Close the client, if one is open; safe to call twice."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if k != "_client"}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        vars(self).update(state, _client=None)
+# qdrant-client's types for the options; on_disk=None leaves the server's default.
+VECTOR_TYPES = qdrant_base.VectorTypes(
+    hnsw=lambda m, ef_construct: models.HnswConfigDiff(m=m, ef_construct=ef_construct),
+    int8=lambda: models.ScalarQuantization(
+        scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True)
+    ),
+    binary=lambda: models.BinaryQuantization(
+        binary=models.BinaryQuantizationConfig(always_ram=True)
+    ),
+    vectors=lambda dim, on_disk, hnsw, quantization: models.VectorParams(
+        size=dim,
+        distance=models.Distance.COSINE,
+        on_disk=on_disk or None,
+        hnsw_config=hnsw,
+        quantization_config=quantization,
+    ),
+)
 
 
 class QdrantSink:
     """Vectors in Qdrant, local (`local_path`) or on a server (`url`), under an alias `collection`."""
+
+    name = "Qdrant"
 
     def __init__(
         self,
@@ -170,16 +91,29 @@ class QdrantSink:
         self._new = False
         self._retired: str | None = None  # previous live collection, until it is dropped
 
+    @classmethod
+    def from_config(cls, scheme: str, location: str, cfg: SinkConfig) -> QdrantSink:
+        """The sink a qdrant:PATH (local mode) or qdrant+http(s)://HOST:PORT URI names; a server's
+        API key comes from QDRANT_API_KEY unless the URI carries one."""
+        where: dict[str, Any] = {"local_path": location}
+        if scheme != "qdrant":
+            url = f"{scheme.partition('+')[2]}:{location}"
+            where = {"url": url, "api_key": os.environ.get("QDRANT_API_KEY")}
+        return cls(cfg.collection, **where, write_batch=cfg.write_batch, options=cfg.qdrant,
+                   ef_search=cfg.ef_search, keep_previous=cfg.keep_previous)  # fmt: skip
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the registry declares for local mode, or for a server."""
+        return SINKS[self.uri.partition(":")[0].lower()].capabilities
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def connect(self) -> QdrantClient:
         """The client, created on first use (local mode takes a lock on its folder)."""
         if self._client is None:
-            with qdrant_errors(f"connecting to {self.uri}"):
-                if self.local_path is not None:
-                    self._client = QdrantClient(path=self.local_path)
-                else:
-                    self._client = server_client(self.url, self.api_key, self.timeout)
+            self._client = client_for(self.uri, path=self.local_path, url=self.url,
+                                      api_key=self.api_key, timeout=self.timeout)  # fmt: skip
         return self._client
 
     def open(self, dim: int, fingerprint: str) -> None:
@@ -193,7 +127,9 @@ class QdrantSink:
             if client.collection_exists(physical):
                 # Either the live index (incremental run) or an unfinished re-embed to resume.
                 self._check_dim(physical, dim)
-                check_shape(self.shape(physical), wanted_shape(self.options), physical, self.uri)
+                qdrant_base.check_shape(
+                    self.shape(physical), qdrant_base.wanted_shape(self.options), physical, self.uri
+                )
             else:
                 self._create(physical, dim)
             self._ensure_payload_indexes(physical)
@@ -213,6 +149,10 @@ class QdrantSink:
                 "driver, or use a Qdrant server (qdrant+http://HOST:PORT)"
             )
         return QdrantWriter(target, self.url, self.api_key, self.timeout, self.write_batch)
+
+    def rebuild(self) -> None:
+        """Refused: Qdrant keeps no vectors of its own to re-train from."""
+        raise not_rebuildable(self.uri)
 
     def delete(self, chunk_ids: Sequence[str]) -> None:
         """Delete these chunks in batches; ids that are not present are fine."""
@@ -260,17 +200,8 @@ class QdrantSink:
             with qdrant_errors(f"looking up '{name}'"):
                 if not self.connect().collection_exists(name):
                     return
-        if name is None:
-            return
-        offset: models.ExtendedPointId | None = None
-        while True:
-            with qdrant_errors(f"scrolling '{name}'"):
-                points, offset = self.connect().scroll(
-                    name, limit=max(self.write_batch, 256), offset=offset, with_payload=["chunk_id"]
-                )
-            yield from (str((p.payload or {}).get("chunk_id", "")) for p in points)
-            if offset is None:
-                return
+        if name is not None:
+            yield from qdrant_base.scroll_chunk_ids(partial(self._page, name), self.write_batch)
 
     def search(self, vector: np.ndarray, k: int = 5) -> list[Hit]:
         """Top-k hits of the live collection by cosine similarity."""
@@ -278,18 +209,21 @@ class QdrantSink:
             raise SinkError(
                 f"no Qdrant collection '{self.collection}' at {self.uri}: run embedpipe first"
             )
-        query = np.asarray(vector, dtype=np.float32).reshape(-1).tolist()
         # Local mode searches exactly and warns about search params: give them to servers only.
         params = None
         if self.ef_search and self.url is not None:
             params = models.SearchParams(hnsw_ef=self.ef_search)
         with qdrant_errors(f"query on '{self.collection}'"):
             result = self.connect().query_points(
-                self.collection, query=query, limit=k, with_payload=True, search_params=params
+                self.collection,
+                query=qdrant_base.query_vector(vector),
+                limit=k,
+                with_payload=True,
+                search_params=params,
             )
-        return [hit_from_payload(p.score, p.payload or {}) for p in result.points]
+        return qdrant_base.hits(result.points)
 
-    def shape(self, name: str) -> Shape:
+    def shape(self, name: str) -> qdrant_base.Shape:
         """The options a collection was created with, as stored (local mode keeps the per-vector
         ones: on_disk, HNSW and quantization; a server also reports shards and replicas)."""
         with qdrant_errors(f"reading the configuration of '{name}'"):
@@ -318,44 +252,35 @@ class QdrantSink:
         """Create a collection with the configured options, set on the vector parameters so that
         local mode stores them too (and they can be checked when the collection is reused)."""
         opts = self.options
-        hnsw = None
-        if opts.hnsw.m is not None or opts.hnsw.ef_construct is not None:
-            hnsw = models.HnswConfigDiff(m=opts.hnsw.m, ef_construct=opts.hnsw.ef_construct)
-        quantization: models.QuantizationConfig | None = None
-        if opts.quantization == "int8":
-            scalar = models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True)
-            quantization = models.ScalarQuantization(scalar=scalar)
-        elif opts.quantization == "binary":
-            binary = models.BinaryQuantizationConfig(always_ram=True)
-            quantization = models.BinaryQuantization(binary=binary)
-        vectors = models.VectorParams(
-            size=dim,
-            distance=models.Distance.COSINE,
-            on_disk=opts.on_disk or None,
-            hnsw_config=hnsw,
-            quantization_config=quantization,
-        )
         self.connect().create_collection(
             name,
-            vectors_config=vectors,
+            vectors_config=qdrant_base.vector_params(opts, dim, VECTOR_TYPES),
             shard_number=opts.shard_number,
             replication_factor=opts.replication_factor,
         )
 
     def _ensure_payload_indexes(self, name: str) -> None:
         """Keyword indexes on the configured payload fields, on a server (local mode has none)."""
-        if self.url is None or not self.options.payload_index:
-            return
-        have = set(self.connect().get_collection(name).payload_schema)
-        for key in self.options.payload_index:
-            if key not in have:
-                self.connect().create_payload_index(
-                    name, key, models.PayloadSchemaType.KEYWORD, wait=True
-                )
+        if self.url is not None:
+            qdrant_base.ensure_payload_indexes(
+                self.options.payload_index,
+                lambda: self.connect().get_collection(name).payload_schema,
+                lambda key: self._create_payload_index(name, key),
+            )
+
+    def _create_payload_index(self, name: str, key: str) -> None:
+        self.connect().create_payload_index(name, key, models.PayloadSchemaType.KEYWORD, wait=True)
 
     def _physical(self, fingerprint: str) -> str:
         """The collection that holds the generation built under `fingerprint`."""
         return f"{self.collection}__{fingerprint[:12]}"
+
+    def _page(self, name: str, offset: Any, limit: int) -> tuple[list[models.Record], Any]:
+        """One page of a collection's points with their chunk ids, and the next offset."""
+        with qdrant_errors(f"scrolling '{name}'"):
+            return self.connect().scroll(
+                name, limit=limit, offset=offset, with_payload=["chunk_id"]
+            )
 
     def _live(self) -> str | None:
         """The physical collection the public alias points to, or None."""
@@ -409,7 +334,7 @@ class QdrantSink:
 
     def _writing(self) -> str:
         if self._target is None:
-            raise SinkError("the Qdrant sink is not open: call open(dim, fingerprint) first")
+            raise not_open(self.name)
         return self._target
 
     def _release(self) -> None:

@@ -25,10 +25,10 @@ import pyarrow.parquet as pq
 
 from embedpipe.errors import SinkError
 from embedpipe.sinks.base import Hit
+from embedpipe.sinks.durable import TMP_SUFFIX, atomic_write, durable_write, fsync_dir
 from embedpipe.types import Chunk, Embedded, int_id
 
 SHARD_RE = re.compile(r"^(shard|tomb)-(\d{8})\.parquet$")
-TMP_SUFFIX = ".tmp"
 DICTIONARY_COLUMNS = ["doc_id", "metadata"]
 
 
@@ -113,31 +113,6 @@ def vectors_of(table: pa.Table) -> np.ndarray:
     column = table.column("vector").combine_chunks()
     dim = column.type.list_size
     return column.flatten().to_numpy().astype(np.float32, copy=False).reshape(-1, dim)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside `path` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def durable_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Write a new file and fsync it (not its folder: the caller renames or links it first)."""
-    with open(path, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Write a file under a temporary name, fsync it, then rename it into place."""
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    durable_write(tmp, write)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def parquet_writer(table: pa.Table) -> Callable[[IO[bytes]], object]:

@@ -1,0 +1,136 @@
+"""What the qdrant: (server, local mode) and qdrant-edge: sinks share, whatever client they call.
+
+Each engine keeps its own client calls in its module (qdrant.py, edge.py); this module holds the
+parts written once: the options as plain data (the index `Shape`, compared on every reuse), the
+mapping of options to HNSW / quantization / vector parameters, the payload-index rule, the scroll
+loop over chunk ids, turning points into hits, and the shape of error translation.
+
+Options shape the stored index, so they are applied when a collection is created and compared on
+every later open: a mismatch is an error (`SinkError`), never silently ignored, because the
+collection would go on being built the old way. Options left unset (None) are not compared.
+Payload indexes are additive: a missing one is created on reuse instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from embedpipe.config import QdrantOptions
+from embedpipe.errors import SinkError
+from embedpipe.sinks.base import Hit
+from embedpipe.sinks.store import hit_from_payload
+
+# The options that shape the stored index, normalised: on_disk, hnsw_m, hnsw_ef_construct,
+# quantization, shard_number, replication_factor.
+Shape = dict[str, Any]
+SHARDING = ("shard_number", "replication_factor")  # a server's; one Edge shard has neither
+MIN_SCROLL_PAGE = 256
+
+
+def wanted_shape(options: QdrantOptions, *, sharded: bool = True) -> Shape:
+    """What the configuration asks for (without the sharding keys unless `sharded`)."""
+    shape = {
+        "on_disk": options.on_disk,
+        "hnsw_m": options.hnsw.m,
+        "hnsw_ef_construct": options.hnsw.ef_construct,
+        "quantization": options.quantization,
+        "shard_number": options.shard_number,
+        "replication_factor": options.replication_factor,
+    }
+    return shape if sharded else {k: v for k, v in shape.items() if k not in SHARDING}
+
+
+def check_shape(have: Shape, want: Shape, collection: str, where: str) -> None:
+    """Raise when a reused collection was built with other options than the configured ones.
+
+    Keys the configuration leaves unset, or that the store does not report (None), are skipped.
+    """
+    diffs = [
+        f"{key}={have[key]!r} (configured: {value!r})"
+        for key, value in want.items()
+        if value is not None and have.get(key) is not None and have[key] != value
+    ]
+    if diffs:
+        raise SinkError(
+            f"collection '{collection}' at {where} was created with {', '.join(diffs)}: options "
+            "apply when a collection is created, so set them back, or use another --collection "
+            "(or delete this one) to build it with the new ones"
+        )
+
+
+@dataclass(frozen=True)
+class VectorTypes:
+    """One engine's constructors for what `vector_params` builds from the options."""
+
+    hnsw: Callable[[int | None, int | None], Any]  # (m, ef_construct), either may be None
+    int8: Callable[[], Any]
+    binary: Callable[[], Any]
+    vectors: Callable[[int, bool, Any, Any], Any]  # (dim, on_disk, hnsw, quantization)
+
+
+def vector_params(options: QdrantOptions, dim: int, types: VectorTypes) -> Any:
+    """The cosine vector parameters for `options` in one engine's types: HNSW only when m or
+    ef_construct is set, quantization only when asked (int8 or binary, kept in RAM)."""
+    hnsw = None
+    if options.hnsw.m is not None or options.hnsw.ef_construct is not None:
+        hnsw = types.hnsw(options.hnsw.m, options.hnsw.ef_construct)
+    quantize = {"int8": types.int8, "binary": types.binary}.get(options.quantization)
+    return types.vectors(dim, options.on_disk, hnsw, None if quantize is None else quantize())
+
+
+def ensure_payload_indexes(
+    wanted: Iterable[str], have: Callable[[], Iterable[str]], create: Callable[[str], None]
+) -> None:
+    """Create the keyword indexes of `wanted` fields that `have()` does not list."""
+    wanted = list(wanted)
+    if wanted:
+        present = set(have())
+        for field in wanted:
+            if field not in present:
+                create(field)
+
+
+def scroll_chunk_ids(
+    page: Callable[[Any, int], tuple[Sequence[Any], Any]], write_batch: int
+) -> Iterator[str]:
+    """Every point's chunk id, a page at a time: `page(offset, limit)` returns (points, next
+    offset), the next offset None after the last page."""
+    offset: Any = None
+    while True:
+        points, offset = page(offset, max(write_batch, MIN_SCROLL_PAGE))
+        yield from (str((p.payload or {}).get("chunk_id", "")) for p in points)
+        if offset is None:
+            return
+
+
+def query_vector(vector: np.ndarray) -> list[float]:
+    """One query vector as the flat list of floats the clients take."""
+    floats: list[float] = np.asarray(vector, dtype=np.float32).reshape(-1).tolist()
+    return floats
+
+
+def hits(points: Iterable[Any]) -> list[Hit]:
+    """Scored points with a chunk payload as search hits."""
+    return [hit_from_payload(p.score, p.payload or {}) for p in points]
+
+
+@contextmanager
+def translated(
+    action: str, translate: Callable[[str, Exception], SinkError | None]
+) -> Iterator[None]:
+    """Run a client call, raising `translate(action, exc)` from what it raises (SinkErrors pass
+    through; an exception `translate` answers None for propagates as it is)."""
+    try:
+        yield
+    except SinkError:
+        raise
+    except Exception as exc:
+        error = translate(action, exc)
+        if error is None:
+            raise
+        raise error from exc

@@ -1,0 +1,143 @@
+"""qdrant-client, as the Qdrant sink and its remote writers use it: a client for local mode, the
+in-process engine or a server; its failures as SinkErrors (transient ones worth a retry); the
+chunks as upsert batches; and `QdrantWriter`, the writer other processes upsert with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import httpx
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from embedpipe.errors import SinkError, TransientSinkError
+from embedpipe.redact import redact_uri, server_credentials
+from embedpipe.sinks.qdrant_base import translated
+from embedpipe.sinks.store import chunk_payload, paired_vectors
+from embedpipe.types import Embedded, point_id
+
+RETRYABLE_HTTP = {408, 429, 502, 503, 504}
+RETRYABLE_GRPC = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+def qdrant_errors(action: str) -> AbstractContextManager[None]:
+    """Translate qdrant-client failures: timeouts and lost connections are worth a retry."""
+    return translated(action, _qdrant_error)
+
+
+def _qdrant_error(action: str, exc: Exception) -> SinkError | None:
+    """The SinkError for what qdrant-client raised (None: not a client failure)."""
+    if isinstance(exc, (ResponseHandlingException, httpx.TransportError, ConnectionError,
+                        TimeoutError)):  # fmt: skip
+        return TransientSinkError(f"Qdrant {action} failed, the server did not answer: {exc}")
+    if isinstance(exc, UnexpectedResponse):
+        kind = TransientSinkError if exc.status_code in RETRYABLE_HTTP else SinkError
+        return kind(f"Qdrant {action} failed ({exc.status_code}): {exc.content!r}")
+    if isinstance(exc, grpc.RpcError):
+        code = exc.code() if hasattr(exc, "code") else None
+        kind = TransientSinkError if code in RETRYABLE_GRPC else SinkError
+        return kind(f"Qdrant {action} failed ({code}): {exc}")
+    if isinstance(exc, (ValueError, RuntimeError, OSError)):  # local mode raises these
+        return SinkError(f"Qdrant {action} failed: {exc}")
+    return None
+
+
+def server_client(url: str | None, api_key: str | None, timeout: int | None) -> QdrantClient:
+    """A client for a Qdrant server; credentials in `url` become its API key (an `api_key=`
+    query parameter, which wins over `api_key`) and a Basic auth header (`user:pass@`)."""
+    creds = server_credentials(url or "")
+    # No version probe: it would make a request before the first real call.
+    return QdrantClient(
+        url=creds.url,
+        api_key=creds.api_key or api_key,
+        timeout=timeout,
+        headers=creds.headers or None,
+        check_compatibility=False,
+    )
+
+
+def client_for(
+    where: str,
+    *,
+    path: str | None = None,
+    location: str | None = None,
+    url: str | None = None,
+    api_key: str | None = None,
+    timeout: int | None = None,
+) -> QdrantClient:
+    """A client for local mode (`path`), the in-process engine (`location`) or a server."""
+    with qdrant_errors(f"connecting to {where}"):
+        if path is not None:
+            return QdrantClient(path=path)
+        if location is not None:
+            return QdrantClient(location=location)
+        return server_client(url, api_key, timeout)
+
+
+def point_batches(embedded: Embedded, size: int) -> Iterator[models.Batch]:
+    """The chunks as upsert requests of at most `size` points: uuid5 ids, the chunk payload."""
+    vectors = paired_vectors(embedded)
+    for lo in range(0, len(embedded.chunks), size):
+        chunks = embedded.chunks[lo : lo + size]
+        yield models.Batch(
+            ids=[point_id(c.id) for c in chunks],
+            vectors=vectors[lo : lo + size].tolist(),
+            payloads=[chunk_payload(c) for c in chunks],
+        )
+
+
+def upsert(client: QdrantClient, collection: str, embedded: Embedded, size: int) -> None:
+    """Upsert the chunks in requests of `size` points; returns once Qdrant acknowledged them."""
+    for batch in point_batches(embedded, size):
+        with qdrant_errors(f"upsert into '{collection}'"):
+            client.upsert(collection, points=batch, wait=True)
+
+
+@dataclass
+class QdrantWriter:
+    """A RemoteWriter upserting into one physical collection of a Qdrant server.
+
+    Connects on the first write and drops the client when pickled. `location` (":memory:")
+    replaces the server with qdrant-client's in-process engine, for tests.
+    """
+
+    collection: str
+    url: str | None = field(default=None, repr=False)  # may hold credentials: never shown
+    api_key: str | None = field(default=None, repr=False)
+    timeout: int | None = None
+    write_batch: int = 256
+    location: str | None = None
+    _client: QdrantClient | None = field(default=None, init=False, repr=False, compare=False)
+
+    def connect(self) -> QdrantClient:
+        """The client, created on first use."""
+        if self._client is None:
+            where = self.location or redact_uri(self.url or "")
+            self._client = client_for(where, location=self.location, url=self.url,
+                                      api_key=self.api_key, timeout=self.timeout)  # fmt: skip
+        return self._client
+
+    def write(self, embedded: Embedded) -> None:
+        """Upsert in requests of `write_batch` points; returns once Qdrant acknowledged them."""
+        upsert(self.connect(), self.collection, embedded, self.write_batch)
+
+    def close(self) -> None:
+        """Close the client, if one is open; safe to call twice."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if k != "_client"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state, _client=None)

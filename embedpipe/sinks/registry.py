@@ -1,0 +1,91 @@
+"""The sink registry: one entry per URI scheme, naming its sink class and what that sink can do.
+
+A sink class is imported only when `open_sink` makes one, so reading the registry (a scheme's
+capabilities, the accepted URI forms) never imports qdrant_client or faiss.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, replace
+
+from embedpipe.config import SinkConfig
+from embedpipe.errors import ConfigError
+from embedpipe.redact import redact_uri
+from embedpipe.sinks.base import Capabilities, Sink
+
+
+@dataclass(frozen=True, slots=True)
+class SinkKind:
+    """One URI scheme: the form it takes (for messages), the sink class as "module:Class" of
+    embedpipe.sinks, whose `from_config(scheme, location, cfg)` makes it, and its capabilities."""
+
+    form: str
+    cls: str
+    capabilities: Capabilities
+
+    def make(self, scheme: str, location: str, cfg: SinkConfig) -> Sink:
+        """The sink for `scheme:location`; nothing is opened or connected yet."""
+        module, _, name = self.cls.partition(":")
+        sink: Sink = getattr(
+            importlib.import_module(f"embedpipe.sinks.{module}"), name
+        ).from_config(scheme, location, cfg)
+        return sink
+
+
+# A folder one process writes at a time (the engine locks it).
+ONE_WRITER = Capabilities(local_path=True, aliases=True)
+# A folder of append-only shards that any process seeing it can add to.
+SHARED_FOLDER = Capabilities(concurrent_writers=True, local_path=True, aliases=True)
+SERVER = Capabilities(concurrent_writers=True, aliases=True)
+
+# One line per sink: URI scheme -> SinkKind(form, "module:Class", capabilities).
+SINKS: dict[str, SinkKind] = {
+    "qdrant-edge": SinkKind("qdrant-edge:PATH", "edge:EdgeSink", ONE_WRITER),
+    "qdrant": SinkKind("qdrant:PATH", "qdrant:QdrantSink", ONE_WRITER),
+    "qdrant+http": SinkKind("qdrant+http://HOST:PORT", "qdrant:QdrantSink", SERVER),
+    "qdrant+https": SinkKind("qdrant+https://HOST:PORT", "qdrant:QdrantSink", SERVER),
+    "faiss": SinkKind("faiss:DIR", "faiss:FaissSink", replace(SHARED_FOLDER, rebuildable=True)),
+    "parquet": SinkKind("parquet:DIR", "parquet:ParquetSink", SHARED_FOLDER),
+}
+
+
+def _either(forms: list[str]) -> str:
+    """'a, b or c'."""
+    return " or ".join(filter(None, [", ".join(forms[:-1]), forms[-1]]))
+
+
+ACCEPTED = _either([kind.form for kind in SINKS.values()])
+# Sinks that live in a local path: their ledger goes next to it (PATH.state).
+LOCAL_SCHEMES = tuple(scheme for scheme, kind in SINKS.items() if kind.capabilities.local_path)
+
+
+def capabilities_for(uri: str) -> Capabilities | None:
+    """What the sink `uri` names can do, from its scheme alone (None for an unknown scheme)."""
+    kind = SINKS.get(uri.partition(":")[0].lower())
+    return None if kind is None else kind.capabilities
+
+
+def open_sink(cfg: SinkConfig) -> Sink:
+    """The sink `cfg.uri` names; nothing is opened or connected until `Sink.open`.
+
+    Its `uri` is the redacted form (`user:***@`, `api_key=***`): credentials in `cfg.uri` reach
+    the client and nothing else.
+    """
+    scheme, sep, location = cfg.uri.partition(":")
+    kind = SINKS.get(scheme.lower())
+    if not sep or kind is None or not location.strip("/"):
+        raise ConfigError(f"Unknown sink '{redact_uri(cfg.uri)}': use {ACCEPTED}")
+    return kind.make(scheme.lower(), location, cfg)
+
+
+def rebuild_sink(cfg: SinkConfig) -> None:
+    """Re-train and rebuild the live index of `cfg` from its stored vectors (rebuildable sinks)."""
+    sink = open_sink(cfg)
+    if not sink.capabilities.rebuildable:
+        rebuildable = [kind.form for kind in SINKS.values() if kind.capabilities.rebuildable]
+        raise ConfigError(
+            f"'{redact_uri(cfg.uri)}' cannot be rebuilt: only {_either(rebuildable)} keeps the "
+            "vectors to re-train from"
+        )
+    sink.rebuild()
