@@ -5,7 +5,6 @@ Exit codes: 0 done (bad records skipped and reported), 1 the run failed, 2 usage
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -13,27 +12,33 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 
-from embedpipe import api, logs
+from embedpipe import api, logs, terminal
 from embedpipe.config import RunConfig, flat_overrides, load_config
-from embedpipe.configdoc import help_for
 from embedpipe.errors import ConfigError, EmbedpipeError
+from embedpipe.flags import (
+    FLAG,
+    CollectionOpt,
+    ConfigOpt,
+    DryRunOpt,
+    EngineOpt,
+    ForceOpt,
+    LogFormatOpt,
+    MetricsOpt,
+    ModelOpt,
+    RayAddressOpt,
+    ReportOpt,
+    SinkOpt,
+    StateOpt,
+    StrictOpt,
+    flag_help,
+)
 from embedpipe.sinks import rebuild_sink
 from embedpipe.types import RunReport
 
@@ -44,47 +49,6 @@ console = Console(stderr=True)
 DEBUG = False  # --debug: tracebacks for errors, which are otherwise one line
 log = logging.getLogger("embedpipe.cli")
 out = Console()
-
-
-def _help(key: str, more: str = "") -> str:
-    """An option's help: the description of the config key it sets (configs/default.yaml)."""
-    return escape(help_for(key, more))  # escaped: typer renders help as rich markup
-
-
-FLAG = ""  # metavar of a boolean flag: it takes no value, so show none
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="YAML config (see configs/default.yaml)")
-]
-SinkOpt = Annotated[str | None, typer.Option(help=_help("sink.uri"))]
-CollectionOpt = Annotated[str | None, typer.Option(help=_help("sink.collection"))]
-ModelOpt = Annotated[str | None, typer.Option(help=_help("model.name"))]
-StateOpt = Annotated[str | None, typer.Option(help=_help("state"))]
-ReportOpt = Annotated[Path | None, typer.Option(help=_help("report"))]
-MetricsOpt = Annotated[Path | None, typer.Option(help=_help("metrics"))]
-LogFormatOpt = Annotated[
-    str,
-    typer.Option(
-        envvar="EMBEDPIPE_LOG_FORMAT", help="text | json (one JSON object per event on stderr)"
-    ),
-]
-EngineOpt = Annotated[str | None, typer.Option(help=_help("engine"))]
-RayAddressOpt = Annotated[str | None, typer.Option(help=_help("ray.address"))]
-DryRunOpt = Annotated[
-    bool,
-    typer.Option("--dry-run", metavar=FLAG, help="plan only: count what would be embedded/deleted"),
-]
-ForceOpt = Annotated[
-    bool,
-    typer.Option(
-        "--force",
-        metavar=FLAG,
-        help="promote a new generation below promote.min_fraction; allow a delete wave above "
-        "max_delete_fraction",
-    ),
-]
-StrictOpt = Annotated[
-    bool | None, typer.Option("--strict/--no-strict", metavar=FLAG, help=_help("strict"))
-]
 
 
 @app.callback()
@@ -103,37 +67,41 @@ def _options(
 
 @app.command()
 def backfill(
-    source: Annotated[str, typer.Argument(help=_help("source.uri"))],
+    source: Annotated[str, typer.Argument(help=flag_help("source.uri"))],
     sink: SinkOpt = None,
     collection: CollectionOpt = None,
     model: ModelOpt = None,
     config: ConfigOpt = None,
     report: ReportOpt = None,
     max_batch_tokens: Annotated[
-        int | None, typer.Option(help=_help("batching.max_batch_tokens"))
+        int | None, typer.Option(help=flag_help("batching.max_batch_tokens"))
     ] = None,
-    precision: Annotated[str | None, typer.Option(help=_help("model.precision"))] = None,
-    device: Annotated[str | None, typer.Option(help=_help("model.device"))] = None,
-    truncate_dim: Annotated[int | None, typer.Option(help=_help("model.truncate_dim"))] = None,
-    quantization: Annotated[str | None, typer.Option(help=_help("model.quantization"))] = None,
-    chunk_tokens: Annotated[int | None, typer.Option(help=_help("chunking.chunk_tokens"))] = None,
+    precision: Annotated[str | None, typer.Option(help=flag_help("model.precision"))] = None,
+    device: Annotated[str | None, typer.Option(help=flag_help("model.device"))] = None,
+    truncate_dim: Annotated[int | None, typer.Option(help=flag_help("model.truncate_dim"))] = None,
+    quantization: Annotated[str | None, typer.Option(help=flag_help("model.quantization"))] = None,
+    chunk_tokens: Annotated[
+        int | None, typer.Option(help=flag_help("chunking.chunk_tokens"))
+    ] = None,
     overlap_tokens: Annotated[
-        int | None, typer.Option(help=_help("chunking.overlap_tokens"))
+        int | None, typer.Option(help=flag_help("chunking.overlap_tokens"))
     ] = None,
-    text_field: Annotated[str | None, typer.Option(help=_help("source.text_field"))] = None,
-    id_field: Annotated[str | None, typer.Option(help=_help("source.id_field"))] = None,
-    index_factory: Annotated[str | None, typer.Option(help=_help("sink.index_factory"))] = None,
-    mode: Annotated[str | None, typer.Option(help=_help("mode"))] = None,
+    text_field: Annotated[str | None, typer.Option(help=flag_help("source.text_field"))] = None,
+    id_field: Annotated[str | None, typer.Option(help=flag_help("source.id_field"))] = None,
+    index_factory: Annotated[str | None, typer.Option(help=flag_help("sink.index_factory"))] = None,
+    mode: Annotated[str | None, typer.Option(help=flag_help("mode"))] = None,
     state: StateOpt = None,
     strict: StrictOpt = None,
     engine: EngineOpt = None,
     ray_address: RayAddressOpt = None,
-    text_template: Annotated[str | None, typer.Option(help=_help("source.text_template"))] = None,
+    text_template: Annotated[
+        str | None, typer.Option(help=flag_help("source.text_template"))
+    ] = None,
     include: Annotated[
-        list[str] | None, typer.Option(help=_help("source.include", "repeatable"))
+        list[str] | None, typer.Option(help=flag_help("source.include", "repeatable"))
     ] = None,
     exclude: Annotated[
-        list[str] | None, typer.Option(help=_help("source.exclude", "repeatable"))
+        list[str] | None, typer.Option(help=flag_help("source.exclude", "repeatable"))
     ] = None,
     metrics: MetricsOpt = None,
     log_format: LogFormatOpt = "text",
@@ -199,8 +167,8 @@ def query(
     as_json: Annotated[
         bool, typer.Option("--json", metavar=FLAG, help="print hits as JSON")
     ] = False,
-    nprobe: Annotated[int | None, typer.Option(help=_help("sink.nprobe"))] = None,
-    ef: Annotated[int | None, typer.Option(help=_help("sink.ef_search"))] = None,
+    nprobe: Annotated[int | None, typer.Option(help=flag_help("sink.nprobe"))] = None,
+    ef: Annotated[int | None, typer.Option(help=flag_help("sink.ef_search"))] = None,
 ) -> None:
     """Search a sink with the model it was built with; prints score, doc id and a snippet."""
     cfg = _config(
@@ -213,12 +181,7 @@ def query(
     if as_json:
         out.print_json(json.dumps([dataclasses.asdict(h) for h in hits], ensure_ascii=False))
         return
-    table = Table(title=f"top {len(hits)} for: {text}")
-    for col in ("score", "doc id", "chunk", "snippet"):
-        table.add_column(col, overflow="fold")
-    for h in hits:
-        table.add_row(f"{h.score:.3f}", h.doc_id, str(h.chunk_index), _snippet(h.text))
-    out.print(table)
+    out.print(terminal.hits_table(text, hits))
 
 
 @app.command()
@@ -227,7 +190,7 @@ def rebuild(
     collection: CollectionOpt = None,
     config: ConfigOpt = None,
     index_factory: Annotated[
-        str | None, typer.Option(help=_help("sink.index_factory", "re-trained as this"))
+        str | None, typer.Option(help=flag_help("sink.index_factory", "re-trained as this"))
     ] = None,
 ) -> None:
     """Re-train and rebuild a FAISS index from its stored vectors, without re-encoding."""
@@ -251,20 +214,7 @@ def status(
     if as_json:
         out.print_json(json.dumps(rows))
         return
-    if not rows:
-        out.print("The ledger holds nothing yet: run `embedpipe backfill SOURCE` first.")
-    for row in rows:
-        out.print(f"[bold]{row['target']}[/] model={row['model'] or 'default'} dim={row['dim']} "
-                  f"fingerprint={row['fingerprint'][:12]} chunks={row['chunks']} documents={row['documents']}")  # fmt: skip
-        for g in row.get("generations", []):
-            if g["state"] != "live":
-                out.print(f"  {g['state']} generation {g['fingerprint'][:12]}: model={g['model'] or 'default'} "
-                          f"chunks={g['chunks']} documents={g['documents']} created {_when(g['created'])}")  # fmt: skip
-        for r in row["runs"]:
-            committed = f", last commit {_when(r['committed'])}" if r.get("committed") else ""
-            out.print(f"  run {r['id']} ({_when(r['started'])}): {r['outcome']}{committed} "
-                      f"embedded={r['chunks_embedded']} skipped={r['chunks_skipped']} "
-                      f"deleted={r['chunks_deleted']} failed={r['docs_failed']}")  # fmt: skip
+    terminal.print_status(out, rows)
 
 
 @app.command("report")
@@ -290,7 +240,7 @@ def report_html(
 
 @app.command()
 def init(
-    source: Annotated[str | None, typer.Option(help=_help("source.uri"))] = None,
+    source: Annotated[str | None, typer.Option(help=flag_help("source.uri"))] = None,
     sink: SinkOpt = None,
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="write here instead of stdout")
@@ -333,26 +283,9 @@ def reconcile(
     if as_json:
         out.print_json(json.dumps(result, ensure_ascii=False))
     else:
-        _print_reconcile(result)
+        terminal.print_reconcile(out, result)
     if drifted(result) and not result["repaired"]:
         raise typer.Exit(1)
-
-
-def _print_reconcile(result: dict[str, Any]) -> None:
-    out.print(f"{result['target']}:")
-    if result["relink"]:
-        out.print(f"  the sink serves generation {result['relink'][:12]}, the ledger's live pointer "
-                  "names another (a crash mid-swap): --repair relinks the ledger")  # fmt: skip
-    for g in result["generations"]:
-        name = "live" if g["live"] else "staged"
-        out.print(f"  {name} {g['fingerprint'][:12]}: ledger {g['in_ledger']}, sink {g['in_sink']}, "
-                  f"pending {g['pending']}")  # fmt: skip
-        out.print(f"    missing from the sink: {len(g['missing'])} {g['missing'][:10]}")
-        out.print(f"    orphaned in the sink: {len(g['orphaned'])} {g['orphaned'][:10]}")
-    if result["repaired"]:
-        out.print(
-            "repaired" + (" and re-embedded" if "run" in result else ": run backfill to re-embed")
-        )
 
 
 # -- plumbing ------------------------------------------------------------------------------------
@@ -398,7 +331,10 @@ def _execute(cfg: RunConfig, *, dry_run: bool, force: bool, log_format: str = "t
     stop = threading.Event()
     _stop_on_signals(stop)
     started = time.monotonic()
-    with _progress_bar() as (bar, task):
+    with terminal.progress_bar(console, disable=not console.is_terminal or logs.json_enabled()) as (
+        bar,
+        task,
+    ):
 
         def update(r: RunReport) -> None:
             rate = r.tokens_embedded / max(time.monotonic() - started, 1e-9)
@@ -417,7 +353,7 @@ def _execute(cfg: RunConfig, *, dry_run: bool, force: bool, log_format: str = "t
         )
     began = report.run_id is not None  # else it failed before the run began: a lock, the ledger
     if began and not logs.json_enabled():  # JSON mode: the run_end event carries the summary
-        _summary(report)
+        terminal.print_summary(console, report)
     if report.outcome not in ("done", "dry-run"):
         _error(report.reason or f"the run ended {report.outcome}")
         raise typer.Exit(1)
@@ -437,54 +373,6 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, handler)
-
-
-@contextlib.contextmanager
-def _progress_bar() -> Iterator[tuple[Progress, Any]]:
-    bar = Progress(
-        TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(), TextColumn("docs"),
-        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console, transient=True, disable=not console.is_terminal or logs.json_enabled(),
-    )  # fmt: skip
-    with bar:
-        yield bar, bar.add_task("embed", total=None, info="loading model")
-
-
-def _summary(r: RunReport) -> None:
-    table = Table(
-        title=f"embedpipe: {r.outcome}" + (" (dry run: counts are planned)" if r.dry_run else "")
-    )
-    table.add_column("", style="bold")
-    table.add_column("")
-    rows = [
-        ("documents", f"{r.docs_read:,} read, {r.docs_failed:,} failed"),
-        ("chunks", f"{r.chunks_total:,} total, {r.chunks_embedded:,} embedded, {r.chunks_skipped:,} skipped, "
-                   f"{r.chunks_deleted:,} deleted"),
-        ("throughput", f"{r.tokens_per_second:,.0f} tokens/s, {r.chunks_per_second:,.1f} chunks/s in {r.seconds:.1f}s"),
-        ("padding efficiency", f"{r.padding_efficiency:.1%}"),
-        ("model", f"{r.model} on {r.device} ({r.precision})"),
-        ("sink", f"{r.sink} / {r.collection}"),
-    ]  # fmt: skip
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
-    for e in r.errors[:20]:
-        console.print(f"[yellow]skipped[/] {e.source} :: {e.record}: {e.reason}")
-    if len(r.errors) > 20:
-        console.print(f"... and {len(r.errors) - 20} more (see --report)")
-    for note in r.notes:
-        if not (r.reason and note.endswith(r.reason)):  # the reason is printed as the error
-            console.print(f"[red]{note}[/]")
-
-
-def _when(ts: float | None) -> str:
-    """A Unix time as local 'YYYY-MM-DD HH:MM:SS'."""
-    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-
-
-def _snippet(text: str, width: int = 160) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 def main() -> None:

@@ -15,6 +15,11 @@ class SourceError(EmbedpipeError):
     """A source cannot be opened at all (a single bad record is a RecordError instead)."""
 
 
+class NoSourceError(ConfigError, SourceError):
+    """The source names nothing there is to read (a missing path, a remote URL): a usage
+    error, so the CLI exits 2 before any model is loaded."""
+
+
 class SinkError(EmbedpipeError):
     """A sink refused an operation and retrying will not help."""
 

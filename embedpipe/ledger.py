@@ -9,10 +9,7 @@ state directory; `target` (sink URI + collection) keeps several indexes apart in
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
-import socket
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -21,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from embedpipe.errors import LockedError
+from embedpipe.locks import StateLock
 from embedpipe.redact import redact_uri
 from embedpipe.sinks import LOCAL_SCHEMES
 from embedpipe.types import Chunk
@@ -366,120 +363,3 @@ def _run_row(
         "committed": committed,
         **{k: counts.get(k) for k in keep},
     }
-
-
-class Seen:
-    """What one run saw, on a ledger connection of its own: each document once (a second
-    occurrence of an id is refused), with its hash and chunk count. A TEMP table, private to
-    this connection and taking no write lock, so the rules that read it (stale chunks, documents
-    to remember) go through this object and nothing else."""
-
-    def __init__(self, path: str | Path, target: Target) -> None:
-        self.ledger = Ledger(path)
-        self.target = target
-        self.ledger.db.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS seen "
-            "(doc_id TEXT PRIMARY KEY, n_chunks INTEGER, doc_hash TEXT) WITHOUT ROWID"
-        )
-        self.ledger.db.execute("DELETE FROM temp.seen")
-
-    def add(self, doc_id: str, doc_hash: str | None = None) -> bool:
-        """Note a document; False when this run already saw the id (a duplicate)."""
-        cur = self.ledger.db.execute(
-            "INSERT OR IGNORE INTO temp.seen VALUES (?, NULL, ?)", (doc_id, doc_hash)
-        )
-        return cur.rowcount == 1
-
-    def set_chunks(self, doc_id: str, n_chunks: int) -> None:
-        self.ledger.db.execute(
-            "UPDATE temp.seen SET n_chunks = ? WHERE doc_id = ?", (n_chunks, doc_id)
-        )
-
-    def stale(self, *, full: bool) -> list[str]:
-        """Chunks the ledger holds that this run's source no longer has.
-
-        Always: indexes at or beyond a seen document's new chunk count. With `full`, also every
-        chunk of a document the source no longer lists. A document seen with an unknown count
-        (it failed to read) keeps what it had.
-        """
-        args = (self.target.key, self.target.fingerprint)
-        beyond = self.ledger.db.execute(
-            "SELECT c.chunk_id FROM chunks c JOIN temp.seen s ON c.doc_id = s.doc_id "
-            "WHERE c.target = ? AND c.fingerprint = ? AND s.n_chunks IS NOT NULL "
-            "AND c.chunk_index >= s.n_chunks",
-            args,
-        ).fetchall()
-        gone: list[tuple[str]] = []
-        if full:
-            gone = self.ledger.db.execute(
-                "SELECT chunk_id FROM chunks WHERE target = ? AND fingerprint = ? "
-                "AND doc_id NOT IN (SELECT doc_id FROM temp.seen)",
-                args,
-            ).fetchall()
-        return [cid for (cid,) in beyond + gone]
-
-    def remember(self) -> None:
-        """Record the hash and chunk count of every document this run read; `complete_docs`
-        decides at read time which of them count as unchanged (every chunk done)."""
-        with self.ledger.transaction():
-            self.ledger.db.execute(
-                "INSERT OR REPLACE INTO docs SELECT ?, ?, doc_id, doc_hash, n_chunks "
-                "FROM temp.seen WHERE doc_hash IS NOT NULL AND n_chunks IS NOT NULL",
-                (self.target.key, self.target.fingerprint),
-            )
-
-    def close(self) -> None:
-        self.ledger.close()
-
-
-class StateLock:
-    """An exclusive lock on a state directory; its file names the holder (pid and host)."""
-
-    def __init__(self, state_dir: str | Path) -> None:
-        self.path = Path(state_dir) / "lock"
-        self._fd: int | None = None
-
-    def __enter__(self) -> StateLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _holder_text(fd)
-            os.close(fd)
-            raise LockedError(
-                f"Another embedpipe run ({holder}) holds the lock {self.path}: wait for it to "
-                "finish, or pass a different --state"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}".encode(), 0)
-        self._fd = fd
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-    @staticmethod
-    def holder(state_dir: str | Path) -> str | None:
-        """Who holds the lock on `state_dir` ("pid 12 on host h"), or None when it is free."""
-        path = Path(state_dir) / "lock"
-        if not path.exists():
-            return None
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return _holder_text(fd)
-        finally:
-            os.close(fd)  # closing drops a shared lock this check took
-        return None
-
-
-def _holder_text(fd: int) -> str:
-    """The holder a lock file names: "pid 12 on host h" ("pid unknown" for an empty file)."""
-    pid, _, host = os.pread(fd, 256, 0).decode(errors="replace").strip().partition(" ")
-    return f"pid {pid or 'unknown'}" + (f" on host {host}" if host else "")

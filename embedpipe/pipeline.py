@@ -23,7 +23,8 @@ from embedpipe.engines import RunContext, engine_for
 from embedpipe.engines.base import Progress
 from embedpipe.errors import HeldError, Interrupted, StateError, os_reason
 from embedpipe.hashing import fingerprint
-from embedpipe.ledger import Ledger, StateLock, Target, state_dir_for, target_key
+from embedpipe.ledger import Ledger, Target, state_dir_for, target_key
+from embedpipe.locks import StateLock
 from embedpipe.logs import run_ended, run_started
 from embedpipe.planning import Planner
 from embedpipe.sinks import open_sink

@@ -12,13 +12,77 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from embedpipe.ledger import DONE, Seen, Target
+from embedpipe.ledger import DONE, Ledger, Target
 from embedpipe.logs import record_error
 from embedpipe.types import RecordError, RunReport
 
 log = logging.getLogger(__name__)
 
 Known = dict[int, tuple[str, int]]  # chunk_index -> (content_hash, state) the ledger holds
+
+
+class Seen:
+    """What one run saw, on a ledger connection of its own: each document once (a second
+    occurrence of an id is refused), with its hash and chunk count. A TEMP table, private to
+    this connection and taking no write lock, so the rules that read it (stale chunks, documents
+    to remember) go through this object and nothing else."""
+
+    def __init__(self, path: str | Path, target: Target) -> None:
+        self.ledger = Ledger(path)
+        self.target = target
+        self.ledger.db.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS seen "
+            "(doc_id TEXT PRIMARY KEY, n_chunks INTEGER, doc_hash TEXT) WITHOUT ROWID"
+        )
+        self.ledger.db.execute("DELETE FROM temp.seen")
+
+    def add(self, doc_id: str, doc_hash: str | None = None) -> bool:
+        """Note a document; False when this run already saw the id (a duplicate)."""
+        cur = self.ledger.db.execute(
+            "INSERT OR IGNORE INTO temp.seen VALUES (?, NULL, ?)", (doc_id, doc_hash)
+        )
+        return cur.rowcount == 1
+
+    def set_chunks(self, doc_id: str, n_chunks: int) -> None:
+        self.ledger.db.execute(
+            "UPDATE temp.seen SET n_chunks = ? WHERE doc_id = ?", (n_chunks, doc_id)
+        )
+
+    def stale(self, *, full: bool) -> list[str]:
+        """Chunks the ledger holds that this run's source no longer has.
+
+        Always: indexes at or beyond a seen document's new chunk count. With `full`, also every
+        chunk of a document the source no longer lists. A document seen with an unknown count
+        (it failed to read) keeps what it had.
+        """
+        args = (self.target.key, self.target.fingerprint)
+        beyond = self.ledger.db.execute(
+            "SELECT c.chunk_id FROM chunks c JOIN temp.seen s ON c.doc_id = s.doc_id "
+            "WHERE c.target = ? AND c.fingerprint = ? AND s.n_chunks IS NOT NULL "
+            "AND c.chunk_index >= s.n_chunks",
+            args,
+        ).fetchall()
+        gone: list[tuple[str]] = []
+        if full:
+            gone = self.ledger.db.execute(
+                "SELECT chunk_id FROM chunks WHERE target = ? AND fingerprint = ? "
+                "AND doc_id NOT IN (SELECT doc_id FROM temp.seen)",
+                args,
+            ).fetchall()
+        return [cid for (cid,) in beyond + gone]
+
+    def remember(self) -> None:
+        """Record the hash and chunk count of every document this run read; `complete_docs`
+        decides at read time which of them count as unchanged (every chunk done)."""
+        with self.ledger.transaction():
+            self.ledger.db.execute(
+                "INSERT OR REPLACE INTO docs SELECT ?, ?, doc_id, doc_hash, n_chunks "
+                "FROM temp.seen WHERE doc_hash IS NOT NULL AND n_chunks IS NOT NULL",
+                (self.target.key, self.target.fingerprint),
+            )
+
+    def close(self) -> None:
+        self.ledger.close()
 
 
 class Planner:

@@ -17,7 +17,8 @@ import pytest
 import embedpipe
 import embedpipe.api
 from embedpipe.errors import HeldError
-from embedpipe.ledger import StateLock, state_dir_for
+from embedpipe.ledger import state_dir_for
+from embedpipe.locks import StateLock
 from tests.test_incremental import config, consistency, corpus_files
 
 SINKS = ["qdrant-edge", "qdrant", "faiss", "parquet"]

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Sequence
 
 from embedpipe.config import SourceConfig
-from embedpipe.errors import ConfigError, SourceError
+from embedpipe.errors import NoSourceError, SourceError
 from embedpipe.sources.base import Source
 from embedpipe.sources.files import DEFAULT_EXTENSIONS, open_dir, read_dir, suffixes
 from embedpipe.sources.hf import open_hf, read_hf
@@ -30,11 +30,6 @@ __all__ = [
 ]
 
 Opener = Callable[[str, SourceConfig], Source]
-
-
-class NoSourceError(ConfigError, SourceError):
-    """The source names nothing there is to read (a missing path, a remote URL): a usage
-    error, so the CLI exits 2 before any model is loaded."""
 
 
 OPENERS: dict[str, Opener] = {

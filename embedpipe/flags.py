@@ -1,0 +1,53 @@
+"""The options several `embedpipe` commands share, their help taken from the description of the
+config key each sets (one source of documentation: embedpipe/sections.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from embedpipe.configdoc import help_for
+
+
+def flag_help(key: str, more: str = "") -> str:
+    """An option's help: the description of the config key it sets (configs/default.yaml)."""
+    return escape(help_for(key, more))  # escaped: typer renders help as rich markup
+
+
+FLAG = ""  # metavar of a boolean flag: it takes no value, so show none
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config (see configs/default.yaml)")
+]
+SinkOpt = Annotated[str | None, typer.Option(help=flag_help("sink.uri"))]
+CollectionOpt = Annotated[str | None, typer.Option(help=flag_help("sink.collection"))]
+ModelOpt = Annotated[str | None, typer.Option(help=flag_help("model.name"))]
+StateOpt = Annotated[str | None, typer.Option(help=flag_help("state"))]
+ReportOpt = Annotated[Path | None, typer.Option(help=flag_help("report"))]
+MetricsOpt = Annotated[Path | None, typer.Option(help=flag_help("metrics"))]
+LogFormatOpt = Annotated[
+    str,
+    typer.Option(
+        envvar="EMBEDPIPE_LOG_FORMAT", help="text | json (one JSON object per event on stderr)"
+    ),
+]
+EngineOpt = Annotated[str | None, typer.Option(help=flag_help("engine"))]
+RayAddressOpt = Annotated[str | None, typer.Option(help=flag_help("ray.address"))]
+DryRunOpt = Annotated[
+    bool,
+    typer.Option("--dry-run", metavar=FLAG, help="plan only: count what would be embedded/deleted"),
+]
+ForceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        metavar=FLAG,
+        help="promote a new generation below promote.min_fraction; allow a delete wave above "
+        "max_delete_fraction",
+    ),
+]
+StrictOpt = Annotated[
+    bool | None, typer.Option("--strict/--no-strict", metavar=FLAG, help=flag_help("strict"))
+]

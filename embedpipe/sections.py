@@ -1,0 +1,243 @@
+"""The sections of a run's configuration (source, model, chunking, batching, sink, ray,
+promote) as pydantic models; `config.RunConfig` holds one of each. Every key's description here
+is its one documentation: default.yaml, the init template and the CLI help are made from it."""
+
+from __future__ import annotations
+
+import re
+import string
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DEFAULT_SINK = "qdrant-edge:./.embedpipe/qdrant-edge"
+# A collection names folders and Qdrant collections: no separators, no leading dot, bounded.
+COLLECTION_RULE = "[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SourceConfig(Section):
+    """Where documents come from."""
+
+    uri: str = Field(
+        "",
+        description="directory, JSONL file, Parquet file or dir, or hf:PATH / "
+        "hf:OWNER/NAME[:CONFIG][#split]",
+    )
+    text_field: str = Field("text", description="JSONL/Parquet/HF field holding the text")
+    id_field: str = Field(
+        "id", description="field holding a stable document id; missing = a hash of the text"
+    )
+    metadata_fields: list[str] | None = Field(
+        None, description="fields copied into each chunk's payload; null = every other field"
+    )
+    extensions: list[str] = Field(
+        [".txt", ".md", ".rst", ".html", ".htm", ".pdf"],
+        description="file suffixes a directory source reads (PDF: the text of each page)",
+    )
+    include: list[str] = Field(
+        [], description="directory source: read only paths matching one of these globs"
+    )
+    exclude: list[str] = Field(
+        [], description="directory source: skip paths (and whole directories) matching these globs"
+    )
+    text_template: str | None = Field(
+        None,
+        description="JSONL/Parquet/HF: build the text from fields, e.g. '{title}\\n\\n{body}'",
+    )
+
+    @field_validator("text_template")
+    @classmethod
+    def _template_names_fields(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            names = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+        except ValueError as exc:
+            raise ValueError(f"text_template is not a valid format string: {exc}") from exc
+        if not names or any(not n or n[0].isdigit() for n in names):
+            raise ValueError("text_template must name fields, e.g. '{title}\\n\\n{body}'")
+        return value
+
+
+class ModelConfig(Section):
+    """The embedding model and how it runs."""
+
+    name: str | None = Field(
+        None,
+        description="sentence-transformers name or local folder; null = packaged all-MiniLM-L6-v2",
+    )
+    device: str = Field(
+        "auto", description="auto (CUDA if present, else CPU) | cpu | cuda | cuda:N"
+    )
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto",
+        description="auto (bf16/fp16 on CUDA; on CPU bf16 when native, accurate and faster, else "
+        "fp32) | fp32 | fp16 | bf16",
+    )
+    normalize: bool = Field(True, description="L2-normalise vectors (cosine = inner product)")
+    prefix: str = Field("", description="text prepended to every chunk, e.g. 'passage: ' for E5")
+    query_prefix: str = Field("", description="text prepended to queries, e.g. 'query: '")
+    max_seq_length: int | None = Field(
+        None, description="most tokens the model reads per chunk; null = the model's own limit"
+    )
+    threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads on CPU; null = chosen from the cores"
+    )
+    truncate_dim: int | None = Field(
+        None,
+        ge=1,
+        description="keep the first N dims, re-normalised (Matryoshka-trained models; queries "
+        "alike); null = all",
+    )
+    quantization: Literal["none", "int8", "binary"] = Field(
+        "none",
+        description="none | int8 | binary: what the sinks store, float vectors or their int8 "
+        "codes / sign bits (README: Output precision)",
+    )
+
+
+class ChunkingConfig(Section):
+    """How documents are split."""
+
+    chunk_tokens: int = Field(
+        256,
+        ge=8,
+        description="most tokens per chunk, special tokens included (capped at max_seq_length)",
+    )
+    overlap_tokens: int = Field(
+        32, ge=0, description="tokens shared by neighbouring chunks (under half of chunk_tokens)"
+    )
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> ChunkingConfig:
+        if self.overlap_tokens >= self.chunk_tokens // 2:
+            raise ValueError("overlap_tokens must be less than half of chunk_tokens")
+        return self
+
+
+class BatchingConfig(Section):
+    """How chunks are packed for the encoder."""
+
+    max_batch_tokens: int = Field(
+        16384,
+        ge=64,
+        description="token budget per batch: chunks x longest chunk (left unset on CUDA: sized to "
+        "the free memory)",
+    )
+    window: int = Field(4096, ge=1, description="chunks sorted together by length before packing")
+    max_batch_size: int = Field(512, ge=1, description="cap on chunks per batch")
+
+
+class HnswOptions(Section):
+    """HNSW graph parameters of a Qdrant collection; null keeps Qdrant's default."""
+
+    m: int | None = Field(None, ge=2, description="edges per node (Qdrant's default: 16)")
+    ef_construct: int | None = Field(
+        None, ge=4, description="candidates while building (Qdrant's default: 100)"
+    )
+
+
+class QdrantOptions(Section):
+    """How a qdrant-edge: / qdrant: collection is built: applied when it is created, checked when
+    it is reused (a difference is an error)."""
+
+    on_disk: bool = Field(False, description="keep original vectors on disk (mmap), not in RAM")
+    hnsw: HnswOptions = HnswOptions()
+    quantization: Literal["none", "int8", "binary"] = Field(
+        "none",
+        description="none | int8 (scalar, 4x smaller) | binary (32x smaller, for 1024+ dims): "
+        "Qdrant's own quantized index, originals kept",
+    )
+    payload_index: list[str] = Field(
+        ["doc_id"], description="payload fields given a keyword index (server and Edge; not local)"
+    )
+    shard_number: int | None = Field(None, ge=1, description="shards of a server collection")
+    replication_factor: int | None = Field(
+        None, ge=1, description="copies of each shard on a server cluster"
+    )
+
+
+class SinkConfig(Section):
+    """Where vectors go."""
+
+    uri: str = Field(
+        DEFAULT_SINK,
+        description="qdrant-edge:PATH (Qdrant Edge, in-process) | qdrant:PATH (qdrant-client "
+        "local mode) | qdrant+http(s)://HOST:PORT | faiss:DIR | parquet:DIR (README: Sinks)",
+    )
+    collection: str = Field(
+        "embedpipe",
+        description="public name (a Qdrant alias, a symlink in a local sink); must match "
+        f"{COLLECTION_RULE}",
+    )
+    index_factory: str | None = Field(
+        None,
+        description="FAISS index_factory, e.g. 'IVF1024,Flat' or 'HNSW32'; null = the live "
+        "index's (Flat for a new one)",
+    )
+    write_batch: int = Field(256, ge=1, description="points per upsert request")
+    qdrant: QdrantOptions = QdrantOptions()
+    nprobe: int | None = Field(
+        None, ge=1, description="FAISS IVF lists probed per query; null = about sqrt(nlist)"
+    )
+    ef_search: int | None = Field(
+        None,
+        ge=1,
+        description="HNSW candidates per query (FAISS efSearch, Qdrant hnsw_ef); null = default",
+    )
+    keep_previous: bool = Field(
+        False,
+        description="after a re-embed swap, keep the retired index (rollback) instead of dropping it",
+    )
+
+    @field_validator("collection")
+    @classmethod
+    def _collection_is_a_name(cls, value: str) -> str:
+        if not re.fullmatch(COLLECTION_RULE, value):
+            raise ValueError(
+                f"collection {value!r} must match {COLLECTION_RULE}: a letter or digit, then up to "
+                "127 letters, digits, '_', '.' or '-' (it names folders and Qdrant collections)"
+            )
+        return value
+
+
+class RayConfig(Section):
+    """The Ray Data engine (engine: ray): where the cluster is and how the stages are spread."""
+
+    address: str | None = Field(
+        None,
+        description="'auto' joins the running cluster, or ray://HOST:PORT; null starts a local Ray",
+    )
+    chunk_workers: int = Field(1, ge=1, description="CPU actors that parse, chunk and hash")
+    encoders: int = Field(1, ge=1, description="encoder actors (one model load each)")
+    num_gpus: float = Field(0, ge=0, description="GPUs per encoder actor (1 on a GPU cluster)")
+    num_cpus: float = Field(1, gt=0, description="CPUs per encoder actor (also its torch threads)")
+    wave_mb: float = Field(
+        256, gt=0, description="source files read per wave, in MB (the object store holds two)"
+    )
+    wave_docs: int = Field(
+        20000, ge=1, description="documents per wave of a source the driver reads (hf:, yours)"
+    )
+    block_docs: int = Field(256, ge=1, description="documents per chunking task")
+    write_from: Literal["auto", "driver", "actors"] = Field(
+        "auto",
+        description="auto | driver | actors: who writes the sink; auto = the encoder actors for a "
+        "Qdrant server, the driver for sinks in a local path; actors also for parquet:/faiss: on "
+        "a shared filesystem",
+    )
+
+
+class PromoteConfig(Section):
+    """When a new generation (a model or chunking change) may replace the live index."""
+
+    min_fraction: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="promote a new generation only when it holds at least this share of the "
+        "live one's documents (else the run is held; --force overrides)",
+    )
