@@ -176,7 +176,7 @@ def reconcile(config: RunConfig, *, repair: bool = False) -> dict[str, Any]:
     unknown to the ledger (repair: delete them from the sink). `relink`: the sink serves another
     generation than the ledger's live pointer names (a crash mid-swap; repair: relink the ledger).
     """
-    from embedpipe.locks import StateLock
+    from embedpipe.durable import StateLock
     from embedpipe.reconcile import reconcile as compare
 
     sink = open_sink(config.sink)

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from embedpipe.locks import StateLock
+from embedpipe.durable import StateLock
 from embedpipe.redact import redact_uri
-from embedpipe.sinks import LOCAL_SCHEMES
+from embedpipe.sinks import capabilities_for
 from embedpipe.types import Chunk
 
 PENDING, DONE = 0, 1
@@ -80,8 +80,8 @@ def state_dir_for(sink_uri: str, state: str | None) -> Path:
     """Where the ledger lives: --state, else next to a local sink, else ./.embedpipe/state."""
     if state:
         return Path(state)
-    scheme, _, rest = sink_uri.partition(":")
-    if scheme in LOCAL_SCHEMES and rest:
+    rest = sink_uri.partition(":")[2]
+    if _is_local(sink_uri) and rest:
         return Path(rest).expanduser().absolute().with_name(Path(rest).name + ".state")
     # A server: named by host, port and path; never by its credentials (userinfo, api_key).
     place = urlsplit(rest)
@@ -92,9 +92,15 @@ def state_dir_for(sink_uri: str, state: str | None) -> Path:
 def target_key(sink_uri: str, collection: str) -> str:
     """A sink's identity in the ledger: local paths made absolute so cwd does not matter."""
     scheme, _, rest = sink_uri.partition(":")
-    if scheme in LOCAL_SCHEMES and rest:
+    if _is_local(sink_uri) and rest:
         rest = str(Path(rest).expanduser().absolute())
     return redact_uri(f"{scheme}:{rest}") + f"|{collection}"
+
+
+def _is_local(sink_uri: str) -> bool:
+    """Whether the sink keeps its index in a local path (its ledger then goes beside it)."""
+    caps = capabilities_for(sink_uri)
+    return caps is not None and caps.local_path
 
 
 @dataclass(frozen=True, slots=True)

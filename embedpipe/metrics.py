@@ -10,13 +10,14 @@ The file is replaced atomically (temporary file + rename), so the collector neve
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from embedpipe.durable import atomic_write, take_lock
+from embedpipe.errors import LockedError
 from embedpipe.types import RunReport
 
 LAST_SUCCESS = "embedpipe_last_success_timestamp_seconds"
@@ -61,7 +62,8 @@ def write_textfile(
         samples = read_samples(target)
         fresh = run_samples(report, collection, samples, time.time() if now is None else now)
         others = {key: v for key, v in samples.items() if key[1] != collection}
-        _replace(target, render(others | fresh))
+        text = render(others | fresh)
+        atomic_write(target, lambda f: f.write(text.encode()))  # *.prom.tmp: never collected
 
 
 def run_samples(
@@ -124,21 +126,11 @@ def _unescape(label: str) -> str:
     return re.sub(r"\\(.)", lambda m: "\n" if m[1] == "n" else m[1], label)
 
 
-def _replace(target: Path, text: str) -> None:
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # not *.prom: never collected
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
-
-
 @contextlib.contextmanager
 def _locked(target: Path) -> Iterator[None]:
     """Serialise jobs sharing one file, so neither drops the other's collection."""
-    with open(target.with_name(f".{target.name}.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    fd = take_lock(target.with_name(f".{target.name}.lock"), LockedError, wait=True)
+    try:
+        yield
+    finally:
+        os.close(fd)  # closing drops the flock

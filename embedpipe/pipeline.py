@@ -18,13 +18,13 @@ from pathlib import Path
 
 from embedpipe.commit import Committer, WriterThread
 from embedpipe.config import RunConfig
+from embedpipe.durable import StateLock
 from embedpipe.encoder import Encoder
 from embedpipe.engines import RunContext, engine_for
 from embedpipe.engines.base import Progress
 from embedpipe.errors import HeldError, Interrupted, StateError, os_reason
 from embedpipe.hashing import fingerprint
 from embedpipe.ledger import Ledger, Target, state_dir_for, target_key
-from embedpipe.locks import StateLock
 from embedpipe.logs import run_ended, run_started
 from embedpipe.planning import Planner
 from embedpipe.sinks import open_sink

@@ -12,9 +12,9 @@ import pytest
 import embedpipe
 import embedpipe.api
 from embedpipe.config import load_config
+from embedpipe.durable import StateLock
 from embedpipe.errors import LockedError, SinkError
 from embedpipe.ledger import Ledger, Target, state_dir_for, target_key
-from embedpipe.locks import StateLock
 from embedpipe.pipeline import Pipeline
 from embedpipe.sinks import open_sink
 from embedpipe.types import Embedded

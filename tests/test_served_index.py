@@ -16,9 +16,9 @@ import pytest
 
 import embedpipe
 import embedpipe.api
+from embedpipe.durable import StateLock
 from embedpipe.errors import HeldError
 from embedpipe.ledger import state_dir_for
-from embedpipe.locks import StateLock
 from tests.test_incremental import config, consistency, corpus_files
 
 SINKS = ["qdrant-edge", "qdrant", "faiss", "parquet"]

@@ -55,7 +55,6 @@ from embedpipe.engines.ray_stages import (
 )
 from embedpipe.errors import ConfigError, SinkError
 from embedpipe.faults import crash_point
-from embedpipe.sinks import LOCAL_SCHEMES
 from embedpipe.sinks.base import RemoteWriter, Sink
 from embedpipe.sinks.store import vectors_of
 from embedpipe.sources.base import Files, Source
@@ -295,27 +294,20 @@ class _RayStream:
 def remote_writer_for(sink: Sink, write_from: str) -> RemoteWriter | None:
     """The writer the encoder actors use, or None when the driver writes the sink.
 
-    `auto`: the actors write a sink reached over the network (a Qdrant server); sinks in a local
-    path are written by the driver (a path on the driver may not exist on the workers).
-    `actors`: the actors write any sink that hands out a writer, an error for the others.
+    `auto`: the actors write a sink reached over the network that takes concurrent writers (a
+    Qdrant server); sinks in a local path are written by the driver (a path on the driver may not
+    exist on the workers). `actors`: the actors write any sink that hands out a writer, and the
+    others refuse with their reason.
     """
-    make = getattr(sink, "remote_writer", None)
+    caps = sink.capabilities
     if write_from == "driver" or (
-        write_from == "auto" and sink.uri.partition(":")[0] in LOCAL_SCHEMES
+        write_from == "auto" and (caps.local_path or not caps.concurrent_writers)
     ):
         return None
-    if make is None:
-        if write_from == "actors":
-            raise ConfigError(
-                f"ray.write_from=actors: the sink {sink.uri} takes no concurrent writers;"
-                " use write_from=driver"
-            )
-        return None
     try:
-        writer: RemoteWriter = make()
+        return sink.remote_writer()
     except SinkError as exc:  # e.g. Qdrant local mode: one process only
         raise ConfigError(f"ray.write_from=actors: {exc}") from exc
-    return writer
 
 
 def _file_waves(sizes: tuple[int, ...], budget: float) -> Iterator[tuple[int, int]]:

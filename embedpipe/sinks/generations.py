@@ -19,10 +19,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from embedpipe.durable import atomic_write, fsync_dir, take_lock
 from embedpipe.errors import SinkError
 from embedpipe.faults import crash_point
 from embedpipe.sinks.base import Capabilities, RemoteWriter, no_remote_writer, not_rebuildable
-from embedpipe.sinks.durable import atomic_write, fsync_dir, take_lock
 from embedpipe.sinks.registry import SINKS
 
 GENERATIONS = ".generations"

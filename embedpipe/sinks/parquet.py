@@ -28,9 +28,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from embedpipe.config import SinkConfig
+from embedpipe.durable import fsync_dir
 from embedpipe.errors import SinkError
 from embedpipe.sinks.base import Hit
-from embedpipe.sinks.durable import fsync_dir
 from embedpipe.sinks.store import (
     ShardStore,
     hit_from_payload,

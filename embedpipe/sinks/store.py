@@ -23,9 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from embedpipe.durable import TMP_SUFFIX, atomic_write, durable_write, fsync_dir
 from embedpipe.errors import SinkError
 from embedpipe.sinks.base import Hit
-from embedpipe.sinks.durable import TMP_SUFFIX, atomic_write, durable_write, fsync_dir
 from embedpipe.types import Chunk, Embedded, int_id
 
 SHARD_RE = re.compile(r"^(shard|tomb)-(\d{8})\.parquet$")
