@@ -9,8 +9,9 @@ import io
 import json
 import os
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from embedpipe.config import SourceConfig
 from embedpipe.errors import SourceError
@@ -30,17 +31,12 @@ def open_jsonl(path: str, cfg: SourceConfig) -> Source:
     return Source(uri=path, kind="jsonl", read=read, files=files)
 
 
-def read_jsonl(
-    path: str | Path,
-    *,
-    text_field: str = "text",
-    id_field: str = "id",
-    metadata_fields: Sequence[str] | None = None,
-    text_template: str | None = None,
-) -> Iterator[Document | RecordError]:
-    """Each non-blank line of `path` as a Document or a RecordError naming the line."""
-    fields = RecordFields(text_field, id_field, metadata_fields, text_template)
-    yield from _read_jsonl(path, fields)
+def read_jsonl(path: str | Path, **fields: Any) -> Iterator[Document | RecordError]:
+    """Each non-blank line of `path` as a Document or a RecordError naming the line.
+
+    `fields` are RecordFields' (text_field, id_field, metadata_fields, text_template).
+    """
+    yield from _read_jsonl(path, RecordFields(**fields))
 
 
 def _read_jsonl(path: str | Path, fields: RecordFields) -> Iterator[Document | RecordError]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -61,17 +62,12 @@ def parquet_files(path: str | Path) -> list[Path]:
     return files
 
 
-def read_parquet(
-    path: str | Path,
-    *,
-    text_field: str = "text",
-    id_field: str = "id",
-    metadata_fields: Sequence[str] | None = None,
-    text_template: str | None = None,
-) -> Iterator[Document | RecordError]:
-    """Each row of the Parquet data at `path` as a Document or a RecordError naming the row."""
-    fields = RecordFields(text_field, id_field, metadata_fields, text_template)
-    yield from _read_files(parquet_files(path), fields)
+def read_parquet(path: str | Path, **fields: Any) -> Iterator[Document | RecordError]:
+    """Each row of the Parquet data at `path` as a Document or a RecordError naming the row.
+
+    `fields` are RecordFields' (text_field, id_field, metadata_fields, text_template).
+    """
+    yield from _read_files(parquet_files(path), RecordFields(**fields))
 
 
 def _read_files(files: Sequence[Path], fields: RecordFields) -> Iterator[Document | RecordError]:
