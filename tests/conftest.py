@@ -81,3 +81,11 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, encoder) -> Path:  # ty
     )
     model.save(str(out / "st"))
     return out / "st"
+
+
+@pytest.fixture(scope="session")
+def fake_encoder():  # type: ignore[no-untyped-def]
+    """A deterministic FakeEncoder (dim 32) on the packaged model's tokenizer: no model load."""
+    from tests.fakes import FakeEncoder
+
+    return FakeEncoder()
