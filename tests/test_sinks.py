@@ -379,3 +379,77 @@ def test_concurrent_writer_sinks_hand_out_a_picklable_writer_the_others_refuse(
     sink.close()
     assert sorted(sink.chunk_ids()) == ids(new)
     assert top(sink, new.vectors[9]) == new.chunks[9].id
+
+
+# -- filters: pushed down by every sink, the same answers --------------------------------------
+
+
+def tagged(n: int = 40) -> Embedded:
+    """`n` chunks of ten documents whose metadata has a package, a year (an int), tags (a list)
+    and a nested field, to filter on."""
+    emb = embedded(n)
+    for i, c in enumerate(emb.chunks):
+        c.metadata = {
+            "pkg": ["numpy", "scipy", "pandas"][i % 3],
+            "year": 2020 + i % 4,
+            "tags": ["even", "all"] if i % 2 == 0 else ["all"],
+            "info": {"lang": "en" if i < n // 2 else "de"},
+        }
+    return emb
+
+
+def expected_ids(emb: Embedded, vector: np.ndarray, keep: Callable[[Any], bool], k: int) -> list[str]:
+    """What an exact search restricted to the chunks `keep` passes returns."""
+    order = np.argsort(-(emb.vectors @ vector), kind="stable")
+    return [emb.chunks[i].id for i in order if keep(emb.chunks[i])][:k]
+
+
+FILTER_CASES: list[tuple[dict[str, Any], Callable[[Any], bool]]] = [
+    ({"doc_id": "doc3"}, lambda c: c.doc_id == "doc3"),
+    ({"doc_id": ["doc1", "doc7"]}, lambda c: c.doc_id in ("doc1", "doc7")),
+    ({"chunk_index": 2}, lambda c: c.index == 2),
+    ({"metadata.pkg": "scipy"}, lambda c: c.metadata["pkg"] == "scipy"),
+    ({"metadata.year": [2021, 2023]}, lambda c: c.metadata["year"] in (2021, 2023)),
+    ({"metadata.tags": "even"}, lambda c: "even" in c.metadata["tags"]),
+    ({"metadata.info.lang": "de"}, lambda c: c.metadata["info"]["lang"] == "de"),
+    (
+        {"metadata.pkg": ["numpy", "pandas"], "chunk_index": [0, 1]},
+        lambda c: c.metadata["pkg"] in ("numpy", "pandas") and c.index in (0, 1),
+    ),
+]
+
+
+@pytest.mark.parametrize(("where", "keep"), FILTER_CASES, ids=lambda v: str(v)[:40])
+def test_a_filter_returns_the_exact_top_k_among_the_chunks_it_passes(
+    make: Make, where: dict[str, Any], keep: Callable[[Any], bool]
+) -> None:
+    emb = tagged()
+    sink = filled(make(), emb)
+    query = unit_vectors(1, seed=42)[0]
+    hits = sink.search(query, k=6, filter=where)
+    assert [h.chunk_id for h in hits] == expected_ids(emb, query, keep, 6)
+    assert all(keep(next(c for c in emb.chunks if c.id == h.chunk_id)) for h in hits)
+
+
+def test_a_string_never_matches_a_number_and_no_match_is_no_hits(make: Make) -> None:
+    sink = filled(make(), tagged())
+    query = unit_vectors(1, seed=1)[0]
+    assert sink.search(query, k=5, filter={"metadata.year": "2021"}) == []
+    assert sink.search(query, k=5, filter={"doc_id": "nope"}) == []
+    assert len(sink.search(query, k=5, filter={"metadata.year": ["2021", 2021]})) == 5
+
+
+def test_a_filter_on_an_unknown_key_says_which_keys_work(make: Make) -> None:
+    sink = filled(make(), tagged(8))
+    with pytest.raises(ConfigError, match=r"cannot filter on 'pkg' \(did you mean metadata.pkg"):
+        sink.search(unit_vectors(1)[0], k=3, filter={"pkg": "numpy"})
+
+
+def test_a_filter_sees_writes_in_place_and_not_deleted_chunks(make: Make) -> None:
+    emb = tagged(12)
+    sink = filled(make(), emb)
+    sink.open(DIM, FP_A)
+    sink.delete([c.id for c in emb.chunks if c.doc_id == "doc1"][:2])
+    sink.close()
+    hits = sink.search(emb.vectors[4], k=10, filter={"doc_id": "doc1"})
+    assert sorted(h.chunk_id for h in hits) == ["doc1#2", "doc1#3"]

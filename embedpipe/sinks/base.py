@@ -3,7 +3,7 @@ query returns."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -106,8 +106,12 @@ class Sink(Protocol):
         the one being written, else of the live one. Never creates a generation."""
         ...
 
-    def search(self, vector: np.ndarray, k: int = 5) -> list[Hit]:
-        """Top-k hits of the live index for one query vector."""
+    def search(
+        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
+    ) -> list[Hit]:
+        """Top-k hits of the live index for one query vector, among the chunks that pass
+        `filter` (payload path -> value or list of values; see filters.py): k hits whenever k
+        chunks pass it."""
         ...
 
     def remote_writer(self) -> RemoteWriter:

@@ -16,7 +16,7 @@ the same generation fails with a clear message, as Qdrant local mode does.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from functools import partial
 from pathlib import Path
@@ -29,6 +29,7 @@ from embedpipe.config import QdrantOptions, SinkConfig
 from embedpipe.errors import SinkError
 from embedpipe.sinks import qdrant_base
 from embedpipe.sinks.base import Hit, not_open
+from embedpipe.sinks.filters import conditions
 from embedpipe.sinks.generations import GenerationSink, write_manifest
 from embedpipe.sinks.store import chunk_payload, paired_vectors
 from embedpipe.types import Embedded, point_id
@@ -67,6 +68,14 @@ VECTOR_TYPES = qdrant_base.VectorTypes(
         hnsw_config=hnsw,
         quantization_config=quantization,
     ),
+)
+
+
+FILTER_TYPES = qdrant_base.FilterTypes(
+    filter=qe.Filter,
+    field=lambda key, match: qe.FieldCondition(key, match=match),
+    value=qe.MatchValue,
+    any=qe.MatchAny,
 )
 
 
@@ -159,14 +168,19 @@ class EdgeSink(GenerationSink):
     def _scroll(self, shard: Any) -> Iterator[str]:
         return qdrant_base.scroll_chunk_ids(partial(_page, shard), self.write_batch)
 
-    def search(self, vector: np.ndarray, k: int = 5) -> list[Hit]:
-        """Top-k hits of the live shard by cosine similarity."""
-        live = self._gens.live()
+    def search(
+        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
+    ) -> list[Hit]:
+        """Top-k hits of the live shard by cosine similarity, among the chunks `filter` passes."""
+        where = qdrant_base.native_filter(conditions(filter), FILTER_TYPES)
+        live = self._live_gen()
         shard = self._shard if self._gen is not None and self._gen == live else None
         shard = shard or self._live_reader(required=True)
         params = qe.SearchParams(hnsw_ef=self.ef_search) if self.ef_search else None
         query = qe.Query.Nearest(qdrant_base.query_vector(vector))
-        request = qe.QueryRequest(limit=k, query=query, with_payload=True, params=params)
+        request = qe.QueryRequest(
+            limit=k, query=query, with_payload=True, params=params, filter=where
+        )
         with edge_errors(f"query on '{self.collection}'"):
             points = shard.query(request)
         return qdrant_base.hits(points)

@@ -19,6 +19,7 @@ the index was trained on get a full rebuild from the store instead.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
@@ -32,6 +33,7 @@ from embedpipe.config import SinkConfig
 from embedpipe.durable import atomic_write
 from embedpipe.errors import SinkError
 from embedpipe.sinks.base import Hit
+from embedpipe.sinks.filters import Rows, conditions
 from embedpipe.sinks.generations import lock, read_manifest, write_manifest
 from embedpipe.sinks.store import (
     ShardStore,
@@ -48,6 +50,7 @@ log = logging.getLogger(__name__)
 SIDECAR_COLUMNS = ["faiss_id", "chunk_id", "doc_id", "chunk_index", "text", "metadata"]
 POINTS_PER_CENTROID = 256  # training sample per k-means centroid: more adds time, not quality
 MIN_POINTS_PER_CENTROID = 39  # below this FAISS warns that k-means is poorly trained
+EXACT_COLUMNS = ["chunk_id", "faiss_id", "vector"]  # what an exact filtered search reads
 RETRAIN_GROWTH = 4  # re-train when the corpus grew past this multiple of the training rows
 
 
@@ -73,7 +76,7 @@ class FaissSink(StoredSink):
         self.nprobe = nprobe
         self.ef_search = ef_search
         self.seed = seed
-        self._cache: tuple[Any, ...] | None = None  # (key, index, sorted ids, order, sidecar)
+        self._cache: tuple[Any, ...] | None = None  # (key, index, sorted ids, order, sidecar, rows)
 
     @classmethod
     def from_config(cls, scheme: str, location: str, cfg: SinkConfig) -> FaissSink:
@@ -102,18 +105,44 @@ class FaissSink(StoredSink):
 
     # -- reading ---------------------------------------------------------------------------
 
-    def search(self, vector: np.ndarray, k: int = 5) -> list[Hit]:
-        """Top-k hits of the live index by inner product (cosine for normalised vectors)."""
-        index, ids_sorted, order, sidecar = self._loaded()
+    def search(
+        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
+    ) -> list[Hit]:
+        """Top-k hits of the live index by inner product (cosine for normalised vectors), among
+        the chunks `filter` passes: the index searches only their ids (an id selector), and
+        when it finds fewer than k of them (IVF probes too few lists; PQ takes no selector) they
+        are scored exactly from the store."""
+        conds = conditions(filter)
+        index, ids_sorted, order, sidecar, rows = self._loaded()
         if index.ntotal == 0:
             return []
         query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-        scores, found = index.search(query, min(k, index.ntotal))
+        if not conds:
+            scores, found = index.search(query, min(k, index.ntotal))
+        else:
+            allowed = sidecar.column("faiss_id").to_numpy()[rows.mask(conds)]
+            want = min(k, len(allowed))
+            if want == 0:
+                return []
+            scores, found = selected_search(index, query, want, allowed)
+            if int((found[0] >= 0).sum()) < want:
+                scores, found = self._exact(query, want, allowed)
         pos = np.minimum(np.searchsorted(ids_sorted, found[0]), len(ids_sorted) - 1)
         # -1 pads a short result; an id the sidecar lacks can only come from a crash mid-build.
         known = (found[0] >= 0) & (ids_sorted[pos] == found[0])
         payloads = sidecar.take(pa.array(order[pos[known]])).to_pylist()
         return [hit_from_payload(s, p) for s, p in zip(scores[0][known], payloads, strict=True)]
+
+    def _exact(self, query: np.ndarray, k: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and ids of the top k of `ids`, from the live store's vectors, exactly."""
+        live = self._live_gen()
+        table = None if live is None else ShardStore(live / "store").live(EXACT_COLUMNS)
+        if table is None:
+            return np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64)
+        table = table.filter(pc.is_in(table.column("faiss_id"), value_set=pa.array(ids)))
+        scores = vectors_of(table) @ query[0]
+        top = np.argsort(-scores, kind="stable")[:k]
+        return scores[top][None, :], table.column("faiss_id").to_numpy()[top][None, :]
 
     # -- internals -------------------------------------------------------------------------
 
@@ -175,7 +204,7 @@ class FaissSink(StoredSink):
             return None
         return changed
 
-    def _loaded(self) -> tuple[Any, np.ndarray, np.ndarray, pa.Table]:
+    def _loaded(self) -> tuple[Any, np.ndarray, np.ndarray, pa.Table, Rows]:
         """The live index and its sidecar, cached until index.faiss is replaced."""
         live = self._live_gen()
         if live is None or not (live / "index.faiss").exists():
@@ -188,8 +217,9 @@ class FaissSink(StoredSink):
             sidecar = pq.read_table(live / "ids.parquet")
             ids = sidecar.column("faiss_id").to_numpy()
             order = np.argsort(ids)
-            self._cache = (key, index, ids[order], order, sidecar)
-        return self._cache[1], self._cache[2], self._cache[3], self._cache[4]
+            self._cache = (key, index, ids[order], order, sidecar, Rows(sidecar))
+        _, index, ids_sorted, order, sidecar, rows = self._cache
+        return index, ids_sorted, order, sidecar, rows
 
 
 def build_index(
@@ -209,6 +239,28 @@ def build_index(
     if len(vectors):
         index.add_with_ids(vectors, ids.astype(np.int64, copy=False))
     return index
+
+
+def selected_search(
+    index: Any, query: np.ndarray, k: int, ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Search only among `ids` with an id selector, keeping the index's nprobe / efSearch; an
+    empty result (-1 ids) when the index type takes no selector."""
+    fx: Any = faiss  # its stubs lack the search parameters' keywords
+    selector = fx.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64))
+    ivf = fx.try_extract_index_ivf(index)
+    inner = fx.downcast_index(_inner(index))
+    if ivf is not None:
+        params = fx.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe)
+    elif hasattr(inner, "hnsw"):
+        params = fx.SearchParametersHNSW(sel=selector, efSearch=inner.hnsw.efSearch)
+    else:
+        params = fx.SearchParameters(sel=selector)
+    try:
+        scores, found = index.search(query, k, params=params)
+        return scores, found
+    except RuntimeError:  # PQ and friends: "invalid search params"
+        return np.zeros((1, k), np.float32), np.full((1, k), -1, np.int64)
 
 
 def centroids(index: Any) -> int:

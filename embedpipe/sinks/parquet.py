@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,6 +32,7 @@ from embedpipe.config import SinkConfig
 from embedpipe.durable import fsync_dir
 from embedpipe.errors import SinkError
 from embedpipe.sinks.base import Hit
+from embedpipe.sinks.filters import Rows, conditions
 from embedpipe.sinks.store import (
     ShardStore,
     hit_from_payload,
@@ -70,7 +72,9 @@ class ParquetSink(StoredSink):
             raise SinkError("rows_per_file must be at least 1")
         super().__init__(directory, collection, keep_previous=keep_previous)
         self.rows_per_file = rows_per_file
-        self._cache: tuple[Path, np.ndarray, pa.Table] | None = None  # (data dir, vectors, rows)
+        self._cache: tuple[Path, np.ndarray, pa.Table, Rows] | None = (
+            None  # data dir, vectors, rows
+        )
 
     @classmethod
     def from_config(cls, scheme: str, location: str, cfg: SinkConfig) -> ParquetSink:
@@ -79,16 +83,23 @@ class ParquetSink(StoredSink):
 
     # -- reading ---------------------------------------------------------------------------
 
-    def search(self, vector: np.ndarray, k: int = 5) -> list[Hit]:
-        """Top-k hits of the published chunks by inner product, by brute force."""
-        vectors, rows = self._loaded()
+    def search(
+        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
+    ) -> list[Hit]:
+        """Top-k hits of the published chunks by inner product, by brute force over the chunks
+        `filter` passes."""
+        conds = conditions(filter)
+        vectors, rows, filterable = self._loaded()
+        place = np.flatnonzero(filterable.mask(conds)) if conds else None
+        if place is not None:
+            vectors = vectors[place]
         if len(vectors) == 0:
             return []
         scores = vectors @ np.asarray(vector, dtype=np.float32).reshape(-1)
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
-        payloads = rows.take(pa.array(top)).to_pylist()
+        payloads = rows.take(pa.array(top if place is None else place[top])).to_pylist()
         return [hit_from_payload(scores[i], p) for i, p in zip(top, payloads, strict=True)]
 
     # -- internals -------------------------------------------------------------------------
@@ -132,7 +143,7 @@ class ParquetSink(StoredSink):
         fsync_dir(gen)
         return final
 
-    def _loaded(self) -> tuple[np.ndarray, pa.Table]:
+    def _loaded(self) -> tuple[np.ndarray, pa.Table, Rows]:
         """The live vectors and payload rows, cached until the symlink moves."""
         data = self._gens.live()
         if data is None:
@@ -140,8 +151,9 @@ class ParquetSink(StoredSink):
         if self._cache is None or self._cache[0] != data:
             table = pq.read_table(data)
             vectors = vectors_of(table) if table.num_rows else np.zeros((0, 1), np.float32)
-            self._cache = (data, vectors, table.select(PAYLOAD_COLUMNS))
-        return self._cache[1], self._cache[2]
+            rows = table.select(PAYLOAD_COLUMNS)
+            self._cache = (data, vectors, rows, Rows(rows))
+        return self._cache[1], self._cache[2], self._cache[3]
 
 
 def _data_dirs(gen: Path) -> list[Path]:

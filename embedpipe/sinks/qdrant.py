@@ -10,7 +10,7 @@ writes.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from embedpipe.redact import redact_uri
 from embedpipe.sinks import qdrant_base
 from embedpipe.sinks.base import Capabilities, Hit, not_open, not_rebuildable
 from embedpipe.sinks.qdrant_writer import (
+from embedpipe.sinks.filters import conditions
     QdrantWriter,
     client_for,
     qdrant_errors,
@@ -54,6 +55,13 @@ VECTOR_TYPES = qdrant_base.VectorTypes(
     ),
 )
 
+
+FILTER_TYPES = qdrant_base.FilterTypes(
+    filter=models.Filter,
+    field=lambda key, match: models.FieldCondition(key=key, match=match),
+    value=lambda value: models.MatchValue(value=value),
+    any=lambda values: models.MatchAny(any=values),
+)
 
 class QdrantSink:
     """Vectors in Qdrant, local (`local_path`) or on a server (`url`), under an alias `collection`."""
@@ -203,8 +211,12 @@ class QdrantSink:
         if name is not None:
             yield from qdrant_base.scroll_chunk_ids(partial(self._page, name), self.write_batch)
 
-    def search(self, vector: np.ndarray, k: int = 5) -> list[Hit]:
-        """Top-k hits of the live collection by cosine similarity."""
+    def search(
+        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
+    ) -> list[Hit]:
+        """Top-k hits of the live collection by cosine similarity, among the chunks `filter`
+        passes (a payload index, where configured, serves it on a server)."""
+        where = qdrant_base.native_filter(conditions(filter), FILTER_TYPES)
         if self._live() is None:
             raise SinkError(
                 f"no Qdrant collection '{self.collection}' at {self.uri}: run embedpipe first"
@@ -251,6 +263,7 @@ class QdrantSink:
     def _create(self, name: str, dim: int) -> None:
         """Create a collection with the configured options, set on the vector parameters so that
         local mode stores them too (and they can be checked when the collection is reused)."""
+                query_filter=where,
         opts = self.options
         self.connect().create_collection(
             name,

@@ -23,6 +23,7 @@ import numpy as np
 from embedpipe.config import QdrantOptions
 from embedpipe.errors import SinkError
 from embedpipe.sinks.base import Hit
+from embedpipe.sinks.filters import Condition
 from embedpipe.sinks.store import hit_from_payload
 
 # The options that shape the stored index, normalised: on_disk, hnsw_m, hnsw_ef_construct,
@@ -106,6 +107,33 @@ def scroll_chunk_ids(
         yield from (str((p.payload or {}).get("chunk_id", "")) for p in points)
         if offset is None:
             return
+
+
+@dataclass(frozen=True)
+class FilterTypes:
+    """One engine's constructors for a payload filter."""
+
+    filter: Callable[..., Any]  # (must=[...]) or (should=[...])
+    field: Callable[[str, Any], Any]  # (key, match)
+    value: Callable[[Any], Any]  # match one value
+    any: Callable[[list[Any]], Any]  # match any of several strings, or of several integers
+
+
+def native_filter(conds: Sequence[Condition], types: FilterTypes) -> Any:
+    """The conditions as one engine's filter (None for none): every condition must hold; within
+    one, any value may match, each type (string, integer, boolean) matched as itself."""
+    if not conds:
+        return None
+    must = []
+    for cond in conds:
+        options = []
+        for kind, values in cond.by_type().items():
+            if len(values) == 1 or kind is bool:  # MatchAny takes strings or integers only
+                options += [types.field(cond.key, types.value(v)) for v in values]
+            else:
+                options.append(types.field(cond.key, types.any(values)))
+        must.append(options[0] if len(options) == 1 else types.filter(should=options))
+    return types.filter(must=must)
 
 
 def query_vector(vector: np.ndarray) -> list[float]:
