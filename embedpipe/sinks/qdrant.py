@@ -24,8 +24,8 @@ from embedpipe.faults import crash_point
 from embedpipe.redact import redact_uri
 from embedpipe.sinks import qdrant_base
 from embedpipe.sinks.base import Capabilities, Hit, not_open, not_rebuildable
-from embedpipe.sinks.qdrant_writer import (
 from embedpipe.sinks.filters import conditions
+from embedpipe.sinks.qdrant_writer import (
     QdrantWriter,
     client_for,
     qdrant_errors,
@@ -55,13 +55,13 @@ VECTOR_TYPES = qdrant_base.VectorTypes(
     ),
 )
 
-
 FILTER_TYPES = qdrant_base.FilterTypes(
     filter=models.Filter,
     field=lambda key, match: models.FieldCondition(key=key, match=match),
     value=lambda value: models.MatchValue(value=value),
     any=lambda values: models.MatchAny(any=values),
 )
+
 
 class QdrantSink:
     """Vectors in Qdrant, local (`local_path`) or on a server (`url`), under an alias `collection`."""
