@@ -232,6 +232,7 @@ class QdrantSink:
                 limit=k,
                 with_payload=True,
                 search_params=params,
+                query_filter=where,
             )
         return qdrant_base.hits(result.points)
 
@@ -263,7 +264,6 @@ class QdrantSink:
     def _create(self, name: str, dim: int) -> None:
         """Create a collection with the configured options, set on the vector parameters so that
         local mode stores them too (and they can be checked when the collection is reused)."""
-                query_filter=where,
         opts = self.options
         self.connect().create_collection(
             name,
