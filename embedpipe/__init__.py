@@ -17,19 +17,21 @@ from embedpipe.errors import EmbedpipeError
 from embedpipe.types import Chunk, Document, Embedded, RecordError, RunReport
 
 if TYPE_CHECKING:
-    from embedpipe.api import backfill, encode, query, run, status
+    from embedpipe.api import backfill, encode, evaluate, promote, query, rollback, run, status
     from embedpipe.pipeline import Pipeline
     from embedpipe.sinks.base import Hit, Sink
 
 __version__ = "0.1.0"
 __all__ = [
     "Chunk", "Document", "Embedded", "EmbedpipeError", "Hit", "Pipeline", "RecordError", "RunConfig",
-    "RunReport", "Sink", "backfill", "encode", "load_config", "query", "run", "status",
+    "RunReport", "Sink", "backfill", "encode", "evaluate", "load_config", "promote", "query",
+    "rollback", "run", "status",
 ]  # fmt: skip
 
 _LAZY = {
     "backfill": "embedpipe.api", "encode": "embedpipe.api", "query": "embedpipe.api", "run": "embedpipe.api",
-    "status": "embedpipe.api", "Pipeline": "embedpipe.pipeline", "Hit": "embedpipe.sinks.base",
+    "status": "embedpipe.api", "evaluate": "embedpipe.api", "promote": "embedpipe.api",
+    "rollback": "embedpipe.api", "Pipeline": "embedpipe.pipeline", "Hit": "embedpipe.sinks.base",
     "Sink": "embedpipe.sinks.base",
 }  # fmt: skip
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,9 @@ from embedpipe.errors import ConfigError, EmbedpipeError
 from embedpipe.fsmode import state_permissions
 from embedpipe.ledger import Ledger, state_dir_for, target_key
 from embedpipe.metrics import write_textfile
+from embedpipe.models import DEFAULT_MODEL_NAME
 from embedpipe.pipeline import Pipeline, Progress
+from embedpipe.preflight import RecordCount, check_first_records
 from embedpipe.sinks import open_sink
 from embedpipe.sinks.base import Hit, Sink
 from embedpipe.sources import open_source
@@ -42,12 +46,19 @@ def run(
     files the same minus the execute bits (fsmode); the report and the textfile are written
     after, with the process's own umask, for whoever reads them.
     """
+    began = time.monotonic()
     source = open_source(config.source) if source is None else source
     sink = open_sink(config.sink) if sink is None else sink
+    check_first_records(source, config.repeated_error_limit)  # a wrong field: stop before the model
+    count = RecordCount(source) if progress is not None else None
+    if count is not None and progress is not None:
+        progress = count.telling(progress)  # the report's docs_total, once counted
+        progress(count.loading(sink.uri, config.sink.collection))
     encoder = _encoder_for(config.model.model_dump_json())
     pipe = Pipeline(
-        config, source=source, sink=sink, encoder=encoder, progress=progress, force=force
-    )
+        config, source=source, sink=sink, encoder=encoder, progress=progress, force=force,
+        began=began, load_encoder=lambda cfg: _encoder_for(cfg.model_dump_json()),
+    )  # fmt: skip
     if stop is not None:
         pipe.stop = stop
     try:
@@ -60,6 +71,8 @@ def run(
             raise
         return pipe.report
     finally:
+        if count is not None:
+            count.stop()
         if config.report and pipe.report is not None:
             pipe.report.write(config.report)
         if config.metrics and not dry_run:
@@ -151,9 +164,12 @@ def status(config: RunConfig | None = None) -> list[dict[str, Any]]:
         return []
     ledger = Ledger(path)
     try:
-        return ledger.status()
+        rows = ledger.status()
     finally:
         ledger.close()
+    for row in [*rows, *(g for r in rows for g in r.get("generations", []))]:
+        row["model_name"] = row.get("model") or f"{DEFAULT_MODEL_NAME} (packaged)"
+    return rows
 
 
 def _live(cfg: RunConfig) -> dict[str, Any] | None:
@@ -194,3 +210,62 @@ def reconcile(config: RunConfig, *, repair: bool = False) -> dict[str, Any]:
     if result["repaired"] and missing and config.source.uri:
         result["run"] = run(config).to_dict()
     return result
+
+
+def evaluate(
+    config: RunConfig | None = None, *, queries: str | Path, k: int = 10, generation: str = "live",
+    **options: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """recall@k, MRR@k and nDCG@k of one generation (live, staged, previous or a fingerprint) on
+    a JSONL queries file, each query encoded with that generation's own model; `per_query` holds
+    each query's ranks of its relevant documents and `errors` the lines that were skipped."""
+    from embedpipe.evaluation import load_queries
+    from embedpipe.gate import query_model, score_generation
+    from embedpipe.switch import generation as named
+
+    cfg = config or load_config(None, flat_overrides(**options))
+    found, errors = load_queries(queries)
+    sink = open_sink(cfg.sink)
+    ledger = Ledger.in_dir(state_dir_for(sink.uri, cfg.state))
+    try:
+        gen = named(ledger, target_key(sink.uri, cfg.sink.collection), generation)
+    finally:
+        ledger.close()
+    encoder = _encoder_for(query_model(cfg.model, gen).model_dump_json())
+    try:
+        scores = score_generation(sink, gen["fingerprint"], encoder, cfg, k, found)
+    finally:
+        sink.abort()
+    described = {key: gen[key] for key in ("fingerprint", "state", "model", "chunking")}
+    errs = [dataclasses.asdict(e) for e in errors]
+    return {"generation": described, **scores.to_dict(per_query=True), "errors": errs}
+
+
+def promote(
+    config: RunConfig | None = None, *, generation: str = "staged", **options: Any
+) -> dict[str, Any]:
+    """Make a staged (or kept previous) generation live regardless of the promotion rule and
+    the quality gate; the one it replaces is kept as previous (see `rollback`)."""
+    return _switch(config, generation, options)
+
+
+def rollback(config: RunConfig | None = None, **options: Any) -> dict[str, Any]:
+    """Make the previous generation live again; the one it replaces becomes previous."""
+    return _switch(config, "previous", options)
+
+
+def _switch(config: RunConfig | None, which: str, options: dict[str, Any]) -> dict[str, Any]:
+    from embedpipe.durable import StateLock
+    from embedpipe.switch import switch
+
+    cfg = config or load_config(None, flat_overrides(**options))
+    sink = open_sink(cfg.sink)
+    state = state_dir_for(sink.uri, cfg.state)
+    with StateLock(state):
+        ledger = Ledger.in_dir(state)
+        try:
+            key = target_key(sink.uri, cfg.sink.collection)
+            return switch(sink, ledger, key, which, cfg.promote.keep_previous)
+        finally:
+            ledger.close()
+            sink.abort()

@@ -8,31 +8,35 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import signal
 import sys
-import threading
-import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-from embedpipe import api, logs, terminal
-from embedpipe.config import RunConfig, flat_overrides, load_config
-from embedpipe.errors import ConfigError, EmbedpipeError
+from embedpipe import api, clirun, genctl, terminal
+from embedpipe.clirun import HelpGroup, console, out
+from embedpipe.clirun import error as _error
+from embedpipe.clirun import execute as _execute
+from embedpipe.clirun import guard as _guard
+from embedpipe.clirun import load as _config
+from embedpipe.clirun import usage as _usage
+from embedpipe.config import flat_overrides
 from embedpipe.flags import (
     FLAG,
     CollectionOpt,
     ConfigOpt,
     DryRunOpt,
     EngineOpt,
+    EvalQueriesOpt,
     ForceOpt,
     LogFormatOpt,
     MetricsOpt,
     ModelOpt,
+    ProgressEveryOpt,
+    QuietOpt,
     RayAddressOpt,
+    RebuildableSinkOpt,
     ReportOpt,
     SinkOpt,
     StateOpt,
@@ -40,15 +44,21 @@ from embedpipe.flags import (
     flag_help,
 )
 from embedpipe.sinks import rebuild_sink
-from embedpipe.types import RunReport
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="Batch embeddings into Qdrant or FAISS."
+    cls=HelpGroup,
+    add_completion=False,
+    no_args_is_help=True,
+    help="Batch embeddings into Qdrant, FAISS or Parquet.",
 )
-console = Console(stderr=True)
-DEBUG = False  # --debug: tracebacks for errors, which are otherwise one line
-log = logging.getLogger("embedpipe.cli")
-out = Console()
+
+
+def _version(asked: bool) -> None:
+    if asked:
+        from embedpipe.about import versions
+
+        out.print(versions(), highlight=False)
+        raise typer.Exit()
 
 
 @app.callback()
@@ -59,10 +69,20 @@ def _options(
             "--debug", metavar=FLAG, help="print tracebacks (errors are otherwise one line)"
         ),
     ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            metavar=FLAG,
+            is_eager=True,
+            callback=_version,
+            help="print the versions of embedpipe, torch, sentence-transformers, qdrant-edge and "
+            "faiss, and the device, then exit",
+        ),
+    ] = False,
 ) -> None:
-    """Batch embeddings into Qdrant or FAISS."""
-    global DEBUG
-    DEBUG = debug
+    """Batch embeddings into Qdrant, FAISS or Parquet."""
+    clirun.DEBUG = debug
 
 
 @app.command()
@@ -107,6 +127,9 @@ def backfill(
     log_format: LogFormatOpt = "text",
     dry_run: DryRunOpt = False,
     force: ForceOpt = False,
+    eval_queries: EvalQueriesOpt = None,
+    quiet: QuietOpt = False,
+    progress_every: ProgressEveryOpt = 10.0,
 ) -> None:
     """Embed SOURCE into a sink, skipping what is already there, with a progress bar and a summary."""
     overrides = flat_overrides(
@@ -117,8 +140,10 @@ def backfill(
         text_template=text_template, include=include or None, exclude=exclude or None,
         metrics=str(metrics) if metrics else None,
         mode=mode, state=state, strict=strict, engine=engine, ray_address=ray_address,
+        eval_queries=str(eval_queries) if eval_queries else None,
     )  # fmt: skip
-    _execute(_config(config, overrides), dry_run=dry_run, force=force, log_format=log_format)
+    _execute(_config(config, overrides), dry_run=dry_run, force=force, log_format=log_format,
+             quiet=quiet, every=progress_every)  # fmt: skip
 
 
 @app.command()
@@ -136,6 +161,9 @@ def run(
     log_format: LogFormatOpt = "text",
     dry_run: DryRunOpt = False,
     force: ForceOpt = False,
+    eval_queries: EvalQueriesOpt = None,
+    quiet: QuietOpt = False,
+    progress_every: ProgressEveryOpt = 10.0,
 ) -> None:
     """The nightly job: everything from CONFIG, incremental, resumable, atomic on model change."""
     cfg = _config(
@@ -146,13 +174,15 @@ def run(
             strict=strict,
             engine=engine,
             ray_address=ray_address,
+            eval_queries=str(eval_queries) if eval_queries else None,
         ),
     )
     if metrics:
         cfg.metrics = str(metrics)
     if not cfg.source.uri:
         _usage(f"{config} has no source.uri: name the corpus to embed")
-    _execute(cfg, dry_run=dry_run, force=force, log_format=log_format)
+    _execute(cfg, dry_run=dry_run, force=force, log_format=log_format, quiet=quiet,
+             every=progress_every)  # fmt: skip
 
 
 @app.command()
@@ -186,7 +216,7 @@ def query(
 
 @app.command()
 def rebuild(
-    sink: SinkOpt = None,
+    sink: RebuildableSinkOpt = None,
     collection: CollectionOpt = None,
     config: ConfigOpt = None,
     index_factory: Annotated[
@@ -221,21 +251,29 @@ def status(
 def report_html(
     run_json: Annotated[Path, typer.Argument(help="a JSON run report (--report FILE)")],
     output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="HTML file; default RUN.html")
+        str | None,
+        typer.Option(
+            "-o",
+            "--output",
+            metavar="FILE|-",
+            help="where the HTML goes; - is stdout [default: stdout when it is not a terminal, "
+            "else RUN.html next to RUN.json]",
+        ),
     ] = None,
 ) -> None:
-    """Render a run report as a self-contained HTML page: figures, token-length histogram,
-    throughput and padding efficiency over time."""
+    """Render a run report as one self-contained HTML page: figures, charts, where time went."""
     from embedpipe.htmlreport import render_file
 
     if not run_json.is_file():
         _usage(f"No run report at {run_json}: pass the file a run wrote with --report")
+    if output is None and not sys.stdout.isatty():
+        output = "-"
     try:
-        written = render_file(run_json, output)
+        written = render_file(run_json, None if output == "-" else output, stdout=output == "-")
     except (ValueError, OSError) as exc:  # json.JSONDecodeError is a ValueError
         _usage(f"Cannot render {run_json}: {exc}")
-        return
-    out.print(str(written))
+    if written is not None:
+        console.print(f"wrote {written}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -288,91 +326,10 @@ def reconcile(
         raise typer.Exit(1)
 
 
-# -- plumbing ------------------------------------------------------------------------------------
-
-
-def _config(path: Path | None, overrides: dict[str, Any]) -> RunConfig:
-    try:
-        return load_config(path, overrides)
-    except ConfigError as exc:
-        _usage(str(exc))
-        raise  # unreachable
-
-
-def _usage(message: str) -> None:
-    _error(message)
-    raise typer.Exit(2)
-
-
-def _guard(fn: Any) -> Any:
-    try:
-        return fn()
-    except ConfigError as exc:
-        _usage(str(exc))
-    except EmbedpipeError as exc:
-        if DEBUG:
-            console.print_exception()
-        _error(str(exc))
-        raise typer.Exit(1) from None
-
-
-def _error(message: str) -> None:
-    if logs.json_enabled():
-        logs.event(log, "error", message, level=logging.ERROR)
-    else:
-        # One line however wide the terminal (grep-able in cron logs); the message is not markup.
-        console.print(f"[red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
-
-
-def _execute(cfg: RunConfig, *, dry_run: bool, force: bool, log_format: str = "text") -> None:
-    if log_format not in ("text", "json"):
-        _usage(f"Unknown --log-format {log_format!r}: use text or json")
-    logs.configure("json" if log_format == "json" else "text")
-    stop = threading.Event()
-    _stop_on_signals(stop)
-    started = time.monotonic()
-    with terminal.progress_bar(console, disable=not console.is_terminal or logs.json_enabled()) as (
-        bar,
-        task,
-    ):
-
-        def update(r: RunReport) -> None:
-            rate = r.tokens_embedded / max(time.monotonic() - started, 1e-9)
-            info = f"{r.chunks_embedded:,} chunks · {rate:,.0f} tok/s"
-            bar.update(task, completed=r.docs_read + r.docs_failed, total=r.docs_total, info=info)
-
-        report = _guard(
-            lambda: api.run(
-                cfg,
-                progress=update,
-                dry_run=dry_run,
-                force=force,
-                stop=stop,
-                raise_on_failure=False,
-            )
-        )
-    began = report.run_id is not None  # else it failed before the run began: a lock, the ledger
-    if began and not logs.json_enabled():  # JSON mode: the run_end event carries the summary
-        terminal.print_summary(console, report)
-    if report.outcome not in ("done", "dry-run"):
-        _error(report.reason or f"the run ended {report.outcome}")
-        raise typer.Exit(1)
-    if report.errors and (cfg.strict or report.docs_read == 0):
-        _error(f"{len(report.errors)} record(s) failed and --strict or nothing was read: exit 1")
-        raise typer.Exit(1)
-
-
-def _stop_on_signals(stop: threading.Event) -> None:
-    def handler(signum: int, _frame: Any) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        console.print(
-            f"[yellow]{signal.Signals(signum).name}: finishing the batch in flight, then stopping[/]"
-        )
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, handler)
+# Scoring and switching generations (genctl.py): champion / challenger.
+app.command("eval")(genctl.eval_command)
+app.command("promote")(genctl.promote_command)
+app.command("rollback")(genctl.rollback_command)
 
 
 def main() -> None:
@@ -381,10 +338,10 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        console.print("[red]interrupted[/]")
+        _error("interrupted")
         sys.exit(130)
     except Exception as exc:  # a bug or an error not yet given words: one line, unless --debug
-        if DEBUG:
+        if clirun.DEBUG:
             raise
         _error(f"{type(exc).__name__}: {exc} (re-run with --debug for the traceback)")
         sys.exit(1)

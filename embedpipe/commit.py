@@ -25,7 +25,7 @@ from embedpipe.errors import DeleteGuardError, HeldError, SinkError, TransientSi
 from embedpipe.faults import crash_point
 from embedpipe.ledger import DONE, PENDING, Ledger, Target
 from embedpipe.logs import event
-from embedpipe.promotion import held_message, relink, verdict
+from embedpipe.promotion import Verdict, held_message, relink, verdict
 from embedpipe.sinks.base import Sink
 from embedpipe.threads import END, Worker, put
 from embedpipe.types import Chunk, Embedded, RunReport
@@ -33,6 +33,7 @@ from embedpipe.types import Chunk, Embedded, RunReport
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Gate = Callable[[Verdict], Verdict]  # judges a new generation that passed the documents rule
 DELETE_BATCH = 1000
 
 
@@ -56,6 +57,13 @@ class Committer:
     ) -> None:  # fmt: skip
         self.ledger, self.sink, self.target, self.run_id = ledger, sink, target, run_id
         self.report, self.model, self.dim = report, model, dim
+        self.progress: Callable[[RunReport], None] | None = None  # told at every phase
+
+    def phase(self, name: str) -> None:
+        """Enter a named phase of the run (types.PHASES) and tell the progress callback."""
+        self.report.enter(name)
+        if self.progress is not None:
+            self.progress(self.report)
 
     def open_sink(self) -> None:
         """Re-derive the ledger's live pointer from the sink (a crash between the sink's swap and
@@ -110,18 +118,37 @@ class Committer:
             event(log, "delete", f"deleted {len(part)} stale chunks", chunks=len(part))
         return None
 
-    def publish(self, *, min_fraction: float, force: bool) -> None:
-        """The promotion step: close the sink, making its generation live only when the verdict
-        allows, then point the ledger at it; a held generation stays staged (HeldError)."""
+    def publish(
+        self, *, min_fraction: float, force: bool, keep_previous: int, gate: Gate | None = None
+    ) -> None:
+        """The promotion step. In place: close (publish) and done. A new generation: close it
+        staged, judge it (the documents rule, then the quality `gate` if any), and either hold
+        it (HeldError) or swap it in, point the ledger at it, and drop previous generations
+        past `keep_previous`."""
         served = retry(self.sink.live_fingerprint, "read", self.sink)
         v = verdict(self.ledger, self.target, served, min_fraction=min_fraction, force=force)
-        self.report.promotion = v.to_dict()
         crash_point("close")
-        retry(functools.partial(self.sink.close, promote=v.promote), "close", self.sink)
+        self.phase("building index")  # the sink's close: flush and build
+        retry(functools.partial(self.sink.close, promote=v.in_place), "close", self.sink)
+        if not v.in_place:
+            self.ledger.stage(self.target)
+            if gate is not None and v.promote:
+                v = gate(v)
+        self.report.promotion = v.to_dict()
         if not v.promote:
             raise HeldError(held_message(v, self.target.fingerprint))
+        self.phase("swapping")
+        if not v.in_place:
+            retry(functools.partial(self.sink.promote, self.target.fingerprint), "swap", self.sink)
         crash_point("set-live")
         self.ledger.set_live(self.target, self.model, self.dim)
+        self.prune(keep_previous)
+
+    def prune(self, keep_previous: int) -> None:
+        """Drop the previous generations past the `keep_previous` most recent: sink, then ledger."""
+        for fingerprint in self.ledger.previous_beyond(self.target.key, keep_previous):
+            retry(functools.partial(self.sink.drop, fingerprint), "drop", self.sink)
+            self.ledger.forget_generation(Target(self.target.key, fingerprint))
 
 
 class WriterThread:

@@ -17,8 +17,10 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
+from embedpipe.configerrors import Layer, explain
 from embedpipe.errors import ConfigError
 from embedpipe.redact import redact_uri
 from embedpipe.sections import (
@@ -26,6 +28,7 @@ from embedpipe.sections import (
     DEFAULT_SINK,
     BatchingConfig,
     ChunkingConfig,
+    EvalConfig,
     HnswOptions,
     ModelConfig,
     PromoteConfig,
@@ -37,7 +40,7 @@ from embedpipe.sections import (
 )
 
 __all__ = [
-    "COLLECTION_RULE", "DEFAULT_SINK", "FLAT_KEYS", "BatchingConfig", "ChunkingConfig",
+    "COLLECTION_RULE", "DEFAULT_SINK", "FLAT_KEYS", "BatchingConfig", "ChunkingConfig", "EvalConfig",
     "HnswOptions", "ModelConfig", "PromoteConfig", "QdrantOptions", "RayConfig", "RunConfig",
     "SinkConfig", "SourceConfig", "env_overrides", "flat_overrides", "load_config", "load_yaml",
 ]  # fmt: skip
@@ -83,12 +86,29 @@ class RunConfig(Section):
         "overrides)",
     )
     strict: bool = Field(False, description="exit 1 when any record failed")
+    repeated_error_limit: int = Field(
+        20,
+        ge=0,
+        description="stop before loading the model when each of the first N records failed for "
+        "the same reason (a wrong text_field); 0 = never",
+    )
     report: str | None = Field(
         None, description="write the JSON run report here (HTML: embedpipe report FILE)"
     )
     metrics: str | None = Field(
         None, description="write a Prometheus textfile here (node_exporter textfile collector)"
     )
+
+    @model_validator(mode="after")
+    def _keep_previous_once(self) -> RunConfig:
+        """promote.keep_previous decides; the old sink.keep_previous switch still sets it."""
+        if "keep_previous" in self.sink.model_fields_set and (
+            "keep_previous" not in self.promote.model_fields_set
+        ):
+            self.promote.keep_previous = 1 if self.sink.keep_previous else 0
+        # The sink keeps the replaced generation at a swap; the run drops what is past the count.
+        self.sink.__dict__["keep_previous"] = self.promote.keep_previous > 0
+        return self
 
     @field_validator("state_mode", mode="before")
     @classmethod
@@ -170,15 +190,25 @@ def load_config(
     environ: Mapping[str, str] | None = None,
 ) -> RunConfig:
     """Build a RunConfig from defaults < file < environment < overrides (nested dict, None = unset)."""
-    data: dict[str, Any] = load_yaml(path) if path else {}
-    data = _deep_merge(data, env_overrides(environ))
-    data = _deep_merge(data, _drop_none(overrides or {}))
+    from_file: dict[str, Any] = load_yaml(path) if path else {}
+    from_env, from_flags = env_overrides(environ), _drop_none(overrides or {})
+    data = _deep_merge(_deep_merge(from_file, from_env), from_flags)
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        where = f" in {path}" if path else ""
+        layers = [Layer(from_flags, _flag_name), Layer(from_env, _env_name)]
+        layers += [Layer(from_file, lambda _loc: str(path))] if path else []
         # redact_uri: a wrong value may be a sink URI with a password in it.
-        raise ConfigError(redact_uri(f"Invalid configuration{where}:\n{exc}")) from exc
+        raise ConfigError(redact_uri(explain(exc, RunConfig, layers))) from exc
+
+
+def _env_name(loc: tuple[str, ...]) -> str:
+    return ENV_PREFIX + "__".join(loc).upper()
+
+
+def _flag_name(loc: tuple[str, ...]) -> str:
+    name = next((n for n, path in FLAT_KEYS.items() if path == loc), None)
+    return "--" + name.replace("_", "-") if name else "option " + ".".join(loc)
 
 
 def _drop_none(d: Mapping[str, Any]) -> dict[str, Any]:
@@ -226,6 +256,7 @@ FLAT_KEYS: dict[str, tuple[str, ...]] = {
     "report": ("report",),
     "metrics": ("metrics",),
     "max_delete_fraction": ("max_delete_fraction",),
+    "eval_queries": ("promote", "eval", "queries"),
 }
 
 

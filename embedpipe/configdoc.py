@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import sys
 import textwrap
+import typing
 from typing import Any
 
 import yaml
@@ -21,6 +22,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from embedpipe.config import RunConfig
+from embedpipe.sinks.registry import SINKS
 
 COMMENT_COLUMN = 26  # where a key's comment starts when the key and its value leave room
 WIDTH = 100
@@ -42,16 +44,32 @@ def section_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _required(annotation: Any) -> Any:
+    """`X` of an optional section `X | None` (`promote.eval`), else the annotation itself."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return args[0] if len(args) == 1 and len(typing.get_args(annotation)) == 2 else annotation
+
+
 def field(path: str) -> FieldInfo:
     """The pydantic field a dotted key names: `sink.uri`, `ray.address`, `strict`."""
     model: type[BaseModel] = RunConfig
     *sections, name = path.split(".")
     for part in sections:
-        inner = section_model(model.model_fields[part].annotation)
+        inner = section_model(_required(model.model_fields[part].annotation))
         if inner is None:
             raise KeyError(f"{path}: {part} is a key, not a section")
         model = inner
     return model.model_fields[name]
+
+
+def sink_forms(*, rebuildable: bool = False) -> str:
+    """The URI forms of the registered sinks (only those that can be rebuilt, if asked)."""
+    kinds = [k for k in SINKS.values() if k.capabilities.rebuildable or not rebuildable]
+    return " | ".join(kind.form for kind in kinds)
+
+
+# Keys whose choices live in a registry: their description starts with what it lists.
+GENERATED = {"sink.uri": sink_forms}
 
 
 def describe(path: str) -> str:
@@ -59,7 +77,19 @@ def describe(path: str) -> str:
     text = field(path).description
     if not text:
         raise KeyError(f"{path} has no description: add Field(description=...) in config.py")
-    return text
+    listed = GENERATED.get(path)
+    return f"{listed()}; {text}" if listed else text
+
+
+def default_text(path: str) -> str | None:
+    """A key's default as the CLI shows it ('on'/'off' for a switch), None when it has none."""
+    info = field(path)
+    value = None if info.is_required() else info.get_default(call_default_factory=True)
+    if value is None or value == [] or value == "":
+        return None
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return yaml_scalar(value)
 
 
 def help_for(path: str, more: str = "") -> str:

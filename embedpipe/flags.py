@@ -9,12 +9,15 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from embedpipe.configdoc import help_for
+from embedpipe.configdoc import default_text, help_for, sink_forms
 
 
 def flag_help(key: str, more: str = "") -> str:
-    """An option's help: the description of the config key it sets (configs/default.yaml)."""
-    return escape(help_for(key, more))  # escaped: typer renders help as rich markup
+    """An option's help: the description of the config key it sets (configs/default.yaml),
+    then the key's default (the option's own default is None: 'not given, use the config')."""
+    default = default_text(key)
+    shown = f" [default: {default}]" if default is not None else ""
+    return escape(help_for(key, more) + shown)  # escaped: typer renders help as rich markup
 
 
 FLAG = ""  # metavar of a boolean flag: it takes no value, so show none
@@ -22,6 +25,14 @@ ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML config (see configs/default.yaml)")
 ]
 SinkOpt = Annotated[str | None, typer.Option(help=flag_help("sink.uri"))]
+RebuildableSinkOpt = Annotated[
+    str | None,
+    typer.Option(
+        help=escape(
+            f"{sink_forms(rebuildable=True)}: the sinks that keep their vectors to re-train from"
+        )
+    ),
+]
 CollectionOpt = Annotated[str | None, typer.Option(help=flag_help("sink.collection"))]
 ModelOpt = Annotated[str | None, typer.Option(help=flag_help("model.name"))]
 StateOpt = Annotated[str | None, typer.Option(help=flag_help("state"))]
@@ -34,6 +45,19 @@ LogFormatOpt = Annotated[
     ),
 ]
 EngineOpt = Annotated[str | None, typer.Option(help=flag_help("engine"))]
+QuietOpt = Annotated[
+    bool,
+    typer.Option("--quiet", "-q", metavar=FLAG, help="no progress and no summary; errors only"),
+]
+ProgressEveryOpt = Annotated[
+    float,
+    typer.Option(
+        envvar="EMBEDPIPE_PROGRESS_EVERY",
+        metavar="SECONDS",
+        min=0.1,
+        help="when stderr is not a terminal (cron), a plain progress line at most this often",
+    ),
+]
 RayAddressOpt = Annotated[str | None, typer.Option(help=flag_help("ray.address"))]
 DryRunOpt = Annotated[
     bool,
@@ -50,4 +74,8 @@ ForceOpt = Annotated[
 ]
 StrictOpt = Annotated[
     bool | None, typer.Option("--strict/--no-strict", metavar=FLAG, help=flag_help("strict"))
+]
+EvalQueriesOpt = Annotated[
+    Path | None,
+    typer.Option(help=flag_help("promote.eval.queries", "gate the promotion of a new generation")),
 ]

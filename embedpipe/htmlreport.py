@@ -8,16 +8,34 @@ Every data point carries `data-*` attributes and a `<title>` tooltip.
 from __future__ import annotations
 
 import datetime
-import html
 import itertools
 import json
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-W, H = 640, 260  # chart size in SVG units
-PAD_L, PAD_R, PAD_T, PAD_B = 64, 16, 16, 44
+from embedpipe.svgchart import (
+    PAD_B,
+    PAD_L,
+    PAD_R,
+    PAD_T,
+    H,
+    W,
+    axis_titles,
+    duration,
+    empty,
+    esc,
+    nice_max,
+    si,
+    svg,
+    ticks,
+    x_axis,
+    x_label,
+    y_grid,
+)  # fmt: skip
+
 MAX_BARS = 48  # histogram bins shown; finer histograms are merged
 MAX_ERRORS = 100
 
@@ -47,12 +65,19 @@ th{color:#5b6575;font-weight:600} td.mono{font-family:ui-monospace,Menlo,Consola
 """
 
 
-def render_file(report_json: str | Path, out: str | Path | None = None) -> Path:
-    """Render RUN.json to HTML (default: same name, .html) and return the path written."""
+def render_file(
+    report_json: str | Path, out: str | Path | None = None, *, stdout: bool = False
+) -> Path | None:
+    """Render RUN.json to HTML on stdout, or into `out` (default: RUN.html next to it); return
+    the path written (None for stdout)."""
     src = Path(report_json)
-    data = json.loads(src.read_text(encoding="utf-8"))
+    page = render(json.loads(src.read_text(encoding="utf-8")))
+    if stdout:
+        sys.stdout.write(page)
+        sys.stdout.flush()
+        return None
     target = Path(out) if out else src.with_suffix(".html")
-    target.write_text(render(data), encoding="utf-8")
+    target.write_text(page, encoding="utf-8")
     return target
 
 
@@ -70,10 +95,10 @@ def render(r: dict[str, Any]) -> str:
     )
     title = f"embedpipe run: {r.get('collection', '')} ({outcome})"
     body = [
-        f"<h1>embedpipe run <span class='badge {badge}' id='outcome'>{_e(outcome)}</span></h1>",
-        f"<p class='sub'>{_e(r.get('source', ''))} → {_e(r.get('sink', ''))} / "
-        f"<b>{_e(r.get('collection', ''))}</b> · {_e(when)} · {_e(r.get('model', ''))} on "
-        f"{_e(r.get('device', ''))} ({_e(r.get('precision', ''))})</p>",
+        f"<h1>embedpipe run <span class='badge {badge}' id='outcome'>{esc(outcome)}</span></h1>",
+        f"<p class='sub'>{esc(r.get('source', ''))} → {esc(r.get('sink', ''))} / "
+        f"<b>{esc(r.get('collection', ''))}</b> · {esc(when)} · {esc(r.get('model', ''))} on "
+        f"{esc(r.get('device', ''))} ({esc(r.get('precision', ''))})</p>",
         _cards(r),
         "<div class='charts'>",
         _figure(
@@ -89,14 +114,20 @@ def render(r: dict[str, Any]) -> str:
             padding_svg(r),
             "real tokens / padded tokens per interval (batches padded to their longest chunk)",
         ),
+        _figure(
+            "Where the time went",
+            phases_svg(r),
+            "wall time: start-up (checking the source, loading the model), then each phase",
+        ),
         "</div>",
+        _notes(r),
         _errors(r),
         _details(r),
     ]
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width,initial-scale=1'>"
-        f"<title>{_e(title)}</title><style>{CSS}</style></head>"
+        f"<title>{esc(title)}</title><style>{CSS}</style></head>"
         f"<body><main>{''.join(body)}</main></body></html>\n"
     )
 
@@ -115,38 +146,46 @@ def _cards(r: dict[str, Any]) -> str:
         ("chunks skipped", f"{n('chunks_skipped'):,.0f}", "already embedded"),
         ("chunks deleted", f"{n('chunks_deleted'):,.0f}", "stale"),
         ("throughput", f"{n('tokens_per_second'):,.0f}", f"tokens/s · {n('chunks_per_second'):,.1f} chunks/s"),
-        ("duration", _duration(n("seconds")), f"{n('batches'):,.0f} batches"),
+        ("duration", duration(n("startup_seconds") + n("seconds")),
+         f"start-up {duration(n('startup_seconds'))} + run {duration(n('seconds'))}"),
         ("padding efficiency", f"{n('padding_efficiency'):.1%}", "real / padded tokens"),
         ("record errors", f"{len(r.get('errors') or []):,}", "skipped files, lines, rows"),
     ]  # fmt: skip
     items = "".join(
-        f"<div class='card' data-key='{_e(k)}'><div class='k'>{_e(k)}</div>"
-        f"<div class='v'>{_e(v)}</div><div class='d'>{_e(d)}</div></div>"
+        f"<div class='card' data-key='{esc(k)}'><div class='k'>{esc(k)}</div>"
+        f"<div class='v'>{esc(v)}</div><div class='d'>{esc(d)}</div></div>"
         for k, v, d in cards
     )
     return f"<section class='cards'>{items}</section>"
 
 
-def _figure(title: str, svg: str, caption: str) -> str:
-    return f"<figure><h2>{_e(title)}</h2>{svg}<figcaption>{_e(caption)}</figcaption></figure>"
+def _figure(title: str, chart: str, caption: str) -> str:
+    return f"<figure><h2>{esc(title)}</h2>{chart}<figcaption>{esc(caption)}</figcaption></figure>"
+
+
+def _notes(r: dict[str, Any]) -> str:
+    """What the run noted (precision chosen, engine details): information, not errors."""
+    notes = r.get("notes") or []
+    if not notes:
+        return ""
+    items = "".join(f"<li class='note'>{esc(n)}</li>" for n in notes)
+    return f"<h2>Notes</h2><ul id='notes' class='notes'>{items}</ul>"
 
 
 def _errors(r: dict[str, Any]) -> str:
     errors = r.get("errors") or []
-    notes = r.get("notes") or []
-    if not errors and not notes:
+    if not errors:
         return ""
-    rows = "".join(f"<tr class='note'><td colspan='3'>{_e(n)}</td></tr>" for n in notes)
-    rows += "".join(
-        f"<tr class='error'><td class='mono'>{_e(e.get('source', ''))}</td>"
-        f"<td class='mono'>{_e(e.get('record', ''))}</td><td>{_e(e.get('reason', ''))}</td></tr>"
+    rows = "".join(
+        f"<tr class='error'><td class='mono'>{esc(e.get('source', ''))}</td>"
+        f"<td class='mono'>{esc(e.get('record', ''))}</td><td>{esc(e.get('reason', ''))}</td></tr>"
         for e in errors[:MAX_ERRORS]
     )
     more = len(errors) - MAX_ERRORS
     if more > 0:
         rows += f"<tr><td colspan='3'>… and {more:,} more in the JSON report</td></tr>"
     return (
-        f"<h2>Errors and notes ({len(errors):,} record errors)</h2><table id='errors'>"
+        f"<h2>Record errors ({len(errors):,}: skipped)</h2><table id='errors'>"
         f"<tr><th>source</th><th>record</th><th>reason</th></tr>{rows}</table>"
     )
 
@@ -155,7 +194,7 @@ def _details(r: dict[str, Any]) -> str:
     keys = ("fingerprint", "model", "sink", "source", "collection", "mode", "device", "precision",
             "max_batch_tokens", "tokens_embedded", "real_tokens", "padded_tokens", "dry_run")  # fmt: skip
     rows = "".join(
-        f"<tr><th>{_e(k)}</th><td class='mono'>{_e(r.get(k, ''))}</td></tr>" for k in keys
+        f"<tr><th>{esc(k)}</th><td class='mono'>{esc(r.get(k, ''))}</td></tr>" for k in keys
     )
     return f"<h2>Run details</h2><table id='details'>{rows}</table>"
 
@@ -168,14 +207,14 @@ def histogram_svg(r: dict[str, Any]) -> str:
     counts = [int(c) for c in r.get("token_hist") or []]
     width = int(r.get("token_hist_width") or 1)
     if not any(counts):
-        return _empty("token-histogram", "no chunks were encoded in this run")
+        return empty("token-histogram", "no chunks were encoded in this run")
     merge = math.ceil(len(counts) / MAX_BARS)
     bins = [sum(counts[i : i + merge]) for i in range(0, len(counts), merge)]
     step = width * merge
-    top = _nice_max(max(bins))
+    top = nice_max(max(bins), integer=True)
     plot_w, plot_h = W - PAD_L - PAD_R, H - PAD_T - PAD_B
     bar_w = plot_w / len(bins)
-    parts = [_y_grid(top, lambda v: f"{v:,.0f}"), _x_axis()]
+    parts = [y_grid(top, lambda v: f"{v:,.0f}", integer=True), x_axis()]
     for i, count in enumerate(bins):
         lo, hi = i * step, (i + 1) * step - 1
         h = plot_h * count / top
@@ -185,12 +224,11 @@ def histogram_svg(r: dict[str, Any]) -> str:
             f"height='{h:.1f}' data-tokens='{lo}-{hi}' data-count='{count}'>"
             f"<title>{lo}–{hi} tokens: {count:,} chunks</title></rect>"
         )
-    ticks = _ticks(0, len(bins) * step, 6)
-    for t in ticks:
+    for t in ticks(0, len(bins) * step, 6):
         x = PAD_L + plot_w * t / (len(bins) * step)
-        parts.append(_x_label(x, f"{t:,.0f}"))
-    parts.append(_axis_titles("tokens per chunk", "chunks"))
-    return _svg("token-histogram", "Histogram of chunk token lengths", parts)
+        parts.append(x_label(x, f"{t:,.0f}"))
+    parts.append(axis_titles("tokens per chunk", "chunks"))
+    return svg("token-histogram", "Histogram of chunk token lengths", parts)
 
 
 def _intervals(r: dict[str, Any]) -> list[tuple[float, float, float]]:
@@ -208,18 +246,18 @@ def throughput_svg(r: dict[str, Any]) -> str:
     """Tokens/s per timeline interval over run time, with the run's average as a dashed line."""
     points = [(t, tps) for t, tps, _ in _intervals(r)]
     if not points:
-        return _empty("throughput", "run too short for a time series (fewer than two batches)")
+        return empty("throughput", "run too short for a time series (fewer than two batches)")
     mean = r.get("tokens_per_second")
-    top = _nice_max(max([p[1] for p in points] + [mean if isinstance(mean, int | float) else 0]))
+    top = nice_max(max([p[1] for p in points] + [mean if isinstance(mean, int | float) else 0]))
     return _line_chart("throughput", "Tokens per second over time", points, top,
-                       lambda v: _si(v), "tokens/s", "", mean)  # fmt: skip
+                       lambda v: si(v), "tokens/s", "", mean)  # fmt: skip
 
 
 def padding_svg(r: dict[str, Any]) -> str:
     """Real/padded tokens per timeline interval, 0-100 %, with the run's overall figure dashed."""
     points = [(t, eff) for t, _, eff in _intervals(r)]
     if not points:
-        return _empty("padding", "run too short for a time series (fewer than two batches)")
+        return empty("padding", "run too short for a time series (fewer than two batches)")
     overall = r.get("padding_efficiency")
     return _line_chart("padding", "Padding efficiency over time", points, 1.0,
                        lambda v: f"{v:.0%}", "real / padded", " eff", overall)  # fmt: skip
@@ -241,7 +279,7 @@ def _line_chart(
     def xy(t: float, v: float) -> tuple[float, float]:
         return PAD_L + plot_w * t / t_max, PAD_T + plot_h * (1 - min(v, top) / top)
 
-    parts = [_y_grid(top, fmt), _x_axis()]
+    parts = [y_grid(top, fmt), x_axis()]
     coords = [xy(t, v) for t, v in points]
     parts.append(
         f"<polyline class='line{css}' points='{' '.join(f'{x:.1f},{y:.1f}' for x, y in coords)}'/>"
@@ -254,94 +292,47 @@ def _line_chart(
     for (t, v), (x, y) in zip(points, coords, strict=True):
         parts.append(
             f"<circle class='point{css}' cx='{x:.1f}' cy='{y:.1f}' r='2.5' data-t='{t:.3f}' "
-            f"data-value='{v:.4f}'><title>{_duration(t)}: {fmt(v)}</title></circle>"
+            f"data-value='{v:.4f}'><title>{duration(t)}: {fmt(v)}</title></circle>"
         )
-    for t in _ticks(0, t_max, 6):
-        parts.append(_x_label(PAD_L + plot_w * t / t_max, _duration(t)))
-    parts.append(_axis_titles("time since the run started", y_title))
-    return _svg(chart_id, label, parts)
+    for t in ticks(0, t_max, 6):
+        parts.append(x_label(PAD_L + plot_w * t / t_max, duration(t)))
+    parts.append(axis_titles("time since the run started", y_title))
+    return svg(chart_id, label, parts)
 
 
-# -- SVG plumbing ----------------------------------------------------------------------------
+def phase_times(r: dict[str, Any]) -> list[tuple[str, float]]:
+    """(part, seconds) of the wall time: start-up, opening (lock, ledger, sink), then each phase
+    as entered (types.PHASES), the last one lasting until the run's end."""
+    marks = [(str(m[0]), float(m[1])) for m in r.get("phases") or [] if len(m) >= 2]
+    if not marks:
+        return []
+    end = max(float(r.get("seconds") or 0), marks[-1][1])
+    parts = [("start-up", float(r.get("startup_seconds") or 0)), ("opening", marks[0][1])]
+    ends = [at for _, at in marks[1:]] + [end]
+    totals: dict[str, float] = {}
+    for (name, start), stop in zip(marks, ends, strict=True):
+        totals[name] = totals.get(name, 0.0) + max(stop - start, 0.0)
+    return parts + list(totals.items())
 
 
-def _svg(chart_id: str, label: str, parts: list[str]) -> str:
-    return (
-        f"<svg class='chart' id='{chart_id}' viewBox='0 0 {W} {H}' role='img' "
-        f"aria-label='{_e(label)}' xmlns='http://www.w3.org/2000/svg'>{''.join(parts)}</svg>"
-    )
-
-
-def _empty(chart_id: str, message: str) -> str:
-    return _svg(
-        chart_id,
-        message,
-        [f"<text class='empty' x='{W / 2}' y='{H / 2}' text-anchor='middle'>{_e(message)}</text>"],
-    )
-
-
-def _y_grid(top: float, fmt: Any) -> str:
-    plot_h = H - PAD_T - PAD_B
+def phases_svg(r: dict[str, Any]) -> str:
+    """One horizontal bar per part of the wall time, with its seconds."""
+    parts = phase_times(r)
+    if not parts:
+        return empty("phases", "no phase timings in this report (an older embedpipe wrote it)")
+    top = max(max(t for _, t in parts), 1e-3)
+    row = (H - PAD_T - PAD_B) / len(parts)
+    left, width = 120, W - 120 - 80
     out = []
-    for v in _ticks(0, top, 5):
-        y = PAD_T + plot_h * (1 - v / top)
-        out.append(f"<line class='grid' x1='{PAD_L}' x2='{W - PAD_R}' y1='{y:.1f}' y2='{y:.1f}'/>")
-        out.append(f"<text x='{PAD_L - 6}' y='{y + 4:.1f}' text-anchor='end'>{_e(fmt(v))}</text>")
-    return "".join(out)
-
-
-def _x_axis() -> str:
-    y = H - PAD_B
-    return f"<line class='axis' x1='{PAD_L}' x2='{W - PAD_R}' y1='{y}' y2='{y}'/>"
-
-
-def _x_label(x: float, text: str) -> str:
-    return f"<text x='{x:.1f}' y='{H - PAD_B + 16}' text-anchor='middle'>{_e(text)}</text>"
-
-
-def _axis_titles(x_title: str, y_title: str) -> str:
-    return (
-        f"<text x='{PAD_L + (W - PAD_L - PAD_R) / 2}' y='{H - 6}' text-anchor='middle'>{_e(x_title)}</text>"
-        f"<text transform='translate(14 {PAD_T + (H - PAD_T - PAD_B) / 2}) rotate(-90)' "
-        f"text-anchor='middle'>{_e(y_title)}</text>"
-    )
-
-
-def _ticks(lo: float, hi: float, count: int) -> list[float]:
-    """Round tick values (1, 2, 5 x 10^n steps) from lo to hi inclusive."""
-    if hi <= lo:
-        return [lo]
-    raw = (hi - lo) / count
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
-    n = math.floor((hi - lo) / step + 1e-9)
-    return [lo + i * step for i in range(n + 1)]
-
-
-def _nice_max(value: float) -> float:
-    """The smallest 1/2/5 x 10^n step multiple at or above value (so the top gridline is round)."""
-    if value <= 0:
-        return 1.0
-    ticks = _ticks(0, value, 5)
-    step = ticks[1] - ticks[0] if len(ticks) > 1 else value
-    return ticks[-1] if ticks[-1] >= value else ticks[-1] + step
-
-
-def _si(value: float) -> str:
-    for unit, size in (("M", 1e6), ("k", 1e3)):
-        if abs(value) >= size:
-            return f"{value / size:.3g}{unit}"
-    return f"{value:.3g}"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.3g}s" if seconds < 10 else f"{seconds:.0f}s"
-    minutes, sec = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{sec:02d}s"
-    return f"{minutes // 60}h{minutes % 60:02d}m"
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    for i, (name, t) in enumerate(parts):
+        y = PAD_T + i * row
+        out.append(
+            f"<text x='{left - 8}' y='{y + row / 2 + 4:.1f}' text-anchor='end'>{esc(name)}</text>"
+            f"<rect class='bar' x='{left}' y='{y + row * 0.15:.1f}' width='{max(width * t / top, 1):.1f}' "
+            f"height='{row * 0.7:.1f}' data-phase='{esc(name)}' data-seconds='{t:.3f}'>"
+            f"<title>{esc(name)}: {duration(t)}</title></rect>"
+            f"<text x='{left + max(width * t / top, 1) + 6:.1f}' y='{y + row / 2 + 4:.1f}'>{duration(t)}</text>"
+        )
+    wall = float(r.get("startup_seconds") or 0) + float(r.get("seconds") or 0)
+    out.append(axis_titles(f"wall time {duration(wall)}", ""))
+    return svg("phases", "Where the time went", out)

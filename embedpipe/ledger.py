@@ -70,6 +70,17 @@ MIGRATIONS: list[str] = [
         AND c.fingerprint = d.fingerprint AND c.doc_id = d.doc_id AND c.state = 1
         AND c.chunk_index < d.n_chunks);
     """,
+    # 5: generations are first-class: building -> staged -> live -> previous, with their chunking.
+    """
+    ALTER TABLE generations ADD COLUMN chunking TEXT;
+    """,
+    # 6: bucket objects (s3://, gs://) as last read whole: their version, the documents they held.
+    """
+    CREATE TABLE objects (target TEXT NOT NULL, fingerprint TEXT NOT NULL, object TEXT NOT NULL,
+        version TEXT NOT NULL, PRIMARY KEY (target, fingerprint, object)) WITHOUT ROWID;
+    CREATE TABLE object_docs (target TEXT NOT NULL, fingerprint TEXT NOT NULL, object TEXT NOT NULL,
+        doc_id TEXT NOT NULL, PRIMARY KEY (target, fingerprint, object, doc_id)) WITHOUT ROWID;
+    """,
 ]
 
 
@@ -168,18 +179,50 @@ class Ledger:
                 (time.time(), outcome, json.dumps(report, ensure_ascii=False), run_id),
             )
 
-    def begin_generation(self, target: Target, model: str | None, dim: int) -> None:
-        """Note the generation a run builds (a no-op when the ledger knows it already)."""
+    def begin_generation(
+        self, target: Target, model: str | None, dim: int, chunking: str | None = None
+    ) -> None:
+        """Note the generation a run builds: `building` until its sink is complete (a no-op on
+        the state of a generation the ledger knows already)."""
         with self.transaction():
             self.db.execute(
-                "INSERT INTO generations VALUES (?, ?, ?, ?, 'staged', ?, NULL) "
-                "ON CONFLICT DO UPDATE SET model = excluded.model, dim = excluded.dim",
-                (target.key, target.fingerprint, model, dim, time.time()),
+                "INSERT INTO generations VALUES (?, ?, ?, ?, 'building', ?, NULL, ?) "
+                "ON CONFLICT DO UPDATE SET model = excluded.model, dim = excluded.dim, "
+                "chunking = coalesce(excluded.chunking, chunking)",
+                (target.key, target.fingerprint, model, dim, time.time(), chunking),
             )
 
+    def stage(self, target: Target) -> None:
+        """A new generation's sink is complete but not live: it can be evaluated and promoted."""
+        with self.transaction():
+            self.db.execute(
+                "UPDATE generations SET state = 'staged' WHERE target = ? AND fingerprint = ? "
+                "AND state = 'building'",
+                (target.key, target.fingerprint),
+            )
+
+    def previous_beyond(self, target_key: str, keep: int) -> list[str]:
+        """Previous generations past the `keep` most recently live ones: to be dropped."""
+        rows = self.db.execute(
+            "SELECT fingerprint FROM generations WHERE target = ? AND state = 'previous' "
+            "ORDER BY promoted DESC, created DESC LIMIT -1 OFFSET ?",
+            (target_key, keep),
+        )
+        return [fp for (fp,) in rows]
+
+    def forget_generation(self, target: Target) -> None:
+        """Forget a generation the sink dropped: its chunks, documents and row."""
+        with self.transaction():
+            for table in ("chunks", "docs", "generations"):
+                self.db.execute(
+                    f"DELETE FROM {table} WHERE target = ? AND fingerprint = ?",
+                    (target.key, target.fingerprint),
+                )
+
     def set_live(self, target: Target, model: str | None, dim: int) -> None:
-        """Record which fingerprint the public index now serves, and forget the chunks of the
-        generation it replaced (and of any fingerprint that is not a staged generation)."""
+        """Record which fingerprint the public index now serves; the generation it replaced
+        becomes `previous` (kept for rollback until `previous_beyond` drops it). Chunks of a
+        fingerprint that is no generation any more are forgotten."""
         now = time.time()
         with self.transaction():
             self.db.execute(
@@ -189,12 +232,13 @@ class Ledger:
                 (target.key, target.fingerprint, model, dim, now),
             )
             self.db.execute(
-                "DELETE FROM generations WHERE target = ? AND fingerprint != ? AND state != 'staged'",
+                "UPDATE generations SET state = 'previous' WHERE target = ? AND fingerprint != ? "
+                "AND state = 'live'",
                 (target.key, target.fingerprint),
             )
             self.db.execute(
-                "INSERT INTO generations VALUES (?, ?, ?, ?, 'live', ?, ?) ON CONFLICT DO UPDATE "
-                "SET state = 'live', promoted = excluded.promoted, model = excluded.model, "
+                "INSERT INTO generations VALUES (?, ?, ?, ?, 'live', ?, ?, NULL) ON CONFLICT DO "
+                "UPDATE SET state = 'live', promoted = excluded.promoted, model = excluded.model, "
                 "dim = excluded.dim",
                 (target.key, target.fingerprint, model, dim, now, now),
             )
@@ -216,7 +260,7 @@ class Ledger:
     def generations(self, target_key: str) -> list[dict[str, Any]]:
         """Every generation the ledger knows for a target, live first, with its counts."""
         rows = self.db.execute(
-            "SELECT g.fingerprint, g.model, g.dim, g.state, g.created, g.promoted, "
+            "SELECT g.fingerprint, g.model, g.dim, g.state, g.created, g.promoted, g.chunking, "
             "(SELECT COUNT(*) FROM chunks c WHERE c.target = g.target "
             "AND c.fingerprint = g.fingerprint AND c.state = 1), "
             "(SELECT COUNT(DISTINCT doc_id) FROM chunks c WHERE c.target = g.target "
@@ -231,6 +275,7 @@ class Ledger:
             "state",
             "created",
             "promoted",
+            "chunking",
             "chunks",
             "documents",
         )

@@ -8,6 +8,7 @@ engine's business (engines/local.py, engines/ray.py).
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import threading
@@ -23,7 +24,9 @@ from embedpipe.encoder import Encoder
 from embedpipe.engines import RunContext, engine_for
 from embedpipe.engines.base import Progress
 from embedpipe.errors import HeldError, Interrupted, StateError, os_reason
+from embedpipe.gate import LoadEncoder, judge
 from embedpipe.hashing import fingerprint
+from embedpipe.index import built_with
 from embedpipe.ledger import Ledger, Target, state_dir_for, target_key
 from embedpipe.logs import run_ended, run_started
 from embedpipe.planning import Planner
@@ -48,6 +51,8 @@ class Pipeline:
     progress: Progress | None = None
     force: bool = False
     stop: threading.Event = field(default_factory=threading.Event)
+    began: float | None = None  # time.monotonic() when the caller began: start-up counts from it
+    load_encoder: LoadEncoder = Encoder  # loads another generation's model (the quality gate)
     report: RunReport | None = field(default=None, init=False)
 
     def run(self, *, dry_run: bool = False) -> RunReport:
@@ -90,6 +95,7 @@ class Pipeline:
     ) -> None:  # fmt: skip
         """The run between `begin_run` and `end_run`: every outcome is recorded in the ledger."""
         started, dry_run = time.monotonic(), report.dry_run
+        report.startup_seconds = started - self.began if self.began is not None else 0.0
         report.run_id = ledger.begin_run(target)
         run_started(log, report)
         try:
@@ -99,6 +105,8 @@ class Pipeline:
             )  # fmt: skip
             if not dry_run:
                 committer.open_sink()
+                built = built_with(self.config, encoder.dim)
+                sink.describe({**built, "fingerprint": target.fingerprint})
             self._stream(committer, encoder, sink, source)
             report.outcome = "dry-run" if dry_run else "done"
         except BaseException as exc:
@@ -123,13 +131,16 @@ class Pipeline:
         the deletes were refused, so it is promoted before the refusal is raised)."""
         cfg, report = self.config, committer.report
         planner = Planner(committer.ledger.path, committer.target, report)
+        committer.progress = self.progress
         try:
             with WriterThread(committer, committer.ledger.path) as writer:
+                committer.phase("embedding")
                 run = RunContext(
                     cfg, encoder, sink, report, planner, committer, writer, report.dry_run,
                     self.stop, self.progress,
                 )  # fmt: skip
-                engine_for(cfg.engine).stream(run, source)
+                engine_for(cfg.engine).stream(run, planner.narrow(source))
+                committer.phase("writing")  # the writer thread commits what is queued
             if self.stop.is_set():
                 raise Interrupted(
                     "stopped on request after committing the batch in flight; re-run to resume"
@@ -138,13 +149,22 @@ class Pipeline:
             if report.dry_run:
                 report.chunks_deleted = len(stale)
                 return
+            if stale:
+                committer.phase("deleting")
             refused = committer.delete(
                 stale, max_fraction=cfg.max_delete_fraction, force=self.force
             )
             planner.remember()
         finally:
             planner.close()
-        committer.publish(min_fraction=cfg.promote.min_fraction, force=self.force)
+        gate = functools.partial(
+            judge, sink=sink, ledger=committer.ledger, target=committer.target, encoder=encoder,
+            cfg=cfg, load=self.load_encoder, report=report,
+        )  # fmt: skip
+        committer.publish(
+            min_fraction=cfg.promote.min_fraction, force=self.force,
+            keep_previous=cfg.promote.keep_previous, gate=gate if cfg.promote.eval else None,
+        )  # fmt: skip
         if refused is not None:
             raise refused
 

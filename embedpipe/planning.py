@@ -10,11 +10,13 @@ the delete wave after the run knows what is stale.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 from embedpipe.ledger import DONE, Ledger, Target
 from embedpipe.logs import record_error
-from embedpipe.types import RecordError, RunReport
+from embedpipe.sources.base import Source
+from embedpipe.types import Document, RecordError, RunReport
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +95,35 @@ class Planner:
         self.ledger = self.seen.ledger  # reads go through the seen-set's own connection
         self.target = target
         self.report = report
+        self.objects: ObjectPlan | None = None  # a bucket source's objects (see `narrow`)
+
+    def narrow(self, source: Iterable[Document | RecordError]) -> Iterable[Document | RecordError]:
+        """Before the run: a bucket source (s3://, gs://) without its objects unchanged since
+        they were last read whole, fetched not even in part; their documents count as seen and
+        their chunks as skipped. Any other source as it is."""
+        if not isinstance(source, Source) or source.subset is None:
+            return source
+        self.objects = ObjectPlan(self.seen, source)
+        docs, chunks = self.objects.skip_unchanged()
+        skipped = self.objects.skipped
+        self.report.chunks_skipped += chunks
+        self.report.chunks_total += chunks
+        if skipped:
+            self.report.notes.append(
+                f"{len(skipped)} of {len(source.objects)} objects unchanged since last read "
+                f"(ETag): not fetched, {docs} documents and {chunks} chunks skipped"
+            )
+        narrowed = source.subset([o for o in source.objects if o.uri not in skipped])
+        self.report.docs_total = narrowed.total
+        return narrowed
 
     def failed(self, error: RecordError) -> None:
         """Count and log a record that could not be read; a known document keeps what it had."""
         self.report.errors.append(error)
         record_error(log, error)
         self.report.docs_failed += 1
+        if self.objects is not None:
+            self.objects.failed(error)
         if self.ledger.doc_chunks(self.target, error.record):
             self.seen.add(error.record)
 
@@ -112,13 +137,18 @@ class Planner:
             )
             record_error(log, self.report.errors[-1])
             self.report.docs_failed += 1
+            if self.objects is not None:
+                self.objects.failed(self.report.errors[-1])
             return False
+        if self.objects is not None:
+            self.objects.admitted(doc_id, source)
         self.report.docs_read += 1
         unchanged = self.ledger.unchanged_doc(self.target, doc_id, doc_hash)
         if unchanged is None:
             return True
         self.chunked(doc_id, unchanged)
         self.report.chunks_skipped += unchanged
+        self.report.docs_skipped += 1
         return False
 
     def known(self, doc_id: str) -> Known:
@@ -130,6 +160,7 @@ class Planner:
         if known.get(index) == (content_hash, DONE):
             self.report.chunks_skipped += 1
             return False
+        self.report.chunks_planned += 1
         return True
 
     def chunked(self, doc_id: str, n_chunks: int) -> None:
@@ -138,12 +169,115 @@ class Planner:
         self.report.chunks_total += n_chunks
 
     def stale(self, *, full: bool) -> list[str]:
-        """After the run: chunk ids the source no longer has (see `Seen.stale`)."""
+        """After the run: chunk ids the source no longer has (see `Seen.stale`); the documents
+        of an object that failed to read keep what they had."""
+        if self.objects is not None:
+            self.objects.keep_failed()
         return self.seen.stale(full=full)
 
     def remember(self) -> None:
-        """After the run's writes: remember each document's hash for the next run's skips."""
+        """After the run's writes: remember each document's hash (and each object read whole,
+        its version) for the next run's skips."""
         self.seen.remember()
+        if self.objects is not None:
+            self.objects.remember()
 
     def close(self) -> None:
         self.seen.close()
+
+
+class ObjectPlan:
+    """The objects of a bucket source in one run, on the seen-set's connection: which are as
+    last read whole (same version, every document complete) and so skipped unread, which
+    documents each read one holds, which failed (their documents keep what they had)."""
+
+    def __init__(self, seen: Seen, source: Source) -> None:
+        self.seen, self.db = seen, seen.ledger.db
+        self.args = (seen.target.key, seen.target.fingerprint)
+        self.listed = {o.uri: o.version for o in source.objects}
+        self.by_name = {o.name: o.uri for o in source.objects}  # how documents and errors name it
+        self.per_document = source.kind == "dir"  # a document file: named by its id
+        self.skipped: set[str] = set()
+        self.broken: set[str] = set()
+        for table in ("listed (object TEXT PRIMARY KEY, version TEXT, state TEXT)",
+                      "objects_seen (doc_id TEXT PRIMARY KEY, object TEXT)"):  # fmt: skip
+            self.db.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} WITHOUT ROWID")
+            self.db.execute(f"DELETE FROM temp.{table.partition(' ')[0]}")
+        self.db.executemany(
+            "INSERT OR IGNORE INTO temp.listed VALUES (?, ?, 'listed')", self.listed.items()
+        )
+
+    def skip_unchanged(self) -> tuple[int, int]:
+        """Mark the documents of every unchanged object seen, with their chunk counts, so
+        neither full mode nor the delete guard takes them for gone; (documents, chunks)."""
+        joined = (
+            "FROM object_docs od JOIN complete_docs c ON c.target = od.target AND "
+            "c.fingerprint = od.fingerprint AND c.doc_id = od.doc_id WHERE od.target = ? AND "
+            "od.fingerprint = ? AND od.object = ?"
+        )
+        docs = chunks = 0
+        for (uri,) in self.db.execute(
+            "SELECT o.object FROM objects o JOIN temp.listed l ON l.object = o.object AND "
+            "l.version = o.version WHERE o.target = ? AND o.fingerprint = ? AND NOT EXISTS "
+            "(SELECT 1 FROM object_docs od WHERE od.target = o.target AND od.fingerprint = "
+            "o.fingerprint AND od.object = o.object AND NOT EXISTS (SELECT 1 FROM complete_docs c "
+            "WHERE c.target = od.target AND c.fingerprint = od.fingerprint AND c.doc_id = od.doc_id))",
+            self.args,
+        ).fetchall():
+            self.skipped.add(uri)
+            self.db.execute(
+                "INSERT OR IGNORE INTO temp.seen (doc_id, n_chunks, doc_hash) "
+                f"SELECT c.doc_id, c.n_chunks, c.doc_hash {joined}",
+                (*self.args, uri),
+            )
+            n, total = self.db.execute(
+                f"SELECT COUNT(*), TOTAL(c.n_chunks) {joined}", (*self.args, uri)
+            ).fetchone()
+            docs, chunks = docs + n, chunks + int(total)
+        return docs, chunks
+
+    def admitted(self, doc_id: str, source: str) -> None:
+        """A document read this run: note the object it came from."""
+        uri = self.by_name.get(doc_id if self.per_document else source)
+        if uri is not None:
+            self.db.execute("INSERT OR IGNORE INTO temp.objects_seen VALUES (?, ?)", (doc_id, uri))
+
+    def failed(self, error: RecordError) -> None:
+        """A record that could not be read: its object is not remembered as read whole."""
+        uri = self.by_name.get(error.record if self.per_document else error.source)
+        if uri is not None:
+            self.broken.add(uri)
+
+    def keep_failed(self) -> None:
+        """The documents an object held when last read whole, for each object that failed now:
+        seen with an unknown count, so they keep what they had."""
+        self.db.executemany(
+            "INSERT OR IGNORE INTO temp.seen (doc_id, n_chunks, doc_hash) SELECT doc_id, NULL, NULL "
+            "FROM object_docs "
+            "WHERE target = ? AND fingerprint = ? AND object = ?",
+            ((*self.args, uri) for uri in self.broken),
+        )
+
+    def remember(self) -> None:
+        """After the run's writes: each object read whole, its version and its documents. The
+        ledger forgets the others' versions (they are read next time), but keeps which documents
+        a failed object held (they keep what they had while it fails)."""
+        marks = [("skipped", u) for u in self.skipped] + [("broken", u) for u in self.broken]
+        clean = [(u, v) for u, v in self.listed.items() if u not in self.skipped | self.broken]
+        forget = (
+            "DELETE FROM {} WHERE target = ? AND fingerprint = ? AND object NOT IN "
+            "(SELECT object FROM temp.listed WHERE state IN ({}))"
+        )
+        with self.seen.ledger.transaction():
+            self.db.executemany("UPDATE temp.listed SET state = ? WHERE object = ?", marks)
+            self.db.execute(forget.format("objects", "'skipped'"), self.args)
+            self.db.execute(forget.format("object_docs", "'skipped', 'broken'"), self.args)
+            self.db.executemany(
+                "INSERT INTO objects VALUES (?, ?, ?, ?)", ((*self.args, u, v) for u, v in clean)
+            )
+            self.db.execute(
+                "INSERT OR IGNORE INTO object_docs SELECT ?, ?, o.object, o.doc_id "
+                "FROM temp.objects_seen o JOIN temp.seen s ON s.doc_id = o.doc_id "
+                "WHERE s.n_chunks IS NOT NULL AND s.doc_hash IS NOT NULL",
+                self.args,
+            )

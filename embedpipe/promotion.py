@@ -9,7 +9,7 @@ source can never swap in an empty index.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from embedpipe.ledger import Ledger, Target
@@ -23,12 +23,15 @@ class Verdict:
     reason: str
     live_documents: int | None = None
     staged_documents: int | None = None
+    in_place: bool = False  # an incremental run on the live generation: nothing to promote
+    live_metrics: dict[str, float] = field(default_factory=dict)  # the quality gate's scores
+    staged_metrics: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "promoted": self.promote, "reason": self.reason,
-            "live": {"documents": self.live_documents},
-            "staged": {"documents": self.staged_documents},
+            "live": {"documents": self.live_documents, **self.live_metrics},
+            "staged": {"documents": self.staged_documents, **self.staged_metrics},
         }  # fmt: skip
 
 
@@ -39,7 +42,7 @@ def verdict(
     its prefix) the sink serves now. Call after the run's writes and deletes are committed."""
     live = ledger.live(target.key)
     if live is not None and live["fingerprint"] == target.fingerprint:
-        return Verdict(True, "incremental run on the live generation")
+        return Verdict(True, "incremental run on the live generation", in_place=True)
     staged = ledger.documents(target)
     if live is None:
         if served is None or target.fingerprint.startswith(served):

@@ -9,7 +9,9 @@ them with `***` wherever the URI is printed, logged, reported or used as a ledge
 from __future__ import annotations
 
 import base64
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -20,6 +22,8 @@ _USERINFO = re.compile(r"(?<=//)(?P<userinfo>[^/?#\s]*)@")
 # api_key=..., api-key=..., apikey=... in a query string; any case.
 _API_KEY = re.compile(r"(?P<name>[?&;]api[_-]?key=)[^&#\s]*", re.IGNORECASE)
 _API_KEY_NAMES = frozenset({"api_key", "api-key", "apikey"})
+# Environment variables that hold credentials of the object stores a source reads.
+SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GOOGLE_OAUTH_ACCESS_TOKEN")
 
 
 def redact_uri(text: str) -> str:
@@ -29,6 +33,17 @@ def redact_uri(text: str) -> str:
     a colon (a bare token) is masked whole. Works on a URI or on a message that contains one.
     """
     return _API_KEY.sub(rf"\g<name>{MASK}", _USERINFO.sub(_mask_userinfo, text))
+
+
+def redact_secrets(text: str, environ: Mapping[str, str] | None = None) -> str:
+    """`text` with URI passwords and the values of the credential variables the environment
+    holds (SECRET_ENV) replaced by ***: for a storage client's message that may echo one."""
+    env = os.environ if environ is None else environ
+    for name in SECRET_ENV:
+        value = env.get(name, "")
+        if len(value) >= 4:  # a short value would mask innocent text
+            text = text.replace(value, MASK)
+    return redact_uri(text)
 
 
 def _mask_userinfo(match: re.Match[str]) -> str:

@@ -19,13 +19,55 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+# Option names that would carry a credential: refused, credentials come from the environment.
+_SECRET_OPTION = re.compile(r"key|secret|token|password|credential|session", re.IGNORECASE)
+
+
+class StorageOptions(Section):
+    """How a bucket source (s3://, gs://) is reached. Credentials are never set here: they come
+    from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE,
+    GOOGLE_APPLICATION_CREDENTIALS) and the profile files."""
+
+    endpoint_url: str | None = Field(
+        None,
+        description="S3-compatible endpoint (MinIO, R2, Ceph) or GCS emulator URL; null = "
+        "AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL / the profile's, else the provider's own",
+    )
+    region: str | None = Field(
+        None,
+        description="S3 region; null = AWS_REGION / AWS_DEFAULT_REGION / profile, else us-east-1",
+    )
+    anonymous: bool = Field(False, description="read a public bucket without credentials")
+    max_attempts: int = Field(
+        4, ge=1, le=20,
+        description="tries per request and per object before an object is reported unreadable",
+    )  # fmt: skip
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_credentials(cls, data: object) -> object:
+        secret = (
+            [k for k in data if _SECRET_OPTION.search(str(k))] if isinstance(data, dict) else []
+        )
+        if secret:
+            assert isinstance(data, dict)
+            for key in secret:  # masked in place: pydantic's message shows the input it was given
+                data[key] = "***"
+            raise ValueError(
+                "source.storage_options takes no credentials: set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or GOOGLE_APPLICATION_CREDENTIALS, in "
+                "the environment"
+            )
+        return data
+
+
 class SourceConfig(Section):
     """Where documents come from."""
 
     uri: str = Field(
         "",
-        description="directory, JSONL file, Parquet file or dir, or hf:PATH / "
-        "hf:OWNER/NAME[:CONFIG][#split]",
+        description="directory, JSONL file, Parquet file or dir, hf:PATH / "
+        "hf:OWNER/NAME[:CONFIG][#split], or s3://BUCKET/PREFIX / gs://BUCKET/PREFIX",
     )
     text_field: str = Field("text", description="JSONL/Parquet/HF field holding the text")
     id_field: str = Field(
@@ -47,6 +89,10 @@ class SourceConfig(Section):
     text_template: str | None = Field(
         None,
         description="JSONL/Parquet/HF: build the text from fields, e.g. '{title}\\n\\n{body}'",
+    )
+    storage_options: StorageOptions = Field(
+        default_factory=StorageOptions,
+        description="s3:// and gs:// sources: endpoint, region, retries (never credentials)",
     )
 
     @field_validator("text_template")
@@ -166,8 +212,9 @@ class SinkConfig(Section):
 
     uri: str = Field(
         DEFAULT_SINK,
-        description="qdrant-edge:PATH (Qdrant Edge, in-process) | qdrant:PATH (qdrant-client "
-        "local mode) | qdrant+http(s)://HOST:PORT | faiss:DIR | parquet:DIR (README: Sinks)",
+        # The forms come first, from sinks/registry.py (configdoc.describe lists them).
+        description="qdrant-edge runs Qdrant Edge in-process, qdrant:PATH is qdrant-client's "
+        "local mode (README: Sinks)",
     )
     collection: str = Field(
         "embedpipe",
@@ -190,8 +237,9 @@ class SinkConfig(Section):
         description="HNSW candidates per query (FAISS efSearch, Qdrant hnsw_ef); null = default",
     )
     keep_previous: bool = Field(
-        False,
-        description="after a re-embed swap, keep the retired index (rollback) instead of dropping it",
+        True,
+        description="deprecated: use promote.keep_previous (true = keep 1, false = keep 0); set "
+        "from it otherwise",
     )
 
     @field_validator("collection")
@@ -231,6 +279,18 @@ class RayConfig(Section):
     )
 
 
+class EvalConfig(Section):
+    """The quality gate: a new generation is promoted only if it retrieves no worse than live."""
+
+    queries: str = Field(
+        description='JSONL file, one {"query": "...", "relevant": ["doc_id", ...]} per line'
+    )
+    k: int = Field(10, ge=1, description="hits per query scored (recall@k, MRR@k, nDCG@k)")
+    max_drop: float = Field(
+        0.01, ge=0, le=1, description="hold when any metric is more than this below live's"
+    )
+
+
 class PromoteConfig(Section):
     """When a new generation (a model or chunking change) may replace the live index."""
 
@@ -240,4 +300,16 @@ class PromoteConfig(Section):
         le=1,
         description="promote a new generation only when it holds at least this share of the "
         "live one's documents (else the run is held; --force overrides)",
+    )
+    keep_previous: int = Field(
+        1,
+        ge=0,
+        description="previous generations kept after a promotion, for `embedpipe rollback` "
+        "(0 drops the replaced one at the swap)",
+    )
+    eval: EvalConfig | None = Field(
+        None,
+        description="the quality gate: {queries: FILE.jsonl, k: 10, max_drop: 0.01}; both "
+        "generations are scored on the queries and the new one is held if a metric drops more "
+        "than max_drop (null = no gate)",
     )

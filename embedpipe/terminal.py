@@ -1,43 +1,24 @@
-"""What the operator reads: the run summary, the progress bar, status, reconcile and query output.
+"""What the operator reads: the run summary, status, reconcile and query output (the progress
+bar is progress.py). Notes in the normal colour, warnings (skipped records) in yellow.
 
 Rendering only; the CLI decides what to show and where (stdout or stderr).
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from embedpipe.sinks.base import Hit
-from embedpipe.types import RunReport
+from embedpipe.types import RecordError, RunReport
 
-ERRORS_SHOWN = 20
-
-
-@contextlib.contextmanager
-def progress_bar(console: Console, *, disable: bool) -> Iterator[tuple[Progress, Any]]:
-    """A transient progress bar on `console`, and its task."""
-    bar = Progress(
-        TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(), TextColumn("docs"),
-        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console, transient=True, disable=disable,
-    )  # fmt: skip
-    with bar:
-        yield bar, bar.add_task("embed", total=None, info="loading model")
+ERRORS_SHOWN = 20  # distinct reasons shown; the rest are in the JSON report
+RECORDS_NAMED = 3  # records named per reason
 
 
 def print_summary(console: Console, r: RunReport) -> None:
@@ -48,10 +29,11 @@ def print_summary(console: Console, r: RunReport) -> None:
     table.add_column("", style="bold")
     table.add_column("")
     rows = [
-        ("documents", f"{r.docs_read:,} read, {r.docs_failed:,} failed"),
+        ("documents", f"{r.docs_read:,} read, {r.docs_skipped:,} unchanged, {r.docs_failed:,} failed"),
         ("chunks", f"{r.chunks_total:,} total, {r.chunks_embedded:,} embedded, {r.chunks_skipped:,} skipped, "
                    f"{r.chunks_deleted:,} deleted"),
-        ("throughput", f"{r.tokens_per_second:,.0f} tokens/s, {r.chunks_per_second:,.1f} chunks/s in {r.seconds:.1f}s"),
+        ("throughput", f"{r.tokens_per_second:,.0f} tokens/s, {r.chunks_per_second:,.1f} chunks/s"),
+        ("time", f"{r.wall_seconds:.1f}s: start-up {r.startup_seconds:.1f}s (model load) + run {r.seconds:.1f}s"),
         ("padding efficiency", f"{r.padding_efficiency:.1%}"),
         ("model", f"{r.model} on {r.device} ({r.precision})"),
         ("sink", f"{r.sink} / {r.collection}"),
@@ -59,13 +41,29 @@ def print_summary(console: Console, r: RunReport) -> None:
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    for e in r.errors[:ERRORS_SHOWN]:
-        console.print(f"[yellow]skipped[/] {escape(f'{e.source} :: {e.record}: {e.reason}')}")
-    if len(r.errors) > ERRORS_SHOWN:
-        console.print(f"... and {len(r.errors) - ERRORS_SHOWN} more (see --report)")
+    groups = by_reason(r.errors)
+    for reason, errors in list(groups.items())[:ERRORS_SHOWN]:
+        named = ", ".join(f"{e.source} :: {e.record}" for e in errors[:RECORDS_NAMED])
+        more = f" and {len(errors) - RECORDS_NAMED:,} more" if len(errors) > RECORDS_NAMED else ""
+        count = f"{len(errors):,} records" if len(errors) > 1 else "1 record"
+        console.print(
+            f"[yellow]skipped {count}: {escape(reason)} ({escape(named)}{more})[/]", soft_wrap=True
+        )
+    if len(groups) > ERRORS_SHOWN:
+        console.print(
+            f"[yellow]... and {len(groups) - ERRORS_SHOWN} other reasons (see --report)[/]"
+        )
     for note in r.notes:
         if not (r.reason and note.endswith(r.reason)):  # the reason is printed as the error
-            console.print(f"[red]{escape(note)}[/]")
+            console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
+
+
+def by_reason(errors: Sequence[RecordError]) -> dict[str, list[RecordError]]:
+    """Record errors grouped by reason, in the order each reason first came."""
+    groups: dict[str, list[RecordError]] = {}
+    for e in errors:
+        groups.setdefault(e.reason, []).append(e)
+    return groups
 
 
 def print_status(out: Console, rows: list[dict[str, Any]]) -> None:
@@ -73,17 +71,37 @@ def print_status(out: Console, rows: list[dict[str, Any]]) -> None:
     if not rows:
         out.print("The ledger holds nothing yet: run `embedpipe backfill SOURCE` first.")
     for row in rows:
-        out.print(f"[bold]{row['target']}[/] model={row['model'] or 'default'} dim={row['dim']} "
-                  f"fingerprint={row['fingerprint'][:12]} chunks={row['chunks']} documents={row['documents']}")  # fmt: skip
+        out.print(f"[bold]{escape(row['target'])}[/] model {escape(row['model_name'])}, dim {row['dim']}, "
+                  f"fingerprint {row['fingerprint'][:12]}: {row['chunks']:,} chunks, {row['documents']:,} documents")  # fmt: skip
         for g in row.get("generations", []):
             if g["state"] != "live":
-                out.print(f"  {g['state']} generation {g['fingerprint'][:12]}: model={g['model'] or 'default'} "
-                          f"chunks={g['chunks']} documents={g['documents']} created {when(g['created'])}")  # fmt: skip
+                out.print(f"  {g['state']} generation {g['fingerprint'][:12]}: model {escape(g['model_name'])}, "
+                          f"{g['chunks']:,} chunks, {g['documents']:,} documents, created {when(g['created'])}")  # fmt: skip
         for r in row["runs"]:
-            committed = f", last commit {when(r['committed'])}" if r.get("committed") else ""
-            out.print(f"  run {r['id']} ({when(r['started'])}): {r['outcome']}{committed} "
-                      f"embedded={r['chunks_embedded']} skipped={r['chunks_skipped']} "
-                      f"deleted={r['chunks_deleted']} failed={r['docs_failed']}")  # fmt: skip
+            out.print(f"  run {r['id']} {r['outcome']}: {run_times(r)}; embedded {r['chunks_embedded']}, "
+                      f"skipped {r['chunks_skipped']}, deleted {r['chunks_deleted']}, failed {r['docs_failed']}")  # fmt: skip
+
+
+def run_times(r: dict[str, Any]) -> str:
+    """'started 2025-01-02 03:04:05, ended 03:05:10 (65.0s)', or the last commit of a run that
+    has not ended."""
+    text = f"started {when(r['started'])}"
+    ended = r.get("ended")
+    if ended is not None:
+        same_day = time.localtime(ended)[:3] == time.localtime(r["started"])[:3]
+        shown = time.strftime("%H:%M:%S", time.localtime(ended)) if same_day else when(ended)
+        text += f", ended {shown} ({duration(ended - r['started'])})"
+    if r.get("committed"):
+        text += f", last commit {when(r['committed'])}"
+    return text
+
+
+def duration(seconds: float) -> str:
+    """'42.0s', '3m05s' or '2h07m'."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, sec = divmod(round(seconds), 60)
+    return f"{minutes}m{sec:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
 def print_reconcile(out: Console, result: dict[str, Any]) -> None:

@@ -15,6 +15,8 @@ from embedpipe.errors import StateError, os_reason
 
 # The run report keeps at most this many timeline points; older ones are thinned out.
 TIMELINE_POINTS = 240
+# What a run does, in order (RunReport.phase): the model loads before the run's clock starts.
+PHASES = ("loading model", "embedding", "writing", "deleting", "building index", "swapping")
 
 # Fixed namespace so a chunk id maps to the same point id in every sink, on every machine.
 POINT_NAMESPACE = uuid.UUID("6f1c2b1e-5d0a-4a43-9a57-3c1d5b0e7e11")
@@ -125,7 +127,14 @@ class RunReport:
     real_tokens: int = 0
     padded_tokens: int = 0
     batches: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # the run's own clock: from taking the state lock to its end
+    startup_seconds: float = 0.0  # before that: checking the source, loading the model
+    phase: str = "starting"  # what the run does now: one of PHASES
+    phases: list[list[Any]] = field(default_factory=list)  # [phase, seconds since started_at]
+    docs_skipped: int = 0  # unchanged since they were embedded: not even chunked
+    chunks_planned: int = 0  # chunks the planner admitted for embedding so far
+    tokens_planned: int = 0  # their tokens (0 when the engine does not count them: Ray)
+    planning_done: bool = False  # the planner has read the whole source: the totals are exact
     device: str = ""
     precision: str = ""
     max_batch_tokens: int = 0
@@ -140,6 +149,16 @@ class RunReport:
     # timeline_step seconds (the step doubles whenever the list outgrows TIMELINE_POINTS).
     timeline_step: float = 0.5
     timeline: list[list[float]] = field(default_factory=list)
+
+    @property
+    def wall_seconds(self) -> float:
+        """Start-up plus the run: what the operator waited."""
+        return self.startup_seconds + self.seconds
+
+    def enter(self, phase: str) -> None:
+        """Note that the run entered `phase` (one of PHASES), and when."""
+        self.phase = phase
+        self.phases.append([phase, round(time.time() - self.started_at, 3)])
 
     @property
     def padding_efficiency(self) -> float:
@@ -195,6 +214,8 @@ class RunReport:
         d["chunks_per_second"] = round(self.chunks_per_second, 2)
         d["tokens_per_second"] = round(self.tokens_per_second, 1)
         d["seconds"] = round(self.seconds, 3)
+        d["startup_seconds"] = round(self.startup_seconds, 3)
+        d["wall_seconds"] = round(self.wall_seconds, 3)
         return d
 
     def write(self, path: str | Path) -> None:

@@ -1,21 +1,28 @@
-"""Encoder: reference parity with SentenceTransformer.encode, the settings it reads, the model identity."""
+"""Encoder: reference parity with SentenceTransformer.encode, the settings it reads, the model
+identity, CUDA out-of-memory back-off and the GPU token budget."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from embedpipe.batching import batches
 from embedpipe.chunking import Chunker
 from embedpipe.config import ModelConfig
-from embedpipe.encoder import Encoder
+from embedpipe.encoder import MAX_GPU_BATCH_TOKENS, Encoder
+from embedpipe.errors import ModelError
 from embedpipe.models import hash_model_files
+from embedpipe.pipeline import Pipeline
 from embedpipe.sources import read_dir
 from embedpipe.types import Chunk, Document
+from tests.streamkit import WORDS, small_batch_config, varied_docs
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +113,90 @@ def test_settings_reach_the_encoder_without_probing(encoder: Encoder) -> None:
         64, 128, {"truncate_dim": 128, "quantization": "int8"},
     )  # fmt: skip
     assert not np.allclose(np.linalg.norm(mine.encode_texts(["not normalised"]), axis=1), 1.0)
+
+
+# -- CUDA out-of-memory back-off -------------------------------------------------------------
+
+# The injected CUDA out-of-memory fires above this many padded tokens per forward pass.
+OOM_ABOVE = {"tokens": 600}
+
+
+@pytest.fixture
+def flaky(encoder: Encoder, monkeypatch: pytest.MonkeyPatch) -> tuple[Encoder, list[int]]:
+    """An encoder (sharing the session model) whose forward raises CUDA OOM above OOM_ABOVE."""
+    oomed: list[int] = []
+    transformer = encoder.model[0]
+    real = transformer.forward
+
+    def forward(features: dict[str, torch.Tensor], **kwargs: Any) -> Any:
+        rows, width = features["input_ids"].shape
+        if rows * width > OOM_ABOVE["tokens"]:
+            oomed.append(rows * width)
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(features, **kwargs)
+
+    monkeypatch.setattr(transformer, "forward", forward)
+    mine = copy.copy(encoder)  # own token_cap and counter, same model
+    mine.token_cap, mine.oom_backoffs = None, 0
+    return mine, oomed
+
+
+TEXTS = [f"Sentence number {i} is about " + " ".join(WORDS[: 3 + i % 9]) for i in range(96)]
+
+
+def test_oom_halves_the_cap_retries_and_returns_the_same_vectors(
+    encoder: Encoder, flaky: tuple[Encoder, list[int]]
+) -> None:
+    mine, oomed = flaky
+    ids, mask = mine._tokenize(TEXTS)
+    assert ids.size > 1200, "the batch must be over the injected limit twice over"
+    vectors = mine.encode_ids(ids, mask)
+
+    assert mine.oom_backoffs == len(oomed) >= 2
+    assert mine.token_cap is not None and mine.token_cap <= 600
+    assert oomed[1] <= oomed[0] // 2, "each back-off at least halves the batch"
+    with torch.inference_mode():
+        ref = np.concatenate([encoder._encode_piece(ids[i : i + 4], mask[i : i + 4])
+                              for i in range(0, len(ids), 4)])  # fmt: skip
+    assert np.allclose(vectors, ref, atol=1e-5)
+
+
+def test_oom_cap_is_remembered_for_later_batches(flaky: tuple[Encoder, list[int]]) -> None:
+    mine, oomed = flaky
+    ids, mask = mine._tokenize(TEXTS)
+    mine.encode_ids(ids, mask)
+    backoffs, cap = mine.oom_backoffs, mine.token_cap
+    mine.encode_ids(*mine._tokenize(TEXTS[::-1] * 2))  # twice as large: split up front
+    assert (mine.oom_backoffs, mine.token_cap, len(oomed)) == (backoffs, cap, backoffs)
+
+
+def test_oom_on_a_single_chunk_names_the_fix(
+    flaky: tuple[Encoder, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine, _ = flaky
+    monkeypatch.setitem(OOM_ABOVE, "tokens", 8)
+    with pytest.raises(ModelError, match="chunk_tokens"):
+        mine.encode_texts([" ".join(WORDS * 60)])
+
+
+def test_pipeline_reports_oom_backoffs(
+    flaky: tuple[Encoder, list[int]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine, _ = flaky
+    monkeypatch.setitem(OOM_ABOVE, "tokens", 150)  # below the padding-bounded batches' size
+    cfg = small_batch_config(tmp_path)
+    cfg.batching.max_batch_tokens, cfg.batching.window = 2048, 256
+    report = Pipeline(cfg, source=varied_docs(12, 7), encoder=mine).run()
+    assert report.outcome == "done"
+    assert mine.oom_backoffs >= 1
+    assert any("out of memory" in note and str(mine.token_cap) in note for note in report.notes)
+
+
+def test_gpu_budget_follows_free_memory(encoder: Encoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    gpu = copy.copy(encoder)
+    gpu.device = "cuda"
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (100 << 30, 140 << 30))
+    assert gpu.batch_token_budget(16384) == MAX_GPU_BATCH_TOKENS
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (64 << 20, 140 << 30))
+    assert gpu.batch_token_budget(16384) == 16384, "never below what the config asks for"
+    assert encoder.batch_token_budget(16384) == 16384, "CPU: the config's budget as it is"

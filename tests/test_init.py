@@ -1,14 +1,8 @@
-"""Operations: `embedpipe init`, the scheduler examples in configs/examples, py.typed in the wheel."""
+"""`embedpipe init`: the commented config it writes loads, documents what the source needs, and
+is never written over without --force."""
 
 from __future__ import annotations
 
-import ast
-import configparser
-import shlex
-import shutil
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -16,9 +10,6 @@ from typer.testing import CliRunner
 
 from embedpipe.cli import app
 from embedpipe.config import DEFAULT_SINK, load_config
-
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "configs" / "examples"
 
 
 @pytest.mark.parametrize(
@@ -66,70 +57,3 @@ def test_init_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
 
 def test_init_rejects_a_sink_without_location() -> None:
     assert CliRunner().invoke(app, ["init", "--sink", "faiss:"]).exit_code == 2
-
-
-def embedpipe_command(line: str) -> list[str]:
-    """The embedpipe invocation inside a shell line, as argv from `embedpipe` on."""
-    argv = shlex.split(line.replace("\\%", "%"))
-    start = next(i for i, a in enumerate(argv) if a.endswith("/embedpipe") or a == "embedpipe")
-    return argv[start:]
-
-
-def check_run_command(argv: list[str]) -> None:
-    assert argv[1] == "run"
-    assert (ROOT / argv[2]).is_file(), f"{argv[2]} is not a config in this repository"
-    load_config(ROOT / argv[2])
-    assert "--metrics" in argv and "--log-format" in argv
-
-
-def test_cron_example_runs_embedpipe_run_nightly() -> None:
-    [line] = [
-        ln for ln in (EXAMPLES / "cron").read_text().splitlines() if ln and not ln.startswith("#")
-    ]
-    fields = line.split()
-    assert len(fields[:5]) == 5 and all(
-        f.replace("*", "").replace(",", "").isdigit() or f == "*" for f in fields[:5]
-    )
-    check_run_command(embedpipe_command(line.split("&&", 1)[1].split(">>")[0]))
-
-
-def test_systemd_timer_triggers_a_oneshot_service_running_embedpipe() -> None:
-    service, timer = configparser.ConfigParser(strict=False), configparser.ConfigParser()
-    service.optionxform = timer.optionxform = str  # type: ignore[assignment,method-assign]
-    service.read(EXAMPLES / "embedpipe.service")
-    timer.read(EXAMPLES / "embedpipe.timer")
-    assert timer["Timer"]["Unit"] == "embedpipe.service" and timer["Timer"]["OnCalendar"]
-    assert timer["Install"]["WantedBy"] == "timers.target"
-    assert service["Service"]["Type"] == "oneshot"
-    check_run_command(embedpipe_command(service["Service"]["ExecStart"]))
-
-
-def test_airflow_example_is_a_dag_calling_embedpipe_run() -> None:
-    source = (EXAMPLES / "airflow_dag.py").read_text()
-    tree = ast.parse(source)
-    calls = {
-        n.func.id
-        for n in ast.walk(tree)
-        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
-    }
-    assert {"DAG", "BashOperator"} <= calls
-    assert "run configs/nightly.yaml" in source and (ROOT / "configs/nightly.yaml").is_file()
-
-
-def test_py_typed_ships_in_the_wheel(tmp_path: Path) -> None:
-    tree = tmp_path / "src"
-    tree.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, tree / name)
-    shutil.copytree(
-        ROOT / "embedpipe", tree / "embedpipe", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path / "dist"), str(tree)],
-        capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    [wheel] = (tmp_path / "dist").glob("embedpipe-*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
-    assert "embedpipe/py.typed" in names and "embedpipe/sources/pdf.py" in names

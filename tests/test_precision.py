@@ -1,4 +1,5 @@
-"""Precision: device and precision choice, the bf16 measurement and the thread policy."""
+"""Precision: device and precision choice, the bf16 measurement and the thread policy, and the
+choice the encoder makes with them (bf16 parity, calibration fallback, explicit precision)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,17 @@ import numpy as np
 import pytest
 import torch
 
+import embedpipe.encoder as encoder_module
+from embedpipe.config import ModelConfig
+from embedpipe.encoder import Encoder
 from embedpipe.errors import ModelError
 from embedpipe.precision import (
     CALIBRATION_TEXTS,
     Calibration,
     calibration_blocks,
+    choose_cpu_precision,
     choose_precision,
+    cpu_has_native_bf16,
     intra_op_threads,
     measure_bf16,
     resolve_device,
@@ -126,3 +132,58 @@ def test_omp_num_threads_decides_when_none_are_asked(
 def test_threads_stay_as_they_are_off_the_cpu(torch_threads: None) -> None:
     torch.set_num_threads(1)
     assert set_torch_threads("cuda", 4) == torch.get_num_threads() == 1
+
+
+# -- the encoder's choice ----------------------------------------------------------------------
+
+
+def test_bf16_matches_fp32_on_the_calibration_sample(encoder: Encoder) -> None:
+    cal = encoder.calibrate(repeats=1)
+    assert cal.min_cosine >= 0.999
+    assert encoder.model[0].auto_model.dtype == torch.float32, "calibration leaves fp32 weights"
+
+
+def test_native_bf16_is_read_from_cpu_flags() -> None:
+    assert cpu_has_native_bf16("flags\t\t: fpu sse avx512f avx512_bf16 avx512_vnni\n")
+    assert cpu_has_native_bf16("flags\t\t: fpu amx_bf16 amx_tile\n")
+    assert not cpu_has_native_bf16("flags\t\t: fpu sse avx2 avx512f avx512bw\n")
+
+
+@pytest.mark.parametrize(
+    ("native", "calibration", "expected", "why"),
+    [
+        (False, None, "fp32", "no native bf16"),
+        (True, Calibration(0.998, 1.0, 0.5), "fp32", "parity bar"),
+        (True, Calibration(0.9999, 1.0, 1.1), "fp32", "not faster"),
+        (True, Calibration(0.9999, 1.0, 0.6), "bf16", "native bf16"),
+    ],
+)
+def test_auto_precision_on_cpu(
+    native: bool, calibration: Calibration | None, expected: str, why: str
+) -> None:
+    precision, reason = choose_cpu_precision(
+        native, (lambda: calibration) if calibration else _never_calibrate
+    )  # type: ignore[arg-type,return-value]
+    assert precision == expected
+    assert why in reason
+
+
+def test_encoder_falls_back_to_fp32_when_calibration_fails(
+    encoder: Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(encoder_module, "_load", lambda path, device: encoder.model)
+    monkeypatch.setattr(encoder_module, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(Encoder, "calibrate", lambda self: Calibration(0.95, 1.0, 0.5))
+    auto = Encoder(ModelConfig(device="cpu", precision="auto"))
+    assert auto.precision == "fp32"
+    assert "parity bar" in auto.precision_reason
+    assert encoder.model[0].auto_model.dtype == torch.float32
+
+
+def test_explicit_precision_is_honoured_without_calibration(
+    encoder: Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(encoder_module, "_load", lambda path, device: encoder.model)
+    monkeypatch.setattr(Encoder, "calibrate", lambda self: _never_calibrate())
+    explicit = Encoder(ModelConfig(device="cpu", precision="fp32"))
+    assert (explicit.precision, explicit.precision_reason) == ("fp32", "fp32: asked for")

@@ -17,9 +17,13 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import datasets
 
-from embedpipe.errors import SourceError
-from embedpipe.sources import read_jsonl
+import embedpipe
+import embedpipe.api
+from embedpipe.config import load_config
+from embedpipe.errors import ConfigError, SourceError
+from embedpipe.sources import detect_kind, read_jsonl
 from embedpipe.types import Document, RecordError
+from tests.clikit import cli, flat
 from tests.sourcekit import docs, errors, source
 
 datasets.disable_progress_bars()
@@ -599,3 +603,41 @@ def test_dir_invalid_utf8_offset_counts_the_bom(tmp_path: Path) -> None:
     (tmp_path / "x.txt").write_bytes(b"\xef\xbb\xbfab\xff")
     [err] = errors(source(tmp_path))
     assert err.reason == "not UTF-8 text (invalid byte at offset 5)"
+
+
+# ---------------------------------------------------------------- a missing source is a usage error
+
+
+def test_cli_missing_source_exits_2_naming_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    done = cli("backfill", str(missing), "--sink", f"faiss:{tmp_path / 'f'}", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert f"No source at {missing}" in flat(done.stderr)
+    assert not (tmp_path / "f").exists()
+
+
+def _model_loads() -> int:
+    """How many times the library has loaded a model for a run (its cache misses)."""
+    loader = getattr(embedpipe.api, "_encoder_for", None) or embedpipe.api._run_encoder
+    return int(loader.cache_info().misses)
+
+
+@pytest.mark.parametrize("prefix", ["", "jsonl:", "dir:"])
+def test_run_with_a_missing_source_raises_before_loading_the_model(
+    prefix: str, tmp_path: Path
+) -> None:
+    cfg = load_config(None, {"source": {"uri": f"{prefix}{tmp_path / 'nowhere'}"},
+                             "sink": {"uri": f"faiss:{tmp_path / 'f'}"},
+                             "model": {"name": str(tmp_path / "no-model-here")}})  # fmt: skip
+    before = _model_loads()
+    with pytest.raises(ConfigError, match=r"No source at .*nowhere"):
+        embedpipe.run(cfg)
+    assert _model_loads() == before
+
+
+def test_remote_url_source_is_a_usage_error_not_a_missing_file() -> None:
+    with pytest.raises(ConfigError) as exc:
+        detect_kind("s3://bucket/corpus")
+    assert "no reader for s3:// sources" in str(exc.value)
+    assert "No source at" not in str(exc.value)
+    assert isinstance(exc.value, SourceError)  # what callers caught before still catches it

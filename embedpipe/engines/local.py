@@ -57,6 +57,7 @@ def _plan(
             chunk.content_hash = content_hash(fp, chunk.text)
             if plan.fresh(known, chunk.index, chunk.content_hash):
                 fresh.append(chunk)
+                run.report.tokens_planned += chunk.token_count
             if len(fresh) >= PLAN_BATCH:
                 if not put(out, fresh, None, halt):
                     return
@@ -65,6 +66,7 @@ def _plan(
         if fresh and not put(out, fresh, None, halt):
             return
         crash_point("plan")
+    run.report.planning_done = not halt.is_set()  # the progress total is exact from here
     put(out, END, None, halt)
 
 

@@ -137,6 +137,8 @@ class _RayStream:
             crash_point("ray-wave")
             if self.run.stop.is_set():
                 break
+        else:
+            self.report.planning_done = True  # every wave was planned (and encoded)
 
     # -- pass 1: read, parse, chunk on the cluster ------------------------------------------
 
@@ -162,14 +164,14 @@ class _RayStream:
         paths, names = list(files.paths[lo:hi]), files.names[lo:hi]
         by_path = dict(zip(paths, names, strict=True))
         if kind == "parquet":
-            ds = ray.data.read_parquet(paths, columns=list(files.columns), file_extensions=None, num_cpus=READ_CPUS)  # fmt: skip
+            ds = ray.data.read_parquet(paths, columns=list(files.columns), file_extensions=None, num_cpus=READ_CPUS, filesystem=files.filesystem)  # fmt: skip
             parse = functools.partial(parse_parquet_rows, fields=files.fields)
             wave = Wave(names, files.rows[lo:hi])
         elif kind == "jsonl":
-            ds, wave = read_raw(paths), Wave(names)
+            ds, wave = read_raw(paths, files.filesystem), Wave(names)
             parse = functools.partial(parse_jsonl_files, fields=files.fields, names=by_path)
         else:
-            ds, wave = read_raw(paths), Wave(names, root=files.root)
+            ds, wave = read_raw(paths, files.filesystem), Wave(names, root=files.root)
             parse = functools.partial(parse_document_files, root=files.root, names=by_path)
         parsed = ds.map_batches(parse, batch_size=None, batch_format="pyarrow", num_cpus=READ_CPUS)
         # Blocks of block_docs records (streaming, order kept), so the chunking actors share out

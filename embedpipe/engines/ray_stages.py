@@ -205,8 +205,9 @@ def shipped(items: list[Document | RecordError], block_docs: int) -> Any:
     return ray.data.from_arrow_refs(blocks)  # type: ignore[arg-type]
 
 
-def read_raw(paths: list[str]) -> Any:
-    """Each file's raw bytes (gzip included: our parsers name a corrupt file instead of failing)."""
+def read_raw(paths: list[str], filesystem: Any = None) -> Any:
+    """Each file's raw bytes (gzip included: our parsers name a corrupt file instead of failing),
+    from `filesystem` (a bucket's pyarrow filesystem) when given."""
     import ray
     from ray.data._internal.datasource.binary_datasource import BinaryDatasource
 
@@ -214,7 +215,7 @@ def read_raw(paths: list[str]) -> Any:
         def resolve_compression(self, path: str, open_args: dict[str, Any]) -> str | None:
             return None
 
-    raw = RawBinary(paths, include_paths=True, ignore_missing_paths=True)
+    raw = RawBinary(paths, include_paths=True, ignore_missing_paths=True, filesystem=filesystem)
     return ray.data.read_datasource(raw, num_cpus=READ_CPUS)
 
 

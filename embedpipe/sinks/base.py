@@ -101,6 +101,29 @@ class Sink(Protocol):
         what the ledger's live pointer is re-derived from after a crash."""
         ...
 
+    def promote(self, fingerprint: str) -> None:
+        """Make the complete generation built under `fingerprint` live, atomically; the one it
+        replaces is kept for rollback (unless the sink does not keep_previous) until `drop`."""
+        ...
+
+    def drop(self, fingerprint: str) -> None:
+        """Remove a generation that is not live; SinkError for the live one."""
+        ...
+
+    def pinned(self, fingerprint: str) -> Sink:
+        """A read-only view whose search and chunk_ids read that generation as if it were live
+        (to evaluate a staged or previous generation); release it with abort()."""
+        ...
+
+    def describe(self, fields: Mapping[str, Any]) -> None:
+        """Record what the generation being written was built with (model, prompts, settings:
+        `index.built_with`) in its manifest; called after open()."""
+        ...
+
+    def manifest(self) -> dict[str, Any]:
+        """What the live generation was built with ({} when none is live or nothing was recorded)."""
+        ...
+
     def chunk_ids(self, fingerprint: str | None = None) -> Iterator[str]:
         """Every chunk id of `fingerprint`'s generation (none when the sink lacks it), else of
         the one being written, else of the live one. Never creates a generation."""

@@ -224,9 +224,13 @@ class EdgeSink(GenerationSink):
                 ),
             )
 
+    def _forget_reads(self) -> None:
+        super()._forget_reads()
+        self._shard, self._reader = None, None  # a view opens its own reader
+
     def _live_reader(self, *, required: bool) -> Any:
         """The live shard opened for reading, kept until close()/abort()."""
-        live = self._gens.live()
+        live = self._live_gen()
         if live is None or not (live / SHARD / EDGE_CONFIG).exists():
             if required:
                 raise self._gens.missing()

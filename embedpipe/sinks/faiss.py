@@ -58,7 +58,7 @@ class FaissSink(StoredSink):
     """Vectors in a FAISS index under `directory`, named `collection`, rebuilt from its own store."""
 
     scheme, name, kind = "faiss", "FAISS", "FAISS index"
-    manifest: ClassVar[dict[str, Any]] = {"index_factory": None, "count": 0}
+    first_manifest: ClassVar[dict[str, Any]] = {"index_factory": None, "count": 0}
 
     def __init__(
         self,

@@ -12,17 +12,25 @@ Parquet sinks share this, and the run lifecycle around it, through `GenerationSi
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from embedpipe.durable import atomic_write, fsync_dir, take_lock
 from embedpipe.errors import SinkError
 from embedpipe.faults import crash_point
-from embedpipe.sinks.base import Capabilities, RemoteWriter, no_remote_writer, not_rebuildable
+from embedpipe.sinks.base import (
+    Capabilities,
+    RemoteWriter,
+    no_remote_writer,
+    not_open,
+    not_rebuildable,
+)
 from embedpipe.sinks.registry import SINKS
 
 GENERATIONS = ".generations"
@@ -61,6 +69,14 @@ class Generations:
                 )
             return None
         return public.resolve()
+
+    def live_gen(self) -> Path | None:
+        """The generation folder the public name points into (a data folder's parent)."""
+        live = self.live()
+        if live is None:
+            return None
+        root = self.directory / GENERATIONS
+        return live if live.parent == root.resolve() else live.parent
 
     def swap(self, target: Path) -> None:
         """Point the public name at `target` (inside this directory) in one rename."""
@@ -111,6 +127,9 @@ def check_dim(manifest: dict[str, Any], dim: int, collection: str, gen: Path) ->
         )
 
 
+G = TypeVar("G", bound="GenerationSink")
+
+
 class GenerationSink:
     """What the FAISS, Qdrant Edge and Parquet sinks share: the run's generation, chosen and locked
     by `open` (through `_claim`), built by `_build` on close, made live by a swap, and the
@@ -133,6 +152,7 @@ class GenerationSink:
         self._gen: Path | None = None  # generation being written, between open and close
         self._new = False  # it is not the live one: close() swaps to it
         self._lock: int | None = None  # the fd holding the generation's lock
+        self._pin: Path | None = None  # a pinned view's generation (see pinned())
 
     @property
     def capabilities(self) -> Capabilities:
@@ -152,6 +172,7 @@ class GenerationSink:
             return
         gen = self._gen
         public = self._build(gen)
+        write_manifest(gen, built=datetime.now(timezone.utc).isoformat())  # complete: promotable
         # In place, the public name moves only when readers' files moved (Parquet's data folder).
         old = None
         if promote if self._new else public != self._gens.live():
@@ -178,6 +199,55 @@ class GenerationSink:
         live = self._live_gen()
         return None if live is None else read_manifest(live).get("fingerprint")
 
+    def promote(self, fingerprint: str) -> None:
+        """Make the complete generation built under `fingerprint` live, in one swap; the one it
+        replaces stays (for rollback) until `drop`, unless the sink does not keep_previous."""
+        gen = self._complete(fingerprint)
+        if gen == self._gens.live_gen():
+            return
+        fd = lock(gen)  # no run is writing it
+        try:
+            old = self._swap(self._public_target(gen))
+            if old is not None and old != gen and not self.keep_previous:
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            os.close(fd)
+
+    def drop(self, fingerprint: str) -> None:
+        """Remove a generation that is not live (nothing to do when the sink lacks it)."""
+        gen = self._gens.path(fingerprint)
+        if not gen.exists():
+            return
+        if gen == self._gens.live_gen():
+            raise SinkError(
+                f"generation {fingerprint[:12]} of '{self.collection}' is live: promote or roll "
+                "back to another before dropping it"
+            )
+        fd = lock(gen)
+        try:
+            shutil.rmtree(gen)
+        finally:
+            os.close(fd)
+
+    def pinned(self: G, fingerprint: str) -> G:
+        """A read-only view of the complete generation built under `fingerprint`: its search and
+        chunk_ids read that generation as if it were live. Release it with abort()."""
+        view = copy.copy(self)
+        view._forget_reads()
+        view._pin = self._complete(fingerprint)
+        return view
+
+    def describe(self, fields: Mapping[str, Any]) -> None:
+        """Record what the generation being written was built with in its manifest.json."""
+        if self._gen is None:
+            raise not_open(self.name)
+        write_manifest(self._gen, **fields)
+
+    def manifest(self) -> dict[str, Any]:
+        """The live generation's manifest.json ({} when none is live)."""
+        live = self._live_gen()
+        return {} if live is None else read_manifest(live)
+
     # -- what subclasses fill in -----------------------------------------------------------
 
     def _build(self, gen: Path) -> Path:
@@ -186,6 +256,14 @@ class GenerationSink:
 
     def _published(self, gen: Path) -> None:
         """After the public name moved (or did not need to): drop what readers no longer use."""
+
+    def _public_target(self, gen: Path) -> Path:
+        """What the public name points to when `gen` is live (Parquet: its latest data folder)."""
+        return gen
+
+    def _forget_reads(self) -> None:
+        """A view shares no run, lock or open reader with the sink it was made from."""
+        self._gen, self._lock, self._new = None, None, False
 
     def _check_reuse(self, manifest: dict[str, Any], gen: Path) -> None:
         """Refuse to reuse a generation built otherwise; `_claim` has checked its dimension."""
@@ -197,8 +275,23 @@ class GenerationSink:
     # -- internals -------------------------------------------------------------------------
 
     def _live_gen(self) -> Path | None:
-        """The live generation's folder, or None; refuses a public name embedpipe did not make."""
-        return self._gens.live()
+        """The live generation's folder (a view's pinned one), or None; refuses a public name
+        embedpipe did not make."""
+        return self._pin if self._pin is not None else self._gens.live_gen()
+
+    def _live_public(self) -> Path | None:
+        """What readers read: the public name's target (a view's: its pinned generation's)."""
+        return self._public_target(self._pin) if self._pin is not None else self._gens.live()
+
+    def _complete(self, fingerprint: str) -> Path:
+        """The folder of the complete (closed at least once) generation built under `fingerprint`."""
+        gen = self._gens.path(fingerprint)
+        if not read_manifest(gen).get("built"):
+            raise SinkError(
+                f"no complete generation {fingerprint[:12]} of '{self.collection}' in "
+                f"{self.directory}: a run must finish building it first"
+            )
+        return gen
 
     def _read_gen(self, fingerprint: str | None) -> Path | None:
         """The generation a read means: `fingerprint`'s (None when this sink has none), else the

@@ -58,7 +58,7 @@ class ParquetSink(StoredSink):
     """Chunks with vectors as Parquet files in `directory/collection`, compacted on close()."""
 
     scheme, name, kind = "parquet", "Parquet", "Parquet dataset"
-    manifest: ClassVar[dict[str, Any]] = {"format": "parquet"}
+    first_manifest: ClassVar[dict[str, Any]] = {"format": "parquet"}
 
     def __init__(
         self,
@@ -104,10 +104,10 @@ class ParquetSink(StoredSink):
 
     # -- internals -------------------------------------------------------------------------
 
-    def _live_gen(self) -> Path | None:
-        """The generation the live data folder is in (the public name points into it)."""
-        data = self._gens.live()
-        return None if data is None else data.parent
+    def _public_target(self, gen: Path) -> Path:
+        """What the public name points to when `gen` is live: its latest data folder."""
+        dirs = _data_dirs(gen)
+        return dirs[-1] if dirs else gen
 
     def _build(self, gen: Path) -> Path:
         """Write the store's writes and deletes, replayed over the latest data, as a new data
@@ -145,7 +145,7 @@ class ParquetSink(StoredSink):
 
     def _loaded(self) -> tuple[np.ndarray, pa.Table, Rows]:
         """The live vectors and payload rows, cached until the symlink moves."""
-        data = self._gens.live()
+        data = self._live_public()
         if data is None:
             raise self._gens.missing()
         if self._cache is None or self._cache[0] != data:

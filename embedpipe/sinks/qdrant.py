@@ -9,6 +9,8 @@ writes.
 
 from __future__ import annotations
 
+import copy
+import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
@@ -19,7 +21,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from embedpipe.config import QdrantOptions, SinkConfig
-from embedpipe.errors import SinkError
+from embedpipe.errors import SinkError, TransientSinkError
 from embedpipe.faults import crash_point
 from embedpipe.redact import redact_uri
 from embedpipe.sinks import qdrant_base
@@ -36,6 +38,8 @@ from embedpipe.sinks.registry import SINKS
 from embedpipe.types import Embedded, point_id
 
 __all__ = ["VECTOR_TYPES", "QdrantSink", "QdrantWriter", "qdrant_errors", "server_client"]
+
+log = logging.getLogger(__name__)
 
 # qdrant-client's types for the options; on_disk=None leaves the server's default.
 VECTOR_TYPES = qdrant_base.VectorTypes(
@@ -98,6 +102,7 @@ class QdrantSink:
         self._target: str | None = None  # physical collection being written
         self._new = False
         self._retired: str | None = None  # previous live collection, until it is dropped
+        self._pin: str | None = None  # a pinned view's collection (see pinned())
 
     @classmethod
     def from_config(cls, scheme: str, location: str, cfg: SinkConfig) -> QdrantSink:
@@ -192,12 +197,62 @@ class QdrantSink:
         """
         self._release()
 
+    def promote(self, fingerprint: str) -> None:
+        """Move the alias to the collection built under `fingerprint` (kept for rollback unless
+        the sink does not keep_previous), then release the client."""
+        try:
+            self._swap(self._existing(fingerprint))
+        finally:
+            self._release()
+
+    def drop(self, fingerprint: str) -> None:
+        """Delete a collection that is not live (nothing to do when there is none)."""
+        name = self._physical(fingerprint)
+        try:
+            with qdrant_errors(f"dropping '{name}'"):
+                if name == self._live():
+                    raise SinkError(f"'{name}' is live: promote or roll back to another first")
+                if self.connect().collection_exists(name):
+                    self.connect().delete_collection(name)
+        finally:
+            self._release()
+
+    def pinned(self, fingerprint: str) -> QdrantSink:
+        """A read-only view whose search and chunk_ids read `fingerprint`'s collection as live.
+        It opens its own client: release it with abort() before this sink connects again."""
+        name = self._existing(fingerprint)
+        self._release()  # local mode: one client per folder at a time
+        view = copy.copy(self)
+        view._pin = name
+        return view
+
     # -- reading ---------------------------------------------------------------------------
 
     def live_fingerprint(self) -> str | None:
         """The start of the live collection's fingerprint (its name keeps 12 characters)."""
         live = self._live()
         return None if live is None else live.rpartition("__")[2] or None
+
+    def describe(self, fields: Mapping[str, Any]) -> None:
+        """Record what the collection being written was built with in its metadata (servers
+        before Qdrant 1.16 keep none: readers then fall back to the ledger)."""
+        target = self._writing()
+        try:
+            with qdrant_errors(f"describing '{target}'"):
+                self.connect().update_collection(target, metadata=dict(fields))
+        except TransientSinkError:
+            raise
+        except SinkError as exc:
+            log.warning("%s: the collection keeps no manifest", exc)
+
+    def manifest(self) -> dict[str, Any]:
+        """The live collection's metadata ({} when none is live or it has none)."""
+        live = self._live()
+        if live is None:
+            return {}
+        with qdrant_errors(f"reading the metadata of '{live}'"):
+            metadata = self.connect().get_collection(live).config.metadata
+        return dict(metadata or {})
 
     def chunk_ids(self, fingerprint: str | None = None) -> Iterator[str]:
         """Every chunk id of `fingerprint`'s collection, else of the one being written, else of
@@ -295,8 +350,17 @@ class QdrantSink:
                 name, limit=limit, offset=offset, with_payload=["chunk_id"]
             )
 
+    def _existing(self, fingerprint: str) -> str:
+        name = self._physical(fingerprint)
+        with qdrant_errors(f"looking up '{name}'"):
+            if not self.connect().collection_exists(name):
+                raise SinkError(f"no collection '{name}' for generation {fingerprint[:12]}")
+        return name
+
     def _live(self) -> str | None:
-        """The physical collection the public alias points to, or None."""
+        """The physical collection the public alias points to (a view's: its own), or None."""
+        if self._pin is not None:
+            return self._pin
         with qdrant_errors("listing aliases"):
             aliases = self.connect().get_aliases().aliases
         return next((a.collection_name for a in aliases if a.alias_name == self.collection), None)

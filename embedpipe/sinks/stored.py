@@ -22,11 +22,11 @@ from embedpipe.types import Embedded
 class StoredSink(GenerationSink):
     """A GenerationSink whose source of truth is a ShardStore in `<generation>/store`.
 
-    A subclass adds `manifest` (the fields a new generation's manifest starts with), `_build`, and
+    A subclass adds `first_manifest` (the fields a new generation's manifest starts with), `_build`, and
     `_published_rows` when readers' files hold chunks the store no longer does.
     """
 
-    manifest: ClassVar[dict[str, Any]] = {}
+    first_manifest: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, directory: str | Path, collection: str, *, keep_previous: bool) -> None:
         super().__init__(directory, collection, keep_previous=keep_previous)
@@ -37,7 +37,7 @@ class StoredSink(GenerationSink):
         """Attach to the live generation when its fingerprint matches, else start a new one."""
         gen, manifest = self._claim(dim, fingerprint)
         if not manifest:
-            write_manifest(gen, fingerprint=fingerprint, dim=dim, **self.manifest)
+            write_manifest(gen, fingerprint=fingerprint, dim=dim, **self.first_manifest)
         self._store = ShardStore(gen / "store")
         self._store.remove_temp()
         self._gen, self._dim = gen, dim

@@ -15,10 +15,13 @@ from embedpipe.errors import NoSourceError, SourceError
 from embedpipe.sources.base import Source
 from embedpipe.sources.files import DEFAULT_EXTENSIONS, open_dir, read_dir, suffixes
 from embedpipe.sources.hf import open_hf, read_hf
-from embedpipe.sources.jsonl import open_jsonl, read_jsonl
+from embedpipe.sources.jsonl import JSONL_SUFFIXES, open_jsonl, read_jsonl
 from embedpipe.sources.parquet import open_parquet, read_parquet
+from embedpipe.sources.remote import open_remote
+from embedpipe.sources.storage import is_remote
 
 __all__ = [
+    "JSONL_SUFFIXES",
     "NoSourceError",
     "Source",
     "detect_kind",
@@ -39,8 +42,7 @@ OPENERS: dict[str, Opener] = {
     "hf": open_hf,
 }
 
-HINT = "pass a directory, a .jsonl file, a .parquet file/dir or hf:PATH"
-JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz")
+HINT = "pass a directory, a .jsonl file, a .parquet file/dir, hf:PATH or s3://BUCKET/PREFIX"
 # Files save_to_disk writes: such a directory is a dataset, not a folder of documents.
 HF_MARKERS = ("dataset_dict.json", "state.json")
 # Sources opened as local paths (checked to exist before their opener runs) and what to pass.
@@ -54,7 +56,15 @@ _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 def open_source(cfg: SourceConfig) -> Source:
     """The Source `cfg.uri` names; SourceError (saying what to pass instead) when it cannot be
-    opened, NoSourceError (a usage error) when there is nothing at `cfg.uri` to open."""
+    opened, NoSourceError (a usage error) when there is nothing at `cfg.uri` to open.
+
+    A bucket location (`s3://`, `gs://`, optionally after a `kind:` prefix) is listed once and
+    its kind told from what it holds (embedpipe.sources.remote)."""
+    kind, _, rest = cfg.uri.partition(":")
+    if is_remote(rest) and kind in OPENERS:
+        return open_remote(kind, rest, cfg)
+    if is_remote(cfg.uri):
+        return open_remote(None, cfg.uri, cfg)
     kind, path = detect_kind(cfg.uri, cfg.extensions)
     return OPENERS[kind](path, cfg)
 
@@ -64,11 +74,21 @@ def detect_kind(uri: str, extensions: Sequence[str] = DEFAULT_EXTENSIONS) -> tup
     for kind in OPENERS:
         if uri.startswith(kind + ":"):
             path = os.path.expanduser(uri[len(kind) + 1 :])
-            if kind in LOCAL_KINDS and not os.path.exists(path):
+            if kind in LOCAL_KINDS and not is_remote(path) and not os.path.exists(path):
                 raise NoSourceError(f"No source at {path}: pass an existing {LOCAL_KINDS[kind]}")
             return kind, path
     if not uri:
         raise NoSourceError(f"No source given: {HINT}")
+    if is_remote(uri):  # a prefix is told apart by listing it (open_source)
+        name = uri.lower()
+        kind = (
+            "jsonl"
+            if name.endswith(JSONL_SUFFIXES)
+            else "parquet"
+            if name.endswith(".parquet")
+            else "dir"
+        )
+        return kind, uri
     path = os.path.expanduser(uri)
     if os.path.isdir(path):
         return _directory_kind(path, extensions), path

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from embedpipe.types import Document, RecordError
 
 if TYPE_CHECKING:
     from embedpipe.sources.records import RecordFields
+    from embedpipe.sources.storage import StoredObject
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Files:
     columns: tuple[str, ...] = ()
     rows: tuple[int, ...] = ()
     sizes: tuple[int, ...] = ()
+    filesystem: Any = None  # the pyarrow filesystem `paths` are on (a bucket); None = local
 
 
 @dataclass
@@ -41,6 +43,10 @@ class Source:
     read: Callable[[], Iterator[Document | RecordError]]
     total: int | None = None  # documents, when cheap to know; None otherwise
     files: Files | None = None  # set by file-based sources (dir, jsonl, parquet)
+    # A bucket's listing (s3://, gs://): each object with its version, in read order, and the
+    # same source over some of them (the planner leaves out those unchanged since last run).
+    objects: tuple[StoredObject, ...] = ()
+    subset: Callable[[Sequence[StoredObject]], Source] | None = None
 
     def __iter__(self) -> Iterator[Document | RecordError]:
         return self.read()

@@ -19,6 +19,8 @@ from embedpipe.sources.base import Files, Source
 from embedpipe.sources.records import RecordFields, kind_of, to_document
 from embedpipe.types import Document, RecordError
 
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz")
+
 
 def open_jsonl(path: str, cfg: SourceConfig) -> Source:
     """A Source over a JSON Lines file; its length is unknown until read."""

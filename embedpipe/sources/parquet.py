@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,17 +76,30 @@ def _read_files(files: Sequence[Path], fields: RecordFields) -> Iterator[Documen
 
 
 def _read_file(file: Path, fields: RecordFields) -> Iterator[Document | RecordError]:
-    source, row = str(file), 0
+    yield from read_rows(functools.partial(pq.ParquetFile, file), str(file), fields)
+
+
+def read_rows(
+    opened: Callable[[], pq.ParquetFile], source: str, fields: RecordFields,
+    explain: Callable[[BaseException], str] = str,
+) -> Iterator[Document | RecordError]:  # fmt: skip
+    """The rows of one Parquet file (`opened()`), `source` naming it; a file that cannot be read
+    (further) is one RecordError saying why (`explain`) and from which row."""
+    row = 0
     try:
-        with pq.ParquetFile(file) as pf:
-            columns = select_columns(pf.schema_arrow, file, fields)
+        with opened() as pf:
+            columns = select_columns(pf.schema_arrow, source, fields)
             for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=columns):
                 # to_pydict: to_pylist per column, plain Python values
                 for record in column_rows(batch.to_pydict()):
                     yield to_document(record, fields, source=source, record=f"row {row}")
                     row += 1
+    except SourceError as exc:  # a bucket's file is checked only when read
+        yield RecordError(source, f"row {row}", str(exc))
     except (OSError, pa.ArrowException) as exc:  # a corrupt page or a file that vanished
-        yield RecordError(source, f"row {row}", f"cannot read the rest of this file: {exc}")
+        yield RecordError(
+            source, f"row {row}", f"cannot read the rest of this file: {explain(exc)}"
+        )
 
 
 def select_columns(schema: pa.Schema, file: Path | str, fields: RecordFields) -> list[str]:

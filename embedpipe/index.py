@@ -1,0 +1,186 @@
+"""An index as a reader sees it: a sink, and what its live generation was built with.
+
+A run records in its generation's manifest the model, the passage and query prompts, and the
+model and chunking settings that shape the vectors (`built_with`). A reader (`query`, `eval`, the
+LangChain and LlamaIndex adapters) opens an `Index` on a sink URI and a collection alone: it
+encodes queries with the index's own model and query prompt, and adds documents with the
+settings that keep the fingerprint, so they land in place. Indexes built before manifests held
+this fall back to what the ledger knows (the model and the dimension).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from embedpipe.config import ModelConfig, RunConfig
+from embedpipe.ledger import Ledger, state_dir_for, target_key
+from embedpipe.sinks import open_sink
+from embedpipe.sinks.base import Hit, Sink
+
+# The model settings that change the vectors, kept in the manifest so writes keep the fingerprint.
+MODEL_SETTINGS = ("name", "normalize", "prefix", "query_prefix", "max_seq_length", "truncate_dim",
+                  "quantization")  # fmt: skip
+
+EncoderFor = Callable[[ModelConfig], Any]  # an embedpipe.encoder.Encoder for model settings
+
+
+def built_with(config: RunConfig, dim: int) -> dict[str, Any]:
+    """What a run records in its generation's manifest (`Sink.describe`)."""
+    return {
+        "model": config.model.name,
+        "dim": dim,
+        "prompts": {"passage": config.model.prefix, "query": config.model.query_prefix},
+        "settings": {
+            "model": config.model.model_dump(include=set(MODEL_SETTINGS)),
+            "chunking": config.chunking.model_dump(),
+        },
+    }
+
+
+@dataclass(frozen=True)
+class BuiltWith:
+    """What the live generation was built with, as far as the sink (or the ledger) knows."""
+
+    model: str | None = None
+    dim: int | None = None
+    passage_prompt: str = ""
+    query_prompt: str = ""
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, sink: Sink, config: RunConfig) -> BuiltWith:
+        """From the sink's manifest, else the ledger next to it, else nothing."""
+        manifest = sink.manifest()
+        if manifest.get("settings"):
+            prompts = manifest.get("prompts") or {}
+            return cls(
+                manifest.get("model"), _int(manifest.get("dim")),
+                str(prompts.get("passage") or ""), str(prompts.get("query") or ""),
+                manifest["settings"],
+            )  # fmt: skip
+        live = ledger_live(sink.uri, config)
+        dim = manifest.get("dim") or (live or {}).get("dim")
+        return cls((live or {}).get("model"), _int(dim))
+
+
+def ledger_live(uri: str, config: RunConfig) -> dict[str, Any] | None:
+    """The ledger's live generation of the configured collection (None without a ledger)."""
+    path = state_dir_for(uri, config.state) / "ledger.sqlite"
+    if not path.exists():
+        return None
+    ledger = Ledger(path)
+    try:
+        return ledger.live(target_key(uri, config.sink.collection))
+    finally:
+        ledger.close()
+
+
+class Index:
+    """A sink opened for reading, searched with the model and query prompt it was built with.
+
+    `query_prefix` overrides the stored query prompt (as a non-empty `model.query_prefix` in the
+    config does); `config.model.name` overrides the stored model. Release it with close() (or
+    use it as a context manager): Qdrant Edge and local mode hold their folder while open.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        encoder_for: EncoderFor,
+        *,
+        sink: Sink | None = None,
+        query_prefix: str | None = None,
+    ) -> None:
+        self.config = config
+        self.sink = sink or open_sink(config.sink)
+        self.query_prefix = query_prefix
+        self._encoder_for = encoder_for
+        self._built: BuiltWith | None = None
+
+    @property
+    def built(self) -> BuiltWith:
+        """What the live generation was built with (read once)."""
+        if self._built is None:
+            self._built = BuiltWith.read(self.sink, self.config)
+        return self._built
+
+    @property
+    def query_prompt(self) -> str:
+        """The text put before every query: the override, else the config's, else the stored."""
+        if self.query_prefix is not None:
+            return self.query_prefix
+        return self.config.model.query_prefix or self.built.query_prompt
+
+    def model_settings(self) -> ModelConfig:
+        """The model settings queries are encoded with: the index's model, normalisation and
+        width (a Matryoshka index is queried truncated the same way), in fp32."""
+        stored = dict(self.built.settings.get("model") or {})
+        cfg = self.config.model
+        return ModelConfig(
+            name=cfg.name or self.built.model,
+            device=cfg.device,
+            precision="fp32",
+            normalize=stored.get("normalize", cfg.normalize),
+            max_seq_length=stored.get("max_seq_length", cfg.max_seq_length),
+            truncate_dim=self.built.dim or cfg.truncate_dim,
+        )
+
+    def encoder(self) -> Any:
+        """The (cached) encoder for `model_settings()`."""
+        return self._encoder_for(self.model_settings())
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Query vectors (n, dim): the query prompt before each text."""
+        vectors: np.ndarray = self.encoder().encode_texts(list(texts), prefix=self.query_prompt)
+        return vectors
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
+        """Passage vectors (n, dim), as the index embeds its chunks: the passage prompt first."""
+        vectors: np.ndarray = self.encoder().encode_texts(
+            list(texts), prefix=self.built.passage_prompt
+        )
+        return vectors
+
+    def search(self, text: str, k: int = 5, filter: Mapping[str, Any] | None = None) -> list[Hit]:
+        """Top-k hits for a query text among the chunks `filter` passes."""
+        return self.search_vector(self.embed_queries([text])[0], k, filter)
+
+    def search_vector(
+        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
+    ) -> list[Hit]:
+        """Top-k hits for a query vector among the chunks `filter` passes."""
+        return self.sink.search(vector, k, filter)
+
+    def write_config(self) -> RunConfig:
+        """The configuration that adds documents to this index in place: the index's model,
+        prompts and chunking (its fingerprint), the reader's sink, state and devices."""
+        stored = self.built.settings
+        if not stored:
+            return self.config.model_copy(deep=True)
+        model = {**self.config.model.model_dump(), **(stored.get("model") or {})}
+        if self.config.model.name:
+            model["name"] = self.config.model.name
+        data = self.config.model_dump()
+        data.update(model=model, chunking=stored.get("chunking") or data["chunking"])
+        return RunConfig.model_validate(data)
+
+    def close(self) -> None:
+        """Release the sink (files, locks and clients it holds for reading)."""
+        self.sink.abort()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if value else None

@@ -1,0 +1,174 @@
+"""A real S3 API on 127.0.0.1 for the tests: moto's standalone server, started by the fixture,
+with a thin WSGI layer that records every request (so a test can count the object bodies a run
+fetched) and can make chosen objects fail the way real stores do: access denied, throttled
+(503 SlowDown), or a connection dropped halfway through a body."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import make_server
+
+# Credentials the tests put in the environment: they must never show up in any output.
+ACCESS_KEY = "AKIAEMBEDPIPETEST7Q2Z"
+SECRET_KEY = "embedpipe/Test+Secret/4f9c2e7a1b"
+_ERROR = (
+    '<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{message}</Message>'
+    "<Resource>/{key}</Resource><RequestId>embedpipe-test</RequestId></Error>"
+)
+
+
+@dataclass
+class Fault:
+    kind: str  # "deny" | "throttle" | "drop"
+    times: int = -1  # how many requests it spoils; -1 = all
+
+
+@dataclass
+class Requests:
+    """What the server was asked, as (method, path, query)."""
+
+    seen: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def bodies(self, bucket: str) -> list[str]:
+        """Keys whose body (or part of it) was fetched: GET /bucket/key."""
+        return [p.split("/", 2)[2] for m, p, _ in self.seen if m == "GET" and p.count("/") >= 2
+                and p.split("/")[1] == bucket and p.split("/", 2)[2]]  # fmt: skip
+
+    def clear(self) -> None:
+        self.seen.clear()
+
+
+class FaultyS3:
+    """WSGI layer in front of moto: records requests, spoils those of faulted keys."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+        self.requests = Requests()
+        self.faults: dict[str, Fault] = {}  # "bucket/key" -> fault
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        self.requests.seen.append((method, path, environ.get("QUERY_STRING", "")))
+        fault = self.faults.get(path.lstrip("/"))
+        spoils = fault is not None and method in ("GET", "HEAD") and fault.times != 0
+        if fault is None or not spoils or (fault.kind == "drop" and method == "HEAD"):
+            return self.app(environ, start_response)  # a HEAD has no body to cut
+        if fault.times > 0:
+            fault.times -= 1
+        if fault.kind == "deny":
+            return _error(
+                start_response, "403 Forbidden", "AccessDenied", "Access Denied", path, method
+            )
+        if fault.kind == "throttle":
+            return _error(start_response, "503 Slow Down", "SlowDown", "Please reduce your request rate.", path, method)  # fmt: skip
+        return _cut(self.app, environ, start_response)
+
+
+def _error(start_response: Callable[..., Any], status: str, code: str, message: str, path: str,
+           method: str) -> Iterable[bytes]:  # fmt: skip
+    body = _ERROR.format(code=code, message=message, key=path.lstrip("/")).encode()
+    start_response(
+        status, [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))]
+    )
+    return [] if method == "HEAD" else [body]
+
+
+def _cut(app: Callable[..., Iterable[bytes]], environ: dict[str, Any],
+         start_response: Callable[..., Any]) -> Iterator[bytes]:  # fmt: skip
+    """The real response, its headers whole and its body cut in half: the connection drops."""
+    captured: dict[str, Any] = {}
+
+    def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        captured.update(status=status, headers=headers)
+        return io.BytesIO().write
+
+    body = b"".join(app(environ, capture))
+    start_response(captured["status"], captured["headers"])
+    yield body[: len(body) // 2]
+    raise ConnectionResetError("embedpipe test: connection dropped mid-body")
+
+
+class S3Server(ThreadedMotoServer):
+    """moto's ThreadedMotoServer on 127.0.0.1 (a free port) behind FaultyS3."""
+
+    def __init__(self) -> None:
+        super().__init__(ip_address="127.0.0.1", port=0, verbose=False)
+        self.layer = FaultyS3(DomainDispatcherApplication(create_backend_app))
+
+    def _server_entry(self) -> None:
+        self._server = make_server(self._ip_address, self._port, self.layer, True,
+                                   request_handler=MotoRequestHandler)  # fmt: skip
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+    @property
+    def url(self) -> str:
+        host, port = self.get_host_and_port()
+        return f"http://{host}:{port}"
+
+
+@dataclass
+class S3:
+    """A started server, a boto3 client on it, and its request log and faults."""
+
+    server: S3Server
+    client: Any
+    bucket: str = "lake"
+
+    @property
+    def requests(self) -> Requests:
+        return self.server.layer.requests
+
+    def put(self, key: str, data: bytes | str) -> None:
+        body = data.encode() if isinstance(data, str) else data
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=body)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def fault(self, key: str, kind: str, times: int = -1) -> None:
+        self.server.layer.faults[f"{self.bucket}/{key}"] = Fault(kind, times)
+
+
+@pytest.fixture(name="s3")
+def s3_server(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[S3]:
+    """An S3 server on 127.0.0.1 with a bucket `lake`; the environment points every client at it
+    (AWS_ENDPOINT_URL, test credentials) and nowhere else (no profile files, no metadata service)."""
+    import boto3
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = S3Server()
+    server.start()
+    home = tmp_path_factory.mktemp("aws-home")
+    env = {
+        "AWS_ENDPOINT_URL": server.url, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(home / "config"), "AWS_SHARED_CREDENTIALS_FILE": str(home / "creds"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }  # fmt: skip
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    client = boto3.client("s3", endpoint_url=server.url, region_name="us-east-1")
+    client.create_bucket(Bucket="lake")
+    try:
+        yield S3(server, client)
+    finally:
+        server.stop()

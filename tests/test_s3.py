@@ -1,0 +1,317 @@
+"""Sources in S3: the same corpus read from a bucket (moto's real S3 API on 127.0.0.1, through
+boto3 and pyarrow's S3 filesystem) embeds the same chunks as read locally; an unchanged nightly
+run lists the prefix and fetches no object; failures are reported records; no credential shows."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import logging
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import embedpipe
+from embedpipe.config import load_config
+from embedpipe.errors import ConfigError, NoSourceError
+from embedpipe.ledger import Ledger, state_dir_for, target_key
+from embedpipe.sources import open_source
+from tests.s3kit import ACCESS_KEY, S3, SECRET_KEY, s3_server  # noqa: F401 (fixture `s3`)
+from tests.sourcekit import docs, errors, source
+
+TOPICS = ["trains", "boats", "bread", "tomatoes", "sockets", "threads", "rivers", "violins"]
+
+
+def texts(n: int = 8, edit: str = "") -> dict[str, str]:
+    """n short documents of two paragraphs each: about 3 chunks of 24 tokens per document."""
+    return {
+        f"doc{i:02d}": f"# About {t}\n\nThis note {i} explains {t} in some detail, with history "
+        f"and practice.{edit}\n\nA second paragraph on {t} care and upkeep over the years."
+        for i, t in enumerate(TOPICS[:n])
+    }
+
+
+def parquet_bytes(rows: dict[str, str]) -> bytes:
+    out = io.BytesIO()
+    table = pa.table({"id": list(rows), "text": list(rows.values()), "lang": ["en"] * len(rows)})
+    pq.write_table(table, out, row_group_size=3)
+    return out.getvalue()
+
+
+def jsonl_bytes(rows: dict[str, str]) -> bytes:
+    lines = "".join(json.dumps({"id": k, "text": v}) + "\n" for k, v in rows.items())
+    return gzip.compress(lines.encode())
+
+
+def config(uri: str, tmp_path: Path, name: str, **extra: object) -> embedpipe.RunConfig:
+    data = {"source": {"uri": uri}, "sink": {"uri": f"faiss:{tmp_path / f'sink-{name}'}", "collection": "docs"},
+            "chunking": {"chunk_tokens": 24, "overlap_tokens": 0}, **extra}  # fmt: skip
+    return load_config(None, data)
+
+
+def ledger_chunks(cfg: embedpipe.RunConfig) -> dict[str, str]:
+    """chunk id -> content hash of every chunk done under the live fingerprint."""
+    ledger = Ledger(state_dir_for(cfg.sink.uri, cfg.state) / "ledger.sqlite")
+    try:
+        key = target_key(cfg.sink.uri, cfg.sink.collection)
+        live = ledger.live(key)
+        assert live is not None
+        rows = ledger.db.execute(
+            "SELECT chunk_id, content_hash FROM chunks WHERE target = ? AND fingerprint = ? "
+            "AND state = 1",
+            (key, live["fingerprint"]),
+        )
+        return dict(rows.fetchall())
+    finally:
+        ledger.close()
+
+
+def put_corpus(s3: S3, tmp_path: Path) -> Path:
+    """The same corpus twice: under s3://lake/{parquet,jsonl,docs}/ and under tmp_path/local/."""
+    rows = texts()
+    half = dict(list(rows.items())[:4]), dict(list(rows.items())[4:])
+    local = tmp_path / "local"
+    for kind, data in (("parquet", parquet_bytes), ("jsonl", jsonl_bytes)):
+        (local / kind).mkdir(parents=True)
+        for i, part in enumerate(half):
+            suffix = ".parquet" if kind == "parquet" else ".jsonl.gz"
+            s3.put(f"{kind}/part-{i}{suffix}", data(part))
+            (local / kind / f"part-{i}{suffix}").write_bytes(data(part))
+    for doc_id, text in rows.items():
+        name = f"{doc_id}.md" if doc_id < "doc04" else f"more/{doc_id}.html"
+        body = text if name.endswith(".md") else f"<html><body><p>{text}</p></body></html>"
+        s3.put(f"docs/{name}", body)
+        (local / "docs" / name).parent.mkdir(parents=True, exist_ok=True)
+        (local / "docs" / name).write_text(body)
+    s3.put("docs/.DS_Store", b"\0binary")
+    s3.put("parquet/_SUCCESS", b"")
+    return local
+
+
+# -------------------------------------------------------------- the same chunks as locally
+
+
+def test_parquet_prefix_embeds_the_same_chunks_as_the_local_files(s3: S3, tmp_path: Path) -> None:
+    local = put_corpus(s3, tmp_path)
+    remote = embedpipe.run(config("s3://lake/parquet", tmp_path, "remote"))
+    here = embedpipe.run(config(str(local / "parquet"), tmp_path, "local"))
+    assert remote.errors == [] and remote.chunks_embedded == here.chunks_embedded > 8
+    assert remote.source == "s3://lake/parquet" and remote.docs_total == 8
+    assert ledger_chunks(config("s3://lake/parquet", tmp_path, "remote")) == ledger_chunks(
+        config(str(local / "parquet"), tmp_path, "local")
+    )
+
+
+def test_jsonl_gz_objects_embed_the_same_chunks_as_the_local_file(s3: S3, tmp_path: Path) -> None:
+    local = put_corpus(s3, tmp_path)
+    remote = embedpipe.run(config("s3://lake/jsonl/part-0.jsonl.gz", tmp_path, "remote"))
+    here = embedpipe.run(config(str(local / "jsonl" / "part-0.jsonl.gz"), tmp_path, "local"))
+    assert remote.errors == [] and remote.chunks_embedded == here.chunks_embedded > 4
+    assert ledger_chunks(config("s3://lake/jsonl/part-0.jsonl.gz", tmp_path, "remote")) == (
+        ledger_chunks(config(str(local / "jsonl" / "part-0.jsonl.gz"), tmp_path, "local"))
+    )
+    prefix = source("s3://lake/jsonl/")
+    assert prefix.kind == "jsonl" and [d.id for d in docs(prefix)] == list(texts())
+
+
+def test_prefix_of_documents_has_ids_relative_to_the_prefix_like_a_directory(
+    s3: S3, tmp_path: Path
+) -> None:
+    local = put_corpus(s3, tmp_path)
+    remote = embedpipe.run(config("s3://lake/docs", tmp_path, "remote"))
+    here = embedpipe.run(config(str(local / "docs"), tmp_path, "local"))
+    assert remote.errors == [] and remote.docs_read == here.docs_read == 8
+    chunks = ledger_chunks(config("s3://lake/docs", tmp_path, "remote"))
+    assert chunks == ledger_chunks(config(str(local / "docs"), tmp_path, "local"))
+    assert "more/doc05.html#0" in chunks and "doc00.md#0" in chunks
+
+
+def test_include_and_exclude_globs_apply_to_keys(s3: S3, tmp_path: Path) -> None:
+    put_corpus(s3, tmp_path)
+    src = source("s3://lake/docs/", include=["*.html", "doc0[0-2].md"], exclude=["more/doc07*"])
+    assert [o.rel for o in src.objects] == ["doc00.md", "doc01.md", "doc02.md", "more/doc04.html",
+                                             "more/doc05.html", "more/doc06.html"]  # fmt: skip
+
+
+def test_kind_prefix_picks_the_reader_of_a_mixed_prefix(s3: S3, tmp_path: Path) -> None:
+    put_corpus(s3, tmp_path)
+    assert source("s3://lake/").kind == "dir"  # documents win, as in a local directory
+    assert source("parquet:s3://lake/").kind == "parquet"
+    assert len(source("parquet:s3://lake/").objects) == 2  # _SUCCESS and documents left out
+
+
+# -------------------------------------------------------------- incremental without downloading
+
+
+def test_unchanged_rerun_fetches_no_object_body_and_embeds_nothing(s3: S3, tmp_path: Path) -> None:
+    put_corpus(s3, tmp_path)
+    for kind in ("parquet", "jsonl", "docs"):
+        cfg = config(f"s3://lake/{kind}", tmp_path, kind, mode="full")
+        first = embedpipe.run(cfg)
+        before = ledger_chunks(cfg)
+        s3.requests.clear()
+        again = embedpipe.run(cfg)
+        assert s3.requests.bodies("lake") == [], kind  # a listing, no GET of any object
+        assert again.chunks_embedded == again.chunks_deleted == 0 and again.errors == []
+        assert again.chunks_skipped == again.chunks_total == first.chunks_total
+        assert any("unchanged since last read" in note for note in again.notes)
+        assert ledger_chunks(cfg) == before
+
+
+def test_one_rewritten_object_reembeds_only_its_document(s3: S3, tmp_path: Path) -> None:
+    put_corpus(s3, tmp_path)
+    cfg = config("s3://lake/docs", tmp_path, "docs", mode="full")
+    embedpipe.run(cfg)
+    before = ledger_chunks(cfg)
+    s3.put("docs/doc01.md", texts(edit=" Now with a new sentence in the middle.")["doc01"])
+    s3.requests.clear()
+    report = embedpipe.run(cfg)
+    assert s3.requests.bodies("lake") == ["docs/doc01.md"]
+    after = ledger_chunks(cfg)
+    changed = {c for c in after if before.get(c) != after[c]}
+    assert changed and all(c.startswith("doc01.md#") for c in changed)
+    assert report.chunks_embedded == len(changed) and report.chunks_deleted == 0
+
+
+def test_rewritten_parquet_object_is_read_again_and_only_changed_rows_embedded(
+    s3: S3, tmp_path: Path
+) -> None:
+    put_corpus(s3, tmp_path)
+    cfg = config("s3://lake/parquet", tmp_path, "parquet")
+    embedpipe.run(cfg)
+    rows = dict(list(texts().items())[4:])
+    rows["doc05"] += " An added closing line."
+    s3.put("parquet/part-1.parquet", parquet_bytes(rows))
+    s3.requests.clear()
+    report = embedpipe.run(cfg)
+    assert set(s3.requests.bodies("lake")) == {"parquet/part-1.parquet"}
+    assert report.chunks_embedded >= 1 and report.docs_read == 4  # the three others: same hash
+    assert report.docs_total == 4  # what is left to read after the unchanged objects
+
+
+def test_deleted_object_chunks_are_stale_and_guarded(s3: S3, tmp_path: Path) -> None:
+    put_corpus(s3, tmp_path)
+    cfg = config("s3://lake/parquet", tmp_path, "parquet", mode="full")
+    first = embedpipe.run(cfg)
+    s3.delete("parquet/part-0.parquet")
+    with pytest.raises(embedpipe.EmbedpipeError, match="delete"):  # half the index: refused
+        embedpipe.run(cfg)
+    report = embedpipe.run(cfg, force=True)
+    assert 0 < report.chunks_deleted < first.chunks_total
+    assert all(not c.startswith(("doc00#", "doc03#")) for c in ledger_chunks(cfg))
+
+
+# -------------------------------------------------------------- failures
+
+
+def test_access_denied_object_is_a_reported_record_and_the_rest_is_embedded(
+    s3: S3, tmp_path: Path
+) -> None:
+    put_corpus(s3, tmp_path)
+    s3.fault("docs/doc02.md", "deny")
+    s3.fault("parquet/part-1.parquet", "deny")
+    report = embedpipe.run(config("s3://lake/docs", tmp_path, "docs"))
+    assert [(e.source, e.record, e.reason) for e in report.errors] == [
+        ("s3://lake/docs", "doc02.md", "cannot read object: access denied")
+    ]
+    assert report.docs_read == 7
+    rows = embedpipe.run(config("s3://lake/parquet", tmp_path, "parquet"))
+    assert [(e.source, e.reason) for e in rows.errors] == [
+        ("s3://lake/parquet/part-1.parquet", "cannot read the rest of this file: access denied")
+    ]
+    assert rows.docs_read == 4
+
+
+def test_object_deleted_between_listing_and_reading_keeps_its_chunks(
+    s3: S3, tmp_path: Path
+) -> None:
+    put_corpus(s3, tmp_path)
+    cfg = config("s3://lake/jsonl", tmp_path, "jsonl", mode="full")
+    embedpipe.run(cfg)
+    before = ledger_chunks(cfg)
+    s3.put("jsonl/part-1.jsonl.gz", jsonl_bytes({"doc09": "A document that is new tonight."}))
+    listed = open_source(cfg.source)  # listed now; the object goes before it is read
+    s3.delete("jsonl/part-1.jsonl.gz")
+    report = embedpipe.run(cfg, source=listed)
+    assert [(e.source, e.record) for e in report.errors] == [
+        ("s3://lake/jsonl/part-1.jsonl.gz", "line 1")
+    ]
+    assert "no such object" in report.errors[0].reason
+    assert report.chunks_deleted == 0 and ledger_chunks(cfg) == before  # nothing lost
+
+
+def test_throttled_object_is_retried_and_read(s3: S3, tmp_path: Path) -> None:
+    put_corpus(s3, tmp_path)
+    s3.fault("jsonl/part-0.jsonl.gz", "throttle", times=2)
+    s3.fault("docs/doc03.md", "throttle", times=2)
+    assert errors(source("s3://lake/jsonl")) == [] and len(docs(source("s3://lake/jsonl"))) == 8
+    assert errors(source("s3://lake/docs")) == []
+
+
+def test_object_throttled_past_its_retries_is_a_reported_record(s3: S3, tmp_path: Path) -> None:
+    put_corpus(s3, tmp_path)
+    s3.fault("docs/doc03.md", "throttle")
+    items = list(source("s3://lake/docs", storage_options={"max_attempts": 2}))
+    assert [(e.record, e.reason) for e in errors(items)] == [
+        ("doc03.md", "cannot read object: throttled by the server (2 attempts)")
+    ]
+    assert len(docs(items)) == 7
+
+
+def test_connection_dropped_mid_object_resumes_without_duplicates(s3: S3, tmp_path: Path) -> None:
+    put_corpus(s3, tmp_path)
+    s3.fault("jsonl/part-1.jsonl.gz", "drop", times=1)
+    s3.fault("docs/doc00.md", "drop", times=1)
+    assert [d.id for d in docs(source("s3://lake/jsonl"))] == list(texts())
+    assert errors(source("s3://lake/docs")) == []
+    assert s3.requests.bodies("lake").count("jsonl/part-1.jsonl.gz") >= 2
+
+
+def test_missing_bucket_or_prefix_is_a_usage_error(s3: S3) -> None:
+    with pytest.raises(NoSourceError, match="No bucket nowhere"):
+        source("s3://nowhere/corpus")
+    with pytest.raises(NoSourceError, match=r"No objects at s3://lake/absent"):
+        source("s3://lake/absent/")
+    with pytest.raises(ConfigError, match=r"No \.parquet objects under s3://lake/jsonl"):
+        source("parquet:s3://lake/jsonl")
+
+
+# -------------------------------------------------------------- credentials stay secret
+
+
+def test_credentials_appear_nowhere(
+    s3: S3, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    put_corpus(s3, tmp_path)
+    s3.fault("docs/doc02.md", "deny")
+    cfg = config("s3://lake/docs", tmp_path, "docs", report=str(tmp_path / "report.json"))
+    with caplog.at_level(logging.DEBUG):
+        embedpipe.run(cfg)
+        embedpipe.run(cfg)
+    state = state_dir_for(cfg.sink.uri, cfg.state)
+    stored = b"".join(p.read_bytes() for p in state.rglob("*") if p.is_file())
+    shown = [caplog.text, *capsys.readouterr(), (tmp_path / "report.json").read_text()]
+    for secret in (ACCESS_KEY, SECRET_KEY, s3.server.url.partition("//")[2]):
+        assert secret.encode() not in stored
+        assert not any(secret in text for text in shown), secret
+    assert "s3://lake/docs" in (tmp_path / "report.json").read_text()
+    ledger = Ledger(state / "ledger.sqlite")
+    objects = sorted(o for (o,) in ledger.db.execute("SELECT object FROM objects"))
+    ledger.close()
+    assert objects[0] == "s3://lake/docs/doc00.md" and len(objects) == 7  # doc02 was denied
+
+
+def test_storage_options_take_no_credentials() -> None:
+    with pytest.raises(ConfigError, match="takes no credentials") as exc:
+        load_config(None, {"source": {"uri": "s3://lake/x",
+                                      "storage_options": {"secret_access_key": "hunter2-secret"}}})  # fmt: skip
+    assert "hunter2-secret" not in str(exc.value)
+
+
+def test_credentials_in_the_source_uri_are_refused_unshown(s3: S3) -> None:
+    with pytest.raises(ConfigError, match="credentials in a source URI are not read") as exc:
+        source("s3://AKIAXX:topsecretvalue@lake/docs")
+    assert "topsecretvalue" not in str(exc.value)
