@@ -194,7 +194,7 @@ def test_rewritten_parquet_object_is_read_again_and_only_changed_rows_embedded(
 
 def test_deleted_object_chunks_are_stale_and_guarded(s3: S3, tmp_path: Path) -> None:
     put_corpus(s3, tmp_path)
-    cfg = config("s3://lake/parquet", tmp_path, "parquet", mode="full")
+    cfg = config("s3://lake/parquet", tmp_path, "parquet", mode="full", max_delete_fraction=0.25)
     first = embedpipe.run(cfg)
     s3.delete("parquet/part-0.parquet")
     with pytest.raises(embedpipe.EmbedpipeError, match="delete"):  # half the index: refused

@@ -15,6 +15,7 @@ connection, a 5xx); what still fails is an `OSError` whose message is one line n
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from embedpipe.errors import NoSourceError, SourceError
+from embedpipe.errors import ConfigError, NoSourceError, SourceError
 from embedpipe.redact import redact_secrets, redact_uri
 
 SCHEMES = {"s3": "s3", "gs": "gs", "gcs": "gs"}  # URI scheme -> store
@@ -32,11 +33,13 @@ T = TypeVar("T")
 
 # Markers in the clients' messages, most specific first -> the one line we show.
 _REASONS = (
-    (("ACCESS_DENIED", "AccessDenied", "Forbidden", "(403)"), "access denied"),
+    (("ACCESS_DENIED", "AccessDenied", "Forbidden", "(403)", "HTTP status 403"), "access denied"),
     (("NO_SUCH_BUCKET", "NoSuchBucket"), "no such bucket"),
-    (("NO_SUCH_KEY", "NoSuchKey", "Path does not exist", "(404)", "Not Found"),
+    (("NO_SUCH_KEY", "NoSuchKey", "Path does not exist", "(404)", "HTTP status 404", "Not Found"),
      "no such object (deleted since it was listed?)"),
-    (("SLOW_DOWN", "SlowDown", "Throttl", "THROTTL", "(503)"), "throttled by the server"),
+    (("SLOW_DOWN", "SlowDown", "Throttl", "THROTTL", "(503)", "HTTP status 503"),
+     "throttled by the server"),
+    (("HTTP status 5", "INTERNAL_FAILURE", "InternalError", "SERVICE_UNAVAILABLE"), "server error"),
     (("curlCode", "NETWORK_CONNECTION", "Connection", "connection", "timed out", "TIMEOUT"),
      "connection failed"),
 )  # fmt: skip
@@ -73,7 +76,7 @@ class Location:
     def parse(cls, uri: str) -> Location:
         parts = urlsplit(uri)
         if "@" in parts.netloc:  # never echo it: the part before '@' may be a secret
-            raise SourceError(
+            raise ConfigError(
                 f"{redact_uri(uri)}: credentials in a source URI are not read; set them in the "
                 "environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or a profile file"
             )
@@ -253,9 +256,10 @@ def _s3(options: Mapping[str, Any], attempts: int) -> tuple[Any, Any]:
         raise SourceError("s3:// sources need boto3: pip install 'embedpipe[s3]'") from None
     import pyarrow.fs as pafs
 
-    endpoint = (
-        options.get("endpoint_url") or None
-    )  # None: boto3 reads AWS_ENDPOINT_URL(_S3), profiles
+    for name in ("botocore", "boto3", "urllib3"):  # at DEBUG they log signed request headers
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.INFO))
+    endpoint = options.get("endpoint_url") or None  # None: boto3 reads AWS_ENDPOINT_URL, profiles
     session = boto3.session.Session()
     region = options.get("region") or session.region_name or "us-east-1"
     anonymous = bool(options.get("anonymous", False))
