@@ -7,15 +7,17 @@ import dataclasses
 import functools
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 
 from embedpipe.config import ModelConfig, RunConfig, flat_overrides, load_config
+from embedpipe.documents import given
 from embedpipe.errors import ConfigError, EmbedpipeError
 from embedpipe.fsmode import state_permissions
+from embedpipe.index import Index
 from embedpipe.ledger import Ledger, state_dir_for, target_key
 from embedpipe.metrics import write_textfile
 from embedpipe.models import DEFAULT_MODEL_NAME
@@ -23,14 +25,17 @@ from embedpipe.pipeline import Pipeline, Progress
 from embedpipe.preflight import RecordCount, check_first_records
 from embedpipe.sinks import open_sink
 from embedpipe.sinks.base import Hit, Sink
+from embedpipe.sinks.filters import parse_where as parse_where  # for the CLI's --where
 from embedpipe.sources import open_source
-from embedpipe.types import Document, RecordError, RunReport
+from embedpipe.types import RunReport
+
+ConfigArg: TypeAlias = RunConfig | str | Path | None  # what every function takes as `config`
 
 
 def run(
-    config: RunConfig,
+    config: RunConfig | str | Path,
     *,
-    source: Iterable[Document | RecordError] | None = None,
+    source: Iterable[Any] | None = None,
     sink: Sink | None = None,
     progress: Progress | None = None,
     dry_run: bool = False,
@@ -47,7 +52,8 @@ def run(
     after, with the process's own umask, for whoever reads them.
     """
     began = time.monotonic()
-    source = open_source(config.source) if source is None else source
+    config = as_config(config)
+    source = open_source(config.source) if source is None else given(source)
     sink = open_sink(config.sink) if sink is None else sink
     check_first_records(source, config.repeated_error_limit)  # a wrong field: stop before the model
     count = RecordCount(source) if progress is not None else None
@@ -80,24 +86,25 @@ def run(
 
 
 def backfill(
-    source: str | Iterable[Document | RecordError],
+    source: str | Iterable[Any],
     sink: str | Sink | None = None,
     *,
-    config: str | Path | None = None,
+    config: ConfigArg = None,
     dry_run: bool = False,
     force: bool = False,
     **options: Any,
 ) -> RunReport:
     """Embed a corpus into a sink and return the run report.
 
-    `source` is a URI (directory, .jsonl, .parquet, hf:PATH) or any iterable of Documents;
+    `source` is a URI (directory, .jsonl, .parquet, hf:PATH) or any iterable of Documents, dicts
+    (`{"id", "text", "metadata"}`), `(id, text)` tuples or strings;
     `sink` a URI (qdrant:PATH, qdrant+http://HOST:PORT, faiss:DIR) or a Sink object. Other
     options are the CLI's flag names: model=, precision=, max_batch_tokens=, collection=, ...
     `force` allows a delete wave above `max_delete_fraction`; `dry_run` only counts.
     """
     uri = source if isinstance(source, str) else None
     sink_uri = sink if isinstance(sink, str) else None
-    cfg = load_config(config, flat_overrides(source=uri, sink=sink_uri, **options))
+    cfg = as_config(config, {"source": uri, "sink": sink_uri, **options})
     return run(
         cfg,
         source=None if isinstance(source, str) else source,
@@ -117,12 +124,6 @@ def _encoder_for(model_config: str) -> Any:
     return Encoder(ModelConfig.model_validate_json(model_config))
 
 
-def _encoder(model: str | None, precision: str, device: str, truncate_dim: int | None) -> Any:
-    """The cached encoder for the settings `encode` and `query` take; the others default."""
-    cfg = ModelConfig(name=model, precision=precision, device=device, truncate_dim=truncate_dim)
-    return _encoder_for(cfg.model_dump_json())
-
-
 def encode(
     texts: Sequence[str],
     *,
@@ -130,30 +131,71 @@ def encode(
     precision: str = "fp32",
     device: str = "auto",
     truncate_dim: int | None = None,
+    batch_size: int = 64,
+    normalize: bool = True,
+    prompt: str = "",
 ) -> np.ndarray:
-    """L2-normalised float32 vectors (n, dim) for texts; the model is loaded once and cached.
-
-    `truncate_dim` keeps the first N dims, re-normalised (for Matryoshka-trained models).
+    """Float32 vectors (n, dim) for texts, L2-normalised unless `normalize=False` (then as the
+    model gives them: one ending in a Normalize module still normalises); the model is loaded
+    once and cached. `prompt` goes before every text (e.g. "query: " for E5), texts are
+    encoded `batch_size` at a time, and `truncate_dim` keeps the first N dims, re-normalised
+    (for Matryoshka-trained models).
     """
-    return _encoder(model, precision, device, truncate_dim).encode_texts(list(texts))
+    cfg = ModelConfig(name=model, precision=precision, device=device, truncate_dim=truncate_dim,
+                      normalize=normalize)  # fmt: skip
+    encoder = _encoder_for(cfg.model_dump_json())
+    texts = list(texts)
+    if batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size}: encode at least one text at a time")
+    if not texts:
+        return np.zeros((0, encoder.dim), np.float32)
+    parts = [
+        encoder.encode_texts(texts[i : i + batch_size], prefix=prompt)
+        for i in range(0, len(texts), batch_size)
+    ]
+    return np.concatenate(parts)
 
 
-def query(text: str, *, k: int = 5, config: RunConfig | None = None, **options: Any) -> list[Hit]:
-    """Top-k hits for `text` from a sink, encoded with the model the index was built with."""
-    cfg = config or load_config(None, flat_overrides(**options))
-    live = _live(cfg)
-    if cfg.model.name is None and live and live.get("model"):
-        cfg.model.name = live["model"]
-    # The index's own width: a Matryoshka index is queried truncated the same way.
-    dim = int(live["dim"]) if live and live.get("dim") else cfg.model.truncate_dim
-    vector = _encoder(cfg.model.name, "fp32", cfg.model.device, dim).encode_texts(
-        [text], prefix=cfg.model.query_prefix
+def query(
+    text: str, *, k: int = 5, filter: Mapping[str, Any] | None = None,
+    query_prefix: str | None = None, config: ConfigArg = None, **options: Any,
+) -> list[Hit]:  # fmt: skip
+    """Top-k hits for `text` from a sink, encoded with the model and the query prompt the index
+    was built with (`query_prefix` overrides the prompt), among the chunks `filter` passes:
+    `{"doc_id": "a.md", "metadata.pkg": ["numpy", "scipy"]}` (keys AND, a list is any of)."""
+    with open_index(config, query_prefix=query_prefix, **options) as index:
+        return index.search(text, k, filter)
+
+
+def open_index(
+    config: ConfigArg = None, *, query_prefix: str | None = None, **options: Any
+) -> Index:
+    """An index to search (and add to) with the model, prompts and settings it was built with,
+    from a sink URI and a collection alone: `open_index(sink="faiss:./idx", collection="docs")`.
+    Close it (or use `with`): Qdrant Edge and local mode hold their folder while it is open."""
+    cfg = as_config(config, options)
+    return Index(
+        cfg, lambda model: _encoder_for(model.model_dump_json()), query_prefix=query_prefix
     )
-    sink = open_sink(cfg.sink)
-    try:
-        return sink.search(vector[0], k)
-    finally:
-        sink.abort()
+
+
+def as_config(config: ConfigArg, options: Mapping[str, Any] | None = None) -> RunConfig:
+    """One config argument for every function: a RunConfig, a YAML path, or None (defaults, the
+    environment); `options` (the CLI's flag names) override it."""
+    overrides = flat_overrides(**(options or {}))
+    if isinstance(config, RunConfig):
+        if not overrides:
+            return config
+        return RunConfig.model_validate(_merged(config.model_dump(), overrides))
+    return load_config(config, overrides)
+
+
+def _merged(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        nested = isinstance(value, Mapping) and isinstance(out.get(key), dict)
+        out[key] = _merged(out[key], value) if nested else value
+    return out
 
 
 def status(config: RunConfig | None = None) -> list[dict[str, Any]]:
@@ -170,17 +212,6 @@ def status(config: RunConfig | None = None) -> list[dict[str, Any]]:
     for row in [*rows, *(g for r in rows for g in r.get("generations", []))]:
         row["model_name"] = row.get("model") or f"{DEFAULT_MODEL_NAME} (packaged)"
     return rows
-
-
-def _live(cfg: RunConfig) -> dict[str, Any] | None:
-    path = state_dir_for(cfg.sink.uri, cfg.state) / "ledger.sqlite"
-    if not path.exists():
-        return None
-    ledger = Ledger(path)
-    try:
-        return ledger.live(target_key(cfg.sink.uri, cfg.sink.collection))
-    finally:
-        ledger.close()
 
 
 def reconcile(config: RunConfig, *, repair: bool = False) -> dict[str, Any]:

@@ -199,6 +199,18 @@ def query(
     ] = False,
     nprobe: Annotated[int | None, typer.Option(help=flag_help("sink.nprobe"))] = None,
     ef: Annotated[int | None, typer.Option(help=flag_help("sink.ef_search"))] = None,
+    where: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="KEY=VALUE",
+            help="only chunks whose payload KEY (doc_id, chunk_index, metadata.NAME) is VALUE; "
+            "repeat for AND, KEY=V1,V2 for any of",
+        ),
+    ] = None,
+    query_prefix: Annotated[
+        str | None,
+        typer.Option(help="text put before the query; default: the index's stored query prompt"),
+    ] = None,
 ) -> None:
     """Search a sink with the model it was built with; prints score, doc id and a snippet."""
     cfg = _config(
@@ -207,7 +219,11 @@ def query(
             sink=sink, collection=collection, model=model, state=state, nprobe=nprobe, ef=ef
         ),
     )
-    hits = _guard(lambda: api.query(text, k=k, config=cfg))
+    hits = _guard(
+        lambda: api.query(
+            text, k=k, filter=api.parse_where(where or []), query_prefix=query_prefix, config=cfg
+        )
+    )
     if as_json:
         out.print_json(json.dumps([dataclasses.asdict(h) for h in hits], ensure_ascii=False))
         return

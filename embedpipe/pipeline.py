@@ -16,9 +16,11 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from embedpipe.commit import Committer, WriterThread
 from embedpipe.config import RunConfig
+from embedpipe.documents import given
 from embedpipe.durable import StateLock
 from embedpipe.encoder import Encoder
 from embedpipe.engines import RunContext, engine_for
@@ -45,7 +47,7 @@ class Pipeline:
     """One configured run. Pass `source`, `sink` or `encoder` to use your own components."""
 
     config: RunConfig
-    source: Iterable[Document | RecordError] | None = None
+    source: Iterable[Any] | None = None  # Documents, dicts, (id, text) tuples (documents.py)
     sink: Sink | None = None
     encoder: Encoder | None = None
     progress: Progress | None = None
@@ -59,7 +61,7 @@ class Pipeline:
         """Embed what is new, delete what is gone, promote, and return the report."""
         cfg = self.config
         encoder = self.encoder or Encoder(cfg.model)
-        source = self.source if self.source is not None else open_source(cfg.source)
+        source = given(self.source) if self.source is not None else open_source(cfg.source)
         sink = self.sink or open_sink(cfg.sink)
         fp = fingerprint(encoder.identity(), cfg.chunking, **encoder.output_options())
         report = RunReport(
