@@ -117,6 +117,7 @@ class RunProgress:
     def __init__(self, console: Console, mode: Mode, every: float = 10.0) -> None:
         self.console, self.mode, self.every = console, mode, every
         self.report: RunReport | None = None
+        self.phase = ""  # the phase last told
         self.started = time.monotonic()
         self.stopped = threading.Event()
         self.ticker = threading.Thread(target=self._tick, name="embedpipe-progress", daemon=True)
@@ -128,8 +129,8 @@ class RunProgress:
     def update(self, report: RunReport) -> None:
         """The progress callback: keep the latest report; repaint the bar at a phase change (a
         short phase is shown too); the ticker repaints it between batches."""
-        changed = self.report is None or report.phase != self.report.phase
-        self.report = report
+        changed = report.phase != self.phase  # the report is one object, changed in place
+        self.report, self.phase = report, report.phase
         if changed and self.mode == "bar":
             self._paint(refresh=True)
 

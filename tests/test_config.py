@@ -122,6 +122,8 @@ def cli_params() -> Iterator[tuple[str, TyperOption | TyperArgument]]:
 def test_cli_option_help_is_the_description_of_the_key_it_sets() -> None:
     checked = 0
     for command, param in cli_params():
+        if (command, param.name) == ("rebuild", "sink"):
+            continue  # lists only the rebuildable sinks (tests/test_cli.py)
         if param.name in FLAT_KEYS:
             path = ".".join(FLAT_KEYS[param.name])
             assert (param.help or "").startswith(escape(describe(path))), f"{command} {param.name}"
