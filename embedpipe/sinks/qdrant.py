@@ -28,8 +28,11 @@ from embedpipe.sinks import qdrant_base
 from embedpipe.sinks.base import Capabilities, Hit, not_open, not_rebuildable
 from embedpipe.sinks.filters import conditions
 from embedpipe.sinks.qdrant_writer import (
+    FILTER_TYPES,
+    VECTOR_TYPES,
     QdrantWriter,
     client_for,
+    collection_shape,
     qdrant_errors,
     server_client,
     upsert,
@@ -40,31 +43,6 @@ from embedpipe.types import Embedded, point_id
 __all__ = ["VECTOR_TYPES", "QdrantSink", "QdrantWriter", "qdrant_errors", "server_client"]
 
 log = logging.getLogger(__name__)
-
-# qdrant-client's types for the options; on_disk=None leaves the server's default.
-VECTOR_TYPES = qdrant_base.VectorTypes(
-    hnsw=lambda m, ef_construct: models.HnswConfigDiff(m=m, ef_construct=ef_construct),
-    int8=lambda: models.ScalarQuantization(
-        scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True)
-    ),
-    binary=lambda: models.BinaryQuantization(
-        binary=models.BinaryQuantizationConfig(always_ram=True)
-    ),
-    vectors=lambda dim, on_disk, hnsw, quantization: models.VectorParams(
-        size=dim,
-        distance=models.Distance.COSINE,
-        on_disk=on_disk or None,
-        hnsw_config=hnsw,
-        quantization_config=quantization,
-    ),
-)
-
-FILTER_TYPES = qdrant_base.FilterTypes(
-    filter=models.Filter,
-    field=lambda key, match: models.FieldCondition(key=key, match=match),
-    value=lambda value: models.MatchValue(value=value),
-    any=lambda values: models.MatchAny(any=values),
-)
 
 
 class QdrantSink:
@@ -257,14 +235,25 @@ class QdrantSink:
     def chunk_ids(self, fingerprint: str | None = None) -> Iterator[str]:
         """Every chunk id of `fingerprint`'s collection, else of the one being written, else of
         the live one."""
-        name = self._target or self._live()
-        if fingerprint is not None:
-            name = self._physical(fingerprint)
-            with qdrant_errors(f"looking up '{name}'"):
-                if not self.connect().collection_exists(name):
-                    return
+        name = self._read_collection(fingerprint)
         if name is not None:
             yield from qdrant_base.scroll_chunk_ids(partial(self._page, name), self.write_batch)
+
+    def points(self, fingerprint: str | None = None) -> Iterator[Embedded]:
+        """Every chunk of that collection with its vector, in pages."""
+        name = self._read_collection(fingerprint)
+        if name is not None:
+            page = partial(self._page, name, vectors=True)
+            yield from qdrant_base.scroll_points(page, self.write_batch)
+
+    def _read_collection(self, fingerprint: str | None) -> str | None:
+        """The collection a read means: `fingerprint`'s (None when there is none), else the one
+        being written, else the live one."""
+        if fingerprint is None:
+            return self._target or self._live()
+        name = self._physical(fingerprint)
+        with qdrant_errors(f"looking up '{name}'"):
+            return name if self.connect().collection_exists(name) else None
 
     def search(
         self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
@@ -282,7 +271,7 @@ class QdrantSink:
             params = models.SearchParams(hnsw_ef=self.ef_search)
         with qdrant_errors(f"query on '{self.collection}'"):
             result = self.connect().query_points(
-                self.collection,
+                self._pin or self.collection,  # a pinned view reads its own collection
                 query=qdrant_base.query_vector(vector),
                 limit=k,
                 with_payload=True,
@@ -295,24 +284,7 @@ class QdrantSink:
         """The options a collection was created with, as stored (local mode keeps the per-vector
         ones: on_disk, HNSW and quantization; a server also reports shards and replicas)."""
         with qdrant_errors(f"reading the configuration of '{name}'"):
-            params = self.connect().get_collection(name).config.params
-        vectors = params.vectors
-        if not isinstance(vectors, models.VectorParams):
-            return {}
-        hnsw = vectors.hnsw_config
-        quantization = vectors.quantization_config
-        return {
-            "on_disk": bool(vectors.on_disk),
-            "hnsw_m": hnsw.m if hnsw else None,
-            "hnsw_ef_construct": hnsw.ef_construct if hnsw else None,
-            "quantization": "int8"
-            if isinstance(quantization, models.ScalarQuantization)
-            else "binary"
-            if isinstance(quantization, models.BinaryQuantization)
-            else "none",
-            "shard_number": params.shard_number,
-            "replication_factor": params.replication_factor,
-        }
+            return collection_shape(self.connect().get_collection(name).config.params)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -343,12 +315,16 @@ class QdrantSink:
         """The collection that holds the generation built under `fingerprint`."""
         return f"{self.collection}__{fingerprint[:12]}"
 
-    def _page(self, name: str, offset: Any, limit: int) -> tuple[list[models.Record], Any]:
-        """One page of a collection's points with their chunk ids, and the next offset."""
+    def _page(
+        self, name: str, offset: Any, limit: int, vectors: bool = False
+    ) -> tuple[list[models.Record], Any]:
+        """One page of a collection's points with their chunk ids (with `vectors`: whole payloads
+        and vectors), and the next offset."""
         with qdrant_errors(f"scrolling '{name}'"):
             return self.connect().scroll(
-                name, limit=limit, offset=offset, with_payload=["chunk_id"]
-            )
+                name, limit=limit, offset=offset, with_vectors=vectors,
+                with_payload=True if vectors else ["chunk_id"],
+            )  # fmt: skip
 
     def _existing(self, fingerprint: str) -> str:
         name = self._physical(fingerprint)

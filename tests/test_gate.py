@@ -1,0 +1,232 @@
+"""Champion / challenger: a new model or chunking goes live only if it retrieves no worse; the
+metrics (evaluation.py), the gate (gate.py), promote and rollback (switch.py) on real models and
+every sink."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import embedpipe
+import embedpipe.api
+from embedpipe.config import load_config
+from embedpipe.errors import EmbedpipeError, HeldError
+from embedpipe.evaluation import Query, load_queries, score
+from tests.test_incremental import consistency
+
+SINKS = ["qdrant-edge", "qdrant", "faiss", "parquet"]
+
+TOPICS = {
+    "trains.md": "Steam locomotives pulled passenger trains across the country; railway timetables "
+    "and signalling kept the trains running on time.",
+    "bread.md": "Knead the dough, let the yeast rise overnight, then bake the loaf of sourdough "
+    "bread in a hot oven until the crust is brown.",
+    "bees.md": "Honey bees live in hives; the queen lays eggs while worker bees gather nectar and "
+    "pollen from flowers to make honey.",
+    "volcano.md": "A volcano erupts when magma rises through the crust; lava flows and ash clouds "
+    "follow the eruption.",
+    "violin.md": "The violin is a string instrument played with a bow; violinists practise scales "
+    "and tune the four strings.",
+    "glacier.md": "Glaciers are rivers of ice that carve valleys as they slowly move downhill and "
+    "melt in summer.",
+}
+QUERIES = [
+    {"query": "how do trains keep to their timetable", "relevant": ["trains.md"]},
+    {"query": "baking sourdough with yeast", "relevant": ["bread.md"]},
+    {"query": "what do worker bees collect", "doc_id": "bees.md"},
+    {"query": "lava and magma eruption", "relevant": ["volcano.md"]},
+    {"query": "playing a bowed string instrument", "relevant": ["violin.md"]},
+    {"query": "ice moving down a valley", "relevant": ["glacier.md", "volcano.md"]},
+]
+
+
+@pytest.fixture
+def queries(tmp_path: Path) -> Path:
+    path = tmp_path / "queries.jsonl"
+    lines = [json.dumps(q) for q in QUERIES] + ["{not json", '{"query": "no answer"}', ""]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def settings(root: Path, kind: str, tmp_path: Path, **extra: object) -> embedpipe.RunConfig:
+    data = {"source": {"uri": str(root)}, "sink": {"uri": f"{kind}:{tmp_path / kind}", "collection": "docs"},
+            "chunking": {"chunk_tokens": 64, "overlap_tokens": 0}, **extra}  # fmt: skip
+    return load_config(None, data)
+
+
+def docs_for(cfg: embedpipe.RunConfig, text: str) -> list[str]:
+    return [h.doc_id for h in embedpipe.query(text, k=2, config=cfg)]
+
+
+# -- the metrics ------------------------------------------------------------------------------
+
+
+def test_scores_match_a_hand_computation() -> None:
+    queries = [Query("a", frozenset({"x"})), Query("b", frozenset({"y", "z"})), Query("c", frozenset({"w"}))]
+    rankings = [["q", "x", "r"], ["z", "s", "y"], ["s", "t", "u"]]
+    got = score(queries, rankings, k=3)
+    # recall: 1, 2/2, 0 -> 2/3. MRR: 1/2, 1/1, 0 -> 1/2.
+    # nDCG: (1/log2 3) / 1; (1 + 1/log2 4) / (1 + 1/log2 3); 0.
+    ndcg = (1 / math.log2(3) + (1 + 1 / 2) / (1 + 1 / math.log2(3))) / 3
+    assert got.recall == pytest.approx(2 / 3)
+    assert got.mrr == pytest.approx(1 / 2)
+    assert got.ndcg == pytest.approx(ndcg)
+    assert got.per_query[1]["ranks"] == {"z": 1, "y": 3}
+
+
+def test_only_the_top_k_count() -> None:
+    got = score([Query("a", frozenset({"x"}))], [["p", "q", "x"]], k=2)
+    assert (got.recall, got.mrr, got.ndcg) == (0.0, 0.0, 0.0)
+
+
+def test_bad_query_lines_are_reported_and_skipped(queries: Path) -> None:
+    found, errors = load_queries(queries)
+    assert len(found) == len(QUERIES)
+    assert [e.record for e in errors] == [f"line {len(QUERIES) + 1}", f"line {len(QUERIES) + 2}"]
+    assert "not valid JSON" in errors[0].reason and "relevant" in errors[1].reason
+
+
+def test_eval_ranks_are_the_documents_query_returns(make_corpus, tmp_path: Path, queries: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg = settings(make_corpus(TOPICS), "faiss", tmp_path)
+    embedpipe.run(cfg)
+    result = embedpipe.evaluate(cfg, queries=queries, k=3)
+    assert result["generation"]["state"] == "live" and len(result["errors"]) == 2
+    for q, row in zip(QUERIES, result["per_query"], strict=True):
+        hits = list(dict.fromkeys(h.doc_id for h in embedpipe.query(q["query"], k=3, config=cfg)))
+        relevant = q.get("relevant", [q.get("doc_id")])
+        assert row["ranks"] == {d: i + 1 for i, d in enumerate(hits) if d in relevant}
+    assert result["recall"] >= 0.9  # MiniLM answers these
+
+
+# -- the gate, promote, rollback --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", SINKS)
+def test_worse_challenger_is_held_then_promoted_then_rolled_back(
+    kind: str, make_corpus, tmp_path: Path, queries: Path, tiny_model: Path
+) -> None:  # type: ignore[no-untyped-def]
+    root = make_corpus(TOPICS)
+    champion = settings(root, kind, tmp_path, promote={"eval": {"queries": str(queries), "k": 3}})
+    embedpipe.run(champion)
+    answer = docs_for(champion, "baking sourdough with yeast")
+    assert answer[0] == "bread.md"
+    challenger = settings(root, kind, tmp_path, model={"name": str(tiny_model)},
+                          promote={"eval": {"queries": str(queries), "k": 3}})  # fmt: skip
+
+    held = embedpipe.api.run(challenger, raise_on_failure=False)
+    assert held.outcome == "held" and held.promotion is not None
+    assert held.promotion["promoted"] is False and "vs live" in held.promotion["reason"]
+    assert held.promotion["live"]["recall"] > held.promotion["staged"]["recall"]
+    assert docs_for(champion, "baking sourdough with yeast") == answer  # live still answers
+    states = {g["state"] for g in embedpipe.status(champion)[0]["generations"]}
+    assert states == {"live", "staged"}
+
+    promoted = embedpipe.promote(champion)
+    assert promoted["live"] == held.fingerprint
+    assert embedpipe.api.status(champion)[0]["model"] == str(tiny_model)
+    rolled = embedpipe.rollback(champion)
+    assert rolled["replaced"] == held.fingerprint
+    assert docs_for(champion, "baking sourdough with yeast") == answer
+    gens = {g["state"]: g for g in embedpipe.status(champion)[0]["generations"]}
+    assert gens["previous"]["fingerprint"] == held.fingerprint
+    assert embedpipe.api.reconcile(champion)["relink"] is None
+    # An incremental run continues against what is live (MiniLM): nothing to embed.
+    assert embedpipe.run(settings(root, kind, tmp_path)).chunks_embedded == 0
+
+
+@pytest.mark.parametrize("kind", ["faiss", "qdrant-edge"])
+def test_no_worse_challenger_is_promoted(kind: str, make_corpus, tmp_path: Path, queries: Path) -> None:  # type: ignore[no-untyped-def]
+    root = make_corpus(TOPICS)
+    gate = {"eval": {"queries": str(queries), "k": 3}}
+    embedpipe.run(settings(root, kind, tmp_path, promote=gate))
+    rechunked = settings(root, kind, tmp_path, promote=gate,
+                         chunking={"chunk_tokens": 48, "overlap_tokens": 0})  # fmt: skip
+    report = embedpipe.run(rechunked)
+    assert report.outcome == "done" and report.promotion["promoted"] is True  # type: ignore[index]
+    assert report.promotion["staged"]["recall"] >= report.promotion["live"]["recall"] - 0.01  # type: ignore[index]
+    assert embedpipe.api.status(rechunked)[0]["fingerprint"] == report.fingerprint
+
+
+def test_keep_previous_zero_drops_the_replaced_generation(make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root = make_corpus(TOPICS)
+    embedpipe.run(settings(root, "faiss", tmp_path, promote={"keep_previous": 0}))
+    rechunked = settings(root, "faiss", tmp_path, promote={"keep_previous": 0},
+                         chunking={"chunk_tokens": 48, "overlap_tokens": 0})  # fmt: skip
+    embedpipe.run(rechunked)
+    assert [g["state"] for g in embedpipe.status(rechunked)[0]["generations"]] == ["live"]
+    assert len(list((tmp_path / "faiss" / ".generations").iterdir())) == 1
+    with pytest.raises(EmbedpipeError, match="No generation 'previous'"):
+        embedpipe.rollback(rechunked)
+
+
+def test_promote_refuses_a_generation_still_being_built(make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root = make_corpus(TOPICS)
+    cfg = settings(root, "faiss", tmp_path)
+    embedpipe.run(cfg)
+    args = [sys.executable, "-m", "embedpipe", "backfill", str(root), "--sink", cfg.sink.uri,
+            "--collection", "docs", "--chunk-tokens", "48", "--overlap-tokens", "0", "--max-batch-tokens", "64"]  # fmt: skip
+    env = {**os.environ, "EMBEDPIPE_CRASH_AT": "ledger-commit:1"}
+    assert subprocess.run(args, env=env, capture_output=True, timeout=300).returncode == -9
+    with pytest.raises(EmbedpipeError, match="No generation 'staged'"):
+        embedpipe.promote(cfg)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["qdrant-edge", "qdrant", "faiss"])
+def test_sigkill_at_the_rollback_switch_leaves_one_live_generation_the_ledger_agrees_with(
+    kind: str, make_corpus, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    root = make_corpus(TOPICS)
+    cfg = settings(root, kind, tmp_path)
+    embedpipe.run(cfg)
+    first = embedpipe.api.status(cfg)[0]["fingerprint"]
+    embedpipe.run(settings(root, kind, tmp_path, chunking={"chunk_tokens": 48, "overlap_tokens": 0}))
+    args = [sys.executable, "-m", "embedpipe", "rollback", "--sink", cfg.sink.uri, "--collection", "docs"]
+    killed = subprocess.run(args, env={**os.environ, "EMBEDPIPE_CRASH_AT": "swap:1"},
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert killed.returncode == -9, killed.stderr
+    embedpipe.api.reconcile(cfg, repair=True)  # the ledger follows the sink
+    gens = embedpipe.api.status(cfg)[0]["generations"]
+    assert [g["fingerprint"] for g in gens if g["state"] == "live"] == [first]
+    in_sink, in_ledger = consistency(cfg)
+    assert sorted(in_sink) == sorted(in_ledger) and in_sink
+    assert docs_for(cfg, "baking sourdough with yeast")[0] == "bread.md"
+
+
+def test_cli_eval_promote_and_rollback(make_corpus, tmp_path: Path, queries: Path) -> None:  # type: ignore[no-untyped-def]
+    root = make_corpus(TOPICS)
+    cfg = settings(root, "faiss", tmp_path)
+    embedpipe.run(cfg)
+    base = ["--sink", cfg.sink.uri, "--collection", "docs"]
+    cli = [sys.executable, "-m", "embedpipe"]
+    shown = subprocess.run([*cli, "eval", *base, "--queries", str(queries), "-k", "3", "--json"],
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    result = json.loads(shown.stdout)
+    assert result["generation"]["state"] == "live" and set(result) >= {"recall", "mrr", "ndcg"}
+    assert len(result["per_query"]) == len(QUERIES)
+    held = subprocess.run([*cli, "backfill", str(root), *base, "--chunk-tokens", "48", "--overlap-tokens", "0",
+                           "--eval-queries", str(queries)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert held.returncode == 0, held.stderr  # same model, other chunking: no worse
+    rolled = subprocess.run([*cli, "rollback", *base], capture_output=True, text=True, timeout=300)
+    assert rolled.returncode == 0 and "is live" in rolled.stdout, rolled.stderr
+    again = subprocess.run([*cli, "promote", *base, "--generation", "previous"],
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    none = subprocess.run([*cli, "promote", *base, "--generation", "staged"],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert none.returncode == 1 and "No generation 'staged'" in none.stderr
+
+
+def test_held_gate_is_not_forced_by_the_documents_rule(make_corpus, tmp_path: Path, queries: Path, tiny_model: Path) -> None:  # type: ignore[no-untyped-def]
+    root = make_corpus(TOPICS)
+    gate = {"eval": {"queries": str(queries), "k": 3}}
+    embedpipe.run(settings(root, "faiss", tmp_path, promote=gate))
+    with pytest.raises(HeldError, match="vs live"):
+        embedpipe.run(settings(root, "faiss", tmp_path, promote=gate, model={"name": str(tiny_model)}))
