@@ -23,7 +23,12 @@ _USERINFO = re.compile(r"(?<=//)(?P<userinfo>[^/?#\s]*)@")
 _API_KEY = re.compile(r"(?P<name>[?&;]api[_-]?key=)[^&#\s]*", re.IGNORECASE)
 _API_KEY_NAMES = frozenset({"api_key", "api-key", "apikey"})
 # Environment variables that hold credentials of the object stores a source reads.
-SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GOOGLE_OAUTH_ACCESS_TOKEN")
+SECRET_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "GOOGLE_OAUTH_ACCESS_TOKEN",
+)
 
 
 def redact_uri(text: str) -> str:
