@@ -102,6 +102,9 @@ class Embedded:
     vectors: np.ndarray
 
 
+EMPTY = "empty document"  # the reason every source and engine gives for a text-less document
+
+
 @dataclass(slots=True)
 class RunReport:
     """What a run did. Written as JSON with --report and summarised on the terminal."""

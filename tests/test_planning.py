@@ -242,14 +242,6 @@ def test_shrunk_document_loses_its_trailing_chunks(
     assert len(served(cfg)) == first.chunks_total - trailing == len(ledger_done(cfg))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a Document whose text became empty or whitespace-only yields no chunk, so "
-    "Planner.chunked() is never called and its seen row keeps n_chunks NULL; Seen.stale() then "
-    "treats it like an unreadable record and keeps every old chunk (in full mode too), while the "
-    "report counts it as read with no error. The built-in sources turn empty text into a "
-    "RecordError; an iterable source passed to Pipeline gets neither that nor a delete",
-)
 def test_document_emptied_in_an_iterable_source_does_not_keep_serving_its_old_text_silently(
     fake_encoder: FakeEncoder, tmp_path: Path
 ) -> None:
@@ -258,7 +250,7 @@ def test_document_emptied_in_an_iterable_source_does_not_keep_serving_its_old_te
     run(cfg, fake_encoder, docs)
     docs[0] = Document("doc0", "  \n ")
     report = run(cfg, fake_encoder, docs)
-    assert report.docs_failed == 1 or not of("doc0", served(cfg))
+    assert report.docs_failed == 1 and report.errors[0].reason == "empty document"
 
 
 # -- a new generation ----------------------------------------------------------------------

@@ -17,7 +17,7 @@ from embedpipe.engines.base import RunContext
 from embedpipe.faults import crash_point
 from embedpipe.hashing import content_hash
 from embedpipe.threads import END, Worker, drain, put
-from embedpipe.types import Chunk, Document, RecordError
+from embedpipe.types import EMPTY, Chunk, Document, RecordError
 
 PLAN_BATCH = 256  # chunks handed from the planner thread to the encoder at a time
 
@@ -80,6 +80,8 @@ def _admitted(
             return
         if isinstance(item, RecordError):
             run.planner.failed(item)
+        elif not item.text.strip():  # as the file sources say it (a document passed from Python)
+            run.planner.failed(RecordError(item.source, item.id, EMPTY))
         elif run.planner.admit(item.id, item.source, content_hash(fp, item.text)):
             yield item
 

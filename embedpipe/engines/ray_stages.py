@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from embedpipe.config import BatchingConfig, ChunkingConfig, ModelConfig
 from embedpipe.sinks.base import RemoteWriter
-from embedpipe.types import Chunk, Document, Embedded, RecordError
+from embedpipe.types import EMPTY, Chunk, Document, Embedded, RecordError
 
 DOC, CHUNK, ERROR = "doc", "chunk", "error"
 # Read tasks reserve no CPU: the actors hold the cluster's CPUs (a prepare actor waits for the
@@ -74,6 +74,12 @@ class PrepareStage:
         for row in table.to_pylist():
             if row["kind"] == ERROR:
                 _row(out, row)
+                continue
+            if not row["text"].strip():  # an empty document is a bad record, as locally
+                _row(
+                    out,
+                    {**row, "kind": ERROR, "text": "", "record": row["doc_id"], "message": EMPTY},
+                )
                 continue
             doc_hash = content_hash(self.fingerprint, row["text"])
             last = self.unchanged.get(row["doc_id"])

@@ -14,7 +14,7 @@ from embedpipe.errors import SourceError
 from embedpipe.sources.base import Files, Source
 from embedpipe.sources.globs import PathFilter
 from embedpipe.sources.pdf import pdf_text
-from embedpipe.types import Document, RecordError
+from embedpipe.types import EMPTY, Document, RecordError
 
 DEFAULT_EXTENSIONS = (".txt", ".md", ".rst", ".html", ".htm", ".pdf")
 HTML_SUFFIXES = (".html", ".htm")
@@ -110,7 +110,7 @@ def file_document(root: str | Path, rel: str, data: bytes) -> Document | RecordE
     if rel.lower().endswith(HTML_SUFFIXES):
         text = html_to_text(text)
     if not text.strip():
-        return RecordError(str(root), rel, "empty document")
+        return RecordError(str(root), rel, EMPTY)
     return Document(id=rel, text=text, metadata={"path": rel}, source=str(root))
 
 
