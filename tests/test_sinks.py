@@ -453,3 +453,33 @@ def test_a_filter_sees_writes_in_place_and_not_deleted_chunks(make: Make) -> Non
     sink.close()
     hits = sink.search(emb.vectors[4], k=10, filter={"doc_id": "doc1"})
     assert sorted(h.chunk_id for h in hits) == ["doc1#2", "doc1#3"]
+
+
+# -- reading back what is stored (export) -------------------------------------------------------
+
+
+def test_points_read_back_every_chunk_with_its_payload_and_vector(make: Make) -> None:
+    emb = tagged(30)
+    sink = filled(make(), emb)
+    read = [(c, v) for batch in sink.points() for c, v in zip(batch.chunks, batch.vectors)]
+    by_id = {c.id: (c, v) for c, v in read}
+    assert sorted(by_id) == ids(emb) and len(read) == 30
+    for chunk, vector in zip(emb.chunks, emb.vectors, strict=True):
+        got, stored = by_id[chunk.id]
+        assert (got.doc_id, got.index, got.text, got.content_hash, got.metadata) == (
+            chunk.doc_id, chunk.index, chunk.text, chunk.content_hash, chunk.metadata,
+        )  # fmt: skip
+        assert (got.start, got.end) == (chunk.start, chunk.end)
+        assert float(stored @ vector) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_points_of_a_staged_generation_and_of_one_it_lacks(make: Make) -> None:
+    sink = filled(make(), embedded(6, doc="old"))
+    new = embedded(5, seed=2, doc="new")
+    sink.open(DIM, FP_B)
+    sink.write(new)
+    sink.close(promote=False)
+    staged = [c.id for batch in sink.points(FP_B) for c in batch.chunks]
+    assert sorted(staged) == ids(new)
+    assert list(sink.points(FP_C)) == []
+    assert all(c.doc_id.startswith("old") for b in sink.points() for c in b.chunks)

@@ -129,6 +129,12 @@ class Sink(Protocol):
         the one being written, else of the live one. Never creates a generation."""
         ...
 
+    def points(self, fingerprint: str | None = None) -> Iterator[Embedded]:
+        """Every chunk of `fingerprint`'s generation (else the one being written, else the live
+        one) with its stored vector, in batches: what `export` copies without re-encoding.
+        Points another tool wrote (without embedpipe's chunk id) are left out."""
+        ...
+
     def search(
         self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
     ) -> list[Hit]:

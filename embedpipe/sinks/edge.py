@@ -17,7 +17,7 @@ the same generation fails with a clear message, as Qdrant local mode does.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -150,23 +150,35 @@ class EdgeSink(GenerationSink):
     def chunk_ids(self, fingerprint: str | None = None) -> Iterator[str]:
         """Every chunk id of `fingerprint`'s shard, else of the one being written, else of the
         live one."""
+        with self._reading(fingerprint) as shard:
+            if shard is not None:
+                yield from qdrant_base.scroll_chunk_ids(partial(_page, shard), self.write_batch)
+
+    def points(self, fingerprint: str | None = None) -> Iterator[Embedded]:
+        """Every chunk of that shard with its vector, in pages."""
+        with self._reading(fingerprint) as shard:
+            if shard is not None:
+                page = partial(_page, shard, vectors=True)
+                yield from qdrant_base.scroll_points(page, self.write_batch)
+
+    @contextmanager
+    def _reading(self, fingerprint: str | None) -> Iterator[Any]:
+        """The shard a read of `fingerprint` means (None when the sink lacks it): the one being
+        written, the live one's reader, or a staged one opened for this read only."""
         gen = self._read_gen(fingerprint)
         if gen is None or not (gen / SHARD / EDGE_CONFIG).exists():
-            return
-        if self._shard is not None and gen == self._gen:
-            yield from self._scroll(self._shard)
+            yield None
+        elif self._shard is not None and gen == self._gen:
+            yield self._shard
         elif gen == self._gens.live():
-            yield from self._scroll(self._live_reader(required=True))
-        else:  # a staged shard, opened for this read only
+            yield self._live_reader(required=True)
+        else:
             with edge_errors(f"opening {gen / SHARD}"):
                 shard = qe.EdgeShard.load(str(gen / SHARD))
             try:
-                yield from self._scroll(shard)
+                yield shard
             finally:
                 shard.close()
-
-    def _scroll(self, shard: Any) -> Iterator[str]:
-        return qdrant_base.scroll_chunk_ids(partial(_page, shard), self.write_batch)
 
     def search(
         self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
@@ -263,9 +275,13 @@ class EdgeSink(GenerationSink):
             self._unlock()
 
 
-def _page(shard: Any, offset: Any, limit: int) -> tuple[list[Any], Any]:
-    """One page of a shard's points with their chunk ids, and the next offset."""
-    request = qe.ScrollRequest(offset=offset, limit=limit, with_payload=["chunk_id"])
+def _page(shard: Any, offset: Any, limit: int, vectors: bool = False) -> tuple[list[Any], Any]:
+    """One page of a shard's points with their chunk ids (with `vectors`: whole payloads and
+    vectors), and the next offset."""
+    request = qe.ScrollRequest(
+        offset=offset, limit=limit, with_payload=True if vectors else ["chunk_id"],
+        with_vector=vectors,
+    )  # fmt: skip
     with edge_errors("scroll"):
         records, next_offset = shard.scroll(request)
     return records, next_offset

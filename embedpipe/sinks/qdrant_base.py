@@ -24,7 +24,8 @@ from embedpipe.config import QdrantOptions
 from embedpipe.errors import SinkError
 from embedpipe.sinks.base import Hit
 from embedpipe.sinks.filters import Condition
-from embedpipe.sinks.store import hit_from_payload
+from embedpipe.sinks.store import chunk_from_payload, hit_from_payload
+from embedpipe.types import Embedded
 
 # The options that shape the stored index, normalised: on_disk, hnsw_m, hnsw_ef_construct,
 # quantization, shard_number, replication_factor.
@@ -134,6 +135,22 @@ def native_filter(conds: Sequence[Condition], types: FilterTypes) -> Any:
                 options.append(types.field(cond.key, types.any(values)))
         must.append(options[0] if len(options) == 1 else types.filter(should=options))
     return types.filter(must=must)
+
+
+def scroll_points(
+    page: Callable[[Any, int], tuple[Sequence[Any], Any]], write_batch: int
+) -> Iterator[Embedded]:
+    """Every point with embedpipe's chunk id, as chunks with their vectors, a page at a time:
+    `page(offset, limit)` returns (points with payload and vector, next offset)."""
+    offset: Any = None
+    while True:
+        points, offset = page(offset, max(write_batch, MIN_SCROLL_PAGE))
+        pairs = [(c, p.vector) for p in points if (c := chunk_from_payload(p.payload or {}))]
+        if pairs:
+            vectors = np.asarray([v for _, v in pairs], dtype=np.float32)
+            yield Embedded([c for c, _ in pairs], vectors)
+        if offset is None:
+            return
 
 
 def query_vector(vector: np.ndarray) -> list[float]:

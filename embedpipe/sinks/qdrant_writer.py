@@ -1,6 +1,7 @@
 """qdrant-client, as the Qdrant sink and its remote writers use it: a client for local mode, the
-in-process engine or a server; its failures as SinkErrors (transient ones worth a retry); the
-chunks as upsert batches; and `QdrantWriter`, the writer other processes upsert with.
+in-process engine or a server; its failures as SinkErrors (transient ones worth a retry); its
+types for the index options and filters, and the options a collection holds; the chunks as
+upsert batches; and `QdrantWriter`, the writer other processes upsert with.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from embedpipe.errors import SinkError, TransientSinkError
 from embedpipe.redact import redact_uri, server_credentials
-from embedpipe.sinks.qdrant_base import translated
+from embedpipe.sinks.qdrant_base import FilterTypes, Shape, VectorTypes, translated
 from embedpipe.sinks.store import chunk_payload, paired_vectors
 from embedpipe.types import Embedded, point_id
 
@@ -49,6 +50,53 @@ def _qdrant_error(action: str, exc: Exception) -> SinkError | None:
     if isinstance(exc, (ValueError, RuntimeError, OSError)):  # local mode raises these
         return SinkError(f"Qdrant {action} failed: {exc}")
     return None
+
+
+# qdrant-client's types for the options; on_disk=None leaves the server's default.
+VECTOR_TYPES = VectorTypes(
+    hnsw=lambda m, ef_construct: models.HnswConfigDiff(m=m, ef_construct=ef_construct),
+    int8=lambda: models.ScalarQuantization(
+        scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True)
+    ),
+    binary=lambda: models.BinaryQuantization(
+        binary=models.BinaryQuantizationConfig(always_ram=True)
+    ),
+    vectors=lambda dim, on_disk, hnsw, quantization: models.VectorParams(
+        size=dim,
+        distance=models.Distance.COSINE,
+        on_disk=on_disk or None,
+        hnsw_config=hnsw,
+        quantization_config=quantization,
+    ),
+)
+
+FILTER_TYPES = FilterTypes(
+    filter=models.Filter,
+    field=lambda key, match: models.FieldCondition(key=key, match=match),
+    value=lambda value: models.MatchValue(value=value),
+    any=lambda values: models.MatchAny(any=values),
+)
+
+
+def collection_shape(params: models.CollectionParams) -> Shape:
+    """The index options a collection's parameters hold (`qdrant_base.Shape`)."""
+    vectors = params.vectors
+    if not isinstance(vectors, models.VectorParams):
+        return {}
+    hnsw = vectors.hnsw_config
+    quantization = vectors.quantization_config
+    return {
+        "on_disk": bool(vectors.on_disk),
+        "hnsw_m": hnsw.m if hnsw else None,
+        "hnsw_ef_construct": hnsw.ef_construct if hnsw else None,
+        "quantization": "int8"
+        if isinstance(quantization, models.ScalarQuantization)
+        else "binary"
+        if isinstance(quantization, models.BinaryQuantization)
+        else "none",
+        "shard_number": params.shard_number,
+        "replication_factor": params.replication_factor,
+    }
 
 
 def server_client(url: str | None, api_key: str | None, timeout: int | None) -> QdrantClient:

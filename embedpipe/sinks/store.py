@@ -13,7 +13,7 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -28,6 +28,10 @@ from embedpipe.errors import SinkError
 from embedpipe.sinks.base import Hit
 from embedpipe.types import Chunk, Embedded, int_id
 
+# What a stored chunk is read back as (export): its payload and its vector.
+POINT_COLUMNS = ["chunk_id", "doc_id", "chunk_index", "text", "content_hash", "start", "end",
+                 "metadata", "vector"]  # fmt: skip
+POINTS_PER_BATCH = 1024
 SHARD_RE = re.compile(r"^(shard|tomb)-(\d{8})\.parquet$")
 DICTIONARY_COLUMNS = ["doc_id", "metadata"]
 
@@ -69,6 +73,35 @@ def hit_from_payload(score: float, payload: dict[str, Any]) -> Hit:
         text=str(payload.get("text", "")),
         metadata=metadata,
     )
+
+
+def chunk_from_payload(payload: dict[str, Any]) -> Chunk | None:
+    """The chunk a stored payload describes (no token ids: it is not encoded again); None for a
+    point another tool wrote, without embedpipe's chunk id."""
+    chunk_id = payload.get("chunk_id")
+    if not chunk_id:
+        return None
+    metadata = payload.get("metadata") or {}
+    doc_id = str(payload.get("doc_id", ""))
+    return Chunk(
+        doc_id=doc_id,
+        index=int(payload.get("chunk_index", str(chunk_id).rpartition("#")[2] or 0)),
+        text=str(payload.get("text", "")),
+        token_ids=[],
+        start=int(payload.get("start") or 0),
+        end=int(payload.get("end") or 0),
+        content_hash=str(payload.get("content_hash", "")),
+        metadata=json.loads(metadata) if isinstance(metadata, str) else dict(metadata),
+    )
+
+
+def table_points(table: pa.Table) -> Iterator[Embedded]:
+    """A table of POINT_COLUMNS as batches of chunks with their vectors."""
+    for lo in range(0, table.num_rows, POINTS_PER_BATCH):
+        part = table.slice(lo, POINTS_PER_BATCH)
+        rows = part.select(POINT_COLUMNS[:-1]).to_pylist()
+        chunks = [c for c in map(chunk_from_payload, rows) if c is not None]
+        yield Embedded(chunks, vectors_of(part))
 
 
 def shard_schema(dim: int) -> pa.Schema:

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from embedpipe.sinks.base import not_open
 from embedpipe.sinks.generations import GenerationSink, write_manifest
-from embedpipe.sinks.store import ShardStore, ShardWriter
+from embedpipe.sinks.store import POINT_COLUMNS, ShardStore, ShardWriter, table_points
 from embedpipe.types import Embedded
 
 
@@ -67,6 +67,17 @@ class StoredSink(GenerationSink):
         table = ShardStore(gen / "store").live(columns=["chunk_id"], base=base)
         if table is not None:
             yield from table.column("chunk_id").to_pylist()
+
+    def points(self, fingerprint: str | None = None) -> Iterator[Embedded]:
+        """Every chunk of `fingerprint`'s generation (else the one being written, else the live
+        one) with its vector, from the store replayed over what is published."""
+        gen = self._read_gen(fingerprint)
+        if gen is None:
+            return
+        base = self._published_rows(gen, POINT_COLUMNS)
+        table = ShardStore(gen / "store").live(columns=POINT_COLUMNS, base=base)
+        if table is not None:
+            yield from table_points(table)
 
     def _published_rows(self, gen: Path, columns: list[str]) -> pa.Table | None:
         """Chunks of `gen` kept outside its store, that the store's files replay over."""
