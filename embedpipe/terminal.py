@@ -47,7 +47,9 @@ def print_summary(console: Console, r: RunReport) -> None:
         more = f" and {len(errors) - RECORDS_NAMED:,} more" if len(errors) > RECORDS_NAMED else ""
         count = f"{len(errors):,} records" if len(errors) > 1 else "1 record"
         console.print(
-            f"[yellow]skipped {count}: {escape(reason)} ({escape(named)}{more})[/]", soft_wrap=True
+            f"[yellow]skipped {count}: {escape(reason)} ({escape(named)}{more})[/]",
+            soft_wrap=True,
+            highlight=False,
         )
     if len(groups) > ERRORS_SHOWN:
         console.print(

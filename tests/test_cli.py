@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -91,3 +92,74 @@ def test_strict_exits_1_when_a_record_failed(tmp_path: Path) -> None:
     assert lenient.returncode == 0 and "line 2" in lenient.stderr
     strict = embedpipe("backfill", str(jsonl), "--sink", f"faiss:{tmp_path / 'g'}", "--strict")
     assert strict.returncode == 1
+
+
+# ---------------------------------------------------------------- the operator's terminal
+
+
+def flat_help(text: str) -> str:
+    """Help text with its panel borders and line wrapping undone."""
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())
+
+
+def test_version_names_embedpipe_its_engines_and_the_device() -> None:
+    shown = embedpipe("--version")
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"^embedpipe\s+0\.1\.0$", shown.stdout, re.M), shown.stdout
+    for name in ("torch", "sentence-transformers", "qdrant-edge", "faiss"):
+        assert re.search(rf"^{name}\s+\d", shown.stdout, re.M), (name, shown.stdout)
+    assert re.search(r"^device\s+(cpu|cuda)", shown.stdout, re.M)
+
+
+def test_help_lists_every_sink_shows_defaults_and_no_bool_metavar() -> None:
+    from embedpipe.sinks.registry import SINKS
+
+    for args in (["--help"], ["backfill", "--help"], ["run", "--help"], ["rebuild", "--help"]):
+        shown = embedpipe(*args)
+        assert shown.returncode == 0 and "<bool>" not in shown.stdout, args
+    text = flat_help(embedpipe("backfill", "--help").stdout)
+    assert [kind.form for kind in SINKS.values() if kind.form not in text] == []
+    for default in ("qdrant-edge:./.embedpipe/qdrant-edge", "embedpipe", "16384", "auto", "256"):
+        assert f"[default: {default}]" in text, default
+
+
+def test_rebuild_offers_only_the_sinks_that_can_be_rebuilt() -> None:
+    from embedpipe.sinks.registry import SINKS
+
+    text = flat_help(embedpipe("rebuild", "--help").stdout)
+    rebuildable = [k.form for k in SINKS.values() if k.capabilities.rebuildable]
+    assert rebuildable == ["faiss:DIR"] and "faiss:DIR" in text
+    assert [
+        k.form for k in SINKS.values() if not k.capabilities.rebuildable and k.form in text
+    ] == []
+
+
+def test_a_typo_in_a_config_key_names_the_file_the_key_and_the_closest_key(tmp_path: Path) -> None:
+    config = tmp_path / "nightly.yaml"
+    config.write_text(f"source:\n  uri: {tmp_path}\nsink:\n  colection: docs\n")
+    done = embedpipe("run", str(config))
+    assert done.returncode == 2
+    line = " ".join(done.stderr.split())
+    assert f"{config}: unknown key sink.colection (did you mean sink.collection?)" in line
+    assert "Extra inputs are not permitted" not in line and "pydantic.dev" not in line
+
+
+def test_a_wrong_text_field_stops_before_the_model_loads_with_one_line(tmp_path: Path) -> None:
+    source = tmp_path / "c.jsonl"
+    rows = [{"id": f"d{i}", "pkg": "json", "section": "intro", "body": "text"} for i in range(60)]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    probe = (
+        "import sys\nfrom embedpipe.cli import main\n"
+        f"sys.argv = ['embedpipe', 'backfill', {str(source)!r}, '--text-field', 'text_body', "
+        f"'--sink', 'faiss:{tmp_path / 'index'}']\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n"
+        "    print(exc.code, 'sentence_transformers' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"})  # fmt: skip
+    assert done.stdout.split() == ["1", "False"], done.stderr  # exit 1, the model never loaded
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and len(done.stderr.strip().splitlines()) == 1
+    assert errors[0].startswith(
+        "error: no record has text field 'text_body' (fields present: id, pkg, section, body)"
+    )
