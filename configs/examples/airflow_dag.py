@@ -40,7 +40,8 @@ with DAG(
     html = BashOperator(
         task_id="report_html",
         cwd=HOME,
-        bash_command=f"{EMBEDPIPE} report {REPORT}",
+        # -o: without it the page goes to stdout (the task log) when stdout is not a terminal
+        bash_command=f"{EMBEDPIPE} report {REPORT} -o {REPORT.removesuffix('.json')}.html",
         trigger_rule="all_done",  # render the report of a failed run too
     )
     embed >> html
