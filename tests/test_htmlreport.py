@@ -93,6 +93,9 @@ def test_html_report_charts_render_in_headless_chromium(tmp_path: Path) -> None:
     values = re.findall(r'data-value="([\d.]+)"', padding[0]) if padding else []
     assert values and all(abs(float(v) - 0.9) < 1e-6 for v in values)
     assert 'id="outcome">done<' in dom and "bad.txt" in dom
+    phases = re.findall(r'data-phase="([^"]+)" data-seconds="([\d.]+)"', dom)
+    assert [name for name, _ in phases][:3] == ["start-up", "opening", "embedding"]
+    assert sum(float(t) for _, t in phases) == pytest.approx(94.0)  # the wall time, 1m34s
 
 
 @needs_chromium
