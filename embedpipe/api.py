@@ -18,6 +18,7 @@ from embedpipe.documents import given
 from embedpipe.errors import ConfigError, EmbedpipeError
 from embedpipe.fsmode import state_permissions
 from embedpipe.index import Index
+from embedpipe.lazymodel import LazyEncoder
 from embedpipe.ledger import Ledger, state_dir_for, target_key
 from embedpipe.metrics import write_textfile
 from embedpipe.models import DEFAULT_MODEL_NAME
@@ -60,7 +61,8 @@ def run(
     if count is not None and progress is not None:
         progress = count.telling(progress)  # the report's docs_total, once counted
         progress(count.loading(sink.uri, config.sink.collection))
-    encoder = _encoder_for(config.model.model_dump_json())
+    # The model loads only when a chunk needs embedding (an unchanged re-run never loads it).
+    encoder = LazyEncoder(config.model, lambda: _encoder_for(config.model.model_dump_json()))
     pipe = Pipeline(
         config, source=source, sink=sink, encoder=encoder, progress=progress, force=force,
         began=began, load_encoder=lambda cfg: _encoder_for(cfg.model_dump_json()),
@@ -177,6 +179,27 @@ def open_index(
     return Index(
         cfg, lambda model: _encoder_for(model.model_dump_json()), query_prefix=query_prefix
     )
+
+
+def export(
+    config: ConfigArg = None, *, to: str, to_collection: str | None = None,
+    to_state: str | None = None, progress: Progress | None = None, force: bool = False,
+    **options: Any,
+) -> RunReport:  # fmt: skip
+    """Copy the live generation of the configured sink and collection to the sink `to` (as
+    `to_collection`, default the same name) without re-encoding: same point ids, payloads,
+    vectors and manifest, and the destination's ledger (beside it, or in `to_state`) written so
+    incremental runs go on against it. Resumable; a repeated export copies what changed."""
+    from embedpipe.exporter import export as copy
+
+    source = as_config(config, options)
+    data = source.model_dump()
+    data["sink"].update(uri=to, collection=to_collection or source.sink.collection)
+    try:
+        dest = RunConfig.model_validate({**data, "state": to_state})
+    except ValueError as exc:
+        raise ConfigError(f"Invalid export destination: {exc}") from exc
+    return copy(source, dest, progress=progress, force=force)
 
 
 def as_config(config: ConfigArg, options: Mapping[str, Any] | None = None) -> RunConfig:

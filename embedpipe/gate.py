@@ -11,6 +11,7 @@ from typing import Any
 from embedpipe.config import ModelConfig, RunConfig
 from embedpipe.encoder import Encoder
 from embedpipe.evaluation import Scores, drops, evaluate, load_queries
+from embedpipe.lazymodel import AnyEncoder
 from embedpipe.ledger import Ledger, Target
 from embedpipe.promotion import Verdict
 from embedpipe.sinks.base import Sink
@@ -28,7 +29,7 @@ def query_model(run_model: ModelConfig, generation: dict[str, Any]) -> ModelConf
 
 
 def score_generation(
-    sink: Sink, fingerprint: str, encoder: Encoder, cfg: RunConfig, k: int, queries: Any
+    sink: Sink, fingerprint: str, encoder: AnyEncoder, cfg: RunConfig, k: int, queries: Any
 ) -> Scores:
     """One generation's scores, read through a pinned view of the sink."""
     view = sink.pinned(fingerprint)
@@ -40,7 +41,7 @@ def score_generation(
 
 
 def judge(
-    v: Verdict, *, sink: Sink, ledger: Ledger, target: Target, encoder: Encoder, cfg: RunConfig,
+    v: Verdict, *, sink: Sink, ledger: Ledger, target: Target, encoder: AnyEncoder, cfg: RunConfig,
     load: LoadEncoder, report: RunReport,
 ) -> Verdict:  # fmt: skip
     """The verdict once both generations were scored: held when the staged one retrieves worse."""

@@ -29,6 +29,7 @@ from embedpipe.errors import HeldError, Interrupted, StateError, os_reason
 from embedpipe.gate import LoadEncoder, judge
 from embedpipe.hashing import fingerprint
 from embedpipe.index import built_with
+from embedpipe.lazymodel import AnyEncoder, LazyEncoder
 from embedpipe.ledger import Ledger, Target, state_dir_for, target_key
 from embedpipe.logs import run_ended, run_started
 from embedpipe.planning import Planner
@@ -49,7 +50,7 @@ class Pipeline:
     config: RunConfig
     source: Iterable[Any] | None = None  # Documents, dicts, (id, text) tuples (documents.py)
     sink: Sink | None = None
-    encoder: Encoder | None = None
+    encoder: Encoder | LazyEncoder | None = None
     progress: Progress | None = None
     force: bool = False
     stop: threading.Event = field(default_factory=threading.Event)
@@ -63,6 +64,9 @@ class Pipeline:
         encoder = self.encoder or Encoder(cfg.model)
         source = given(self.source) if self.source is not None else open_source(cfg.source)
         sink = self.sink or open_sink(cfg.sink)
+        state = state_dir_for(sink.uri, cfg.state)
+        if isinstance(encoder, LazyEncoder):  # what a load teaches is kept for the next run
+            encoder.remember_in(state)
         fp = fingerprint(encoder.identity(), cfg.chunking, **encoder.output_options())
         report = RunReport(
             model=encoder.name, fingerprint=fp, sink=sink.uri, source=str(getattr(source, "uri", "")),
@@ -71,9 +75,6 @@ class Pipeline:
             docs_total=getattr(source, "total", None), dry_run=dry_run,
         )  # fmt: skip
         self.report = report
-        if encoder.precision_reason:
-            report.notes.append(f"precision {encoder.precision_reason}")
-        state = state_dir_for(sink.uri, cfg.state)
         try:
             with StateLock(state):
                 ledger = Ledger.in_dir(state)
@@ -92,7 +93,7 @@ class Pipeline:
         return report
 
     def _execute(
-        self, ledger: Ledger, target: Target, encoder: Encoder, sink: Sink,
+        self, ledger: Ledger, target: Target, encoder: AnyEncoder, sink: Sink,
         source: Iterable[Document | RecordError], report: RunReport,
     ) -> None:  # fmt: skip
         """The run between `begin_run` and `end_run`: every outcome is recorded in the ledger."""
@@ -122,11 +123,14 @@ class Pipeline:
             raise
         finally:
             report.seconds = time.monotonic() - started
+            report.device, report.precision = encoder.device, encoder.precision  # once it ran
+            if encoder.precision_reason:
+                report.notes.insert(0, f"precision {encoder.precision_reason}")
             ledger.end_run(report.run_id, report.outcome, report.to_dict())
             run_ended(log, report)
 
     def _stream(
-        self, committer: Committer, encoder: Encoder, sink: Sink,
+        self, committer: Committer, encoder: AnyEncoder, sink: Sink,
         source: Iterable[Document | RecordError],
     ) -> None:  # fmt: skip
         """Engine, then deletes, then the promotion step (what was written is good even when

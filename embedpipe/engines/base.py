@@ -9,7 +9,7 @@ from typing import Protocol
 
 from embedpipe.commit import Committer, WriterThread
 from embedpipe.config import RunConfig
-from embedpipe.encoder import Encoder
+from embedpipe.lazymodel import AnyEncoder
 from embedpipe.planning import Planner
 from embedpipe.sinks.base import Sink
 from embedpipe.types import Document, RecordError, RunReport
@@ -22,7 +22,7 @@ class RunContext:
     """One run, as an engine sees it: the configured stages, the rules, and the way out."""
 
     config: RunConfig
-    encoder: Encoder
+    encoder: AnyEncoder
     sink: Sink
     report: RunReport
     planner: Planner  # accept/skip documents and chunks, in source order

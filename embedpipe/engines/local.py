@@ -44,11 +44,8 @@ def _plan(
 ) -> None:  # fmt: skip
     """Planner thread: documents -> chunks with hashes, minus what the ledger already holds."""
     fp, plan = run.planner.target.fingerprint, run.planner
-    chunker = Chunker.for_run(
-        run.encoder.tokenizer, run.config.chunking, run.config.model, run.encoder.max_seq_length
-    )
-    docs = _admitted(run, source, halt)
-    for doc_id, group in itertools.groupby(chunker.chunk_many(docs), key=lambda c: c.doc_id):
+    chunks = _chunked(run, _admitted(run, source, halt))
+    for doc_id, group in itertools.groupby(chunks, key=lambda c: c.doc_id):
         known = plan.known(doc_id)
         fresh: list[Chunk] = []
         count = 0
@@ -86,8 +83,25 @@ def _admitted(
             yield item
 
 
-def _encode(run: RunContext, chunks: Iterator[Chunk]) -> None:
-    """Calling thread: pack batches and run the model, handing vectors to the writer."""
+def _chunked(run: RunContext, docs: Iterator[Document]) -> Iterator[Chunk]:
+    """The chunks of the admitted documents; the tokenizer (and so the model) loads only when a
+    first document needs chunking."""
+    first = next(docs, None)
+    if first is None:
+        return
+    chunker = Chunker.for_run(
+        run.encoder.tokenizer, run.config.chunking, run.config.model, run.encoder.max_seq_length
+    )
+    yield from chunker.chunk_many(itertools.chain([first], docs))
+
+
+def _encode(run: RunContext, stream: Iterator[Chunk]) -> None:
+    """Calling thread: pack batches and run the model, handing vectors to the writer. Nothing is
+    loaded when no chunk needs embedding."""
+    first = next(stream, None)
+    if first is None:
+        return
+    chunks = itertools.chain([first], stream)
     report, encoder = run.report, run.encoder
     report.max_batch_tokens = token_budget(run.config.batching, encoder.batch_token_budget)
     for batch in packed(chunks, run.config.batching, report.max_batch_tokens, encoder.pad_id):
