@@ -17,22 +17,33 @@ from embedpipe.errors import EmbedpipeError
 from embedpipe.types import Chunk, Document, Embedded, RecordError, RunReport
 
 if TYPE_CHECKING:
-    from embedpipe.api import backfill, encode, evaluate, promote, query, rollback, run, status
+    from embedpipe.api import (
+        backfill,
+        encode,
+        evaluate,
+        export,
+        open_index,
+        promote,
+        query,
+        rollback,
+        run,
+        status,
+    )
     from embedpipe.pipeline import Pipeline
     from embedpipe.sinks.base import Hit, Sink
 
 __version__ = "0.1.0"
 __all__ = [
     "Chunk", "Document", "Embedded", "EmbedpipeError", "Hit", "Pipeline", "RecordError", "RunConfig",
-    "RunReport", "Sink", "backfill", "encode", "evaluate", "load_config", "promote", "query",
-    "rollback", "run", "status",
+    "RunReport", "Sink", "backfill", "encode", "evaluate", "export", "load_config", "open_index",
+    "promote", "query", "rollback", "run", "status",
 ]  # fmt: skip
 
 _LAZY = {
     "backfill": "embedpipe.api", "encode": "embedpipe.api", "query": "embedpipe.api", "run": "embedpipe.api",
     "status": "embedpipe.api", "evaluate": "embedpipe.api", "promote": "embedpipe.api",
     "rollback": "embedpipe.api", "Pipeline": "embedpipe.pipeline", "Hit": "embedpipe.sinks.base",
-    "Sink": "embedpipe.sinks.base",
+    "Sink": "embedpipe.sinks.base", "export": "embedpipe.api", "open_index": "embedpipe.api",
 }  # fmt: skip
 
 

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from embedpipe import api, clirun, genctl, terminal
+from embedpipe import api, cliexport, clirun, genctl, terminal
 from embedpipe.clirun import HelpGroup, console, out
 from embedpipe.clirun import error as _error
 from embedpipe.clirun import execute as _execute
@@ -346,6 +346,7 @@ def reconcile(
 app.command("eval")(genctl.eval_command)
 app.command("promote")(genctl.promote_command)
 app.command("rollback")(genctl.rollback_command)
+app.command("export")(cliexport.export_command)  # copy to another sink (cliexport.py)
 
 
 def main() -> None:

@@ -26,6 +26,8 @@ from embedpipe.sinks.base import Hit, Sink
 MODEL_SETTINGS = ("name", "normalize", "prefix", "query_prefix", "max_seq_length", "truncate_dim",
                   "quantization")  # fmt: skip
 
+# What `built_with` records; a copy of an index (export) carries these and nothing of the sink's own.
+MANIFEST_KEYS = ("model", "dim", "prompts", "settings", "fingerprint")
 EncoderFor = Callable[[ModelConfig], Any]  # an embedpipe.encoder.Encoder for model settings
 
 
