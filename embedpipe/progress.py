@@ -26,6 +26,7 @@ from embedpipe.types import RunReport
 
 Mode = Literal["bar", "lines", "off"]
 BAR_REFRESH = 0.25  # seconds between repaints of the bar (elapsed time and ETA keep moving)
+BATCH_REPAINT = 0.1  # a batch repaints the bar when the last repaint is at least this old
 HEARTBEAT = 60.0  # plain lines: one at least this often, even when nothing moved
 
 
@@ -118,6 +119,7 @@ class RunProgress:
         self.console, self.mode, self.every = console, mode, every
         self.report: RunReport | None = None
         self.phase = ""  # the phase last told
+        self.painted = 0.0  # when a callback last repainted the bar
         self.started = time.monotonic()
         self.stopped = threading.Event()
         self.ticker = threading.Thread(target=self._tick, name="embedpipe-progress", daemon=True)
@@ -128,10 +130,13 @@ class RunProgress:
 
     def update(self, report: RunReport) -> None:
         """The progress callback: keep the latest report; repaint the bar at a phase change (a
-        short phase is shown too); the ticker repaints it between batches."""
+        short phase is shown too) and after a batch, at most every BATCH_REPAINT seconds (fast
+        batches are not all drawn); the ticker repaints it between batches."""
         changed = report.phase != self.phase  # the report is one object, changed in place
         self.report, self.phase = report, report.phase
-        if changed and self.mode == "bar":
+        now = time.monotonic()
+        if self.mode == "bar" and (changed or now - self.painted >= BATCH_REPAINT):
+            self.painted = now
             self._paint(refresh=True)
 
     def __enter__(self) -> RunProgress:
