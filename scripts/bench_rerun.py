@@ -20,12 +20,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import corpus  # noqa: E402
+import corpus
 
 
 def timed(args: list[str]) -> float:
     start = time.perf_counter()
-    done = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    done = subprocess.run(
+        args, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed:\n{done.stderr}")
     return time.perf_counter() - start
@@ -54,7 +56,9 @@ def main() -> None:
     print("| process | wall s (median) | vs first run |")
     print("| --- | --- | --- |")
     print(f"| first backfill (model load, embed all) | {first:.2f} | 1.00x |")
-    print(f"| unchanged re-run | {statistics.median(reruns):.2f} | {first / statistics.median(reruns):.1f}x faster |")
+    print(
+        f"| unchanged re-run | {statistics.median(reruns):.2f} | {first / statistics.median(reruns):.1f}x faster |"
+    )
     print(f"| `python -c 'import embedpipe.cli'` (start-up floor) | {floor:.2f} | |")
 
 
