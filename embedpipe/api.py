@@ -202,6 +202,13 @@ def export(
     return copy(source, dest, progress=progress, force=force)
 
 
+def delete_documents(doc_ids: Sequence[str], config: ConfigArg = None, **options: Any) -> int:
+    """Delete whole documents (every chunk) from the configured index and its ledger, as a run
+    does (sink first); returns how many chunks went. Ids the index lacks are fine."""
+    with open_index(config, **options) as index:
+        return index.delete_documents(doc_ids)
+
+
 def as_config(config: ConfigArg, options: Mapping[str, Any] | None = None) -> RunConfig:
     """One config argument for every function: a RunConfig, a YAML path, or None (defaults, the
     environment); `options` (the CLI's flag names) override it."""

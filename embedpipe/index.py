@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from embedpipe.config import ModelConfig, RunConfig
+from embedpipe.direct import delete_documents
+from embedpipe.errors import SinkError
 from embedpipe.ledger import Ledger, state_dir_for, target_key
 from embedpipe.sinks import open_sink
 from embedpipe.sinks.base import Hit, Sink
@@ -106,10 +108,31 @@ class Index:
 
     @property
     def built(self) -> BuiltWith:
-        """What the live generation was built with (read once)."""
+        """What the live generation was built with (read once, until `refresh`)."""
         if self._built is None:
-            self._built = BuiltWith.read(self.sink, self.config)
+            try:
+                self._built = BuiltWith.read(self.sink, self.config)
+            finally:
+                self.sink.abort()  # reading the manifest may hold a client or a folder lock
         return self._built
+
+    def refresh(self) -> None:
+        """Read the manifest again at the next use (after a run wrote into the index)."""
+        self._built = None
+
+    def delete_documents(self, doc_ids: Sequence[str]) -> int:
+        """Delete every chunk of these documents from the live generation and its ledger;
+        returns how many chunks went (ids the index lacks are fine)."""
+        live = ledger_live(self.sink.uri, self.config)
+        if live is None:
+            raise SinkError(
+                f"no ledger at {state_dir_for(self.sink.uri, self.config.state)} knows "
+                f"'{self.config.sink.collection}' in {self.sink.uri}: nothing to delete from "
+                "(pass state= where its ledger is)"
+            )
+        self.sink.abort()  # a reader's client or shard would block the writer
+        return delete_documents(self.sink, self.config, doc_ids, fingerprint=live["fingerprint"],
+                                dim=int(live["dim"]), model=live["model"])  # fmt: skip
 
     @property
     def query_prompt(self) -> str:
