@@ -97,6 +97,7 @@ def backfill(
         int | None, typer.Option(help=flag_help("batching.max_batch_tokens"))
     ] = None,
     precision: Annotated[str | None, typer.Option(help=flag_help("model.precision"))] = None,
+    backend: Annotated[str | None, typer.Option(help=flag_help("model.backend"))] = None,
     device: Annotated[str | None, typer.Option(help=flag_help("model.device"))] = None,
     truncate_dim: Annotated[int | None, typer.Option(help=flag_help("model.truncate_dim"))] = None,
     quantization: Annotated[str | None, typer.Option(help=flag_help("model.quantization"))] = None,
@@ -134,7 +135,8 @@ def backfill(
     """Embed SOURCE into a sink, skipping what is already there, with a progress bar and a summary."""
     overrides = flat_overrides(
         source=source, sink=sink, collection=collection, model=model, report=str(report) if report else None,
-        max_batch_tokens=max_batch_tokens, precision=precision, device=device, chunk_tokens=chunk_tokens,
+        max_batch_tokens=max_batch_tokens, precision=precision, backend=backend, device=device,
+        chunk_tokens=chunk_tokens,
         truncate_dim=truncate_dim, quantization=quantization,
         overlap_tokens=overlap_tokens, text_field=text_field, id_field=id_field, index_factory=index_factory,
         text_template=text_template, include=include or None, exclude=exclude or None,

@@ -235,6 +235,7 @@ FLAT_KEYS: dict[str, tuple[str, ...]] = {
     "model": ("model", "name"),
     "device": ("model", "device"),
     "precision": ("model", "precision"),
+    "backend": ("model", "backend"),
     "normalize": ("model", "normalize"),
     "prefix": ("model", "prefix"),
     "truncate_dim": ("model", "truncate_dim"),

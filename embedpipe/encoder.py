@@ -1,10 +1,11 @@
 """encode(Batch) -> vectors: the forward passes, CUDA out-of-memory splitting and output options.
 
 The encoder takes the chunker's token ids as they are: text is tokenised once, by the chunker.
-The transformer runs in the chosen precision; pooling and normalisation run in float32 so a
-bf16/fp16 run stays within the parity bar (cosine >= 0.999 to fp32 `SentenceTransformer.encode`).
-Which model and what identifies it live in `embedpipe.models`; device, precision and threads
-in `embedpipe.precision`.
+The model runs on torch (the transformer in the chosen precision, pooling and normalisation in
+float32) or, on CPUs, on OpenVINO (the whole model exported once: `embedpipe.backends`); both
+stay within the parity bar (cosine >= 0.999 to fp32 `SentenceTransformer.encode`), except int8,
+which is only ever asked for (`embedpipe.int8`). Which model and what identifies it live in
+`embedpipe.models`; device, backend, precision and threads in `embedpipe.precision`.
 
 This module imports neither pydantic nor the config: anything with the attributes of
 `ModelSettings` configures it, so the GPU check runs it on machines without the full install.
@@ -12,24 +13,35 @@ This module imports neither pydantic nor the config: anything with the attribute
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from embedpipe.backends import OpenVinoExport, OpenVinoModel
 from embedpipe.errors import ModelError
-from embedpipe.models import ModelIdentity, load_model, model_identity, resolve_model_path
+from embedpipe.int8 import Int8Stats, int8_model
+from embedpipe.models import (
+    ModelIdentity,
+    checked_truncate_dim,
+    hash_model_files,
+    load_model,
+    model_identity,
+    pooling_signature,
+    resolve_model_path,
+)
 from embedpipe.precision import (
     CALIBRATION_TEXTS,
-    Calibration,
     calibration_blocks,
-    choose_cpu_precision,
-    choose_precision,
+    choose_remembered,
+    cosines,
     cpu_has_native_bf16,
-    measure_bf16,
+    release_cuda_cache,
     resolve_device,
     set_torch_threads,
+    to_device,
     torch_dtype,
 )
 from embedpipe.quantize import quantize
@@ -39,8 +51,8 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "MAX_GPU_BATCH_TOKENS", "Calibration", "Encoder", "ModelSettings", "choose_cpu_precision",
-    "cpu_has_native_bf16", "is_out_of_memory", "resolve_model_path",
+    "MAX_GPU_BATCH_TOKENS", "Encoder", "ModelSettings", "cpu_has_native_bf16", "is_out_of_memory",
+    "resolve_model_path",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -76,6 +88,8 @@ class ModelSettings(Protocol):
     @property
     def quantization(self) -> str: ...
 
+    # Read when present, else their defaults: backend ('auto'), int8_min_cosine (0.99).
+
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """A CUDA out-of-memory error, whichever class this torch version raises it as."""
@@ -90,8 +104,9 @@ def is_out_of_memory(exc: BaseException) -> bool:
 class Encoder:
     """A sentence-transformers model, loaded once, that turns Batches into float32 vectors.
 
-    `precision_reason` says why the precision was chosen; on CUDA `token_cap` (None until a
-    CUDA out-of-memory) is the most padded tokens one forward pass may take, and
+    `backend` is torch or openvino; `precision_reason` says why backend and precision were
+    chosen (for int8 also how close it stays to fp32: `int8`); on CUDA `token_cap` (None until
+    a CUDA out-of-memory) is the most padded tokens one forward pass may take, and
     `oom_backoffs` counts how often it was halved.
     """
 
@@ -109,7 +124,7 @@ class Encoder:
             self.model.max_seq_length = cfg.max_seq_length
         self.tokenizer = self.model.tokenizer
         model_dim = int(self.model.get_embedding_dimension() or 0)
-        self.truncate_dim = _checked_truncate_dim(cfg.truncate_dim, model_dim, self.name)
+        self.truncate_dim = checked_truncate_dim(cfg.truncate_dim, model_dim, self.name)
         self.dim = self.truncate_dim or model_dim
         self.quantization = cfg.quantization
         self._takes_token_types = "token_type_ids" in getattr(
@@ -117,11 +132,24 @@ class Encoder:
         )
         self.token_cap: int | None = None
         self.oom_backoffs = 0
-        # `cpu_has_native_bf16` and `self.calibrate` are looked up now, so tests can replace them.
-        self.precision, self.precision_reason = choose_precision(
-            cfg.precision, self.device, cpu_has_native_bf16, self.calibrate
+        self._files_hash: str | None = None
+        self._blocks: list[tuple[np.ndarray, np.ndarray]] | None = None
+        self._reference: np.ndarray | None = None  # torch fp32 vectors of the calibration sample
+        self._export: OpenVinoExport | None = None
+        self._checked: dict[str, OpenVinoModel] = {}  # compiled by parity checks, by precision
+        self._openvino: OpenVinoModel | None = None
+        self.int8: Int8Stats | None = None
+        choice = choose_remembered(
+            getattr(cfg, "backend", "auto"), cfg.precision, self.device, self._model_key(),
+            self.parity, native_bf16=cpu_has_native_bf16,  # looked up now: tests replace it
+        )  # fmt: skip
+        self.backend, self.precision = choice.backend, choice.precision
+        self.precision_reason = choice.reason
+        if self.backend == "openvino":
+            self._use_openvino()
+        self.dtype: torch.dtype = torch_dtype(
+            "fp32" if self.backend == "openvino" else self.precision
         )
-        self.dtype: torch.dtype = torch_dtype(self.precision)
         self.model[0].to(self.dtype)  # the transformer; pooling stays fp32
 
     @property
@@ -143,19 +171,23 @@ class Encoder:
             max_seq_length=self.max_seq_length,
             normalize=self.cfg.normalize,
             prefix=self.cfg.prefix,
+            files_hash=self._files(),
         )
 
     def output_options(self) -> dict[str, Any]:
         """What this encoder does to the model's vectors beyond `identity()`, for the fingerprint.
 
         Only options that are set appear, so indexes built before they existed keep their
-        fingerprint.
+        fingerprint. Backend and precision do not change it (the parity bar bounds them), int8
+        inference does.
         """
         out: dict[str, Any] = {}
         if self.truncate_dim:
             out["truncate_dim"] = self.truncate_dim
         if self.quantization != "none":
             out["quantization"] = self.quantization
+        if self.precision == "int8":
+            out["inference"] = "int8"
         return out
 
     # -- budgets ---------------------------------------------------------------------------
@@ -230,7 +262,7 @@ class Encoder:
 
     def _halve_token_cap(self, rows: int, width: int) -> None:
         """After a CUDA out-of-memory on rows x width tokens: free the cache, halve the cap."""
-        _release_cuda_cache()
+        release_cuda_cache()
         self.oom_backoffs += 1
         self.token_cap = max(width, rows * width // 2)
         log.warning(
@@ -257,12 +289,27 @@ class Encoder:
     def _encode_piece(
         self, ids: np.ndarray, mask: np.ndarray, transformer: Any = None
     ) -> np.ndarray:
-        """One forward pass: transformer in its precision, pooling and normalisation in fp32."""
+        """One forward pass (OpenVINO, or torch with `transformer`), truncated and normalised."""
+        if self._openvino is not None and transformer is None:
+            vectors = self._openvino(ids, mask)
+        else:
+            vectors = self._torch_vectors(ids, mask, transformer)
+        if self.truncate_dim:  # Matryoshka: the leading dims, re-normalised below
+            vectors = vectors[:, : self.truncate_dim]
+        if self.cfg.normalize:
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = vectors / np.maximum(norms, 1e-12)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def _torch_vectors(
+        self, ids: np.ndarray, mask: np.ndarray, transformer: Any = None
+    ) -> np.ndarray:
+        """Sentence vectors from torch: the transformer in its precision, the rest in fp32."""
         import torch
 
         features: dict[str, Any] = {
-            "input_ids": _to_device(ids, self.device),
-            "attention_mask": _to_device(mask, self.device),
+            "input_ids": to_device(ids, self.device),
+            "attention_mask": to_device(mask, self.device),
         }
         if self._takes_token_types:
             features["token_type_ids"] = torch.zeros_like(features["input_ids"])
@@ -271,53 +318,71 @@ class Encoder:
             out["token_embeddings"] = out["token_embeddings"].float()
             for module in list(self.model)[1:]:
                 out = module(out)
-            vectors = out["sentence_embedding"].float()
-            if self.truncate_dim:  # Matryoshka: the leading dims, re-normalised below
-                vectors = vectors[:, : self.truncate_dim]
-            if self.cfg.normalize:
-                vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
-        return np.ascontiguousarray(vectors.cpu().numpy(), dtype=np.float32)
+            return out["sentence_embedding"].float().cpu().numpy()
 
-    # -- precision -------------------------------------------------------------------------
+    # -- backend and precision -------------------------------------------------------------
 
-    def calibrate(self, texts: Sequence[str] = CALIBRATION_TEXTS, repeats: int = 3) -> Calibration:
-        """bf16 vs fp32 of this model on `texts`: worst cosine and best wall time of each.
+    def parity(self, backend: str, precision: str) -> float:
+        """Min cosine to torch fp32 of `backend` in `precision` on the calibration sample.
 
-        The fp32 transformer stays untouched (see `embedpipe.precision.measure_bf16`). About
-        0.5 s for MiniLM on 2 idle cores.
+        The fp32 transformer stays untouched (torch runs a converted copy); an OpenVINO model
+        compiled here is kept for the encoder to use. About 0.5 s for MiniLM on 2 idle cores,
+        plus a first OpenVINO export.
         """
-        blocks = [self._tokenize(part, self.cfg.prefix) for part in calibration_blocks(texts)]
+        blocks, reference = self._calibration()
+        if backend == "openvino":
+            model = self._checked[precision] = self._openvino_export().compile(precision)
+            ours = np.concatenate([model(ids, mask) for ids, mask in blocks])
+        else:
+            module = copy.deepcopy(self.model[0]).to(torch_dtype(precision))
+            ours = np.concatenate([self._torch_vectors(i, m, module) for i, m in blocks])
+        return float(cosines(ours, reference).min())
 
-        def run(module: Any) -> np.ndarray:
-            return np.concatenate([self._encode_piece(i, m, module) for i, m in blocks])
+    def _calibration(self) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+        """The calibration sample's padded blocks and their torch fp32 vectors (computed once)."""
+        if self._blocks is None or self._reference is None:
+            self._blocks = [self._tokenize(part, self.cfg.prefix)
+                            for part in calibration_blocks(CALIBRATION_TEXTS)]  # fmt: skip
+            self._reference = np.concatenate([self._torch_vectors(i, m) for i, m in self._blocks])
+        return self._blocks, self._reference
 
-        return measure_bf16(run, self.model[0], repeats)
+    def _use_openvino(self) -> None:
+        """Run on OpenVINO from now on: the model a parity check compiled, else a new one."""
+        export = self._openvino_export()
+        if self.precision == "int8":
+            self._openvino, self.int8 = int8_model(
+                export, lambda texts: self._tokenize(texts, self.cfg.prefix), self._torch_vectors,
+                hint="bf16" if cpu_has_native_bf16() else "f32",
+                min_cosine=float(getattr(self.cfg, "int8_min_cosine", 0.99)),
+            )  # fmt: skip
+            self.precision_reason += f"; {self.int8.describe()}"
+        else:
+            self._openvino = self._checked.get(self.precision) or export.compile(self.precision)
+            if (ran := self._openvino.precision) != self.precision:  # bf16 without native bf16
+                self.precision_reason = (
+                    f"openvino {ran}: {self.precision} asked for, but this CPU has no native "
+                    f"{self.precision}, so OpenVINO runs {ran}"
+                )
+                self.precision = ran
+        self._checked.clear()
 
+    def _openvino_export(self) -> OpenVinoExport:
+        if self._export is None:
+            blocks, _ = self._calibration()
+            self._export = OpenVinoExport(
+                self.model, self._files(), pooling_signature(list(self.model)[1:]),
+                self._takes_token_types,
+                example=blocks[-1], threads=self.threads,
+            )  # fmt: skip
+        return self._export
 
-def _checked_truncate_dim(asked: int | None, dim: int, name: str) -> int | None:
-    """`truncate_dim` when it truncates (None when unset or the model's own size), else an error."""
-    if asked is None or asked == dim:
-        return None
-    if not 1 <= asked < dim:
-        raise ModelError(
-            f"model.truncate_dim={asked} but {name} has {dim} dimensions: "
-            f"set truncate_dim between 1 and {dim}, or leave it unset"
-        )
-    return asked
+    def _files(self) -> str:
+        """The hash of the model's files (computed once)."""
+        if self._files_hash is None:
+            self._files_hash = hash_model_files(self.path)
+        return self._files_hash
 
-
-def _release_cuda_cache() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def _to_device(array: np.ndarray, device: str) -> torch.Tensor:
-    import torch
-
-    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))
-    if device == "cpu":
-        return tensor
-    # Pinned host memory lets the copy run asynchronously with work already queued.
-    return tensor.pin_memory().to(device, non_blocking=True)
+    def _model_key(self) -> dict[str, Any]:
+        """What about the model a remembered backend/precision choice depends on."""
+        return {"files": self._files(), "modules": pooling_signature(self.model),
+                "max_seq_length": self.max_seq_length, "prefix": self.cfg.prefix}  # fmt: skip

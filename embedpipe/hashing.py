@@ -14,7 +14,9 @@ from embedpipe.config import ChunkingConfig
 def fingerprint(model_identity: Any, chunking: ChunkingConfig, **extra: Any) -> str:
     """Hash of everything that changes the vectors: model identity and chunking parameters.
 
-    Precision is deliberately left out: its effect is bounded by the parity check instead.
+    Precision and backend are deliberately left out: their effect is bounded by the parity check
+    instead. int8 inference is not (it misses that bar): it comes in `extra`, with the encoder's
+    other output options.
     """
     parts = {
         "model": asdict(model_identity),

@@ -107,12 +107,20 @@ def pooling_signature(modules: Iterable[Any]) -> str:
 
 
 def model_identity(
-    name: str, path: Path, model: Any, *, max_seq_length: int, normalize: bool, prefix: str
+    name: str,
+    path: Path,
+    model: Any,
+    *,
+    max_seq_length: int,
+    normalize: bool,
+    prefix: str,
+    files_hash: str | None = None,
 ) -> ModelIdentity:
-    """The identity of a loaded model (`model` is its module sequence, transformer first)."""
+    """The identity of a loaded model (`model` is its module sequence, transformer first);
+    `files_hash` is `hash_model_files(path)` when the caller has it already."""
     return ModelIdentity(
         name=name,
-        files_hash=hash_model_files(path),
+        files_hash=files_hash or hash_model_files(path),
         max_seq_length=max_seq_length,
         pooling=pooling_signature(list(model)[1:]),
         normalize=normalize,
@@ -123,3 +131,15 @@ def model_identity(
 def _module_config(module: Any) -> dict[str, Any]:
     get = getattr(module, "get_config_dict", None)
     return dict(sorted(get().items())) if callable(get) else {}
+
+
+def checked_truncate_dim(asked: int | None, dim: int, name: str) -> int | None:
+    """`truncate_dim` when it truncates (None when unset or the model's own size), else an error."""
+    if asked is None or asked == dim:
+        return None
+    if not 1 <= asked < dim:
+        raise ModelError(
+            f"model.truncate_dim={asked} but {name} has {dim} dimensions: "
+            f"set truncate_dim between 1 and {dim}, or leave it unset"
+        )
+    return asked

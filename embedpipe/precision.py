@@ -1,16 +1,27 @@
-"""Where and how precisely the model runs: device, precision (auto/fp32/bf16/fp16), CPU threads.
+"""Where and how the model runs: device, backend (torch/OpenVINO), precision, CPU threads.
 
-'auto' means bf16 (fp16 without bf16) on CUDA; on CPU it means bf16 only when the CPU computes
-bf16 natively and a calibration on a small sample shows it within the parity bar and faster
-than fp32, else fp32. torch is imported only by the functions that ask it something.
+Decided by capability and parity, never by a timer (a start-up timing flipped with machine
+load; bf16 won every encode-only repetition at every load where the CPU has it natively):
+
+- CUDA: torch, bf16 where supported else fp16 ('auto'); OpenVINO and int8 are CPU-only.
+- CPU, 'auto': the candidates in order of speed - OpenVINO bf16, torch bf16 (bf16 only where
+  the CPU computes it natively: avx512_bf16/amx_bf16), OpenVINO fp32, torch fp32 - OpenVINO
+  only where it is installed on an x86 CPU. The first whose vectors stay within the parity bar
+  (min cosine >= PARITY_BAR to torch fp32 on the calibration sample) wins; the last candidate
+  is the fallback and is not checked (torch fp32 is the reference itself).
+- An explicit backend or precision narrows the candidates; both explicit means no check.
+- int8 is only ever explicit (OpenVINO static quantization, `embedpipe.int8`), with its own bar.
+
+A choice that needed a check is remembered per machine and model (`embedpipe.choices`), so every
+run of a nightly job uses the same precision; the reason says why, and since when.
+torch is imported only by the functions that ask it something.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
-import time
+import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from embedpipe.choices import Choices, machine
 from embedpipe.errors import ModelError
 
 if TYPE_CHECKING:
@@ -25,11 +37,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# bf16 must stay this close to fp32 on the calibration sample to be chosen automatically.
+# A candidate must stay this close to torch fp32 on the calibration sample to be chosen by 'auto'.
 PARITY_BAR = 0.999
 # CPU flags of native bf16 dot products (AVX-512 BF16, AMX); without them bf16 is emulated.
 _NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+_X86 = frozenset({"x86_64", "amd64", "i386", "i686", "x86"})
+OPENVINO_HINT = "pip install 'embedpipe[openvino]'"
 
 # Calibration sample: real sentences of varied length, joined into longer texts below.
 _SENTENCES = (
@@ -42,25 +56,23 @@ _SENTENCES = (
     "If the timeout expires before the lock is acquired, the call returns False instead of blocking.",
     "Rotate the keys every ninety days and keep the previous key valid for one more day.",
 )
-# Two padded blocks of ~200 and ~250 tokens: enough to see bf16's speed, cheap enough for start-up.
+# Two padded blocks of ~200 and ~250 tokens: enough to see bf16's error, cheap enough for start-up.
 CALIBRATION_TEXTS = (*_SENTENCES, " ".join(_SENTENCES[:4]), " ".join(_SENTENCES[3:]))
+
+# (backend, precision) -> min cosine of its vectors to torch fp32 on the calibration sample.
+Parity = Callable[[str, str], float]
 
 
 @dataclass(frozen=True, slots=True)
-class Calibration:
-    """bf16 against fp32 on the calibration sample: worst cosine and best time of each."""
+class Choice:
+    """Where the transformer runs (torch or openvino), in what precision, and why."""
 
-    min_cosine: float
-    fp32_seconds: float
-    bf16_seconds: float
-
-    @property
-    def speedup(self) -> float:
-        """How many times faster bf16 ran than fp32 (0 when bf16 was not timed)."""
-        return self.fp32_seconds / self.bf16_seconds if self.bf16_seconds else 0.0
+    backend: str
+    precision: str
+    reason: str
 
 
-# -- device and precision ----------------------------------------------------------------------
+# -- device and capabilities -------------------------------------------------------------------
 
 
 def resolve_device(device: str) -> str:
@@ -77,11 +89,7 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """Precision without calibration: 'auto' -> bf16 (fp16 without bf16) on CUDA, fp32 on CPU.
-
-    On CPU `choose_precision` refines 'auto' with `choose_cpu_precision` (bf16 when native and
-    faster).
-    """
+    """Precision without a check: 'auto' -> bf16 (fp16 without bf16) on CUDA, fp32 elsewhere."""
     import torch
 
     if precision != "auto":
@@ -108,39 +116,13 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     return bool(flags & _NATIVE_BF16_FLAGS) and torch.backends.mkldnn.is_available()
 
 
-def choose_cpu_precision(
-    native_bf16: bool, calibrate: Callable[[], Calibration]
-) -> tuple[str, str]:
-    """(precision, reason) for 'auto' on CPU: bf16 only when native, within parity and faster."""
-    if not native_bf16:
-        return "fp32", "fp32: this CPU has no native bf16 (avx512_bf16/amx_bf16)"
-    cal = calibrate()
-    measured = (
-        f"cosine {cal.min_cosine:.5f}, bf16 {cal.speedup:.2f}x fp32 on the calibration sample"
-    )
-    if cal.min_cosine < PARITY_BAR:
-        return "fp32", f"fp32: bf16 missed the parity bar {PARITY_BAR} ({measured})"
-    if cal.bf16_seconds >= cal.fp32_seconds:
-        return "fp32", f"fp32: bf16 was not faster ({measured})"
-    return "bf16", f"bf16: native bf16, {measured}"
-
-
-def choose_precision(
-    asked: str,
-    device: str,
-    native_bf16: Callable[[], bool],
-    calibrate: Callable[[], Calibration],
-) -> tuple[str, str]:
-    """(precision, reason) on a resolved device; `native_bf16` and `calibrate` run only for
-    'auto' on CPU, the one case that measures."""
-    if asked != "auto":
-        return asked, f"{asked}: asked for"
-    if device == "cpu":
-        precision, reason = choose_cpu_precision(native_bf16(), calibrate)
-        log.info("precision %s", reason)
-        return precision, reason
-    precision = resolve_precision(asked, device)
-    return precision, f"{precision}: default on CUDA"
+def openvino_missing() -> str | None:
+    """Why the OpenVINO backend cannot run here, or None when it can."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return f"OpenVINO is not installed ({OPENVINO_HINT})"
+    return None
 
 
 def torch_dtype(precision: str) -> torch.dtype:
@@ -151,7 +133,127 @@ def torch_dtype(precision: str) -> torch.dtype:
     return dtype
 
 
-# -- bf16 calibration --------------------------------------------------------------------------
+# -- the choice --------------------------------------------------------------------------------
+
+
+def cpu_candidates(
+    backend: str, precision: str, native_bf16: bool, ov_missing: str | None, arch: str = ""
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """(backend, precision) pairs to try on CPU, fastest first, and notes on what was left out."""
+    arch = arch or platform.machine()
+    notes: list[str] = []
+    if backend == "openvino" and ov_missing:
+        raise ModelError(f"model.backend is openvino but {ov_missing}, or use --backend torch")
+    backends = [backend] if backend != "auto" else ["openvino", "torch"]
+    if backend == "auto" and (ov_missing or arch.lower() not in _X86):
+        backends.remove("openvino")
+        notes.append(ov_missing or f"auto uses OpenVINO on x86 CPUs only (this is {arch})")
+    if precision == "int8":
+        if "openvino" not in backends:
+            raise ModelError(
+                "precision int8 runs on the OpenVINO backend only: "
+                + (ov_missing or "use --backend openvino (or auto on x86)")
+            )
+        return [("openvino", "int8")], notes
+    if precision == "fp16" and "openvino" in backends:
+        if backend == "openvino":
+            raise ModelError("OpenVINO has no fp16 on CPU: use --precision bf16 or fp32")
+        backends.remove("openvino")
+    if precision == "auto":
+        notes.append("native bf16" if native_bf16 else "no native bf16 (avx512_bf16/amx_bf16)")
+        precisions = ["bf16", "fp32"] if native_bf16 else ["fp32"]
+    else:
+        precisions = [precision]
+    return [(b, p) for p in precisions for b in backends], notes
+
+
+def choose(
+    backend: str,
+    precision: str,
+    device: str,
+    native_bf16: Callable[[], bool],
+    ov_missing: Callable[[], str | None],
+    parity: Parity,
+) -> Choice:
+    """The backend and precision on a resolved device (rules in the module docstring).
+
+    `native_bf16` runs only for 'auto' precision on CPU, `ov_missing` only when the backend may be
+    OpenVINO, `parity` only for candidates before the last; a candidate whose check raises
+    ModelError (an export that failed) is passed over like one that missed the bar.
+    """
+    if device != "cpu":
+        return _choose_accelerator(backend, precision, device)
+    native = precision == "auto" and native_bf16()
+    missing = ov_missing() if backend != "torch" else None
+    candidates, notes = cpu_candidates(backend, precision, native, missing)
+    asked = [f"{what} asked for" for what in (backend, precision) if what != "auto"]
+    if len(asked) == 2:
+        asked = ["asked for"]
+    for cand_backend, cand_precision in candidates[:-1]:
+        try:
+            cosine = parity(cand_backend, cand_precision)
+        except ModelError as exc:
+            notes.append(f"{cand_backend} {cand_precision} failed ({exc})")
+            continue
+        measured = f"min cosine {cosine:.5f} to torch fp32 on the calibration sample"
+        if cosine >= PARITY_BAR:
+            return _choice(cand_backend, cand_precision, [*asked, *notes, measured])
+        notes.append(f"{cand_backend} {cand_precision} missed the parity bar {PARITY_BAR} "
+                     f"({measured})")  # fmt: skip
+    return _choice(*candidates[-1], [*asked, *notes])
+
+
+def _choose_accelerator(backend: str, precision: str, device: str) -> Choice:
+    if backend == "openvino":
+        raise ModelError(
+            f"The OpenVINO backend runs on CPU only: use --backend torch (or auto) on {device}"
+        )
+    if precision == "int8":
+        raise ModelError(
+            f"precision int8 runs on CPU only (OpenVINO): use bf16 or fp16 on {device}"
+        )
+    chosen = resolve_precision(precision, device)
+    return _choice(
+        "torch", chosen, ["asked for" if precision != "auto" else f"default on {device}"]
+    )
+
+
+def _choice(backend: str, precision: str, notes: Sequence[str]) -> Choice:
+    return Choice(backend, precision, f"{backend} {precision}: " + "; ".join(notes))
+
+
+def measures(backend: str, precision: str, device: str) -> bool:
+    """Whether `choose` may run a parity check (the choices worth remembering)."""
+    return device == "cpu" and precision != "int8" and "auto" in (backend, precision)
+
+
+def choose_remembered(
+    backend: str,
+    precision: str,
+    device: str,
+    model_key: dict[str, Any],
+    parity: Parity,
+    native_bf16: Callable[[], bool] | None = None,
+    choices: Choices | None = None,
+) -> Choice:
+    """`choose`, remembered per machine and model when it had to check (`embedpipe.choices`)."""
+    native = native_bf16 or cpu_has_native_bf16
+    if not measures(backend, precision, device):
+        return choose(backend, precision, device, native, openvino_missing, parity)
+    has_bf16 = native()
+    choices = choices or Choices()
+    parts = {"machine": machine(has_bf16), "model": model_key,
+             "asked": {"backend": backend, "precision": precision}}  # fmt: skip
+    if (known := choices.recall(parts)) is not None:
+        reason = f"{known.reason} (decided {known.decided}, remembered in {choices.path})"
+        return Choice(known.backend, known.precision, reason)
+    choice = choose(backend, precision, device, lambda: has_bf16, openvino_missing, parity)
+    choices.remember(parts, choice.backend, choice.precision, choice.reason)
+    log.info("precision %s", choice.reason)
+    return choice
+
+
+# -- parity ------------------------------------------------------------------------------------
 
 
 def calibration_blocks(texts: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -161,27 +263,29 @@ def calibration_blocks(texts: Sequence[str]) -> tuple[list[str], list[str]]:
     return order[:half], order[half:]
 
 
-def measure_bf16(encode: Callable[[Any], np.ndarray], fp32: Any, repeats: int = 3) -> Calibration:
-    """bf16 vs fp32 of the transformer `fp32`: worst cosine and best wall time of each.
+def cosines(ours: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two (n, dim) arrays."""
+    norms = np.linalg.norm(ours, axis=1) * np.linalg.norm(reference, axis=1)
+    return np.sum(ours * reference, axis=1) / (norms + 1e-12)
 
-    `encode(module)` embeds the calibration sample with `module` as the transformer. A bf16
-    copy runs beside `fp32` (which stays untouched); one warm-up pass each, then `repeats`
-    interleaved timed passes so load from other processes hits both alike.
-    """
+
+def release_cuda_cache() -> None:
+    """Return cached CUDA memory to the driver (after an out-of-memory)."""
     import torch
 
-    bf16 = copy.deepcopy(fp32).to(torch.bfloat16)
-    ref, low = encode(fp32), encode(bf16)  # also the warm-up of each
-    best = {"fp32": float("inf"), "bf16": float("inf")}
-    for _ in range(repeats):
-        for name, module in (("fp32", fp32), ("bf16", bf16)):
-            start = time.perf_counter()
-            encode(module)
-            best[name] = min(best[name], time.perf_counter() - start)
-    cos = np.sum(ref * low, axis=1) / (
-        np.linalg.norm(ref, axis=1) * np.linalg.norm(low, axis=1) + 1e-12
-    )
-    return Calibration(float(cos.min()), best["fp32"], best["bf16"])
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def to_device(array: np.ndarray, device: str) -> torch.Tensor:
+    """Token ids as an int64 tensor on `device`."""
+    import torch
+
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))
+    if device == "cpu":
+        return tensor
+    # Pinned host memory lets the copy run asynchronously with work already queued.
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 # -- threads -----------------------------------------------------------------------------------

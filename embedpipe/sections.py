@@ -119,10 +119,23 @@ class ModelConfig(Section):
     device: str = Field(
         "auto", description="auto (CUDA if present, else CPU) | cpu | cuda | cuda:N"
     )
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+    precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] = Field(
         "auto",
-        description="auto (bf16/fp16 on CUDA; on CPU bf16 when native, accurate and faster, else "
-        "fp32) | fp32 | fp16 | bf16",
+        description="auto (bf16/fp16 on CUDA; on CPU bf16 where native and within the parity "
+        "bar, else fp32; decided once per machine and model) | fp32 | fp16 | bf16 | int8 "
+        "(OpenVINO, changes the fingerprint; README: Precision and backends)",
+    )
+    backend: Literal["auto", "torch", "openvino"] = Field(
+        "auto",
+        description="auto (OpenVINO on x86 CPUs where installed and within the parity bar, else "
+        "torch; torch on CUDA) | torch | openvino (pip install 'embedpipe[openvino]')",
+    )
+    int8_min_cosine: float = Field(
+        0.99,
+        ge=0,
+        le=1,
+        description="precision int8 is refused when its min cosine to fp32 (on sample texts it "
+        "was not calibrated on) is lower",
     )
     normalize: bool = Field(True, description="L2-normalise vectors (cosine = inner product)")
     prefix: str = Field("", description="text prepended to every chunk, e.g. 'passage: ' for E5")

@@ -21,12 +21,21 @@ import corpus  # noqa: E402  (scripts/corpus.py)
 from embedpipe.config import ModelConfig  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def embedpipe_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """embedpipe's cache (remembered precision choices, OpenVINO exports) in a session folder,
+    unless EMBEDPIPE_CACHE_DIR points elsewhere: tests never read or write the user's cache."""
+    path = os.environ.get("EMBEDPIPE_CACHE_DIR") or str(tmp_path_factory.mktemp("embedpipe-cache"))
+    os.environ["EMBEDPIPE_CACHE_DIR"] = path
+    return Path(path)
+
+
 @pytest.fixture(scope="session")
 def encoder():  # type: ignore[no-untyped-def]
-    """The packaged all-MiniLM-L6-v2, fp32 on CPU, loaded once per session."""
+    """The packaged all-MiniLM-L6-v2, fp32 torch on CPU (the reference), loaded once per session."""
     from embedpipe.encoder import Encoder
 
-    return Encoder(ModelConfig(precision="fp32", device="cpu"))
+    return Encoder(ModelConfig(precision="fp32", backend="torch", device="cpu"))
 
 
 @pytest.fixture(scope="session")

@@ -1,40 +1,65 @@
-"""Precision: device and precision choice, the bf16 measurement and the thread policy, and the
-choice the encoder makes with them (bf16 parity, calibration fallback, explicit precision)."""
+"""Precision and backend: chosen by capability and parity (never by a timer), remembered per machine
+and model; the device and thread policy; the choice the encoder makes with them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import copy
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 import embedpipe.encoder as encoder_module
+from embedpipe.choices import Choices, cpu_name, machine
 from embedpipe.config import ModelConfig
 from embedpipe.encoder import Encoder
 from embedpipe.errors import ModelError
 from embedpipe.precision import (
     CALIBRATION_TEXTS,
-    Calibration,
+    PARITY_BAR,
     calibration_blocks,
-    choose_cpu_precision,
-    choose_precision,
+    choose,
+    choose_remembered,
+    cpu_candidates,
     cpu_has_native_bf16,
     intra_op_threads,
-    measure_bf16,
     resolve_device,
     resolve_precision,
     set_torch_threads,
     torch_dtype,
 )
 
+MODEL = {"files": "abc", "modules": "Pooling{}", "max_seq_length": 256, "prefix": ""}
+
 
 def _never() -> bool:
     raise AssertionError("must not be asked")
 
 
-def _never_calibrate() -> Calibration:
-    raise AssertionError("must not calibrate")
+def _never_check(backend: str, precision: str) -> float:
+    raise AssertionError(f"must not check {backend} {precision}")
+
+
+def _installed() -> None:
+    return None
+
+
+def _missing() -> str:
+    return "OpenVINO is not installed (pip install 'embedpipe[openvino]')"
+
+
+def _cosines(
+    table: dict[tuple[str, str], float], seen: list[tuple[str, str]]
+) -> Callable[[str, str], float]:
+    """A parity check answering from `table`, recording what it was asked."""
+
+    def parity(backend: str, precision: str) -> float:
+        seen.append((backend, precision))
+        return table[(backend, precision)]
+
+    return parity
 
 
 @pytest.fixture
@@ -45,35 +70,178 @@ def torch_threads() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-def test_auto_precision_is_fp32_on_cpu() -> None:
+# -- the rules ---------------------------------------------------------------------------------
+
+
+def test_auto_precision_is_fp32_on_cpu_without_a_check() -> None:
     assert resolve_precision("auto", "cpu") == "fp32"
     assert resolve_precision("bf16", "cpu") == "bf16"
 
 
-def test_auto_precision_on_cuda_is_bf16_where_supported_else_fp16(
+def test_cuda_runs_torch_bf16_where_supported_else_fp16_and_never_checks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert choose_precision("auto", "cuda", _never, _never_calibrate) == (
-        "bf16", "bf16: default on CUDA",
+    chosen = choose("auto", "auto", "cuda", _never, _never, _never_check)
+    assert (chosen.backend, chosen.precision, chosen.reason) == (
+        "torch", "bf16", "torch bf16: default on cuda",
     )  # fmt: skip
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert choose_precision("auto", "cuda:1", _never, _never_calibrate)[0] == "fp16"
+    assert choose("auto", "auto", "cuda:1", _never, _never, _never_check).precision == "fp16"
 
 
-@pytest.mark.parametrize("asked", ["fp32", "fp16", "bf16"])
-def test_asked_precision_is_kept_without_measuring(asked: str) -> None:
-    assert choose_precision(asked, "cpu", _never, _never_calibrate) == (
-        asked,
-        f"{asked}: asked for",
+@pytest.mark.parametrize(("backend", "precision", "fix"), [
+    ("openvino", "auto", "--backend torch"), ("auto", "int8", "CPU only"),
+])  # fmt: skip
+def test_openvino_and_int8_are_refused_on_cuda(backend: str, precision: str, fix: str) -> None:
+    with pytest.raises(ModelError, match=fix):
+        choose(backend, precision, "cuda", _never, _never, _never_check)
+
+
+@pytest.mark.parametrize(
+    ("backend", "precision"), [("torch", "fp32"), ("torch", "bf16"), ("torch", "fp16"),
+                               ("openvino", "fp32"), ("openvino", "bf16")],
+)  # fmt: skip
+def test_asked_backend_and_precision_are_kept_without_a_check(backend: str, precision: str) -> None:
+    chosen = choose(backend, precision, "cpu", _never, _installed, _never_check)
+    assert (chosen.backend, chosen.precision) == (backend, precision)
+    assert chosen.reason == f"{backend} {precision}: asked for"
+
+
+@pytest.mark.parametrize(
+    ("native", "installed", "cosines", "expected", "checked", "why"),
+    [
+        (True, True, {("openvino", "bf16"): 0.9999}, ("openvino", "bf16"),
+         [("openvino", "bf16")], "native bf16; min cosine 0.99990"),
+        (True, True, {("openvino", "bf16"): 0.998, ("torch", "bf16"): 0.9995}, ("torch", "bf16"),
+         [("openvino", "bf16"), ("torch", "bf16")], "openvino bf16 missed the parity bar"),
+        (True, True, {("openvino", "bf16"): 0.99, ("torch", "bf16"): 0.99,
+                      ("openvino", "fp32"): 1.0}, ("openvino", "fp32"),
+         [("openvino", "bf16"), ("torch", "bf16"), ("openvino", "fp32")], "min cosine 1.00000"),
+        (True, False, {("torch", "bf16"): 0.9995}, ("torch", "bf16"),
+         [("torch", "bf16")], "not installed"),
+        (True, False, {("torch", "bf16"): 0.99}, ("torch", "fp32"),
+         [("torch", "bf16")], "torch bf16 missed the parity bar"),
+        (False, True, {("openvino", "fp32"): 1.0}, ("openvino", "fp32"),
+         [("openvino", "fp32")], "no native bf16"),
+        (False, False, {}, ("torch", "fp32"), [], "no native bf16"),
+    ],
+)  # fmt: skip
+def test_auto_on_cpu_takes_the_fastest_candidate_within_the_parity_bar(
+    native: bool, installed: bool, cosines: dict[tuple[str, str], float],
+    expected: tuple[str, str], checked: list[tuple[str, str]], why: str,
+) -> None:  # fmt: skip
+    seen: list[tuple[str, str]] = []
+    chosen = choose("auto", "auto", "cpu", lambda: native, _installed if installed else _missing,
+                    _cosines(cosines, seen))  # fmt: skip
+    assert (chosen.backend, chosen.precision) == expected
+    assert seen == checked, "bf16 only with native bf16; torch fp32 is never checked"
+    assert why in chosen.reason
+
+
+def test_a_failed_export_passes_openvino_over() -> None:
+    def parity(backend: str, precision: str) -> float:
+        if backend == "openvino":
+            raise ModelError("OpenVINO could not export this model (unsupported op)")
+        return 0.9999
+
+    chosen = choose("auto", "auto", "cpu", lambda: True, _installed, parity)
+    assert (chosen.backend, chosen.precision) == ("torch", "bf16")
+    assert "openvino bf16 failed (OpenVINO could not export" in chosen.reason
+
+
+def test_an_asked_backend_narrows_auto_precision_and_its_fallback_is_not_checked() -> None:
+    seen: list[tuple[str, str]] = []
+    chosen = choose("openvino", "auto", "cpu", lambda: True, _installed,
+                    _cosines({("openvino", "bf16"): 0.99}, seen))  # fmt: skip
+    assert (chosen.backend, chosen.precision, seen) == ("openvino", "fp32", [("openvino", "bf16")])
+    chosen = choose("auto", "fp32", "cpu", _never, _installed,
+                    _cosines({("openvino", "fp32"): 0.9}, seen))  # fmt: skip
+    assert (chosen.backend, chosen.precision) == ("torch", "fp32")
+
+
+def test_auto_uses_openvino_on_x86_cpus_only() -> None:
+    candidates, notes = cpu_candidates("auto", "auto", True, None, arch="aarch64")
+    assert candidates == [("torch", "bf16"), ("torch", "fp32")]
+    assert "x86" in notes[0]
+    assert ("openvino", "bf16") in cpu_candidates("auto", "auto", True, None, arch="x86_64")[0]
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("backend", ["auto", "torch", "openvino"])
+def test_auto_never_chooses_int8_or_fp16_on_cpu(native: bool, backend: str) -> None:
+    candidates, _ = cpu_candidates(backend, "auto", native, None, arch="x86_64")
+    assert {p for _, p in candidates} <= {"bf16", "fp32"}
+
+
+def test_int8_needs_openvino_and_says_how_to_get_it() -> None:
+    assert cpu_candidates("auto", "int8", False, None, arch="x86_64")[0] == [("openvino", "int8")]
+    with pytest.raises(ModelError, match="--backend openvino"):
+        cpu_candidates("torch", "int8", False, None)
+    with pytest.raises(ModelError, match=r"embedpipe\[openvino\]"):
+        cpu_candidates("auto", "int8", False, _missing())
+    with pytest.raises(ModelError, match=r"embedpipe\[openvino\]"):
+        cpu_candidates("openvino", "fp32", False, _missing())
+
+
+def test_fp16_on_cpu_runs_on_torch_and_openvino_refuses_it() -> None:
+    assert cpu_candidates("auto", "fp16", False, None, arch="x86_64")[0] == [("torch", "fp16")]
+    with pytest.raises(ModelError, match="bf16 or fp32"):
+        cpu_candidates("openvino", "fp16", False, None)
+
+
+# -- remembered per machine and model --------------------------------------------------------
+
+
+def test_a_checked_choice_is_remembered_and_reused_without_checking(tmp_path: Path) -> None:
+    choices = Choices(tmp_path / "cache" / "choices.json")
+    seen: list[tuple[str, str]] = []
+    first = choose_remembered("torch", "auto", "cpu", MODEL,
+                              _cosines({("torch", "bf16"): 0.9995}, seen), lambda: True, choices)  # fmt: skip
+    again = choose_remembered("torch", "auto", "cpu", MODEL, _never_check, lambda: True, choices)
+    assert (first.precision, again.precision, seen) == ("bf16", "bf16", [("torch", "bf16")])
+    assert again.reason.startswith(first.reason) and "remembered in" in again.reason
+    stored = json.loads(choices.path.read_text())
+    assert [e["key"]["model"] for e in stored.values()] == [MODEL]
+
+
+def test_another_model_or_machine_decides_afresh(tmp_path: Path) -> None:
+    choices = Choices(tmp_path / "choices.json")
+    seen: list[tuple[str, str]] = []
+    parity = _cosines({("torch", "bf16"): 0.9995}, seen)
+    choose_remembered("torch", "auto", "cpu", MODEL, parity, lambda: True, choices)
+    choose_remembered(
+        "torch", "auto", "cpu", {**MODEL, "files": "def"}, parity, lambda: True, choices
     )
+    no_bf16 = choose_remembered("torch", "auto", "cpu", MODEL, parity, lambda: False, choices)
+    assert (len(seen), no_bf16.precision) == (2, "fp32")
+    assert machine(True) != machine(False)
 
 
-def test_auto_on_cpu_calibrates_only_with_native_bf16() -> None:
-    precision, reason = choose_precision("auto", "cpu", lambda: False, _never_calibrate)
-    assert (precision, "no native bf16" in reason) == ("fp32", True)
-    faster = Calibration(0.9999, 1.0, 0.5)
-    assert choose_precision("auto", "cpu", lambda: True, lambda: faster)[0] == "bf16"
+def test_explicit_choices_and_cuda_are_not_remembered(tmp_path: Path) -> None:
+    choices = Choices(tmp_path / "choices.json")
+    choose_remembered("torch", "bf16", "cpu", MODEL, _never_check, _never, choices)
+    assert not choices.path.exists()
+
+
+def test_an_unwritable_cache_still_chooses(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    choices = Choices(tmp_path / "file" / "choices.json")
+    chosen = choose_remembered("torch", "auto", "cpu", MODEL,
+                               _cosines({("torch", "bf16"): 0.9999}, []), lambda: True, choices)  # fmt: skip
+    assert chosen.precision == "bf16"
+
+
+def test_the_machine_is_named_by_its_cpu_and_libraries() -> None:
+    assert (
+        cpu_name("processor\t: 0\nmodel name\t: AMD EPYC 9654\nflags\t: avx2\n") == "AMD EPYC 9654"
+    )
+    key = machine(True)
+    assert {"arch", "cpu", "native_bf16", "torch", "transformers", "openvino"} <= key.keys()
+    assert key["torch"] is not None and key["native_bf16"] is True
+
+
+# -- device, dtypes, threads -----------------------------------------------------------------
 
 
 def test_auto_device_is_cpu_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -95,19 +263,10 @@ def test_calibration_keeps_the_long_texts_apart() -> None:
     assert max(map(len, short)) <= min(map(len, long))
 
 
-def test_bf16_measurement_leaves_the_fp32_module_untouched() -> None:
-    torch.manual_seed(0)
-    fp32 = torch.nn.Linear(16, 8)
-    x = torch.randn(6, 16)
-
-    def encode(module: torch.nn.Module) -> np.ndarray:
-        with torch.inference_mode():
-            return module(x.to(module.weight.dtype)).float().numpy()
-
-    cal = measure_bf16(encode, fp32, repeats=1)
-    assert 0.99 < cal.min_cosine <= 1.0 + 1e-6
-    assert cal.fp32_seconds > 0 and cal.bf16_seconds > 0
-    assert fp32.weight.dtype == torch.float32
+def test_native_bf16_is_read_from_cpu_flags() -> None:
+    assert cpu_has_native_bf16("flags\t\t: fpu sse avx512f avx512_bf16 avx512_vnni\n")
+    assert cpu_has_native_bf16("flags\t\t: fpu amx_bf16 amx_tile\n")
+    assert not cpu_has_native_bf16("flags\t\t: fpu sse avx2 avx512f avx512bw\n")
 
 
 def test_threads_use_every_core_at_least_one() -> None:
@@ -137,53 +296,43 @@ def test_threads_stay_as_they_are_off_the_cpu(torch_threads: None) -> None:
 # -- the encoder's choice ----------------------------------------------------------------------
 
 
-def test_bf16_matches_fp32_on_the_calibration_sample(encoder: Encoder) -> None:
-    cal = encoder.calibrate(repeats=1)
-    assert cal.min_cosine >= 0.999
-    assert encoder.model[0].auto_model.dtype == torch.float32, "calibration leaves fp32 weights"
+@pytest.fixture
+def shared_model(encoder: Encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """New encoders get a copy of the session's model (no reload) and a fresh cache."""
+    monkeypatch.setattr(encoder_module, "_load", lambda path, device: copy.deepcopy(encoder.model))
+    monkeypatch.setenv("EMBEDPIPE_CACHE_DIR", str(tmp_path / "cache"))
 
 
-def test_native_bf16_is_read_from_cpu_flags() -> None:
-    assert cpu_has_native_bf16("flags\t\t: fpu sse avx512f avx512_bf16 avx512_vnni\n")
-    assert cpu_has_native_bf16("flags\t\t: fpu amx_bf16 amx_tile\n")
-    assert not cpu_has_native_bf16("flags\t\t: fpu sse avx2 avx512f avx512bw\n")
+def test_torch_bf16_matches_fp32_on_the_calibration_sample(encoder: Encoder) -> None:
+    assert encoder.parity("torch", "bf16") >= PARITY_BAR
+    assert encoder.model[0].auto_model.dtype == torch.float32, "the check leaves fp32 weights"
 
 
-@pytest.mark.parametrize(
-    ("native", "calibration", "expected", "why"),
-    [
-        (False, None, "fp32", "no native bf16"),
-        (True, Calibration(0.998, 1.0, 0.5), "fp32", "parity bar"),
-        (True, Calibration(0.9999, 1.0, 1.1), "fp32", "not faster"),
-        (True, Calibration(0.9999, 1.0, 0.6), "bf16", "native bf16"),
-    ],
-)
-def test_auto_precision_on_cpu(
-    native: bool, calibration: Calibration | None, expected: str, why: str
+def test_encoder_falls_back_to_fp32_when_bf16_misses_the_bar(
+    encoder: Encoder, shared_model: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    precision, reason = choose_cpu_precision(
-        native, (lambda: calibration) if calibration else _never_calibrate
-    )  # type: ignore[arg-type,return-value]
-    assert precision == expected
-    assert why in reason
-
-
-def test_encoder_falls_back_to_fp32_when_calibration_fails(
-    encoder: Encoder, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(encoder_module, "_load", lambda path, device: encoder.model)
     monkeypatch.setattr(encoder_module, "cpu_has_native_bf16", lambda: True)
-    monkeypatch.setattr(Encoder, "calibrate", lambda self: Calibration(0.95, 1.0, 0.5))
-    auto = Encoder(ModelConfig(device="cpu", precision="auto"))
-    assert auto.precision == "fp32"
-    assert "parity bar" in auto.precision_reason
-    assert encoder.model[0].auto_model.dtype == torch.float32
+    monkeypatch.setattr(Encoder, "parity", lambda self, backend, precision: 0.95)
+    auto = Encoder(ModelConfig(device="cpu", precision="auto", backend="torch"))
+    assert (auto.backend, auto.precision) == ("torch", "fp32")
+    assert "missed the parity bar" in auto.precision_reason
 
 
-def test_explicit_precision_is_honoured_without_calibration(
-    encoder: Encoder, monkeypatch: pytest.MonkeyPatch
+def test_encoder_takes_native_bf16_within_the_bar_and_remembers_it(
+    encoder: Encoder, shared_model: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(encoder_module, "_load", lambda path, device: encoder.model)
-    monkeypatch.setattr(Encoder, "calibrate", lambda self: _never_calibrate())
-    explicit = Encoder(ModelConfig(device="cpu", precision="fp32"))
-    assert (explicit.precision, explicit.precision_reason) == ("fp32", "fp32: asked for")
+    monkeypatch.setattr(encoder_module, "cpu_has_native_bf16", lambda: True)
+    checks: list[str] = []
+    real = Encoder.parity
+
+    def parity(self: Encoder, backend: str, precision: str) -> float:
+        checks.append(f"{backend} {precision}")
+        return real(self, backend, precision)
+
+    monkeypatch.setattr(Encoder, "parity", parity)
+    cfg = ModelConfig(device="cpu", precision="auto", backend="torch")
+    first = Encoder(cfg)
+    assert (first.precision, first.dtype, checks) == ("bf16", torch.bfloat16, ["torch bf16"])
+    second = Encoder(cfg)
+    assert (second.precision, checks) == ("bf16", ["torch bf16"]), "remembered, not checked"
+    assert "remembered in" in second.precision_reason
