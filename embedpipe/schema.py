@@ -59,4 +59,11 @@ MIGRATIONS: list[str] = [
     CREATE TABLE object_docs (target TEXT NOT NULL, fingerprint TEXT NOT NULL, object TEXT NOT NULL,
         doc_id TEXT NOT NULL, PRIMARY KEY (target, fingerprint, object, doc_id)) WITHOUT ROWID;
     """,
+    # 7: a covering index for a document's chunks: without it SQLite scanned every chunk of the
+    # fingerprint per document (an unchanged re-run of 4,000 records spent 6 s there).
+    """
+    DROP INDEX IF EXISTS chunks_by_doc;
+    CREATE INDEX chunks_of_doc ON chunks (target, fingerprint, doc_id, chunk_index, state,
+        content_hash);
+    """,
 ]
