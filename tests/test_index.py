@@ -214,3 +214,26 @@ def test_one_config_argument_type_everywhere(tmp_path: Path) -> None:
     assert as_config(from_path) is from_path
     with open_index(path) as index:
         assert index.config.sink.collection == "c"
+
+
+def test_reconcile_names_a_foreign_point_by_its_id_and_deletes_it_only_with_repair(
+    tmp_path: Path, fake_encoder: Any
+) -> None:
+    from qdrant_client import QdrantClient, models
+
+    cfg = config("qdrant", tmp_path)
+    Pipeline(cfg, source=docs(), encoder=fake_encoder).run()
+    client = QdrantClient(path=str(tmp_path / "qdrant"))
+    try:
+        physical = client.get_aliases().aliases[0].collection_name
+        foreign = "3f9a1c52-7d7e-4c55-9a47-1e2b3c4d5e6f"
+        point = models.PointStruct(id=foreign, vector=[0.1] * 32, payload={"page_content": "x"})
+        client.upsert(physical, points=[point])
+    finally:
+        client.close()
+    found = embedpipe.api.reconcile(cfg)
+    assert found["orphaned"] == [f"point:{foreign}"] and not found["repaired"]
+    assert embedpipe.api.reconcile(cfg)["orphaned"] == [f"point:{foreign}"]  # still there
+    repaired = embedpipe.api.reconcile(cfg, repair=True)
+    assert repaired["repaired"]
+    assert embedpipe.api.reconcile(cfg)["orphaned"] == []

@@ -74,9 +74,9 @@ def config(uri: str) -> RunConfig:
                               "model": {"precision": "fp32", "device": "cpu"}})  # fmt: skip
 
 
-@pytest.fixture(scope="module", params=["qdrant-edge", "faiss"])
+@pytest.fixture(scope="module", params=["qdrant-edge", "faiss", "qdrant", "parquet"])
 def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> RunConfig:
-    """The stdlib docstrings embedded with the packaged model into a qdrant-edge or FAISS sink."""
+    """The stdlib docstrings embedded with the packaged model into each kind of sink."""
     root = tmp_path_factory.mktemp(request.param)
     cfg = config(f"{request.param}:{root / 'index'}")
     assert embedpipe.backfill(records(), config=cfg).outcome == "done"
@@ -232,3 +232,24 @@ def test_langchain_qdrant_vector_store_reads_an_exported_copy(
             assert want in names, (question, names)
     finally:
         client.close()
+
+
+# -- a collection another tool made ------------------------------------------------------------
+
+
+def test_a_langchain_collection_is_refused_saying_what_it_holds(tmp_path: Path) -> None:
+    langchain_qdrant = pytest.importorskip("langchain_qdrant")
+    made = langchain_qdrant.QdrantVectorStore.from_texts(
+        ["a text LangChain embedded", "another one"], EmbedpipeEmbeddings(),
+        path=str(tmp_path / "q"), collection_name="docs",
+    )  # fmt: skip
+    made.client.close()
+    with pytest.raises(embedpipe.EmbedpipeError) as refused:
+        embedpipe.backfill(records()[:2], sink=f"qdrant:{tmp_path / 'q'}", collection="docs")
+    message = " ".join(str(refused.value).split())
+    assert "collection 'docs' at qdrant:" in message and "was not made by embedpipe" in message
+    assert "2 points" in message and "dimension 384" in message
+    assert "LangChain's layout (page_content, metadata)" in message
+    assert "another --collection" in message and "embedpipe export" in message
+    with pytest.raises(embedpipe.EmbedpipeError, match="was not made by embedpipe"):
+        embedpipe.query("text", sink=f"qdrant:{tmp_path / 'q'}", collection="docs")

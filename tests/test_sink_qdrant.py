@@ -55,7 +55,11 @@ def test_a_foreign_collection_under_the_public_name_is_never_touched(tmp_path: P
     )
     client.close()
     sink = local(tmp_path)
-    with pytest.raises(SinkError, match=r"'docs' has dimension 768, the model gives 16"):
+    with pytest.raises(
+        SinkError,
+        match=r"'docs' at qdrant:.* not made by embedpipe: 0 points, one unnamed "
+        r"vector of dimension 768, payload empty.*another --collection \(the model gives 16\)",
+    ):
         sink.open(DIM, FP_A)
     assert collections(sink) == {"docs"}
 

@@ -141,7 +141,9 @@ class EdgeSink(GenerationSink):
         """Delete these chunks; ids that are not present are fine."""
         shard = self._writing()
         for lo in range(0, len(chunk_ids), self.write_batch):
-            ids: list[Any] = [point_id(c) for c in chunk_ids[lo : lo + self.write_batch]]
+            ids: list[Any] = [
+                qdrant_base.point_ref(c) for c in chunk_ids[lo : lo + self.write_batch]
+            ]
             with edge_errors(f"delete from {self._gen}"):
                 shard.update(qe.UpdateOperation.delete_points(ids))
 

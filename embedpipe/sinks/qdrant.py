@@ -33,12 +33,13 @@ from embedpipe.sinks.qdrant_writer import (
     QdrantWriter,
     client_for,
     collection_shape,
+    foreign_collection,
     qdrant_errors,
     server_client,
     upsert,
 )
 from embedpipe.sinks.registry import SINKS
-from embedpipe.types import Embedded, point_id
+from embedpipe.types import Embedded
 
 __all__ = ["VECTOR_TYPES", "QdrantSink", "QdrantWriter", "qdrant_errors", "server_client"]
 
@@ -150,7 +151,7 @@ class QdrantSink:
         target = self._writing()
         for lo in range(0, len(chunk_ids), self.write_batch):
             ids: list[models.ExtendedPointId] = [
-                point_id(c) for c in chunk_ids[lo : lo + self.write_batch]
+                qdrant_base.point_ref(c) for c in chunk_ids[lo : lo + self.write_batch]
             ]
             with qdrant_errors(f"delete from '{target}'"):
                 self.connect().delete(
@@ -262,6 +263,8 @@ class QdrantSink:
         passes (a payload index, where configured, serves it on a server)."""
         where = qdrant_base.native_filter(conditions(filter), FILTER_TYPES)
         if self._live() is None:
+            if self.connect().collection_exists(self.collection):
+                self._refuse_foreign(None)
             raise SinkError(
                 f"no Qdrant collection '{self.collection}' at {self.uri}: run embedpipe first"
             )
@@ -354,13 +357,9 @@ class QdrantSink:
                 f"choose another --collection or delete it ('{name}')"
             )
 
-    def _refuse_foreign(self, dim: int) -> None:
+    def _refuse_foreign(self, dim: int | None) -> None:
         """A collection embedpipe did not create holds the public name: never touch it."""
-        self._check_dim(self.collection, dim)
-        raise SinkError(
-            f"collection '{self.collection}' exists and was not created by embedpipe (it is not an "
-            "alias): choose another --collection or delete it"
-        )
+        raise foreign_collection(self.connect(), self.collection, self.uri, dim)
 
     def _swap(self, physical: str) -> None:
         """Point the alias at `physical` in one request, then drop what it pointed to before.

@@ -25,11 +25,13 @@ from embedpipe.errors import SinkError
 from embedpipe.sinks.base import Hit
 from embedpipe.sinks.filters import Condition
 from embedpipe.sinks.store import chunk_from_payload, hit_from_payload
-from embedpipe.types import Embedded
+from embedpipe.types import Embedded, point_id
 
 # The options that shape the stored index, normalised: on_disk, hnsw_m, hnsw_ef_construct,
 # quantization, shard_number, replication_factor.
 Shape = dict[str, Any]
+# How reconcile names a point without embedpipe's chunk id (another tool wrote it): by its id.
+FOREIGN_POINT = "point:"
 SHARDING = ("shard_number", "replication_factor")  # a server's; one Edge shard has neither
 MIN_SCROLL_PAGE = 256
 
@@ -105,7 +107,7 @@ def scroll_chunk_ids(
     offset: Any = None
     while True:
         points, offset = page(offset, max(write_batch, MIN_SCROLL_PAGE))
-        yield from (str((p.payload or {}).get("chunk_id", "")) for p in points)
+        yield from ((p.payload or {}).get("chunk_id") or f"{FOREIGN_POINT}{p.id}" for p in points)
         if offset is None:
             return
 
@@ -135,6 +137,15 @@ def native_filter(conds: Sequence[Condition], types: FilterTypes) -> Any:
                 options.append(types.field(cond.key, types.any(values)))
         must.append(options[0] if len(options) == 1 else types.filter(should=options))
     return types.filter(must=must)
+
+
+def point_ref(chunk_id: str) -> str | int:
+    """The point a chunk id names: the UUIDv5 of the id, or, for `point:ID` (a point another tool
+    wrote, as `chunk_ids` reports it), that point id itself."""
+    if not chunk_id.startswith(FOREIGN_POINT):
+        return point_id(chunk_id)
+    raw = chunk_id[len(FOREIGN_POINT) :]
+    return int(raw) if raw.isdigit() else raw
 
 
 def scroll_points(

@@ -99,6 +99,40 @@ def collection_shape(params: models.CollectionParams) -> Shape:
     }
 
 
+def foreign_collection(client: QdrantClient, name: str, uri: str, dim: int | None) -> SinkError:
+    """The refusal for a collection another tool made under the name embedpipe would use: what
+    is in it (points, vectors, payload layout) and the ways forward."""
+    with qdrant_errors(f"reading '{name}'"):
+        info = client.get_collection(name)
+        sample, _ = client.scroll(name, limit=1, with_payload=True)
+    vectors = info.config.params.vectors
+    if isinstance(vectors, models.VectorParams):
+        shape = f"one unnamed vector of dimension {vectors.size}"
+    else:
+        named = (vectors or {}).items()
+        shape = ", ".join(f"vector '{k}' of dimension {v.size}" for k, v in named) or "no vector"
+    keys = sorted((sample[0].payload or {}) if sample else {})
+    ours = f" (the model gives {dim})" if dim else ""
+    return SinkError(
+        f"collection '{name}' at {uri} was not made by embedpipe: {info.points_count or 0} points, "
+        f"{shape}, payload {_layout(keys)}. embedpipe never writes into another tool's "
+        f"collection: build its index under another --collection{ours}, and read it from "
+        "LangChain or LlamaIndex with embedpipe.integrations (or `embedpipe export --to "
+        "qdrant:PATH`)"
+    )
+
+
+def _layout(keys: list[str]) -> str:
+    """Which tool's payload these keys look like."""
+    if {"page_content", "metadata"} <= set(keys):
+        return "in LangChain's layout (page_content, metadata)"
+    if "_node_content" in keys or "_node_type" in keys:
+        return "in LlamaIndex's layout (_node_content, _node_type, ...)"
+    if "chunk_id" in keys:
+        return "with embedpipe's chunk fields, but under no alias (copied by another tool?)"
+    return f"keys {', '.join(keys[:8])}" if keys else "empty"
+
+
 def server_client(url: str | None, api_key: str | None, timeout: int | None) -> QdrantClient:
     """A client for a Qdrant server; credentials in `url` become its API key (an `api_key=`
     query parameter, which wins over `api_key`) and a Basic auth header (`user:pass@`)."""
