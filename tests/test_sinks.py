@@ -398,7 +398,9 @@ def tagged(n: int = 40) -> Embedded:
     return emb
 
 
-def expected_ids(emb: Embedded, vector: np.ndarray, keep: Callable[[Any], bool], k: int) -> list[str]:
+def expected_ids(
+    emb: Embedded, vector: np.ndarray, keep: Callable[[Any], bool], k: int
+) -> list[str]:
     """What an exact search restricted to the chunks `keep` passes returns."""
     order = np.argsort(-(emb.vectors @ vector), kind="stable")
     return [emb.chunks[i].id for i in order if keep(emb.chunks[i])][:k]
@@ -461,7 +463,9 @@ def test_a_filter_sees_writes_in_place_and_not_deleted_chunks(make: Make) -> Non
 def test_points_read_back_every_chunk_with_its_payload_and_vector(make: Make) -> None:
     emb = tagged(30)
     sink = filled(make(), emb)
-    read = [(c, v) for batch in sink.points() for c, v in zip(batch.chunks, batch.vectors)]
+    read = [
+        (c, v) for batch in sink.points() for c, v in zip(batch.chunks, batch.vectors, strict=True)
+    ]
     by_id = {c.id: (c, v) for c, v in read}
     assert sorted(by_id) == ids(emb) and len(read) == 30
     for chunk, vector in zip(emb.chunks, emb.vectors, strict=True):
