@@ -1,10 +1,12 @@
-"""Encoder: reference parity with SentenceTransformer.encode, the settings it reads, the model
-identity, CUDA out-of-memory back-off and the GPU token budget."""
+"""Encoder: reference parity with SentenceTransformer.encode (torch and OpenVINO), the settings it
+reads, the model identity, CUDA out-of-memory back-off and the GPU token budget."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from dataclasses import asdict
+from importlib.util import find_spec
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,16 +15,23 @@ import numpy as np
 import pytest
 import torch
 
+import embedpipe.encoder as encoder_module
 from embedpipe.batching import batches
 from embedpipe.chunking import Chunker
-from embedpipe.config import ModelConfig
+from embedpipe.config import ChunkingConfig, ModelConfig
 from embedpipe.encoder import MAX_GPU_BATCH_TOKENS, Encoder
 from embedpipe.errors import ModelError
+from embedpipe.hashing import fingerprint
 from embedpipe.models import hash_model_files
 from embedpipe.pipeline import Pipeline
 from embedpipe.sources import read_dir
 from embedpipe.types import Chunk, Document
 from tests.streamkit import WORDS, small_batch_config, varied_docs
+
+needs_openvino = pytest.mark.skipif(
+    find_spec("openvino") is None,
+    reason="OpenVINO is not installed: pip install 'embedpipe[openvino]' (scripts/test.sh does)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +50,14 @@ def real_chunks(encoder: Encoder, stdlib_docs: Path) -> list[Chunk]:
     return chunks[:240]
 
 
-def _parity(encoder: Encoder, reference, chunks: list[Chunk], budget: int) -> np.ndarray:  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def reference_vectors(reference_model, real_chunks: list[Chunk]) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """SentenceTransformer.encode in fp32 of every real chunk: what parity is measured against."""
+    texts = [c.text for c in real_chunks]
+    return reference_model.encode(texts, batch_size=32, normalize_embeddings=True)
+
+
+def _parity(encoder: Encoder, ref: np.ndarray, chunks: list[Chunk], budget: int) -> np.ndarray:
     ours: dict[str, np.ndarray] = {}
     sizes = set()
     for batch in batches(chunks, max_batch_tokens=budget, window=128, pad_id=encoder.pad_id):
@@ -49,21 +65,66 @@ def _parity(encoder: Encoder, reference, chunks: list[Chunk], budget: int) -> np
         for chunk, vector in zip(batch.chunks, encoder.encode_batch(batch), strict=True):
             ours[chunk.id] = vector
     assert len(sizes) > 2, "batches should really differ in size"
-    ref = reference.encode([c.text for c in chunks], batch_size=32, normalize_embeddings=True)
+    ref = ref[: len(chunks)]
     mine = np.stack([ours[c.id] for c in chunks])
     return np.sum(mine * ref, axis=1) / np.linalg.norm(mine, axis=1) / np.linalg.norm(ref, axis=1)
 
 
-def test_fp32_vectors_match_sentence_transformers(encoder, reference_model, real_chunks) -> None:  # type: ignore[no-untyped-def]
-    cosines = _parity(encoder, reference_model, real_chunks, budget=2048)
+def test_fp32_vectors_match_sentence_transformers(encoder, reference_vectors, real_chunks) -> None:  # type: ignore[no-untyped-def]
+    cosines = _parity(encoder, reference_vectors, real_chunks, budget=2048)
     assert len({c.token_count for c in real_chunks}) > 30, "lengths must be mixed"
     assert cosines.min() >= 0.999, f"worst cosine {cosines.min():.5f}"
 
 
-def test_bf16_vectors_stay_within_parity_bar(reference_model, real_chunks) -> None:  # type: ignore[no-untyped-def]
-    bf16 = Encoder(ModelConfig(precision="bf16", device="cpu"))
-    cosines = _parity(bf16, reference_model, real_chunks[:200], budget=4096)
+def test_bf16_vectors_stay_within_parity_bar(reference_vectors, real_chunks) -> None:  # type: ignore[no-untyped-def]
+    bf16 = Encoder(ModelConfig(precision="bf16", backend="torch", device="cpu"))
+    cosines = _parity(bf16, reference_vectors, real_chunks[:200], budget=4096)
     assert cosines.min() >= 0.999, f"worst cosine {cosines.min():.5f}"
+
+
+@pytest.fixture(scope="module")
+def openvino_encoders(encoder: Encoder) -> Iterator[dict[str, Encoder]]:
+    """OpenVINO encoders asked for fp32 and bf16 (fp32 where the CPU has no bf16), on the
+    session's model (OpenVINO leaves its fp32 weights as they are)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(encoder_module, "_load", lambda path, device: encoder.model)
+        yield {p: Encoder(ModelConfig(backend="openvino", precision=p, device="cpu"))
+               for p in ("fp32", "bf16")}  # fmt: skip
+
+
+@needs_openvino
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_openvino_vectors_match_sentence_transformers(  # type: ignore[no-untyped-def]
+    openvino_encoders, reference_vectors, real_chunks, precision
+) -> None:
+    mine = openvino_encoders[precision]
+    assert mine.backend == "openvino"
+    if mine.precision != precision:
+        pytest.skip(
+            f"no native {precision} on this CPU: OpenVINO runs {mine.precision}, tested apart"
+        )
+    cosines = _parity(mine, reference_vectors, real_chunks, budget=2048)
+    assert cosines.min() >= 0.999, f"worst cosine {cosines.min():.5f} ({mine.precision_reason})"
+
+
+@needs_openvino
+def test_backend_and_precision_leave_the_fingerprint_unchanged(
+    encoder: Encoder, openvino_encoders: dict[str, Encoder]
+) -> None:
+    torch_fp = fingerprint(encoder.identity(), ChunkingConfig(), **encoder.output_options())
+    for mine in openvino_encoders.values():
+        assert mine.identity() == encoder.identity()
+        assert fingerprint(mine.identity(), ChunkingConfig(), **mine.output_options()) == torch_fp
+
+
+@needs_openvino
+def test_openvino_queries_match_torch(
+    encoder: Encoder, openvino_encoders: dict[str, Encoder]
+) -> None:
+    texts = ["Grüße aus 東京 🚀", "short", " ".join(WORDS * 40)]
+    ours = openvino_encoders["fp32"].encode_texts(texts, prefix="query: ")
+    ref = encoder.encode_texts(texts, prefix="query: ")
+    assert ours.dtype == np.float32 and np.allclose(ours, ref, atol=1e-4)
 
 
 def test_vectors_are_unit_length_float32(encoder: Encoder) -> None:
