@@ -33,8 +33,9 @@ def score_generation(
 ) -> Scores:
     """One generation's scores, read through a pinned view of the sink."""
     view = sink.pinned(fingerprint)
-    try:
-        prefix = cfg.model.query_prefix
+    try:  # the configured query prompt, else the one the generation was built with
+        stored = view.manifest().get("prompts") or {}
+        prefix = cfg.model.query_prefix or str(stored.get("query") or "")
         return evaluate(view, lambda texts: encoder.encode_texts(texts, prefix=prefix), queries, k)
     finally:
         view.abort()
