@@ -209,32 +209,46 @@ class ObjectPlan:
 
     def skip_unchanged(self) -> tuple[int, int]:
         """Mark the documents of every unchanged object seen, with their chunk counts, so
-        neither full mode nor the delete guard takes them for gone; (documents, chunks)."""
-        joined = (
-            "FROM object_docs od JOIN complete_docs c ON c.target = od.target AND "
-            "c.fingerprint = od.fingerprint AND c.doc_id = od.doc_id WHERE od.target = ? AND "
-            "od.fingerprint = ? AND od.object = ?"
-        )
-        docs = chunks = 0
-        for (uri,) in self.db.execute(
-            "SELECT o.object FROM objects o JOIN temp.listed l ON l.object = o.object AND "
-            "l.version = o.version WHERE o.target = ? AND o.fingerprint = ? AND NOT EXISTS "
-            "(SELECT 1 FROM object_docs od WHERE od.target = o.target AND od.fingerprint = "
-            "o.fingerprint AND od.object = o.object AND NOT EXISTS (SELECT 1 FROM complete_docs c "
-            "WHERE c.target = od.target AND c.fingerprint = od.fingerprint AND c.doc_id = od.doc_id))",
+        neither full mode nor the delete guard takes them for gone; (documents, chunks).
+
+        Set-based, one pass over the candidates' documents (an index lookup each; `done` is
+        complete_docs' rule, inlined because the view is not flattened into this join): a
+        nightly listing of 20,000 objects costs about a second, not a query per object."""
+        self.db.execute("DROP TABLE IF EXISTS temp.object_candidates")
+        self.db.execute(
+            "CREATE TEMP TABLE object_candidates AS SELECT od.object, od.doc_id, d.doc_hash, "
+            "d.n_chunks, (SELECT COUNT(*) FROM chunks c WHERE c.target = d.target AND "
+            "c.fingerprint = d.fingerprint AND c.doc_id = d.doc_id AND c.state = 1 AND "
+            "c.chunk_index < d.n_chunks) AS done FROM objects o JOIN temp.listed l "
+            "ON l.object = o.object AND l.version = o.version JOIN object_docs od "
+            "ON od.target = o.target AND od.fingerprint = o.fingerprint AND od.object = o.object "
+            "LEFT JOIN docs d ON d.target = od.target AND d.fingerprint = od.fingerprint AND "
+            "d.doc_id = od.doc_id WHERE o.target = ? AND o.fingerprint = ?",
             self.args,
-        ).fetchall():
-            self.skipped.add(uri)
-            self.db.execute(
-                "INSERT OR IGNORE INTO temp.seen (doc_id, n_chunks, doc_hash) "
-                f"SELECT c.doc_id, c.n_chunks, c.doc_hash {joined}",
-                (*self.args, uri),
+        )
+        # An object of no documents (read whole, empty) is unchanged too.
+        self.skipped = {
+            uri
+            for (uri,) in self.db.execute(
+                "SELECT o.object FROM objects o JOIN temp.listed l ON l.object = o.object AND "
+                "l.version = o.version WHERE o.target = ? AND o.fingerprint = ? AND o.object NOT "
+                "IN (SELECT object FROM temp.object_candidates WHERE doc_hash IS NULL OR "
+                "done != n_chunks)",
+                self.args,
             )
-            n, total = self.db.execute(
-                f"SELECT COUNT(*), TOTAL(c.n_chunks) {joined}", (*self.args, uri)
-            ).fetchone()
-            docs, chunks = docs + n, chunks + int(total)
-        return docs, chunks
+        }
+        self.db.executemany("UPDATE temp.listed SET state = 'skipped' WHERE object = ?",
+                            ((u,) for u in self.skipped))  # fmt: skip
+        kept = (
+            "FROM temp.object_candidates c JOIN temp.listed l ON l.object = c.object "
+            "WHERE l.state = 'skipped'"
+        )
+        self.db.execute(
+            "INSERT OR IGNORE INTO temp.seen (doc_id, n_chunks, doc_hash) "
+            f"SELECT c.doc_id, c.n_chunks, c.doc_hash {kept}"
+        )
+        docs, chunks = self.db.execute(f"SELECT COUNT(*), TOTAL(c.n_chunks) {kept}").fetchone()
+        return int(docs), int(chunks)
 
     def admitted(self, doc_id: str, source: str) -> None:
         """A document read this run: note the object it came from."""
@@ -262,7 +276,7 @@ class ObjectPlan:
         """After the run's writes: each object read whole, its version and its documents. The
         ledger forgets the others' versions (they are read next time), but keeps which documents
         a failed object held (they keep what they had while it fails)."""
-        marks = [("skipped", u) for u in self.skipped] + [("broken", u) for u in self.broken]
+        marks = [("broken", u) for u in self.broken]
         clean = [(u, v) for u, v in self.listed.items() if u not in self.skipped | self.broken]
         forget = (
             "DELETE FROM {} WHERE target = ? AND fingerprint = ? AND object NOT IN "
