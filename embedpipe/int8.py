@@ -15,8 +15,10 @@ so only the first run pays for the quantization (~20-90 s for MiniLM on 2 cores)
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
+import io
 import json
 import logging
 import platform
@@ -128,10 +130,11 @@ def quantized(
     calibrate, check = sample[::2], [*sample[1::2], *CALIBRATION_TEXTS]
     log.info("quantizing the model to int8 on %d texts (once per model)", len(calibrate))
     dataset = nncf.Dataset(calibrate, lambda text: dict(zip(INPUTS, tokenize([text]), strict=True)))
-    model = nncf.quantize(
-        ov.Core().read_model(str(fp32_xml)), dataset,
-        model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibrate),
-    )  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bars: stdout may be JSON
+        model = nncf.quantize(
+            ov.Core().read_model(str(fp32_xml)), dataset,
+            model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibrate),
+        )  # fmt: skip
     cos = cosines(
         _encode(compile_int8(model), tokenize, check), _encode(reference, tokenize, check)
     )
