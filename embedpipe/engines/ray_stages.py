@@ -3,6 +3,7 @@ layouts they exchange with the driver (see engines/ray.py for the plan)."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -171,8 +172,11 @@ def parse_jsonl_files(table: pa.Table, fields: Any, names: dict[str, str]) -> pa
     from embedpipe.sources.jsonl import open_bytes, parse_jsonl
 
     items: list[Document | RecordError] = []
-    for path, data in _files_of(table):
+    for path, data, error in _files_of(table):
         name = names.get(path, path)
+        if error is not None:  # as the local reader names an object it cannot fetch
+            items.append(RecordError(name, "line 1", f"cannot read further: {error}"))
+            continue
         items.extend(parse_jsonl(open_bytes(name, data), fields, name))
     return _parsed(items)
 
@@ -182,13 +186,35 @@ def parse_document_files(table: pa.Table, root: str, names: dict[str, str]) -> p
     from embedpipe.sources.files import file_document
 
     return _parsed(
-        file_document(root, names.get(path, path), data) for path, data in _files_of(table)
+        file_document(root, names.get(path, path), data)
+        if error is None
+        else RecordError(root, names.get(path, path), f"cannot read object: {error}")
+        for path, data, error in _files_of(table)
     )
 
 
-def _files_of(table: pa.Table) -> Iterator[tuple[str, bytes]]:
-    """(path, raw bytes) of each file in a block read by `_read_raw`."""
-    yield from zip(table.column("path").to_pylist(), table.column("bytes").to_pylist(), strict=True)
+def _fetched(table: pa.Table, filesystem: Any) -> pa.Table:
+    """A block of bucket paths -> (path, bytes, error) rows: each object's body, or why not."""
+    from embedpipe.sources.storage import fetch
+
+    paths: list[str] = table.column("path").to_pylist()
+    data: list[bytes] = []
+    errors: list[str | None] = []
+    for path in paths:
+        try:
+            data.append(fetch(filesystem, path))
+            errors.append(None)
+        except OSError as exc:
+            data.append(b"")
+            errors.append(str(exc))
+    return pa.table({"path": paths, "bytes": pa.array(data, pa.binary()), "error": pa.array(errors, pa.string())})  # fmt: skip
+
+
+def _files_of(table: pa.Table) -> Iterator[tuple[str, bytes, str | None]]:
+    """(path, raw bytes, why it could not be read) of each file in a block read by `read_raw`."""
+    errors = table.column("error").to_pylist() if "error" in table.column_names else None
+    paths, data = table.column("path").to_pylist(), table.column("bytes").to_pylist()
+    yield from zip(paths, data, errors or [None] * len(paths), strict=True)
 
 
 def _parsed(items: Iterable[Document | RecordError]) -> pa.Table:
@@ -212,9 +238,15 @@ def shipped(items: list[Document | RecordError], block_docs: int) -> Any:
 
 
 def read_raw(paths: list[str], filesystem: Any = None) -> Any:
-    """Each file's raw bytes (gzip included: our parsers name a corrupt file instead of failing),
-    from `filesystem` (a bucket's pyarrow filesystem) when given."""
+    """Each file's raw bytes (gzip included: our parsers name a corrupt file instead of failing).
+    A bucket's objects (`filesystem` given) are fetched by the storage layer, with its retries,
+    and one that cannot be had is a row with its reason (`error`), named by the parsers."""
     import ray
+
+    if filesystem is not None:
+        rows = ray.data.from_items([{"path": p} for p in paths])
+        fetch = functools.partial(_fetched, filesystem=filesystem)
+        return rows.map_batches(fetch, batch_size=1, batch_format="pyarrow", num_cpus=READ_CPUS)
     from ray.data._internal.datasource.binary_datasource import BinaryDatasource
 
     class RawBinary(BinaryDatasource):

@@ -128,12 +128,7 @@ class Store:
 
     def read_bytes(self, obj: StoredObject) -> bytes:
         """An object's whole body (never decompressed)."""
-
-        def read() -> bytes:
-            with self.fs.open_input_stream(obj.path, compression=None) as stream:
-                return bytes(stream.read())
-
-        return self.retrying(read)
+        return fetch(self.fs, obj.path, self.attempts)
 
     def lines(self, obj: StoredObject) -> Iterator[bytes]:
         """An object's lines, streamed (gunzipped for a .gz key); after a dropped connection the
@@ -159,14 +154,7 @@ class Store:
 
     def retrying(self, call: Callable[[], T]) -> T:
         """`call()`, again after a backoff while it fails in a way that may pass."""
-        for attempt in range(self.attempts):
-            try:
-                return call()
-            except OSError as exc:
-                if not _transient(exc) or attempt == self.attempts - 1:
-                    raise _failure(exc, attempt + 1) from None
-                time.sleep(BACKOFF_S * 2**attempt)
-        raise AssertionError("unreachable")
+        return retrying(call, self.attempts)
 
     # -- listing ------------------------------------------------------------------------------
 
@@ -220,6 +208,29 @@ class Store:
         return StoredObject(
             loc.uri_of(key), f"{loc.bucket}/{key}", rel, int(size), version.strip('"')
         )
+
+
+def fetch(fs: Any, path: str, attempts: int = ATTEMPTS) -> bytes:
+    """The whole body of the object at `path` on the pyarrow filesystem `fs`, with retries; an
+    OSError naming why when it cannot be had (also what a Ray worker calls)."""
+
+    def read() -> bytes:
+        with fs.open_input_stream(path, compression=None) as stream:
+            return bytes(stream.read())
+
+    return retrying(read, attempts)
+
+
+def retrying(call: Callable[[], T], attempts: int) -> T:
+    """`call()`, again after a backoff while it fails in a way that may pass."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except OSError as exc:
+            if not _transient(exc) or attempt == attempts - 1:
+                raise _failure(exc, attempt + 1) from None
+            time.sleep(BACKOFF_S * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 def reason(exc: BaseException) -> str:
