@@ -34,6 +34,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import bench_backends  # noqa: E402
 import corpus  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -220,7 +221,8 @@ def encoder_only(
     tokens = sum(c.token_count for c in chunks)
     packed = list(batches(chunks, max_batch_tokens=16384, pad_id=encoder.pad_id))
     fp32 = st_fp32[0]  # same weights in fp32 (the encoder's own may already be bf16)
-    bf16 = encoder.model[0] if encoder.precision == "bf16" else _bf16_copy(fp32)
+    torch_bf16 = encoder.backend == "torch" and encoder.precision == "bf16"
+    bf16 = encoder.model[0] if torch_bf16 else _bf16_copy(fp32)
 
     def ours(module: Any) -> Callable[[], None]:
         def go() -> None:
@@ -268,6 +270,10 @@ def threads(encoder: Any, chunks: list[Any]) -> None:
 
     from embedpipe.batching import batches
 
+    if encoder.backend != "torch":
+        out(f"## Torch intra-op threads: not measured (the encoder runs on {encoder.backend})")
+        out()
+        return
     packed = list(batches(chunks, max_batch_tokens=16384, pad_id=encoder.pad_id))
     tokens = sum(b.real_tokens for b in packed)
     before, cores = torch.get_num_threads(), len(os.sched_getaffinity(0))
@@ -429,7 +435,7 @@ def main() -> None:
         from embedpipe.encoder import Encoder
 
         with timer() as t_load:
-            encoder = Encoder(ModelConfig(device="cpu"))  # precision auto: calibrates
+            encoder = Encoder(ModelConfig(device="cpu"))  # backend/precision auto: parity check
         st = SentenceTransformer(str(encoder.path), device="cpu")
         st_bf16 = SentenceTransformer(str(encoder.path), device="cpu").to(torch.bfloat16)
         out(f"Command: `{command}`  ")
@@ -453,6 +459,11 @@ def main() -> None:
         rec_chunks = chunks_of(encoder, read_documents(corpora["records"]))
         sample = rec_chunks if not args.quick else rec_chunks[:400]
         rates = encoder_only(encoder, st, st_bf16, sample, repeats=1 if args.quick else 2)
+        out("## Encoder only: backends and precisions (scripts/bench_backends.py)")
+        out()
+        for line in bench_backends.measure(400, 64, 1 if args.quick else 3, int8=True):
+            out(line)
+        out()
         threads(encoder, sample[:300])
         padding(rec_chunks)
         ceiling(encoder, sample, rates)
