@@ -68,7 +68,11 @@ def docs_for(cfg: embedpipe.RunConfig, text: str) -> list[str]:
 
 
 def test_scores_match_a_hand_computation() -> None:
-    queries = [Query("a", frozenset({"x"})), Query("b", frozenset({"y", "z"})), Query("c", frozenset({"w"}))]
+    queries = [
+        Query("a", frozenset({"x"})),
+        Query("b", frozenset({"y", "z"})),
+        Query("c", frozenset({"w"})),
+    ]
     rankings = [["q", "x", "r"], ["z", "s", "y"], ["s", "t", "u"]]
     got = score(queries, rankings, k=3)
     # recall: 1, 2/2, 0 -> 2/3. MRR: 1/2, 1/1, 0 -> 1/2.
@@ -92,7 +96,9 @@ def test_bad_query_lines_are_reported_and_skipped(queries: Path) -> None:
     assert "not valid JSON" in errors[0].reason and "relevant" in errors[1].reason
 
 
-def test_eval_ranks_are_the_documents_query_returns(make_corpus, tmp_path: Path, queries: Path) -> None:  # type: ignore[no-untyped-def]
+def test_eval_ranks_are_the_documents_query_returns(
+    make_corpus, tmp_path: Path, queries: Path
+) -> None:  # type: ignore[no-untyped-def]
     cfg = settings(make_corpus(TOPICS), "faiss", tmp_path)
     embedpipe.run(cfg)
     result = embedpipe.evaluate(cfg, queries=queries, k=3)
@@ -141,7 +147,9 @@ def test_worse_challenger_is_held_then_promoted_then_rolled_back(
 
 
 @pytest.mark.parametrize("kind", ["faiss", "qdrant-edge"])
-def test_no_worse_challenger_is_promoted(kind: str, make_corpus, tmp_path: Path, queries: Path) -> None:  # type: ignore[no-untyped-def]
+def test_no_worse_challenger_is_promoted(
+    kind: str, make_corpus, tmp_path: Path, queries: Path
+) -> None:  # type: ignore[no-untyped-def]
     root = make_corpus(TOPICS)
     gate = {"eval": {"queries": str(queries), "k": 3}}
     embedpipe.run(settings(root, kind, tmp_path, promote=gate))
@@ -186,8 +194,19 @@ def test_sigkill_at_the_rollback_switch_leaves_one_live_generation_the_ledger_ag
     cfg = settings(root, kind, tmp_path)
     embedpipe.run(cfg)
     first = embedpipe.api.status(cfg)[0]["fingerprint"]
-    embedpipe.run(settings(root, kind, tmp_path, chunking={"chunk_tokens": 48, "overlap_tokens": 0}))
-    args = [sys.executable, "-m", "embedpipe", "rollback", "--sink", cfg.sink.uri, "--collection", "docs"]
+    embedpipe.run(
+        settings(root, kind, tmp_path, chunking={"chunk_tokens": 48, "overlap_tokens": 0})
+    )
+    args = [
+        sys.executable,
+        "-m",
+        "embedpipe",
+        "rollback",
+        "--sink",
+        cfg.sink.uri,
+        "--collection",
+        "docs",
+    ]
     killed = subprocess.run(args, env={**os.environ, "EMBEDPIPE_CRASH_AT": "swap:1"},
                             capture_output=True, text=True, timeout=300)  # fmt: skip
     assert killed.returncode == -9, killed.stderr
@@ -224,9 +243,13 @@ def test_cli_eval_promote_and_rollback(make_corpus, tmp_path: Path, queries: Pat
     assert none.returncode == 1 and "No generation 'staged'" in none.stderr
 
 
-def test_held_gate_is_not_forced_by_the_documents_rule(make_corpus, tmp_path: Path, queries: Path, tiny_model: Path) -> None:  # type: ignore[no-untyped-def]
+def test_held_gate_is_not_forced_by_the_documents_rule(
+    make_corpus, tmp_path: Path, queries: Path, tiny_model: Path
+) -> None:  # type: ignore[no-untyped-def]
     root = make_corpus(TOPICS)
     gate = {"eval": {"queries": str(queries), "k": 3}}
     embedpipe.run(settings(root, "faiss", tmp_path, promote=gate))
     with pytest.raises(HeldError, match="vs live"):
-        embedpipe.run(settings(root, "faiss", tmp_path, promote=gate, model={"name": str(tiny_model)}))
+        embedpipe.run(
+            settings(root, "faiss", tmp_path, promote=gate, model={"name": str(tiny_model)})
+        )
