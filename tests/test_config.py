@@ -25,7 +25,9 @@ from embedpipe.init import render_config
 from embedpipe.sinks import SINKS
 
 DEFAULT_YAML = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
-KEY_LINE = re.compile(r"^(?P<indent> *)(?P<name>[a-z_][a-z0-9_]*):(?P<value>.*?)(?:  +# (?P<comment>.*))?$")
+KEY_LINE = re.compile(
+    r"^(?P<indent> *)(?P<name>[a-z_][a-z0-9_]*):(?P<value>.*?)(?:  +# (?P<comment>.*))?$"
+)
 CONTINUATION = re.compile(rf"^ {{{COMMENT_COLUMN}}}# (?P<comment>.*)$")
 INIT_CASES = [
     (None, None),

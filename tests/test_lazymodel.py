@@ -27,12 +27,16 @@ print(json.dumps({"torch": "torch" in sys.modules, "sentence_transformers": "sen
 def probe(cfg: embedpipe.RunConfig) -> dict[str, object]:
     """Run `cfg` in a fresh process and say what it imported."""
     data = json.dumps(cfg.model_dump(exclude_unset=True))
-    done = subprocess.run([sys.executable, "-c", PROBE, data], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, data], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def test_unchanged_rerun_imports_no_torch_and_keeps_the_fingerprint(make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_unchanged_rerun_imports_no_torch_and_keeps_the_fingerprint(
+    make_corpus, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     root = make_corpus(corpus_files(6))
     cfg = config(root, "faiss", tmp_path)
     first = probe(cfg)
