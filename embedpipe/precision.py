@@ -206,11 +206,12 @@ def choose(
 def _choose_accelerator(backend: str, precision: str, device: str) -> Choice:
     if backend == "openvino":
         raise ModelError(
-            f"The OpenVINO backend runs on CPU only: use --backend torch (or auto) on {device}"
+            f"The OpenVINO backend runs on CPU only: use --backend torch (or auto) on {device}, "
+            "or --device cpu"
         )
     if precision == "int8":
         raise ModelError(
-            f"precision int8 runs on CPU only (OpenVINO): use bf16 or fp16 on {device}"
+            f"precision int8 runs on CPU only (OpenVINO): use --device cpu, or bf16/fp16 on {device}"
         )
     chosen = resolve_precision(precision, device)
     return _choice(
