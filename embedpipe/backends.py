@@ -165,18 +165,15 @@ class OpenVinoExport:
         self, model: Any, files_hash: str, modules: str, token_types: bool,
         example: tuple[np.ndarray, np.ndarray], threads: int,
     ) -> None:  # fmt: skip
-        self.model, self.token_types, self.example, self.threads = (
-            model,
-            token_types,
-            example,
-            threads,
-        )
+        self.model, self.token_types, self.example = model, token_types, example
+        self.threads = threads
         self.key = export_key(files_hash, modules, token_types)
 
     def xml(self) -> Path:
         """The export's model.xml, exported on the first call (of any process on this machine)."""
         return exported(self.model, self.key, self.token_types, self.example)
 
-    def compile(self, precision: str | Any, model: Path | Any = None) -> OpenVinoModel:
+    def compile(self, precision: str, model: Path | Any = None) -> OpenVinoModel:
         """The export (or `model`) compiled for 'fp32' or 'bf16' (OpenVINO hint names pass too)."""
-        return OpenVinoModel(model or self.xml(), HINTS.get(precision, precision), self.threads)
+        source = self.xml() if model is None else model
+        return OpenVinoModel(source, HINTS.get(precision, precision), self.threads)

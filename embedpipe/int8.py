@@ -98,9 +98,11 @@ def calibration_sample(size: int) -> list[str]:
     return order[:size]
 
 
-def int8_key(export_key: str, size: int) -> str:
-    """The cache folder name of the quantized model: the export, the sample and the tools."""
-    tools = (package_version("nncf"), platform.python_version_tuple()[:2], SAMPLE_VERSION, size)
+def int8_key(export_key: str, size: int, hint: str) -> str:
+    """The cache folder name of the quantized model: the export, the sample, the tools and the
+    inference precision its cosines were measured with."""
+    tools = (package_version("nncf"), platform.python_version_tuple()[:2], SAMPLE_VERSION, size,
+             hint)  # fmt: skip
     return f"{export_key}-int8-" + xxhash.xxh3_64_hexdigest(json.dumps(tools).encode())
 
 
@@ -111,13 +113,14 @@ def quantized(
     reference: Vectors,
     compile_int8: Callable[[Any], Vectors],
     size: int = CALIBRATION_SIZE,
+    hint: str = "f32",
 ) -> tuple[Path, Int8Stats]:
     """The int8 model's xml and its cosines to torch fp32; quantized and measured when missing.
 
     `tokenize` pads texts to ids and mask, `reference` gives torch fp32 vectors for them,
-    `compile_int8` compiles an OpenVINO model as the encoder will run it.
+    `compile_int8` compiles an OpenVINO model as the encoder will run it (with `hint`).
     """
-    folder = openvino_dir() / int8_key(export_key, size)
+    folder = openvino_dir() / int8_key(export_key, size, hint)
     if (folder / MODEL_XML).is_file() and (folder / STATS_FILE).is_file():
         stats = Int8Stats(**json.loads((folder / STATS_FILE).read_text()))
         return folder / MODEL_XML, stats
@@ -153,7 +156,7 @@ def int8_model(
     """The compiled int8 model of `export` and its cosines; refused under `min_cosine`."""
     xml, stats = quantized(
         export.xml(), export.key, tokenize, reference,
-        lambda model: export.compile(hint, model), size or CALIBRATION_SIZE,
+        lambda model: export.compile(hint, model), size or CALIBRATION_SIZE, hint,
     )  # fmt: skip
     if stats.min_cosine < min_cosine:
         raise ModelError(
