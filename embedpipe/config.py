@@ -37,6 +37,7 @@ from embedpipe.sections import (
     Section,
     SinkConfig,
     SourceConfig,
+    share,
 )
 
 __all__ = [
@@ -78,12 +79,8 @@ class RunConfig(Section):
         "'0750'); the ledger, and the files a run writes into local sinks, get the same minus "
         "the execute bits ('0600', '0640')",
     )
-    max_delete_fraction: float = Field(
-        0.5,
-        ge=0,
-        le=1,
-        description="refuse a run that would delete more than this share of the index (--force "
-        "overrides)",
+    max_delete_fraction: float = share(
+        0.5, "refuse a run that would delete more than this share of the index (--force overrides)"
     )
     strict: bool = Field(False, description="exit 1 when any record failed")
     repeated_error_limit: int = Field(

@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import re
 import string
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_SINK = "qdrant-edge:./.embedpipe/qdrant-edge"
 # A collection names folders and Qdrant collections: no separators, no leading dot, bounded.
 COLLECTION_RULE = "[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
+
+
+def share(default: float, description: str) -> Any:
+    """A field holding a share between 0 and 1."""
+    return Field(default, ge=0, le=1, description=description)
 
 
 class Section(BaseModel):
@@ -130,12 +135,10 @@ class ModelConfig(Section):
         description="auto (OpenVINO on x86 CPUs where installed and within the parity bar, else "
         "torch; torch on CUDA) | torch | openvino (pip install 'embedpipe[openvino]')",
     )
-    int8_min_cosine: float = Field(
+    int8_min_cosine: float = share(
         0.99,
-        ge=0,
-        le=1,
-        description="precision int8 is refused when its min cosine to fp32 (on sample texts it "
-        "was not calibrated on) is lower",
+        "precision int8 is refused when its min cosine to fp32 (on sample texts it was not "
+        "calibrated on) is lower",
     )
     normalize: bool = Field(True, description="L2-normalise vectors (cosine = inner product)")
     prefix: str = Field("", description="text prepended to every chunk, e.g. 'passage: ' for E5")
@@ -299,20 +302,16 @@ class EvalConfig(Section):
         description='JSONL file, one {"query": "...", "relevant": ["doc_id", ...]} per line'
     )
     k: int = Field(10, ge=1, description="hits per query scored (recall@k, MRR@k, nDCG@k)")
-    max_drop: float = Field(
-        0.01, ge=0, le=1, description="hold when any metric is more than this below live's"
-    )
+    max_drop: float = share(0.01, "hold when any metric is more than this below live's")
 
 
 class PromoteConfig(Section):
     """When a new generation (a model or chunking change) may replace the live index."""
 
-    min_fraction: float = Field(
+    min_fraction: float = share(
         0.9,
-        ge=0,
-        le=1,
-        description="promote a new generation only when it holds at least this share of the "
-        "live one's documents (else the run is held; --force overrides)",
+        "promote a new generation only when it holds at least this share of the live one's "
+        "documents (else the run is held; --force overrides)",
     )
     keep_previous: int = Field(
         1,

@@ -18,20 +18,8 @@ from embedpipe.sinks import open_sink
 from embedpipe.types import point_id
 from tests.clikit import cli
 
-WORDS = [
-    "alpha",
-    "beta",
-    "gamma",
-    "delta",
-    "epsilon",
-    "zeta",
-    "eta",
-    "theta",
-    "iota",
-    "kappa",
-    "lambda",
-    "mu",
-]
+WORDS = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa",
+         "lambda", "mu")  # fmt: skip
 
 
 def corpus(n: int, salt: str = "") -> list[dict[str, Any]]:
