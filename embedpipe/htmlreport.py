@@ -120,6 +120,7 @@ def render(r: dict[str, Any]) -> str:
             "wall time: start-up (checking the source, loading the model), then each phase",
         ),
         "</div>",
+        _promotion(r),
         _notes(r),
         _errors(r),
         _details(r),
@@ -161,6 +162,25 @@ def _cards(r: dict[str, Any]) -> str:
 
 def _figure(title: str, chart: str, caption: str) -> str:
     return f"<figure><h2>{esc(title)}</h2>{chart}<figcaption>{esc(caption)}</figcaption></figure>"
+
+
+def _promotion(r: dict[str, Any]) -> str:
+    """A new generation's verdict: live and staged side by side (documents, then the metrics)."""
+    p = r.get("promotion")
+    if not isinstance(p, dict):
+        return ""
+    live, staged = p.get("live") or {}, p.get("staged") or {}
+    keys = [k for k in ("documents", "recall", "mrr", "ndcg") if k in live or k in staged]
+    cell = lambda v: "" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    rows = "".join(
+        f"<tr><th>{esc(k)}</th><td>{esc(cell(live.get(k)))}</td><td>{esc(cell(staged.get(k)))}</td></tr>"
+        for k in keys
+    )
+    verdict = "promoted" if p.get("promoted") else "held"
+    return (
+        f"<h2>Promotion: {verdict}</h2><p id='promotion-reason'>{esc(p.get('reason', ''))}</p>"
+        f"<table id='promotion'><tr><th></th><th>live</th><th>staged</th></tr>{rows}</table>"
+    )
 
 
 def _notes(r: dict[str, Any]) -> str:

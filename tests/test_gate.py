@@ -253,3 +253,22 @@ def test_held_gate_is_not_forced_by_the_documents_rule(
         embedpipe.run(
             settings(root, "faiss", tmp_path, promote=gate, model={"name": str(tiny_model)})
         )
+
+
+def test_html_report_shows_live_and_staged_metrics_side_by_side(
+    make_corpus, tmp_path: Path, queries: Path, tiny_model: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from embedpipe.htmlreport import render
+
+    root = make_corpus(TOPICS)
+    gate = {"eval": {"queries": str(queries), "k": 3}}
+    embedpipe.run(settings(root, "faiss", tmp_path, promote=gate))
+    challenger = settings(root, "faiss", tmp_path, promote=gate, model={"name": str(tiny_model)})
+    held = embedpipe.api.run(challenger, raise_on_failure=False)
+    page = render(held.to_dict())
+    table = page[page.index("<table id='promotion'>") :].split("</table>")[0]
+    assert "Promotion: held" in page
+    for metric in ("documents", "recall", "mrr", "ndcg"):
+        assert f"<th>{metric}</th>" in table
+    live, staged = held.promotion["live"], held.promotion["staged"]  # type: ignore[index]
+    assert f"<td>{live['recall']:.3f}</td><td>{staged['recall']:.3f}</td>" in table
