@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from embedpipe.config import BatchingConfig
 from embedpipe.types import Batch, Chunk
+
+if TYPE_CHECKING:  # the config needs pydantic, which a bare GPU worker may lack
+    from embedpipe.config import BatchingConfig
 
 # Least share of real tokens in a batch: keeps padding under 5% on corpora of varied lengths.
 MIN_FILL = 0.95

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from embedpipe.config import ChunkingConfig, ModelConfig
 from embedpipe.errors import ConfigError, ModelError
 from embedpipe.types import Chunk, Document
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the config needs pydantic, which a bare GPU worker may lack
     from transformers import PreTrainedTokenizerBase
+
+    from embedpipe.config import ChunkingConfig, ModelConfig
 
 # Characters tokenised per call: big enough to amortise the call, small enough that the
 # offsets of one window (Python lists inside transformers) stay a few MB.

@@ -93,7 +93,7 @@ class LazyEncoder:
         """What decides the identity: the model files, and the settings that change vectors."""
         if self._key_cached is None:
             _, path = resolve_model_path(self.cfg.name)
-            settings = self.cfg.model_dump(include={"max_seq_length", "normalize", "prefix",
+            settings = self.cfg.model_dump(include={"max_seq_length", "normalize", "prefix", "precision",
                                                     "truncate_dim", "quantization"})  # fmt: skip
             self._key_cached = hash_model_files(path) + json.dumps(settings, sort_keys=True)
         return self._key_cached
