@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Throughput benchmarks for embedpipe, each comparison made in one run on the same input.
 
-    .venv/bin/python scripts/bench.py            # default (~10 min on 2 idle cores), writes BENCHMARKS.md
-    .venv/bin/python scripts/bench.py --quick    # smaller corpora, a few minutes
+    .venv/bin/python scripts/bench.py                      # default (~20 min on 2 idle cores), writes BENCHMARKS.md
+    .venv/bin/python scripts/bench.py --quick --out F.md   # smaller corpora, a few minutes
 
-Sections: end-to-end backfill vs the plain script a user writes (two corpora), encoder only vs
-SentenceTransformer.encode fp32/bf16, torch threads, padding efficiency, peak RSS at 1x and 4x,
-the compute ceiling, and an unchanged re-run. Model load is timed apart from every run.
+Sections: whole process, `embedpipe backfill` with its defaults vs the plain script a user writes
+(records and packed documents; scripts/bench_process.py), an unchanged re-run of the records
+beside LangChain index() (scripts/bench_rerun.py), encoder only vs SentenceTransformer.encode
+fp32/bf16 and by backend (scripts/bench_backends.py), torch threads, padding efficiency, the
+compute ceiling, peak memory (scripts/bench_memory.py when present, else 1x and 4x) and a
+profile of the encoder.
 """
 
 from __future__ import annotations
@@ -35,8 +38,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import bench_backends  # noqa: E402
+import bench_process  # noqa: E402
+import bench_rerun  # noqa: E402
 import corpus  # noqa: E402
 import numpy as np  # noqa: E402
+
+try:  # another script owns the memory section; the 1x/4x one below stands in until it lands
+    import bench_memory  # type: ignore[import-not-found]
+except ImportError:
+    bench_memory = None
 
 RESULTS: list[str] = []
 
@@ -72,8 +82,34 @@ def machine() -> str:
     import torch
 
     return (
-        f"{model}, {len(os.sched_getaffinity(0))} cores, {os.cpu_count()} CPUs; "
-        f"Python {platform.python_version()}, torch {torch.__version__}"
+        f"{model}, {len(os.sched_getaffinity(0))} cores, {os.cpu_count()} CPUs, "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB; "
+        f"{cpu_features()}; Python {platform.python_version()}, torch {torch.__version__}"
+    )
+
+
+def cpu_flags() -> set[str]:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.partition(":")[2].split())
+    return set()
+
+
+def native_bf16() -> bool:
+    """The CPU computes bf16 itself (elsewhere torch emulates it, several times slower)."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+def cpu_features() -> str:
+    """The vector extensions that decide the kernels: AVX2, AVX-512, native bf16 (or their lack)."""
+    flags = cpu_flags()
+    has = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    lacks = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f not in flags]
+    return (
+        "CPU flags: "
+        + (", ".join(has) or "none of avx2/avx512")
+        + (f" (no {', '.join(lacks)})" if lacks else "")
     )
 
 
@@ -81,12 +117,20 @@ def machine() -> str:
 
 
 def build_corpora(work: Path, quick: bool) -> dict[str, Path]:
+    """Packed documents, the records (all of them once: the encoder sections' corpus), the
+    records grown to 4,000 for the whole-process sections (quick: 400), and the 1x/4x pair."""
     docs, records, rss = work / "docs", work / "records.jsonl", work / "rss"
-    corpus.write_docs(docs, modules=6 if quick else 14)
+    corpus.write_docs(docs, modules=2 if quick else 8)
     corpus.write_records(records, limit=None)
+    process_records = work / "records-process.jsonl"
+    if quick:
+        corpus.write_records(process_records, limit=400)
+    else:
+        bench_rerun.write_records(process_records, 4000)
     corpus.write_docs(rss / "x1", modules=2 if quick else 4)
     corpus.write_docs(rss / "x4", modules=2 if quick else 4, scale=4)
-    return {"docs": docs, "records": records, "rss1": rss / "x1", "rss4": rss / "x4"}
+    return {"docs": docs, "records": records, "records_4k": process_records,
+            "rss1": rss / "x1", "rss4": rss / "x4"}  # fmt: skip
 
 
 def read_documents(path: Path) -> list[Any]:
@@ -105,114 +149,14 @@ def chunks_of(encoder: Any, docs: list[Any]) -> list[Any]:
     return list(chunker.chunk_many(docs))
 
 
-# -- end to end -----------------------------------------------------------------------------
-
-
-class CaptureSink:
-    """Wraps the real sink and keeps a copy of every vector for the parity check."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner, self.uri, self.vectors = inner, inner.uri, {}
-
-    def write(self, embedded: Any) -> None:
-        self.inner.write(embedded)
-        for chunk, vector in zip(embedded.chunks, embedded.vectors, strict=True):
-            self.vectors[chunk.id] = vector.copy()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-def run_ours(
-    encoder: Any, source: Path, work: Path, name: str
-) -> tuple[Any, dict[str, Any], float]:
-    """One embedpipe run (model already loaded) into local Qdrant: (report, vectors, seconds)."""
-    from embedpipe.config import load_config
-    from embedpipe.pipeline import Pipeline
-    from embedpipe.sinks import open_sink
-
-    cfg = load_config(None, {"source": {"uri": str(source)},
-                             "sink": {"uri": f"qdrant:{work / name}", "collection": name}})  # fmt: skip
-    sink = CaptureSink(open_sink(cfg.sink))
-    with timer() as t:
-        report = Pipeline(cfg, sink=sink, encoder=encoder).run()
-    return report, sink.vectors, t[0]
-
-
-def run_plain(
-    model: Any, texts: list[str], ids: list[str], work: Path, name: str
-) -> tuple[np.ndarray, float]:
-    """The script a user writes: encode(batch_size=32), then upsert into local Qdrant."""
-    import uuid
-
-    from qdrant_client import QdrantClient, models
-
-    with timer() as t:
-        vectors = model.encode(texts, batch_size=32, normalize_embeddings=True)
-        client = QdrantClient(path=str(work / f"plain-{name}"))
-        client.create_collection(name, vectors_config=models.VectorParams(
-            size=vectors.shape[1], distance=models.Distance.COSINE))  # fmt: skip
-        for i in range(0, len(texts), 256):
-            client.upsert(name, points=[
-                models.PointStruct(id=str(uuid.uuid5(uuid.NAMESPACE_URL, cid)), vector=v.tolist(),
-                                   payload={"id": cid, "text": text})
-                for cid, v, text in zip(ids[i:i + 256], vectors[i:i + 256], texts[i:i + 256], strict=True)
-            ])  # fmt: skip
-        client.close()
-    return vectors, t[0]
-
-
-def end_to_end(encoder: Any, st: Any, corpora: dict[str, Path], work: Path) -> dict[str, Any]:
-    out("## End to end: embedpipe backfill vs the plain script")
-    out()
-    out(
-        "Both embed the same chunk texts (our chunker's, made for the plain script outside its "
-        "timing) into local Qdrant; model load excluded from both. Plain: "
-        "`SentenceTransformer.encode(texts, batch_size=32)` fp32, then upserts of 256 points."
-    )
-    out()
-    rows, firsts = [], {}
-    for name in ("docs", "records"):
-        report, ours, secs = run_ours(encoder, corpora[name], work, name)
-        chunks = chunks_of(encoder, read_documents(corpora[name]))
-        texts, ids = [c.text for c in chunks], [c.id for c in chunks]
-        tokens = sum(c.token_count for c in chunks)
-        plain, psecs = run_plain(st, texts, ids, work, name)
-        mine = np.stack([ours[i] for i in ids])
-        cos = (
-            np.sum(mine * plain, axis=1)
-            / np.linalg.norm(mine, axis=1)
-            / np.linalg.norm(plain, axis=1)
-        )
-        assert report.tokens_embedded == tokens, (report.tokens_embedded, tokens)
-        rows.append([name, len(chunks), tokens, f"{tokens / secs:,.0f}", f"{tokens / psecs:,.0f}",
-                     f"**{psecs / secs:.2f}x**", f"{cos.min():.5f}",
-                     f"{report.padding_efficiency:.3f}", report.precision])  # fmt: skip
-        firsts[name] = (report, secs)
-    table(["corpus", "chunks", "tokens", "embedpipe tok/s", "plain tok/s", "ratio",
-           "min cosine", "padding eff.", "precision"], rows)  # fmt: skip
-    return firsts
-
-
-def rerun(encoder: Any, corpora: dict[str, Path], work: Path, first: tuple[Any, float]) -> None:
-    out("## Incremental: unchanged re-run")
-    out()
-    report, secs = run_ours(encoder, corpora["docs"], work, "docs")[0::2]
-    assert report.chunks_embedded == 0, "an unchanged re-run must embed nothing"
-    table(["run", "chunks embedded", "chunks skipped", "seconds"], [
-        ["first", first[0].chunks_embedded, first[0].chunks_skipped, f"{first[1]:.2f}"],
-        ["unchanged re-run", report.chunks_embedded, report.chunks_skipped, f"{secs:.2f}"],
-    ])  # fmt: skip
-    out(f"Re-run speed-up: **{first[1] / secs:.0f}x** (target >= 50x).")
-    out()
-
-
 # -- encoder only ---------------------------------------------------------------------------
 
 
 def encoder_only(
-    encoder: Any, st_fp32: Any, st_bf16: Any, chunks: list[Any], repeats: int
+    encoder: Any, st_fp32: Any, st_bf16: Any | None, chunks: list[Any], repeats: int
 ) -> dict[str, float]:
+    """Our batches vs ST.encode on the same chunks; bf16 rows only where the CPU has bf16
+    (`st_bf16` None: emulated bf16 runs several times slower than fp32, see the backends table)."""
     import torch
 
     from embedpipe.batching import batches
@@ -221,8 +165,6 @@ def encoder_only(
     tokens = sum(c.token_count for c in chunks)
     packed = list(batches(chunks, max_batch_tokens=16384, pad_id=encoder.pad_id))
     fp32 = st_fp32[0]  # same weights in fp32 (the encoder's own may already be bf16)
-    torch_bf16 = encoder.backend == "torch" and encoder.precision == "bf16"
-    bf16 = encoder.model[0] if torch_bf16 else _bf16_copy(fp32)
 
     def ours(module: Any) -> Callable[[], None]:
         def go() -> None:
@@ -231,12 +173,23 @@ def encoder_only(
 
         return go
 
+    def chosen() -> None:
+        for b in packed:
+            encoder.encode_batch(b)
+
     runs: dict[str, Callable[[], Any]] = {
         "ST.encode fp32, batch 32": lambda: st_fp32.encode(texts, batch_size=32),
         "embedpipe fp32, 16384-token buckets": ours(fp32),
-        "ST.encode bf16, batch 32": lambda: st_bf16.encode(texts, batch_size=32),
-        "embedpipe bf16, 16384-token buckets": ours(bf16),
     }
+    if st_bf16 is not None:
+        torch_bf16 = encoder.backend == "torch" and encoder.precision == "bf16"
+        bf16 = encoder.model[0] if torch_bf16 else _bf16_copy(fp32)
+        runs["ST.encode bf16, batch 32"] = lambda: st_bf16.encode(texts, batch_size=32)
+        runs["embedpipe bf16, 16384-token buckets"] = ours(bf16)
+    if encoder.backend != "torch":
+        runs[
+            f"embedpipe as chosen ({encoder.backend} {encoder.precision}), 16384-token buckets"
+        ] = chosen
     best = {k: float("inf") for k in runs}
     for _ in range(repeats):  # interleaved so background load hits all alike
         for k, fn in runs.items():
@@ -248,11 +201,13 @@ def encoder_only(
     out(
         f"{len(chunks)} chunks, {tokens:,} tokens of the records corpus (varied lengths); "
         f"best of {repeats}, interleaved; torch threads {torch.get_num_threads()}."
+        + ("" if st_bf16 is not None else " No bf16 rows: this CPU has no native bf16.")
     )
     out()
     rate = {k: tokens / v for k, v in best.items()}
-    ref = rate["ST.encode bf16, batch 32"]
-    table(["run", "tokens/s", "vs ST bf16"],
+    ref_name = "ST bf16" if st_bf16 is not None else "ST fp32"
+    ref = rate[f"ST.encode {ref_name[3:]}, batch 32"]
+    table(["run", "tokens/s", f"vs {ref_name}"],
           [[k, f"{v:,.0f}", f"{v / ref:.2f}x"] for k, v in rate.items()])  # fmt: skip
     return rate
 
@@ -370,9 +325,15 @@ def ceiling(encoder: Any, chunks: list[Any], rates: dict[str, float]) -> None:
     mean_len = float(np.mean([c.token_count for c in chunks]))
     per_token = flops_per_token(encoder, mean_len)
     rows = []
-    for label, dtype, key in (("fp32", torch.float32, "embedpipe fp32, 16384-token buckets"),
-                              ("bf16", torch.bfloat16, "embedpipe bf16, 16384-token buckets")):  # fmt: skip
-        peak = matmul_flops(dtype)
+    candidates = [("torch fp32", torch.float32, "embedpipe fp32, 16384-token buckets"),
+                  ("torch bf16", torch.bfloat16, "embedpipe bf16, 16384-token buckets")]  # fmt: skip
+    candidates += [(k.split("(")[1].split(")")[0], torch.float32, k) for k in rates
+                   if k.startswith("embedpipe as chosen") and "fp32" in k]  # fmt: skip
+    peaks: dict[Any, float] = {}
+    for label, dtype, key in candidates:
+        if key not in rates:
+            continue
+        peak = peaks[dtype] = peaks.get(dtype) or matmul_flops(dtype)
         reached = rates[key] * per_token
         rows.append([label, f"{peak / 1e9:,.1f}", f"{reached / 1e9:,.1f}", f"**{reached / peak:.0%}**",
                      f"{peak / per_token:,.0f}"])  # fmt: skip
@@ -407,6 +368,29 @@ def profile_encode(encoder: Any, chunks: list[Any]) -> None:
     out()
 
 
+def memory_section(corpora: dict[str, Path], work: Path, quick: bool) -> None:
+    """scripts/bench_memory.py's section when it is there, else the 1x/4x one above. Its 1x is
+    500 records (quick: 50), RSS only: at 1x/4x/8x that is 6,500 records embedded, ~3 min here;
+    its tracemalloc runs would double that (run scripts/bench_memory.py for them)."""
+    if bench_memory is not None:
+        folder = work / "memory"
+        folder.mkdir(exist_ok=True)
+        try:
+            bench_memory.memory_section(out, folder, 50 if quick else 500, traced=False)
+            return
+        except Exception as exc:  # its failure must not cost the rest of a 20-minute run
+            out(f"scripts/bench_memory.py failed ({type(exc).__name__}: {exc}); the 1x/4x "
+                "section instead.")  # fmt: skip
+            out()
+    memory(corpora, work)
+
+
+def section_load(name: str) -> None:
+    bench_process.note(f"{name} starts")
+    out(f"_Load average at the start of the {name} section: {os.getloadavg()[0]:.1f}._")
+    out()
+
+
 # -- main -----------------------------------------------------------------------------------
 
 
@@ -416,11 +400,16 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="smaller corpora, one repeat")
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--process-repeats", type=int, default=None,
+                        help="fresh processes per side and corpus in the whole-process section "
+                        "(default 2, --quick 1)")  # fmt: skip
     parser.add_argument("--rss-child", nargs=2, metavar=("SOURCE", "SINK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
         rss_child(*args.rss_child)
         return
+    if args.process_repeats is None:
+        args.process_repeats = 1 if args.quick else 2
     command = "python scripts/bench.py" + (" --quick" if args.quick else "")
     started = time.time()
     load0 = os.getloadavg()[0]
@@ -437,7 +426,11 @@ def main() -> None:
         with timer() as t_load:
             encoder = Encoder(ModelConfig(device="cpu"))  # backend/precision auto: parity check
         st = SentenceTransformer(str(encoder.path), device="cpu")
-        st_bf16 = SentenceTransformer(str(encoder.path), device="cpu").to(torch.bfloat16)
+        st_bf16 = (
+            SentenceTransformer(str(encoder.path), device="cpu").to(torch.bfloat16)
+            if native_bf16()
+            else None
+        )
         out(f"Command: `{command}`  ")
         out(f"Machine: {machine()}  ")
         out(
@@ -454,20 +447,28 @@ def main() -> None:
             "measures it on one."
         )
         out()
-        firsts = end_to_end(encoder, st, corpora, work)
-        rerun(encoder, corpora, work, firsts["docs"])
+        process_corpora = {
+            name: (corpora[key], chunks_of(encoder, read_documents(corpora[key])))
+            for name, key in (("records", "records_4k"), ("docs", "docs"))
+        }
+        section_load("whole-process")
+        kept = bench_process.whole_process(out, table, process_corpora, work, args.process_repeats)
+        section_load("unchanged re-run")
+        bench_rerun.rerun_section(out, table, corpora["records_4k"], *kept["records"], work, 3)
+        section_load("encoder sections")
         rec_chunks = chunks_of(encoder, read_documents(corpora["records"]))
-        sample = rec_chunks if not args.quick else rec_chunks[:400]
+        sample = rec_chunks[:: 6 if args.quick else 2]  # every length, a fraction of the time
         rates = encoder_only(encoder, st, st_bf16, sample, repeats=1 if args.quick else 2)
         out("## Encoder only: backends and precisions (scripts/bench_backends.py)")
         out()
-        for line in bench_backends.measure(400, 64, 1 if args.quick else 3, int8=True):
+        texts, repeats = (150, 1) if args.quick else (400, 2)
+        for line in bench_backends.measure(texts, 64, repeats, int8=True):
             out(line)
         out()
         threads(encoder, sample[:300])
         padding(rec_chunks)
         ceiling(encoder, sample, rates)
-        memory(corpora, work)
+        memory_section(corpora, work, args.quick)
         profile_encode(encoder, sample[:300])
     out(
         f"Total benchmark time {time.time() - started:.0f} s; load average at end {os.getloadavg()[0]:.1f}."
