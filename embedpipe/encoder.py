@@ -61,6 +61,10 @@ log = logging.getLogger(__name__)
 # (beyond ~half a million tokens per batch a GPU gains nothing but latency).
 GPU_MEMORY_SHARE = 0.5
 MAX_GPU_BATCH_TOKENS = 1 << 19
+# Most padded tokens one CPU forward pass takes: a batch's activations (attention grows with
+# rows x width^2) would otherwise grow until a corpus fills the batch budget; CPU throughput
+# per token is the same in pieces this size (notes/memory.md).
+CPU_PASS_TOKENS = 4096
 
 # The loader the constructor calls, looked up at call time so tests can hand over a loaded model.
 _load = load_model
@@ -105,9 +109,9 @@ class Encoder:
     """A sentence-transformers model, loaded once, that turns Batches into float32 vectors.
 
     `backend` is torch or openvino; `precision_reason` says why backend and precision were
-    chosen (for int8 also how close it stays to fp32: `int8`); on CUDA `token_cap` (None until
-    a CUDA out-of-memory) is the most padded tokens one forward pass may take, and
-    `oom_backoffs` counts how often it was halved.
+    chosen (for int8 also how close it stays to fp32: `int8`); `token_cap` is the most padded
+    tokens one forward pass may take (CPU_PASS_TOKENS on the CPU; on CUDA None until a CUDA
+    out-of-memory), and `oom_backoffs` counts how often it was halved.
     """
 
     def __init__(self, cfg: ModelSettings | None = None) -> None:
@@ -130,7 +134,7 @@ class Encoder:
         self._takes_token_types = "token_type_ids" in getattr(
             self.tokenizer, "model_input_names", []
         )
-        self.token_cap: int | None = None
+        self.token_cap = None if self.device.startswith("cuda") else CPU_PASS_TOKENS
         self.oom_backoffs = 0
         self._files_hash: str | None = None
         self._blocks: list[tuple[np.ndarray, np.ndarray]] | None = None

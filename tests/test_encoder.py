@@ -1,5 +1,6 @@
 """Encoder: reference parity with SentenceTransformer.encode (torch and OpenVINO), the settings it
-reads, the model identity, CUDA out-of-memory back-off and the GPU token budget."""
+reads, the model identity, CUDA out-of-memory back-off, the GPU token budget and the CPU's bounded
+forward passes."""
 
 from __future__ import annotations
 
@@ -18,14 +19,14 @@ import torch
 import embedpipe.encoder as encoder_module
 from embedpipe.batching import batches
 from embedpipe.chunking import Chunker
-from embedpipe.config import ChunkingConfig, ModelConfig
-from embedpipe.encoder import MAX_GPU_BATCH_TOKENS, Encoder
+from embedpipe.config import ChunkingConfig, ModelConfig, load_config
+from embedpipe.encoder import CPU_PASS_TOKENS, MAX_GPU_BATCH_TOKENS, Encoder
 from embedpipe.errors import ModelError
 from embedpipe.hashing import fingerprint
 from embedpipe.models import hash_model_files
 from embedpipe.pipeline import Pipeline
 from embedpipe.sources import read_dir
-from embedpipe.types import Chunk, Document
+from embedpipe.types import Batch, Chunk, Document
 from tests.streamkit import WORDS, small_batch_config, varied_docs
 
 needs_openvino = pytest.mark.skipif(
@@ -261,3 +262,56 @@ def test_gpu_budget_follows_free_memory(encoder: Encoder, monkeypatch: pytest.Mo
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (64 << 20, 140 << 30))
     assert gpu.batch_token_budget(16384) == 16384, "never below what the config asks for"
     assert encoder.batch_token_budget(16384) == 16384, "CPU: the config's budget as it is"
+
+
+@pytest.fixture
+def recording(encoder: Encoder, monkeypatch: pytest.MonkeyPatch) -> tuple[Encoder, list[int]]:
+    """An encoder (sharing the session model) that notes the padded tokens of each forward pass."""
+    mine = copy.copy(encoder)
+    passes: list[int] = []
+    piece = mine._encode_piece
+
+    def counted(ids: np.ndarray, mask: np.ndarray, transformer: Any = None) -> np.ndarray:
+        passes.append(ids.size)
+        return piece(ids, mask, transformer)
+
+    monkeypatch.setattr(mine, "_encode_piece", counted)
+    return mine, passes
+
+
+LONG_TEXTS = [f"Passage {i}: " + " ".join((WORDS * 40)[: 40 + i]) for i in range(96)]
+
+
+def test_cpu_forward_passes_stay_within_the_pass_cap_with_the_same_vectors(
+    encoder: Encoder, recording: tuple[Encoder, list[int]]
+) -> None:
+    mine, passes = recording
+    ids, mask = mine._tokenize(LONG_TEXTS)
+    assert ids.size > 2 * CPU_PASS_TOKENS, "the batch must be over the cap twice over"
+    vectors = mine.encode_ids(ids, mask)
+
+    assert mine.token_cap == CPU_PASS_TOKENS
+    assert len(passes) >= 3 and max(passes) <= CPU_PASS_TOKENS
+    whole = copy.copy(encoder)
+    whole.token_cap = None  # one forward pass of the whole batch
+    assert np.allclose(vectors, whole.encode_ids(ids, mask), atol=1e-5)
+
+
+def test_forward_passes_stay_bounded_however_large_the_batches(
+    recording: tuple[Encoder, list[int]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine, passes = recording
+    batch_sizes: list[int] = []
+    encode_batch = mine.encode_batch
+
+    def counted(batch: Batch) -> np.ndarray:
+        batch_sizes.append(batch.input_ids.size)
+        return encode_batch(batch)
+
+    monkeypatch.setattr(mine, "encode_batch", counted)
+    cfg = load_config(None, {"sink": {"uri": f"faiss:{tmp_path / 'index'}"}})  # default budget
+    report = Pipeline(cfg, source=varied_docs(300, 3), encoder=mine).run()
+
+    assert report.outcome == "done" and report.chunks_embedded >= 300
+    assert max(batch_sizes) > CPU_PASS_TOKENS, "the batcher's batches outgrow one pass"
+    assert max(passes) <= CPU_PASS_TOKENS
