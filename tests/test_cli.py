@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.clikit import embedpipe as command
 from tests.test_pipeline import FILES
 
 pytestmark = pytest.mark.slow
@@ -19,12 +20,10 @@ pytestmark = pytest.mark.slow
 def embedpipe(
     *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run the CLI in a fresh interpreter, as cron or an operator would."""
-    return subprocess.run(
-        [sys.executable, "-m", "embedpipe", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", **(env or {})},
-    )  # fmt: skip
+    """The CLI as its own process, as cron or an operator runs it."""
+    return command(
+        *args, cwd=cwd, env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", **(env or {})}
+    )
 
 
 @pytest.mark.parametrize("kind", ["qdrant", "faiss"])

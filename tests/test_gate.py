@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ import embedpipe.api
 from embedpipe.config import load_config
 from embedpipe.errors import EmbedpipeError, HeldError
 from embedpipe.evaluation import Query, load_queries, score
+from tests.clikit import embedpipe as command
 from tests.test_incremental import consistency
 
 SINKS = ["qdrant-edge", "qdrant", "faiss", "parquet"]
@@ -177,10 +176,10 @@ def test_promote_refuses_a_generation_still_being_built(make_corpus, tmp_path: P
     root = make_corpus(TOPICS)
     cfg = settings(root, "faiss", tmp_path)
     embedpipe.run(cfg)
-    args = [sys.executable, "-m", "embedpipe", "backfill", str(root), "--sink", cfg.sink.uri,
-            "--collection", "docs", "--chunk-tokens", "48", "--overlap-tokens", "0", "--max-batch-tokens", "64"]  # fmt: skip
+    args = ["backfill", str(root), "--sink", cfg.sink.uri, "--collection", "docs",
+            "--chunk-tokens", "48", "--overlap-tokens", "0", "--max-batch-tokens", "64"]  # fmt: skip
     env = {**os.environ, "EMBEDPIPE_CRASH_AT": "ledger-commit:1"}
-    assert subprocess.run(args, env=env, capture_output=True, timeout=300).returncode == -9
+    assert command(*args, env=env).returncode == -9
     with pytest.raises(EmbedpipeError, match="No generation 'staged'"):
         embedpipe.promote(cfg)
 
@@ -197,18 +196,8 @@ def test_sigkill_at_the_rollback_switch_leaves_one_live_generation_the_ledger_ag
     embedpipe.run(
         settings(root, kind, tmp_path, chunking={"chunk_tokens": 48, "overlap_tokens": 0})
     )
-    args = [
-        sys.executable,
-        "-m",
-        "embedpipe",
-        "rollback",
-        "--sink",
-        cfg.sink.uri,
-        "--collection",
-        "docs",
-    ]
-    killed = subprocess.run(args, env={**os.environ, "EMBEDPIPE_CRASH_AT": "swap:1"},
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    args = ["rollback", "--sink", cfg.sink.uri, "--collection", "docs"]
+    killed = command(*args, env={**os.environ, "EMBEDPIPE_CRASH_AT": "swap:1"})
     assert killed.returncode == -9, killed.stderr
     embedpipe.api.reconcile(cfg, repair=True)  # the ledger follows the sink
     gens = embedpipe.api.status(cfg)[0]["generations"]
@@ -223,23 +212,19 @@ def test_cli_eval_promote_and_rollback(make_corpus, tmp_path: Path, queries: Pat
     cfg = settings(root, "faiss", tmp_path)
     embedpipe.run(cfg)
     base = ["--sink", cfg.sink.uri, "--collection", "docs"]
-    cli = [sys.executable, "-m", "embedpipe"]
-    shown = subprocess.run([*cli, "eval", *base, "--queries", str(queries), "-k", "3", "--json"],
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    shown = command("eval", *base, "--queries", str(queries), "-k", "3", "--json")
     assert shown.returncode == 0, shown.stderr
     result = json.loads(shown.stdout)
     assert result["generation"]["state"] == "live" and set(result) >= {"recall", "mrr", "ndcg"}
     assert len(result["per_query"]) == len(QUERIES)
-    held = subprocess.run([*cli, "backfill", str(root), *base, "--chunk-tokens", "48", "--overlap-tokens", "0",
-                           "--eval-queries", str(queries)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    held = command("backfill", str(root), *base, "--chunk-tokens", "48", "--overlap-tokens", "0",
+                   "--eval-queries", str(queries))  # fmt: skip
     assert held.returncode == 0, held.stderr  # same model, other chunking: no worse
-    rolled = subprocess.run([*cli, "rollback", *base], capture_output=True, text=True, timeout=300)
+    rolled = command("rollback", *base)
     assert rolled.returncode == 0 and "is live" in rolled.stdout, rolled.stderr
-    again = subprocess.run([*cli, "promote", *base, "--generation", "previous"],
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    again = command("promote", *base, "--generation", "previous")
     assert again.returncode == 0, again.stderr
-    none = subprocess.run([*cli, "promote", *base, "--generation", "staged"],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    none = command("promote", *base, "--generation", "staged")
     assert none.returncode == 1 and "No generation 'staged'" in none.stderr
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,8 @@ from embedpipe.ledger import Ledger, Target, state_dir_for, target_key
 from embedpipe.pipeline import Pipeline
 from embedpipe.sinks import open_sink
 from embedpipe.types import Embedded
+from tests.clikit import embedpipe as command
+from tests.clikit import start
 
 SINKS = ["qdrant-edge", "qdrant", "faiss", "parquet"]
 # Parquet shares FAISS's shard store and passes these too, but each case costs ~7 s of subprocesses.
@@ -198,13 +198,13 @@ def test_sigkill_at_any_point_then_rerun_converges(
     if point.startswith("sink-delete"):
         embedpipe.run(cfg)
         (root / "doc05.md").unlink()
-    args = [sys.executable, "-m", "embedpipe", "backfill", str(root), "--sink", cfg.sink.uri, "--collection", "docs",
+    args = ["backfill", str(root), "--sink", cfg.sink.uri, "--collection", "docs",
             "--chunk-tokens", "24", "--overlap-tokens", "0", "--max-batch-tokens", "64", "--mode", "full"]  # fmt: skip
     env = {**os.environ, "EMBEDPIPE_CRASH_AT": point, "EMBEDPIPE_BATCHING__MAX_BATCH_SIZE": "4"}
-    killed = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    killed = command(*args, env=env)
     assert killed.returncode == -9, killed.stderr
     env.pop("EMBEDPIPE_CRASH_AT")
-    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    rerun = command(*args, env=env)
     assert rerun.returncode == 0, rerun.stderr
     in_sink, in_ledger = consistency(cfg)
     assert len(in_sink) == len(set(in_sink))
@@ -288,12 +288,10 @@ def test_sigterm_finishes_the_batch_in_flight_and_a_rerun_resumes(tmp_path: Path
             (stdlib_docs / str(copy) / name).write_text(f"{text} (copy {copy})")
 
     uri = f"faiss:{tmp_path / 'f'}"
-    args = [sys.executable, "-m", "embedpipe", "backfill", str(stdlib_docs), "--sink", uri, "--collection", "docs",
+    args = ["backfill", str(stdlib_docs), "--sink", uri, "--collection", "docs",
             "--chunk-tokens", "64", "--overlap-tokens", "0"]  # fmt: skip
     env = {**os.environ, "COLUMNS": "300", "EMBEDPIPE_BATCHING__MAX_BATCH_SIZE": "2"}
-    proc = subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
+    proc = start(*args, env=env)
     ledger_path = state_dir_for(uri, None) / "ledger.sqlite"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:

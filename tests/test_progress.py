@@ -27,6 +27,7 @@ from embedpipe.preflight import RecordCount
 from embedpipe.progress import estimate
 from embedpipe.sources import open_source
 from embedpipe.types import RunReport
+from tests.clikit import embedpipe as command
 
 TEXT = (
     "the json module encodes objects as text while the planner reads documents and the "
@@ -240,10 +241,7 @@ def test_bar_in_a_terminal_counts_tokens_and_is_full_only_at_the_end(
 def test_without_a_terminal_progress_is_plain_lines_at_most_every_interval(tmp_path: Path) -> None:
     args = [*backfill_args(write_source(tmp_path, "jsonl"), tmp_path), "--progress-every", "1"]
     began = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "embedpipe", *args], capture_output=True, text=True, timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
+    done = command(*args, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     wall = time.monotonic() - began
     assert done.returncode == 0, done.stderr
     assert "\x1b[" not in done.stderr and "\r" not in done.stderr

@@ -6,8 +6,6 @@ import gzip
 import json
 import os
 import sqlite3
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +21,7 @@ from embedpipe.errors import ConfigError
 from embedpipe.ledger import PENDING
 from embedpipe.sinks.store import ShardStore
 from embedpipe.types import Document, RecordError
+from tests.clikit import embedpipe as command
 from tests.test_incremental import consistency, corpus_files
 
 pytestmark = pytest.mark.ray
@@ -201,13 +200,18 @@ def test_unchanged_rerun_on_ray_embeds_nothing(kind: str, make_corpus, tmp_path:
 def test_ray_run_killed_midway_then_rerun_converges(make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     root = make_corpus(corpus_files(16))
     uri = f"faiss:{tmp_path / 'f'}"
-    args = [sys.executable, "-m", "embedpipe", "backfill", str(root), "--sink", uri, "--collection", "docs",
+    args = ["backfill", str(root), "--sink", uri, "--collection", "docs",
             "--engine", "ray", "--chunk-tokens", "48", "--overlap-tokens", "8", "--max-batch-tokens", "256"]  # fmt: skip
-    env = {**os.environ, "EMBEDPIPE_CRASH_AT": "sink-write:3", "EMBEDPIPE_RAY__BLOCK_DOCS": "2"}
-    killed = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "EMBEDPIPE_CRASH_AT": "sink-write:3",
+        "EMBEDPIPE_RAY__BLOCK_DOCS": "2",
+        "EMBEDPIPE_RAY__ADDRESS": "auto",
+    }  # the driver joins the module's Ray instance
+    killed = command(*args, env=env, timeout=600)
     assert killed.returncode == -9, killed.stderr[-2000:]
     env.pop("EMBEDPIPE_CRASH_AT")
-    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    rerun = command(*args, env=env, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     cfg = load_config(None, {"sink": {"uri": uri, "collection": "docs"}})
     in_sink, in_ledger = consistency(cfg)
@@ -221,11 +225,12 @@ def test_killed_run_with_actor_writes_leaves_no_orphan(make_corpus, tmp_path: Pa
     document deleted before the re-run loses those vectors too."""
     root = make_corpus(corpus_files(16))
     uri = f"parquet:{tmp_path / 'p'}"
-    args = [sys.executable, "-m", "embedpipe", "backfill", str(root), "--sink", uri, "--collection", "docs",
+    args = ["backfill", str(root), "--sink", uri, "--collection", "docs",
             "--engine", "ray", "--chunk-tokens", "48", "--overlap-tokens", "8", "--mode", "full"]  # fmt: skip
     env = {**os.environ, "EMBEDPIPE_CRASH_AT": "sink-write:1", "EMBEDPIPE_RAY__BLOCK_DOCS": "2",
+           "EMBEDPIPE_RAY__ADDRESS": "auto",
            "EMBEDPIPE_RAY__WRITE_FROM": "actors"}  # fmt: skip
-    killed = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    killed = command(*args, env=env, timeout=600)
     assert killed.returncode == -9, killed.stderr[-2000:]
     cfg = settings(root, uri, "ray")
     (store,) = (tmp_path / "p" / ".generations").glob("docs__*/store")  # the unpublished run
@@ -237,7 +242,7 @@ def test_killed_run_with_actor_writes_leaves_no_orphan(make_corpus, tmp_path: Pa
     gone = in_sink[0].partition("#")[0]
     (root / gone).unlink()
     env.pop("EMBEDPIPE_CRASH_AT")
-    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    rerun = command(*args, env=env, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     in_sink, in_ledger = consistency(cfg)
     assert len(in_sink) == len(set(in_sink)) > 0

@@ -19,6 +19,7 @@ import embedpipe.api
 from embedpipe.durable import StateLock
 from embedpipe.errors import HeldError
 from embedpipe.ledger import state_dir_for
+from tests.clikit import embedpipe as embedpipe_command
 from tests.test_incremental import config, consistency, corpus_files
 
 SINKS = ["qdrant-edge", "qdrant", "faiss", "parquet"]
@@ -28,6 +29,8 @@ CRASH_SINKS = ["qdrant-edge", "qdrant", "faiss"]
 def cli(
     *args: str, env: dict[str, str] | None = None, **kw: object
 ) -> subprocess.CompletedProcess[str]:
+    if not kw:
+        return embedpipe_command(*args, env=env)
     return subprocess.run([sys.executable, "-m", "embedpipe", *args], capture_output=True,
                           text=True, timeout=300, env=env or dict(os.environ), **kw)  # type: ignore[call-overload]  # fmt: skip
 
