@@ -36,6 +36,34 @@ MODEL_XML = "model.xml"
 HINTS = {"fp32": "f32", "bf16": "bf16"}
 
 
+def import_openvino() -> Any:
+    """`openvino`, imported without sending usage telemetry.
+
+    Importing OpenVINO's converter sends a usage event to Google Analytics from a child process
+    unless the user opted out (`opt_in_out --opt_out`) or CI=true; NNCF does the same. A batch
+    job does not phone home, nor start processes it did not ask for: unless the user opted in
+    (their consent file says so), this process declines. The consent file is left as it is.
+    """
+    try:
+        from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
+    except ImportError:  # an OpenVINO without its telemetry package
+        pass
+    else:
+        check = OptInChecker.check
+        if not getattr(check, "embedpipe_declines", False):
+
+            def declined_unless_accepted(self: Any, *args: Any, **kwargs: Any) -> Any:
+                result = check(self, *args, **kwargs)
+                accepted = result == ConsentCheckResult.ACCEPTED
+                return result if accepted else ConsentCheckResult.DECLINED
+
+            declined_unless_accepted.embedpipe_declines = True  # type: ignore[attr-defined]
+            OptInChecker.check = declined_unless_accepted
+    import openvino
+
+    return openvino
+
+
 def openvino_dir() -> Path:
     """Where exported and quantized models (and OpenVINO's compiled kernels) are cached."""
     return cache_dir() / "openvino"
@@ -74,7 +102,7 @@ def exported(
 def save_model_folder(model: Any, folder: Path, files: dict[str, str] | None = None) -> Path:
     """Save an OpenVINO model as `folder/model.xml` (+ .bin, + `files`' texts), atomically: a
     half-written export is never found; of two processes exporting at once the first wins."""
-    import openvino as ov
+    ov = import_openvino()
 
     tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -90,7 +118,7 @@ def save_model_folder(model: Any, folder: Path, files: dict[str, str] | None = N
 
 
 def _convert(model: Any, token_types: bool, example: tuple[np.ndarray, np.ndarray]) -> Any:
-    import openvino as ov
+    ov = import_openvino()
     import torch
 
     class Sentence(torch.nn.Module):
@@ -128,7 +156,7 @@ class OpenVinoModel:
 
     def __init__(self, model: Path | Any, hint: str, threads: int) -> None:
         """Compile `model` (a model.xml or an in-memory OpenVINO model) for the CPU."""
-        import openvino as ov
+        ov = import_openvino()
 
         core = ov.Core()
         core.set_property({"CACHE_DIR": str(openvino_dir() / "compiled")})

@@ -35,6 +35,7 @@ from embedpipe.backends import (
     MODEL_XML,
     OpenVinoExport,
     OpenVinoModel,
+    import_openvino,
     openvino_dir,
     save_model_folder,
 )
@@ -125,8 +126,8 @@ def quantized(
         stats = Int8Stats(**json.loads((folder / STATS_FILE).read_text()))
         return folder / MODEL_XML, stats
     try:
+        ov = import_openvino()  # first: NNCF's telemetry asks the same consent check
         import nncf
-        import openvino as ov
     except ImportError as exc:
         raise ModelError(f"int8 needs NNCF and OpenVINO ({exc}): {OPENVINO_HINT}") from exc
     sample = calibration_sample(2 * size)

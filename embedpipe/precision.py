@@ -118,8 +118,10 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
 
 def openvino_missing() -> str | None:
     """Why the OpenVINO backend cannot run here, or None when it can."""
+    from embedpipe.backends import import_openvino
+
     try:
-        import openvino  # noqa: F401
+        import_openvino()
     except ImportError:
         return f"OpenVINO is not installed ({OPENVINO_HINT})"
     return None

@@ -4,6 +4,7 @@ installed, absent without harm, chosen from the command line; never on CUDA (tes
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import sys
 from importlib.util import find_spec
@@ -97,3 +98,27 @@ def test_backend_is_a_backfill_flag_and_a_config_key() -> None:
     assert ModelConfig().backend == "auto"
     result = CliRunner().invoke(app, ["backfill", "--help"], env={"COLUMNS": "200"})
     assert "--backend" in result.output and "openvino" in result.output
+
+
+@needs_openvino
+def test_openvino_is_imported_without_telemetry_unless_the_user_opted_in(tmp_path: Path) -> None:
+    """Importing OpenVINO's converter (and NNCF) sends a usage event from a child process unless
+    the user opted out; embedpipe's import declines for the process, and keeps an opt-in."""
+    import subprocess
+
+    probe = (
+        "import multiprocessing\nfrom embedpipe.backends import import_openvino\nimport_openvino()\n"
+        "from openvino_telemetry.utils.opt_in_checker import OptInChecker\n"
+        "print(len(multiprocessing.active_children()), OptInChecker().check(False, True).name)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}
+    home = tmp_path / "home"
+    home.mkdir()
+    declined = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                              env={**env, "HOME": str(home)}, timeout=300)  # fmt: skip
+    assert declined.stdout.split() == ["0", "DECLINED"], declined.stderr
+    (home / "intel").mkdir()
+    (home / "intel" / "openvino_telemetry").write_text("1\n")  # what `opt_in_out --opt_in` writes
+    kept = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env={**env, "HOME": str(home)}, timeout=300)  # fmt: skip
+    assert kept.stdout.split()[-1] == "ACCEPTED", kept.stderr
