@@ -98,3 +98,11 @@ def fake_encoder():  # type: ignore[no-untyped-def]
     from tests.fakes import FakeEncoder
 
     return FakeEncoder()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`-n 2 --dist loadgroup`), every Ray test runs on one worker: their
+    command runs join a Ray instance started by that worker (`address: auto`)."""
+    for item in items:
+        if item.get_closest_marker("ray"):
+            item.add_marker(pytest.mark.xdist_group("ray"))

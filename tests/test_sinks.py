@@ -421,7 +421,9 @@ FILTER_CASES: list[tuple[dict[str, Any], Callable[[Any], bool]]] = [
 ]
 
 
-@pytest.mark.parametrize(("where", "keep"), FILTER_CASES, ids=lambda v: str(v)[:40])
+@pytest.mark.parametrize(
+    ("where", "keep"), FILTER_CASES, ids=[str(where)[:40] for where, _ in FILTER_CASES]
+)
 def test_a_filter_returns_the_exact_top_k_among_the_chunks_it_passes(
     make: Make, where: dict[str, Any], keep: Callable[[Any], bool]
 ) -> None:
