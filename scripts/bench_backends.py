@@ -81,7 +81,7 @@ def measure(texts: int, batch: int, repeats: int, int8: bool) -> list[str]:
     vectors: dict[str, np.ndarray] = {}
     for _ in range(repeats):
         for name, enc in encoders.items():
-            if best[name] > SLOW_S:  # e.g. bf16 emulated on a CPU without it: one pass is enough
+            if passes[name] and best[name] > SLOW_S:  # e.g. emulated bf16: one pass is enough
                 continue
             start = time.perf_counter()
             vectors[name] = encode(enc, batches)
