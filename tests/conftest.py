@@ -100,9 +100,10 @@ def fake_encoder():  # type: ignore[no-untyped-def]
     return FakeEncoder()
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (`-n 2 --dist loadgroup`), every Ray test runs on one worker: their
-    command runs join a Ray instance started by that worker (`address: auto`)."""
+    command runs join the Ray instance that worker started (its address)."""
     for item in items:
         if item.get_closest_marker("ray"):
             item.add_marker(pytest.mark.xdist_group("ray"))

@@ -30,10 +30,11 @@ ray = pytest.importorskip("ray")
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():  # type: ignore[no-untyped-def]
-    """One local Ray instance (2 CPUs) for the module, as `--engine ray` without an address starts."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})  # fmt: skip
-    yield
+    """One local Ray instance (2 CPUs) for the module, as `--engine ray` without an address starts;
+    yields its address, for command runs to join."""
+    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                       runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})  # fmt: skip
+    yield context.address_info["gcs_address"]
     ray.shutdown()
 
 
@@ -197,7 +198,9 @@ def test_unchanged_rerun_on_ray_embeds_nothing(kind: str, make_corpus, tmp_path:
 
 
 @pytest.mark.slow
-def test_ray_run_killed_midway_then_rerun_converges(make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_ray_run_killed_midway_then_rerun_converges(
+    make_corpus, tmp_path: Path, local_ray: str
+) -> None:  # type: ignore[no-untyped-def]
     root = make_corpus(corpus_files(16))
     uri = f"faiss:{tmp_path / 'f'}"
     args = ["backfill", str(root), "--sink", uri, "--collection", "docs",
@@ -206,8 +209,8 @@ def test_ray_run_killed_midway_then_rerun_converges(make_corpus, tmp_path: Path)
         **os.environ,
         "EMBEDPIPE_CRASH_AT": "sink-write:3",
         "EMBEDPIPE_RAY__BLOCK_DOCS": "2",
-        "EMBEDPIPE_RAY__ADDRESS": "auto",
-    }  # the driver joins the module's Ray instance
+        "EMBEDPIPE_RAY__ADDRESS": local_ray,  # the driver joins the module's Ray instance
+    }
     killed = command(*args, env=env, timeout=600)
     assert killed.returncode == -9, killed.stderr[-2000:]
     env.pop("EMBEDPIPE_CRASH_AT")
@@ -220,7 +223,9 @@ def test_ray_run_killed_midway_then_rerun_converges(make_corpus, tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_killed_run_with_actor_writes_leaves_no_orphan(make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_killed_run_with_actor_writes_leaves_no_orphan(
+    make_corpus, tmp_path: Path, local_ray: str
+) -> None:  # type: ignore[no-untyped-def]
     """Actors write before the driver commits: what they wrote is pending in the ledger, so a
     document deleted before the re-run loses those vectors too."""
     root = make_corpus(corpus_files(16))
@@ -228,7 +233,7 @@ def test_killed_run_with_actor_writes_leaves_no_orphan(make_corpus, tmp_path: Pa
     args = ["backfill", str(root), "--sink", uri, "--collection", "docs",
             "--engine", "ray", "--chunk-tokens", "48", "--overlap-tokens", "8", "--mode", "full"]  # fmt: skip
     env = {**os.environ, "EMBEDPIPE_CRASH_AT": "sink-write:1", "EMBEDPIPE_RAY__BLOCK_DOCS": "2",
-           "EMBEDPIPE_RAY__ADDRESS": "auto",
+           "EMBEDPIPE_RAY__ADDRESS": local_ray,
            "EMBEDPIPE_RAY__WRITE_FROM": "actors"}  # fmt: skip
     killed = command(*args, env=env, timeout=600)
     assert killed.returncode == -9, killed.stderr[-2000:]
