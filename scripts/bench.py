@@ -403,6 +403,9 @@ def main() -> None:
     parser.add_argument("--process-repeats", type=int, default=None,
                         help="fresh processes per side and corpus in the whole-process section "
                         "(default 2, --quick 1)")  # fmt: skip
+    parser.add_argument("--only-process", action="store_true",
+                        help="only the whole-process sections (backfill vs plain, re-run vs "
+                        "LangChain): ~1/3 of the time")  # fmt: skip
     parser.add_argument("--rss-child", nargs=2, metavar=("SOURCE", "SINK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
@@ -410,7 +413,7 @@ def main() -> None:
         return
     if args.process_repeats is None:
         args.process_repeats = 1 if args.quick else 2
-    command = "python scripts/bench.py" + (" --quick" if args.quick else "")
+    command = " ".join(["python scripts/bench.py", *sys.argv[1:]])
     started = time.time()
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="embedpipe-bench-") as tmp:
@@ -455,6 +458,11 @@ def main() -> None:
         kept = bench_process.whole_process(out, table, process_corpora, work, args.process_repeats)
         section_load("unchanged re-run")
         bench_rerun.rerun_section(out, table, corpora["records_4k"], *kept["records"], work, 3)
+        if args.only_process:
+            out(f"Total benchmark time {time.time() - started:.0f} s; load average at end "
+                f"{os.getloadavg()[0]:.1f}.")  # fmt: skip
+            write_results(args.out)
+            return
         section_load("encoder sections")
         rec_chunks = chunks_of(encoder, read_documents(corpora["records"]))
         sample = rec_chunks[:: 6 if args.quick else 2]  # every length, a fraction of the time
