@@ -15,4 +15,6 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 .venv/bin/ruff check embedpipe tests scripts
 .venv/bin/ruff format --check embedpipe tests scripts
 .venv/bin/mypy
-.venv/bin/pytest -q --durations=10 "$@"
+# Two workers (EMBEDPIPE_TEST_WORKERS): much of a test's time is waiting (fsync, processes, Ray
+# scheduling), not computing; --dist loadgroup keeps every Ray test on one worker.
+.venv/bin/pytest -q -n "${EMBEDPIPE_TEST_WORKERS:-2}" --dist loadgroup --durations=15 "$@"
