@@ -8,7 +8,7 @@ Sections: whole process, `embedpipe backfill` with its defaults vs the plain scr
 (records and packed documents; scripts/bench_process.py), an unchanged re-run of the records
 beside LangChain index() (scripts/bench_rerun.py), encoder only vs SentenceTransformer.encode
 fp32/bf16 and by backend (scripts/bench_backends.py), torch threads, padding efficiency, the
-compute ceiling, peak memory (scripts/bench_memory.py when present, else 1x and 4x) and a
+compute ceiling, peak memory at 1x/4x/8x the records (scripts/bench_memory.py) and a
 profile of the encoder.
 """
 
@@ -19,12 +19,9 @@ import contextlib
 import cProfile
 import datetime as dt
 import io
-import json
 import os
 import platform
 import pstats
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,15 +35,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import bench_backends  # noqa: E402
+import bench_memory  # noqa: E402
 import bench_process  # noqa: E402
 import bench_rerun  # noqa: E402
 import corpus  # noqa: E402
 import numpy as np  # noqa: E402
-
-try:  # another script owns the memory section; the 1x/4x one below stands in until it lands
-    import bench_memory  # type: ignore[import-not-found]
-except ImportError:
-    bench_memory = None
 
 RESULTS: list[str] = []
 
@@ -57,11 +50,8 @@ def out(line: str = "") -> None:
 
 
 def table(header: list[str], rows: list[list[Any]]) -> None:
-    out("| " + " | ".join(header) + " |")
-    out("|" + "---|" * len(header))
-    for row in rows:
-        out("| " + " | ".join(str(c) for c in row) + " |")
-    out()
+    for line in bench_process.markdown_table(header, rows):
+        out(line)
 
 
 @contextlib.contextmanager
@@ -73,12 +63,7 @@ def timer() -> Iterator[list[float]]:
 
 
 def machine() -> str:
-    model = platform.processor() or "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.partition(":")[2].strip()
-                break
+    model = bench_memory.cpu_model()
     import torch
 
     return (
@@ -117,9 +102,9 @@ def cpu_features() -> str:
 
 
 def build_corpora(work: Path, quick: bool) -> dict[str, Path]:
-    """Packed documents, the records (all of them once: the encoder sections' corpus), the
-    records grown to 4,000 for the whole-process sections (quick: 400), and the 1x/4x pair."""
-    docs, records, rss = work / "docs", work / "records.jsonl", work / "rss"
+    """Packed documents, the records (all of them once: the encoder sections' corpus) and the
+    records grown to 4,000 for the whole-process sections (quick: 400)."""
+    docs, records = work / "docs", work / "records.jsonl"
     corpus.write_docs(docs, modules=2 if quick else 8)
     corpus.write_records(records, limit=None)
     process_records = work / "records-process.jsonl"
@@ -127,10 +112,7 @@ def build_corpora(work: Path, quick: bool) -> dict[str, Path]:
         corpus.write_records(process_records, limit=400)
     else:
         bench_rerun.write_records(process_records, 4000)
-    corpus.write_docs(rss / "x1", modules=2 if quick else 4)
-    corpus.write_docs(rss / "x4", modules=2 if quick else 4, scale=4)
-    return {"docs": docs, "records": records, "records_4k": process_records,
-            "rss1": rss / "x1", "rss4": rss / "x4"}  # fmt: skip
+    return {"docs": docs, "records": records, "records_4k": process_records}
 
 
 def read_documents(path: Path) -> list[Any]:
@@ -263,37 +245,6 @@ def padding(chunks: list[Any]) -> None:
     ])  # fmt: skip
 
 
-# -- memory ---------------------------------------------------------------------------------
-
-
-def rss_child(source: str, sink: str) -> None:
-    """Child process: one backfill, then its peak RSS as JSON on the last line."""
-    import embedpipe
-
-    report = embedpipe.backfill(source, sink=f"qdrant:{sink}", collection="rss")
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_mb": peak_kb / 1024, "chunks": report.chunks_embedded,
-                      "tokens": report.tokens_embedded}))  # fmt: skip
-
-
-def memory(corpora: dict[str, Path], work: Path) -> tuple[float, float]:
-    rows, peaks = [], []
-    for label, key in (("1x", "rss1"), ("4x", "rss4")):
-        proc = subprocess.run(
-            [sys.executable, __file__, "--rss-child", str(corpora[key]), str(work / f"rss-{label}")],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        res = json.loads(proc.stdout.strip().splitlines()[-1])
-        peaks.append(res["peak_mb"])
-        rows.append([label, res["chunks"], res["tokens"], f"{res['peak_mb']:.0f}"])
-    out("## Peak memory: the same corpus at 1x and 4x (one process each)")
-    out()
-    table(["size", "chunks", "tokens", "peak RSS MB"], rows)
-    out(f"4x / 1x peak RSS: **{peaks[1] / peaks[0]:.3f}** (target <= 1.25).")
-    out()
-    return peaks[0], peaks[1]
-
-
 # -- compute ceiling ------------------------------------------------------------------------
 
 
@@ -368,21 +319,13 @@ def profile_encode(encoder: Any, chunks: list[Any]) -> None:
     out()
 
 
-def memory_section(corpora: dict[str, Path], work: Path, quick: bool) -> None:
-    """scripts/bench_memory.py's section when it is there, else the 1x/4x one above. Its 1x is
-    500 records (quick: 50), RSS only: at 1x/4x/8x that is 6,500 records embedded, ~3 min here;
-    its tracemalloc runs would double that (run scripts/bench_memory.py for them)."""
-    if bench_memory is not None:
-        folder = work / "memory"
-        folder.mkdir(exist_ok=True)
-        try:
-            bench_memory.memory_section(out, folder, 50 if quick else 500, traced=False)
-            return
-        except Exception as exc:  # its failure must not cost the rest of a 20-minute run
-            out(f"scripts/bench_memory.py failed ({type(exc).__name__}: {exc}); the 1x/4x "
-                "section instead.")  # fmt: skip
-            out()
-    memory(corpora, work)
+def memory_section(work: Path, quick: bool) -> None:
+    """scripts/bench_memory.py's section, RSS only, 1x = 500 records (quick: 50): at 1x/4x/8x
+    that is 6,500 records embedded, ~3 min here; its tracemalloc runs would double that (run
+    scripts/bench_memory.py for them)."""
+    folder = work / "memory"
+    folder.mkdir(exist_ok=True)
+    bench_memory.memory_section(out, folder, 50 if quick else 500, traced=False)
 
 
 def section_load(name: str) -> None:
@@ -406,11 +349,7 @@ def main() -> None:
     parser.add_argument("--only-process", action="store_true",
                         help="only the whole-process sections (backfill vs plain, re-run vs "
                         "LangChain): ~1/3 of the time")  # fmt: skip
-    parser.add_argument("--rss-child", nargs=2, metavar=("SOURCE", "SINK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.rss_child:
-        rss_child(*args.rss_child)
-        return
     if args.process_repeats is None:
         args.process_repeats = 1 if args.quick else 2
     command = " ".join(["python scripts/bench.py", *sys.argv[1:]])
@@ -476,7 +415,7 @@ def main() -> None:
         threads(encoder, sample[:300])
         padding(rec_chunks)
         ceiling(encoder, sample, rates)
-        memory_section(corpora, work, args.quick)
+        memory_section(work, args.quick)
         profile_encode(encoder, sample[:300])
     out(
         f"Total benchmark time {time.time() - started:.0f} s; load average at end {os.getloadavg()[0]:.1f}."

@@ -96,14 +96,18 @@ def traced_peak(records: Path, folder: Path) -> float:
     return float(json.loads(result.read_text())["peak"]) / 2**20
 
 
-def machine() -> str:
-    """CPU model, cores and memory of this machine."""
-    model = platform.processor() or "?"
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or what `platform` knows."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.partition(":")[2].strip()
-                break
+                return line.partition(":")[2].strip()
+    return platform.processor() or "?"
+
+
+def machine() -> str:
+    """CPU model, cores and memory of this machine."""
+    model = cpu_model()
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{model}, {len(os.sched_getaffinity(0))} cores, {memory:.0f} GiB, Python {platform.python_version()}"
 

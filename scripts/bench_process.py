@@ -157,13 +157,15 @@ def note(line: str) -> None:
     )
 
 
+def markdown_table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    """A Markdown table's lines, and the blank line after it."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return [*lines, *("| " + " | ".join(str(c) for c in row) + " |" for row in rows), ""]
+
+
 def print_table(header: list[str], rows: list[list[Any]]) -> None:
     """A Markdown table on stdout."""
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for row in rows:
-        print("| " + " | ".join(str(c) for c in row) + " |")
-    print()
+    print("\n".join(markdown_table(header, rows)))
 
 
 def choice(report: dict[str, Any]) -> str:
