@@ -102,8 +102,10 @@ def fake_encoder():  # type: ignore[no-untyped-def]
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`-n 2 --dist loadgroup`), every Ray test runs on one worker: their
-    command runs join the Ray instance that worker started (its address)."""
+    """Under pytest-xdist (`-n 2 --dist loadgroup`), every Ray test runs on one worker (their
+    command runs join the Ray instance that worker started, by its address), and the other tests
+    of a module run on one worker, so a module's costly fixtures (calibrated int8 models, OpenVINO
+    compiles, reference vectors) are built once, not once per worker."""
     for item in items:
-        if item.get_closest_marker("ray"):
-            item.add_marker(pytest.mark.xdist_group("ray"))
+        group = "ray" if item.get_closest_marker("ray") else item.nodeid.partition("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -79,7 +79,9 @@ def test_fp32_vectors_match_sentence_transformers(encoder, reference_vectors, re
 
 def test_bf16_vectors_stay_within_parity_bar(reference_vectors, real_chunks) -> None:  # type: ignore[no-untyped-def]
     bf16 = Encoder(ModelConfig(precision="bf16", backend="torch", device="cpu"))
-    cosines = _parity(bf16, reference_vectors, real_chunks[:200], budget=4096)
+    # Every 4th chunk: 60 of mixed lengths (torch bf16 is emulated, 0.2x fp32, on CPUs without it).
+    cosines = _parity(bf16, reference_vectors[::4], real_chunks[::4], budget=1024)
+    assert len({c.token_count for c in real_chunks[::4]}) > 20, "lengths must be mixed"
     assert cosines.min() >= 0.999, f"worst cosine {cosines.min():.5f}"
 
 

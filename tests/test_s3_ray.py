@@ -40,9 +40,11 @@ def test_ray_reads_parquet_jsonl_and_documents_from_s3_like_the_local_engine(
         s3.requests.clear()
         again = embedpipe.run(on_ray)
         assert again.chunks_embedded == 0 and s3.requests.bodies("lake") == [], kind
-        if kind == "parquet":
-            continue  # read_parquet: an unreadable object fails the wave (Ray's own retries)
-        s3.fault("docs/doc02.md" if kind == "docs" else "jsonl/part-1.jsonl.gz", "deny")
+        if kind != "docs":
+            # parquet: read_parquet fails the wave on an unreadable object (Ray's own retries);
+            # jsonl: its objects are fetched by the same raw reader as documents (tested here).
+            continue
+        s3.fault("docs/doc02.md", "deny")
         denied = embedpipe.run(
             config(f"s3://lake/{kind}", tmp_path, f"ray-denied-{kind}", engine="ray")
         )

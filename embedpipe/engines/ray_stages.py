@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -14,6 +14,9 @@ import pyarrow as pa
 from embedpipe.config import BatchingConfig, ChunkingConfig, ModelConfig
 from embedpipe.sinks.base import RemoteWriter
 from embedpipe.types import EMPTY, Chunk, Document, Embedded, RecordError
+
+if TYPE_CHECKING:
+    from embedpipe.chunking import Chunker
 
 DOC, CHUNK, ERROR = "doc", "chunk", "error"
 # Read tasks reserve no CPU: the actors hold the cluster's CPUs (a prepare actor waits for the
@@ -55,18 +58,26 @@ class PrepareStage:
         unchanged: Any,
     ) -> None:
         import ray
-        from transformers import AutoTokenizer
 
-        from embedpipe.chunking import Chunker
-        from embedpipe.encoder import resolve_model_path
-
-        cfg, chunk_cfg = ModelConfig(**model), ChunkingConfig(**chunking)
-        tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_path(cfg.name)[1]))
-        self.chunker = Chunker.for_run(tokenizer, chunk_cfg, cfg, max_seq_length)
+        self.model, self.chunking = ModelConfig(**model), ChunkingConfig(**chunking)
+        self.max_seq_length = max_seq_length
         self.fingerprint = fingerprint
         self.unchanged: dict[str, tuple[str, int]] = (
             unchanged if isinstance(unchanged, dict) else ray.get(unchanged)
         )
+
+    @functools.cached_property
+    def chunker(self) -> Chunker:
+        """Loaded for the first document that needs chunking: an actor that sees only unchanged
+        documents never imports transformers (and torch)."""
+        from transformers import AutoTokenizer
+
+        from embedpipe.chunking import Chunker
+        from embedpipe.models import resolve_model_path
+
+        path = resolve_model_path(self.model.name)[1]
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        return Chunker.for_run(tokenizer, self.chunking, self.model, self.max_seq_length)
 
     def __call__(self, table: pa.Table) -> pa.Table:
         from embedpipe.hashing import content_hash
