@@ -343,12 +343,18 @@ class Encoder:
         return float(cosines(ours, reference).min())
 
     def _calibration(self) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
-        """The calibration sample's padded blocks and their torch fp32 vectors (computed once)."""
-        if self._blocks is None or self._reference is None:
+        """The calibration sample's padded blocks and their torch fp32 vectors (computed once,
+        only for a parity check: a remembered choice runs no torch pass at start-up)."""
+        blocks = self._calibration_blocks()
+        if self._reference is None:
+            self._reference = np.concatenate([self._torch_vectors(i, m) for i, m in blocks])
+        return blocks, self._reference
+
+    def _calibration_blocks(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        if self._blocks is None:
             self._blocks = [self._tokenize(part, self.cfg.prefix)
                             for part in calibration_blocks(CALIBRATION_TEXTS)]  # fmt: skip
-            self._reference = np.concatenate([self._torch_vectors(i, m) for i, m in self._blocks])
-        return self._blocks, self._reference
+        return self._blocks
 
     def _use_openvino(self) -> None:
         """Run on OpenVINO from now on: the model a parity check compiled, else a new one."""
@@ -372,7 +378,7 @@ class Encoder:
 
     def _openvino_export(self) -> OpenVinoExport:
         if self._export is None:
-            blocks, _ = self._calibration()
+            blocks = self._calibration_blocks()  # the last one is the export's trace example
             self._export = OpenVinoExport(
                 self.model, self._files(), pooling_signature(list(self.model)[1:]),
                 self._takes_token_types,

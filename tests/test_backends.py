@@ -9,6 +9,7 @@ import platform
 import sys
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -70,6 +71,26 @@ def test_auto_runs_openvino_on_this_x86_cpu_within_the_parity_bar(shared_model: 
     assert auto.backend == "openvino"
     assert auto.precision == ("bf16" if cpu_has_native_bf16() else "fp32")
     assert "min cosine" in auto.precision_reason
+
+
+@needs_openvino
+def test_a_remembered_choice_runs_no_torch_pass_at_start_up(
+    shared_model: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The torch fp32 reference of the calibration sample is for parity checks only: once the
+    choice is remembered (and the export cached), building an encoder runs no forward pass."""
+    Encoder(ModelConfig(device="cpu"))  # checks, remembers, exports
+    passes: list[int] = []
+    real = Encoder._torch_vectors
+
+    def counted(self: Encoder, *args: Any, **kwargs: Any) -> Any:
+        passes.append(len(args[0]))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Encoder, "_torch_vectors", counted)
+    again = Encoder(ModelConfig(device="cpu"))
+    assert again.backend == "openvino" and "remembered in" in again.precision_reason
+    assert passes == []
 
 
 @needs_openvino
