@@ -1,11 +1,14 @@
 """Which model: a name or path resolved to a local folder, loaded, and what identifies it.
 
 Resolving a model and hashing its files need neither torch nor sentence-transformers, so a
-fingerprint can be checked without them; only `load_model` imports them.
+fingerprint can be checked without them; only `load_model` imports them. `load_tokenizer` loads
+the tokenizer alone, as sentence-transformers would, without the weights (transformers itself
+still imports torch).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,6 +25,11 @@ if TYPE_CHECKING:
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 # Files whose bytes decide what vectors a model produces.
 _IDENTITY_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".model")
+# Where sentence-transformers reads its Transformer module's settings, first found wins.
+_MODULE_CONFIGS = ("sentence_bert_config.json", "sentence_roberta_config.json",
+                   "sentence_distilbert_config.json", "sentence_camembert_config.json",
+                   "sentence_albert_config.json", "sentence_xlm-roberta_config.json",
+                   "sentence_xlnet_config.json")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +107,103 @@ def load_model(path: Path, device: str) -> SentenceTransformer:
         ) from exc
     model.eval()
     return model
+
+
+def load_tokenizer(path: Path, max_seq_length: int | None = None) -> Any | None:
+    """The tokenizer of the model in `path` loaded alone, with the `model_max_length` the loaded
+    model's would have (`max_seq_length` when set, as `Encoder` sets it); None when the folder is
+    not a plain sentence-transformers text model, so that only loading the model can tell."""
+    spec = _tokenizer_spec(path)
+    if spec is None:
+        return None
+    folder, kwargs = spec
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, **kwargs)
+    except Exception:
+        return None  # the model's own load then says what is wrong
+    if "model_max_length" not in kwargs:  # capped at the positions, as sentence-transformers does
+        most = _json(folder / "config.json")["max_position_embeddings"]
+        if most != -1:
+            tokenizer.model_max_length = min(tokenizer.model_max_length, most)
+    if max_seq_length:
+        tokenizer.model_max_length = max_seq_length
+    return tokenizer
+
+
+def _tokenizer_spec(path: Path) -> tuple[Path, dict[str, Any]] | None:
+    """(folder, AutoTokenizer arguments) of the model's first module, as sentence-transformers
+    (6.x) loads its tokenizer; None for anything it would treat otherwise."""
+    modules = _json(path / "modules.json")
+    if not (isinstance(modules, list) and modules and all(isinstance(m, dict) for m in modules)):
+        return None
+    kind = str(modules[0].get("type", ""))
+    if not (kind.startswith("sentence_transformers.") and kind.endswith(".Transformer")):
+        return None
+    folder = path / str(modules[0].get("path", ""))
+    config: Any = next((c for name in _MODULE_CONFIGS if (c := _json(folder / name))), {})
+    if (
+        not isinstance(config, dict)
+        or config.get("do_lower_case")  # the module changes its tokenizer after loading
+        or config.get("tokenizer_name_or_path")  # or takes it from elsewhere
+        or config.get("transformer_task", "feature-extraction") != "feature-extraction"
+    ):
+        return None
+    kwargs = dict(config.get("processor_kwargs") or config.get("tokenizer_args") or {})
+    kwargs.pop("trust_remote_code", None)
+    if config.get("max_seq_length") is not None:
+        kwargs.setdefault("model_max_length", config["max_seq_length"])
+    elif not isinstance(_json(folder / "config.json").get("max_position_embeddings"), int):
+        return None  # the cap would come from the config class's default
+    return folder, kwargs
+
+
+def _json(path: Path) -> Any:
+    """A JSON file's value; {} when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def same_tokenizer(a: Any, b: Any) -> bool:
+    """Whether two fast tokenizers give the same ids: the same pipeline (but for truncation and
+    padding, which each call may set) and the same padding id."""
+    return bool(_pipeline(a) == _pipeline(b) and a.pad_token_id == b.pad_token_id)
+
+
+def _pipeline(tokenizer: Any) -> dict[str, Any]:
+    spec = dict(json.loads(tokenizer.backend_tokenizer.to_str()))
+    spec.pop("truncation", None)
+    spec.pop("padding", None)
+    return spec
+
+
+def pooling_without_weights(path: Path) -> str | None:
+    """`pooling_signature` of the model in `path`, from its modules after the transformer loaded
+    alone (imports sentence-transformers; no transformer weights, no device); None when those
+    modules are not sentence-transformers' own or do not load so."""
+    if _tokenizer_spec(path) is None:  # also: modules.json lists a plain Transformer first
+        return None
+    modules = _json(path / "modules.json")
+    refs = [str(m.get("type", "")) for m in modules[1:]]
+    if not all(ref.startswith("sentence_transformers.") for ref in refs):
+        return None  # custom code: only the model's own load may run it
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        from sentence_transformers.util import import_module_class
+
+        loaded = []
+        for ref, module in zip(refs, modules[1:], strict=True):
+            kind: Any = import_module_class(ref, str(path), local_files_only=True)
+            where = str(module.get("path", ""))
+            loaded.append(kind.load(str(path), subfolder=where, local_files_only=True))
+    except Exception:
+        return None
+    return pooling_signature(loaded)
 
 
 def pooling_signature(modules: Iterable[Any]) -> str:

@@ -29,7 +29,7 @@ from embedpipe.errors import HeldError, Interrupted, StateError, os_reason
 from embedpipe.gate import LoadEncoder, judge
 from embedpipe.hashing import fingerprint
 from embedpipe.index import built_with
-from embedpipe.lazymodel import AnyEncoder, LazyEncoder
+from embedpipe.lazymodel import AnyEncoder, LazyEncoder, run_identity
 from embedpipe.ledger import Ledger, Target, state_dir_for, target_key
 from embedpipe.logs import run_ended, run_started
 from embedpipe.planning import Planner
@@ -67,7 +67,8 @@ class Pipeline:
         state = state_dir_for(sink.uri, cfg.state)
         if isinstance(encoder, LazyEncoder):  # what a load teaches is kept for the next run
             encoder.remember_in(state)
-        fp = fingerprint(encoder.identity(), cfg.chunking, **encoder.output_options())
+        identity, output = run_identity(encoder, dry_run=dry_run)  # a dry run loads no model
+        fp = fingerprint(identity, cfg.chunking, **output)
         report = RunReport(
             model=encoder.name, fingerprint=fp, sink=sink.uri, source=str(getattr(source, "uri", "")),
             collection=cfg.sink.collection, mode=cfg.mode, device=encoder.device,
@@ -104,7 +105,7 @@ class Pipeline:
         try:
             committer = Committer(
                 ledger, sink, target, report.run_id, report, model=self.config.model.name,
-                dim=encoder.dim,
+                dim=0 if dry_run else encoder.dim,  # a dry run opens no sink
             )  # fmt: skip
             if not dry_run:
                 committer.open_sink()

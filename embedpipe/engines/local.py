@@ -84,8 +84,8 @@ def _admitted(
 
 
 def _chunked(run: RunContext, docs: Iterator[Document]) -> Iterator[Chunk]:
-    """The chunks of the admitted documents; the tokenizer (and so the model) loads only when a
-    first document needs chunking."""
+    """The chunks of the admitted documents; the tokenizer loads only when a first document
+    needs chunking (alone, without the model, when the encoder is a LazyEncoder)."""
     first = next(docs, None)
     if first is None:
         return
@@ -97,17 +97,17 @@ def _chunked(run: RunContext, docs: Iterator[Document]) -> Iterator[Chunk]:
 
 def _encode(run: RunContext, stream: Iterator[Chunk]) -> None:
     """Calling thread: pack batches and run the model, handing vectors to the writer. Nothing is
-    loaded when no chunk needs embedding."""
+    loaded when no chunk needs embedding, nor in a dry run, which only counts the chunks."""
     first = next(stream, None)
     if first is None:
         return
-    chunks = itertools.chain([first], stream)
     report, encoder = run.report, run.encoder
+    if run.dry_run:  # batching would ask the model for its token budget
+        report.chunks_embedded += 1 + sum(1 for _ in stream)
+        return
+    chunks = itertools.chain([first], stream)
     report.max_batch_tokens = token_budget(run.config.batching, encoder.batch_token_budget)
     for batch in packed(chunks, run.config.batching, report.max_batch_tokens, encoder.pad_id):
-        if run.dry_run:
-            report.chunks_embedded += len(batch.chunks)
-            continue
         vectors = encoder.encode_batch(batch)
         report.count_batch(batch.real_tokens, batch.padded_tokens, batch.attention_mask.sum(axis=1))
         tokens = sum(c.token_count for c in batch.chunks)
