@@ -72,8 +72,56 @@ class Committer:
         fixed = relink(self.ledger, self.target.key, served)
         if fixed is not None:
             event(log, "relink", f"the ledger's live pointer now names {fixed[:12]}, as the sink")
+        self.forget_lost()
         self.ledger.begin_generation(self.target, self.model, self.dim)
         retry(lambda: self.sink.open(self.dim, self.target.fingerprint), "open", self.sink)
+
+    def forget_lost(self) -> None:
+        """Trust the ledger only as far as the sink bears it out: what it lists as done in the
+        run's generation and in the live one must be in the sink. Each is checked by a cheap
+        count; when the sink holds fewer points (its data deleted and its state kept, a restore
+        from an older backup), the chunks it lacks are forgotten, all of them without a scan
+        when it holds none, so this run embeds them again instead of skipping them. The
+        generations and the live pointer stay, so promotion judges as before. A sink that
+        cannot be read fails the run (transient errors retried), and nothing is forgotten."""
+        live = self.ledger.live(self.target.key)
+        checked = {self.target.fingerprint, *([live["fingerprint"]] if live else [])}
+        for fingerprint in sorted(checked):
+            target = Target(self.target.key, fingerprint)
+            claimed = self.ledger.count(target)
+            if claimed == 0:
+                continue
+            held = retry(functools.partial(self.sink.count, fingerprint), "count", self.sink)
+            if held >= claimed:
+                continue
+            lost = retry(functools.partial(self._forget_missing, target, held), "read", self.sink)
+            if lost:
+                self._lost(fingerprint, lost, claimed, held)
+
+    def _forget_missing(self, target: Target, held: int) -> int:
+        """Forget what the sink lacks of `target` (read afresh on every retry); all when it
+        holds nothing."""
+        present = self.sink.chunk_ids(target.fingerprint) if held else ()
+        return self.ledger.forget_missing(target, present)
+
+    def _lost(self, fingerprint: str, lost: int, claimed: int, held: int) -> None:
+        """Say, in the report and the log, what the ledger listed that the sink had lost."""
+        self.report.chunks_lost += lost
+        what = "holds none" if held == 0 else f"lacks {lost:,}"
+        then = "so this run embeds again those its source still has"
+        if fingerprint != self.target.fingerprint:
+            then = f"and this run builds generation {self.target.fingerprint[:12]} in its place"
+        message = (
+            f"the sink {self.sink.uri} {what} of the {claimed:,} chunks of generation "
+            f"{fingerprint[:12]} that the ledger at {self.ledger.path} lists as embedded (was "
+            "the sink's data deleted or restored, and its state kept?): the ledger no longer "
+            f"lists {'them' if held == 0 else 'those'}, {then}"
+        )
+        self.report.notes.append(message)
+        event(
+            log, "ledger_stale", message, level=logging.WARNING, sink=self.sink.uri,
+            generation=fingerprint, claimed=claimed, in_sink=held, lost=lost,
+        )  # fmt: skip
 
     def pending(self, chunks: list[Chunk]) -> None:
         """Mark chunks another process will write as pending, before it gets them."""

@@ -9,6 +9,7 @@ state directory; `target` (sink URI + collection) keeps several indexes apart in
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import sqlite3
 import time
@@ -274,6 +275,26 @@ class Ledger:
                 "DELETE FROM chunks WHERE target = ? AND fingerprint = ? AND chunk_id = ?",
                 ((target.key, target.fingerprint, cid) for cid in chunk_ids),
             )
+
+    def forget_missing(self, target: Target, present: Iterable[str]) -> int:
+        """Forget the done chunks of `target` that are not in `present` (the ids its sink holds;
+        none: forget them all), so the next run embeds them again; returns how many. The ids go
+        through a temporary table, so memory stays flat however many there are."""
+        self.db.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS present (id TEXT PRIMARY KEY) WITHOUT ROWID"
+        )
+        self.db.execute("DELETE FROM temp.present")
+        rows = ((cid,) for cid in present)
+        while part := list(itertools.islice(rows, 10_000)):
+            self.db.executemany("INSERT OR IGNORE INTO temp.present VALUES (?)", part)
+        with self.transaction():
+            cur = self.db.execute(
+                "DELETE FROM chunks WHERE target = ? AND fingerprint = ? AND state = ? "
+                "AND chunk_id NOT IN (SELECT id FROM temp.present)",
+                (target.key, target.fingerprint, DONE),
+            )
+        self.db.execute("DROP TABLE temp.present")
+        return int(cur.rowcount)
 
     def chunk_ids(self, target: Target, state: int | None = DONE) -> Iterator[str]:
         sql = "SELECT chunk_id FROM chunks WHERE target = ? AND fingerprint = ?"

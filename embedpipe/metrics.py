@@ -31,6 +31,10 @@ GAUGES: dict[str, tuple[str, Getter]] = {
         lambda r: r.chunks_skipped,
     ),
     "embedpipe_chunks_deleted": ("Stale chunks the last run deleted.", lambda r: r.chunks_deleted),
+    "embedpipe_chunks_lost": (
+        "Chunks the ledger listed as embedded that the sink had lost, found by the last run.",
+        lambda r: r.chunks_lost,
+    ),
     "embedpipe_docs_read": ("Documents the last run read.", lambda r: r.docs_read),
     "embedpipe_errors": (
         "Records the last run skipped as unreadable or invalid.",

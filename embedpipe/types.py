@@ -126,6 +126,9 @@ class RunReport:
     chunks_embedded: int = 0
     chunks_skipped: int = 0
     chunks_deleted: int = 0
+    # listed as embedded by the ledger but missing from the sink (its data deleted, its state
+    # kept): forgotten at the start of the run, so it embedded them again
+    chunks_lost: int = 0
     tokens_embedded: int = 0
     real_tokens: int = 0
     padded_tokens: int = 0

@@ -277,6 +277,20 @@ def test_chunk_ids_of_a_fingerprint_it_lacks_are_none_and_create_nothing(make: M
     assert generations(sink) == {FP_A}
 
 
+def test_count_is_the_points_of_a_generation_and_zero_for_one_it_lacks(make: Make) -> None:
+    sink = make()
+    assert sink.count(FP_A) == 0
+    filled(sink, embedded(12))
+    sink.open(DIM, FP_A)
+    sink.delete([c.id for c in chunks(12)[:3]])
+    sink.close()
+    sink.open(DIM, FP_B)  # a staged generation, its writes acknowledged, not closed
+    sink.write(embedded(5, seed=1, doc="new"))
+    sink.abort()
+    assert (sink.count(FP_A), sink.count(FP_B), sink.count(FP_C)) == (9, 5, 0)
+    assert generations(sink) == {FP_A, FP_B}
+
+
 def test_a_kill_right_after_the_swap_leaves_the_new_generation_served(
     kind: str, make: Make, tmp_path: Path
 ) -> None:

@@ -129,6 +129,13 @@ class Sink(Protocol):
         the one being written, else of the live one. Never creates a generation."""
         ...
 
+    def count(self, fingerprint: str) -> int:
+        """How many points `fingerprint`'s generation holds (0 when the sink lacks it), read
+        cheaply (the engine's count, file footers), never by a scan: never fewer than its chunks,
+        more only while a store keeps rewrites or deletes it has not compacted yet. A run checks
+        what the ledger lists as done against it before trusting the ledger."""
+        ...
+
     def points(self, fingerprint: str | None = None) -> Iterator[Embedded]:
         """Every chunk of `fingerprint`'s generation (else the one being written, else the live
         one) with its stored vector, in batches: what `export` copies without re-encoding.

@@ -110,11 +110,15 @@ class EdgeSink(GenerationSink):
     # -- lifecycle -------------------------------------------------------------------------
 
     def open(self, dim: int, fingerprint: str) -> None:
-        """Attach to the live shard when its fingerprint matches, else start a new generation."""
-        self._close_reader()
+        """Attach to the live shard when its fingerprint matches, else start a new generation.
+        The live shard a read opened before (the run's count) is written, not loaded again."""
         gen, manifest = self._claim(dim, fingerprint)
         try:
-            self._shard = self._load_or_create(gen / SHARD, dim)
+            if self._reader is not None and self._reader[0] == gen:
+                (_, self._shard), self._reader = self._reader, None
+            else:
+                self._close_reader()
+                self._shard = self._load_or_create(gen / SHARD, dim)
             self._ensure_payload_indexes(self._shard)
             if not manifest:
                 write_manifest(gen, fingerprint=fingerprint, dim=dim, options=self._shape())
@@ -155,6 +159,14 @@ class EdgeSink(GenerationSink):
         with self._reading(fingerprint) as shard:
             if shard is not None:
                 yield from qdrant_base.scroll_chunk_ids(partial(_page, shard), self.write_batch)
+
+    def count(self, fingerprint: str) -> int:
+        """Points in `fingerprint`'s shard (0 when the sink lacks it), counted by the engine."""
+        with self._reading(fingerprint) as shard:
+            if shard is None:
+                return 0
+            with edge_errors(f"counting the points of '{self.collection}'"):
+                return int(shard.count(qe.CountRequest(exact=True)))
 
     def points(self, fingerprint: str | None = None) -> Iterator[Embedded]:
         """Every chunk of that shard with its vector, in pages."""

@@ -123,6 +123,12 @@ class ParquetSink(StoredSink):
     def _published_rows(self, gen: Path, columns: list[str]) -> pa.Table | None:
         return _read_data(gen, columns)
 
+    def _published_count(self, gen: Path) -> int:
+        """Rows of the latest data folder, from its files' footers."""
+        dirs = _data_dirs(gen)
+        parts = dirs[-1].glob("*.parquet") if dirs else ()
+        return sum(pq.read_metadata(p).num_rows for p in parts)
+
     def _merged(self, gen: Path, store: ShardStore) -> pa.Table:
         """The generation's latest data with the store's writes and deletes replayed on top."""
         table = store.live(columns=DATA_COLUMNS, base=self._published_rows(gen, DATA_COLUMNS))

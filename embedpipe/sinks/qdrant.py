@@ -240,6 +240,12 @@ class QdrantSink:
         if name is not None:
             yield from qdrant_base.scroll_chunk_ids(partial(self._page, name), self.write_batch)
 
+    def count(self, fingerprint: str) -> int:
+        """Points in `fingerprint`'s collection (0 when there is none), counted by Qdrant."""
+        name = self._read_collection(fingerprint)
+        with qdrant_errors(f"counting the points of '{name}'"):
+            return 0 if name is None else self.connect().count(name, exact=True).count
+
     def points(self, fingerprint: str | None = None) -> Iterator[Embedded]:
         """Every chunk of that collection with its vector, in pages."""
         name = self._read_collection(fingerprint)
@@ -344,13 +350,10 @@ class QdrantSink:
             aliases = self.connect().get_aliases().aliases
         return next((a.collection_name for a in aliases if a.alias_name == self.collection), None)
 
-    def _dim_of(self, name: str) -> int | None:
-        """The vector size of a collection (None for named/multi vectors, which are not ours)."""
-        vectors = self.connect().get_collection(name).config.params.vectors
-        return vectors.size if isinstance(vectors, models.VectorParams) else None
-
     def _check_dim(self, name: str, dim: int) -> None:
-        have = self._dim_of(name)
+        """Refuse a collection of another vector size (named/multi vectors are not ours)."""
+        vectors = self.connect().get_collection(name).config.params.vectors
+        have = vectors.size if isinstance(vectors, models.VectorParams) else None
         if have != dim:
             raise SinkError(
                 f"collection '{self.collection}' has dimension {have}, the model gives {dim}: "

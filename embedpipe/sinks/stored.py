@@ -68,6 +68,13 @@ class StoredSink(GenerationSink):
         if table is not None:
             yield from table.column("chunk_id").to_pylist()
 
+    def count(self, fingerprint: str) -> int:
+        """Rows of `fingerprint`'s generation from file footers (0 when the sink lacks it): what
+        is published plus every store shard, so until the next compaction a deleted chunk still
+        counts and a rewritten one counts twice."""
+        gen = self._read_gen(fingerprint)
+        return 0 if gen is None else self._published_count(gen) + ShardStore(gen / "store").rows()
+
     def points(self, fingerprint: str | None = None) -> Iterator[Embedded]:
         """Every chunk of `fingerprint`'s generation (else the one being written, else the live
         one) with its vector, from the store replayed over what is published."""
@@ -82,6 +89,10 @@ class StoredSink(GenerationSink):
     def _published_rows(self, gen: Path, columns: list[str]) -> pa.Table | None:
         """Chunks of `gen` kept outside its store, that the store's files replay over."""
         return None
+
+    def _published_count(self, gen: Path) -> int:
+        """How many rows `_published_rows` holds, from footers."""
+        return 0
 
     def _writing(self) -> ShardStore:
         if self._store is None:
