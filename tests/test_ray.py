@@ -187,14 +187,19 @@ def test_a_sink_in_one_process_cannot_be_written_by_actors(make_corpus, tmp_path
         run(root, f"qdrant-edge:{tmp_path / 'e'}", "ray", ray={"write_from": "actors"})
 
 
-@pytest.mark.parametrize("kind", ["qdrant", "qdrant-edge"])
-def test_unchanged_rerun_on_ray_embeds_nothing(kind: str, make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("kind", "first_engine"), [("qdrant-edge", "ray"), ("qdrant", "local")])
+def test_unchanged_rerun_on_ray_embeds_nothing(
+    kind: str, first_engine: str, make_corpus, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Ray after Ray, and Ray after the local engine (one ledger, one rule): nothing to embed,
+    and the driver never loads the model."""
     root = make_corpus(corpus_files(8))
     uri = f"{kind}:{tmp_path / 'q'}"
-    first = run(root, uri, "ray")
+    first = run(root, uri, first_engine)
     again = run(root, uri, "ray")
     assert first.chunks_embedded > 0
     assert again.chunks_embedded == 0 and again.chunks_skipped == first.chunks_total
+    assert again.device == "not loaded", "the driver loaded the model for an unchanged re-run"
 
 
 @pytest.mark.slow
