@@ -16,6 +16,6 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 .venv/bin/ruff format --check embedpipe tests scripts
 .venv/bin/mypy
 # Two workers (EMBEDPIPE_TEST_WORKERS): much of a test's time is waiting (fsync, processes, Ray
-# scheduling), not computing; --dist loadgroup with conftest's groups keeps every Ray test on one
-# worker and each other module's tests together (its costly fixtures are built once).
+# scheduling), not computing; --dist loadgroup with conftest's groups keeps each module's tests on
+# one worker (its costly fixtures are built once), the Ray crash tests a group of their own.
 .venv/bin/pytest -q -n "${EMBEDPIPE_TEST_WORKERS:-2}" --dist loadgroup --durations=15 "$@"

@@ -102,10 +102,13 @@ def fake_encoder():  # type: ignore[no-untyped-def]
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`-n 2 --dist loadgroup`), every Ray test runs on one worker (their
-    command runs join the Ray instance that worker started, by its address), and the other tests
-    of a module run on one worker, so a module's costly fixtures (calibrated int8 models, OpenVINO
-    compiles, reference vectors) are built once, not once per worker."""
+    """Under pytest-xdist (`-n 2 --dist loadgroup`), the tests of a module run on one worker, so
+    its costly fixtures (a Ray instance, calibrated int8 models, OpenVINO compiles, reference
+    vectors) are built once, not once per worker. The Ray crash tests (their command runs join
+    the module's Ray instance by its address) are a group of their own, so the Ray scenarios,
+    the longest part of the suite, run on both workers."""
     for item in items:
-        group = "ray" if item.get_closest_marker("ray") else item.nodeid.partition("::")[0]
+        group = item.nodeid.partition("::")[0]
+        if item.get_closest_marker("ray") and item.get_closest_marker("slow"):
+            group += ":slow"
         item.add_marker(pytest.mark.xdist_group(group))
