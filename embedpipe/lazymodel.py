@@ -33,8 +33,8 @@ from embedpipe.models import (
     resolve_model_path,
     same_tokenizer,
 )
+from embedpipe.types import NOT_LOADED
 
-NOT_LOADED = "not loaded"  # device and precision of a run that embedded nothing
 MODELS_FILE = "models.json"
 
 

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from embedpipe.sinks.base import Hit
-from embedpipe.types import RecordError, RunReport
+from embedpipe.types import NOT_LOADED, RecordError, RunReport
 
 ERRORS_SHOWN = 20  # distinct reasons shown; the rest are in the JSON report
 RECORDS_NAMED = 3  # records named per reason
@@ -28,14 +28,16 @@ def print_summary(console: Console, r: RunReport) -> None:
     )
     table.add_column("", style="bold")
     table.add_column("")
+    unloaded = r.device == NOT_LOADED
+    why = "a dry run only counts" if r.dry_run else "nothing needed embedding"
     rows = [
         ("documents", f"{r.docs_read:,} read, {r.docs_skipped:,} unchanged, {r.docs_failed:,} failed"),
         ("chunks", f"{r.chunks_total:,} total, {r.chunks_embedded:,} embedded, {r.chunks_skipped:,} skipped, "
                    f"{r.chunks_deleted:,} deleted"),
         ("throughput", f"{r.tokens_per_second:,.0f} tokens/s, {r.chunks_per_second:,.1f} chunks/s"),
-        ("time", f"{r.wall_seconds:.1f}s: start-up {r.startup_seconds:.1f}s (model load) + run {r.seconds:.1f}s"),
+        ("time", f"{r.wall_seconds:.1f}s: start-up {r.startup_seconds:.1f}s{'' if unloaded else ' (model load)'} + run {r.seconds:.1f}s"),
         ("padding efficiency", f"{r.padding_efficiency:.1%}"),
-        ("model", f"{r.model} on {r.device} ({r.precision})"),
+        ("model", f"{r.model}, not loaded: {why}" if unloaded else f"{r.model} on {r.device} ({r.precision})"),
         ("sink", f"{r.sink} / {r.collection}"),
     ]  # fmt: skip
     for row in rows:

@@ -103,6 +103,7 @@ class Embedded:
 
 
 EMPTY = "empty document"  # the reason every source and engine gives for a text-less document
+NOT_LOADED = "not loaded"  # device and precision of a run that loaded no model (nothing to embed)
 
 
 @dataclass(slots=True)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from embedpipe import terminal
 from embedpipe.cli import app
-from embedpipe.types import RecordError, RunReport
+from embedpipe.types import NOT_LOADED, RecordError, RunReport
 
 RED, YELLOW = "\x1b[31m", "\x1b[33m"
 
@@ -62,6 +62,17 @@ def test_summary_shows_wall_time_with_start_up_apart() -> None:
         r"\x1b\[[0-9;]*m", "", "\n".join(rendered(finished(startup_seconds=22.0, seconds=64.5)))
     )
     assert "86.5s: start-up 22.0s (model load) + run 64.5s" in text
+
+
+def test_a_run_that_loaded_no_model_says_why_instead_of_a_device() -> None:
+    plain = re.compile(r"\x1b\[[0-9;]*m")
+    unchanged = finished(model="all-MiniLM-L6-v2", device=NOT_LOADED, precision=NOT_LOADED,
+                         chunks_embedded=0, startup_seconds=0.3)  # fmt: skip
+    text = plain.sub("", "\n".join(rendered(unchanged)))
+    assert "all-MiniLM-L6-v2, not loaded: nothing needed embedding" in text
+    assert "on not loaded" not in text and "(model load)" not in text
+    dry = finished(model="all-MiniLM-L6-v2", device=NOT_LOADED, precision=NOT_LOADED, dry_run=True)
+    assert "not loaded: a dry run only counts" in plain.sub("", "\n".join(rendered(dry)))
 
 
 @pytest.mark.slow
