@@ -76,14 +76,15 @@ class Committer:
         self.ledger.begin_generation(self.target, self.model, self.dim)
         retry(lambda: self.sink.open(self.dim, self.target.fingerprint), "open", self.sink)
 
-    def forget_lost(self) -> None:
+    def forget_lost(self, *, dry_run: bool = False) -> None:
         """Trust the ledger only as far as the sink bears it out: what it lists as done in the
         run's generation and in the live one must be in the sink. Each is checked by a cheap
         count; when the sink holds fewer points (its data deleted and its state kept, a restore
         from an older backup), the chunks it lacks are forgotten, all of them without a scan
         when it holds none, so this run embeds them again instead of skipping them. The
         generations and the live pointer stay, so promotion judges as before. A sink that
-        cannot be read fails the run (transient errors retried), and nothing is forgotten."""
+        cannot be read fails the run (transient errors retried), and nothing is forgotten.
+        A dry run forgets nothing: it says what a real run would embed again."""
         live = self.ledger.live(self.target.key)
         checked = {self.target.fingerprint, *([live["fingerprint"]] if live else [])}
         for fingerprint in sorted(checked):
@@ -94,6 +95,9 @@ class Committer:
             held = retry(functools.partial(self.sink.count, fingerprint), "count", self.sink)
             if held >= claimed:
                 continue
+            if dry_run:
+                self._would_lose(fingerprint, claimed, held)
+                continue
             lost = retry(functools.partial(self._forget_missing, target, held), "read", self.sink)
             if lost:
                 self._lost(fingerprint, lost, claimed, held)
@@ -103,6 +107,20 @@ class Committer:
         holds nothing."""
         present = self.sink.chunk_ids(target.fingerprint) if held else ()
         return self.ledger.forget_missing(target, present)
+
+    def _would_lose(self, fingerprint: str, claimed: int, held: int) -> None:
+        """A dry run's word on a sink that holds fewer chunks than the ledger lists."""
+        message = (
+            f"the sink {self.sink.uri} holds {held:,} of the {claimed:,} chunks of generation "
+            f"{fingerprint[:12]} that the ledger at {self.ledger.path} lists as embedded: a real "
+            "run forgets those it lacks and embeds them again (this dry run's counts trust the "
+            "ledger)"
+        )
+        self.report.notes.append(message)
+        event(
+            log, "ledger_stale", message, level=logging.WARNING, sink=self.sink.uri,
+            generation=fingerprint, claimed=claimed, in_sink=held, lost=claimed - held,
+        )  # fmt: skip
 
     def _lost(self, fingerprint: str, lost: int, claimed: int, held: int) -> None:
         """Say, in the report and the log, what the ledger listed that the sink had lost."""

@@ -107,7 +107,9 @@ class Pipeline:
                 ledger, sink, target, report.run_id, report, model=self.config.model.name,
                 dim=0 if dry_run else encoder.dim,  # a dry run opens no sink
             )  # fmt: skip
-            if not dry_run:
+            if dry_run:
+                committer.forget_lost(dry_run=True)  # says what a real run would embed again
+            else:
                 committer.open_sink()
                 built = built_with(self.config, encoder.dim)
                 sink.describe({**built, "fingerprint": target.fingerprint})

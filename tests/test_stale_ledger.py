@@ -199,3 +199,21 @@ def test_the_command_rebuilds_a_deleted_edge_sink_and_warns(make_corpus, tmp_pat
     assert "lists as embedded" in " ".join(again.stderr.split())  # the warning, and the note
     hits = embedpipe.query("trains", sink=f"qdrant-edge:{sink}", collection="docs", k=1)
     assert hits and hits[0].doc_id == "doc00.md"
+
+
+@pytest.mark.parametrize("kind", ["qdrant-edge", "faiss"])
+def test_a_dry_run_says_what_a_real_run_would_embed_again_and_forgets_nothing(
+    kind: str, make_corpus, tmp_path: Path, fake_encoder: Any
+) -> None:  # type: ignore[no-untyped-def]
+    cfg = config(make_corpus(corpus_files(6)), kind, tmp_path)
+    total = run(cfg, fake_encoder).chunks_total
+    wipe(cfg)
+
+    dry = Pipeline(cfg, encoder=fake_encoder).run(dry_run=True)
+
+    assert dry.outcome == "dry-run" and dry.chunks_lost == 0
+    [note] = [n for n in dry.notes if "lists as embedded" in n]
+    assert f"holds 0 of the {total} chunks" in note and "a real run forgets" in note
+    assert not Path(cfg.sink.uri.partition(":")[2]).exists(), "a dry run writes no sink"
+    real = run(cfg, fake_encoder)  # the ledger still lists them: the real run finds them lost
+    assert real.chunks_lost == real.chunks_embedded == total
