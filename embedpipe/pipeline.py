@@ -108,7 +108,10 @@ class Pipeline:
                 dim=0 if dry_run else encoder.dim,  # a dry run opens no sink
             )  # fmt: skip
             if dry_run:
-                committer.forget_lost(dry_run=True)  # says what a real run would embed again
+                try:
+                    committer.forget_lost(dry_run=True)  # says what a real run would embed again
+                finally:
+                    sink.abort()  # the check's readers and clients: a dry run holds nothing open
             else:
                 committer.open_sink()
                 built = built_with(self.config, encoder.dim)

@@ -217,3 +217,24 @@ def test_a_dry_run_says_what_a_real_run_would_embed_again_and_forgets_nothing(
     assert not Path(cfg.sink.uri.partition(":")[2]).exists(), "a dry run writes no sink"
     real = run(cfg, fake_encoder)  # the ledger still lists them: the real run finds them lost
     assert real.chunks_lost == real.chunks_embedded == total
+
+
+@pytest.mark.parametrize("kind", ["qdrant-edge", "qdrant"])
+def test_a_dry_run_leaves_the_sink_free_for_the_next_run_in_the_same_process(
+    kind: str, make_corpus, tmp_path: Path, fake_encoder: Any
+) -> None:  # type: ignore[no-untyped-def]
+    """The dry run's check reads the live shard (Edge) or opens a local client (Qdrant), which
+    lock their folder: it must let go, or the library's next run fails on the lock."""
+    files = corpus_files(6)
+    root = make_corpus(files)
+    cfg = config(root, kind, tmp_path)
+    total = run(cfg, fake_encoder).chunks_total
+    (root / "doc00.md").write_text(files["doc00.md"] + "\n\nA new closing paragraph.")
+
+    dry = Pipeline(cfg, encoder=fake_encoder).run(dry_run=True)
+    real = run(cfg, fake_encoder)
+
+    assert (dry.outcome, real.outcome) == ("dry-run", "done")
+    assert real.chunks_embedded == dry.chunks_embedded > 0 and real.chunks_lost == 0
+    in_sink, in_ledger = consistency(cfg)
+    assert sorted(in_sink) == sorted(in_ledger) and len(in_sink) >= total
