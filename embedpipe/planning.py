@@ -118,13 +118,17 @@ class Planner:
         return narrowed
 
     def failed(self, error: RecordError) -> None:
-        """Count and log a record that could not be read; a known document keeps what it had."""
+        """Count and log a record that could not be read; a known document keeps what it had,
+        unless the record is excluded (a link out of the source folder): then its chunks go."""
         self.report.errors.append(error)
         record_error(log, error)
         self.report.docs_failed += 1
         if self.objects is not None:
             self.objects.failed(error)
-        if self.ledger.doc_chunks(self.target, error.record):
+        if error.excluded:  # left out on purpose: what it held goes, in any mode
+            self.seen.add(error.record)
+            self.seen.set_chunks(error.record, 0)
+        elif self.ledger.doc_chunks(self.target, error.record):
             self.seen.add(error.record)
 
     def admit(self, doc_id: str, source: str, doc_hash: str) -> bool:

@@ -91,6 +91,11 @@ class SourceConfig(Section):
     exclude: list[str] = Field(
         [], description="directory source: skip paths (and whole directories) matching these globs"
     )
+    follow_symlinks: bool = Field(
+        False,
+        description="directory source: read files whose symbolic link leads outside the "
+        "folder (off: each is a skipped record naming the link's target)",
+    )
     text_template: str | None = Field(
         None,
         description="JSONL/Parquet/HF: build the text from fields, e.g. '{title}\\n\\n{body}'",

@@ -32,6 +32,7 @@ class Files:
     rows: tuple[int, ...] = ()
     sizes: tuple[int, ...] = ()
     filesystem: Any = None  # the pyarrow filesystem `paths` are on (a bucket); None = local
+    skipped: tuple[RecordError, ...] = ()  # listed files left out of `paths`, and why
 
 
 @dataclass
