@@ -19,7 +19,7 @@ from embedpipe.errors import ConfigError, EmbedpipeError
 from embedpipe.fsmode import state_permissions
 from embedpipe.index import Index
 from embedpipe.lazymodel import LazyEncoder
-from embedpipe.ledger import Ledger, state_dir_for, target_key
+from embedpipe.ledger import LEDGER_FILE, Ledger, Target, state_dir_for, target_key
 from embedpipe.metrics import write_textfile
 from embedpipe.models import DEFAULT_MODEL_NAME
 from embedpipe.pipeline import Pipeline, Progress
@@ -165,8 +165,26 @@ def query(
     """Top-k hits for `text` from a sink, encoded with the model and the query prompt the index
     was built with (`query_prefix` overrides the prompt), among the chunks `filter` passes:
     `{"doc_id": "a.md", "metadata.pkg": ["numpy", "scipy"]}` (keys AND, a list is any of)."""
+    _check_k(k)
     with open_index(config, query_prefix=query_prefix, **options) as index:
         return index.search(text, k, filter)
+
+
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise ConfigError(f"k must be at least 1 (got {k}): the number of hits to return")
+
+
+def _known_state(sink_uri: str, cfg: RunConfig) -> Path:
+    """The state directory of an index a run has written; a ConfigError, creating nothing,
+    when it holds no ledger (a mistyped --sink or --state)."""
+    state = state_dir_for(sink_uri, cfg.state)
+    if not (state / LEDGER_FILE).is_file():
+        raise ConfigError(
+            f"No embedpipe index at {sink_uri} (no ledger in {state}): check --sink, "
+            "--collection and --state"
+        )
+    return state
 
 
 def open_index(
@@ -258,7 +276,7 @@ def reconcile(config: RunConfig, *, repair: bool = False) -> dict[str, Any]:
 
     sink = open_sink(config.sink)
     key = target_key(sink.uri, config.sink.collection)
-    state = state_dir_for(sink.uri, config.state)
+    state = _known_state(sink.uri, config)
     lock = StateLock(state) if repair else contextlib.nullcontext()
     with lock:
         ledger = Ledger(state / "ledger.sqlite")
@@ -280,16 +298,21 @@ def evaluate(
     """recall@k, MRR@k and nDCG@k of one generation (live, staged, previous or a fingerprint) on
     a JSONL queries file, each query encoded with that generation's own model; `per_query` holds
     each query's ranks of its relevant documents and `errors` the lines that were skipped."""
-    from embedpipe.evaluation import load_queries
+    from embedpipe.evaluation import answerable, known_documents, load_queries
     from embedpipe.gate import query_model, score_generation
     from embedpipe.switch import generation as named
 
     cfg = config or load_config(None, flat_overrides(**options))
+    _check_k(k)
     found, errors = load_queries(queries)
     sink = open_sink(cfg.sink)
-    ledger = Ledger.in_dir(state_dir_for(sink.uri, cfg.state))
+    ledger = Ledger.in_dir(_known_state(sink.uri, cfg))
     try:
-        gen = named(ledger, target_key(sink.uri, cfg.sink.collection), generation)
+        key = target_key(sink.uri, cfg.sink.collection)
+        gen = named(ledger, key, generation)
+        known = known_documents(ledger, Target(key, gen["fingerprint"]))
+        found, unknown = answerable(found, str(queries), known)
+        errors += unknown
     finally:
         ledger.close()
     encoder = _encoder_for(query_model(cfg.model, gen).model_dump_json())
@@ -321,7 +344,7 @@ def _switch(config: RunConfig | None, which: str, options: dict[str, Any]) -> di
 
     cfg = config or load_config(None, flat_overrides(**options))
     sink = open_sink(cfg.sink)
-    state = state_dir_for(sink.uri, cfg.state)
+    state = _known_state(sink.uri, cfg)
     with StateLock(state):
         ledger = Ledger.in_dir(state)
         try:

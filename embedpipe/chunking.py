@@ -100,9 +100,13 @@ class Chunker:
         self.overlap_tokens = overlap_tokens
         self.budget = self.limit - self._reserved_tokens()
         if self.budget < 2:
+            # Name the key that set the limit: the smaller of the two.
+            key = (
+                "model.max_seq_length" if max_seq_length < chunk_tokens else "chunking.chunk_tokens"
+            )
             raise ConfigError(
                 f"chunk limit {self.limit} leaves {self.budget} tokens for text after special "
-                f"tokens and the prefix {prefix!r}: raise chunking.chunk_tokens"
+                f"tokens and the prefix {prefix!r}: raise {key}"
             )
         # Each chunk still advances by at least one token (see _next_start), so an overlap up
         # to the budget is accepted; the config keeps it below half of chunk_tokens.

@@ -195,7 +195,7 @@ def query(
     model: ModelOpt = None,
     config: ConfigOpt = None,
     state: StateOpt = None,
-    k: Annotated[int, typer.Option("-k", "--top-k", help="number of hits")] = 5,
+    k: Annotated[int, typer.Option("-k", "--top-k", min=1, help="number of hits")] = 5,
     as_json: Annotated[
         bool, typer.Option("--json", metavar=FLAG, help="print hits as JSON")
     ] = False,

@@ -165,6 +165,39 @@ def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     return out
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: str, line: int, first: int) -> None:
+        super().__init__(key)
+        self.key, self.line, self.first = key, line, first
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (YAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, str | int | float | bool) and key in lines:
+                raise _DuplicateKey(str(key), line, lines[key])
+            if isinstance(key, str | int | float | bool):
+                lines[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_where(exc: yaml.YAMLError) -> str:
+    """`line:column` of a parse error (1-based), or `?`."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    return f"{mark.line + 1}:{mark.column + 1}" if mark is not None else "?"
+
+
+def _yaml_why(exc: yaml.YAMLError) -> str:
+    """A parse error's reason in one line (PyYAML's own spans several, with a snippet)."""
+    parts = [getattr(exc, "context", None), getattr(exc, "problem", None)]
+    return ", ".join(str(p) for p in parts if p) or str(exc).splitlines()[0]
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """A config file as a dict, with a message that names the file when it is wrong."""
     p = Path(path)
@@ -173,9 +206,14 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
             f"No config file at {p}: pass an existing YAML file (see configs/default.yaml)"
         )
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+    except _DuplicateKey as exc:
+        raise ConfigError(
+            f"{p}:{exc.line}: duplicate key {exc.key!r} (first at line {exc.first}): keep one; "
+            "a second block would silently replace the first"
+        ) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"{p}:{_yaml_where(exc)}: not valid YAML: {_yaml_why(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p} must hold a mapping of sections (source:, model:, sink: ...)")
     return data

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from embedpipe.errors import ConfigError
+from embedpipe.ledger import LEDGER_FILE, Ledger, Target
 from embedpipe.sinks.base import Hit, Sink
 from embedpipe.types import RecordError
 
@@ -81,6 +82,53 @@ def load_queries(path: str | Path) -> tuple[list[Query], list[RecordError]]:
             f"The queries file {source} has no valid query: see `embedpipe eval --help`"
         )
     return queries, errors
+
+
+def answerable(
+    queries: Sequence[Query], source: str, known: Callable[[str], bool]
+) -> tuple[list[Query], list[RecordError]]:
+    """The queries with a relevant id that is a document of the index, and a RecordError for
+    each other one (it would score 0 for every generation, so a gate on it judges nothing); a
+    ConfigError when none is left."""
+    kept: list[Query] = []
+    errors: list[RecordError] = []
+    unknown: list[str] = []
+    for query in queries:
+        if any(known(doc_id) for doc_id in query.relevant):
+            kept.append(query)
+            continue
+        unknown.append(", ".join(sorted(query.relevant)))
+        reason = f"no relevant id is a document of the index ({unknown[-1]})"
+        errors.append(RecordError(source, f"query {query.text!r}", reason))
+    if not kept:
+        raise ConfigError(
+            f"No query in {source} names a document of the index as relevant (e.g. "
+            f"{unknown[0]}): use the document ids `embedpipe query` shows"
+        )
+    return kept, errors
+
+
+def known_documents(ledger: Ledger, target: Target) -> Callable[[str], bool]:
+    """Whether a document id has chunks in a generation, by the ledger."""
+    return lambda doc_id: bool(ledger.doc_chunks(target, doc_id))
+
+
+def check_gate_queries(path: str | Path, state_dir: str | Path, key: str) -> None:
+    """Before a run loads its model: the gate's queries file is readable, holds valid queries,
+    and (when there is a live generation) names some of its documents; else a ConfigError."""
+    queries, _ = load_queries(path)
+    ledger_file = Path(state_dir) / LEDGER_FILE
+    if not ledger_file.is_file():
+        return
+    ledger = Ledger(ledger_file)
+    try:
+        live = ledger.live(key)
+        if live is not None:
+            answerable(
+                queries, str(path), known_documents(ledger, Target(key, live["fingerprint"]))
+            )
+    finally:
+        ledger.close()
 
 
 def _query(line: str) -> Query | str:

@@ -11,6 +11,8 @@ only what changed and deletes what the source no longer has.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +23,7 @@ from embedpipe.direct import Progress, direct_run, done_hashes
 from embedpipe.errors import ConfigError, SinkError
 from embedpipe.index import MANIFEST_KEYS, ledger_live
 from embedpipe.ledger import Ledger, state_dir_for, target_key
-from embedpipe.sinks import open_sink
+from embedpipe.sinks import capabilities_for, open_sink
 from embedpipe.sinks.base import Sink
 from embedpipe.types import RunReport
 
@@ -33,8 +35,11 @@ def export(
 ) -> RunReport:
     """Copy the live generation of `source`'s sink and collection into `dest`'s; the report
     counts the chunks copied (`chunks_embedded`), left as they were and deleted."""
-    if (source.sink.uri, source.sink.collection) == (dest.sink.uri, dest.sink.collection):
+    same_sink = source.sink.uri == dest.sink.uri or _same_local_sink(source, dest)
+    if same_sink and source.sink.collection == dest.sink.collection:
         raise ConfigError("export needs another --to sink or --to-collection than its source")
+    if not same_sink:
+        _refuse_overlap(source, dest)
     src = open_sink(source.sink)
     try:
         manifest = _source_manifest(src, source)
@@ -75,6 +80,52 @@ def export(
         f"{report.chunks_deleted} deleted"
     )
     return report
+
+
+def _local_path(cfg: RunConfig) -> Path | None:
+    """Where a local sink's files are, links resolved; None for a server."""
+    caps = capabilities_for(cfg.sink.uri)
+    location = cfg.sink.uri.partition(":")[2]
+    if caps is None or not caps.local_path or not location:
+        return None
+    return Path(os.path.realpath(Path(location).expanduser()))
+
+
+def _same_local_sink(source: RunConfig, dest: RunConfig) -> bool:
+    """Whether two sink uris name one local sink (same kind, same folder however spelled)."""
+    scheme = source.sink.uri.partition(":")[0].lower()
+    path = _local_path(source)
+    return (
+        path is not None
+        and scheme == dest.sink.uri.partition(":")[0].lower()
+        and path == _local_path(dest)
+    )
+
+
+def _refuse_overlap(source: RunConfig, dest: RunConfig) -> None:
+    """A ConfigError when the destination's folder (or its ledger's) is the source's folder,
+    inside it or around it (symbolic links resolved), whatever the two schemes: the two would
+    share generation folders and one's next run or drop would break the other."""
+    src, dst = _local_path(source), _local_path(dest)
+    src_state = _real(state_dir_for(source.sink.uri, source.state))
+    dst_state = _real(state_dir_for(dest.sink.uri, dest.state))
+    pairs = [
+        (src, dst, "the source sink", "the destination"),
+        (src, dst_state, "the source sink", "the destination's ledger"),
+        (src_state, dst, "the source's ledger", "the destination"),
+    ]
+    for mine, theirs, what, other in pairs:
+        if mine is None or theirs is None:
+            continue
+        if mine == theirs or mine in theirs.parents or theirs in mine.parents:
+            raise ConfigError(
+                f"export --to {dest.sink.uri}: {other} ({theirs}) overlaps {what} ({mine}); "
+                "export into a folder outside the source sink and its state"
+            )
+
+
+def _real(path: Path) -> Path:
+    return Path(os.path.realpath(path.expanduser()))
 
 
 def _source_manifest(src: Sink, cfg: RunConfig) -> dict[str, Any]:

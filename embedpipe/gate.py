@@ -10,7 +10,8 @@ from typing import Any
 
 from embedpipe.config import ModelConfig, RunConfig
 from embedpipe.encoder import Encoder
-from embedpipe.evaluation import Scores, drops, evaluate, load_queries
+from embedpipe.errors import ConfigError
+from embedpipe.evaluation import Scores, answerable, drops, evaluate, known_documents, load_queries
 from embedpipe.lazymodel import AnyEncoder
 from embedpipe.ledger import Ledger, Target
 from embedpipe.promotion import Verdict
@@ -51,7 +52,11 @@ def judge(
     if gate is None or live is None or not v.promote:
         return v
     queries, errors = load_queries(gate.queries)
-    for e in errors:
+    try:  # queries naming no document score 0 for both: they judge nothing
+        queries, unknown = answerable(queries, str(gate.queries), known_documents(ledger, target))
+    except ConfigError as exc:
+        return replace(v, promote=False, reason=f"the quality gate cannot judge: {exc}")
+    for e in errors + unknown:
         report.notes.append(f"eval: skipped {e.source} :: {e.record}: {e.reason}")
     live_model = load(query_model(cfg.model, live))
     live_scores = score_generation(sink, live["fingerprint"], live_model, cfg, gate.k, queries)

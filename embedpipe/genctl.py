@@ -29,7 +29,7 @@ def eval_command(
     collection: CollectionOpt = None,
     config: ConfigOpt = None,
     state: StateOpt = None,
-    k: Annotated[int, typer.Option("-k", help="hits per query scored")] = 10,
+    k: Annotated[int, typer.Option("-k", min=1, help="hits per query scored")] = 10,
     generation: GenerationOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -76,6 +76,11 @@ def rollback_command(
 
 def _print(result: dict[str, Any]) -> None:
     replaced = result["replaced"]
+    if result.get("already_live"):
+        clirun.out.print(
+            f"{result['target']}: generation {result['live'][:12]} is already live; nothing changed"
+        )
+        return
     clirun.out.print(
         f"{result['target']}: generation {result['live'][:12]} (model "
         f"{result['model'] or 'default'}) is live"

@@ -26,6 +26,7 @@ from embedpipe.encoder import Encoder
 from embedpipe.engines import RunContext, engine_for
 from embedpipe.engines.base import Progress
 from embedpipe.errors import HeldError, Interrupted, StateError, os_reason
+from embedpipe.evaluation import check_gate_queries
 from embedpipe.gate import LoadEncoder, judge
 from embedpipe.hashing import fingerprint
 from embedpipe.index import built_with
@@ -61,10 +62,14 @@ class Pipeline:
     def run(self, *, dry_run: bool = False) -> RunReport:
         """Embed what is new, delete what is gone, promote, and return the report."""
         cfg = self.config
-        encoder = self.encoder or Encoder(cfg.model)
         source = given(self.source) if self.source is not None else open_source(cfg.source)
         sink = self.sink or open_sink(cfg.sink)
         state = state_dir_for(sink.uri, cfg.state)
+        if cfg.promote.eval is not None:  # a bad queries file is found before the model loads
+            check_gate_queries(
+                cfg.promote.eval.queries, state, target_key(sink.uri, cfg.sink.collection)
+            )
+        encoder = self.encoder or Encoder(cfg.model)
         if isinstance(encoder, LazyEncoder):  # what a load teaches is kept for the next run
             encoder.remember_in(state)
         identity, output = run_identity(encoder, dry_run=dry_run)  # a dry run loads no model

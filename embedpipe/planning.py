@@ -118,13 +118,17 @@ class Planner:
         return narrowed
 
     def failed(self, error: RecordError) -> None:
-        """Count and log a record that could not be read; a known document keeps what it had."""
+        """Count and log a record that could not be read; a known document keeps what it had,
+        unless the record is excluded (a link out of the source folder): then its chunks go."""
         self.report.errors.append(error)
         record_error(log, error)
         self.report.docs_failed += 1
         if self.objects is not None:
             self.objects.failed(error)
-        if self.ledger.doc_chunks(self.target, error.record):
+        if error.excluded:  # left out on purpose: what it held goes, in any mode
+            self.seen.add(error.record)
+            self.seen.set_chunks(error.record, 0)
+        elif self.ledger.doc_chunks(self.target, error.record):
             self.seen.add(error.record)
 
     def admit(self, doc_id: str, source: str, doc_hash: str) -> bool:
@@ -195,6 +199,7 @@ class ObjectPlan:
         self.seen, self.db = seen, seen.ledger.db
         self.args = (seen.target.key, seen.target.fingerprint)
         self.listed = {o.uri: o.version for o in source.objects}
+        self.read_versions = source.read_versions  # filled as the objects are read
         self.by_name = {o.name: o.uri for o in source.objects}  # how documents and errors name it
         self.per_document = source.kind == "dir"  # a document file: named by its id
         self.skipped: set[str] = set()
@@ -273,11 +278,15 @@ class ObjectPlan:
         )
 
     def remember(self) -> None:
-        """After the run's writes: each object read whole, its version and its documents. The
+        """After the run's writes: each object read whole, the version it was read at and its
+        documents. The
         ledger forgets the others' versions (they are read next time), but keeps which documents
         a failed object held (they keep what they had while it fails)."""
         marks = [("broken", u) for u in self.broken]
-        clean = [(u, v) for u, v in self.listed.items() if u not in self.skipped | self.broken]
+        # The version each object was read at, where the read saw one (an object rewritten
+        # between the listing and the read holds what was read, not what was listed).
+        done = self.skipped | self.broken
+        clean = [(u, self.read_versions.get(u, v)) for u, v in self.listed.items() if u not in done]
         forget = (
             "DELETE FROM {} WHERE target = ? AND fingerprint = ? AND object NOT IN "
             "(SELECT object FROM temp.listed WHERE state IN ({}))"

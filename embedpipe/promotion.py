@@ -87,7 +87,20 @@ def relink(ledger: Ledger, target_key: str, served: str | None) -> str | None:
 
 
 def held_message(v: Verdict, fingerprint: str) -> str:
-    """What the operator reads when a generation is held."""
+    """What the operator reads when a generation is held: by the quality gate (with both
+    generations' scores), else by the document count (then the source is the usual suspect)."""
+    if v.staged_metrics or v.reason.startswith("the quality gate"):
+        scores = ", ".join(
+            f"{name} {v.staged_metrics[name]:.3f} vs live {v.live_metrics.get(name, 0):.3f}"
+            for name in v.staged_metrics
+        )
+        return (
+            f"The quality gate held the new generation {fingerprint[:12]}: {v.reason}"
+            + (f" ({scores})" if scores else "")
+            + ". The live index keeps serving; the new generation is kept staged. Check the "
+            "model and the queries file, or run `embedpipe promote` (or pass --force) to "
+            "promote it anyway"
+        )
     return (
         f"Held the new generation {fingerprint[:12]}: {v.reason}. The live index keeps serving; "
         "the new generation is kept staged, and a re-run resumes it. Check the source (empty or "

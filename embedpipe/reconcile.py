@@ -77,7 +77,7 @@ def _compare(
     done = set(ledger.chunk_ids(target))
     pending = set(ledger.chunk_ids(target, state=PENDING))
     return {
-        "fingerprint": fp, "live": fp == serving, "dim": gen["dim"],
+        "fingerprint": fp, "live": fp == serving, "state": gen["state"], "dim": gen["dim"],
         "in_ledger": len(done), "in_sink": len(in_sink), "pending": len(pending),
         "missing": sorted(done - in_sink), "orphaned": sorted(in_sink - done - pending),
     }  # fmt: skip

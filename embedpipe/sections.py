@@ -91,6 +91,11 @@ class SourceConfig(Section):
     exclude: list[str] = Field(
         [], description="directory source: skip paths (and whole directories) matching these globs"
     )
+    follow_symlinks: bool = Field(
+        False,
+        description="directory source: read files whose symbolic link leads outside the "
+        "folder (off: each is a skipped record naming the link's target)",
+    )
     text_template: str | None = Field(
         None,
         description="JSONL/Parquet/HF: build the text from fields, e.g. '{title}\\n\\n{body}'",
@@ -144,7 +149,9 @@ class ModelConfig(Section):
     prefix: str = Field("", description="text prepended to every chunk, e.g. 'passage: ' for E5")
     query_prefix: str = Field("", description="text prepended to queries, e.g. 'query: '")
     max_seq_length: int | None = Field(
-        None, description="most tokens the model reads per chunk; null = the model's own limit"
+        None,
+        ge=1,
+        description="most tokens the model reads per chunk; null = the model's own limit",
     )
     threads: int | None = Field(
         None, ge=1, description="torch intra-op threads on CPU; null = chosen from the cores"

@@ -54,7 +54,9 @@ def switch(sink: Sink, ledger: Ledger, key: str, which: str, keep_previous: int)
         for fingerprint in ledger.previous_beyond(key, keep_previous):
             sink.drop(fingerprint)
             ledger.forget_generation(Target(key, fingerprint))
+    already = before is not None and before["fingerprint"] == gen["fingerprint"]
     return {
         "target": key, "live": gen["fingerprint"], "model": gen["model"],
-        "replaced": before["fingerprint"] if before else None,
+        "replaced": before["fingerprint"] if before and not already else None,
+        "already_live": already,
     }  # fmt: skip

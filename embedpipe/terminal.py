@@ -115,7 +115,7 @@ def print_reconcile(out: Console, result: dict[str, Any]) -> None:
         out.print(f"  the sink serves generation {result['relink'][:12]}, the ledger's live pointer "
                   "names another (a crash mid-swap): --repair relinks the ledger")  # fmt: skip
     for g in result["generations"]:
-        name = "live" if g["live"] else "staged"
+        name = "live" if g["live"] else _ledger_state(g.get("state"))
         out.print(f"  {name} {g['fingerprint'][:12]}: ledger {g['in_ledger']}, sink {g['in_sink']}, "
                   f"pending {g['pending']}")  # fmt: skip
         out.print(f"    missing from the sink: {len(g['missing'])} {g['missing'][:10]}")
@@ -124,6 +124,13 @@ def print_reconcile(out: Console, result: dict[str, Any]) -> None:
         out.print(
             "repaired" + (" and re-embedded" if "run" in result else ": run backfill to re-embed")
         )
+
+
+def _ledger_state(state: str | None) -> str:
+    """A generation the sink does not serve, as the ledger names it (staged, previous...)."""
+    if state == "live":
+        return "live in the ledger, not served"
+    return state or "staged"
 
 
 def hits_table(text: str, hits: Sequence[Hit]) -> Table:

@@ -49,6 +49,9 @@ class RecordError:
     source: str
     record: str
     reason: str
+    # Left out on purpose (a link out of the source folder), not unreadable for now: what it
+    # held before is deleted like a removed document's, instead of kept.
+    excluded: bool = False
 
 
 @dataclass(slots=True)

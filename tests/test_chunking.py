@@ -255,6 +255,13 @@ def test_overlap_not_below_text_budget_is_refused(tokenizer: object) -> None:
         make(tokenizer, chunk_tokens=16, overlap=14)  # 14 text tokens fit after [CLS] [SEP]
 
 
+def test_a_tiny_max_seq_length_is_named_as_the_key_to_raise(tokenizer: object) -> None:
+    with pytest.raises(ConfigError, match=r"raise model\.max_seq_length$"):
+        Chunker(tokenizer, chunk_tokens=64, overlap_tokens=0, max_seq_length=3)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"raise chunking\.chunk_tokens$"):
+        make(tokenizer, chunk_tokens=3)
+
+
 def test_fifty_megabyte_document_streams_its_first_chunks_in_bounded_memory(
     tokenizer: object, corpus: list[Document]
 ) -> None:

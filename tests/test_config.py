@@ -21,6 +21,7 @@ from typer.core import TyperArgument, TyperGroup, TyperOption
 from embedpipe.cli import app
 from embedpipe.config import FLAT_KEYS, RunConfig, load_config
 from embedpipe.configdoc import COMMENT_COLUMN, default_yaml, describe, field, section_model
+from embedpipe.errors import ConfigError
 from embedpipe.init import render_config
 from embedpipe.sinks import SINKS
 
@@ -153,3 +154,30 @@ def test_init_comments_every_key_with_its_description(source: str | None, sink: 
 def test_init_hints_restate_no_description(source: str | None, sink: str | None) -> None:
     hints = " ".join(full_line_comments(render_config(source, sink)))
     assert [p for p in key_paths() if describe(p) in hints] == []
+
+
+# -- bad files, said in one line ---------------------------------------------------------------
+
+
+def test_a_key_given_twice_in_a_yaml_file_names_file_key_and_lines(tmp_path: Path) -> None:
+    path = tmp_path / "nightly.yaml"
+    path.write_text("source:\n  uri: ./docs\nsink:\n  uri: faiss:./idx\nsource:\n  uri: /etc\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}:5: duplicate key 'source' (first at line 1)")
+
+
+def test_invalid_yaml_is_one_line_naming_file_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "nightly.yaml"
+    path.write_text("source:\n  uri: [unclosed\nsink: {\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}:3:5: not valid YAML: ") and "\n" not in message
+
+
+def test_a_negative_max_seq_length_is_refused_naming_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "nightly.yaml"
+    path.write_text("model:\n  max_seq_length: -5\n")
+    with pytest.raises(ConfigError, match=r"model\.max_seq_length: Input should be greater than"):
+        load_config(path)

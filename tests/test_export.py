@@ -137,6 +137,36 @@ def test_export_refuses_its_own_source_and_an_empty_one(edge: RunConfig, tmp_pat
         embedpipe.export(edge, to=f"parquet:{tmp_path / 'x'}", to_collection="../up")
 
 
+def test_export_refuses_a_destination_overlapping_its_source_whatever_the_scheme(
+    edge: RunConfig, tmp_path: Path
+) -> None:
+    edge_dir = tmp_path / "edge"
+    (tmp_path / "alias").symlink_to(edge_dir)
+    before = sorted(p.name for p in edge_dir.iterdir())
+    for to in (
+        f"parquet:{edge_dir}",  # the source's own folder
+        f"faiss:{edge_dir / 'copy'}",  # inside it
+        f"parquet:{tmp_path / 'alias'}",  # the same folder through a link
+        f"qdrant-edge:{tmp_path / 'edge.state' / 'x'}",  # inside the source's ledger folder
+    ):
+        with pytest.raises(ConfigError, match="overlaps"):
+            embedpipe.export(edge, to=to)
+    with pytest.raises(ConfigError, match="overlaps the source sink"):
+        embedpipe.export(edge, to=f"faiss:{tmp_path / 'f'}", to_state=str(edge_dir / "st"))
+    assert sorted(p.name for p in edge_dir.iterdir()) == before  # nothing written into it
+    copy = embedpipe.export(edge, to=f"qdrant-edge:{tmp_path / 'alias'}", to_collection="copy")
+    assert copy.chunks_embedded == 300  # the same sink by another path: another collection
+
+
+def test_export_into_its_own_folder_is_a_usage_error_on_the_command_line(
+    edge: RunConfig, tmp_path: Path
+) -> None:
+    to = f"parquet:{tmp_path / 'edge'}"
+    done = cli("export", "--sink", edge.sink.uri, "--collection", "docs", "--to", to, cwd=tmp_path)
+    assert done.returncode == 2 and "overlaps the source sink" in " ".join(done.stderr.split())
+    assert "Traceback" not in done.stderr
+
+
 def test_export_on_the_command_line(edge: RunConfig, tmp_path: Path) -> None:
     done = cli("export", "--sink", edge.sink.uri, "--collection", "docs", "--to",
                f"faiss:{tmp_path / 'f'}", "--to-collection", "copy", cwd=tmp_path)  # fmt: skip

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 import embedpipe
 import embedpipe.api
 from embedpipe.config import load_config
-from embedpipe.errors import EmbedpipeError, HeldError
+from embedpipe.errors import ConfigError, EmbedpipeError, HeldError
 from embedpipe.evaluation import Query, load_queries, score
 from tests.clikit import embedpipe as command
 from tests.test_incremental import consistency
@@ -234,10 +235,16 @@ def test_held_gate_is_not_forced_by_the_documents_rule(
     root = make_corpus(TOPICS)
     gate = {"eval": {"queries": str(queries), "k": 3}}
     embedpipe.run(settings(root, "faiss", tmp_path, promote=gate))
-    with pytest.raises(HeldError, match="vs live"):
+    with pytest.raises(HeldError, match="vs live") as caught:
         embedpipe.run(
             settings(root, "faiss", tmp_path, promote=gate, model={"name": str(tiny_model)})
         )
+    said = str(caught.value)  # the gate held it, with the scores; the source is not blamed
+    assert (
+        said.startswith("The quality gate held the new generation")
+        and "Check the source" not in said
+    )
+    assert re.search(r"recall \d\.\d{3} vs live \d\.\d{3}", said)
 
 
 def test_html_report_shows_live_and_staged_metrics_side_by_side(
@@ -257,3 +264,113 @@ def test_html_report_shows_live_and_staged_metrics_side_by_side(
         assert f"<th>{metric}</th>" in table
     live, staged = held.promotion["live"], held.promotion["staged"]  # type: ignore[index]
     assert f"<td>{live['recall']:.3f}</td><td>{staged['recall']:.3f}</td>" in table
+
+
+# -- errors found early and said plainly ------------------------------------------------------
+
+
+def test_a_missing_empty_or_invalid_eval_queries_file_is_a_usage_error_before_the_model_loads(
+    make_corpus, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    root = make_corpus(TOPICS)
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    for name in ("missing.jsonl", "empty.jsonl", "bad.jsonl"):
+        sink = tmp_path / f"idx-{name}"
+        queries_file = str(tmp_path / name)
+        done = command(
+            "backfill", str(root), "--sink", f"faiss:{sink}", "--eval-queries", queries_file
+        )
+        assert done.returncode == 2 and str(tmp_path / name) in done.stderr, done.stderr
+        assert "loading model" not in done.stderr and not sink.exists()  # nothing was built
+
+
+def test_relevant_ids_that_match_no_document_are_refused(
+    make_corpus, tmp_path: Path, queries: Path
+) -> None:  # type: ignore[no-untyped-def]
+    root = make_corpus(TOPICS)
+    cfg = settings(root, "faiss", tmp_path)
+    embedpipe.run(cfg)
+    wrong = tmp_path / "wrong.jsonl"  # ids without their suffix: no document has them
+    wrong.write_text(
+        "".join(
+            json.dumps({"query": q["query"], "relevant": ["trains", "bread"]}) + "\n"
+            for q in QUERIES
+        )
+    )
+    base = ["--sink", cfg.sink.uri, "--collection", "docs"]
+    shown = command("eval", *base, "--queries", str(wrong))
+    assert shown.returncode == 2 and "names a document of the index" in shown.stderr
+    gated = command(
+        "backfill",
+        str(root),
+        *base,
+        "--chunk-tokens",
+        "48",
+        "--overlap-tokens",
+        "0",
+        "--eval-queries",
+        str(wrong),
+    )
+    assert gated.returncode == 2 and "names a document of the index" in gated.stderr
+    assert "loading model" not in gated.stderr
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(
+        queries.read_text() + json.dumps({"query": "q", "relevant": ["nope.md"]}) + "\n"
+    )
+    result = embedpipe.api.evaluate(cfg, queries=mixed, k=3)
+    assert result["queries"] == len(QUERIES)
+    assert [e["reason"] for e in result["errors"]][-1] == (
+        "no relevant id is a document of the index (nope.md)"
+    )
+
+
+@pytest.mark.parametrize("k", ["0", "-1"])
+def test_k_below_one_is_a_usage_error(make_corpus, tmp_path: Path, queries: Path, k: str) -> None:  # type: ignore[no-untyped-def]
+    cfg = settings(make_corpus(TOPICS), "faiss", tmp_path)
+    embedpipe.run(cfg)
+    base = ["--sink", cfg.sink.uri, "--collection", "docs"]
+    for args in (
+        ["query", "trains", *base, "-k", k],
+        ["eval", *base, "--queries", str(queries), "-k", k],
+    ):
+        done = command(*args)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert "-k" in done.stderr and "1" in done.stderr
+    with pytest.raises(ConfigError, match="k must be at least 1"):
+        embedpipe.query("trains", k=int(k), config=cfg)
+    with pytest.raises(ConfigError, match="k must be at least 1"):
+        embedpipe.api.evaluate(cfg, queries=queries, k=int(k))
+
+
+def test_promoting_the_live_generation_says_it_is_already_live(make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg = settings(make_corpus(TOPICS), "faiss", tmp_path)
+    live = embedpipe.run(cfg).fingerprint
+    done = command(
+        "promote", "--sink", cfg.sink.uri, "--collection", "docs", "--generation", "live"
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"generation {live[:12]} is already live; nothing changed" in done.stdout
+    assert "kept as previous" not in done.stdout
+
+
+def test_reconcile_names_each_generation_by_its_ledger_state(make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root = make_corpus(TOPICS)
+    first = embedpipe.run(settings(root, "faiss", tmp_path)).fingerprint
+    embedpipe.run(
+        settings(root, "faiss", tmp_path, chunking={"chunk_tokens": 48, "overlap_tokens": 0})
+    )
+    done = command("reconcile", "--sink", f"faiss:{tmp_path / 'faiss'}", "--collection", "docs")
+    assert done.returncode == 0, done.stderr
+    assert f"previous {first[:12]}" in done.stdout and "staged" not in done.stdout
+
+
+@pytest.mark.parametrize("verb", ["eval", "rollback", "reconcile"])
+def test_a_mistyped_sink_path_is_refused_creating_nothing(
+    verb: str, tmp_path: Path, queries: Path
+) -> None:
+    typo = tmp_path / "idnex"
+    extra = ["--queries", str(queries)] if verb == "eval" else []
+    done = command(verb, "--sink", f"faiss:{typo}", "--collection", "docs", *extra)
+    assert done.returncode == 2 and "No embedpipe index at" in done.stderr, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["queries.jsonl"]

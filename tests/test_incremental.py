@@ -108,6 +108,23 @@ def test_shrunk_document_loses_its_trailing_chunks_in_incremental_mode(
     assert report.chunks_deleted >= 1
 
 
+def test_a_link_out_of_the_folder_indexed_when_followed_is_removed_when_not(
+    make_corpus, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    root = make_corpus(corpus_files(2))
+    (tmp_path / "creds.txt").write_text("The password of the castle gate is hunter2.")
+    (root / "notes.txt").symlink_to(tmp_path / "creds.txt")
+    embedpipe.run(
+        config(root, "faiss", tmp_path, source={"uri": str(root), "follow_symlinks": True})
+    )
+    assert any(c.startswith("notes.txt#") for c in consistency(config(root, "faiss", tmp_path))[0])
+    report = embedpipe.run(config(root, "faiss", tmp_path))  # incremental, the default
+    in_sink, in_ledger = consistency(config(root, "faiss", tmp_path))
+    assert sorted(in_sink) == sorted(in_ledger) and in_sink
+    assert not any(c.startswith("notes.txt#") for c in in_sink)
+    assert [e.record for e in report.errors] == ["notes.txt"] and report.chunks_deleted >= 1
+
+
 @pytest.mark.parametrize("kind", SINKS)
 def test_model_change_builds_new_index_and_swaps_only_at_the_end(
     kind: str, make_corpus, tmp_path: Path, tiny_model: Path

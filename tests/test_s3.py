@@ -43,7 +43,7 @@ def parquet_bytes(rows: dict[str, str]) -> bytes:
 
 def jsonl_bytes(rows: dict[str, str]) -> bytes:
     lines = "".join(json.dumps({"id": k, "text": v}) + "\n" for k, v in rows.items())
-    return gzip.compress(lines.encode())
+    return gzip.compress(lines.encode(), mtime=0)  # the same bytes (and ETag) each time
 
 
 def config(uri: str, tmp_path: Path, name: str, **extra: object) -> embedpipe.RunConfig:
@@ -241,6 +241,55 @@ def test_object_deleted_between_listing_and_reading_keeps_its_chunks(
     ]
     assert "no such object" in report.errors[0].reason
     assert report.chunks_deleted == 0 and ledger_chunks(cfg) == before  # nothing lost
+
+
+REWRITTEN = {
+    "docs": ("docs/doc01.md", lambda rows: rows["doc01"]),
+    "jsonl": ("jsonl/part-0.jsonl.gz", lambda rows: jsonl_bytes(dict(list(rows.items())[:4]))),
+    "parquet": ("parquet/part-0.parquet", lambda rows: parquet_bytes(dict(list(rows.items())[:4]))),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(REWRITTEN))
+def test_object_rewritten_between_listing_and_reading_and_back_is_read_again(
+    kind: str, s3: S3, tmp_path: Path
+) -> None:
+    key, body = REWRITTEN[kind]
+    put_corpus(s3, tmp_path)
+    cfg = config(f"s3://lake/{kind}", tmp_path, kind, mode="full")
+    listed = open_source(cfg.source)  # version A listed; B written before it is read
+    s3.put(key, body(texts(edit=" Rewritten while the run was listing.")))
+    embedpipe.run(cfg, source=listed)
+    put_corpus(s3, tmp_path / "again")  # A again: the listing shows A's ETag once more
+    report = embedpipe.run(cfg)
+    assert report.chunks_embedded > 0  # B was read, not A: A is read again, not skipped
+    fresh = config(f"s3://lake/{kind}", tmp_path, f"{kind}-fresh")
+    embedpipe.run(fresh)
+    assert ledger_chunks(cfg) == ledger_chunks(fresh)  # the index holds A, as a clean run does
+
+
+def test_key_with_an_empty_segment_is_a_record_error_and_the_rest_is_embedded(
+    s3: S3, tmp_path: Path
+) -> None:
+    put_corpus(s3, tmp_path)
+    s3.put("docs//abs.md", "An abstract stored under a key with a double slash.")
+    s3.put("jsonl//part-9.jsonl.gz", jsonl_bytes({"doc99": "A record behind a double slash."}))
+    try:
+        check_empty_segment_runs(tmp_path)
+    finally:  # moto's buckets outlive the server: leave the corpus as the other tests expect
+        s3.delete("docs//abs.md")
+        s3.delete("jsonl//part-9.jsonl.gz")
+
+
+def check_empty_segment_runs(tmp_path: Path) -> None:
+    report = embedpipe.run(config("s3://lake/docs", tmp_path, "docs"))
+    [error] = report.errors
+    assert (error.source, error.record) == ("s3://lake/docs", "/abs.md")
+    assert "empty path segment ('//')" in error.reason and "rename the object" in error.reason
+    assert report.docs_read == 8 and report.chunks_embedded > 0
+    rows = embedpipe.run(config("s3://lake/jsonl", tmp_path, "jsonl"))
+    assert [e.source for e in rows.errors] == ["s3://lake/jsonl//part-9.jsonl.gz"]
+    assert "empty path segment" in rows.errors[0].reason and rows.docs_read == 8
 
 
 def test_throttled_object_is_retried_and_read(s3: S3, tmp_path: Path) -> None:

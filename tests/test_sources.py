@@ -183,6 +183,50 @@ def test_dir_dangling_symlink_is_reported_with_os_reason(corpus: Path) -> None:
     assert err.record == "gone.txt" and "No such file or directory" in err.reason
 
 
+def test_dir_file_link_out_of_the_folder_is_skipped_naming_its_target(
+    corpus: Path, tmp_path: Path
+) -> None:
+    secret = tmp_path / "elsewhere" / "creds.txt"
+    secret.parent.mkdir()
+    secret.write_text("password=hunter2", "utf-8")
+    (corpus / "notes.txt").symlink_to(secret)
+    items = list(source(corpus))
+    [err] = errors(items)
+    assert err.record == "notes.txt" and str(secret) in err.reason
+    assert "source.follow_symlinks" in err.reason and err.excluded
+    assert all("hunter2" not in d.text for d in docs(items))
+    assert [d.id for d in docs(items)] == ["a.md", "b.txt", "sub/c.RST", "sub/deeper/d.txt"]
+
+
+def test_dir_file_link_inside_the_folder_is_read(corpus: Path) -> None:
+    (corpus / "alias.txt").symlink_to(corpus / "sub" / "deeper" / "d.txt")
+    items = list(source(corpus))
+    assert errors(items) == []
+    assert {d.id: d.text for d in docs(items)}["alias.txt"] == "dee"
+
+
+def test_dir_file_link_out_of_the_folder_is_read_when_configured(
+    corpus: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "shared.txt").write_text("shared notes", "utf-8")
+    (corpus / "shared.txt").symlink_to(tmp_path / "shared.txt")
+    items = list(source(corpus, follow_symlinks=True))
+    assert errors(items) == []
+    assert {d.id: d.text for d in docs(items)}["shared.txt"] == "shared notes"
+
+
+def test_dir_link_made_after_listing_is_still_checked_when_read(
+    corpus: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "creds.txt").write_text("password=hunter2", "utf-8")
+    src = source(corpus)
+    (corpus / "b.txt").unlink()
+    (corpus / "b.txt").symlink_to(tmp_path / "creds.txt")
+    [err] = errors(src)
+    assert err.record == "b.txt" and "outside the source folder" in err.reason
+    assert src.files is not None and "b.txt" in src.files.names  # listed as a plain file
+
+
 def test_dir_utf16_file_is_reported_as_not_utf8(tmp_path: Path) -> None:
     (tmp_path / "w.txt").write_bytes("hello".encode("utf-16"))
     [err] = errors(source(tmp_path))

@@ -149,6 +149,8 @@ class _RayStream:
             waves = list(_file_waves(files.sizes, self.cfg.ray.wave_mb * 2**20))
             reader = "read_parquet" if source.kind == "parquet" else "binary files"
             self.report.notes.append(f"ray: {len(files.paths)} {source.kind} files read by Ray ({reader}) in {len(waves)} waves")  # fmt: skip
+            for error in files.skipped:  # listed but not to be read (a link out of the folder)
+                self.planner.failed(error)
             for lo, hi in waves:
                 ds, wave = self._read_files(source.kind, files, lo, hi)
                 yield self._prepare(ds, unchanged), wave

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from embedpipe.types import Document, RecordError
@@ -32,6 +32,7 @@ class Files:
     rows: tuple[int, ...] = ()
     sizes: tuple[int, ...] = ()
     filesystem: Any = None  # the pyarrow filesystem `paths` are on (a bucket); None = local
+    skipped: tuple[RecordError, ...] = ()  # listed files left out of `paths`, and why
 
 
 @dataclass
@@ -47,6 +48,9 @@ class Source:
     # same source over some of them (the planner leaves out those unchanged since last run).
     objects: tuple[StoredObject, ...] = ()
     subset: Callable[[Sequence[StoredObject]], Source] | None = None
+    # Each object's version as read (filled while it is read; "" when reads saw two): the
+    # ledger remembers this, not the listed version, so a rewrite mid-run is read again.
+    read_versions: dict[str, str] = field(default_factory=dict)
 
     def __iter__(self) -> Iterator[Document | RecordError]:
         return self.read()

@@ -28,14 +28,40 @@ def open_dir(path: str, cfg: SourceConfig) -> Source:
         raise SourceError(f"No directory at {path}: pass an existing directory for a dir: source")
     files = list_files(path, cfg.extensions, PathFilter.of(cfg.include, cfg.exclude))
     root = os.path.abspath(path)
+    follow = cfg.follow_symlinks
+    skipped = tuple(e for e in (outside_link(path, rel, follow) for rel in files) if e is not None)
+    kept = [rel for rel in files if rel not in {e.record for e in skipped}]
     return Source(
         uri=path,
         kind="dir",
-        read=lambda: read_dir(path, extensions=cfg.extensions, files=files),
+        read=lambda: read_dir(path, extensions=cfg.extensions, files=files, follow_symlinks=follow),
         total=len(files),
-        files=Files(path, tuple(os.path.join(root, rel) for rel in files), tuple(files),
-                    sizes=tuple(_size(os.path.join(root, rel)) for rel in files)),
-    )  # fmt: skip
+        files=Files(
+            path,
+            tuple(os.path.join(root, rel) for rel in kept),
+            tuple(kept),
+            sizes=tuple(_size(os.path.join(root, rel)) for rel in kept),
+            skipped=skipped,
+        ),
+    )
+
+
+def outside_link(root: str | Path, rel: str, follow_symlinks: bool = False) -> RecordError | None:
+    """Why `rel` is not read when a symbolic link (it or a folder above it) leads outside `root`,
+    unless `follow_symlinks`; None when it is read. A link can name any file on the machine, and
+    a source folder must not index what lies beyond it unless asked to."""
+    if follow_symlinks:
+        return None
+    target, real_root = os.path.realpath(os.path.join(root, rel)), os.path.realpath(root)
+    if os.path.commonpath([target, real_root]) == real_root:
+        return None
+    return RecordError(
+        str(root),
+        rel,
+        f"skipped: symbolic link to {target}, outside the source folder {real_root}; "
+        "set source.follow_symlinks: true to read it",
+        excluded=True,
+    )
 
 
 def _size(path: str) -> int:
@@ -81,17 +107,22 @@ def read_dir(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     files: Sequence[str] | None = None,
+    follow_symlinks: bool = False,
 ) -> Iterator[Document | RecordError]:
     """Each file under `root` (or each of `files`, relative to it) as a Document or RecordError;
-    `include`/`exclude` are globs on the relative path (see embedpipe.sources.globs)."""
+    `include`/`exclude` are globs on the relative path (see embedpipe.sources.globs); a link out
+    of `root` is a RecordError unless `follow_symlinks`."""
     if files is None:
         files = list_files(root, extensions, PathFilter.of(include, exclude))
     for rel in files:
-        yield read_file(root, rel)
+        yield read_file(root, rel, follow_symlinks)
 
 
-def read_file(root: str | Path, rel: str) -> Document | RecordError:
-    """One file as a Document, its id the POSIX path relative to `root`."""
+def read_file(root: str | Path, rel: str, follow_symlinks: bool = False) -> Document | RecordError:
+    """One file as a Document, its id the POSIX path relative to `root`; a symbolic link out of
+    `root` is checked when the file is read (not only when listed) and skipped."""
+    if (outside := outside_link(root, rel, follow_symlinks)) is not None:
+        return outside
     try:
         data = (Path(root) / rel).read_bytes()
     except OSError as exc:

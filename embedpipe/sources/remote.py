@@ -114,7 +114,14 @@ def _source(
         return _source(kind, store, tuple(keep), fields, footers=True)
 
     return Source(
-        uri=root, kind=kind, read=read, total=total, files=files, objects=objects, subset=subset
+        uri=root,
+        kind=kind,
+        read=read,
+        total=total,
+        files=files,
+        objects=objects,
+        subset=subset,
+        read_versions=store.read_versions,
     )
 
 

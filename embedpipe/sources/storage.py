@@ -43,6 +43,7 @@ _REASONS = (
     (("curlCode", "NETWORK_CONNECTION", "Connection", "connection", "timed out", "TIMEOUT"),
      "connection failed"),
 )  # fmt: skip
+EMPTY_SEGMENT = "key has an empty path segment ('//') the S3 reader cannot open"
 _FINAL = ("access denied", "no such bucket", "no such object (deleted since it was listed?)")
 
 
@@ -94,6 +95,9 @@ class Store:
     def __init__(self, location: Location, options: Mapping[str, Any]) -> None:
         self.location = location
         self.attempts = max(1, int(options.get("max_attempts", ATTEMPTS)))
+        # Each object's version as it was read this run (the ETag the read's own HEAD gave),
+        # "" when reads of it saw two versions: what the ledger remembers, not the listed one.
+        self.read_versions: dict[str, str] = {}
         self._client: Any = None
         if location.scheme == "s3":
             self.fs, self._client = _s3(options, self.attempts)
@@ -128,7 +132,13 @@ class Store:
 
     def read_bytes(self, obj: StoredObject) -> bytes:
         """An object's whole body (never decompressed)."""
-        return fetch(self.fs, obj.path, self.attempts)
+
+        def read() -> bytes:
+            with _open(self.fs, obj.path) as stream:
+                self._note(obj, stream)
+                return bytes(stream.read())
+
+        return retrying(read, self.attempts)
 
     def lines(self, obj: StoredObject) -> Iterator[bytes]:
         """An object's lines, streamed (gunzipped for a .gz key); after a dropped connection the
@@ -136,7 +146,8 @@ class Store:
         given = 0
         for attempt in range(self.attempts):
             try:
-                with self.fs.open_input_stream(obj.path, compression=None) as raw:
+                with _open(self.fs, obj.path) as raw:
+                    self._note(obj, raw)
                     stream = gzip.GzipFile(fileobj=raw) if obj.path.endswith(".gz") else raw
                     for n, line in enumerate(stream):
                         if n >= given:
@@ -150,7 +161,22 @@ class Store:
 
     def random_access(self, obj: StoredObject) -> Any:
         """An object opened for range reads (a Parquet file's footer, then its row groups)."""
-        return self.retrying(lambda: self.fs.open_input_file(obj.path))
+
+        def opened() -> Any:
+            file = _open(self.fs, obj.path, stream=False)
+            self._note(obj, file)
+            return file
+
+        return self.retrying(opened)
+
+    def _note(self, obj: StoredObject, opened: Any) -> None:
+        """Remember the version of `obj` a read opened (S3: the ETag of the open's HEAD); two
+        reads of one object that saw different versions leave no version to trust."""
+        etag = _etag(opened)
+        if etag is None:
+            return
+        if self.read_versions.setdefault(obj.uri, etag) != etag:
+            self.read_versions[obj.uri] = ""
 
     def retrying(self, call: Callable[[], T]) -> T:
         """`call()`, again after a backoff while it fails in a way that may pass."""
@@ -215,10 +241,32 @@ def fetch(fs: Any, path: str, attempts: int = ATTEMPTS) -> bytes:
     OSError naming why when it cannot be had (also what a Ray worker calls)."""
 
     def read() -> bytes:
-        with fs.open_input_stream(path, compression=None) as stream:
+        with _open(fs, path) as stream:
             return bytes(stream.read())
 
     return retrying(read, attempts)
+
+
+def _open(fs: Any, path: str, *, stream: bool = True) -> Any:
+    """`path` on the pyarrow filesystem `fs`, opened as a stream (else for range reads); a key
+    pyarrow refuses to address (an empty segment: `docs//a.md`) is an OSError naming why, so
+    it is that one record's error, not the run's."""
+    import pyarrow as pa
+
+    try:
+        return fs.open_input_stream(path, compression=None) if stream else fs.open_input_file(path)
+    except pa.ArrowInvalid as exc:
+        raise OSError(f"{EMPTY_SEGMENT}: rename the object ({exc})") from None
+
+
+def _etag(opened: Any) -> str | None:
+    """The ETag an opened S3 object came with (pyarrow's HEAD at open); None when unknown."""
+    try:
+        metadata = opened.metadata()  # a dict of str -> bytes
+    except (AttributeError, NotImplementedError, OSError):
+        return None
+    etag = metadata.get("ETag") if isinstance(metadata, dict) else None
+    return etag.decode().strip('"') if isinstance(etag, bytes) and etag else None
 
 
 def retrying(call: Callable[[], T], attempts: int) -> T:
@@ -240,6 +288,8 @@ def reason(exc: BaseException) -> str:
     if isinstance(exc, PermissionError):
         return "access denied"
     text = str(exc)
+    if text.startswith(EMPTY_SEGMENT):
+        return text
     for markers, why in _REASONS:
         if any(m in text for m in markers):
             return why
@@ -248,8 +298,12 @@ def reason(exc: BaseException) -> str:
 
 
 def _transient(exc: OSError) -> bool:
-    """A failure that may pass on a later attempt (not a refusal, a missing object, bad gzip)."""
-    return not isinstance(exc, gzip.BadGzipFile) and reason(exc) not in _FINAL
+    """A failure that may pass on a later attempt (not a refusal, a missing object, bad gzip,
+    a key the reader cannot address)."""
+    if isinstance(exc, gzip.BadGzipFile):
+        return False
+    why = reason(exc)
+    return why not in _FINAL and not why.startswith(EMPTY_SEGMENT)
 
 
 def _failure(exc: OSError, attempts: int) -> OSError:
