@@ -281,7 +281,7 @@ def evaluate(
     a JSONL queries file, each query encoded with that generation's own model; `per_query` holds
     each query's ranks of its relevant documents and `errors` the lines that were skipped."""
     from embedpipe.evaluation import load_queries
-    from embedpipe.gate import query_model, score_generation
+    from embedpipe.gate import built_manifest, query_model, score_generation
     from embedpipe.switch import generation as named
 
     cfg = config or load_config(None, flat_overrides(**options))
@@ -292,9 +292,12 @@ def evaluate(
         gen = named(ledger, target_key(sink.uri, cfg.sink.collection), generation)
     finally:
         ledger.close()
-    encoder = _encoder_for(query_model(cfg.model, gen).model_dump_json())
-    try:
-        scores = score_generation(sink, gen["fingerprint"], encoder, cfg, k, found)
+    try:  # the generation's own model and prompts; a configured query prompt overrides its own
+        built = built_manifest(sink, gen["fingerprint"])
+        encoder = _encoder_for(query_model(cfg.model, gen, built).model_dump_json())
+        scores = score_generation(
+            sink, gen["fingerprint"], encoder, k, found, query_prefix=cfg.model.query_prefix or None
+        )
     finally:
         sink.abort()
     described = {key: gen[key] for key in ("fingerprint", "state", "model", "chunking")}
