@@ -99,6 +99,11 @@ class Generations:
             and not gen.is_symlink()
         )
 
+    def clear_dropped(self) -> None:
+        """Delete what a killed drop left of this collection's generations (renamed aside)."""
+        for left in (self.directory / GENERATIONS).glob(f".dropping-{self.collection}__*"):
+            shutil.rmtree(left, ignore_errors=True)
+
     def remove(self, gen: Path, *, strict: bool = True) -> None:
         """Delete a generation folder this sink made (errors ignored unless `strict`); anything
         else is refused, never deleted."""
@@ -107,7 +112,21 @@ class Generations:
                 f"refusing to delete {gen}: it is not a generation folder embedpipe made for "
                 f"'{self.collection}' in {self.directory / GENERATIONS}"
             )
-        shutil.rmtree(gen, ignore_errors=not strict)
+        self.clear_dropped()
+        if not gen.exists():
+            return
+        root = self.directory / GENERATIONS
+        # Renamed first, in one step: a kill mid-delete leaves no half generation at its name.
+        trash = root / f".dropping-{gen.name}"
+        try:
+            os.replace(gen, trash)
+        except OSError:
+            if strict:
+                raise
+            return
+        fsync_dir(root)
+        crash_point("drop")
+        shutil.rmtree(trash, ignore_errors=not strict)
 
     def swap(self, target: Path) -> None:
         """Point the public name at `target` (inside this directory) in one rename."""
@@ -247,6 +266,7 @@ class GenerationSink:
     def drop(self, fingerprint: str) -> None:
         """Remove a generation that is not live (nothing to do when the sink lacks it)."""
         gen = self._gens.path(fingerprint)
+        self._gens.clear_dropped()
         if not gen.exists():
             return
         if gen.resolve() == self._gens.live_gen():
