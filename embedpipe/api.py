@@ -259,7 +259,31 @@ def status(config: RunConfig | None = None) -> list[dict[str, Any]]:
         ledger.close()
     for row in [*rows, *(g for r in rows for g in r.get("generations", []))]:
         row["model_name"] = row.get("model") or f"{DEFAULT_MODEL_NAME} (packaged)"
+    for row in rows:
+        _served(cfg, row)
     return rows
+
+
+def _served(cfg: RunConfig, row: dict[str, Any]) -> None:
+    """Add what the sink itself serves to a status row of the configured sink (`served`, a
+    fingerprint or its prefix), and whether the ledger's live pointer names another generation
+    (`served_differs`: a switch or run killed after the sink's swap; the next run, switch or
+    `reconcile --repair` makes the ledger follow the sink)."""
+    collection = str(row["target"]).rpartition("|")[2]
+    if target_key(cfg.sink.uri, collection) != row["target"]:
+        return  # another sink's index in a shared ledger
+    row["served"], row["served_differs"] = None, False
+    try:
+        sink = open_sink(cfg.sink.model_copy(update={"collection": collection}))
+        try:
+            served = sink.live_fingerprint()
+        finally:
+            sink.abort()
+    except (EmbedpipeError, OSError) as exc:
+        row["served_error"] = str(exc)
+        return
+    row["served"] = served
+    row["served_differs"] = served is not None and not str(row["fingerprint"]).startswith(served)
 
 
 def reconcile(config: RunConfig, *, repair: bool = False) -> dict[str, Any]:
@@ -292,14 +316,18 @@ def reconcile(config: RunConfig, *, repair: bool = False) -> dict[str, Any]:
 
 
 def evaluate(
-    config: RunConfig | None = None, *, queries: str | Path, k: int = 10, generation: str = "live",
+    config: RunConfig | None = None,
+    *,
+    queries: str | Path,
+    k: int = 10,
+    generation: str = "live",
     **options: Any,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """recall@k, MRR@k and nDCG@k of one generation (live, staged, previous or a fingerprint) on
     a JSONL queries file, each query encoded with that generation's own model; `per_query` holds
     each query's ranks of its relevant documents and `errors` the lines that were skipped."""
     from embedpipe.evaluation import answerable, known_documents, load_queries
-    from embedpipe.gate import query_model, score_generation
+    from embedpipe.gate import built_manifest, query_model, score_generation
     from embedpipe.switch import generation as named
 
     cfg = config or load_config(None, flat_overrides(**options))
@@ -315,9 +343,12 @@ def evaluate(
         errors += unknown
     finally:
         ledger.close()
-    encoder = _encoder_for(query_model(cfg.model, gen).model_dump_json())
-    try:
-        scores = score_generation(sink, gen["fingerprint"], encoder, cfg, k, found)
+    try:  # the generation's own model and prompts; a configured query prompt overrides its own
+        built = built_manifest(sink, gen["fingerprint"])
+        encoder = _encoder_for(query_model(cfg.model, gen, built).model_dump_json())
+        scores = score_generation(
+            sink, gen["fingerprint"], encoder, k, found, query_prefix=cfg.model.query_prefix or None
+        )
     finally:
         sink.abort()
     described = {key: gen[key] for key in ("fingerprint", "state", "model", "chunking")}
@@ -326,16 +357,27 @@ def evaluate(
 
 
 def promote(
-    config: RunConfig | None = None, *, generation: str = "staged", **options: Any
+    config: RunConfig | None = None,
+    *,
+    generation: str = "staged",
+    to: str | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Make a staged (or kept previous) generation live regardless of the promotion rule and
-    the quality gate; the one it replaces is kept as previous (see `rollback`)."""
-    return _switch(config, generation, options)
+    the quality gate (`to`: a fingerprint prefix, as `generation`); the one it replaces is kept
+    as previous (see `rollback`). A generation already live is left as it is, so a promote
+    killed after its swap is finished, not repeated, by running it again."""
+    return _switch(config, to or generation, options)
 
 
-def rollback(config: RunConfig | None = None, **options: Any) -> dict[str, Any]:
-    """Make the previous generation live again; the one it replaces becomes previous."""
-    return _switch(config, "previous", options)
+def rollback(
+    config: RunConfig | None = None, *, to: str | None = None, **options: Any
+) -> dict[str, Any]:
+    """Make the previous generation (or the one `to`, a fingerprint prefix, names) live again;
+    the one it replaces becomes previous, and no run promotes it again on its own (`promote`
+    or a run with `force` does). Running a rollback that was killed after its swap again
+    finishes it instead of switching back."""
+    return _switch(config, to or "previous", options)
 
 
 def _switch(config: RunConfig | None, which: str, options: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,14 @@ from embedpipe.errors import DeleteGuardError, HeldError, SinkError, TransientSi
 from embedpipe.faults import crash_point
 from embedpipe.ledger import DONE, PENDING, Ledger, Target
 from embedpipe.logs import event
-from embedpipe.promotion import Verdict, held_message, relink, verdict
+from embedpipe.promotion import (
+    Verdict,
+    drop_generation,
+    finish_drops,
+    held_message,
+    relink,
+    verdict,
+)
 from embedpipe.sinks.base import Sink
 from embedpipe.threads import END, Worker, put
 from embedpipe.types import Chunk, Embedded, RunReport
@@ -212,9 +219,13 @@ class Committer:
 
     def prune(self, keep_previous: int) -> None:
         """Drop the previous generations past the `keep_previous` most recent: sink, then ledger."""
-        for fingerprint in self.ledger.previous_beyond(self.target.key, keep_previous):
-            retry(functools.partial(self.sink.drop, fingerprint), "drop", self.sink)
-            self.ledger.forget_generation(Target(self.target.key, fingerprint))
+        key = self.target.key
+        retry(functools.partial(finish_drops, self.sink, self.ledger, key), "drop", self.sink)
+        for fingerprint in self.ledger.previous_beyond(key, keep_previous):
+            drop = functools.partial(
+                drop_generation, self.sink, self.ledger, Target(key, fingerprint)
+            )
+            retry(drop, "drop", self.sink)
 
 
 class WriterThread:

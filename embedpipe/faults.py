@@ -14,7 +14,7 @@ def crash_point(name: str) -> None:
     Costs one environment lookup when unset. Points: plan, sink-write, ledger-commit, sink-delete,
     close (before the sink's close), swap (a sink moved its public name, the replaced generation
     not yet dropped), set-live (the sink serves the new generation, the ledger not yet told),
-    ray-wave.
+    drop (a generation being dropped is out of the sink's sight, not yet deleted), ray-wave.
     """
     spec = os.environ.get("EMBEDPIPE_CRASH_AT")
     if not spec:

@@ -17,6 +17,15 @@ GenerationOpt = Annotated[
     str | None,
     typer.Option(help="live | staged | previous | a fingerprint (prefix) from `embedpipe status`"),
 ]
+ToOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--to",
+        metavar="FINGERPRINT",
+        help="the generation to make live, by fingerprint (prefix) from `embedpipe status`; "
+        "already live: nothing to do, so a re-run of a killed switch finishes it",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", metavar=FLAG, help="print as JSON")]
 
 
@@ -57,10 +66,11 @@ def promote_command(
     config: ConfigOpt = None,
     state: StateOpt = None,
     generation: GenerationOpt = None,
+    to: ToOpt = None,
 ) -> None:
     """Make a staged (or kept previous) generation live, regardless of the promotion gate."""
     cfg = clirun.load(config, flat_overrides(sink=sink, collection=collection, state=state))
-    _print(clirun.guard(lambda: api.promote(cfg, generation=generation or "staged")))
+    _print(clirun.guard(lambda: api.promote(cfg, generation=generation or "staged", to=to)))
 
 
 def rollback_command(
@@ -68,15 +78,17 @@ def rollback_command(
     collection: CollectionOpt = None,
     config: ConfigOpt = None,
     state: StateOpt = None,
+    to: ToOpt = None,
 ) -> None:
-    """Make the previous generation live again (the current one becomes previous)."""
+    """Make the previous generation (or --to's) live again; the current one becomes previous,
+    and no run promotes it again on its own (`promote` or `--force` does)."""
     cfg = clirun.load(config, flat_overrides(sink=sink, collection=collection, state=state))
-    _print(clirun.guard(lambda: api.rollback(cfg)))
+    _print(clirun.guard(lambda: api.rollback(cfg, to=to)))
 
 
 def _print(result: dict[str, Any]) -> None:
     replaced = result["replaced"]
-    if result.get("already_live"):
+    if result.get("already_live") and not replaced:
         clirun.out.print(
             f"{result['target']}: generation {result['live'][:12]} is already live; nothing changed"
         )

@@ -129,7 +129,8 @@ class Ledger:
         the state of a generation the ledger knows already)."""
         with self.transaction():
             self.db.execute(
-                "INSERT INTO generations VALUES (?, ?, ?, ?, 'building', ?, NULL, ?) "
+                "INSERT INTO generations (target, fingerprint, model, dim, state, created, "
+                "promoted, chunking) VALUES (?, ?, ?, ?, 'building', ?, NULL, ?) "
                 "ON CONFLICT DO UPDATE SET model = excluded.model, dim = excluded.dim, "
                 "chunking = coalesce(excluded.chunking, chunking)",
                 (target.key, target.fingerprint, model, dim, time.time(), chunking),
@@ -152,6 +153,24 @@ class Ledger:
             (target_key, keep),
         )
         return [fp for (fp,) in rows]
+
+    def demote(self, target: Target) -> None:
+        """Mark a generation an operator's switch took off live: no run promotes it again on its
+        own (until `set_live` makes it live again)."""
+        with self.transaction():
+            self.db.execute(
+                "UPDATE generations SET demoted = ? WHERE target = ? AND fingerprint = ?",
+                (time.time(), target.key, target.fingerprint),
+            )
+
+    def dropping(self, target: Target) -> None:
+        """Mark a generation whose drop has begun (before the sink deletes it): whatever a
+        crash leaves of it is no generation to serve, promote or compare, only a drop to finish."""
+        with self.transaction():
+            self.db.execute(
+                "UPDATE generations SET state = 'dropping' WHERE target = ? AND fingerprint = ?",
+                (target.key, target.fingerprint),
+            )
 
     def forget_generation(self, target: Target) -> None:
         """Forget a generation the sink dropped: its chunks, documents and row."""
@@ -180,9 +199,10 @@ class Ledger:
                 (target.key, target.fingerprint),
             )
             self.db.execute(
-                "INSERT INTO generations VALUES (?, ?, ?, ?, 'live', ?, ?, NULL) ON CONFLICT DO "
+                "INSERT INTO generations (target, fingerprint, model, dim, state, created, "
+                "promoted, chunking) VALUES (?, ?, ?, ?, 'live', ?, ?, NULL) ON CONFLICT DO "
                 "UPDATE SET state = 'live', promoted = excluded.promoted, model = excluded.model, "
-                "dim = excluded.dim",
+                "dim = excluded.dim, demoted = NULL",
                 (target.key, target.fingerprint, model, dim, now, now),
             )
             for table in ("chunks", "docs"):
@@ -204,6 +224,7 @@ class Ledger:
         """Every generation the ledger knows for a target, live first, with its counts."""
         rows = self.db.execute(
             "SELECT g.fingerprint, g.model, g.dim, g.state, g.created, g.promoted, g.chunking, "
+            "g.demoted, "
             "(SELECT COUNT(*) FROM chunks c WHERE c.target = g.target "
             "AND c.fingerprint = g.fingerprint AND c.state = 1), "
             "(SELECT COUNT(DISTINCT doc_id) FROM chunks c WHERE c.target = g.target "
@@ -219,6 +240,7 @@ class Ledger:
             "created",
             "promoted",
             "chunking",
+            "demoted",
             "chunks",
             "documents",
         )

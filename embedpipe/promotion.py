@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from embedpipe.ledger import Ledger, Target
+from embedpipe.sinks.base import Sink
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,7 @@ class Verdict:
     in_place: bool = False  # an incremental run on the live generation: nothing to promote
     live_metrics: dict[str, float] = field(default_factory=dict)  # the quality gate's scores
     staged_metrics: dict[str, float] = field(default_factory=dict)
+    hint: str | None = None  # what the operator can do when held, when not the documents rule's
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -44,6 +46,17 @@ def verdict(
     if live is not None and live["fingerprint"] == target.fingerprint:
         return Verdict(True, "incremental run on the live generation", in_place=True)
     staged = ledger.documents(target)
+    known = ledger.generation(target.key, target.fingerprint)
+    if live is not None and known is not None and known["demoted"] and not force:
+        return Verdict(
+            False,
+            f"an operator's rollback (or promote) took generation {target.fingerprint[:12]} off "
+            "live, and a run does not undo that",
+            ledger.documents(Target(target.key, live["fingerprint"])),
+            staged,
+            hint=f"run `embedpipe promote --to {target.fingerprint[:12]}` (or pass --force) to "
+            "make it live again, or change the job's configuration to the live generation's",
+        )
     if live is None:
         if served is None or target.fingerprint.startswith(served):
             return Verdict(True, "first generation of this index", None, staged)
@@ -88,7 +101,8 @@ def relink(ledger: Ledger, target_key: str, served: str | None) -> str | None:
 
 def held_message(v: Verdict, fingerprint: str) -> str:
     """What the operator reads when a generation is held: by the quality gate (with both
-    generations' scores), else by the document count (then the source is the usual suspect)."""
+    generations' scores), else by the rule that held it (the documents rule: then the source is
+    the usual suspect; an operator's rollback: then `promote --to` brings it back)."""
     if v.staged_metrics or v.reason.startswith("the quality gate"):
         scores = ", ".join(
             f"{name} {v.staged_metrics[name]:.3f} vs live {v.live_metrics.get(name, 0):.3f}"
@@ -101,8 +115,26 @@ def held_message(v: Verdict, fingerprint: str) -> str:
             "model and the queries file, or run `embedpipe promote` (or pass --force) to "
             "promote it anyway"
         )
+    hint = v.hint or "Check the source (empty or unmounted?), or pass --force to promote it anyway"
     return (
         f"Held the new generation {fingerprint[:12]}: {v.reason}. The live index keeps serving; "
-        "the new generation is kept staged, and a re-run resumes it. Check the source (empty or "
-        "unmounted?), or pass --force to promote it anyway"
+        f"the new generation is kept staged, and a re-run resumes it. {hint}"
     )
+
+
+def drop_generation(sink: Sink, ledger: Ledger, target: Target) -> None:
+    """Drop a generation that is not live, crash-safely: the ledger marks it `dropping` first,
+    the sink deletes it, then the ledger forgets it. A kill in between leaves a generation no
+    command serves, promotes or compares; the next drop (`finish_drops`) completes it."""
+    ledger.dropping(target)
+    sink.drop(target.fingerprint)
+    ledger.forget_generation(target)
+
+
+def finish_drops(sink: Sink, ledger: Ledger, key: str) -> list[str]:
+    """Complete the drops a crash interrupted (generations marked `dropping`); returns their
+    fingerprints."""
+    left = [g["fingerprint"] for g in ledger.generations(key) if g["state"] == "dropping"]
+    for fingerprint in left:
+        drop_generation(sink, ledger, Target(key, fingerprint))
+    return left

@@ -5,7 +5,8 @@ the first run that failed before it went live). The sink's live generation is th
 live pointer: a crash between the sink's swap and the ledger's `set_live` is repaired by
 relinking the ledger, never by touching the sink.
 
-Repair never builds, swaps in or drops a generation: it deletes orphaned points from a
+A generation whose drop a crash interrupted (marked `dropping`) is not compared: repair finishes
+its drop. Otherwise repair never builds, swaps in or drops a generation: it deletes orphaned points from a
 generation both sides know, forgets missing chunks in the ledger (so the next run re-embeds
 them) and relinks the live pointer. When it cannot tell which side is right, it refuses.
 """
@@ -17,6 +18,7 @@ from typing import Any
 from embedpipe.commit import relink
 from embedpipe.errors import EmbedpipeError
 from embedpipe.ledger import PENDING, Ledger, Target
+from embedpipe.promotion import finish_drops
 from embedpipe.sinks.base import Sink
 
 
@@ -34,27 +36,32 @@ def reconcile(sink: Sink, ledger: Ledger, key: str, *, repair: bool) -> dict[str
                 "--state at the ledger that built it, or re-run backfill to rebuild the index"
             )
         relink_to = known["fingerprint"]
-    generations = ledger.generations(key)
+    # A drop a crash interrupted is no generation to compare: repair finishes it.
+    dropping = [g["fingerprint"] for g in ledger.generations(key) if g["state"] == "dropping"]
+    if repair and dropping:
+        finish_drops(sink, ledger, key)
+    generations = [g for g in ledger.generations(key) if g["state"] != "dropping"]
     if relink_to is not None and live is not None:  # relinking forgets the replaced generation
         generations = [g for g in generations if g["fingerprint"] != live["fingerprint"]]
-    if not generations:
+    if not generations and not dropping:
         raise EmbedpipeError(
             f"The ledger at {ledger.path} knows no index {key} and the sink serves none: "
             "nothing to reconcile"
         )
     if repair and relink_to is not None:
         relink(ledger, key, served)
-        generations = ledger.generations(key)
+        generations = [g for g in ledger.generations(key) if g["state"] != "dropping"]
     serving = relink_to or (live["fingerprint"] if live else None)
     compared = [_compare(sink, ledger, key, g, serving) for g in generations]
     if repair:
         for gen in compared:
             _repair(sink, ledger, key, gen)
-    main = next((g for g in compared if g["live"]), compared[0])
+    empty = {"in_ledger": 0, "in_sink": 0, "pending": 0, "missing": [], "orphaned": []}
+    main = next((g for g in compared if g["live"]), compared[0] if compared else empty)
     return {
         **{k: main[k] for k in ("in_ledger", "in_sink", "pending", "missing", "orphaned")},
-        "target": key, "relink": relink_to, "generations": compared,
-        "repaired": repair and (relink_to is not None or _drifted(compared)),
+        "target": key, "relink": relink_to, "generations": compared, "dropping": dropping,
+        "repaired": repair and (relink_to is not None or bool(dropping) or _drifted(compared)),
     }  # fmt: skip
 
 

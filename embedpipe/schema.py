@@ -66,4 +66,9 @@ MIGRATIONS: list[str] = [
     CREATE INDEX chunks_of_doc ON chunks (target, fingerprint, doc_id, chunk_index, state,
         content_hash);
     """,
+    # 8: a generation an operator's rollback or promote took off live: no run promotes it again
+    # on its own (`promote` or --force does), so a nightly run cannot undo a rollback.
+    """
+    ALTER TABLE generations ADD COLUMN demoted REAL;
+    """,
 ]

@@ -13,7 +13,7 @@ from typing import Any
 
 from embedpipe.errors import EmbedpipeError
 from embedpipe.ledger import Ledger, Target
-from embedpipe.promotion import relink
+from embedpipe.promotion import drop_generation, finish_drops, relink
 from embedpipe.sinks.base import Sink
 
 NAMED = ("live", "staged", "previous")
@@ -38,25 +38,55 @@ def generation(ledger: Ledger, key: str, which: str) -> dict[str, Any]:
 
 def switch(sink: Sink, ledger: Ledger, key: str, which: str, keep_previous: int) -> dict[str, Any]:
     """Make the generation `which` names live: the sink swaps, then the ledger follows; the one
-    it replaces becomes previous; previous generations past `keep_previous` are dropped."""
-    relink(ledger, key, sink.live_fingerprint())
-    gen = generation(ledger, key, which)
+    it replaces becomes previous, marked demoted (no run promotes it again on its own);
+    previous generations past `keep_previous` are dropped.
+
+    Idempotent: `which` is resolved as the ledger names it before the ledger is re-derived from
+    the sink, so running a switch that was killed after its swap again finishes it (the ledger
+    follows the sink) instead of switching once more."""
+    finish_drops(sink, ledger, key)
+    named = generation(ledger, key, which)
+    was = ledger.live(key)
+    relinked = relink(ledger, key, sink.live_fingerprint()) is not None
+    gen = ledger.generation(key, named["fingerprint"]) or named
     if gen["state"] == "building":
         raise EmbedpipeError(
             f"Generation {gen['fingerprint'][:12]} of {key} is not complete: re-run the job that "
             "builds it (it resumes), then promote it"
         )
     before = ledger.live(key)
+    replaced = None
     if before is None or before["fingerprint"] != gen["fingerprint"]:
+        check_data(sink, ledger, key, gen)
         sink.promote(gen["fingerprint"])
-        target = Target(key, gen["fingerprint"])
-        ledger.set_live(target, gen["model"], int(gen["dim"]))
-        for fingerprint in ledger.previous_beyond(key, keep_previous):
-            sink.drop(fingerprint)
-            ledger.forget_generation(Target(key, fingerprint))
-    already = before is not None and before["fingerprint"] == gen["fingerprint"]
+        ledger.set_live(Target(key, gen["fingerprint"]), gen["model"], int(gen["dim"]))
+        replaced = before
+    elif relinked and was is not None and was["fingerprint"] != gen["fingerprint"]:
+        replaced = was  # a killed switch's swap was done: the ledger now follows it
+    if replaced is not None:
+        ledger.demote(Target(key, replaced["fingerprint"]))
+    for fingerprint in ledger.previous_beyond(key, keep_previous):
+        drop_generation(sink, ledger, Target(key, fingerprint))
     return {
-        "target": key, "live": gen["fingerprint"], "model": gen["model"],
-        "replaced": before["fingerprint"] if before and not already else None,
-        "already_live": already,
-    }  # fmt: skip
+        "target": key,
+        "live": gen["fingerprint"],
+        "model": gen["model"],
+        "replaced": replaced["fingerprint"] if replaced else None,
+        "already_live": replaced is None and before is not None,
+    }
+
+
+def check_data(sink: Sink, ledger: Ledger, key: str, gen: dict[str, Any]) -> None:
+    """Refuse to swap in a generation whose data the sink no longer holds (deleted segments, a
+    restore from an older backup): what the ledger lists as done must be in it, by the sink's
+    cheap count, as a run's open checks it."""
+    fingerprint = gen["fingerprint"]
+    claimed = ledger.count(Target(key, fingerprint))
+    held = sink.count(fingerprint)
+    if held < claimed:
+        raise EmbedpipeError(
+            f"Generation {fingerprint[:12]} of {key}: the sink {sink.uri} holds {held:,} of the "
+            f"{claimed:,} chunks the ledger at {ledger.path} lists (was its data deleted?). "
+            "Nothing was switched; `embedpipe reconcile` shows the drift, and re-running the job "
+            "that builds it (or `reconcile --repair` then that job) rebuilds it"
+        )

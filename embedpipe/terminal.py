@@ -77,6 +77,16 @@ def print_status(out: Console, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         out.print(f"[bold]{escape(row['target'])}[/] model {escape(row['model_name'])}, dim {row['dim']}, "
                   f"fingerprint {row['fingerprint'][:12]}: {row['chunks']:,} chunks, {row['documents']:,} documents")  # fmt: skip
+        if row.get("served_differs"):
+            out.print(
+                f"  [yellow]the sink serves generation {row['served'][:12]}, not the ledger's "
+                f"{row['fingerprint'][:12]}[/] (a switch or run killed after its swap): "
+                "`embedpipe reconcile --repair` makes the ledger follow the sink"
+            )
+        elif row.get("served_error"):
+            out.print(
+                f"  [yellow]what the sink serves could not be read:[/] {escape(row['served_error'])}"
+            )
         for g in row.get("generations", []):
             if g["state"] != "live":
                 out.print(f"  {g['state']} generation {g['fingerprint'][:12]}: model {escape(g['model_name'])}, "
@@ -114,6 +124,11 @@ def print_reconcile(out: Console, result: dict[str, Any]) -> None:
     if result["relink"]:
         out.print(f"  the sink serves generation {result['relink'][:12]}, the ledger's live pointer "
                   "names another (a crash mid-swap): --repair relinks the ledger")  # fmt: skip
+    for fingerprint in result.get("dropping", []):
+        out.print(
+            f"  generation {fingerprint[:12]} was being dropped when its process died: "
+            + ("the drop is finished" if result["repaired"] else "--repair finishes the drop")
+        )
     for g in result["generations"]:
         name = "live" if g["live"] else _ledger_state(g.get("state"))
         out.print(f"  {name} {g['fingerprint'][:12]}: ledger {g['in_ledger']}, sink {g['in_sink']}, "

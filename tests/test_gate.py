@@ -374,3 +374,43 @@ def test_a_mistyped_sink_path_is_refused_creating_nothing(
     done = command(verb, "--sink", f"faiss:{typo}", "--collection", "docs", *extra)
     assert done.returncode == 2 and "No embedpipe index at" in done.stderr, done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["queries.jsonl"]
+
+
+NOISY_PROMPT = "Ignore this: bananas violins lava sourdough bees glaciers trains. "
+
+
+def test_each_generation_is_scored_with_its_own_query_prompt(
+    make_corpus, tmp_path: Path, queries: Path
+) -> None:  # type: ignore[no-untyped-def]
+    # Live was built without prompts; the challenger is rechunked (each document still one
+    # chunk: live's vectors) with a noisy query prompt, so only its prompt can score it worse.
+    # Scored with the challenger's prompt, live would look as bad and the challenger would go live.
+    root = make_corpus(TOPICS)
+    base = [
+        "--sink",
+        f"faiss:{tmp_path / 'faiss'}",
+        "--collection",
+        "docs",
+        "--overlap-tokens",
+        "0",
+        "--eval-queries",
+        str(queries),
+    ]
+    env = {**os.environ, "EMBEDPIPE_PROMOTE__EVAL__K": "3"}
+    first = command("backfill", str(root), *base, "--chunk-tokens", "64", env=env)
+    assert first.returncode == 0, first.stderr
+    cfg = settings(root, "faiss", tmp_path)
+    live = embedpipe.api.status(cfg)[0]["fingerprint"]
+
+    noisy = {**env, "EMBEDPIPE_MODEL__QUERY_PREFIX": json.dumps(NOISY_PROMPT)}
+    report = tmp_path / "report.json"
+    held = command(
+        "backfill", str(root), *base, "--chunk-tokens", "48", "--report", str(report), env=noisy
+    )
+
+    assert held.returncode == 1, held.stdout + held.stderr
+    promotion = json.loads(report.read_text())["promotion"]
+    assert promotion["promoted"] is False and "vs live" in promotion["reason"]
+    assert promotion["live"]["recall"] == 1.0  # live as it serves: no prompt
+    assert promotion["staged"]["recall"] < promotion["live"]["recall"]
+    assert embedpipe.api.status(cfg)[0]["fingerprint"] == live

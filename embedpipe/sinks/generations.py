@@ -71,12 +71,62 @@ class Generations:
         return public.resolve()
 
     def live_gen(self) -> Path | None:
-        """The generation folder the public name points into (a data folder's parent)."""
+        """The generation folder the public name points into (a data folder's parent); refuses
+        a public name whose target is not one of this collection's generation folders (a deploy
+        symlink to a folder elsewhere), so nothing outside the sink is ever read as live or
+        dropped as replaced."""
         live = self.live()
         if live is None:
             return None
+        for gen in (live, live.parent):
+            if self.owns(gen):
+                return gen
+        target = os.readlink(self.public)
+        raise SinkError(
+            f"{self.public} is a symlink to {target}, which is not one of the generation "
+            f"folders embedpipe made for '{self.collection}' in {self.directory / GENERATIONS}: "
+            "nothing was changed; remove the link (or choose another --collection) and re-run"
+        )
+
+    def owns(self, gen: Path) -> bool:
+        """Whether `gen` is one of this collection's generation folders (resolved or not)."""
+        root = (self.directory / GENERATIONS).resolve()
+        name = gen.name
+        return (
+            gen.resolve().parent == root
+            and name.startswith(f"{self.collection}__")
+            and len(name) > len(self.collection) + 2
+            and not gen.is_symlink()
+        )
+
+    def clear_dropped(self) -> None:
+        """Delete what a killed drop left of this collection's generations (renamed aside)."""
+        for left in (self.directory / GENERATIONS).glob(f".dropping-{self.collection}__*"):
+            shutil.rmtree(left, ignore_errors=True)
+
+    def remove(self, gen: Path, *, strict: bool = True) -> None:
+        """Delete a generation folder this sink made (errors ignored unless `strict`); anything
+        else is refused, never deleted."""
+        if not self.owns(gen):
+            raise SinkError(
+                f"refusing to delete {gen}: it is not a generation folder embedpipe made for "
+                f"'{self.collection}' in {self.directory / GENERATIONS}"
+            )
+        self.clear_dropped()
+        if not gen.exists():
+            return
         root = self.directory / GENERATIONS
-        return live if live.parent == root.resolve() else live.parent
+        # Renamed first, in one step: a kill mid-delete leaves no half generation at its name.
+        trash = root / f".dropping-{gen.name}"
+        try:
+            os.replace(gen, trash)
+        except OSError:
+            if strict:
+                raise
+            return
+        fsync_dir(root)
+        crash_point("drop")
+        shutil.rmtree(trash, ignore_errors=not strict)
 
     def swap(self, target: Path) -> None:
         """Point the public name at `target` (inside this directory) in one rename."""
@@ -203,29 +253,30 @@ class GenerationSink:
         """Make the complete generation built under `fingerprint` live, in one swap; the one it
         replaces stays (for rollback) until `drop`, unless the sink does not keep_previous."""
         gen = self._complete(fingerprint)
-        if gen == self._gens.live_gen():
+        if gen.resolve() == self._gens.live_gen():
             return
         fd = lock(gen)  # no run is writing it
         try:
             old = self._swap(self._public_target(gen))
-            if old is not None and old != gen and not self.keep_previous:
-                shutil.rmtree(old, ignore_errors=True)
+            if old is not None and old != gen.resolve() and not self.keep_previous:
+                self._gens.remove(old, strict=False)
         finally:
             os.close(fd)
 
     def drop(self, fingerprint: str) -> None:
         """Remove a generation that is not live (nothing to do when the sink lacks it)."""
         gen = self._gens.path(fingerprint)
+        self._gens.clear_dropped()
         if not gen.exists():
             return
-        if gen == self._gens.live_gen():
+        if gen.resolve() == self._gens.live_gen():
             raise SinkError(
                 f"generation {fingerprint[:12]} of '{self.collection}' is live: promote or roll "
                 "back to another before dropping it"
             )
         fd = lock(gen)
         try:
-            shutil.rmtree(gen)
+            self._gens.remove(gen)
         finally:
             os.close(fd)
 
@@ -329,7 +380,7 @@ class GenerationSink:
     def _drop_replaced(self, old: Path | None) -> None:
         """After a re-embed went live, remove the generation it replaced, unless keep_previous."""
         if self._new and old is not None and old != self._gen and not self.keep_previous:
-            shutil.rmtree(old, ignore_errors=True)
+            self._gens.remove(old, strict=False)
 
     def _unlock(self) -> None:
         """Drop the generation's lock and forget the run."""
