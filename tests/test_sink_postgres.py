@@ -64,6 +64,11 @@ def test_a_schema_that_is_not_a_name_is_refused() -> None:
         parse_place("postgresql", "//u@h/db?schema=a;drop", "public")
 
 
+def test_a_uri_without_the_double_slash_says_the_form() -> None:
+    with pytest.raises(SinkError, match=r"write postgres://USER@HOST:PORT/DB \(a unix socket"):
+        parse_place("postgres", "/var/run/postgresql", "public")
+
+
 def test_a_collection_too_long_for_a_table_name_says_the_limit() -> None:
     with pytest.raises(SinkError, match="takes at most 44"):
         open_sink(SinkConfig(uri="postgresql://u@h/db", collection="x" * 45))

@@ -113,6 +113,11 @@ class Place:
 def parse_place(scheme: str, location: str, default_schema: str) -> Place:
     """A postgresql://USER@HOST:PORT/DB?host=DIR&schema=S URI as libpq's connection string (the
     `schema` parameter taken out: libpq does not know it) and the schema it names."""
+    if not location.startswith("//"):
+        raise SinkError(
+            f"'{redact_uri(f'{scheme}:{location}')}' is not a Postgres URI: write "
+            f"{scheme}://USER@HOST:PORT/DB (a unix socket: {scheme}://USER@/DB?host=DIR)"
+        )
     parts = urlsplit(f"postgresql:{location}")
     query = parse_qsl(parts.query, keep_blank_values=True)
     schemas = [v for k, v in query if k == "schema"]
