@@ -31,6 +31,7 @@ from embedpipe.sections import (
     EvalConfig,
     HnswOptions,
     ModelConfig,
+    PostgresOptions,
     PromoteConfig,
     QdrantOptions,
     RayConfig,
@@ -42,7 +43,7 @@ from embedpipe.sections import (
 
 __all__ = [
     "COLLECTION_RULE", "DEFAULT_SINK", "FLAT_KEYS", "BatchingConfig", "ChunkingConfig", "EvalConfig",
-    "HnswOptions", "ModelConfig", "PromoteConfig", "QdrantOptions", "RayConfig", "RunConfig",
+    "HnswOptions", "ModelConfig", "PostgresOptions", "PromoteConfig", "QdrantOptions", "RayConfig", "RunConfig",
     "SinkConfig", "SourceConfig", "env_overrides", "flat_overrides", "load_config", "load_yaml",
 ]  # fmt: skip
 

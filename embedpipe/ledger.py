@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from embedpipe.durable import StateLock
 from embedpipe.redact import redact_uri
@@ -40,6 +40,9 @@ def state_dir_for(sink_uri: str, state: str | None) -> Path:
     # A server: named by host, port and path; never by its credentials (userinfo, api_key).
     place = urlsplit(rest)
     where = f"{place.hostname or ''}{':' + str(place.port) if place.port else ''}{place.path.rstrip('/')}"
+    # Postgres: a unix socket folder (?host=DIR) is the server, a ?schema= another index.
+    named = dict(parse_qsl(place.query))
+    where += "".join(f"_{named[k].strip('/')}" for k in ("host", "schema") if named.get(k))
     return Path(".embedpipe/state") / where.lstrip("/").replace(":", "_").replace("/", "_")
 
 

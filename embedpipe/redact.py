@@ -19,8 +19,8 @@ MASK = "***"
 # Userinfo: everything between '//' and the last '@' of the authority (a raw '@' in a password
 # is common enough to allow).
 _USERINFO = re.compile(r"(?<=//)(?P<userinfo>[^/?#\s]*)@")
-# api_key=..., api-key=..., apikey=... in a query string; any case.
-_API_KEY = re.compile(r"(?P<name>[?&;]api[_-]?key=)[^&#\s]*", re.IGNORECASE)
+# api_key=..., api-key=..., apikey=... in a query string, and a Postgres URI's password=; any case.
+_API_KEY = re.compile(r"(?P<name>[?&;](?:api[_-]?key|password)=)[^&#\s]*", re.IGNORECASE)
 _API_KEY_NAMES = frozenset({"api_key", "api-key", "apikey"})
 # Environment variables that hold credentials of the object stores a source reads.
 SECRET_ENV = (
@@ -32,7 +32,7 @@ SECRET_ENV = (
 
 
 def redact_uri(text: str) -> str:
-    """`text` with URI passwords and api_key values replaced by ***; idempotent.
+    """`text` with URI passwords and api_key (or password=) values replaced by ***; idempotent.
 
     `qdrant+http://admin:sekrit@h:6333` -> `qdrant+http://admin:***@h:6333`; a userinfo without
     a colon (a bare token) is masked whole. Works on a URI or on a message that contains one.

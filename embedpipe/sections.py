@@ -230,6 +230,21 @@ class QdrantOptions(Section):
     )
 
 
+class PostgresOptions(Section):
+    """How a postgresql:// sink's tables are built: the HNSW options apply when a generation's
+    index is built (after its bulk load) and are checked when it is reused."""
+
+    schema_name: str = Field(
+        "public",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$",
+        description="schema of the tables and the view (a ?schema= in the URI wins)",
+    )
+    hnsw_m: int = Field(16, ge=2, le=100, description="HNSW edges per node (pgvector's m)")
+    hnsw_ef_construction: int = Field(
+        64, ge=4, le=1000, description="HNSW candidates while building (pgvector's ef_construction)"
+    )
+
+
 class SinkConfig(Section):
     """Where vectors go."""
 
@@ -251,6 +266,7 @@ class SinkConfig(Section):
     )
     write_batch: int = Field(256, ge=1, description="points per upsert request")
     qdrant: QdrantOptions = QdrantOptions()
+    postgres: PostgresOptions = PostgresOptions()
     nprobe: int | None = Field(
         None, ge=1, description="FAISS IVF lists probed per query; null = about sqrt(nlist)"
     )

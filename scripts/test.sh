@@ -2,7 +2,7 @@
 # Set up, then run the whole check: ruff, mypy, pytest (Ray tests included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EMBEDPIPE_EXTRAS=ray,openvino,langchain,llamaindex ./scripts/setup.sh
+EMBEDPIPE_EXTRAS=ray,openvino,langchain,llamaindex,postgres ./scripts/setup.sh
 # The HTML report test opens the page in headless Chromium. Install it when missing, on CI or as
 # root with apt (idempotent: skipped once present); elsewhere that one test skips with the reason.
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \

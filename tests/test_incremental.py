@@ -16,12 +16,15 @@ from embedpipe.ledger import Ledger, Target, state_dir_for, target_key
 from embedpipe.pipeline import Pipeline
 from embedpipe.sinks import open_sink
 from embedpipe.types import Embedded
+from tests import pgkit
 from tests.clikit import embedpipe as command
 from tests.clikit import start
+from tests.sinkkit import sink_uri
 
-SINKS = ["qdrant-edge", "qdrant", "faiss", "parquet"]
+SERVERS = ["postgres"] if pgkit.AVAILABLE else []  # a real Postgres (tests/pgkit.py)
+SINKS = ["qdrant-edge", "qdrant", "faiss", "parquet", *SERVERS]
 # Parquet shares FAISS's shard store and passes these too, but each case costs ~7 s of subprocesses.
-CRASH_SINKS = ["qdrant-edge", "qdrant", "faiss"]
+CRASH_SINKS = ["qdrant-edge", "qdrant", "faiss", *SERVERS]
 
 
 def corpus_files(n: int = 12) -> dict[str, str]:
@@ -36,7 +39,7 @@ def corpus_files(n: int = 12) -> dict[str, str]:
 
 
 def config(root: Path, kind: str, tmp_path: Path, **extra: object) -> embedpipe.RunConfig:
-    data = {"source": {"uri": str(root)}, "sink": {"uri": f"{kind}:{tmp_path / kind}", "collection": "docs"},
+    data = {"source": {"uri": str(root)}, "sink": {"uri": sink_uri(kind, tmp_path), "collection": "docs"},
             "chunking": {"chunk_tokens": 24, "overlap_tokens": 0}, **extra}  # fmt: skip
     return load_config(None, data)
 

@@ -22,7 +22,7 @@ from embedpipe.pipeline import Pipeline
 from embedpipe.sinks import open_sink
 from embedpipe.types import Document, RecordError
 from tests.clikit import cli
-from tests.sinkkit import SINK_KINDS
+from tests.sinkkit import SINK_KINDS, sink_uri
 
 PACKAGES = {
     "np1": ("numpy", "numpy arrays are strided views of typed memory buffers"),
@@ -42,7 +42,7 @@ def docs() -> list[dict[str, Any]]:
 
 
 def uri(kind: str, root: Path) -> str:
-    return f"{kind}:{root / kind}"
+    return sink_uri(kind, root)
 
 
 def config(kind: str, root: Path, **model: Any) -> RunConfig:

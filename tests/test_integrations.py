@@ -35,6 +35,8 @@ from embedpipe.config import RunConfig, load_config
 from embedpipe.integrations.langchain import EmbedpipeEmbeddings, EmbedpipeVectorStore
 from embedpipe.integrations.llama_index import EmbedpipeEmbedding
 from embedpipe.integrations.llama_index import EmbedpipeVectorStore as LlamaStore
+from tests.sinkkit import sink_uri
+from tests.test_incremental import SERVERS
 
 pytestmark = pytest.mark.slow
 
@@ -74,11 +76,12 @@ def config(uri: str) -> RunConfig:
                               "model": {"precision": "fp32", "device": "cpu"}})  # fmt: skip
 
 
-@pytest.fixture(scope="module", params=["qdrant-edge", "faiss", "qdrant", "parquet"])
+@pytest.fixture(scope="module", params=["qdrant-edge", "faiss", "qdrant", "parquet", *SERVERS])
 def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> RunConfig:
-    """The stdlib docstrings embedded with the packaged model into each kind of sink."""
+    """The stdlib docstrings embedded with the packaged model into each kind of sink (Postgres:
+    a real server, tests/pgkit.py)."""
     root = tmp_path_factory.mktemp(request.param)
-    cfg = config(f"{request.param}:{root / 'index'}")
+    cfg = config(sink_uri(request.param, root / "index"))
     assert embedpipe.backfill(records(), config=cfg).outcome == "done"
     return cfg
 
@@ -153,7 +156,8 @@ def test_langchain_embeddings_are_the_index_model_with_its_prompt(
 def test_add_texts_goes_through_the_pipeline_and_an_unchanged_one_embeds_nothing(
     built: RunConfig, tmp_path: Path
 ) -> None:
-    uri = f"{built.sink.uri.partition(':')[0]}:{tmp_path / 'copy'}"
+    scheme = built.sink.uri.partition(":")[0]
+    uri = sink_uri("postgres" if scheme.startswith("postgres") else scheme, tmp_path / "copy")
     exported = embedpipe.export(built, to=uri)  # a private copy: this test writes
     store = EmbedpipeVectorStore(sink=uri, collection="docs", device="cpu")
     try:

@@ -19,8 +19,10 @@ import embedpipe
 from embedpipe.config import load_config
 from embedpipe.errors import ConfigError
 from embedpipe.ledger import PENDING
+from embedpipe.sinks import open_sink
 from embedpipe.sinks.store import ShardStore
 from embedpipe.types import Document, RecordError
+from tests import pgkit
 from tests.clikit import embedpipe as command
 from tests.test_incremental import consistency, corpus_files
 
@@ -177,6 +179,33 @@ def test_encoder_actors_write_a_sink_that_takes_concurrent_writers(
     same_vectors(parquet_rows(tmp_path / "ray"), parquet_rows(tmp_path / "local"))
     in_sink, in_ledger = consistency(settings(root, uri, "ray"))
     assert sorted(in_sink) == sorted(in_ledger)
+
+
+@pytest.mark.skipif(not pgkit.AVAILABLE, reason="needs the dev extra's Postgres")
+def test_encoder_actors_write_postgres_directly_with_the_local_engines_vectors(
+    make_corpus, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    root = make_corpus(corpus_files(8))
+    local_uri, ray_uri = pgkit.sink_uri(tmp_path / "local"), pgkit.sink_uri(tmp_path / "ray")
+    local = run(root, local_uri, "local")
+    distributed = finishes(lambda: run(root, ray_uri, "ray", ray={"encoders": 1}))
+    same_run(distributed, local)
+    assert "ray: sink written by the encoder actors" in distributed.notes  # write_from: auto
+    in_sink, in_ledger = consistency(settings(root, ray_uri, "ray"))
+    assert sorted(in_sink) == sorted(in_ledger) and len(in_sink) == local.chunks_total
+
+    def stored(uri: str) -> dict[str, np.ndarray]:
+        sink = open_sink(settings(root, uri, "local").sink)
+        try:
+            return {
+                c.id: v for b in sink.points() for c, v in zip(b.chunks, b.vectors, strict=True)
+            }
+        finally:
+            sink.abort()
+
+    ours, theirs = stored(ray_uri), stored(local_uri)
+    assert sorted(ours) == sorted(theirs)
+    assert min(float(ours[c] @ theirs[c]) for c in ours) > 0.999
 
 
 def test_a_sink_in_one_process_cannot_be_written_by_actors(make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

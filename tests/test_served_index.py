@@ -20,10 +20,11 @@ from embedpipe.durable import StateLock
 from embedpipe.errors import HeldError
 from embedpipe.ledger import state_dir_for
 from tests.clikit import embedpipe as embedpipe_command
-from tests.test_incremental import config, consistency, corpus_files
+from tests.test_incremental import SERVERS, config, consistency, corpus_files
 
-SINKS = ["qdrant-edge", "qdrant", "faiss", "parquet"]
-CRASH_SINKS = ["qdrant-edge", "qdrant", "faiss"]
+SINKS = ["qdrant-edge", "qdrant", "faiss", "parquet", *SERVERS]
+CRASH_SINKS = ["qdrant-edge", "qdrant", "faiss", *SERVERS]
+LOCAL_SINKS = [kind for kind in SINKS if kind not in SERVERS]  # a full local disk
 
 
 def cli(
@@ -257,7 +258,7 @@ def _limit_file_size() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (48_000, 48_000))
 
 
-@pytest.mark.parametrize("kind", SINKS)
+@pytest.mark.parametrize("kind", LOCAL_SINKS)
 def test_a_full_disk_is_one_line_and_a_rerun_converges(
     kind: str, make_corpus, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]

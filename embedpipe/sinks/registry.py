@@ -47,6 +47,8 @@ SINKS: dict[str, SinkKind] = {
     "qdrant+https": SinkKind("qdrant+https://HOST:PORT", "qdrant:QdrantSink", SERVER),
     "faiss": SinkKind("faiss:DIR", "faiss:FaissSink", replace(SHARED_FOLDER, rebuildable=True)),
     "parquet": SinkKind("parquet:DIR", "parquet:ParquetSink", SHARED_FOLDER),
+    "postgresql": SinkKind("postgresql://USER@HOST:PORT/DB", "postgres:PostgresSink", SERVER),
+    "postgres": SinkKind("postgres://USER@HOST:PORT/DB", "postgres:PostgresSink", SERVER),
 }
 
 
