@@ -62,10 +62,10 @@ def run(
         progress = count.telling(progress)  # the report's docs_total, once counted
         progress(count.loading(sink.uri, config.sink.collection))
     # The model loads only when a chunk needs embedding (an unchanged re-run never loads it).
-    encoder = LazyEncoder(config.model, lambda: _encoder_for(config.model.model_dump_json()))
+    encoder = LazyEncoder(config.model, lambda: _shared_encoder(config.model.model_dump_json()))
     pipe = Pipeline(
         config, source=source, sink=sink, encoder=encoder, progress=progress, force=force,
-        began=began, load_encoder=lambda cfg: _encoder_for(cfg.model_dump_json()),
+        began=began, load_encoder=lambda cfg: _shared_encoder(cfg.model_dump_json()),
     )  # fmt: skip
     if stop is not None:
         pipe.stop = stop
@@ -116,11 +116,20 @@ def backfill(
     )
 
 
+_loading = threading.Lock()
+
+
+def _shared_encoder(model_config: str) -> Any:
+    """`_encoder_for`, one load at a time: threads asking for a model at once load it once."""
+    with _loading:
+        return _encoder_for(model_config)
+
+
 @functools.lru_cache(maxsize=4)
 def _encoder_for(model_config: str) -> Any:
     """The one model cache: a loaded encoder per model settings (ModelConfig as JSON) for the
     life of the process, shared by `run`, `encode` and `query`, so a program (or a test suite)
-    loads and calibrates each model once."""
+    loads and calibrates each model once. Call it through `_shared_encoder`."""
     from embedpipe.encoder import Encoder
 
     return Encoder(ModelConfig.model_validate_json(model_config))
@@ -145,7 +154,7 @@ def encode(
     """
     cfg = ModelConfig(name=model, precision=precision, device=device, truncate_dim=truncate_dim,
                       normalize=normalize)  # fmt: skip
-    encoder = _encoder_for(cfg.model_dump_json())
+    encoder = _shared_encoder(cfg.model_dump_json())
     texts = list(texts)
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size}: encode at least one text at a time")
@@ -195,7 +204,7 @@ def open_index(
     Close it (or use `with`): Qdrant Edge and local mode hold their folder while it is open."""
     cfg = as_config(config, options)
     return Index(
-        cfg, lambda model: _encoder_for(model.model_dump_json()), query_prefix=query_prefix
+        cfg, lambda model: _shared_encoder(model.model_dump_json()), query_prefix=query_prefix
     )
 
 
@@ -345,7 +354,7 @@ def evaluate(
         ledger.close()
     try:  # the generation's own model and prompts; a configured query prompt overrides its own
         built = built_manifest(sink, gen["fingerprint"])
-        encoder = _encoder_for(query_model(cfg.model, gen, built).model_dump_json())
+        encoder = _shared_encoder(query_model(cfg.model, gen, built).model_dump_json())
         scores = score_generation(
             sink, gen["fingerprint"], encoder, k, found, query_prefix=cfg.model.query_prefix or None
         )

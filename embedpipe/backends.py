@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -171,15 +172,38 @@ class OpenVinoModel:
             ) from exc
         ran = str(self.compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
         self.precision = "bf16" if "bf16" in ran else "fp32"
-        self.request = self.compiled.create_infer_request()
+        # An infer request runs one inference at a time ("Infer Request is busy" otherwise):
+        # each call borrows an idle one, so as many threads infer at once as call at once.
+        self._idle = [self.compiled.create_infer_request()]
+        self._pool_lock = threading.Lock()
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        """Vectors for one padded batch, copied out of OpenVINO's reused output buffer."""
-        self.request.infer(
-            {INPUTS[0]: np.ascontiguousarray(input_ids, dtype=np.int64),
-             INPUTS[1]: np.ascontiguousarray(attention_mask, dtype=np.int64)}
-        )  # fmt: skip
-        return np.array(self.request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+        """Vectors for one padded batch, copied out of OpenVINO's reused output buffer; safe to
+        call from any number of threads at once."""
+        request = self._borrow()
+        try:
+            request.infer(
+                {
+                    INPUTS[0]: np.ascontiguousarray(input_ids, dtype=np.int64),
+                    INPUTS[1]: np.ascontiguousarray(attention_mask, dtype=np.int64),
+                }
+            )
+            return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+        finally:
+            with self._pool_lock:
+                self._idle.append(request)
+
+    @property
+    def requests(self) -> int:
+        """How many infer requests are idle (one per call that ran at the same time, at most)."""
+        with self._pool_lock:
+            return len(self._idle)
+
+    def _borrow(self) -> Any:
+        with self._pool_lock:
+            if self._idle:
+                return self._idle.pop()
+        return self.compiled.create_infer_request()  # cheap: the compiled model is shared
 
 
 class OpenVinoExport:

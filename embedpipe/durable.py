@@ -8,6 +8,7 @@ so the error a second process gets says whom it waits for.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
@@ -83,6 +84,57 @@ def held_by(path: Path) -> str | None:
     finally:
         os.close(fd)  # closing drops a shared lock this check took
     return None
+
+
+# A folder a library holds open by a lock that names no one (Qdrant Edge's WAL, Qdrant local
+# mode's .lock): the embedpipe process holding it writes itself here, so whoever finds it
+# locked is told by whom.
+HOLDER_FILE = ".opened-by"
+
+
+def note_holder(folder: Path) -> None:
+    """Record this process as the one holding `folder` open (advisory: never fails)."""
+    with contextlib.suppress(OSError):
+        (folder / HOLDER_FILE).write_text(f"{os.getpid()} {socket.gethostname()}")
+
+
+def forget_holder(folder: Path) -> None:
+    """After this process let `folder` go: forget the note if it names this process."""
+    try:
+        if _holder(folder) == (os.getpid(), socket.gethostname()):
+            (folder / HOLDER_FILE).unlink()
+    except OSError:
+        pass
+
+
+def holder_of(folder: Path) -> str:
+    """Who holds `folder` open, as its note says: "this process (pid 12)", "pid 12 on host h",
+    or "another process" when no live embedpipe process left a note."""
+    try:
+        holder = _holder(folder)
+    except OSError:
+        holder = None
+    if holder is None:
+        return "another process"
+    pid, host = holder
+    if host == socket.gethostname():
+        if pid == os.getpid():
+            return f"this process (pid {pid})"
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return "another process"  # the note outlived its writer: someone else holds it
+        except PermissionError:
+            pass  # alive, another user's
+    return f"pid {pid} on host {host}"
+
+
+def _holder(folder: Path) -> tuple[int, str] | None:
+    path = folder / HOLDER_FILE
+    if not path.exists():
+        return None
+    pid, _, host = path.read_text(errors="replace").strip().partition(" ")
+    return (int(pid), host) if pid.isdigit() else None
 
 
 class StateLock:

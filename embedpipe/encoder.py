@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -127,6 +128,8 @@ class Encoder:
         if cfg.max_seq_length:
             self.model.max_seq_length = cfg.max_seq_length
         self.tokenizer = self.model.tokenizer
+        self._query_tokenizer: Any = None  # see _tokenize
+        self._tokenize_lock = threading.Lock()
         model_dim = int(self.model.get_embedding_dimension() or 0)
         self.truncate_dim = checked_truncate_dim(cfg.truncate_dim, model_dim, self.name)
         self.dim = self.truncate_dim or model_dim
@@ -280,14 +283,20 @@ class Encoder:
         return self.encode_ids(ids, mask)
 
     def _tokenize(self, texts: Sequence[str], prefix: str = "") -> tuple[np.ndarray, np.ndarray]:
-        enc = self.tokenizer(
-            [prefix + t for t in texts],
-            padding=True,
-            truncation=True,
-            max_length=self.max_seq_length,
-            return_tensors="np",
-            return_token_type_ids=False,
-        )
+        # A fast tokenizer sets its padding and truncation state before each call, a mutation
+        # that fails ("Already borrowed") while another thread's call runs: queries tokenize on
+        # a copy of their own (the chunker keeps the original), one call at a time.
+        with self._tokenize_lock:
+            if self._query_tokenizer is None:
+                self._query_tokenizer = copy.deepcopy(self.tokenizer)
+            enc = self._query_tokenizer(
+                [prefix + t for t in texts],
+                padding=True,
+                truncation=True,
+                max_length=self.max_seq_length,
+                return_tensors="np",
+                return_token_type_ids=False,
+            )
         return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
 
     def _encode_piece(

@@ -24,6 +24,10 @@ class SinkError(EmbedpipeError):
     """A sink refused an operation and retrying will not help."""
 
 
+class ClosedIndexError(SinkError):
+    """An index (or a store over it) was used after close()."""
+
+
 class TransientSinkError(SinkError):
     """A sink failure worth retrying (timeout, connection reset)."""
 

@@ -10,18 +10,20 @@ this fall back to what the ledger knows (the model and the dimension).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 import numpy as np
 
+from embedpipe import serving
 from embedpipe.config import ModelConfig, RunConfig
 from embedpipe.direct import delete_documents
-from embedpipe.errors import SinkError
+from embedpipe.errors import ClosedIndexError, SinkError
 from embedpipe.ledger import Ledger, state_dir_for, target_key
-from embedpipe.sinks import open_sink
 from embedpipe.sinks.base import Hit, Sink
 
 # The model settings that change the vectors, kept in the manifest so writes keep the fingerprint.
@@ -100,20 +102,49 @@ class Index:
         sink: Sink | None = None,
         query_prefix: str | None = None,
     ) -> None:
+        """Over `sink` (the caller's, released by close()), else over this process's shared
+        sink for `config.sink` (see `embedpipe.serving`)."""
         self.config = config
-        self.sink = sink or open_sink(config.sink)
+        self._shared: serving.SharedSink | None = None
+        if sink is None:
+            self._shared = serving.share(config.sink)
+            sink, self._lock = self._shared.sink, self._shared.lock
+        else:
+            self._lock = threading.RLock()
+        self._sink = sink
+        self._closed = False
         self.query_prefix = query_prefix
         self._encoder_for = encoder_for
         self._built: BuiltWith | None = None
 
     @property
+    def name(self) -> str:
+        """The index in words: its sink URI and collection."""
+        return f"{self._sink.uri} (collection '{self.config.sink.collection}')"
+
+    @property
+    def sink(self) -> Sink:
+        """The sink underneath; use it holding `locked()` when other threads may query."""
+        self._check_open()
+        return self._sink
+
+    @contextmanager
+    def locked(self) -> Iterator[Sink]:
+        """The sink, held for this thread alone (every index sharing it waits): for writes
+        through it, and anything else that opens or releases its readers."""
+        with self._lock:
+            yield self.sink
+
+    @property
     def built(self) -> BuiltWith:
         """What the live generation was built with (read once, until `refresh`)."""
+        self._check_open()
         if self._built is None:
-            try:
-                self._built = BuiltWith.read(self.sink, self.config)
-            finally:
-                self.sink.abort()  # reading the manifest may hold a client or a folder lock
+            with self.locked() as sink:
+                try:
+                    self._built = BuiltWith.read(sink, self.config)
+                finally:
+                    sink.abort()  # reading the manifest may hold a client or a folder lock
         return self._built
 
     def refresh(self) -> None:
@@ -130,9 +161,16 @@ class Index:
                 f"'{self.config.sink.collection}' in {self.sink.uri}: nothing to delete from "
                 "(pass state= where its ledger is)"
             )
-        self.sink.abort()  # a reader's client or shard would block the writer
-        return delete_documents(self.sink, self.config, doc_ids, fingerprint=live["fingerprint"],
-                                dim=int(live["dim"]), model=live["model"])  # fmt: skip
+        with self.locked() as sink:
+            sink.abort()  # a reader's client or shard would block the writer
+            return delete_documents(
+                sink,
+                self.config,
+                doc_ids,
+                fingerprint=live["fingerprint"],
+                dim=int(live["dim"]),
+                model=live["model"],
+            )
 
     @property
     def query_prompt(self) -> str:
@@ -143,13 +181,17 @@ class Index:
 
     def model_settings(self) -> ModelConfig:
         """The model settings queries are encoded with: the index's model, normalisation and
-        width (a Matryoshka index is queried truncated the same way), in fp32."""
+        width (a Matryoshka index is queried truncated the same way), on the configured device,
+        backend and threads, in the configured precision (fp32 for `auto`)."""
         stored = dict(self.built.settings.get("model") or {})
         cfg = self.config.model
         return ModelConfig(
             name=cfg.name or self.built.model,
             device=cfg.device,
-            precision="fp32",
+            backend=cfg.backend,
+            threads=cfg.threads,
+            precision="fp32" if cfg.precision == "auto" else cfg.precision,
+            int8_min_cosine=cfg.int8_min_cosine,
             normalize=stored.get("normalize", cfg.normalize),
             max_seq_length=stored.get("max_seq_length", cfg.max_seq_length),
             truncate_dim=self.built.dim or cfg.truncate_dim,
@@ -179,7 +221,8 @@ class Index:
         self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
     ) -> list[Hit]:
         """Top-k hits for a query vector among the chunks `filter` passes."""
-        return self.sink.search(vector, k, filter)
+        with self.locked() as sink:
+            return sink.search(vector, k, filter)
 
     def write_config(self) -> RunConfig:
         """The configuration that adds documents to this index in place: the index's model,
@@ -194,9 +237,30 @@ class Index:
         data.update(model=model, chunking=stored.get("chunking") or data["chunking"])
         return RunConfig.model_validate(data)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
-        """Release the sink (files, locks and clients it holds for reading)."""
-        self.sink.abort()
+        """Release the sink (files, locks and clients it holds for reading) once no other open
+        index of this process shares it. Final: using the index afterwards raises; closing
+        again does nothing."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self._shared is not None:
+            serving.release(self._shared)
+        else:
+            with self._lock:
+                self._sink.abort()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedIndexError(
+                f"the index on {self.name} was closed: open it again (embedpipe.open_index, or "
+                "a new store) to query it"
+            )
 
     def __enter__(self) -> Index:
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -85,8 +86,8 @@ def test_a_query_while_a_run_writes_the_shard_says_so(tmp_path: Path) -> None:
     built(tmp_path, emb)
     writer = EdgeSink(tmp_path, "docs")
     writer.open(DIM, FP_A)
-    with pytest.raises(SinkError, match="open in another process"):
-        EdgeSink(tmp_path, "docs").search(emb.vectors[0], k=1)
+    with pytest.raises(SinkError, match=rf"this process \(pid {os.getpid()}\) has the shard open"):
+        EdgeSink(tmp_path, "docs").search(emb.vectors[0], k=1)  # the writer is this process
     writer.abort()
 
 

@@ -49,7 +49,10 @@ def as_vector(embedding: Sequence[float]) -> np.ndarray:
 
 def add(index: Index, documents: Iterable[Document]) -> RunReport:
     """Embed documents into the index as a run does (chunked, hashed, only what changed, the
-    ledger written), with the index's own model, prompts and chunking."""
-    report = api.run(index.write_config(), source=given(list(documents)), sink=index.sink)
+    ledger written), with the index's own model, prompts and chunking. Queries on the same
+    index in this process wait for it (the run writes through their sink)."""
+    config = index.write_config()
+    with index.locked() as sink:
+        report = api.run(config, source=given(list(documents)), sink=sink)
     index.refresh()
     return report

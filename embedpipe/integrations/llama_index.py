@@ -78,8 +78,10 @@ class EmbedpipeVectorStore(BasePydanticVectorStore):
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
         """Delete the documents of the nodes made from `ref_doc_id` (or the document itself)."""
         doc_ids = {ref_doc_id}
-        for batch in self._index.sink.points():
-            doc_ids.update(c.doc_id for c in batch.chunks if c.metadata.get(REF_DOC) == ref_doc_id)
+        with self._index.locked() as sink:
+            for batch in sink.points():
+                made = (c.doc_id for c in batch.chunks if c.metadata.get(REF_DOC) == ref_doc_id)
+                doc_ids.update(made)
         self._index.delete_documents(sorted(doc_ids))
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:

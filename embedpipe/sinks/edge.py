@@ -26,6 +26,7 @@ import numpy as np
 import qdrant_edge as qe
 
 from embedpipe.config import QdrantOptions, SinkConfig
+from embedpipe.durable import forget_holder, note_holder
 from embedpipe.errors import SinkError
 from embedpipe.sinks import qdrant_base
 from embedpipe.sinks.base import Hit, not_open
@@ -40,15 +41,16 @@ DEFAULT_HNSW = (16, 100)  # Qdrant's m and ef_construct
 FULL_SCAN_THRESHOLD = 10_000  # KB of vectors below which a segment is searched exactly
 
 
-def edge_errors(action: str) -> AbstractContextManager[None]:
-    """Qdrant Edge raises bare Exceptions: give them the action and, where known, the fix."""
-    return qdrant_base.translated(action, _edge_error)
+def edge_errors(action: str, gen: Path | None = None) -> AbstractContextManager[None]:
+    """Qdrant Edge raises bare Exceptions: give them the action and, where known, the fix
+    (`gen`: the generation folder of a shard being opened, whose holder a lock error names)."""
+    return qdrant_base.translated(action, partial(_edge_error, gen=gen))
 
 
-def _edge_error(action: str, exc: Exception) -> SinkError:
+def _edge_error(action: str, exc: Exception, gen: Path | None = None) -> SinkError:
     hint = ""
     if "WouldBlock" in str(exc):
-        hint = ": the shard is open in another process (an embedpipe run?); wait for it"
+        hint = f": {qdrant_base.busy_hint('shard', gen)}"
     return SinkError(f"Qdrant Edge {action} failed: {exc}{hint}")
 
 
@@ -187,12 +189,11 @@ class EdgeSink(GenerationSink):
         elif gen == self._gens.live():
             yield self._live_reader(required=True)
         else:
-            with edge_errors(f"opening {gen / SHARD}"):
-                shard = qe.EdgeShard.load(str(gen / SHARD))
+            shard = _load(gen)
             try:
                 yield shard
             finally:
-                shard.close()
+                _close(shard, gen)
 
     def search(
         self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
@@ -233,11 +234,13 @@ class EdgeSink(GenerationSink):
         return qdrant_base.wanted_shape(self.options, sharded=False)
 
     def _load_or_create(self, path: Path, dim: int) -> Any:
-        with edge_errors(f"opening {path}"):
-            if (path / EDGE_CONFIG).exists():
-                return qe.EdgeShard.load(str(path))
-            vectors = qdrant_base.vector_params(self.options, dim, VECTOR_TYPES)
-            return qe.EdgeShard.create(str(path), qe.EdgeConfig(vectors=vectors))
+        if (path / EDGE_CONFIG).exists():
+            return _load(path.parent)
+        vectors = qdrant_base.vector_params(self.options, dim, VECTOR_TYPES)
+        with edge_errors(f"creating {path}"):
+            shard = qe.EdgeShard.create(str(path), qe.EdgeConfig(vectors=vectors))
+        note_holder(path.parent)
+        return shard
 
     def _ensure_payload_indexes(self, shard: Any) -> None:
         """Keyword indexes on the configured payload fields; a missing one is added on reuse."""
@@ -263,8 +266,7 @@ class EdgeSink(GenerationSink):
             return None
         if self._reader is None or self._reader[0] != live:
             self._close_reader()
-            with edge_errors(f"opening {live / SHARD}"):
-                self._reader = (live, qe.EdgeShard.load(str(live / SHARD)))
+            self._reader = (live, _load(live))
         return self._reader[1]
 
     def _writing(self) -> Any:
@@ -274,8 +276,8 @@ class EdgeSink(GenerationSink):
 
     def _close_reader(self) -> None:
         if self._reader is not None:
-            reader, self._reader = self._reader[1], None
-            reader.close()
+            (gen, reader), self._reader = self._reader, None
+            _close(reader, gen)
 
     def _release(self) -> None:
         """Close the shards (close flushes) and drop the lock."""
@@ -283,10 +285,28 @@ class EdgeSink(GenerationSink):
         shard, self._shard = self._shard, None
         try:
             if shard is not None:
-                with edge_errors("closing the shard"):
-                    shard.close()
+                _close(shard, self._gen)
         finally:
             self._unlock()
+
+
+def _load(gen: Path) -> Any:
+    """Open a generation's shard, noting this process as its holder (a second opener, in any
+    process, is told who holds it)."""
+    with edge_errors(f"opening {gen / SHARD}", gen):
+        shard = qe.EdgeShard.load(str(gen / SHARD))
+    note_holder(gen)
+    return shard
+
+
+def _close(shard: Any, gen: Path | None) -> None:
+    """Close a shard (close flushes) and drop this process's note as its holder."""
+    try:
+        with edge_errors("closing the shard"):
+            shard.close()
+    finally:
+        if gen is not None:
+            forget_holder(gen)
 
 
 def _page(shard: Any, offset: Any, limit: int, vectors: bool = False) -> tuple[list[Any], Any]:

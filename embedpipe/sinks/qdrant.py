@@ -21,6 +21,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from embedpipe.config import QdrantOptions, SinkConfig
+from embedpipe.durable import forget_holder
 from embedpipe.errors import SinkError, TransientSinkError
 from embedpipe.faults import crash_point
 from embedpipe.redact import redact_uri
@@ -398,3 +399,5 @@ class QdrantSink:
         if self._client is not None:
             self._client.close()
             self._client = None
+            if self.local_path is not None:
+                forget_holder(Path(self.local_path))

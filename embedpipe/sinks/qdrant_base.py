@@ -16,11 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from embedpipe.config import QdrantOptions
+from embedpipe.durable import holder_of
 from embedpipe.errors import SinkError
 from embedpipe.sinks.base import Hit
 from embedpipe.sinks.filters import Condition
@@ -190,3 +192,15 @@ def translated(
         if error is None:
             raise
         raise error from exc
+
+
+def busy_hint(what: str, folder: Path | None) -> str:
+    """Why a folder a library locks is busy, naming who holds it (see durable.note_holder)."""
+    who = "another process" if folder is None else holder_of(folder)
+    if who.startswith("this process"):
+        return (
+            f"{who} has the {what} open already, through another sink object: open the index "
+            "with embedpipe.open_index (every store and query in a process share it), or close "
+            "the other one first"
+        )
+    return f"the {what} is open in {who} (an embedpipe run or reader); wait for it or stop it"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -16,9 +17,10 @@ import httpx
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
+from embedpipe.durable import note_holder
 from embedpipe.errors import SinkError, TransientSinkError
 from embedpipe.redact import redact_uri, server_credentials
-from embedpipe.sinks.qdrant_base import FilterTypes, Shape, VectorTypes, translated
+from embedpipe.sinks.qdrant_base import FilterTypes, Shape, VectorTypes, busy_hint, translated
 from embedpipe.sinks.store import chunk_payload, paired_vectors
 from embedpipe.types import Embedded, point_id
 
@@ -157,12 +159,28 @@ def client_for(
     timeout: int | None = None,
 ) -> QdrantClient:
     """A client for local mode (`path`), the in-process engine (`location`) or a server."""
+    if path is not None:
+        return _local_client(where, path)
     with qdrant_errors(f"connecting to {where}"):
-        if path is not None:
-            return QdrantClient(path=path)
         if location is not None:
             return QdrantClient(location=location)
         return server_client(url, api_key, timeout)
+
+
+def _local_client(where: str, path: str) -> QdrantClient:
+    """Local mode on `path`, which it locks: this process is noted as the holder, and a second
+    opener (in any process) is told who holds it."""
+    try:
+        with qdrant_errors(f"connecting to {where}"):
+            client = QdrantClient(path=path)
+    except SinkError as exc:
+        if "already accessed" not in str(exc):
+            raise
+        raise SinkError(
+            f"Qdrant local mode at {path} cannot be opened: {busy_hint('folder', Path(path))}"
+        ) from exc
+    note_holder(Path(path))
+    return client
 
 
 def point_batches(embedded: Embedded, size: int) -> Iterator[models.Batch]:
