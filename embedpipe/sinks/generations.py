@@ -118,6 +118,14 @@ def lock(gen: Path) -> int:
     )
 
 
+def try_lock(gen: Path) -> int | None:
+    """The fd holding a generation's lock, or None when a run holds it."""
+    try:
+        return lock(gen)
+    except SinkError:
+        return None
+
+
 def check_dim(manifest: dict[str, Any], dim: int, collection: str, gen: Path) -> None:
     """Refuse to write vectors of another size into an existing generation."""
     if manifest and manifest.get("dim") != dim:
@@ -179,7 +187,9 @@ class GenerationSink:
             old = self._swap(public)
         self._published(gen)
         self._drop_replaced(old)
+        live = self._gens.live_gen()
         self._release()
+        self._serve(live)
 
     def abort(self) -> None:
         """End the run without publishing. An unfinished generation keeps its acknowledged writes
@@ -210,6 +220,7 @@ class GenerationSink:
             old = self._swap(self._public_target(gen))
             if old is not None and old != gen and not self.keep_previous:
                 shutil.rmtree(old, ignore_errors=True)
+            self._serve(gen, locked=True)
         finally:
             os.close(fd)
 
@@ -256,6 +267,10 @@ class GenerationSink:
 
     def _published(self, gen: Path) -> None:
         """After the public name moved (or did not need to): drop what readers no longer use."""
+
+    def _serve(self, live: Path | None, *, locked: bool = False) -> None:
+        """After a run finished or a promotion: hand readers the live generation `live` (whose
+        lock this sink holds when `locked`). Nothing to do where readers read the live files."""
 
     def _public_target(self, gen: Path) -> Path:
         """What the public name points to when `gen` is live (Parquet: its latest data folder)."""
