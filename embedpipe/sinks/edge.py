@@ -36,7 +36,7 @@ from embedpipe.sinks import qdrant_base
 from embedpipe.sinks.base import Hit, ReadView, not_open
 from embedpipe.sinks.filters import conditions
 from embedpipe.sinks.generations import GenerationSink, read_manifest, try_lock, write_manifest
-from embedpipe.sinks.snapshots import Snapshots, SnapshotReader, copy_tree
+from embedpipe.sinks.snapshots import SnapshotReader, Snapshots, copy_tree
 from embedpipe.sinks.store import chunk_payload, paired_vectors
 from embedpipe.types import Embedded, point_id
 
@@ -223,7 +223,7 @@ class EdgeSink(GenerationSink):
         pointer moved, at most every second)."""
         if self._served is None:
             self._served = SnapshotReader(
-                self._snapshots, _open_snapshot, _close_shard, self._first_snapshot,
+                self._snapshots, _open_snapshot, _close_shard, self._catch_up,
                 self._gens.missing,
             )  # fmt: skip
         with self._served.use() as served:
@@ -273,9 +273,10 @@ class EdgeSink(GenerationSink):
         if self._served is not None:
             self._served.invalidate()
 
-    def _first_snapshot(self) -> bool:
-        """No read snapshot yet (an index built before they existed): publish one, or wait for
-        the run holding the live shard to publish it when it opens."""
+    def _catch_up(self) -> bool:
+        """Publish the live shard when the read pointer lags behind it and no run holds it; with
+        no pointer yet, wait for the run holding the live shard to publish one when it opens.
+        Whether a pointer exists."""
         self._serve(self._gens.live_gen())
         deadline = time.monotonic() + FIRST_SNAPSHOT_WAIT
         while self._snapshots.current() is None and self._gens.live_gen() is not None:

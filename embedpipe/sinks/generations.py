@@ -16,6 +16,7 @@ import copy
 import json
 import os
 import shutil
+import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,6 +35,7 @@ from embedpipe.sinks.base import (
 from embedpipe.sinks.registry import SINKS
 
 GENERATIONS = ".generations"
+LOCK_PATIENCE = 10.0  # seconds a run waits for a generation's lock (a reader's snapshot copy)
 
 
 class Generations:
@@ -107,21 +109,30 @@ def write_manifest(gen: Path, **fields: Any) -> None:
     atomic_write(gen / "manifest.json", lambda f: f.write(text.encode()))
 
 
-def lock(gen: Path) -> int:
+def lock(gen: Path, patience: float = LOCK_PATIENCE) -> int:
     """Hold an exclusive lock on a generation so two runs never write it at once (until the
-    returned fd is closed)."""
-    return take_lock(
-        gen / ".lock",
-        lambda holder: SinkError(
-            f"{gen} is being written by another embedpipe run ({holder}): wait for it to finish"
-        ),
-    )
+    returned fd is closed). Waits up to `patience` seconds: a reader publishing a read snapshot
+    holds it for the time of a copy."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return take_lock(
+                gen / ".lock",
+                lambda holder: SinkError(
+                    f"{gen} is being written by another embedpipe run ({holder}): wait for it "
+                    "to finish"
+                ),
+            )
+        except SinkError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
 
 
 def try_lock(gen: Path) -> int | None:
     """The fd holding a generation's lock, or None when a run holds it."""
     try:
-        return lock(gen)
+        return lock(gen, patience=0)
     except SinkError:
         return None
 

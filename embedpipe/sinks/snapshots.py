@@ -226,9 +226,10 @@ class SnapshotReader(Generic[T]):
     """Follows a collection's read pointer: the engine opened on a private copy of the newest
     snapshot, switched to a newer one without stopping queries in flight. Thread-safe.
 
-    `open(folder)` opens the engine on a private copy; `close(engine)` closes it; `bootstrap()`
-    publishes a first snapshot when there is none (an index built before snapshots existed) and
-    returns whether it could.
+    `open(folder)` opens the engine on a private copy; `close(engine)` closes it; `catch_up()`,
+    called at each look, publishes the live generation when the pointer lags behind it and no run
+    holds it (a run killed between its swap and its publish; an index built before snapshots
+    existed), and returns whether a pointer exists.
     """
 
     def __init__(
@@ -236,12 +237,12 @@ class SnapshotReader(Generic[T]):
         snapshots: Snapshots,
         open: Callable[[Path], T],
         close: Callable[[T], None],
-        bootstrap: Callable[[], bool],
+        catch_up: Callable[[], bool],
         missing: Callable[[], Exception],
         interval: float = REFRESH_INTERVAL,
     ) -> None:
         self.snapshots = snapshots
-        self._open, self._close, self._bootstrap = open, close, bootstrap
+        self._open, self._close, self._catch_up = open, close, catch_up
         self._missing = missing
         self.interval = interval
         self._lock = threading.Lock()
@@ -282,7 +283,9 @@ class SnapshotReader(Generic[T]):
     def _refreshed(self) -> Served[T]:
         with self._lock:
             now = time.monotonic()
-            due = self._served is None or (not self._loading and now - self._checked >= self.interval)
+            due = self._served is None or (
+                not self._loading and now - self._checked >= self.interval
+            )
             if not due:
                 assert self._served is not None
                 self._served.users += 1
@@ -296,7 +299,9 @@ class SnapshotReader(Generic[T]):
                 self._loading = False
                 if self._served is None:
                     raise
-                log.warning("could not open the newest read snapshot; serving the one open", exc_info=True)
+                log.warning(
+                    "could not open the newest read snapshot; serving the one open", exc_info=True
+                )
                 self._served.users += 1
                 return self._served
         with self._lock:
@@ -317,12 +322,12 @@ class SnapshotReader(Generic[T]):
     def _follow(self) -> Served[T] | None:
         """A newly opened snapshot when the pointer moved since the last look, else None."""
         for _ in range(5):  # the pointer may move again while a snapshot is copied
-            stat = self._pointer_stat()
-            if stat is None:
+            if not self._catch_up():
                 if self._served is not None:
                     return None
-                if not self._bootstrap():
-                    raise self._missing()
+                raise self._missing()
+            stat = self._pointer_stat()
+            if stat is None:
                 continue
             if stat == self._stat and self._served is not None:
                 return None
