@@ -70,8 +70,12 @@ def version(n: int, names: list[str]) -> dict[str, str]:
 def run(root: Path, uri: str, model: Path | None = None) -> None:
     """`embedpipe run CONFIG`, the nightly job (it deletes what the source no longer has)."""
     config = root.parent / "nightly.yaml"
-    data = {"source": {"uri": str(root)}, "sink": {"uri": uri, "collection": "docs"},
-            "chunking": {"chunk_tokens": 64, "overlap_tokens": 0}, "mode": "full"}  # fmt: skip
+    data: dict[str, object] = {
+        "source": {"uri": str(root)},
+        "sink": {"uri": uri, "collection": "docs"},
+        "chunking": {"chunk_tokens": 64, "overlap_tokens": 0},
+        "mode": "full",
+    }
     if model is not None:
         data["model"] = {"name": str(model)}
     config.write_text(json.dumps(data))  # JSON is YAML
@@ -85,10 +89,10 @@ class Reader:
     def __init__(self, uri: str, tmp_path: Path) -> None:
         self.out, self.stop = tmp_path / "seen.jsonl", tmp_path / "stop"
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        args = [sys.executable, "-c", READER, uri, str(self.out), str(self.stop)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", READER, uri, str(self.out), str(self.stop)], env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
 
     def rows(self) -> list[dict[str, object]]:
         if not self.out.exists():

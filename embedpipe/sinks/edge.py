@@ -223,9 +223,8 @@ class EdgeSink(GenerationSink):
         pointer moved, at most every second)."""
         if self._served is None:
             self._served = SnapshotReader(
-                self._snapshots, _open_snapshot, _close_shard, self._catch_up,
-                self._gens.missing,
-            )  # fmt: skip
+                self._snapshots, _open_snapshot, _close_shard, self._catch_up, self._gens.missing
+            )
         with self._served.use() as served:
             fingerprint = served.pointer.get("fingerprint")
             yield ReadView(fingerprint, served.manifest, partial(self._query, served.engine))
@@ -264,9 +263,10 @@ class EdgeSink(GenerationSink):
             return
         try:
             self._snapshots.publish(
-                partial(_fill_snapshot, live), fingerprint=manifest.get("fingerprint"),
+                partial(_fill_snapshot, live),
+                fingerprint=manifest.get("fingerprint"),
                 source=source,
-            )  # fmt: skip
+            )
         finally:
             if fd is not None:
                 os.close(fd)

@@ -23,6 +23,7 @@ import shutil
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -99,10 +100,8 @@ class ParquetSink(StoredSink):
         """The published data folder as last read, held for one query; a newer one is read
         when the public name moved."""
         _, vectors, rows, filterable, manifest = self._loaded()
-        yield ReadView(
-            manifest.get("fingerprint"), manifest,
-            lambda v, k, f: _search(vectors, rows, filterable, v, k, f),
-        )  # fmt: skip
+        search = partial(_search, vectors, rows, filterable)
+        yield ReadView(manifest.get("fingerprint"), manifest, search)
 
     def close_served(self) -> None:
         """Forget the data read."""
@@ -181,9 +180,13 @@ class ParquetSink(StoredSink):
 
 
 def _search(
-    vectors: np.ndarray, rows: pa.Table, filterable: Rows, vector: np.ndarray, k: int,
+    vectors: np.ndarray,
+    rows: pa.Table,
+    filterable: Rows,
+    vector: np.ndarray,
+    k: int,
     filter: Mapping[str, Any] | None,
-) -> list[Hit]:  # fmt: skip
+) -> list[Hit]:
     """Top-k of the published chunks by inner product, among those `filter` passes."""
     conds = conditions(filter)
     place = np.flatnonzero(filterable.mask(conds)) if conds else None

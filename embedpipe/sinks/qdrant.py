@@ -123,8 +123,13 @@ class QdrantSink:
         deadline = time.monotonic() + patience
         while self._client is None:
             try:
-                self._client = client_for(self.uri, path=self.local_path, url=self.url,
-                                          api_key=self.api_key, timeout=self.timeout)  # fmt: skip
+                self._client = client_for(
+                    self.uri,
+                    path=self.local_path,
+                    url=self.url,
+                    api_key=self.api_key,
+                    timeout=self.timeout,
+                )
             except SinkError as exc:
                 if "already accessed" not in str(exc) or time.monotonic() >= deadline:
                     raise
@@ -332,9 +337,8 @@ class QdrantSink:
             return
         if self._served is None:
             self._served = SnapshotReader(
-                self._snapshots, _open_snapshot, _close_client, self._catch_up,
-                self._missing,
-            )  # fmt: skip
+                self._snapshots, _open_snapshot, _close_client, self._catch_up, self._missing
+            )
         with self._served.use() as served:
             fingerprint = served.pointer.get("fingerprint")
             yield ReadView(fingerprint, served.manifest, partial(self._query, served.engine))

@@ -249,9 +249,11 @@ class ShardStore:
         self._add("tomb", pa.table({"chunk_id": pa.array(list(chunk_ids), pa.string())}))
 
     def live(
-        self, columns: list[str] | None = None, base: pa.Table | None = None,
+        self,
+        columns: list[str] | None = None,
+        base: pa.Table | None = None,
         upto: int | None = None,
-    ) -> pa.Table | None:  # fmt: skip
+    ) -> pa.Table | None:
         """The live chunks (last write of each id, minus later tombstones); None when empty.
 
         `base`, when given, holds chunks written before every file of the store (sequence 0):
