@@ -92,7 +92,7 @@ class Index:
 
     `query_prefix` overrides the stored query prompt (as a non-empty `model.query_prefix` in the
     config does); `config.model.name` overrides the stored model. Release it with close() (or
-    use it as a context manager): Qdrant Edge and local mode hold their folder while open.
+    use it as a context manager); it never blocks a run (see docs/architecture.md).
     """
 
     def __init__(
