@@ -388,7 +388,8 @@ class QdrantSink:
             live = json.loads(meta.read_text()).get("aliases", {}).get(self.collection)
         except (FileNotFoundError, ValueError):
             live = None
-        running = held_by(Path(self.local_path) / ".lock") is not None
+        mine = self._client is not None  # this sink holds the folder already
+        running = not mine and held_by(Path(self.local_path) / ".lock") is not None
         if (
             live is not None
             and not running
@@ -400,7 +401,8 @@ class QdrantSink:
             except SinkError:
                 pass  # a run holds the folder: it publishes when it finishes
             finally:
-                self._release()
+                if not mine:
+                    self._release()
         deadline = time.monotonic() + FIRST_SNAPSHOT_WAIT
         while self._snapshots.current() is None and live is not None:
             if time.monotonic() > deadline:
