@@ -337,7 +337,7 @@ class QdrantSink:
             return
         if self._served is None:
             self._served = SnapshotReader(
-                self._snapshots, _open_snapshot, _close_client, self._catch_up, self._missing
+                self._snapshots, _open_snapshot, _close_client, self._catch_up, self._not_served
             )
         with self._served.use() as served:
             fingerprint = served.pointer.get("fingerprint")
@@ -354,6 +354,18 @@ class QdrantSink:
         )
 
     # -- read snapshots (local mode) -------------------------------------------------------
+
+    def _not_served(self) -> Exception:
+        """Why there is nothing to read: a collection another tool made holds the name, or none."""
+        try:
+            with qdrant_errors(f"looking up '{self.collection}'"):
+                if self.connect(patience=0).collection_exists(self.collection):
+                    return foreign_collection(self.connect(), self.collection, self.uri, None)
+        except SinkError:
+            pass  # a run holds the folder
+        finally:
+            self._release()
+        return self._missing()
 
     def _serve(self, live: str | None) -> None:
         """Publish the live collection as the read snapshot, unless the pointer names it as it
