@@ -201,7 +201,7 @@ def open_index(
 ) -> Index:
     """An index to search (and add to) with the model, prompts and settings it was built with,
     from a sink URI and a collection alone: `open_index(sink="faiss:./idx", collection="docs")`.
-    Close it (or use `with`): Qdrant Edge and local mode hold their folder while it is open."""
+    Close it (or use `with`) to release its read snapshot; it never blocks a run."""
     cfg = as_config(config, options)
     return Index(
         cfg, lambda model: _shared_encoder(model.model_dump_json()), query_prefix=query_prefix

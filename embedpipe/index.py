@@ -24,7 +24,7 @@ from embedpipe.config import ModelConfig, RunConfig
 from embedpipe.direct import delete_documents
 from embedpipe.errors import ClosedIndexError, SinkError
 from embedpipe.ledger import Ledger, state_dir_for, target_key
-from embedpipe.sinks.base import Hit, Sink
+from embedpipe.sinks.base import Hit, ReadView, Sink, close_served, served
 
 # The model settings that change the vectors, kept in the manifest so writes keep the fingerprint.
 MODEL_SETTINGS = ("name", "normalize", "prefix", "query_prefix", "max_seq_length", "truncate_dim",
@@ -59,9 +59,12 @@ class BuiltWith:
     settings: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def read(cls, sink: Sink, config: RunConfig) -> BuiltWith:
-        """From the sink's manifest, else the ledger next to it, else nothing."""
-        manifest = sink.manifest()
+    def read(
+        cls, sink: Sink, config: RunConfig, manifest: Mapping[str, Any] | None = None
+    ) -> BuiltWith:
+        """From the sink's manifest (or the one given: a read view's), else the ledger next to
+        it, else nothing."""
+        manifest = dict(sink.manifest() if manifest is None else manifest)
         if manifest.get("settings"):
             prompts = manifest.get("prompts") or {}
             return cls(
@@ -91,7 +94,7 @@ class Index:
 
     `query_prefix` overrides the stored query prompt (as a non-empty `model.query_prefix` in the
     config does); `config.model.name` overrides the stored model. Release it with close() (or
-    use it as a context manager): Qdrant Edge and local mode hold their folder while open.
+    use it as a context manager); it never blocks a run (see docs/architecture.md).
     """
 
     def __init__(
@@ -116,6 +119,9 @@ class Index:
         self.query_prefix = query_prefix
         self._encoder_for = encoder_for
         self._built: BuiltWith | None = None
+        # What each generation a read view served was built with, by fingerprint: a query
+        # encodes with the model of the generation it searches, across a promotion too.
+        self._served: dict[str, BuiltWith] = {}
 
     @property
     def name(self) -> str:
@@ -150,6 +156,17 @@ class Index:
     def refresh(self) -> None:
         """Read the manifest again at the next use (after a run wrote into the index)."""
         self._built = None
+        self._served = {}
+
+    def _built_for(self, view: ReadView) -> BuiltWith:
+        """What the generation a read view serves was built with."""
+        if view.fingerprint is None or view.manifest is None:
+            return self.built
+        built = self._served.get(view.fingerprint)
+        if built is None:
+            built = BuiltWith.read(self.sink, self.config, view.manifest)
+            self._served = {view.fingerprint: built}  # the newest only: an older one is done
+        return built
 
     def delete_documents(self, doc_ids: Sequence[str]) -> int:
         """Delete every chunk of these documents from the live generation and its ledger;
@@ -175,18 +192,22 @@ class Index:
     @property
     def query_prompt(self) -> str:
         """The text put before every query: the override, else the config's, else the stored."""
+        return self._query_prompt(self.built)
+
+    def _query_prompt(self, built: BuiltWith) -> str:
         if self.query_prefix is not None:
             return self.query_prefix
-        return self.config.model.query_prefix or self.built.query_prompt
+        return self.config.model.query_prefix or built.query_prompt
 
-    def model_settings(self) -> ModelConfig:
+    def model_settings(self, built: BuiltWith | None = None) -> ModelConfig:
         """The model settings queries are encoded with: the index's model, normalisation and
         width (a Matryoshka index is queried truncated the same way), on the configured device,
         backend and threads, in the configured precision (fp32 for `auto`)."""
-        stored = dict(self.built.settings.get("model") or {})
+        built = built or self.built
+        stored = dict(built.settings.get("model") or {})
         cfg = self.config.model
         return ModelConfig(
-            name=cfg.name or self.built.model,
+            name=cfg.name or built.model,
             device=cfg.device,
             backend=cfg.backend,
             threads=cfg.threads,
@@ -194,16 +215,22 @@ class Index:
             int8_min_cosine=cfg.int8_min_cosine,
             normalize=stored.get("normalize", cfg.normalize),
             max_seq_length=stored.get("max_seq_length", cfg.max_seq_length),
-            truncate_dim=self.built.dim or cfg.truncate_dim,
+            truncate_dim=built.dim or cfg.truncate_dim,
         )
 
-    def encoder(self) -> Any:
+    def encoder(self, built: BuiltWith | None = None) -> Any:
         """The (cached) encoder for `model_settings()`."""
-        return self._encoder_for(self.model_settings())
+        return self._encoder_for(self.model_settings(built))
 
-    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """Query vectors (n, dim): the query prompt before each text."""
-        vectors: np.ndarray = self.encoder().encode_texts(list(texts), prefix=self.query_prompt)
+    def embed_queries(self, texts: Sequence[str], built: BuiltWith | None = None) -> np.ndarray:
+        """Query vectors (n, dim): the query prompt before each text (of the generation `built`
+        describes, else the one served now)."""
+        if built is None:
+            with self.locked() as sink, served(sink) as view:
+                built = self._built_for(view)
+        vectors: np.ndarray = self.encoder(built).encode_texts(
+            list(texts), prefix=self._query_prompt(built)
+        )
         return vectors
 
     def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
@@ -214,15 +241,21 @@ class Index:
         return vectors
 
     def search(self, text: str, k: int = 5, filter: Mapping[str, Any] | None = None) -> list[Hit]:
-        """Top-k hits for a query text among the chunks `filter` passes."""
-        return self.search_vector(self.embed_queries([text])[0], k, filter)
+        """Top-k hits for a query text among the chunks `filter` passes, encoded with the model
+        of the generation searched (one read view: a promotion never splits a query)."""
+        with served(self.sink) as view:  # held across: the query meets the generation it read
+            with self._lock:
+                built = self._built_for(view)
+            vector = self.embed_queries([text], built)[0]  # encoding holds no lock
+            with self._lock:
+                return view.search(vector, k, filter)
 
     def search_vector(
         self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
     ) -> list[Hit]:
         """Top-k hits for a query vector among the chunks `filter` passes."""
-        with self.locked() as sink:
-            return sink.search(vector, k, filter)
+        with self.locked() as sink, served(sink) as view:
+            return view.search(vector, k, filter)
 
     def write_config(self) -> RunConfig:
         """The configuration that adds documents to this index in place: the index's model,
@@ -242,9 +275,9 @@ class Index:
         return self._closed
 
     def close(self) -> None:
-        """Release the sink (files, locks and clients it holds for reading) once no other open
-        index of this process shares it. Final: using the index afterwards raises; closing
-        again does nothing."""
+        """Release the sink (files, locks, clients and read snapshots it holds for reading) once
+        no other open index of this process shares it. Final: using the index afterwards raises;
+        closing again does nothing."""
         with self._lock:
             if self._closed:
                 return
@@ -254,6 +287,7 @@ class Index:
         else:
             with self._lock:
                 self._sink.abort()
+                close_served(self._sink)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from embedpipe.config import SinkConfig
 from embedpipe.sinks import open_sink
-from embedpipe.sinks.base import Sink
+from embedpipe.sinks.base import Sink, close_served
 from embedpipe.sinks.registry import capabilities_for
 
 SinkKey = tuple[str, str, str]  # (scheme, resolved location, collection)
@@ -73,6 +73,7 @@ def release(shared: SharedSink) -> None:
             del _open[shared.key]
         with shared.lock:  # a use still in flight (on another thread) finishes first
             shared.sink.abort()
+            close_served(shared.sink)
 
 
 def open_count() -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -81,14 +80,18 @@ def test_doc_id_gets_a_payload_index(tmp_path: Path) -> None:
     assert "doc_id" in schema and schema["doc_id"].points == 8
 
 
-def test_a_query_while_a_run_writes_the_shard_says_so(tmp_path: Path) -> None:
+def test_a_query_while_a_run_writes_the_shard_reads_the_last_finished_run(tmp_path: Path) -> None:
     emb = embedded(5)
     built(tmp_path, emb)
     writer = EdgeSink(tmp_path, "docs")
     writer.open(DIM, FP_A)
-    with pytest.raises(SinkError, match=rf"this process \(pid {os.getpid()}\) has the shard open"):
-        EdgeSink(tmp_path, "docs").search(emb.vectors[0], k=1)  # the writer is this process
-    writer.abort()
+    writer.write(embedded(4, seed=1, doc="new"))
+    reader = EdgeSink(tmp_path, "docs")
+    hits = reader.search(emb.vectors[0], k=20)
+    assert sorted(h.chunk_id for h in hits) == sorted(c.id for c in emb.chunks)
+    writer.close()
+    reader.close_served()
+    assert len(EdgeSink(tmp_path, "docs").search(emb.vectors[0], k=20)) == 9
 
 
 def test_open_sink_builds_an_edge_sink_from_the_uri(tmp_path: Path) -> None:

@@ -248,8 +248,8 @@ def test_query_time_nprobe_and_ef_search_reach_the_index(tmp_path: Path) -> None
     hnsw = built(tmp_path / "hnsw", emb, index_factory="HNSW16", ef_search=77)
     ivf.search(emb.vectors[0], k=1)
     hnsw.search(emb.vectors[0], k=1)
-    assert faiss.extract_index_ivf(ivf._loaded()[0]).nprobe == 3
-    inner = faiss.downcast_index(faiss.downcast_index(hnsw._loaded()[0]).index)
+    assert faiss.extract_index_ivf(ivf._loaded().index).nprobe == 3
+    inner = faiss.downcast_index(faiss.downcast_index(hnsw._loaded().index).index)
     assert inner.hnsw.efSearch == 77
 
 

@@ -152,7 +152,7 @@ class EmbedpipeVectorStore(VectorStore):
         return store
 
     def close(self) -> None:
-        """Release the sink (Qdrant Edge and local mode hold their folder while open)."""
+        """Release the sink (its read snapshot and private copy on Qdrant Edge and local mode)."""
         self.index.close()
 
 

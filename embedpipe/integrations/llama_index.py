@@ -105,7 +105,7 @@ class EmbedpipeVectorStore(BasePydanticVectorStore):
         )  # fmt: skip
 
     def close(self) -> None:
-        """Release the sink (Qdrant Edge and local mode hold their folder while open)."""
+        """Release the sink (its read snapshot and private copy on Qdrant Edge and local mode)."""
         self._index.close()
 
 

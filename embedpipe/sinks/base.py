@@ -3,7 +3,8 @@ query returns."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -159,6 +160,43 @@ class Sink(Protocol):
     def rebuild(self) -> None:
         """Re-train and rebuild the live index from the vectors the sink keeps, outside a run."""
         ...
+
+
+@dataclass(frozen=True)
+class ReadView:
+    """One consistent read of the served index: the fingerprint and manifest of the generation
+    it searches (None: the sink does not say; read `Sink.manifest()`), and its search."""
+
+    fingerprint: str | None
+    manifest: Mapping[str, Any] | None
+    search: Callable[[np.ndarray, int, Mapping[str, Any] | None], list[Hit]]
+
+
+@runtime_checkable
+class Serving(Protocol):
+    """A sink whose readers follow the finished runs by themselves, never blocking a writer: each
+    query reads one complete generation, the newest a run finished (see snapshots.py)."""
+
+    def serving(self) -> AbstractContextManager[ReadView]:
+        """The generation served now, held (not switched under it) until the block ends."""
+        ...
+
+    def close_served(self) -> None:
+        """Release what serving holds (an open snapshot and its private copy)."""
+        ...
+
+
+def served(sink: Sink) -> AbstractContextManager[ReadView]:
+    """A consistent read of what `sink` serves: its `serving()` view, or its plain search."""
+    if isinstance(sink, Serving):
+        return sink.serving()
+    return nullcontext(ReadView(None, None, sink.search))
+
+
+def close_served(sink: Sink) -> None:
+    """Release what a Serving sink holds for readers (nothing for another sink)."""
+    if isinstance(sink, Serving):
+        sink.close_served()
 
 
 def not_open(name: str) -> SinkError:

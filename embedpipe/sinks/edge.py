@@ -10,12 +10,17 @@ acknowledged write survives the process being killed (tests/test_sink_edge.py ki
 reloads). close() runs the optimizers (segment merge, HNSW build once a segment is large enough),
 flushes, and swaps the symlink for a new generation.
 
-An Edge shard is opened by one EdgeShard at a time (it locks its WAL): a query while a run writes
-the same generation fails with a clear message, as Qdrant local mode does.
+An Edge shard is opened by one EdgeShard at a time (it locks its WAL) and its segment files are
+rewritten in place, so queries never open the live shard: a finished run (and a promotion)
+publishes a copy of it as a read snapshot, which readers copy privately and follow (see
+snapshots.py). Writer-side reads (count, chunk_ids, points) open the live shard itself.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from functools import partial
@@ -29,9 +34,10 @@ from embedpipe.config import QdrantOptions, SinkConfig
 from embedpipe.durable import forget_holder, note_holder
 from embedpipe.errors import SinkError
 from embedpipe.sinks import qdrant_base
-from embedpipe.sinks.base import Hit, not_open
+from embedpipe.sinks.base import Hit, ReadView, not_open
 from embedpipe.sinks.filters import conditions
-from embedpipe.sinks.generations import GenerationSink, write_manifest
+from embedpipe.sinks.generations import GenerationSink, read_manifest, try_lock, write_manifest
+from embedpipe.sinks.snapshots import SnapshotReader, Snapshots, copy_tree
 from embedpipe.sinks.store import chunk_payload, paired_vectors
 from embedpipe.types import Embedded, point_id
 
@@ -39,6 +45,7 @@ SHARD = "shard"
 EDGE_CONFIG = "edge_config.json"  # written by Edge when a shard is created
 DEFAULT_HNSW = (16, 100)  # Qdrant's m and ef_construct
 FULL_SCAN_THRESHOLD = 10_000  # KB of vectors below which a segment is searched exactly
+FIRST_SNAPSHOT_WAIT = 30.0  # seconds a reader waits for a running run to publish the first one
 
 
 def edge_errors(action: str, gen: Path | None = None) -> AbstractContextManager[None]:
@@ -102,6 +109,8 @@ class EdgeSink(GenerationSink):
         self.ef_search = ef_search
         self._shard: Any = None  # the EdgeShard being written
         self._reader: tuple[Path, Any] | None = None  # (generation, EdgeShard) read outside a run
+        self._snapshots = Snapshots(self.directory, collection)
+        self._served: SnapshotReader[Any] | None = None  # queries' private copy of a snapshot
 
     @classmethod
     def from_config(cls, scheme: str, location: str, cfg: SinkConfig) -> EdgeSink:
@@ -116,6 +125,7 @@ class EdgeSink(GenerationSink):
         The live shard a read opened before (the run's count) is written, not loaded again."""
         gen, manifest = self._claim(dim, fingerprint)
         try:
+            self._serve(self._gens.live_gen(), locked=gen == self._gens.live_gen())
             if self._reader is not None and self._reader[0] == gen:
                 (_, self._shard), self._reader = self._reader, None
             else:
@@ -198,11 +208,37 @@ class EdgeSink(GenerationSink):
     def search(
         self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
     ) -> list[Hit]:
-        """Top-k hits of the live shard by cosine similarity, among the chunks `filter` passes."""
-        where = qdrant_base.native_filter(conditions(filter), FILTER_TYPES)
+        """Top-k hits of the live shard by cosine similarity, among the chunks `filter` passes:
+        of the newest read snapshot, or of the shard this sink writes in place or pins."""
         live = self._live_gen()
-        shard = self._shard if self._gen is not None and self._gen == live else None
-        shard = shard or self._live_reader(required=True)
+        if self._gen is not None and self._gen == live:
+            return self._query(self._shard, vector, k, filter)
+        if self._pin is not None:
+            return self._query(self._live_reader(required=True), vector, k, filter)
+        with self.serving() as view:
+            return view.search(vector, k, filter)
+
+    @contextmanager
+    def serving(self) -> Iterator[ReadView]:
+        """The newest read snapshot, held for one query (a newer one is opened when the read
+        pointer moved, at most every second)."""
+        if self._served is None:
+            self._served = SnapshotReader(
+                self._snapshots, _open_snapshot, _close_shard, self._catch_up, self._gens.missing
+            )
+        with self._served.use() as served:
+            fingerprint = served.pointer.get("fingerprint")
+            yield ReadView(fingerprint, served.manifest, partial(self._query, served.engine))
+
+    def close_served(self) -> None:
+        """Close the read snapshot queries use and remove its private copy."""
+        if self._served is not None:
+            self._served.close()
+
+    def _query(
+        self, shard: Any, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None
+    ) -> list[Hit]:
+        where = qdrant_base.native_filter(conditions(filter), FILTER_TYPES)
         params = qe.SearchParams(hnsw_ef=self.ef_search) if self.ef_search else None
         query = qe.Query.Nearest(qdrant_base.query_vector(vector))
         request = qe.QueryRequest(
@@ -211,6 +247,44 @@ class EdgeSink(GenerationSink):
         with edge_errors(f"query on '{self.collection}'"):
             points = shard.query(request)
         return qdrant_base.hits(points)
+
+    # -- read snapshots --------------------------------------------------------------------
+
+    def _serve(self, live: Path | None, *, locked: bool = False) -> None:
+        """Publish the live shard as the read snapshot, unless the pointer names it already; a
+        generation another run holds is left to that run (it publishes when it finishes)."""
+        if live is None or not (live / SHARD / EDGE_CONFIG).exists():
+            return
+        manifest = read_manifest(live)
+        source = f"{live.name}@{manifest.get('built')}"
+        if self._snapshots.is_current(source):
+            return
+        fd = None if locked else try_lock(live)
+        if not locked and fd is None:
+            return
+        try:
+            self._snapshots.publish(
+                partial(_fill_snapshot, live),
+                fingerprint=manifest.get("fingerprint"),
+                source=source,
+            )
+        finally:
+            if fd is not None:
+                os.close(fd)
+        if self._served is not None:
+            self._served.invalidate()
+
+    def _catch_up(self) -> bool:
+        """Publish the live shard when the read pointer lags behind it and no run holds it; with
+        no pointer yet, wait for the run holding the live shard to publish one when it opens.
+        Whether a pointer exists."""
+        self._serve(self._gens.live_gen())
+        deadline = time.monotonic() + FIRST_SNAPSHOT_WAIT
+        while self._snapshots.current() is None and self._gens.live_gen() is not None:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return self._snapshots.current() is not None
 
     # -- internals -------------------------------------------------------------------------
 
@@ -256,6 +330,7 @@ class EdgeSink(GenerationSink):
     def _forget_reads(self) -> None:
         super()._forget_reads()
         self._shard, self._reader = None, None  # a view opens its own reader
+        self._served = None
 
     def _live_reader(self, *, required: bool) -> Any:
         """The live shard opened for reading, kept until close()/abort()."""
@@ -319,3 +394,19 @@ def _page(shard: Any, offset: Any, limit: int, vectors: bool = False) -> tuple[l
     with edge_errors("scroll"):
         records, next_offset = shard.scroll(request)
     return records, next_offset
+
+
+def _fill_snapshot(live: Path, folder: Path) -> None:
+    """A read snapshot of a generation: its shard (closed and flushed) and its manifest."""
+    copy_tree(live / SHARD, folder / SHARD)
+    shutil.copy2(live / "manifest.json", folder / "manifest.json")
+
+
+def _open_snapshot(folder: Path) -> Any:
+    """A reader's private copy of a snapshot, opened."""
+    with edge_errors(f"opening the read snapshot {folder / SHARD}"):
+        return qe.EdgeShard.load(str(folder / SHARD))
+
+
+def _close_shard(shard: Any) -> None:
+    shard.close()

@@ -19,8 +19,11 @@ the index was trained on get a full rebuild from the store instead.
 from __future__ import annotations
 
 import logging
+import secrets
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
@@ -33,7 +36,7 @@ import pyarrow.parquet as pq
 from embedpipe.config import SinkConfig
 from embedpipe.durable import atomic_write
 from embedpipe.errors import SinkError
-from embedpipe.sinks.base import Hit
+from embedpipe.sinks.base import Hit, ReadView
 from embedpipe.sinks.filters import Rows, conditions
 from embedpipe.sinks.generations import lock, read_manifest, write_manifest
 from embedpipe.sinks.store import (
@@ -53,6 +56,24 @@ POINTS_PER_CENTROID = 256  # training sample per k-means centroid: more adds tim
 MIN_POINTS_PER_CENTROID = 39  # below this FAISS warns that k-means is poorly trained
 EXACT_COLUMNS = ["chunk_id", "faiss_id", "vector"]  # what an exact filtered search reads
 RETRAIN_GROWTH = 4  # re-train when the corpus grew past this multiple of the training rows
+BUILD_KEY = b"embedpipe_build"  # the sidecar's schema metadata: the index build it pairs with
+LOAD_TRIES = 50  # a reader loading while a run publishes looks again (0.05 s apart)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One build of the live index as a reader loaded it: the index, its sidecar (sorted ids,
+    their rows, the filterable payload), and the manifest of the build (fingerprint, the store
+    sequence it was built from)."""
+
+    key: tuple[Any, ...]
+    index: Any
+    ids_sorted: np.ndarray
+    order: np.ndarray
+    sidecar: pa.Table
+    rows: Rows
+    manifest: dict[str, Any]
+    gen: Path
 
 
 class FaissSink(StoredSink):
@@ -77,7 +98,7 @@ class FaissSink(StoredSink):
         self.nprobe = nprobe
         self.ef_search = ef_search
         self.seed = seed
-        self._cache: tuple[Any, ...] | None = None  # (key, index, sorted ids, order, sidecar, rows)
+        self._cache: Loaded | None = None  # the live index as last loaded
 
     @classmethod
     def from_config(cls, scheme: str, location: str, cfg: SinkConfig) -> FaissSink:
@@ -112,9 +133,32 @@ class FaissSink(StoredSink):
         """Top-k hits of the live index by inner product (cosine for normalised vectors), among
         the chunks `filter` passes: the index searches only their ids (an id selector), and
         when it finds fewer than k of them (IVF probes too few lists; PQ takes no selector) they
-        are scored exactly from the store."""
+        are scored exactly from the store, as it was when the index was built."""
+        with self.serving() as view:
+            return view.search(vector, k, filter)
+
+    @contextmanager
+    def serving(self) -> Iterator[ReadView]:
+        """The live index as last built, loaded whole (index and sidecar of one build), held
+        for one query; a newer build is loaded when index.faiss was replaced."""
+        loaded = self._loaded()
+        fingerprint = loaded.manifest.get("fingerprint")
+        yield ReadView(fingerprint, loaded.manifest, lambda v, k, f: self._search(loaded, v, k, f))
+
+    def close_served(self) -> None:
+        """Forget the loaded index."""
+        self._cache = None
+
+    def _search(
+        self, loaded: Loaded, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None
+    ) -> list[Hit]:
         conds = conditions(filter)
-        index, ids_sorted, order, sidecar, rows = self._loaded()
+        index, ids_sorted, order, sidecar = (
+            loaded.index,
+            loaded.ids_sorted,
+            loaded.order,
+            loaded.sidecar,
+        )
         if index.ntotal == 0:
             return []
         query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
@@ -122,24 +166,30 @@ class FaissSink(StoredSink):
             with one_omp_thread():
                 scores, found = index.search(query, min(k, index.ntotal))
         else:
-            allowed = sidecar.column("faiss_id").to_numpy()[rows.mask(conds)]
+            allowed = sidecar.column("faiss_id").to_numpy()[loaded.rows.mask(conds)]
             want = min(k, len(allowed))
             if want == 0:
                 return []
             with one_omp_thread():
                 scores, found = selected_search(index, query, want, allowed)
             if int((found[0] >= 0).sum()) < want:
-                scores, found = self._exact(query, want, allowed)
+                scores, found = self._exact(loaded, query, want, allowed)
         pos = np.minimum(np.searchsorted(ids_sorted, found[0]), len(ids_sorted) - 1)
         # -1 pads a short result; an id the sidecar lacks can only come from a crash mid-build.
         known = (found[0] >= 0) & (ids_sorted[pos] == found[0])
         payloads = sidecar.take(pa.array(order[pos[known]])).to_pylist()
         return [hit_from_payload(s, p) for s, p in zip(scores[0][known], payloads, strict=True)]
 
-    def _exact(self, query: np.ndarray, k: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and ids of the top k of `ids`, from the live store's vectors, exactly."""
-        live = self._live_gen()
-        table = None if live is None else ShardStore(live / "store").live(EXACT_COLUMNS)
+    def _exact(
+        self, loaded: Loaded, query: np.ndarray, k: int, ids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and ids of the top k of `ids`, exactly, from the store's vectors as the index
+        was built from them (a run's later writes are not in the index yet)."""
+        upto = loaded.manifest.get("indexed_seq")
+        try:
+            table = ShardStore(loaded.gen / "store").live(EXACT_COLUMNS, upto=upto)
+        except FileNotFoundError:  # a newer build compacted them away: the index is stale
+            table = None
         if table is None:
             return np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64)
         table = table.filter(pc.is_in(table.column("faiss_id"), value_set=pa.array(ids)))
@@ -164,7 +214,7 @@ class FaissSink(StoredSink):
         manifest = read_manifest(gen)
         factory = self.factory(gen)
         changed = self._changed_since_index(gen, store, manifest) if incremental else None
-        table = store.compact()
+        table = store.compact(remove_old=False)  # readers of the last index may read them
         if table is None:
             table = shard_schema(dim).empty_table()
         files = store.files()
@@ -176,13 +226,18 @@ class FaissSink(StoredSink):
             ids = table.column("faiss_id").to_numpy()
             index = build_index(vectors, ids, factory, seed=self.seed)
             trained_rows = table.num_rows
-        # Sidecar first: a reader keyed on index.faiss never pairs a new index with an old sidecar.
-        write_parquet(table.select(SIDECAR_COLUMNS), gen / "ids.parquet")
+        # Sidecar, index, manifest, in this order, the build's token in the first and the last:
+        # a reader (see _load) pairs an index only with the sidecar of its own build.
+        build = secrets.token_hex(8)
+        sidecar = table.select(SIDECAR_COLUMNS)
+        sidecar = sidecar.replace_schema_metadata({BUILD_KEY: build.encode()})
+        write_parquet(sidecar, gen / "ids.parquet")
         atomic_write(gen / "index.faiss", lambda f: _write_index(index, f))
         write_manifest(
             gen, dim=dim, index_factory=factory, count=table.num_rows,
-            trained_rows=trained_rows, indexed_seq=indexed_seq,
+            trained_rows=trained_rows, indexed_seq=indexed_seq, index_build=build,
         )  # fmt: skip
+        store.remove_before(indexed_seq)
 
     def _changed_since_index(
         self, gen: Path, store: ShardStore, manifest: dict[str, Any]
@@ -207,22 +262,44 @@ class FaissSink(StoredSink):
             return None
         return changed
 
-    def _loaded(self) -> tuple[Any, np.ndarray, np.ndarray, pa.Table, Rows]:
-        """The live index and its sidecar, cached until index.faiss is replaced."""
+    def _loaded(self) -> Loaded:
+        """The live index and its sidecar, cached until index.faiss is replaced. A run may be
+        publishing a build meanwhile (sidecar, index, manifest) or a promotion removing this
+        generation: what was read is checked to be one build, else read again."""
+        for _ in range(LOAD_TRIES):
+            try:
+                loaded = self._load()
+            except FileNotFoundError:
+                loaded = None
+            if loaded is not None:
+                self._cache = loaded
+                return loaded
+            time.sleep(0.05)
+        raise SinkError(
+            f"the FAISS index '{self.collection}' in {self.directory} kept changing while it was "
+            "read: try again"
+        )
+
+    def _load(self) -> Loaded | None:
+        """The live build, or None when the files read belong to different builds."""
         live = self._live_gen()
         if live is None or not (live / "index.faiss").exists():
             raise self._gens.missing()
+        manifest = read_manifest(live)  # first: its build was written after its index
         stat = (live / "index.faiss").stat()
         key = (live, stat.st_mtime_ns, stat.st_ino)
-        if self._cache is None or self._cache[0] != key:
-            index = faiss.read_index(str(live / "index.faiss"))
-            set_search_params(index, nprobe=self.nprobe, ef_search=self.ef_search)
-            sidecar = pq.read_table(live / "ids.parquet")
-            ids = sidecar.column("faiss_id").to_numpy()
-            order = np.argsort(ids)
-            self._cache = (key, index, ids[order], order, sidecar, Rows(sidecar))
-        _, index, ids_sorted, order, sidecar, rows = self._cache
-        return index, ids_sorted, order, sidecar, rows
+        if self._cache is not None and self._cache.key == key:
+            return self._cache
+        index = faiss.read_index(str(live / "index.faiss"))
+        set_search_params(index, nprobe=self.nprobe, ef_search=self.ef_search)
+        sidecar = pq.read_table(live / "ids.parquet")
+        build = (sidecar.schema.metadata or {}).get(BUILD_KEY)
+        if build is not None and build.decode() != manifest.get("index_build"):
+            return None
+        sidecar = sidecar.replace_schema_metadata(None)
+        ids = sidecar.column("faiss_id").to_numpy()
+        order = np.argsort(ids)
+        return Loaded(key, index, ids[order], order, sidecar, Rows(sidecar), manifest, live)
 
 
 def build_index(

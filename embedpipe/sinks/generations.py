@@ -16,6 +16,7 @@ import copy
 import json
 import os
 import shutil
+import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,6 +35,7 @@ from embedpipe.sinks.base import (
 from embedpipe.sinks.registry import SINKS
 
 GENERATIONS = ".generations"
+LOCK_PATIENCE = 10.0  # seconds a run waits for a generation's lock (a reader's snapshot copy)
 
 
 class Generations:
@@ -157,15 +159,32 @@ def write_manifest(gen: Path, **fields: Any) -> None:
     atomic_write(gen / "manifest.json", lambda f: f.write(text.encode()))
 
 
-def lock(gen: Path) -> int:
+def lock(gen: Path, patience: float = LOCK_PATIENCE) -> int:
     """Hold an exclusive lock on a generation so two runs never write it at once (until the
-    returned fd is closed)."""
-    return take_lock(
-        gen / ".lock",
-        lambda holder: SinkError(
-            f"{gen} is being written by another embedpipe run ({holder}): wait for it to finish"
-        ),
-    )
+    returned fd is closed). Waits up to `patience` seconds: a reader publishing a read snapshot
+    holds it for the time of a copy."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return take_lock(
+                gen / ".lock",
+                lambda holder: SinkError(
+                    f"{gen} is being written by another embedpipe run ({holder}): wait for it "
+                    "to finish"
+                ),
+            )
+        except SinkError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
+def try_lock(gen: Path) -> int | None:
+    """The fd holding a generation's lock, or None when a run holds it."""
+    try:
+        return lock(gen, patience=0)
+    except SinkError:
+        return None
 
 
 def check_dim(manifest: dict[str, Any], dim: int, collection: str, gen: Path) -> None:
@@ -229,7 +248,9 @@ class GenerationSink:
             old = self._swap(public)
         self._published(gen)
         self._drop_replaced(old)
+        live = self._gens.live_gen()
         self._release()
+        self._serve(live)
 
     def abort(self) -> None:
         """End the run without publishing. An unfinished generation keeps its acknowledged writes
@@ -260,6 +281,7 @@ class GenerationSink:
             old = self._swap(self._public_target(gen))
             if old is not None and old != gen.resolve() and not self.keep_previous:
                 self._gens.remove(old, strict=False)
+            self._serve(gen, locked=True)
         finally:
             os.close(fd)
 
@@ -307,6 +329,10 @@ class GenerationSink:
 
     def _published(self, gen: Path) -> None:
         """After the public name moved (or did not need to): drop what readers no longer use."""
+
+    def _serve(self, live: Path | None, *, locked: bool = False) -> None:
+        """After a run finished or a promotion: hand readers the live generation `live` (whose
+        lock this sink holds when `locked`). Nothing to do where readers read the live files."""
 
     def _public_target(self, gen: Path) -> Path:
         """What the public name points to when `gen` is live (Parquet: its latest data folder)."""

@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,8 +34,9 @@ import pyarrow.parquet as pq
 from embedpipe.config import SinkConfig
 from embedpipe.durable import fsync_dir
 from embedpipe.errors import SinkError
-from embedpipe.sinks.base import Hit
+from embedpipe.sinks.base import Hit, ReadView
 from embedpipe.sinks.filters import Rows, conditions
+from embedpipe.sinks.generations import read_manifest
 from embedpipe.sinks.store import (
     ShardStore,
     hit_from_payload,
@@ -46,6 +50,7 @@ DATA_COLUMNS = ["chunk_id", "doc_id", "chunk_index", "text", "content_hash", "st
                 "metadata", "vector"]  # fmt: skip
 PAYLOAD_COLUMNS = DATA_COLUMNS[:-1]
 DATA_PREFIX = "data-"
+LOAD_TRIES = 50  # a reader whose data folder a run removed meanwhile looks again (0.05 s apart)
 
 
 def data_schema(dim: int) -> pa.Schema:
@@ -72,9 +77,8 @@ class ParquetSink(StoredSink):
             raise SinkError("rows_per_file must be at least 1")
         super().__init__(directory, collection, keep_previous=keep_previous)
         self.rows_per_file = rows_per_file
-        self._cache: tuple[Path, np.ndarray, pa.Table, Rows] | None = (
-            None  # data dir, vectors, rows
-        )
+        # The published data as last read: its folder, vectors, payload rows, the manifest.
+        self._cache: tuple[Path, np.ndarray, pa.Table, Rows, dict[str, Any]] | None = None
 
     @classmethod
     def from_config(cls, scheme: str, location: str, cfg: SinkConfig) -> ParquetSink:
@@ -88,19 +92,20 @@ class ParquetSink(StoredSink):
     ) -> list[Hit]:
         """Top-k hits of the published chunks by inner product, by brute force over the chunks
         `filter` passes."""
-        conds = conditions(filter)
-        vectors, rows, filterable = self._loaded()
-        place = np.flatnonzero(filterable.mask(conds)) if conds else None
-        if place is not None:
-            vectors = vectors[place]
-        if len(vectors) == 0:
-            return []
-        scores = vectors @ np.asarray(vector, dtype=np.float32).reshape(-1)
-        k = min(k, len(scores))
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        payloads = rows.take(pa.array(top if place is None else place[top])).to_pylist()
-        return [hit_from_payload(scores[i], p) for i, p in zip(top, payloads, strict=True)]
+        with self.serving() as view:
+            return view.search(vector, k, filter)
+
+    @contextmanager
+    def serving(self) -> Iterator[ReadView]:
+        """The published data folder as last read, held for one query; a newer one is read
+        when the public name moved."""
+        _, vectors, rows, filterable, manifest = self._loaded()
+        search = partial(_search, vectors, rows, filterable)
+        yield ReadView(manifest.get("fingerprint"), manifest, search)
+
+    def close_served(self) -> None:
+        """Forget the data read."""
+        self._cache = None
 
     # -- internals -------------------------------------------------------------------------
 
@@ -149,17 +154,52 @@ class ParquetSink(StoredSink):
         fsync_dir(gen)
         return final
 
-    def _loaded(self) -> tuple[np.ndarray, pa.Table, Rows]:
-        """The live vectors and payload rows, cached until the symlink moves."""
-        data = self._live_public()
-        if data is None:
-            raise self._gens.missing()
-        if self._cache is None or self._cache[0] != data:
-            table = pq.read_table(data)
+    def _loaded(self) -> tuple[Path, np.ndarray, pa.Table, Rows, dict[str, Any]]:
+        """The live vectors and payload rows, cached until the symlink moves. A data folder is
+        never written once published, but a run removes the one it replaced: read again."""
+        for _ in range(LOAD_TRIES):
+            data = self._live_public()
+            if data is None:
+                raise self._gens.missing()
+            if self._cache is not None and self._cache[0] == data:
+                return self._cache
+            try:
+                table = pq.read_table(data)
+                manifest = read_manifest(data.parent)
+            except FileNotFoundError:
+                time.sleep(0.05)
+                continue
             vectors = vectors_of(table) if table.num_rows else np.zeros((0, 1), np.float32)
             rows = table.select(PAYLOAD_COLUMNS)
-            self._cache = (data, vectors, rows, Rows(rows))
-        return self._cache[1], self._cache[2], self._cache[3]
+            self._cache = (data, vectors, rows, Rows(rows), manifest)
+            return self._cache
+        raise SinkError(
+            f"the Parquet dataset '{self.collection}' in {self.directory} kept changing while it "
+            "was read: try again"
+        )
+
+
+def _search(
+    vectors: np.ndarray,
+    rows: pa.Table,
+    filterable: Rows,
+    vector: np.ndarray,
+    k: int,
+    filter: Mapping[str, Any] | None,
+) -> list[Hit]:
+    """Top-k of the published chunks by inner product, among those `filter` passes."""
+    conds = conditions(filter)
+    place = np.flatnonzero(filterable.mask(conds)) if conds else None
+    if place is not None:
+        vectors = vectors[place]
+    if len(vectors) == 0:
+        return []
+    scores = vectors @ np.asarray(vector, dtype=np.float32).reshape(-1)
+    k = min(k, len(scores))
+    top = np.argpartition(-scores, k - 1)[:k]
+    top = top[np.argsort(-scores[top], kind="stable")]
+    payloads = rows.take(pa.array(top if place is None else place[top])).to_pylist()
+    return [hit_from_payload(scores[i], p) for i, p in zip(top, payloads, strict=True)]
 
 
 def _data_dirs(gen: Path) -> list[Path]:

@@ -5,14 +5,21 @@ close() moves in one `update_collection_aliases` call, so a re-embed stays invis
 complete. Works with local mode (`QdrantClient(path=...)`) and with a server (`url=...`); with a
 server, `QdrantWriter`s (qdrant_writer.py) let other processes upsert into the collection a run
 writes.
+
+Local mode lets one client open its folder at a time, so its queries never open it: a finished
+run (and a promotion) publishes the live collection as a read snapshot, which readers copy
+privately and follow (see snapshots.py), as for Qdrant Edge.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,12 +28,12 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from embedpipe.config import QdrantOptions, SinkConfig
-from embedpipe.durable import forget_holder
+from embedpipe.durable import forget_holder, held_by
 from embedpipe.errors import SinkError, TransientSinkError
 from embedpipe.faults import crash_point
 from embedpipe.redact import redact_uri
 from embedpipe.sinks import qdrant_base
-from embedpipe.sinks.base import Capabilities, Hit, not_open, not_rebuildable
+from embedpipe.sinks.base import Capabilities, Hit, ReadView, not_open, not_rebuildable
 from embedpipe.sinks.filters import conditions
 from embedpipe.sinks.qdrant_writer import (
     FILTER_TYPES,
@@ -40,11 +47,15 @@ from embedpipe.sinks.qdrant_writer import (
     upsert,
 )
 from embedpipe.sinks.registry import SINKS
+from embedpipe.sinks.snapshots import SnapshotReader, Snapshots, copy_tree
 from embedpipe.types import Embedded
 
 __all__ = ["VECTOR_TYPES", "QdrantSink", "QdrantWriter", "qdrant_errors", "server_client"]
 
 log = logging.getLogger(__name__)
+
+LOCK_PATIENCE = 10.0  # seconds a client waits for local mode's folder (a reader's snapshot copy)
+FIRST_SNAPSHOT_WAIT = 30.0  # seconds a reader waits for a running run to publish the first one
 
 
 class QdrantSink:
@@ -83,6 +94,10 @@ class QdrantSink:
         self._new = False
         self._retired: str | None = None  # previous live collection, until it is dropped
         self._pin: str | None = None  # a pinned view's collection (see pinned())
+        self._snapshots: Snapshots | None = None  # local mode's read snapshots
+        self._served: SnapshotReader[QdrantClient] | None = None
+        if self.local_path is not None:
+            self._snapshots = Snapshots(Path(self.local_path), collection)
 
     @classmethod
     def from_config(cls, scheme: str, location: str, cfg: SinkConfig) -> QdrantSink:
@@ -102,11 +117,23 @@ class QdrantSink:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def connect(self) -> QdrantClient:
-        """The client, created on first use (local mode takes a lock on its folder)."""
-        if self._client is None:
-            self._client = client_for(self.uri, path=self.local_path, url=self.url,
-                                      api_key=self.api_key, timeout=self.timeout)  # fmt: skip
+    def connect(self, patience: float = LOCK_PATIENCE) -> QdrantClient:
+        """The client, created on first use (local mode takes a lock on its folder, waiting up
+        to `patience` seconds: a reader publishing a read snapshot holds it for a copy)."""
+        deadline = time.monotonic() + patience
+        while self._client is None:
+            try:
+                self._client = client_for(
+                    self.uri,
+                    path=self.local_path,
+                    url=self.url,
+                    api_key=self.api_key,
+                    timeout=self.timeout,
+                )
+            except SinkError as exc:
+                if "already accessed" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
         return self._client
 
     def open(self, dim: int, fingerprint: str) -> None:
@@ -127,6 +154,7 @@ class QdrantSink:
                 self._create(physical, dim)
             self._ensure_payload_indexes(physical)
         self._target, self._new = physical, live != physical
+        self._serve(live)  # a crashed run's writes, or an index older than read snapshots
 
     def write(self, embedded: Embedded) -> None:
         """Upsert in requests of `write_batch` points; returns once Qdrant acknowledged them."""
@@ -167,6 +195,8 @@ class QdrantSink:
         """
         if self._target is not None and self._new and promote:
             self._swap(self._target)
+        if self._target is not None:
+            self._serve(self._live())
         self._release()
 
     def abort(self) -> None:
@@ -182,6 +212,7 @@ class QdrantSink:
         the sink does not keep_previous), then release the client."""
         try:
             self._swap(self._existing(fingerprint))
+            self._serve(self._live())
         finally:
             self._release()
 
@@ -267,20 +298,27 @@ class QdrantSink:
         self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
     ) -> list[Hit]:
         """Top-k hits of the live collection by cosine similarity, among the chunks `filter`
-        passes (a payload index, where configured, serves it on a server)."""
-        where = qdrant_base.native_filter(conditions(filter), FILTER_TYPES)
+        passes (a payload index, where configured, serves it on a server). Local mode reads the
+        newest read snapshot, unless this sink is in a run or pinned."""
+        if self._snapshots is not None and self._target is None and self._pin is None:
+            with self.serving() as view:
+                return view.search(vector, k, filter)
         if self._live() is None:
             if self.connect().collection_exists(self.collection):
                 self._refuse_foreign(None)
-            raise SinkError(
-                f"no Qdrant collection '{self.collection}' at {self.uri}: run embedpipe first"
-            )
+            raise self._missing()
+        return self._query(self.connect(), vector, k, filter)
+
+    def _query(
+        self, client: QdrantClient, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None
+    ) -> list[Hit]:
+        where = qdrant_base.native_filter(conditions(filter), FILTER_TYPES)
         # Local mode searches exactly and warns about search params: give them to servers only.
         params = None
         if self.ef_search and self.url is not None:
             params = models.SearchParams(hnsw_ef=self.ef_search)
         with qdrant_errors(f"query on '{self.collection}'"):
-            result = self.connect().query_points(
+            result = client.query_points(
                 self._pin or self.collection,  # a pinned view reads its own collection
                 query=qdrant_base.query_vector(vector),
                 limit=k,
@@ -289,6 +327,100 @@ class QdrantSink:
                 query_filter=where,
             )
         return qdrant_base.hits(result.points)
+
+    @contextmanager
+    def serving(self) -> Iterator[ReadView]:
+        """Local mode: the newest read snapshot, held for one query (a newer one is opened when
+        the read pointer moved, at most every second). A server: the collection itself."""
+        if self._snapshots is None:
+            yield ReadView(None, None, self.search)
+            return
+        if self._served is None:
+            self._served = SnapshotReader(
+                self._snapshots, _open_snapshot, _close_client, self._catch_up, self._not_served
+            )
+        with self._served.use() as served:
+            fingerprint = served.pointer.get("fingerprint")
+            yield ReadView(fingerprint, served.manifest, partial(self._query, served.engine))
+
+    def close_served(self) -> None:
+        """Close the read snapshot queries use and remove its private copy."""
+        if self._served is not None:
+            self._served.close()
+
+    def _missing(self) -> SinkError:
+        return SinkError(
+            f"no Qdrant collection '{self.collection}' at {self.uri}: run embedpipe first"
+        )
+
+    # -- read snapshots (local mode) -------------------------------------------------------
+
+    def _not_served(self) -> Exception:
+        """Why there is nothing to read: a collection another tool made holds the name, or none."""
+        try:
+            with qdrant_errors(f"looking up '{self.collection}'"):
+                if self.connect(patience=0).collection_exists(self.collection):
+                    return foreign_collection(self.connect(), self.collection, self.uri, None)
+        except SinkError:
+            pass  # a run holds the folder
+        finally:
+            self._release()
+        return self._missing()
+
+    def _serve(self, live: str | None) -> None:
+        """Publish the live collection as the read snapshot, unless the pointer names it as it
+        is now (its storage files unchanged); needs the client (the folder's lock)."""
+        source = self._source(live)
+        if self._snapshots is None or source is None or self._snapshots.is_current(source):
+            return
+        assert live is not None and self.local_path is not None
+        with qdrant_errors(f"reading the metadata of '{live}'"):
+            metadata = dict(self.connect().get_collection(live).config.metadata or {})
+        fill = partial(_fill_snapshot, Path(self.local_path), self.collection, live, metadata)
+        self._snapshots.publish(fill, fingerprint=live.rpartition("__")[2], source=source)
+        if self._served is not None:
+            self._served.invalidate()
+
+    def _source(self, live: str | None) -> str | None:
+        """What a snapshot of the collection `live` would hold: its name and its files' sizes
+        and times (None for no collection, or a server)."""
+        if live is None or self.local_path is None:
+            return None
+        folder = Path(self.local_path) / "collection" / live
+        files = sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in folder.glob("*"))
+        return f"{live}@{files}"
+
+    def _catch_up(self) -> bool:
+        """Publish the live collection when the read pointer lags behind it and no run holds the
+        folder (read from meta.json, without taking the folder); with no pointer yet, wait for
+        the run holding the folder to publish one when it opens. Whether a pointer exists."""
+        assert self._snapshots is not None and self.local_path is not None
+        meta = Path(self.local_path) / "meta.json"
+        try:
+            live = json.loads(meta.read_text()).get("aliases", {}).get(self.collection)
+        except (FileNotFoundError, ValueError):
+            live = None
+        mine = self._client is not None  # this sink holds the folder already
+        running = not mine and held_by(Path(self.local_path) / ".lock") is not None
+        if (
+            live is not None
+            and not running
+            and not self._snapshots.is_current(self._source(live) or "")
+        ):
+            try:
+                self.connect(patience=0)
+                self._serve(live)
+            except SinkError:
+                pass  # a run holds the folder: it publishes when it finishes
+            finally:
+                if not mine:
+                    self._release()
+        deadline = time.monotonic() + FIRST_SNAPSHOT_WAIT
+        while self._snapshots.current() is None and live is not None:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return self._snapshots.current() is not None
 
     def shape(self, name: str) -> qdrant_base.Shape:
         """The options a collection was created with, as stored (local mode keeps the per-vector
@@ -401,3 +533,28 @@ class QdrantSink:
             self._client = None
             if self.local_path is not None:
                 forget_holder(Path(self.local_path))
+
+
+def _fill_snapshot(
+    root: Path, alias: str, live: str, metadata: dict[str, Any], folder: Path
+) -> None:
+    """A read snapshot of local mode's folder `root`: the live collection alone, under its alias,
+    and what it was built with (manifest.json)."""
+    meta = json.loads((root / "meta.json").read_text())
+    snapshot = {
+        "collections": {live: meta["collections"][live]},
+        "aliases": {alias: live},
+        "text_indexes": {k: v for k, v in meta.get("text_indexes", {}).items() if k == live},
+    }
+    copy_tree(root / "collection" / live, folder / "collection" / live)
+    (folder / "meta.json").write_text(json.dumps(snapshot))
+    (folder / "manifest.json").write_text(json.dumps(metadata))
+
+
+def _open_snapshot(folder: Path) -> QdrantClient:
+    """A reader's private copy of a snapshot, opened."""
+    return client_for(f"the read snapshot {folder}", path=str(folder))
+
+
+def _close_client(client: QdrantClient) -> None:
+    client.close()

@@ -249,14 +249,18 @@ class ShardStore:
         self._add("tomb", pa.table({"chunk_id": pa.array(list(chunk_ids), pa.string())}))
 
     def live(
-        self, columns: list[str] | None = None, base: pa.Table | None = None
+        self,
+        columns: list[str] | None = None,
+        base: pa.Table | None = None,
+        upto: int | None = None,
     ) -> pa.Table | None:
         """The live chunks (last write of each id, minus later tombstones); None when empty.
 
         `base`, when given, holds chunks written before every file of the store (sequence 0):
-        the store's shards and tombstones are replayed on top of it.
+        the store's shards and tombstones are replayed on top of it. `upto`: replay only the
+        files up to that sequence number (what an index was built from).
         """
-        files = self.files()
+        files = [f for f in self.files() if upto is None or f[0] <= upto]
         shards = [
             (seq, pq.read_table(p, columns=columns)) for seq, kind, p in files if kind == "shard"
         ]
@@ -288,18 +292,33 @@ class ShardStore:
             fsync_dir(self.root)
         self._last_seq = None
 
-    def compact(self) -> pa.Table | None:
-        """Rewrite the store as one shard of the live chunks and return them (None when empty)."""
+    def compact(self, remove_old: bool = True) -> pa.Table | None:
+        """Rewrite the store as one shard of the live chunks and return them (None when empty).
+
+        Without `remove_old`, the files it replaces stay (replaying them under the new shard
+        changes nothing) until `remove_before` the new shard's number: readers of an index built
+        from them read them until the index built from the new shard is published.
+        """
         files = self.files()
         table = self.live()
         if len(files) > 1 or (files and files[0][1] == "tomb"):
             if table is not None:
                 self.append(table)
-            # Old shards go before old tombstones, so a crash in between never resurrects a chunk.
-            for _, _, path in sorted(files, key=lambda f: f[1] == "tomb"):
-                path.unlink()
-            fsync_dir(self.root)
+            if remove_old:
+                self._remove(files)
         return table
+
+    def remove_before(self, seq: int) -> None:
+        """Remove the shards and tombstones numbered below `seq` (a compaction replaced them)."""
+        self._remove([f for f in self.files() if f[0] < seq])
+
+    def _remove(self, files: list[tuple[int, str, Path]]) -> None:
+        if not files:
+            return
+        # Old shards go before old tombstones, so a crash in between never resurrects a chunk.
+        for _, _, path in sorted(files, key=lambda f: f[1] == "tomb"):
+            path.unlink(missing_ok=True)
+        fsync_dir(self.root)
 
 
 @dataclass
