@@ -134,6 +134,16 @@ def load_tokenizer(path: Path, max_seq_length: int | None = None) -> Any | None:
     return tokenizer
 
 
+def tokenizer_json(path: Path) -> Path | None:
+    """The `tokenizer.json` the model in `path` loads its fast tokenizer from, when it is a plain
+    sentence-transformers text model with one; None otherwise."""
+    spec = _tokenizer_spec(path)
+    if spec is None or spec[1].keys() - {"model_max_length"}:
+        return None  # tokenizer arguments could change what the file alone would do
+    file = spec[0] / "tokenizer.json"
+    return file if file.is_file() else None
+
+
 def _tokenizer_spec(path: Path) -> tuple[Path, dict[str, Any]] | None:
     """(folder, AutoTokenizer arguments) of the model's first module, as sentence-transformers
     (6.x) loads its tokenizer; None for anything it would treat otherwise."""
