@@ -27,7 +27,6 @@ import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from embedpipe.config import SinkConfig
 from embedpipe.durable import atomic_write
@@ -38,6 +37,8 @@ from embedpipe.sinks.generations import lock, read_manifest, write_manifest
 from embedpipe.sinks.store import (
     ShardStore,
     hit_from_payload,
+    numpy_of,
+    read_parquet,
     shard_schema,
     vectors_of,
     write_parquet,
@@ -195,7 +196,7 @@ class FaissSink(StoredSink):
         changed: set[str] = set()
         rows = 0
         for s, kind, path in store.files():
-            table = pq.read_table(path, columns=["chunk_id"])
+            table = read_parquet(path, ["chunk_id"])
             rows += table.num_rows if kind == "shard" else 0
             if s > seq:
                 changed.update(table.column("chunk_id").to_pylist())
@@ -214,8 +215,8 @@ class FaissSink(StoredSink):
         if self._cache is None or self._cache[0] != key:
             index = faiss.read_index(str(live / "index.faiss"))
             set_search_params(index, nprobe=self.nprobe, ef_search=self.ef_search)
-            sidecar = pq.read_table(live / "ids.parquet")
-            ids = sidecar.column("faiss_id").to_numpy()
+            sidecar = read_parquet(live / "ids.parquet")
+            ids = numpy_of(sidecar.column("faiss_id"))
             order = np.argsort(ids)
             self._cache = (key, index, ids[order], order, sidecar, Rows(sidecar))
         _, index, ids_sorted, order, sidecar, rows = self._cache

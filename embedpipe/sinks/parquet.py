@@ -35,7 +35,9 @@ from embedpipe.sinks.base import Hit
 from embedpipe.sinks.filters import Rows, conditions
 from embedpipe.sinks.store import (
     ShardStore,
+    arrow_indices,
     hit_from_payload,
+    read_parquet,
     shard_schema,
     vectors_of,
     write_parquet,
@@ -99,7 +101,7 @@ class ParquetSink(StoredSink):
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
-        payloads = rows.take(pa.array(top if place is None else place[top])).to_pylist()
+        payloads = rows.take(arrow_indices(top if place is None else place[top])).to_pylist()
         return [hit_from_payload(scores[i], p) for i, p in zip(top, payloads, strict=True)]
 
     # -- internals -------------------------------------------------------------------------
@@ -155,7 +157,7 @@ class ParquetSink(StoredSink):
         if data is None:
             raise self._gens.missing()
         if self._cache is None or self._cache[0] != data:
-            table = pq.read_table(data)
+            table = read_parquet(data)
             vectors = vectors_of(table) if table.num_rows else np.zeros((0, 1), np.float32)
             rows = table.select(PAYLOAD_COLUMNS)
             self._cache = (data, vectors, rows, Rows(rows))
@@ -172,4 +174,4 @@ def _data_dirs(gen: Path) -> list[Path]:
 def _read_data(gen: Path, columns: list[str]) -> pa.Table | None:
     """The latest data folder of a generation (None when it has none yet)."""
     dirs = _data_dirs(gen)
-    return pq.read_table(dirs[-1], columns=columns) if dirs else None
+    return read_parquet(dirs[-1], columns) if dirs else None
