@@ -459,12 +459,13 @@ class ExportedEncoder(Encoder):
         self._checked = {}
         self.int8 = None
         self.backend, self.precision = "openvino", ready.precision
-        self.precision_reason = f"{ready.reason}; cached OpenVINO export, torch not loaded"
+        self.precision_reason = ready.reason
         xml = openvino_dir() / ready.xml
         self._openvino = OpenVinoModel(
             xml, HINTS.get(ready.precision, ready.precision), self.threads
         )
         self._note_ran(self._openvino)
+        self.precision_reason += "; cached OpenVINO export, torch not loaded"
 
     @property
     def max_seq_length(self) -> int:

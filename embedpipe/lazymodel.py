@@ -147,7 +147,6 @@ class LazyEncoder:
         ready = recall(self.cfg, self._files_hash)
         return ready.fast_tokenizer(self._model()[1]) if ready is not None else None
 
-
     @property
     def max_seq_length(self) -> int:
         """Most tokens one chunk may have, as the loaded Encoder says it: remembered in its

@@ -36,6 +36,7 @@ from embedpipe.sinks.filters import Rows, conditions
 from embedpipe.sinks.generations import lock, read_manifest, write_manifest
 from embedpipe.sinks.store import (
     ShardStore,
+    arrow_indices,
     hit_from_payload,
     numpy_of,
     read_parquet,
@@ -131,7 +132,7 @@ class FaissSink(StoredSink):
         pos = np.minimum(np.searchsorted(ids_sorted, found[0]), len(ids_sorted) - 1)
         # -1 pads a short result; an id the sidecar lacks can only come from a crash mid-build.
         known = (found[0] >= 0) & (ids_sorted[pos] == found[0])
-        payloads = sidecar.take(pa.array(order[pos[known]])).to_pylist()
+        payloads = sidecar.take(arrow_indices(order[pos[known]])).to_pylist()
         return [hit_from_payload(s, p) for s, p in zip(scores[0][known], payloads, strict=True)]
 
     def _exact(self, query: np.ndarray, k: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
