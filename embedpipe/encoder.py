@@ -52,7 +52,6 @@ from embedpipe.precision import (
     torch_dtype,
 )
 from embedpipe.quantize import quantize
-from embedpipe.torchless import Ready, tokenizer_settings
 from embedpipe.types import Batch
 
 if TYPE_CHECKING:
@@ -396,20 +395,25 @@ class Encoder:
         (`embedpipe.torchless`)."""
         if self.device != "cpu" or choice.precision == "int8" or self._export is None:
             return
-        tokenizer = tokenizer_settings(self.tokenizer, self.path, self.max_seq_length)
+        tokenizer = torchless.tokenizer_settings(self.tokenizer, self.path, self.max_seq_length)
         if tokenizer is None:
             return
         backend = getattr(self.cfg, "backend", "auto")
         parts = None
         if measures(backend, self.cfg.precision, self.device):  # the remembered choice's key
             parts = choice_parts(backend, self.cfg.precision, self._model_key(), native_bf16())
-        ready = Ready(
-            name=self.name, xml=self._export.xml().relative_to(openvino_dir()).as_posix(),
-            precision=choice.precision, reason=choice.reason,
-            dim=int(self.model.get_embedding_dimension() or 0), max_seq_length=self.max_seq_length,
-            token_types=self._takes_token_types, identity=asdict(self.identity()),
-            tokenizer=tokenizer, choice=parts,
-        )  # fmt: skip
+        ready = torchless.Ready(
+            name=self.name,
+            xml=self._export.xml().relative_to(openvino_dir()).as_posix(),
+            precision=choice.precision,
+            reason=choice.reason,
+            dim=int(self.model.get_embedding_dimension() or 0),
+            max_seq_length=self.max_seq_length,
+            token_types=self._takes_token_types,
+            identity=asdict(self.identity()),
+            tokenizer=tokenizer,
+            choice=parts,
+        )
         torchless.remember(self.cfg, self._files(), ready)
 
     def _openvino_export(self) -> OpenVinoExport:
@@ -440,9 +444,14 @@ class ExportedEncoder(Encoder):
     for the same settings on this machine (`exported_encoder`); it encodes as that one did."""
 
     def __init__(
-        self, cfg: ModelSettings, name: str, path: Path, files_hash: str, ready: Ready,
+        self,
+        cfg: ModelSettings,
+        name: str,
+        path: Path,
+        files_hash: str,
+        ready: torchless.Ready,
         tokenizer: Any,
-    ) -> None:  # fmt: skip
+    ) -> None:
         # No Encoder.__init__: that loads the model with torch.
         self.cfg, self.name, self.path, self.ready = cfg, name, path, ready
         self.device = "cpu"

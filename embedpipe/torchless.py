@@ -38,8 +38,16 @@ log = logging.getLogger(__name__)
 
 READY_FILE = "ready.json"
 # The model settings a record is for (the rest of a model config does not change the encoder).
-SETTINGS = ("device", "backend", "precision", "normalize", "prefix", "max_seq_length",
-            "truncate_dim", "quantization")  # fmt: skip
+SETTINGS = (
+    "device",
+    "backend",
+    "precision",
+    "normalize",
+    "prefix",
+    "max_seq_length",
+    "truncate_dim",
+    "quantization",
+)
 # Device nodes of GPUs torch could use: `device: auto` there is torch's to resolve.
 GPU_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
 

@@ -64,15 +64,25 @@ def test_the_fast_tokenizer_gives_the_models_own_ids_and_masks(
 ) -> None:
     fast, own = fast_for(encoder), encoder.tokenizer
     texts = [prompt + t for t in TEXTS]
-    padded = dict(padding=True, truncation=True, max_length=encoder.max_seq_length,
-                  return_tensors="np", return_token_type_ids=False)  # fmt: skip
+    padded = dict(
+        padding=True,
+        truncation=True,
+        max_length=encoder.max_seq_length,
+        return_tensors="np",
+        return_token_type_ids=False,
+    )
     ours, theirs = fast(texts, **padded), own(texts, **padded)
     assert ours["input_ids"].shape[1] == encoder.max_seq_length  # the long texts were truncated
     np.testing.assert_array_equal(ours["input_ids"], theirs["input_ids"])
     np.testing.assert_array_equal(ours["attention_mask"], theirs["attention_mask"])
     # The chunker's calls: offsets without special tokens, then unpadded ids with them.
-    windows = dict(add_special_tokens=False, return_offsets_mapping=True,
-                   return_attention_mask=False, return_token_type_ids=False, verbose=False)  # fmt: skip
+    windows = dict(
+        add_special_tokens=False,
+        return_offsets_mapping=True,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+        verbose=False,
+    )
     ours_w, theirs_w = fast(texts, **windows), own(texts, **windows)
     assert ours_w["input_ids"] == theirs_w["input_ids"]
     assert [[tuple(o) for o in row] for row in ours_w["offset_mapping"]] == [
@@ -91,8 +101,9 @@ def test_chunks_are_identical_with_the_fast_tokenizer(
     docs = [Document(p.name, p.read_text()) for p in sorted(stdlib_docs.glob("*.md"))]
     docs += [Document(f"t{i}", text) for i, text in enumerate(TEXTS)]
     docs.append(Document("mixed", "\n\n".join(TEXTS) * 40))  # several windows' worth
-    settings = dict(chunk_tokens=64, overlap_tokens=8, max_seq_length=encoder.max_seq_length,
-                    prefix=prefix)  # fmt: skip
+    settings = dict(
+        chunk_tokens=64, overlap_tokens=8, max_seq_length=encoder.max_seq_length, prefix=prefix
+    )
     ours = list(Chunker(fast_for(encoder), **settings).chunk_many(docs))  # type: ignore[arg-type]
     theirs = list(Chunker(encoder.tokenizer, **settings).chunk_many(docs))  # type: ignore[arg-type]
     assert len(ours) > 100
@@ -204,8 +215,11 @@ def in_process(script: str, corpus: Path, sink: str, cache: Path) -> tuple[objec
     env = {**os.environ, "EMBEDPIPE_CACHE_DIR": str(cache)}
     done = subprocess.run(
         [sys.executable, "-c", script + IMPORTED, str(corpus), sink],
-        capture_output=True, text=True, timeout=600, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
     return json.loads(lines[-2]), json.loads(lines[-1])
