@@ -129,10 +129,13 @@ def _shared_encoder(model_config: str) -> Any:
 def _encoder_for(model_config: str) -> Any:
     """The one model cache: a loaded encoder per model settings (ModelConfig as JSON) for the
     life of the process, shared by `run`, `encode` and `query`, so a program (or a test suite)
-    loads and calibrates each model once. Call it through `_shared_encoder`."""
-    from embedpipe.encoder import Encoder
+    loads and calibrates each model once. Where a torch-loaded encoder recorded how to run the
+    same settings on its cached OpenVINO export, that runs without torch (`embedpipe.torchless`).
+    Call it through `_shared_encoder`."""
+    from embedpipe.encoder import Encoder, exported_encoder
 
-    return Encoder(ModelConfig.model_validate_json(model_config))
+    cfg = ModelConfig.model_validate_json(model_config)
+    return exported_encoder(cfg) or Encoder(cfg)
 
 
 def encode(

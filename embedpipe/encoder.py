@@ -14,14 +14,18 @@ This module imports neither pydantic nor the config: anything with the attribute
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from embedpipe.backends import OpenVinoExport, OpenVinoModel
+from embedpipe import torchless
+from embedpipe.backends import HINTS, OpenVinoExport, OpenVinoModel, openvino_dir
 from embedpipe.errors import ModelError
 from embedpipe.int8 import Int8Stats, int8_model
 from embedpipe.models import (
@@ -35,10 +39,13 @@ from embedpipe.models import (
 )
 from embedpipe.precision import (
     CALIBRATION_TEXTS,
+    Choice,
     calibration_blocks,
+    choice_parts,
     choose_remembered,
     cosines,
     cpu_has_native_bf16,
+    measures,
     release_cuda_cache,
     resolve_device,
     set_torch_threads,
@@ -146,14 +153,16 @@ class Encoder:
         self._checked: dict[str, OpenVinoModel] = {}  # compiled by parity checks, by precision
         self._openvino: OpenVinoModel | None = None
         self.int8: Int8Stats | None = None
+        native = cpu_has_native_bf16  # looked up now: tests replace it
         choice = choose_remembered(
             getattr(cfg, "backend", "auto"), cfg.precision, self.device, self._model_key(),
-            self.parity, native_bf16=cpu_has_native_bf16,  # looked up now: tests replace it
+            self.parity, native_bf16=native,
         )  # fmt: skip
         self.backend, self.precision = choice.backend, choice.precision
         self.precision_reason = choice.reason
         if self.backend == "openvino":
             self._use_openvino()
+            self._record_torchless(choice, native)
         self.dtype: torch.dtype = torch_dtype(
             "fp32" if self.backend == "openvino" else self.precision
         )
@@ -377,13 +386,44 @@ class Encoder:
             self.precision_reason += f"; {self.int8.describe()}"
         else:
             self._openvino = self._checked.get(self.precision) or export.compile(self.precision)
-            if (ran := self._openvino.precision) != self.precision:  # bf16 without native bf16
-                self.precision_reason = (
-                    f"openvino {ran}: {self.precision} asked for, but this CPU has no native "
-                    f"{self.precision}, so OpenVINO runs {ran}"
-                )
-                self.precision = ran
+            self._note_ran(self._openvino)
         self._checked.clear()
+
+    def _note_ran(self, model: OpenVinoModel) -> None:
+        """Report what OpenVINO runs: bf16 asked for on a CPU without native bf16 runs f32."""
+        if (ran := model.precision) != self.precision:
+            self.precision_reason = (
+                f"openvino {ran}: {self.precision} asked for, but this CPU has no native "
+                f"{self.precision}, so OpenVINO runs {ran}"
+            )
+            self.precision = ran
+
+    def _record_torchless(self, choice: Choice, native_bf16: Callable[[], bool]) -> None:
+        """Leave what a later process needs to run this model without torch: the export, the
+        tokenizer file when it is the model's own, and what the fingerprint needs
+        (`embedpipe.torchless`)."""
+        if self.device != "cpu" or choice.precision == "int8" or self._export is None:
+            return
+        tokenizer = torchless.tokenizer_settings(self.tokenizer, self.path, self.max_seq_length)
+        if tokenizer is None:
+            return
+        backend = getattr(self.cfg, "backend", "auto")
+        parts = None
+        if measures(backend, self.cfg.precision, self.device):  # the remembered choice's key
+            parts = choice_parts(backend, self.cfg.precision, self._model_key(), native_bf16())
+        ready = torchless.Ready(
+            name=self.name,
+            xml=self._export.xml().relative_to(openvino_dir()).as_posix(),
+            precision=choice.precision,
+            reason=choice.reason,
+            dim=int(self.model.get_embedding_dimension() or 0),
+            max_seq_length=self.max_seq_length,
+            token_types=self._takes_token_types,
+            identity=asdict(self.identity()),
+            tokenizer=tokenizer,
+            choice=parts,
+        )
+        torchless.remember(self.cfg, self._files(), ready)
 
     def _openvino_export(self) -> OpenVinoExport:
         if self._export is None:
@@ -405,3 +445,69 @@ class Encoder:
         """What about the model a remembered backend/precision choice depends on."""
         return {"files": self._files(), "modules": pooling_signature(self.model),
                 "max_seq_length": self.max_seq_length, "prefix": self.cfg.prefix}  # fmt: skip
+
+
+class ExportedEncoder(Encoder):
+    """An Encoder on the model's cached OpenVINO export and its `tokenizer.json`: neither torch
+    nor sentence-transformers is imported. Made only from what a torch-loaded Encoder recorded
+    for the same settings on this machine (`exported_encoder`); it encodes as that one did."""
+
+    def __init__(
+        self,
+        cfg: ModelSettings,
+        name: str,
+        path: Path,
+        files_hash: str,
+        ready: torchless.Ready,
+        tokenizer: Any,
+    ) -> None:
+        # No Encoder.__init__: that loads the model with torch.
+        self.cfg, self.name, self.path, self.ready = cfg, name, path, ready
+        self.device = "cpu"
+        self.threads = torchless.cpu_threads(cfg.threads)
+        self.tokenizer = tokenizer
+        self.truncate_dim = checked_truncate_dim(cfg.truncate_dim, ready.dim, name)
+        self.dim = self.truncate_dim or ready.dim
+        self.quantization = cfg.quantization
+        self._takes_token_types = ready.token_types
+        self.token_cap = CPU_PASS_TOKENS
+        self.oom_backoffs = 0
+        self._files_hash = files_hash
+        self._blocks, self._reference, self._export = None, None, None
+        self._checked = {}
+        self.int8 = None
+        self.backend, self.precision = "openvino", ready.precision
+        self.precision_reason = ready.reason
+        xml = openvino_dir() / ready.xml
+        self._openvino = OpenVinoModel(
+            xml, HINTS.get(ready.precision, ready.precision), self.threads
+        )
+        self._note_ran(self._openvino)
+        self.precision_reason += "; cached OpenVINO export, torch not loaded"
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.ready.max_seq_length
+
+    def identity(self) -> ModelIdentity:
+        return self.ready.model_identity()
+
+    def parity(self, backend: str, precision: str) -> float:
+        raise ModelError("an encoder on a cached export has no torch to check parity against")
+
+
+def exported_encoder(cfg: ModelSettings) -> ExportedEncoder | None:
+    """An encoder for `cfg` that runs without torch, when a torch-loaded Encoder recorded one for
+    these settings on this machine and its choice is still remembered (`embedpipe.torchless`);
+    None when the model must load the torch way."""
+    name, path = resolve_model_path(cfg.name)
+    files = functools.cache(lambda: hash_model_files(path))
+    ready = torchless.recall(cfg, files)
+    tokenizer = ready.fast_tokenizer(path) if ready is not None else None
+    if ready is None or tokenizer is None:
+        return None
+    try:
+        return ExportedEncoder(cfg, name, path, files(), ready, tokenizer)
+    except ModelError as exc:  # e.g. the export no longer compiles: the torch way re-exports
+        log.warning("the cached OpenVINO export did not load, loading the model: %s", exc)
+        return None

@@ -33,6 +33,7 @@ from embedpipe.models import (
     resolve_model_path,
     same_tokenizer,
 )
+from embedpipe.torchless import recall
 from embedpipe.types import NOT_LOADED
 
 MODELS_FILE = "models.json"
@@ -134,8 +135,17 @@ class LazyEncoder:
             self._alone = False
             known = self._recall()
             if not (known and known.get("own_tokenizer")):  # see _check
-                self._tokenizer = load_tokenizer(self._model()[1], self.cfg.max_seq_length)
+                self._tokenizer = self._recorded_tokenizer() or load_tokenizer(
+                    self._model()[1], self.cfg.max_seq_length
+                )
         return self._tokenizer
+
+    def _recorded_tokenizer(self) -> Any:
+        """The model's tokenizer through `tokenizers` alone (transformers imports torch), where
+        a torch-loaded encoder recorded that its `tokenizer.json` is the model's own for these
+        settings (`embedpipe.torchless`); None otherwise."""
+        ready = recall(self.cfg, self._files_hash)
+        return ready.fast_tokenizer(self._model()[1]) if ready is not None else None
 
     @property
     def max_seq_length(self) -> int:

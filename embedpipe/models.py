@@ -78,17 +78,30 @@ def resolve_model_path(name: str | None) -> tuple[str, Path]:
 
 
 def hash_model_files(path: Path) -> str:
-    """xxh3-128 over the config, tokenizer and weight files of a model folder, in a stable order."""
+    """xxh3-128 over the config, tokenizer and weight files of a model folder, in a stable order;
+    hashed once per process while the files' sizes and times stay as they were."""
+    files = [
+        file
+        for file in sorted(
+            p for p in path.rglob("*") if p.is_file() and p.suffix in _IDENTITY_SUFFIXES
+        )
+        if file.name != "README.md" and ".cache" not in file.parts
+    ]
+    stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    if (known := _HASHED.get(stamp)) is not None:
+        return known
     h = xxhash.xxh3_128()
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _IDENTITY_SUFFIXES)
     for file in files:
-        if file.name == "README.md" or ".cache" in file.parts:
-            continue
         h.update(file.relative_to(path).as_posix().encode() + b"\0")
         with file.open("rb") as f:
             while block := f.read(1 << 22):
                 h.update(block)
-    return h.hexdigest()
+    _HASHED[stamp] = h.hexdigest()
+    return _HASHED[stamp]
+
+
+# Files' (path, size, mtime) -> their hash: a run and its encoder both ask (~0.1 s for MiniLM).
+_HASHED: dict[tuple[tuple[str, int, int], ...], str] = {}
 
 
 def load_model(path: Path, device: str) -> SentenceTransformer:
@@ -132,6 +145,16 @@ def load_tokenizer(path: Path, max_seq_length: int | None = None) -> Any | None:
     if max_seq_length:
         tokenizer.model_max_length = max_seq_length
     return tokenizer
+
+
+def tokenizer_json(path: Path) -> Path | None:
+    """The `tokenizer.json` the model in `path` loads its fast tokenizer from, when it is a plain
+    sentence-transformers text model with one; None otherwise."""
+    spec = _tokenizer_spec(path)
+    if spec is None or spec[1].keys() - {"model_max_length"}:
+        return None  # tokenizer arguments could change what the file alone would do
+    file = spec[0] / "tokenizer.json"
+    return file if file.is_file() else None
 
 
 def _tokenizer_spec(path: Path) -> tuple[Path, dict[str, Any]] | None:

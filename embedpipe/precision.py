@@ -101,8 +101,15 @@ def resolve_precision(precision: str, device: str) -> str:
 
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     """True when the CPU computes bf16 natively (AVX-512 BF16 or AMX) and torch has oneDNN."""
+    if not cpu_flags_native_bf16(cpuinfo):
+        return False
     import torch
 
+    return bool(torch.backends.mkldnn.is_available())
+
+
+def cpu_flags_native_bf16(cpuinfo: str | None = None) -> bool:
+    """True when the CPU's flags name native bf16 (AVX-512 BF16 or AMX); asks torch nothing."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
@@ -113,7 +120,7 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
         if line.startswith("flags"):
             flags = set(line.partition(":")[2].split())
             break
-    return bool(flags & _NATIVE_BF16_FLAGS) and torch.backends.mkldnn.is_available()
+    return bool(flags & _NATIVE_BF16_FLAGS)
 
 
 def openvino_missing() -> str | None:
@@ -245,8 +252,7 @@ def choose_remembered(
         return choose(backend, precision, device, native, openvino_missing, parity)
     has_bf16 = native()
     choices = choices or Choices()
-    parts = {"machine": machine(has_bf16), "model": model_key,
-             "asked": {"backend": backend, "precision": precision}}  # fmt: skip
+    parts = choice_parts(backend, precision, model_key, has_bf16)
     if (known := choices.recall(parts)) is not None:
         reason = f"{known.reason} (decided {known.decided}, remembered in {choices.path})"
         return Choice(known.backend, known.precision, reason)
@@ -254,6 +260,17 @@ def choose_remembered(
     choices.remember(parts, choice.backend, choice.precision, choice.reason)
     log.info("precision %s", choice.reason)
     return choice
+
+
+def choice_parts(
+    backend: str, precision: str, model_key: dict[str, Any], native_bf16: bool
+) -> dict[str, Any]:
+    """What a remembered choice is keyed by: the machine, the model and what was asked."""
+    return {
+        "machine": machine(native_bf16),
+        "model": model_key,
+        "asked": {"backend": backend, "precision": precision},
+    }
 
 
 # -- parity ------------------------------------------------------------------------------------

@@ -31,7 +31,6 @@ import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from embedpipe.config import SinkConfig
 from embedpipe.durable import atomic_write
@@ -41,7 +40,10 @@ from embedpipe.sinks.filters import Rows, conditions
 from embedpipe.sinks.generations import lock, read_manifest, write_manifest
 from embedpipe.sinks.store import (
     ShardStore,
+    arrow_indices,
     hit_from_payload,
+    numpy_of,
+    read_parquet,
     shard_schema,
     vectors_of,
     write_parquet,
@@ -177,7 +179,7 @@ class FaissSink(StoredSink):
         pos = np.minimum(np.searchsorted(ids_sorted, found[0]), len(ids_sorted) - 1)
         # -1 pads a short result; an id the sidecar lacks can only come from a crash mid-build.
         known = (found[0] >= 0) & (ids_sorted[pos] == found[0])
-        payloads = sidecar.take(pa.array(order[pos[known]])).to_pylist()
+        payloads = sidecar.take(arrow_indices(order[pos[known]])).to_pylist()
         return [hit_from_payload(s, p) for s, p in zip(scores[0][known], payloads, strict=True)]
 
     def _exact(
@@ -253,7 +255,7 @@ class FaissSink(StoredSink):
         changed: set[str] = set()
         rows = 0
         for s, kind, path in store.files():
-            table = pq.read_table(path, columns=["chunk_id"])
+            table = read_parquet(path, ["chunk_id"])
             rows += table.num_rows if kind == "shard" else 0
             if s > seq:
                 changed.update(table.column("chunk_id").to_pylist())
@@ -292,12 +294,12 @@ class FaissSink(StoredSink):
             return self._cache
         index = faiss.read_index(str(live / "index.faiss"))
         set_search_params(index, nprobe=self.nprobe, ef_search=self.ef_search)
-        sidecar = pq.read_table(live / "ids.parquet")
+        sidecar = read_parquet(live / "ids.parquet")
         build = (sidecar.schema.metadata or {}).get(BUILD_KEY)
         if build is not None and build.decode() != manifest.get("index_build"):
             return None
         sidecar = sidecar.replace_schema_metadata(None)
-        ids = sidecar.column("faiss_id").to_numpy()
+        ids = numpy_of(sidecar.column("faiss_id"))
         order = np.argsort(ids)
         return Loaded(key, index, ids[order], order, sidecar, Rows(sidecar), manifest, live)
 

@@ -39,7 +39,9 @@ from embedpipe.sinks.filters import Rows, conditions
 from embedpipe.sinks.generations import read_manifest
 from embedpipe.sinks.store import (
     ShardStore,
+    arrow_indices,
     hit_from_payload,
+    read_parquet,
     shard_schema,
     vectors_of,
     write_parquet,
@@ -164,7 +166,7 @@ class ParquetSink(StoredSink):
             if self._cache is not None and self._cache[0] == data:
                 return self._cache
             try:
-                table = pq.read_table(data)
+                table = read_parquet(data)
                 manifest = read_manifest(data.parent)
             except FileNotFoundError:
                 time.sleep(0.05)
@@ -198,7 +200,7 @@ def _search(
     k = min(k, len(scores))
     top = np.argpartition(-scores, k - 1)[:k]
     top = top[np.argsort(-scores[top], kind="stable")]
-    payloads = rows.take(pa.array(top if place is None else place[top])).to_pylist()
+    payloads = rows.take(arrow_indices(top if place is None else place[top])).to_pylist()
     return [hit_from_payload(scores[i], p) for i, p in zip(top, payloads, strict=True)]
 
 
@@ -212,4 +214,4 @@ def _data_dirs(gen: Path) -> list[Path]:
 def _read_data(gen: Path, columns: list[str]) -> pa.Table | None:
     """The latest data folder of a generation (None when it has none yet)."""
     dirs = _data_dirs(gen)
-    return pq.read_table(dirs[-1], columns=columns) if dirs else None
+    return read_parquet(dirs[-1], columns) if dirs else None

@@ -145,7 +145,7 @@ def vectors_of(table: pa.Table) -> np.ndarray:
     """The `vector` column of a table as a (n, dim) float32 array, without a per-row loop."""
     column = table.column("vector").combine_chunks()
     dim = column.type.list_size
-    return column.flatten().to_numpy().astype(np.float32, copy=False).reshape(-1, dim)
+    return numpy_of(column.flatten()).astype(np.float32, copy=False).reshape(-1, dim)
 
 
 def parquet_writer(table: pa.Table) -> Callable[[IO[bytes]], object]:
@@ -158,6 +158,45 @@ def parquet_writer(table: pa.Table) -> Callable[[IO[bytes]], object]:
 def write_parquet(table: pa.Table, path: Path) -> None:
     """Write a Parquet file atomically."""
     atomic_write(path, parquet_writer(table))
+
+
+def numpy_of(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A numeric column without nulls as a numpy array, read from its buffers: pyarrow's
+    `to_numpy` converts through its pandas layer, whose first use imports pandas (about half a
+    second of a query process's start-up). Other columns go through `to_numpy`."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    name = _FLOATS.get(str(column.type), str(column.type))
+    numeric = pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
+    if not numeric or not chunks or any(c.null_count for c in chunks):
+        return np.asarray(column.to_numpy())
+    dtype = np.dtype(name)
+    parts = [
+        np.frombuffer(c.buffers()[1], dtype, count=len(c), offset=c.offset * dtype.itemsize)
+        for c in chunks
+    ]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def arrow_indices(positions: np.ndarray) -> pa.Array:
+    """Row positions as an int64 Arrow array for `take`, made from the buffer: `pa.array` on a
+    numpy array imports pandas (see `numpy_of`)."""
+    flat = np.ascontiguousarray(positions, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(flat), [None, pa.py_buffer(flat)])
+
+
+_FLOATS = {"halffloat": "float16", "float": "float32", "double": "float64"}
+
+
+def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """A Parquet file, or a folder of `*.parquet` parts read in name order, without
+    `pyarrow.dataset` (which `pq.read_table` imports, and with it pandas: about half a second of
+    a query process's start-up)."""
+    if not path.is_dir():
+        return pq.ParquetFile(path).read(columns=columns)
+    parts = sorted(p for p in path.glob("*.parquet") if not p.name.startswith((".", "_")))
+    if not parts:
+        return pq.read_table(path, columns=columns)  # an empty folder: what pyarrow makes of it
+    return pa.concat_tables([pq.ParquetFile(p).read(columns=columns) for p in parts])
 
 
 class ShardStore:
@@ -261,14 +300,12 @@ class ShardStore:
         files up to that sequence number (what an index was built from).
         """
         files = [f for f in self.files() if upto is None or f[0] <= upto]
-        shards = [
-            (seq, pq.read_table(p, columns=columns)) for seq, kind, p in files if kind == "shard"
-        ]
+        shards = [(seq, read_parquet(p, columns)) for seq, kind, p in files if kind == "shard"]
         if base is not None:
             shards.insert(0, (0, base))
         if not shards:
             return None
-        tombs = [(seq, pq.read_table(p)) for seq, kind, p in files if kind == "tomb"]
+        tombs = [(seq, read_parquet(p)) for seq, kind, p in files if kind == "tomb"]
         table = pa.concat_tables([t for _, t in shards])
         seqs = np.repeat([s for s, _ in shards], [t.num_rows for _, t in shards])
         keep = _last_rows(table.column("chunk_id"))

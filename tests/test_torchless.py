@@ -1,0 +1,254 @@
+"""Start-up only for what the work needs (issue 24): with a remembered OpenVINO choice, queries
+and incremental runs encode on the cached export with the model's tokenizer.json through
+`tokenizers`, and import neither torch nor sentence-transformers (embedpipe/torchless.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib.util import find_spec
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedpipe import encoder as encoder_module
+from embedpipe import torchless
+from embedpipe.choices import CHOICES_FILE, cache_dir
+from embedpipe.chunking import Chunker
+from embedpipe.config import ModelConfig
+from embedpipe.encoder import Encoder, ExportedEncoder, exported_encoder
+from embedpipe.fasttokenizer import FastTokenizer
+from embedpipe.models import tokenizer_json
+from embedpipe.precision import cosines
+from embedpipe.types import Document
+from tests.test_backends import fresh_cache, shared_model  # noqa: F401  (fixtures)
+from tests.test_incremental import corpus_files
+
+pytestmark = pytest.mark.skipif(
+    find_spec("openvino") is None or find_spec("tokenizers") is None,
+    reason="needs the openvino extra: pip install 'embedpipe[openvino]' (scripts/test.sh does)",
+)
+
+# Varied texts: empty, whitespace, unicode of several scripts, emoji, accents, ligatures, a
+# text far longer than the model takes (truncated), markup, and prompts before a text.
+TEXTS = [
+    "",
+    "   ",
+    "Hello world",
+    "naïve café Ünïcödé — 東京は日本の首都です。 🤖 emoji ﬁ ligature Straße İstanbul",
+    "Привет, мир! مرحبا بالعالم שלום עולם नमस्ते दुनिया",
+    "retry " * 700,
+    "query: how do I configure retries?",
+    "passage: \t\nline one\n\nline two  ",
+    "def f(x):\n    return x ** 2  # <b>bold</b> &amp; {json: [1, 2]}",
+    "A" * 3000,
+]
+PROMPTS = ["", "query: ", "Represent this sentence for searching relevant passages: "]
+
+
+def fast_for(encoder: Encoder) -> FastTokenizer:
+    """The FastTokenizer a torch-loaded encoder would record for its model."""
+    settings = torchless.tokenizer_settings(encoder.tokenizer, encoder.path, encoder.max_seq_length)
+    assert settings is not None, "the packaged model's tokenizer.json is its own tokenizer"
+    file = tokenizer_json(encoder.path)
+    assert file is not None
+    return FastTokenizer.from_file(file, **settings)
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_the_fast_tokenizer_gives_the_models_own_ids_and_masks(
+    encoder: Encoder, prompt: str
+) -> None:
+    fast, own = fast_for(encoder), encoder.tokenizer
+    texts = [prompt + t for t in TEXTS]
+    padded = dict(
+        padding=True,
+        truncation=True,
+        max_length=encoder.max_seq_length,
+        return_tensors="np",
+        return_token_type_ids=False,
+    )
+    ours, theirs = fast(texts, **padded), own(texts, **padded)
+    assert ours["input_ids"].shape[1] == encoder.max_seq_length  # the long texts were truncated
+    np.testing.assert_array_equal(ours["input_ids"], theirs["input_ids"])
+    np.testing.assert_array_equal(ours["attention_mask"], theirs["attention_mask"])
+    # The chunker's calls: offsets without special tokens, then unpadded ids with them.
+    windows = dict(
+        add_special_tokens=False,
+        return_offsets_mapping=True,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+        verbose=False,
+    )
+    ours_w, theirs_w = fast(texts, **windows), own(texts, **windows)
+    assert ours_w["input_ids"] == theirs_w["input_ids"]
+    assert [[tuple(o) for o in row] for row in ours_w["offset_mapping"]] == [
+        [tuple(o) for o in row] for row in theirs_w["offset_mapping"]
+    ]
+    unpadded = dict(return_attention_mask=False, return_token_type_ids=False, verbose=False)
+    assert fast(texts, **unpadded)["input_ids"] == own(texts, **unpadded)["input_ids"]
+    assert fast.num_special_tokens_to_add(pair=False) == own.num_special_tokens_to_add(pair=False)
+    assert fast.pad_token_id == own.pad_token_id
+
+
+@pytest.mark.parametrize("prefix", ["", "passage: "])
+def test_chunks_are_identical_with_the_fast_tokenizer(
+    encoder: Encoder, stdlib_docs: Path, prefix: str
+) -> None:
+    docs = [Document(p.name, p.read_text()) for p in sorted(stdlib_docs.glob("*.md"))]
+    docs += [Document(f"t{i}", text) for i, text in enumerate(TEXTS)]
+    docs.append(Document("mixed", "\n\n".join(TEXTS) * 40))  # several windows' worth
+    settings = dict(
+        chunk_tokens=64, overlap_tokens=8, max_seq_length=encoder.max_seq_length, prefix=prefix
+    )
+    ours = list(Chunker(fast_for(encoder), **settings).chunk_many(docs))  # type: ignore[arg-type]
+    theirs = list(Chunker(encoder.tokenizer, **settings).chunk_many(docs))  # type: ignore[arg-type]
+    assert len(ours) > 100
+    assert ours == theirs
+
+
+@pytest.mark.usefixtures("fresh_cache")
+def test_the_export_alone_encodes_like_sentence_transformers(reference_model: object) -> None:
+    cfg = ModelConfig(backend="openvino", precision="fp32", device="cpu")
+    loaded = Encoder(cfg)  # exports, and records what a torch-free process needs
+    alone = exported_encoder(cfg)
+    assert isinstance(alone, ExportedEncoder)
+    assert (alone.backend, alone.precision, alone.dim) == ("openvino", "fp32", loaded.dim)
+    assert alone.identity() == loaded.identity()
+    ours = alone.encode_texts(TEXTS)
+    reference = reference_model.encode(TEXTS, convert_to_numpy=True)  # type: ignore[attr-defined]
+    assert cosines(ours, reference).min() >= 0.999
+    np.testing.assert_allclose(ours, loaded.encode_texts(TEXTS), atol=1e-5)
+
+
+@pytest.mark.parametrize("native_bf16", [True, False], ids=["bf16-cpu", "avx2-cpu"])
+@pytest.mark.usefixtures("fresh_cache")
+def test_a_remembered_auto_choice_is_run_from_the_export_on_either_cpu(
+    monkeypatch: pytest.MonkeyPatch, native_bf16: bool
+) -> None:
+    """What the CPU and OpenVINO report is injected, so both branches run on any machine."""
+    monkeypatch.setattr(encoder_module, "cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr("embedpipe.precision.cpu_flags_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr(torchless, "gpu_present", lambda: False)
+    cfg = ModelConfig()  # auto everything, as a nightly run
+    loaded = Encoder(cfg)  # the first run: a parity check against torch decides
+    assert loaded.backend == "openvino"
+    choices = json.loads((cache_dir() / CHOICES_FILE).read_text())
+    assert any("min cosine" in e["choice"]["reason"] for e in choices.values())
+    alone = exported_encoder(cfg)
+    assert isinstance(alone, ExportedEncoder)
+    assert (alone.backend, alone.precision) == (loaded.backend, loaded.precision)
+    assert "torch not loaded" in alone.precision_reason
+    assert cosines(alone.encode_texts(TEXTS), loaded.encode_texts(TEXTS)).min() >= 0.9999
+    # Another machine (the other CPU flags), a GPU that `device: auto` might pick, or a forgotten
+    # choice: the torch way decides.
+    monkeypatch.setattr("embedpipe.precision.cpu_flags_native_bf16", lambda: not native_bf16)
+    assert exported_encoder(cfg) is None
+    monkeypatch.setattr("embedpipe.precision.cpu_flags_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr(torchless, "gpu_present", lambda: True)
+    assert exported_encoder(cfg) is None
+    monkeypatch.setattr(torchless, "gpu_present", lambda: False)
+    assert exported_encoder(cfg) is not None
+    (cache_dir() / CHOICES_FILE).unlink()
+    assert exported_encoder(cfg) is None
+
+
+@pytest.mark.usefixtures("fresh_cache")
+def test_a_torch_choice_is_not_run_from_an_export() -> None:
+    Encoder(ModelConfig(backend="torch", precision="fp32", device="cpu"))
+    assert exported_encoder(ModelConfig(backend="torch", precision="fp32", device="cpu")) is None
+    assert not (cache_dir() / "openvino" / torchless.READY_FILE).exists()
+
+
+# -- whole processes -------------------------------------------------------------------------
+
+IMPORTED = """
+import json, sys
+print(json.dumps({m: m in sys.modules for m in ("torch", "sentence_transformers", "transformers",
+                                                  "pandas")}))
+"""
+FIRST = """
+import embedpipe, sys
+report = embedpipe.backfill(sys.argv[1], sink=sys.argv[2], collection="docs",
+                            chunk_tokens=24, overlap_tokens=0)
+assert report.chunks_embedded, report
+hits = embedpipe.query("how are retries configured?", sink=sys.argv[2], collection="docs", k=3)
+print(json.dumps([h.chunk_id for h in hits]))
+""".replace("import embedpipe", "import json, embedpipe")
+LIBRARY = """
+import embedpipe, json, sys
+with embedpipe.open_index(sink=sys.argv[2], collection="docs") as index:
+    hits = [h.chunk_id for h in index.search("how are retries configured?", k=3)]
+again = embedpipe.query("how are retries configured?", sink=sys.argv[2], collection="docs", k=3)
+assert [h.chunk_id for h in again] == hits
+print(json.dumps(hits))
+"""
+LANGCHAIN = """
+import json, sys
+from embedpipe.integrations.langchain import EmbedpipeVectorStore
+store = EmbedpipeVectorStore(sink=sys.argv[2], collection="docs")
+found = store.similarity_search("how are retries configured?", k=3)
+print(json.dumps([d.metadata["chunk_id"] for d in found]))
+"""
+CLI = """
+import json, sys
+from typer.testing import CliRunner
+from embedpipe.cli import app
+result = CliRunner().invoke(app, ["query", "how are retries configured?", "--sink", sys.argv[2],
+                                  "--collection", "docs", "-k", "3", "--json"])
+assert result.exit_code == 0, result.output
+print(json.dumps([h["chunk_id"] for h in json.loads(result.output)]))
+"""
+INCREMENTAL = """
+import embedpipe, json, sys
+report = embedpipe.backfill(sys.argv[1], sink=sys.argv[2], collection="docs",
+                            chunk_tokens=24, overlap_tokens=0)
+print(json.dumps([report.chunks_embedded, report.precision, report.notes]))
+"""
+
+
+def in_process(script: str, corpus: Path, sink: str, cache: Path) -> tuple[object, dict[str, bool]]:
+    """Run `script` in a fresh Python: (its printed JSON, which heavy modules it imported)."""
+    env = {**os.environ, "EMBEDPIPE_CACHE_DIR": str(cache)}
+    done = subprocess.run(
+        [sys.executable, "-c", script + IMPORTED, str(corpus), sink],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    return json.loads(lines[-2]), json.loads(lines[-1])
+
+
+@pytest.mark.parametrize("kind", ["qdrant-edge", "faiss"])
+def test_queries_and_an_incremental_run_import_no_torch_once_the_choice_is_remembered(
+    make_corpus, tmp_path: Path, kind: str
+) -> None:  # type: ignore[no-untyped-def]
+    files = corpus_files(6)
+    root = make_corpus(files)
+    sink, cache = f"{kind}:{tmp_path / kind}", tmp_path / "cache"
+    # The first run on this machine loads the model and checks parity against torch.
+    first, imported = in_process(FIRST, root, sink, cache)
+    assert imported["torch"] and imported["sentence_transformers"]
+    choices = json.loads((cache / CHOICES_FILE).read_text())
+    assert any("min cosine" in e["choice"]["reason"] for e in choices.values())
+    for script in (LIBRARY, LANGCHAIN, CLI):
+        hits, imported = in_process(script, root, sink, cache)
+        assert hits == first
+        assert not imported["torch"] and not imported["sentence_transformers"], script
+        assert not imported["transformers"]
+        assert kind != "faiss" or not imported["pandas"]
+    (root / "doc00.md").write_text(files["doc00.md"].replace("A second paragraph", "An edited end"))
+    (embedded, _, notes), imported = in_process(INCREMENTAL, root, sink, cache)
+    assert embedded == 1
+    assert not imported["torch"] and not imported["sentence_transformers"]
+    assert any("torch not loaded" in note for note in notes)
+    # Forgetting the choice decides afresh, with torch.
+    (cache / CHOICES_FILE).unlink()
+    hits, imported = in_process(LIBRARY, root, sink, cache)
+    assert imported["torch"] and hits == first
