@@ -7,10 +7,14 @@ import os
 import re
 import subprocess
 import sys
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
 
+from embedpipe.about import cpu_bf16
+from embedpipe.backends import runtime_bf16
+from embedpipe.precision import cpu_flags, native_bf16_flags
 from tests.clikit import embedpipe as command
 from tests.test_pipeline import FILES
 
@@ -108,6 +112,22 @@ def test_version_names_embedpipe_its_engines_and_the_device() -> None:
     for name in ("torch", "sentence-transformers", "qdrant-edge", "faiss"):
         assert re.search(rf"^{name}\s+\d", shown.stdout, re.M), (name, shown.stdout)
     assert re.search(r"^device\s+(cpu|cuda)", shown.stdout, re.M)
+    # What this machine really has, as its flags and its OpenVINO say.
+    native = bool(native_bf16_flags(cpu_flags()))
+    bf16 = re.search(r"^cpu bf16\s+(native \(|not native: torch runs fp32)", shown.stdout, re.M)
+    assert bf16 and bf16.group(1).startswith("native") == native, shown.stdout
+    if find_spec("openvino"):
+        ran = "bf16" if runtime_bf16() else "fp32"
+        assert re.search(rf"^cpu bf16 .*; OpenVINO runs {ran}$", shown.stdout, re.M), shown.stdout
+
+
+def test_version_says_what_runs_bf16_on_either_cpu() -> None:
+    avx512 = frozenset({"avx2", "avx512f", "avx512_bf16", "avx512_vnni"})
+    assert cpu_bf16(avx512, True) == "native (avx512_bf16); OpenVINO runs bf16"
+    assert cpu_bf16(frozenset({"avx2", "fma"}), False) == (
+        "not native: torch runs fp32; OpenVINO runs fp32"
+    )
+    assert cpu_bf16(frozenset({"amx_bf16"}), None) == "native (amx_bf16); OpenVINO not installed"
 
 
 def test_help_lists_every_sink_shows_defaults_and_no_bool_metavar() -> None:
