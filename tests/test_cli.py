@@ -14,6 +14,8 @@ import pytest
 
 from embedpipe.about import cpu_bf16
 from embedpipe.backends import runtime_bf16
+from embedpipe.cli import app
+from embedpipe.clirun import summary
 from embedpipe.precision import cpu_flags, native_bf16_flags
 from tests.clikit import embedpipe as command
 from tests.test_pipeline import FILES
@@ -128,6 +130,20 @@ def test_version_says_what_runs_bf16_on_either_cpu() -> None:
         "not native: torch runs fp32; OpenVINO runs fp32"
     )
     assert cpu_bf16(frozenset({"amx_bf16"}), None) == "native (amx_bf16); OpenVINO not installed"
+
+
+def test_every_command_summary_and_help_read_as_whole_paragraphs() -> None:
+    """Docstrings are wrapped at 100 columns in the source; the help shows their paragraphs
+    whole, wrapped only by the terminal (typer's command list kept the source's line breaks)."""
+    import typer
+
+    wide = {"COLUMNS": "400"}
+    listed = embedpipe("--help", env=wide).stdout
+    for name, cmd in typer.main.get_command(app).commands.items():  # type: ignore[attr-defined]
+        text = summary(cmd.help or "")
+        assert re.search(rf"^│ {name}\s+{re.escape(text)}\s+│$", listed, re.M), (name, listed)
+        own = embedpipe(name, "--help", env=wide).stdout
+        assert text in own, (name, own)
 
 
 def test_help_lists_every_sink_shows_defaults_and_no_bool_metavar() -> None:
