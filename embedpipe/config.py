@@ -264,6 +264,7 @@ FLAT_KEYS: dict[str, tuple[str, ...]] = {
     "backend": ("model", "backend"),
     "normalize": ("model", "normalize"),
     "prefix": ("model", "prefix"),
+    "query_prefix": ("model", "query_prefix"),
     "truncate_dim": ("model", "truncate_dim"),
     "quantization": ("model", "quantization"),
     "chunk_tokens": ("chunking", "chunk_tokens"),

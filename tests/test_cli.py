@@ -16,7 +16,10 @@ from embedpipe.about import cpu_bf16
 from embedpipe.backends import runtime_bf16
 from embedpipe.cli import app
 from embedpipe.clirun import summary
+from embedpipe.config import flat_overrides, load_config
+from embedpipe.index import BuiltWith
 from embedpipe.precision import cpu_flags, native_bf16_flags
+from embedpipe.sinks import open_sink
 from tests.clikit import embedpipe as command
 from tests.test_pipeline import FILES
 
@@ -54,6 +57,37 @@ def test_backfill_and_query_through_the_cli(kind: str, make_corpus, tmp_path: Pa
     assert hits[0]["doc_id"] == "python/json.md" and hits[0]["score"] > 0.3
     table = embedpipe("query", "bake bread", "--sink", sink, "--collection", "docs", "-k", "1")
     assert "cooking/bread.md" in table.stdout
+
+
+def test_backfill_takes_the_document_and_query_prompts_as_flags(
+    make_corpus, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    assert flat_overrides(prefix="passage: ", query_prefix="query: ") == {
+        "model": {"prefix": "passage: ", "query_prefix": "query: "}
+    }
+    sink = f"faiss:{tmp_path / 'index'}"
+    done = embedpipe(
+        "backfill",
+        str(make_corpus(FILES)),
+        "--sink",
+        sink,
+        "--collection",
+        "docs",
+        "--prefix",
+        "passage: ",
+        "--query-prefix",
+        "query: ",
+        "--precision",
+        "fp32",
+    )
+    assert done.returncode == 0, done.stderr
+    cfg = load_config(None, {"sink": {"uri": sink, "collection": "docs"}})
+    opened = open_sink(cfg.sink)
+    try:
+        built = BuiltWith.read(opened, cfg)
+    finally:
+        opened.abort()
+    assert (built.passage_prompt, built.query_prompt) == ("passage: ", "query: ")
 
 
 def test_run_uses_the_config_file_and_env_overrides(make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
