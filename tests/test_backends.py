@@ -3,6 +3,7 @@ installed, absent without harm, chosen from the command line; never on CUDA (tes
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -254,6 +255,8 @@ def test_a_bf16_hint_openvino_runs_in_f32_is_never_chosen_as_bf16(
     """CPU flags that say bf16 while OpenVINO runs the bf16 hint in f32: auto passes OpenVINO bf16
     over (its check would measure f32) and remembers the candidate that does run."""
     play_cpu(monkeypatch, CPUINFO["avx512_bf16"], openvino_bf16=False)
+    model = copy.deepcopy(encoder_module._load("", "cpu"))  # torch bf16 converts its weights
+    monkeypatch.setattr(encoder_module, "_load", lambda path, device: model)
     auto = Encoder(ModelConfig(device="cpu"))
     assert (auto.backend, auto.precision) == ("torch", "bf16")
     assert "OpenVINO runs fp32 here when bf16 is asked" in auto.precision_reason
