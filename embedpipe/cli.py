@@ -101,6 +101,8 @@ def backfill(
     device: Annotated[str | None, typer.Option(help=flag_help("model.device"))] = None,
     truncate_dim: Annotated[int | None, typer.Option(help=flag_help("model.truncate_dim"))] = None,
     quantization: Annotated[str | None, typer.Option(help=flag_help("model.quantization"))] = None,
+    prefix: Annotated[str | None, typer.Option(help=flag_help("model.prefix"))] = None,
+    query_prefix: Annotated[str | None, typer.Option(help=flag_help("model.query_prefix"))] = None,
     chunk_tokens: Annotated[
         int | None, typer.Option(help=flag_help("chunking.chunk_tokens"))
     ] = None,
@@ -138,6 +140,7 @@ def backfill(
         max_batch_tokens=max_batch_tokens, precision=precision, backend=backend, device=device,
         chunk_tokens=chunk_tokens,
         truncate_dim=truncate_dim, quantization=quantization,
+        prefix=prefix, query_prefix=query_prefix,
         overlap_tokens=overlap_tokens, text_field=text_field, id_field=id_field, index_factory=index_factory,
         text_template=text_template, include=include or None, exclude=exclude or None,
         metrics=str(metrics) if metrics else None,
@@ -211,7 +214,9 @@ def query(
     ] = None,
     query_prefix: Annotated[
         str | None,
-        typer.Option(help="text put before the query; default: the index's stored query prompt"),
+        typer.Option(
+            help=flag_help("model.query_prefix", "default: the index's stored query prompt")
+        ),
     ] = None,
 ) -> None:
     """Search a sink with the model it was built with; prints score, doc id and a snippet."""

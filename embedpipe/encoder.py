@@ -348,12 +348,17 @@ class Encoder:
         """Min cosine to torch fp32 of `backend` in `precision` on the calibration sample.
 
         The fp32 transformer stays untouched (torch runs a converted copy); an OpenVINO model
-        compiled here is kept for the encoder to use. About 0.5 s for MiniLM on 2 idle cores,
+        compiled here is kept for the encoder to use; one that OpenVINO does not run in
+        `precision` (a bf16 hint on a CPU without bf16 runs f32) raises ModelError, so the choice
+        passes it over rather than record a precision that does not run. About 0.5 s for MiniLM on 2 idle cores,
         plus a first OpenVINO export.
         """
         blocks, reference = self._calibration()
         if backend == "openvino":
-            model = self._checked[precision] = self._openvino_export().compile(precision)
+            model = self._openvino_export().compile(precision)
+            if model.precision != precision:  # the candidate is not what would run
+                raise ModelError(f"OpenVINO runs {model.precision} here when {precision} is asked")
+            self._checked[precision] = model
             ours = np.concatenate([model(ids, mask) for ids, mask in blocks])
         else:
             module = copy.deepcopy(self.model[0]).to(torch_dtype(precision))

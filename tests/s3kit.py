@@ -171,4 +171,13 @@ def s3_server(
     try:
         yield S3(server, client)
     finally:
+        _empty(client, "lake")  # moto's backends live as long as the process, not the server
         server.stop()
+
+
+def _empty(client: Any, bucket: str) -> None:
+    """Delete every object of `bucket`, then the bucket: the next test starts from none."""
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for obj in page.get("Contents", []):
+            client.delete_object(Bucket=bucket, Key=obj["Key"])
+    client.delete_bucket(Bucket=bucket)
