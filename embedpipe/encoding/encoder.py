@@ -471,6 +471,10 @@ class ExportedEncoder(Encoder):
         self.device = "cpu"
         self.threads = torchless.cpu_threads(cfg.threads)
         self.tokenizer = tokenizer
+        # Encoder._tokenize gives queries a copy of a transformers tokenizer; a FastTokenizer
+        # is never reconfigured, so queries share it (it holds a lock: no deepcopy).
+        self._query_tokenizer = tokenizer
+        self._tokenize_lock = threading.Lock()
         self.truncate_dim = checked_truncate_dim(cfg.truncate_dim, ready.dim, name)
         self.dim = self.truncate_dim or ready.dim
         self.quantization = cfg.quantization
