@@ -18,9 +18,8 @@ from embedpipe.config import load_config
 from embedpipe.errors import ConfigError, EmbedpipeError, HeldError
 from embedpipe.promotion.quality import Query, load_queries, score
 from tests.clikit import embedpipe as command
+from tests.sinkkit import SINK_KINDS
 from tests.test_incremental import consistency
-
-SINKS = ["qdrant-edge", "qdrant", "faiss", "parquet"]
 
 TOPICS = {
     "trains.md": "Steam locomotives pulled passenger trains across the country; railway timetables "
@@ -113,7 +112,7 @@ def test_eval_ranks_are_the_documents_query_returns(
 # -- the gate, promote, rollback --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", SINKS)
+@pytest.mark.parametrize("kind", SINK_KINDS)
 def test_worse_challenger_is_held_then_promoted_then_rolled_back(
     kind: str, make_corpus, tmp_path: Path, queries: Path, tiny_model: Path
 ) -> None:  # type: ignore[no-untyped-def]

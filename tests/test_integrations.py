@@ -35,8 +35,7 @@ from embedpipe.config import RunConfig, load_config
 from embedpipe.integrations.langchain import EmbedpipeEmbeddings, EmbedpipeVectorStore
 from embedpipe.integrations.llama_index import EmbedpipeEmbedding
 from embedpipe.integrations.llama_index import EmbedpipeVectorStore as LlamaStore
-from tests.sinkkit import sink_uri
-from tests.test_incremental import SERVERS
+from tests.sinkkit import SINK_KINDS, sink_uri
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +75,7 @@ def config(uri: str) -> RunConfig:
                               "model": {"precision": "fp32", "device": "cpu"}})  # fmt: skip
 
 
-@pytest.fixture(scope="module", params=["qdrant-edge", "faiss", "qdrant", "parquet", *SERVERS])
+@pytest.fixture(scope="module", params=SINK_KINDS)
 def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> RunConfig:
     """The stdlib docstrings embedded with the packaged model into each kind of sink (Postgres:
     a real server, tests/pgkit.py)."""

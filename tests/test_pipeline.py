@@ -14,8 +14,7 @@ from embedpipe.config import load_config
 from embedpipe.errors import DeleteGuardError
 from embedpipe.sinks import open_sink
 from embedpipe.types import Document
-
-SINKS = ["qdrant-edge", "qdrant", "faiss", "parquet"]
+from tests.sinkkit import SINK_KINDS
 
 FILES = {
     "python/json.md": "The json module encodes Python objects as JSON text and decodes JSON back.\n\n"
@@ -46,7 +45,7 @@ def sink_ids(uri: str) -> list[str]:
         sink.abort()
 
 
-@pytest.mark.parametrize("kind", SINKS)
+@pytest.mark.parametrize("kind", SINK_KINDS)
 def test_backfill_then_query_finds_the_right_document(
     kind: str, make_corpus, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
@@ -62,7 +61,7 @@ def test_backfill_then_query_finds_the_right_document(
     assert hits[0].doc_id == "python/argparse.md"
 
 
-@pytest.mark.parametrize("kind", SINKS)
+@pytest.mark.parametrize("kind", SINK_KINDS)
 def test_rerun_on_unchanged_corpus_embeds_nothing(kind: str, make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     root = make_corpus(FILES)
     uri = sink_uri(kind, tmp_path)

@@ -48,6 +48,7 @@ from embedpipe.cli.running import load as _config
 from embedpipe.cli.running import usage as _usage
 from embedpipe.config import flat_overrides
 from embedpipe.sinks import rebuild_sink
+from embedpipe.sinks.registry import LIBRARIES
 
 app = typer.Typer(
     cls=HelpGroup,
@@ -80,8 +81,8 @@ def _options(
             metavar=FLAG,
             is_eager=True,
             callback=_version,
-            help="print the versions of embedpipe, torch, sentence-transformers, qdrant-edge and "
-            "faiss, and the device, then exit",
+            help="print the versions of embedpipe, torch, sentence-transformers and the sink "
+            f"libraries ({', '.join(name for name, _ in LIBRARIES)}), and the device, then exit",
         ),
     ] = False,
 ) -> None:

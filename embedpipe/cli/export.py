@@ -12,6 +12,7 @@ from embedpipe.cli import running as clirun
 from embedpipe.cli.options import CollectionOpt, ConfigOpt, ForceOpt, QuietOpt, SinkOpt, StateOpt
 from embedpipe.cli.progress import RunProgress
 from embedpipe.config import flat_overrides
+from embedpipe.sinks.registry import ACCEPTED
 
 
 def export_command(
@@ -19,8 +20,7 @@ def export_command(
         str,
         typer.Option(
             "--to",
-            help="the sink to copy into: qdrant:PATH, qdrant+http(s)://HOST:PORT, "
-            "qdrant-edge:PATH, faiss:DIR or parquet:DIR",
+            help=f"the sink to copy into: {ACCEPTED}",
         ),
     ],
     sink: SinkOpt = None,

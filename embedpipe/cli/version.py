@@ -7,15 +7,15 @@ import os
 from importlib import metadata
 
 from embedpipe.encoding.precision import cpu_flags, native_bf16_flags
+from embedpipe.sinks.registry import LIBRARIES
 
-# (name shown, distributions that provide it: the first installed one counts)
+# (name shown, distributions that provide it: the first installed one counts); each registered
+# sink's library, from the sink registry; then OpenVINO.
 COMPONENTS = (
     ("embedpipe", ("embedpipe",)),
     ("torch", ("torch",)),
     ("sentence-transformers", ("sentence-transformers",)),
-    ("qdrant-edge", ("qdrant-edge-py", "qdrant-edge")),
-    ("qdrant-client", ("qdrant-client",)),
-    ("faiss", ("faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "faiss")),
+    *LIBRARIES,
     ("openvino", ("openvino",)),
 )
 

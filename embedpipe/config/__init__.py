@@ -68,7 +68,8 @@ class RunConfig(Section):
     )
     engine: Literal["local", "ray"] = Field(
         "local",
-        description="local (threads on this machine) | ray (Ray Data; pip install 'embedpipe[ray]')",
+        # The names come first, from engines/registry.py (config.docs.describe lists them).
+        description="local: threads on this machine; ray: Ray Data (pip install 'embedpipe[ray]')",
     )
     ray: RayConfig = RayConfig()
     state: str | None = Field(

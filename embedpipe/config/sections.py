@@ -71,8 +71,8 @@ class SourceConfig(Section):
 
     uri: str = Field(
         "",
-        description="directory, JSONL file, Parquet file or dir, hf:PATH / "
-        "hf:OWNER/NAME[:CONFIG][#split], or s3://BUCKET/PREFIX / gs://BUCKET/PREFIX",
+        # The forms come first, from sources/registry.py (config.docs.describe lists them).
+        description="the kind is told from the path, or named by a KIND: prefix (jsonl:PATH)",
     )
     text_field: str = Field("text", description="JSONL/Parquet/HF field holding the text")
     id_field: str = Field(

@@ -23,8 +23,8 @@ from embedpipe.documents import given
 from embedpipe.durable import StateLock
 from embedpipe.encoding.encoder import Encoder
 from embedpipe.encoding.lazy import AnyEncoder, LazyEncoder, run_identity
-from embedpipe.engines import RunContext, engine_for
-from embedpipe.engines.base import Progress
+from embedpipe.engines.base import Progress, RunContext
+from embedpipe.engines.registry import engine_for
 from embedpipe.errors import HeldError, Interrupted, StateError, os_reason
 from embedpipe.hashing import fingerprint
 from embedpipe.index import built_with
