@@ -113,3 +113,20 @@ def test_every_exception_class_lives_in_errors() -> None:
         )
     ]
     assert elsewhere == []
+
+
+def test_all_sql_is_behind_the_ledger() -> None:
+    """The ledger's SQL runs only in embedpipe/state/ (the ledger and its migrations): the
+    planner and the encoder-less runs ask the ledger, so a schema change is made in one place.
+    A database sink's SQL on its own server (sinks/postgres.py) is that sink's business."""
+    own_sql = {"embedpipe.sinks.postgres"}
+    elsewhere = [
+        f"{name}:{node.lineno}"
+        for name, path in modules().items()
+        if not name.startswith("embedpipe.state") and name not in own_sql
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in ("execute", "executemany", "executescript")
+    ]
+    assert elsewhere == []

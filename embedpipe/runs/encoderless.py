@@ -15,7 +15,7 @@ from embedpipe.durable import StateLock
 from embedpipe.errors import HeldError, SinkError
 from embedpipe.runs.commit import Committer
 from embedpipe.sinks.base import Sink
-from embedpipe.state.ledger import DONE, Ledger, Target, state_dir_for, target_key
+from embedpipe.state.ledger import Ledger, Target, state_dir_for, target_key
 from embedpipe.types import RunReport
 
 Progress = Callable[[RunReport], None]
@@ -58,16 +58,6 @@ def direct_run(
             ledger.close()
 
 
-def done_hashes(ledger: Ledger, target: Target) -> dict[str, str]:
-    """chunk_id -> content hash of every chunk the ledger holds as written for `target`."""
-    rows = ledger.db.execute(
-        "SELECT chunk_id, content_hash FROM chunks WHERE target = ? AND fingerprint = ? "
-        "AND state = ?",
-        (target.key, target.fingerprint, DONE),
-    )
-    return dict(rows.fetchall())
-
-
 def delete_documents(
     sink: Sink, config: RunConfig, doc_ids: Sequence[str], *, fingerprint: str, dim: int,
     model: str | None,
@@ -79,7 +69,7 @@ def delete_documents(
     with direct_run(sink, config, fingerprint, dim=dim, model=model, report=report) as run:
         if run.target.fingerprint != fingerprint:
             raise SinkError("the index changed while deleting: retry")
-        gone = [c for c in done_hashes(run.ledger, run.target) if c.rpartition("#")[0] in wanted]
+        gone = [c for c in run.ledger.done_hashes(run.target) if c.rpartition("#")[0] in wanted]
         refused = run.delete(gone, max_fraction=1.0, force=True)
         assert refused is None  # force: never refused
     return report.chunks_deleted

@@ -21,7 +21,7 @@ from embedpipe.config import RunConfig
 from embedpipe.errors import ConfigError, SinkError
 from embedpipe.index import MANIFEST_KEYS, ledger_live
 from embedpipe.runs.commit import Encoded
-from embedpipe.runs.encoderless import Progress, direct_run, done_hashes
+from embedpipe.runs.encoderless import Progress, direct_run
 from embedpipe.sinks import capabilities_for, open_sink
 from embedpipe.sinks.base import Sink
 from embedpipe.state.ledger import Ledger, state_dir_for, target_key
@@ -54,7 +54,7 @@ def export(
                         report=report, force=force, progress=progress) as run:  # fmt: skip
             sink.describe(manifest)
             run.phase("writing")
-            held = done_hashes(run.ledger, run.target)
+            held = run.ledger.done_hashes(run.target)
             seen: set[str] = set()
             for batch in src.points(fingerprint):
                 seen.update(c.id for c in batch.chunks)

@@ -354,6 +354,168 @@ class Ledger:
             (target.key, target.fingerprint),
         )
 
+    def done_hashes(self, target: Target) -> dict[str, str]:
+        """chunk_id -> content hash of every chunk held as written for `target`."""
+        rows = self.db.execute(
+            "SELECT chunk_id, content_hash FROM chunks WHERE target = ? AND fingerprint = ? "
+            "AND state = ?",
+            (target.key, target.fingerprint, DONE),
+        )
+        return dict(rows.fetchall())
+
+    # -- what one run saw (runs/planning.py) -------------------------------------------------
+    # TEMP tables, private to this connection and taking no write lock: a run's planner keeps
+    # them on a ledger connection of its own.
+
+    def start_seen(self) -> None:
+        """An empty seen-set: each document the run saw, with its hash and chunk count."""
+        self.db.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS seen "
+            "(doc_id TEXT PRIMARY KEY, n_chunks INTEGER, doc_hash TEXT) WITHOUT ROWID"
+        )
+        self.db.execute("DELETE FROM temp.seen")
+
+    def see(self, doc_id: str, doc_hash: str | None = None) -> bool:
+        """Note a document seen; False when the run already saw the id (a duplicate)."""
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO temp.seen VALUES (?, NULL, ?)", (doc_id, doc_hash)
+        )
+        return cur.rowcount == 1
+
+    def seen_chunks(self, doc_id: str, n_chunks: int) -> None:
+        """The chunk count of a seen document."""
+        self.db.execute("UPDATE temp.seen SET n_chunks = ? WHERE doc_id = ?", (n_chunks, doc_id))
+
+    def stale(self, target: Target, *, full: bool) -> list[str]:
+        """Chunks held for `target` that the seen-set no longer has: indexes at or beyond a seen
+        document's new chunk count; with `full`, also every chunk of a document not seen. A
+        document seen with an unknown count keeps what it had."""
+        args = (target.key, target.fingerprint)
+        beyond = self.db.execute(
+            "SELECT c.chunk_id FROM chunks c JOIN temp.seen s ON c.doc_id = s.doc_id "
+            "WHERE c.target = ? AND c.fingerprint = ? AND s.n_chunks IS NOT NULL "
+            "AND c.chunk_index >= s.n_chunks",
+            args,
+        ).fetchall()
+        gone: list[tuple[str]] = []
+        if full:
+            gone = self.db.execute(
+                "SELECT chunk_id FROM chunks WHERE target = ? AND fingerprint = ? "
+                "AND doc_id NOT IN (SELECT doc_id FROM temp.seen)",
+                args,
+            ).fetchall()
+        return [cid for (cid,) in beyond + gone]
+
+    def remember_seen(self, target: Target) -> None:
+        """Record the hash and chunk count of every document seen whole; `complete_docs`
+        decides at read time which of them count as unchanged (every chunk done)."""
+        with self.transaction():
+            self.db.execute(
+                "INSERT OR REPLACE INTO docs SELECT ?, ?, doc_id, doc_hash, n_chunks "
+                "FROM temp.seen WHERE doc_hash IS NOT NULL AND n_chunks IS NOT NULL",
+                (target.key, target.fingerprint),
+            )
+
+    # -- a bucket source's objects in one run (runs/planning.py ObjectPlan) -------------------
+
+    def start_objects(self, listed: dict[str, str]) -> None:
+        """The objects listed this run (uri -> version), none yet read."""
+        for table in (
+            "listed (object TEXT PRIMARY KEY, version TEXT, state TEXT)",
+            "objects_seen (doc_id TEXT PRIMARY KEY, object TEXT)",
+        ):
+            self.db.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} WITHOUT ROWID")
+            self.db.execute(f"DELETE FROM temp.{table.partition(' ')[0]}")
+        self.db.executemany(
+            "INSERT OR IGNORE INTO temp.listed VALUES (?, ?, 'listed')", listed.items()
+        )
+
+    def skip_unchanged_objects(self, target: Target) -> tuple[set[str], int, int]:
+        """The listed objects as last read whole (same version, every document complete),
+        marked skipped, their documents seen with their chunk counts; (objects, documents,
+        chunks).
+
+        Set-based, one pass over the candidates' documents (an index lookup each; `done` is
+        complete_docs' rule, inlined because the view is not flattened into this join): a
+        nightly listing of 20,000 objects costs about a second, not a query per object."""
+        args = (target.key, target.fingerprint)
+        self.db.execute("DROP TABLE IF EXISTS temp.object_candidates")
+        self.db.execute(
+            "CREATE TEMP TABLE object_candidates AS SELECT od.object, od.doc_id, d.doc_hash, "
+            "d.n_chunks, (SELECT COUNT(*) FROM chunks c WHERE c.target = d.target AND "
+            "c.fingerprint = d.fingerprint AND c.doc_id = d.doc_id AND c.state = 1 AND "
+            "c.chunk_index < d.n_chunks) AS done FROM objects o JOIN temp.listed l "
+            "ON l.object = o.object AND l.version = o.version JOIN object_docs od "
+            "ON od.target = o.target AND od.fingerprint = o.fingerprint AND od.object = o.object "
+            "LEFT JOIN docs d ON d.target = od.target AND d.fingerprint = od.fingerprint AND "
+            "d.doc_id = od.doc_id WHERE o.target = ? AND o.fingerprint = ?",
+            args,
+        )
+        # An object of no documents (read whole, empty) is unchanged too.
+        skipped = {
+            uri
+            for (uri,) in self.db.execute(
+                "SELECT o.object FROM objects o JOIN temp.listed l ON l.object = o.object AND "
+                "l.version = o.version WHERE o.target = ? AND o.fingerprint = ? AND o.object NOT "
+                "IN (SELECT object FROM temp.object_candidates WHERE doc_hash IS NULL OR "
+                "done != n_chunks)",
+                args,
+            )
+        }
+        self.db.executemany(
+            "UPDATE temp.listed SET state = 'skipped' WHERE object = ?", ((u,) for u in skipped)
+        )
+        kept = (
+            "FROM temp.object_candidates c JOIN temp.listed l ON l.object = c.object "
+            "WHERE l.state = 'skipped'"
+        )
+        self.db.execute(
+            "INSERT OR IGNORE INTO temp.seen (doc_id, n_chunks, doc_hash) "
+            f"SELECT c.doc_id, c.n_chunks, c.doc_hash {kept}"
+        )
+        docs, chunks = self.db.execute(f"SELECT COUNT(*), TOTAL(c.n_chunks) {kept}").fetchone()
+        return skipped, int(docs), int(chunks)
+
+    def see_object(self, doc_id: str, uri: str) -> None:
+        """A document read this run came from object `uri`."""
+        self.db.execute("INSERT OR IGNORE INTO temp.objects_seen VALUES (?, ?)", (doc_id, uri))
+
+    def keep_failed_objects(self, target: Target, broken: Iterable[str]) -> None:
+        """The documents each object in `broken` held when last read whole: seen with an
+        unknown count, so they keep what they had."""
+        self.db.executemany(
+            "INSERT OR IGNORE INTO temp.seen (doc_id, n_chunks, doc_hash) SELECT doc_id, NULL, NULL "
+            "FROM object_docs "
+            "WHERE target = ? AND fingerprint = ? AND object = ?",
+            ((target.key, target.fingerprint, uri) for uri in broken),
+        )
+
+    def remember_objects(self, target: Target, read: dict[str, str], broken: Iterable[str]) -> None:
+        """After the run's writes: each object `read` whole (uri -> the version it was read at)
+        and its documents. The versions of the others are forgotten (they are read next time),
+        but which documents a `broken` object held is kept (they keep what they had while it
+        fails)."""
+        args = (target.key, target.fingerprint)
+        forget = (
+            "DELETE FROM {} WHERE target = ? AND fingerprint = ? AND object NOT IN "
+            "(SELECT object FROM temp.listed WHERE state IN ({}))"
+        )
+        with self.transaction():
+            self.db.executemany(
+                "UPDATE temp.listed SET state = ? WHERE object = ?", (("broken", u) for u in broken)
+            )
+            self.db.execute(forget.format("objects", "'skipped'"), args)
+            self.db.execute(forget.format("object_docs", "'skipped', 'broken'"), args)
+            self.db.executemany(
+                "INSERT INTO objects VALUES (?, ?, ?, ?)", ((*args, u, v) for u, v in read.items())
+            )
+            self.db.execute(
+                "INSERT OR IGNORE INTO object_docs SELECT ?, ?, o.object, o.doc_id "
+                "FROM temp.objects_seen o JOIN temp.seen s ON s.doc_id = o.doc_id "
+                "WHERE s.n_chunks IS NOT NULL AND s.doc_hash IS NOT NULL",
+                args,
+            )
+
     # -- reporting ----------------------------------------------------------------------------
 
     def status(self) -> list[dict[str, Any]]:
