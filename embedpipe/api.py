@@ -1,4 +1,6 @@
-"""The library's front door: backfill(), run(), encode(), query(), status()."""
+"""The library's front door: run(), backfill(), encode(), query(), open_index(), export(),
+delete_documents(), status(), reconcile(), evaluate(), promote() and rollback(); as_config()
+turns what a caller passes into a RunConfig. One model cache for the process."""
 
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ def run(
 
     The source and the sink are opened before the model loads, so a wrong path or URI is a
     ConfigError at once. While the pipeline runs, new directories get `config.state_mode` and new
-    files the same minus the execute bits (fsmode); the report and the textfile are written
+    files the same minus the execute bits (state/permissions.py); the report and the textfile are written
     after, with the process's own umask, for whoever reads them.
     """
     began = time.monotonic()

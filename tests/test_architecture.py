@@ -76,17 +76,93 @@ def test_the_import_graph_has_no_cycle() -> None:
     assert cycles == []
 
 
-@pytest.mark.parametrize(
-    ("low", "high"),
-    [
-        ("embedpipe.sinks", "embedpipe.encoding.encoder"),  # sinks never import the encoder
-        ("embedpipe.runs.planning", "embedpipe.runs.pipeline"),
-        ("embedpipe.runs.commit", "embedpipe.runs.pipeline"),
-        ("embedpipe.engines", "embedpipe.runs.pipeline"),
-        ("embedpipe.runs.pipeline", "embedpipe.api"),
-        ("embedpipe.api", "embedpipe.cli"),
+# (low, high): nothing in `low` imports anything in `high` (a package or a module), deferred
+# imports included. The package-level directions of docs/architecture.md.
+ONE_WAY = [
+    ("embedpipe.sinks", "embedpipe.encoding"),  # sinks never import the encoder
+    *[
+        (low, high)
+        for low in ("embedpipe.sinks", "embedpipe.sources", "embedpipe.state", "embedpipe.encoding")
+        for high in (
+            "embedpipe.runs",
+            "embedpipe.engines",
+            "embedpipe.promotion",
+            "embedpipe.api",
+            "embedpipe.cli",
+            "embedpipe.index",
+            "embedpipe.integrations",
+        )
     ],
-)
+    ("embedpipe.sinks", "embedpipe.state"),
+    ("embedpipe.sinks", "embedpipe.sources"),
+    ("embedpipe.sources", "embedpipe.sinks"),
+    ("embedpipe.sources", "embedpipe.encoding"),
+    ("embedpipe.sources", "embedpipe.state"),
+    ("embedpipe.state", "embedpipe.encoding"),
+    ("embedpipe.state", "embedpipe.sources"),
+    ("embedpipe.encoding", "embedpipe.sinks"),
+    ("embedpipe.encoding", "embedpipe.state"),
+    ("embedpipe.encoding", "embedpipe.sources"),
+    ("embedpipe.runs.planning", "embedpipe.runs.pipeline"),
+    ("embedpipe.runs.commit", "embedpipe.runs.pipeline"),
+    ("embedpipe.engines", "embedpipe.runs.pipeline"),
+    ("embedpipe.promotion", "embedpipe.runs"),
+    *[
+        (low, high)
+        for low in ("embedpipe.runs", "embedpipe.engines", "embedpipe.promotion")
+        for high in ("embedpipe.api", "embedpipe.cli", "embedpipe.report")
+    ],
+    ("embedpipe.api", "embedpipe.cli"),
+    ("embedpipe.report", "embedpipe.cli"),
+    # the config's models read no registry (config/docs.py and config/template.py do)
+    *[
+        (low, high)
+        for low in ("embedpipe.config.sections", "embedpipe.config.explain")
+        for high in (
+            "embedpipe.sinks",
+            "embedpipe.sources",
+            "embedpipe.engines",
+            "embedpipe.config.docs",
+            "embedpipe.config.template",
+        )
+    ],
+    # the leaves import only leaves
+    *[
+        (low, high)
+        for low in (
+            "embedpipe.types",
+            "embedpipe.errors",
+            "embedpipe.redact",
+            "embedpipe.threads",
+            "embedpipe.faults",
+            "embedpipe.durable",
+            "embedpipe.logs",
+        )
+        for high in (
+            "embedpipe.config",
+            "embedpipe.sinks",
+            "embedpipe.sources",
+            "embedpipe.state",
+            "embedpipe.encoding",
+            "embedpipe.runs",
+            "embedpipe.engines",
+        )
+    ],
+]
+
+
+def test_the_config_models_import_only_leaves_and_their_sections() -> None:
+    allowed = {
+        "embedpipe.config.sections",
+        "embedpipe.config.explain",
+        "embedpipe.errors",
+        "embedpipe.redact",
+        "embedpipe.types",
+    }
+    assert graph()["embedpipe.config"] - allowed == set()
+
+
+@pytest.mark.parametrize(("low", "high"), ONE_WAY)
 def test_dependencies_point_one_way(low: str, high: str) -> None:
     edges = graph()
     wrong = sorted(
@@ -130,3 +206,13 @@ def test_all_sql_is_behind_the_ledger() -> None:
         and node.func.attr in ("execute", "executemany", "executescript")
     ]
     assert elsewhere == []
+
+
+def test_every_module_is_named_in_the_architecture_doc() -> None:
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    missing = [
+        str(path.relative_to(PACKAGE))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if f"`{path.relative_to(PACKAGE).as_posix()}`" not in text
+    ]
+    assert missing == []

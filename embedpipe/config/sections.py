@@ -250,7 +250,7 @@ class SinkConfig(Section):
 
     uri: str = Field(
         DEFAULT_SINK,
-        # The forms come first, from sinks/registry.py (configdoc.describe lists them).
+        # The forms come first, from sinks/registry.py (config.docs.describe lists them).
         description="qdrant-edge runs Qdrant Edge in-process, qdrant:PATH is qdrant-client's "
         "local mode (README: Sinks)",
     )

@@ -71,7 +71,7 @@ GPU_MEMORY_SHARE = 0.5
 MAX_GPU_BATCH_TOKENS = 1 << 19
 # Most padded tokens one CPU forward pass takes: a batch's activations (attention grows with
 # rows x width^2) would otherwise grow until a corpus fills the batch budget; CPU throughput
-# per token is the same in pieces this size (notes/memory.md).
+# per token is the same in pieces this size (README: Throughput and benchmarks; `scripts/bench_memory.py`).
 CPU_PASS_TOKENS = 4096
 
 # The loader the constructor calls, looked up at call time so tests can hand over a loaded model.
