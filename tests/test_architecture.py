@@ -216,3 +216,15 @@ def test_every_module_is_named_in_the_architecture_doc() -> None:
         if f"`{path.relative_to(PACKAGE).as_posix()}`" not in text
     ]
     assert missing == []
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared helpers live in the kits (tests/*kit.py) and conftest.py, never in a test module."""
+    tests = PACKAGE.parent / "tests"
+    offenders = [
+        f"{path.name}: {node.module}"
+        for path in sorted(tests.glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tests.test_")
+    ]
+    assert offenders == []

@@ -21,7 +21,7 @@ from embedpipe.encoding.precision import cpu_flags, native_bf16_flags
 from embedpipe.index import BuiltWith
 from embedpipe.sinks import open_sink
 from tests.clikit import embedpipe as command
-from tests.test_pipeline import FILES
+from tests.corpuskit import FILES
 
 pytestmark = pytest.mark.slow
 

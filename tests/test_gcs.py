@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import embedpipe
-from tests.test_s3 import config, jsonl_bytes, ledger_chunks, texts
+from tests.s3kit import config, jsonl_bytes, ledger_chunks, texts
 
 emulator = pytest.importorskip("gcp_storage_emulator.server")
 

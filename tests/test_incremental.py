@@ -14,52 +14,14 @@ from embedpipe.durable import StateLock
 from embedpipe.errors import LockedError, SinkError
 from embedpipe.runs.pipeline import Pipeline
 from embedpipe.sinks import open_sink
-from embedpipe.state.ledger import Ledger, Target, state_dir_for, target_key
+from embedpipe.state.ledger import Ledger, state_dir_for, target_key
 from embedpipe.types import Embedded
 from tests.clikit import embedpipe as command
 from tests.clikit import start
-from tests.sinkkit import CRASH_SINK_KINDS, SINK_KINDS, sink_uri
+from tests.corpuskit import config, consistency, corpus_files
+from tests.sinkkit import CRASH_SINK_KINDS, SINK_KINDS
 
 # Parquet shares FAISS's shard store and passes these too, but each case costs ~7 s of subprocesses.
-
-
-def corpus_files(n: int = 12) -> dict[str, str]:
-    """n real-looking documents, two paragraphs each."""
-    topics = ["trains", "boats", "bread", "tomatoes", "json", "sockets", "threads", "gardens", "rivers", "stars",
-              "violins", "glaciers", "bees", "castles", "volcanoes"]  # fmt: skip
-    return {
-        f"doc{i:02d}.md": f"# About {topics[i % len(topics)]}\n\nThis note {i} explains {topics[i % len(topics)]} "
-        f"in some detail, with history and practice.\n\nA second paragraph on {topics[i % len(topics)]} care."
-        for i in range(n)
-    }
-
-
-def config(root: Path, kind: str, tmp_path: Path, **extra: object) -> embedpipe.RunConfig:
-    data = {"source": {"uri": str(root)}, "sink": {"uri": sink_uri(kind, tmp_path), "collection": "docs"},
-            "chunking": {"chunk_tokens": 24, "overlap_tokens": 0}, **extra}  # fmt: skip
-    return load_config(None, data)
-
-
-def consistency(cfg: embedpipe.RunConfig) -> tuple[list[str], list[str]]:
-    """(sink chunk ids, ledger done chunk ids) for the live fingerprint."""
-    sink = open_sink(cfg.sink)
-    try:
-        in_sink = list(sink.chunk_ids())
-    finally:
-        sink.abort()
-    ledger = Ledger(state_dir_for(cfg.sink.uri, cfg.state) / "ledger.sqlite")
-    live = ledger.live(target_key(cfg.sink.uri, cfg.sink.collection))
-    in_ledger = (
-        list(
-            ledger.chunk_ids(
-                Target(target_key(cfg.sink.uri, cfg.sink.collection), live["fingerprint"])
-            )
-        )
-        if live
-        else []
-    )
-    ledger.close()
-    return in_sink, in_ledger
 
 
 @pytest.mark.parametrize("kind", SINK_KINDS)

@@ -5,21 +5,8 @@ questions, filters that narrow, add_texts through the pipeline and ledger, delet
 
 from __future__ import annotations
 
-import collections
-import difflib
-import functools
-import glob
-import heapq
-import json
-import random
-import re
-import shutil
-import statistics
-import textwrap
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -31,58 +18,14 @@ from llama_index.core import VectorStoreIndex
 from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
 
 import embedpipe
-from embedpipe.config import RunConfig, load_config
+from embedpipe.config import RunConfig
 from embedpipe.integrations.langchain import EmbedpipeEmbeddings, EmbedpipeVectorStore
 from embedpipe.integrations.llama_index import EmbedpipeEmbedding
 from embedpipe.integrations.llama_index import EmbedpipeVectorStore as LlamaStore
-from tests.sinkkit import SINK_KINDS, sink_uri
+from tests.ragkit import QUESTIONS, records
+from tests.sinkkit import sink_uri
 
 pytestmark = pytest.mark.slow
-
-FUNCTIONS = [
-    json.dumps, json.loads, textwrap.dedent, textwrap.wrap, heapq.nlargest, heapq.heappush,
-    shutil.rmtree, shutil.copyfile, random.shuffle, random.choice, urllib.parse.urlsplit,
-    urllib.parse.quote, functools.lru_cache, functools.partial, difflib.get_close_matches,
-    statistics.median, statistics.stdev, glob.glob, re.sub, re.split, collections.namedtuple,
-]  # fmt: skip
-QUESTIONS = {
-    "How do I convert a Python object into a JSON formatted string?": "json.dumps",
-    "remove common leading whitespace from every line of a text": "textwrap.dedent",
-    "find the n largest elements in a dataset": "heapq.nlargest",
-    "recursively delete a whole directory tree": "shutil.rmtree",
-    "shuffle a list in place": "random.shuffle",
-    "split a URL into scheme, network location, path and query": "urllib.parse.urlsplit",
-    "cache the results of recent calls of a function": "functools.lru_cache",
-    "get a list of the best close matches for a word": "difflib.get_close_matches",
-    "return the median, the middle value, of numeric data": "statistics.median",
-    "list the pathnames matching a shell-style wildcard pattern": "glob.glob",
-}
-
-
-def records() -> list[dict[str, Any]]:
-    """One document per stdlib function: its docstring, its module in the metadata."""
-    out = []
-    for fn in FUNCTIONS:
-        module = fn.__module__.replace("posixpath", "os.path")
-        name = f"{module}.{fn.__name__}"
-        out.append({"id": name, "text": f"{name}\n\n{fn.__doc__}",
-                    "metadata": {"module": module, "name": name}})  # fmt: skip
-    return out
-
-
-def config(uri: str) -> RunConfig:
-    return load_config(None, {"sink": {"uri": uri, "collection": "docs"},
-                              "model": {"precision": "fp32", "device": "cpu"}})  # fmt: skip
-
-
-@pytest.fixture(scope="module", params=SINK_KINDS)
-def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> RunConfig:
-    """The stdlib docstrings embedded with the packaged model into each kind of sink (Postgres:
-    a real server, tests/pgkit.py)."""
-    root = tmp_path_factory.mktemp(request.param)
-    cfg = config(sink_uri(request.param, root / "index"))
-    assert embedpipe.backfill(records(), config=cfg).outcome == "done"
-    return cfg
 
 
 @pytest.fixture

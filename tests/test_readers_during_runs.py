@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.clikit import cli
-from tests.test_served_index import SINKS
+from tests.sinkkit import SINK_KINDS as SINKS
 
 DOCS = 6
 SETTLE = (

@@ -4,50 +4,31 @@ run lists the prefix and fetches no object; failures are reported records; no cr
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import logging
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 import embedpipe
 from embedpipe.config import load_config
 from embedpipe.errors import ConfigError, NoSourceError, SourceError
 from embedpipe.sources import open_source
-from embedpipe.state.ledger import Ledger, state_dir_for, target_key
+from embedpipe.state.ledger import Ledger, state_dir_for
 from tests.clikit import embedpipe as cli
-from tests.s3kit import ACCESS_KEY, S3, SECRET_KEY, s3_server  # noqa: F401 (fixture `s3`)
+from tests.s3kit import (  # noqa: F401 (fixture `s3`)
+    ACCESS_KEY,
+    S3,
+    SECRET_KEY,
+    config,
+    jsonl_bytes,
+    ledger_chunks,
+    parquet_bytes,
+    put_corpus,
+    s3_server,
+    texts,
+)
 from tests.sourcekit import docs, errors, source
-
-TOPICS = ["trains", "boats", "bread", "tomatoes", "sockets", "threads", "rivers", "violins"]
-
-
-def texts(n: int = 8, edit: str = "") -> dict[str, str]:
-    """n short documents of two paragraphs each: about 3 chunks of 24 tokens per document."""
-    return {
-        f"doc{i:02d}": f"# About {t}\n\nThis note {i} explains {t} in some detail, with history "
-        f"and practice.{edit}\n\nA second paragraph on {t} care and upkeep over the years."
-        for i, t in enumerate(TOPICS[:n])
-    }
-
-
-def parquet_bytes(rows: dict[str, str]) -> bytes:
-    out = io.BytesIO()
-    table = pa.table({"id": list(rows), "text": list(rows.values()), "lang": ["en"] * len(rows)})
-    pq.write_table(table, out, row_group_size=3)
-    return out.getvalue()
-
-
-def jsonl_bytes(rows: dict[str, str], gzipped: bool = True) -> bytes:
-    lines = "".join(json.dumps({"id": k, "text": v}) + "\n" for k, v in rows.items()).encode()
-    return (
-        gzip.compress(lines, mtime=0) if gzipped else lines
-    )  # the same bytes (and ETag) each time
-
 
 # One object of each kind a source reads, by its name in a bucket (and on disk).
 OBJECTS = {
@@ -56,51 +37,6 @@ OBJECTS = {
     "recs.parquet": lambda: parquet_bytes(texts(4)),
     "notes.md": lambda: "\n\n".join(texts(4).values()),
 }
-
-
-def config(uri: str, tmp_path: Path, name: str, **extra: object) -> embedpipe.RunConfig:
-    data = {"source": {"uri": uri}, "sink": {"uri": f"faiss:{tmp_path / f'sink-{name}'}", "collection": "docs"},
-            "chunking": {"chunk_tokens": 24, "overlap_tokens": 0}, **extra}  # fmt: skip
-    return load_config(None, data)
-
-
-def ledger_chunks(cfg: embedpipe.RunConfig) -> dict[str, str]:
-    """chunk id -> content hash of every chunk done under the live fingerprint."""
-    ledger = Ledger(state_dir_for(cfg.sink.uri, cfg.state) / "ledger.sqlite")
-    try:
-        key = target_key(cfg.sink.uri, cfg.sink.collection)
-        live = ledger.live(key)
-        assert live is not None
-        rows = ledger.db.execute(
-            "SELECT chunk_id, content_hash FROM chunks WHERE target = ? AND fingerprint = ? "
-            "AND state = 1",
-            (key, live["fingerprint"]),
-        )
-        return dict(rows.fetchall())
-    finally:
-        ledger.close()
-
-
-def put_corpus(s3: S3, tmp_path: Path) -> Path:
-    """The same corpus twice: under s3://lake/{parquet,jsonl,docs}/ and under tmp_path/local/."""
-    rows = texts()
-    half = dict(list(rows.items())[:4]), dict(list(rows.items())[4:])
-    local = tmp_path / "local"
-    for kind, data in (("parquet", parquet_bytes), ("jsonl", jsonl_bytes)):
-        (local / kind).mkdir(parents=True)
-        for i, part in enumerate(half):
-            suffix = ".parquet" if kind == "parquet" else ".jsonl.gz"
-            s3.put(f"{kind}/part-{i}{suffix}", data(part))
-            (local / kind / f"part-{i}{suffix}").write_bytes(data(part))
-    for doc_id, text in rows.items():
-        name = f"{doc_id}.md" if doc_id < "doc04" else f"more/{doc_id}.html"
-        body = text if name.endswith(".md") else f"<html><body><p>{text}</p></body></html>"
-        s3.put(f"docs/{name}", body)
-        (local / "docs" / name).parent.mkdir(parents=True, exist_ok=True)
-        (local / "docs" / name).write_text(body)
-    s3.put("docs/.DS_Store", b"\0binary")
-    s3.put("parquet/_SUCCESS", b"")
-    return local
 
 
 # -------------------------------------------------------------- the same chunks as locally

@@ -20,8 +20,8 @@ from embedpipe.durable import StateLock
 from embedpipe.errors import HeldError
 from embedpipe.state.ledger import state_dir_for
 from tests.clikit import embedpipe as embedpipe_command
+from tests.corpuskit import config, consistency, corpus_files
 from tests.sinkkit import CRASH_SINK_KINDS, LOCAL_SINK_KINDS, SINK_KINDS
-from tests.test_incremental import config, consistency, corpus_files
 
 
 def cli(

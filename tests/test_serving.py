@@ -33,10 +33,9 @@ from embedpipe.integrations.langchain import EmbedpipeVectorStore
 from embedpipe.integrations.llama_index import EmbedpipeEmbedding
 from embedpipe.integrations.llama_index import EmbedpipeVectorStore as LlamaStore
 from embedpipe.sinks import shared as serving
-from tests.test_integrations import QUESTIONS, built, config, records
+from tests.ragkit import QUESTIONS, config, records
 
 pytestmark = pytest.mark.slow
-__all__ = ["built"]  # the module's indexes: the stdlib docstrings in each kind of sink
 
 ROOT = Path(__file__).resolve().parent.parent
 THREADS = 8

@@ -22,8 +22,8 @@ from embedpipe.sinks.qdrant import QdrantSink
 from embedpipe.state.ledger import DONE, Ledger, Target, state_dir_for, target_key
 from embedpipe.types import Chunk, RunReport
 from tests.clikit import embedpipe as command
+from tests.corpuskit import config, consistency, corpus_files
 from tests.sinkkit import SINK_KINDS
-from tests.test_incremental import config, consistency, corpus_files
 
 RECHUNKED = {"chunk_tokens": 32, "overlap_tokens": 0}
 

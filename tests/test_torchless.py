@@ -24,8 +24,7 @@ from embedpipe.encoding.precision import cosines
 from embedpipe.encoding.remembered import CHOICES_FILE, cache_dir
 from embedpipe.encoding.tokenizer import FastTokenizer
 from embedpipe.types import Document
-from tests.test_backends import fresh_cache, shared_model  # noqa: F401  (fixtures)
-from tests.test_incremental import corpus_files
+from tests.corpuskit import corpus_files
 
 pytestmark = pytest.mark.skipif(
     find_spec("openvino") is None or find_spec("tokenizers") is None,

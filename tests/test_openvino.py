@@ -40,20 +40,6 @@ needs_openvino = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def shared_model(encoder: Encoder, monkeypatch: pytest.MonkeyPatch) -> None:
-    """New encoders share the session's model (OpenVINO and fp32 torch leave its weights as they
-    are) and the session's cache (one export per session)."""
-    monkeypatch.setattr(encoder_module, "_load", lambda path, device: encoder.model)
-
-
-@pytest.fixture
-def fresh_cache(shared_model: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty embedpipe cache."""
-    monkeypatch.setenv("EMBEDPIPE_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
 def exports(cache: Path) -> list[Path]:
     return sorted(cache.glob(f"openvino/*/{MODEL_XML}"))
 
