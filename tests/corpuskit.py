@@ -16,8 +16,23 @@ from tests.sinkkit import sink_uri
 
 def corpus_files(n: int = 12) -> dict[str, str]:
     """n real-looking documents, two paragraphs each."""
-    topics = ["trains", "boats", "bread", "tomatoes", "json", "sockets", "threads", "gardens", "rivers", "stars",
-              "violins", "glaciers", "bees", "castles", "volcanoes"]  # fmt: skip
+    topics = [
+        "trains",
+        "boats",
+        "bread",
+        "tomatoes",
+        "json",
+        "sockets",
+        "threads",
+        "gardens",
+        "rivers",
+        "stars",
+        "violins",
+        "glaciers",
+        "bees",
+        "castles",
+        "volcanoes",
+    ]
     return {
         f"doc{i:02d}.md": f"# About {topics[i % len(topics)]}\n\nThis note {i} explains {topics[i % len(topics)]} "
         f"in some detail, with history and practice.\n\nA second paragraph on {topics[i % len(topics)]} care."
@@ -26,8 +41,12 @@ def corpus_files(n: int = 12) -> dict[str, str]:
 
 
 def config(root: Path, kind: str, tmp_path: Path, **extra: object) -> embedpipe.RunConfig:
-    data = {"source": {"uri": str(root)}, "sink": {"uri": sink_uri(kind, tmp_path), "collection": "docs"},
-            "chunking": {"chunk_tokens": 24, "overlap_tokens": 0}, **extra}  # fmt: skip
+    data = {
+        "source": {"uri": str(root)},
+        "sink": {"uri": sink_uri(kind, tmp_path), "collection": "docs"},
+        "chunking": {"chunk_tokens": 24, "overlap_tokens": 0},
+        **extra,
+    }
     return load_config(None, data)
 
 
@@ -83,8 +102,12 @@ TOPICS = {
 
 
 def settings(root: Path, kind: str, tmp_path: Path, **extra: object) -> embedpipe.RunConfig:
-    data = {"source": {"uri": str(root)}, "sink": {"uri": f"{kind}:{tmp_path / kind}", "collection": "docs"},
-            "chunking": {"chunk_tokens": 64, "overlap_tokens": 0}, **extra}  # fmt: skip
+    data = {
+        "source": {"uri": str(root)},
+        "sink": {"uri": f"{kind}:{tmp_path / kind}", "collection": "docs"},
+        "chunking": {"chunk_tokens": 64, "overlap_tokens": 0},
+        **extra,
+    }
     return load_config(None, data)
 
 

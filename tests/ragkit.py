@@ -21,11 +21,28 @@ from typing import Any
 from embedpipe.config import RunConfig, load_config
 
 FUNCTIONS = [
-    json.dumps, json.loads, textwrap.dedent, textwrap.wrap, heapq.nlargest, heapq.heappush,
-    shutil.rmtree, shutil.copyfile, random.shuffle, random.choice, urllib.parse.urlsplit,
-    urllib.parse.quote, functools.lru_cache, functools.partial, difflib.get_close_matches,
-    statistics.median, statistics.stdev, glob.glob, re.sub, re.split, collections.namedtuple,
-]  # fmt: skip
+    json.dumps,
+    json.loads,
+    textwrap.dedent,
+    textwrap.wrap,
+    heapq.nlargest,
+    heapq.heappush,
+    shutil.rmtree,
+    shutil.copyfile,
+    random.shuffle,
+    random.choice,
+    urllib.parse.urlsplit,
+    urllib.parse.quote,
+    functools.lru_cache,
+    functools.partial,
+    difflib.get_close_matches,
+    statistics.median,
+    statistics.stdev,
+    glob.glob,
+    re.sub,
+    re.split,
+    collections.namedtuple,
+]
 
 
 QUESTIONS = {
@@ -48,11 +65,21 @@ def records() -> list[dict[str, Any]]:
     for fn in FUNCTIONS:
         module = fn.__module__.replace("posixpath", "os.path")
         name = f"{module}.{fn.__name__}"
-        out.append({"id": name, "text": f"{name}\n\n{fn.__doc__}",
-                    "metadata": {"module": module, "name": name}})  # fmt: skip
+        out.append(
+            {
+                "id": name,
+                "text": f"{name}\n\n{fn.__doc__}",
+                "metadata": {"module": module, "name": name},
+            }
+        )
     return out
 
 
 def config(uri: str) -> RunConfig:
-    return load_config(None, {"sink": {"uri": uri, "collection": "docs"},
-                              "model": {"precision": "fp32", "device": "cpu"}})  # fmt: skip
+    return load_config(
+        None,
+        {
+            "sink": {"uri": uri, "collection": "docs"},
+            "model": {"precision": "fp32", "device": "cpu"},
+        },
+    )

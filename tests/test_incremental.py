@@ -176,8 +176,22 @@ def test_sigkill_at_any_point_then_rerun_converges(
     if point.startswith("sink-delete"):
         embedpipe.run(cfg)
         (root / "doc05.md").unlink()
-    args = ["backfill", str(root), "--sink", cfg.sink.uri, "--collection", "docs",
-            "--chunk-tokens", "24", "--overlap-tokens", "0", "--max-batch-tokens", "64", "--mode", "full"]  # fmt: skip
+    args = [
+        "backfill",
+        str(root),
+        "--sink",
+        cfg.sink.uri,
+        "--collection",
+        "docs",
+        "--chunk-tokens",
+        "24",
+        "--overlap-tokens",
+        "0",
+        "--max-batch-tokens",
+        "64",
+        "--mode",
+        "full",
+    ]
     env = {**os.environ, "EMBEDPIPE_CRASH_AT": point, "EMBEDPIPE_BATCHING__MAX_BATCH_SIZE": "4"}
     killed = command(*args, env=env)
     assert killed.returncode == -9, killed.stderr
@@ -266,8 +280,18 @@ def test_sigterm_finishes_the_batch_in_flight_and_a_rerun_resumes(tmp_path: Path
             (stdlib_docs / str(copy) / name).write_text(f"{text} (copy {copy})")
 
     uri = f"faiss:{tmp_path / 'f'}"
-    args = ["backfill", str(stdlib_docs), "--sink", uri, "--collection", "docs",
-            "--chunk-tokens", "64", "--overlap-tokens", "0"]  # fmt: skip
+    args = [
+        "backfill",
+        str(stdlib_docs),
+        "--sink",
+        uri,
+        "--collection",
+        "docs",
+        "--chunk-tokens",
+        "64",
+        "--overlap-tokens",
+        "0",
+    ]
     env = {**os.environ, "COLUMNS": "300", "EMBEDPIPE_BATCHING__MAX_BATCH_SIZE": "2"}
     proc = start(*args, env=env)
     ledger_path = state_dir_for(uri, None) / "ledger.sqlite"
@@ -286,8 +310,14 @@ def test_sigterm_finishes_the_batch_in_flight_and_a_rerun_resumes(tmp_path: Path
         committed = db.execute("SELECT COUNT(*) FROM chunks WHERE state = 1").fetchone()[0]
         outcome = db.execute("SELECT outcome FROM runs ORDER BY id DESC").fetchone()[0]
     assert committed > 0 and outcome == "interrupted"
-    cfg = load_config(None, {"source": {"uri": str(stdlib_docs)}, "sink": {"uri": uri, "collection": "docs"},
-                             "chunking": {"chunk_tokens": 64, "overlap_tokens": 0}})  # fmt: skip
+    cfg = load_config(
+        None,
+        {
+            "source": {"uri": str(stdlib_docs)},
+            "sink": {"uri": uri, "collection": "docs"},
+            "chunking": {"chunk_tokens": 64, "overlap_tokens": 0},
+        },
+    )
     report = embedpipe.run(cfg)
     assert report.chunks_skipped == committed
     in_sink, in_ledger = consistency(cfg)
@@ -300,8 +330,15 @@ def test_keep_previous_retains_the_retired_index_after_a_swap(
 ) -> None:  # type: ignore[no-untyped-def]
     root = make_corpus(corpus_files(4))
     embedpipe.run(config(root, kind, tmp_path))
-    embedpipe.run(config(root, kind, tmp_path, model={"name": str(tiny_model)}, sink={
-        "uri": f"{kind}:{tmp_path / kind}", "collection": "docs", "keep_previous": True}))  # fmt: skip
+    embedpipe.run(
+        config(
+            root,
+            kind,
+            tmp_path,
+            model={"name": str(tiny_model)},
+            sink={"uri": f"{kind}:{tmp_path / kind}", "collection": "docs", "keep_previous": True},
+        )
+    )
     if kind == "faiss":
         kept = [p.name for p in (tmp_path / kind / ".generations").iterdir()]
     else:

@@ -53,8 +53,11 @@ def test_langchain_retriever_finds_the_right_document_in_the_top_3(
     langchain_store: EmbedpipeVectorStore,
 ) -> None:
     retriever = langchain_store.as_retriever(search_kwargs={"k": 3})
-    missed = {q: top3_langchain(retriever, q) for q, want in QUESTIONS.items()
-              if want not in top3_langchain(retriever, q)}  # fmt: skip
+    missed = {
+        q: top3_langchain(retriever, q)
+        for q, want in QUESTIONS.items()
+        if want not in top3_langchain(retriever, q)
+    }
     assert missed == {}
 
 
@@ -170,9 +173,11 @@ def test_langchain_qdrant_vector_store_reads_an_exported_copy(
     client = QdrantClient(path=str(tmp_path / "q"))
     try:
         store = langchain_qdrant.QdrantVectorStore(
-            client=client, collection_name="docs", content_payload_key="text",
+            client=client,
+            collection_name="docs",
+            content_payload_key="text",
             embedding=EmbedpipeEmbeddings(),  # the packaged model the index was built with
-        )  # fmt: skip
+        )
         for question, want in QUESTIONS.items():
             names = [d.metadata["name"] for d in store.similarity_search(question, k=3)]
             assert want in names, (question, names)
@@ -186,9 +191,11 @@ def test_langchain_qdrant_vector_store_reads_an_exported_copy(
 def test_a_langchain_collection_is_refused_saying_what_it_holds(tmp_path: Path) -> None:
     langchain_qdrant = pytest.importorskip("langchain_qdrant")
     made = langchain_qdrant.QdrantVectorStore.from_texts(
-        ["a text LangChain embedded", "another one"], EmbedpipeEmbeddings(),
-        path=str(tmp_path / "q"), collection_name="docs",
-    )  # fmt: skip
+        ["a text LangChain embedded", "another one"],
+        EmbedpipeEmbeddings(),
+        path=str(tmp_path / "q"),
+        collection_name="docs",
+    )
     made.client.close()
     with pytest.raises(embedpipe.EmbedpipeError) as refused:
         embedpipe.backfill(records()[:2], sink=f"qdrant:{tmp_path / 'q'}", collection="docs")
