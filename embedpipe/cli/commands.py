@@ -15,10 +15,7 @@ from typing import Annotated
 import typer
 
 from embedpipe import api
-from embedpipe.cli import export as cliexport
-from embedpipe.cli import generations as genctl
-from embedpipe.cli import render as terminal
-from embedpipe.cli import running as clirun
+from embedpipe.cli import export, generations, render, running
 from embedpipe.cli.options import (
     FLAG,
     CollectionOpt,
@@ -87,7 +84,7 @@ def _options(
     ] = False,
 ) -> None:
     """Batch embeddings into Qdrant, FAISS or Parquet."""
-    clirun.DEBUG = debug
+    running.DEBUG = debug
 
 
 @app.command()
@@ -264,7 +261,7 @@ def query(
     if as_json:
         out.print_json(json.dumps([dataclasses.asdict(h) for h in hits], ensure_ascii=False))
         return
-    out.print(terminal.hits_table(text, hits))
+    out.print(render.hits_table(text, hits))
 
 
 @app.command()
@@ -297,7 +294,7 @@ def status(
     if as_json:
         out.print_json(json.dumps(rows))
         return
-    terminal.print_status(out, rows)
+    render.print_status(out, rows)
 
 
 @app.command("report")
@@ -374,16 +371,16 @@ def reconcile(
     if as_json:
         out.print_json(json.dumps(result, ensure_ascii=False))
     else:
-        terminal.print_reconcile(out, result)
+        render.print_reconcile(out, result)
     if drifted(result) and not result["repaired"]:
         raise typer.Exit(1)
 
 
 # Scoring and switching generations (cli/generations.py): champion / challenger.
-app.command("eval")(genctl.eval_command)
-app.command("promote")(genctl.promote_command)
-app.command("rollback")(genctl.rollback_command)
-app.command("export")(cliexport.export_command)  # copy to another sink (cli/export.py)
+app.command("eval")(generations.eval_command)
+app.command("promote")(generations.promote_command)
+app.command("rollback")(generations.rollback_command)
+app.command("export")(export.export_command)  # copy to another sink (cli/export.py)
 
 
 def main() -> None:
@@ -395,7 +392,7 @@ def main() -> None:
         _error("interrupted")
         sys.exit(130)
     except Exception as exc:  # a bug or an error not yet given words: one line, unless --debug
-        if clirun.DEBUG:
+        if running.DEBUG:
             raise
         _error(f"{type(exc).__name__}: {exc} (re-run with --debug for the traceback)")
         sys.exit(1)

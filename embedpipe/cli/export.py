@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from embedpipe import api
-from embedpipe.cli import running as clirun
+from embedpipe.cli import running
 from embedpipe.cli.options import CollectionOpt, ConfigOpt, ForceOpt, QuietOpt, SinkOpt, StateOpt
 from embedpipe.cli.progress import RunProgress
 from embedpipe.config import flat_overrides
@@ -40,9 +40,9 @@ def export_command(
     """Copy a collection's vectors and payloads to another sink without re-encoding (same point
     ids), with the destination's ledger written so incremental runs go on against it. An
     interrupted export resumes; a repeated one copies only what changed."""
-    cfg = clirun.load(config, flat_overrides(sink=sink, collection=collection, state=state))
-    with RunProgress(clirun.console, clirun.progress_mode(quiet=quiet)) as shown:
-        report = clirun.guard(
+    cfg = running.load(config, flat_overrides(sink=sink, collection=collection, state=state))
+    with RunProgress(running.console, running.progress_mode(quiet=quiet)) as shown:
+        report = running.guard(
             lambda: api.export(
                 cfg,
                 to=to,
@@ -52,4 +52,4 @@ def export_command(
                 force=force,
             )
         )
-    clirun.console.print(report.notes[-1], highlight=False, soft_wrap=True)
+    running.console.print(report.notes[-1], highlight=False, soft_wrap=True)

@@ -21,7 +21,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from embedpipe import api, logs
-from embedpipe.cli import render as terminal
+from embedpipe.cli import render
 from embedpipe.cli.progress import Mode, RunProgress
 from embedpipe.config import RunConfig, load_config
 from embedpipe.errors import ConfigError, EmbedpipeError
@@ -141,7 +141,7 @@ def execute(
         report = guard(work)
     began = report.run_id is not None  # else it failed before the run began: a lock, the ledger
     if began and not logs.json_enabled() and not quiet:  # JSON: the run_end event says it all
-        terminal.print_summary(console, report)
+        render.print_summary(console, report)
     if report.outcome not in ("done", "dry-run"):
         error(report.reason or f"the run ended {report.outcome}")
         raise typer.Exit(1)
