@@ -10,7 +10,10 @@ this fall back to what the ledger knows (the model and the dimension).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,9 +24,10 @@ import numpy as np
 
 from embedpipe import serving
 from embedpipe.config import ModelConfig, RunConfig
-from embedpipe.direct import delete_documents
+from embedpipe.direct import Named, chunk_ids_named, delete_named
 from embedpipe.errors import ClosedIndexError, SinkError
-from embedpipe.ledger import Ledger, state_dir_for, target_key
+from embedpipe.ledger import LEDGER_FILE, Ledger, Target, state_dir_for, target_key
+from embedpipe.mmr import mmr_order
 from embedpipe.sinks.base import Hit, Sink
 
 # The model settings that change the vectors, kept in the manifest so writes keep the fingerprint.
@@ -32,6 +36,8 @@ MODEL_SETTINGS = ("name", "normalize", "prefix", "query_prefix", "max_seq_length
 
 # What `built_with` records; a copy of an index (export) carries these and nothing of the sink's own.
 MANIFEST_KEYS = ("model", "dim", "prompts", "settings", "fingerprint")
+MADE_REMEMBERED = 100_000  # passage vectors `made_here` recognises (16 bytes each)
+CHUNKS_PER_LOOKUP = 1000  # chunk ids per filtered lookup (`Index.chunks`)
 EncoderFor = Callable[[ModelConfig], Any]  # an embedpipe.encoder.Encoder for model settings
 
 
@@ -116,6 +122,8 @@ class Index:
         self.query_prefix = query_prefix
         self._encoder_for = encoder_for
         self._built: BuiltWith | None = None
+        self._made: OrderedDict[bytes, None] = OrderedDict()  # digests of passage vectors made
+        self._made_lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -154,23 +162,53 @@ class Index:
     def delete_documents(self, doc_ids: Sequence[str]) -> int:
         """Delete every chunk of these documents from the live generation and its ledger;
         returns how many chunks went (ids the index lacks are fine)."""
+        gone, _ = self.delete_named(Named(doc_ids), strict=False)
+        return gone
+
+    def delete_named(self, named: Named, *, strict: bool) -> tuple[int, list[str]]:
+        """Delete the documents `named` names (see `direct.Named`) from the live generation
+        and its ledger, as a run recorded in the ledger, under the state lock; (chunks deleted,
+        ids that named nothing). `strict`: when some id names nothing, delete nothing."""
+        live = self._live()
+        with self.locked() as sink:
+            sink.abort()  # a reader's client or shard would block the writer
+            return delete_named(
+                sink, self.config, named, fingerprint=live["fingerprint"],
+                dim=int(live["dim"]), model=live["model"], strict=strict,
+            )  # fmt: skip
+
+    def chunks(self, named: Named, filter: Mapping[str, Any] | None = None) -> list[Hit]:
+        """The stored chunks of the documents `named` names (with `named.chunk_ids`, a chunk id
+        names that chunk alone), among those `filter` passes; in the order named, each
+        document's chunks in order. Scores mean nothing here."""
+        live = self._live()
+        target = Target(target_key(self.sink.uri, self.config.sink.collection),
+                        live["fingerprint"])  # fmt: skip
+        ledger = Ledger(state_dir_for(self.sink.uri, self.config.state) / LEDGER_FILE)
+        try:
+            wanted = chunk_ids_named(ledger, target, named)
+        finally:
+            ledger.close()
+        if not wanted:
+            return []
+        dim = int(live["dim"])
+        probe = np.full(dim, 1.0 / np.sqrt(dim), dtype=np.float32)  # any vector: all are wanted
+        found: dict[str, Hit] = {}
+        for lo in range(0, len(wanted), CHUNKS_PER_LOOKUP):
+            part = wanted[lo : lo + CHUNKS_PER_LOOKUP]
+            where = {**(filter or {}), "chunk_id": part}
+            found.update((h.chunk_id, h) for h in self.search_vector(probe, len(part), where))
+        return [found[c] for c in wanted if c in found]
+
+    def _live(self) -> dict[str, Any]:
         live = ledger_live(self.sink.uri, self.config)
         if live is None:
             raise SinkError(
                 f"no ledger at {state_dir_for(self.sink.uri, self.config.state)} knows "
                 f"'{self.config.sink.collection}' in {self.sink.uri}: nothing to delete from "
-                "(pass state= where its ledger is)"
+                "or read by id (pass state= where its ledger is)"
             )
-        with self.locked() as sink:
-            sink.abort()  # a reader's client or shard would block the writer
-            return delete_documents(
-                sink,
-                self.config,
-                doc_ids,
-                fingerprint=live["fingerprint"],
-                dim=int(live["dim"]),
-                model=live["model"],
-            )
+        return live
 
     @property
     def query_prompt(self) -> str:
@@ -207,22 +245,56 @@ class Index:
         return vectors
 
     def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
-        """Passage vectors (n, dim), as the index embeds its chunks: the passage prompt first."""
+        """Passage vectors (n, dim), as the index embeds its chunks: the passage prompt first.
+        Each is remembered (a digest) so `made_here` knows it when it comes back to be stored."""
         vectors: np.ndarray = self.encoder().encode_texts(
             list(texts), prefix=self.built.passage_prompt
         )
+        with self._made_lock:
+            for vector in vectors:
+                self._made[_digest(vector)] = None
+            while len(self._made) > MADE_REMEMBERED:
+                self._made.popitem(last=False)
         return vectors
+
+    def made_here(self, vector: Sequence[float] | np.ndarray) -> bool:
+        """Whether `embed_passages` of this index made exactly this vector (among the last
+        MADE_REMEMBERED): a framework hands back such vectors to be stored, and they need no
+        second encoding."""
+        with self._made_lock:
+            return _digest(np.asarray(vector, dtype=np.float32)) in self._made
 
     def search(self, text: str, k: int = 5, filter: Mapping[str, Any] | None = None) -> list[Hit]:
         """Top-k hits for a query text among the chunks `filter` passes."""
         return self.search_vector(self.embed_queries([text])[0], k, filter)
 
     def search_vector(
-        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
-    ) -> list[Hit]:
-        """Top-k hits for a query vector among the chunks `filter` passes."""
+        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None, *,
+        with_vectors: bool = False,
+    ) -> list[Hit]:  # fmt: skip
+        """Top-k hits for a query vector among the chunks `filter` passes (`with_vectors`:
+        each with its stored vector)."""
         with self.locked() as sink:
-            return sink.search(vector, k, filter)
+            return sink.search(vector, k, filter, with_vectors=with_vectors)
+
+    def mmr_search_vector(
+        self, vector: np.ndarray, k: int = 4, *, fetch_k: int = 20, lambda_mult: float = 0.5,
+        filter: Mapping[str, Any] | None = None,
+    ) -> list[Hit]:  # fmt: skip
+        """k hits chosen by maximal marginal relevance (embedpipe.mmr) among the `fetch_k`
+        (at least k) nearest chunks `filter` passes, re-ranked by their stored vectors; each
+        hit's score is its similarity to the query. Works on every sink."""
+        if not 0.0 <= lambda_mult <= 1.0:
+            raise ValueError(f"lambda_mult={lambda_mult}: MMR takes a number from 0 to 1")
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        hits = self.search_vector(vector, max(k, fetch_k), filter, with_vectors=True)
+        if not hits:
+            return []
+        stored = np.stack([np.asarray(h.vector, dtype=np.float32) for h in hits])
+        return [
+            dataclasses.replace(hits[i], vector=None)
+            for i in mmr_order(vector, stored, k, lambda_mult)
+        ]
 
     def write_config(self) -> RunConfig:
         """The configuration that adds documents to this index in place: the index's model,
@@ -269,6 +341,11 @@ class Index:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _digest(vector: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(vector, dtype=np.float32).tobytes(),
+                           digest_size=16).digest()  # fmt: skip
 
 
 def _int(value: Any) -> int | None:

@@ -66,4 +66,9 @@ MIGRATIONS: list[str] = [
     CREATE INDEX chunks_of_doc ON chunks (target, fingerprint, doc_id, chunk_index, state,
         content_hash);
     """,
+    # 8: where each document came from: NULL for a run's source, 'library' for one the library
+    # added (a framework adapter); a full-mode run deletes only what its own source had.
+    """
+    ALTER TABLE docs ADD COLUMN origin TEXT;
+    """,
 ]

@@ -41,6 +41,8 @@ class Hit:
     chunk_index: int
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The chunk's stored vector (float32, (dim,)), only when the search asked `with_vectors`.
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @runtime_checkable
@@ -143,11 +145,13 @@ class Sink(Protocol):
         ...
 
     def search(
-        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
-    ) -> list[Hit]:
+        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None, *,
+        with_vectors: bool = False,
+    ) -> list[Hit]:  # fmt: skip
         """Top-k hits of the live index for one query vector, among the chunks that pass
         `filter` (payload path -> value or list of values; see filters.py): k hits whenever k
-        chunks pass it."""
+        chunks pass it. `with_vectors`: each hit carries its chunk's stored vector (what MMR
+        re-ranks the candidates by)."""
         ...
 
     def remote_writer(self) -> RemoteWriter:

@@ -196,8 +196,9 @@ class EdgeSink(GenerationSink):
                 _close(shard, gen)
 
     def search(
-        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
-    ) -> list[Hit]:
+        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None, *,
+        with_vectors: bool = False,
+    ) -> list[Hit]:  # fmt: skip
         """Top-k hits of the live shard by cosine similarity, among the chunks `filter` passes."""
         where = qdrant_base.native_filter(conditions(filter), FILTER_TYPES)
         live = self._live_gen()
@@ -206,11 +207,12 @@ class EdgeSink(GenerationSink):
         params = qe.SearchParams(hnsw_ef=self.ef_search) if self.ef_search else None
         query = qe.Query.Nearest(qdrant_base.query_vector(vector))
         request = qe.QueryRequest(
-            limit=k, query=query, with_payload=True, params=params, filter=where
-        )
+            limit=k, query=query, with_payload=True, params=params, filter=where,
+            with_vector=with_vectors,
+        )  # fmt: skip
         with edge_errors(f"query on '{self.collection}'"):
             points = shard.query(request)
-        return qdrant_base.hits(points)
+        return qdrant_base.hits(points, with_vectors=with_vectors)
 
     # -- internals -------------------------------------------------------------------------
 

@@ -107,8 +107,9 @@ class FaissSink(StoredSink):
     # -- reading ---------------------------------------------------------------------------
 
     def search(
-        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
-    ) -> list[Hit]:
+        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None, *,
+        with_vectors: bool = False,
+    ) -> list[Hit]:  # fmt: skip
         """Top-k hits of the live index by inner product (cosine for normalised vectors), among
         the chunks `filter` passes: the index searches only their ids (an id selector), and
         when it finds fewer than k of them (IVF probes too few lists; PQ takes no selector) they
@@ -134,7 +135,24 @@ class FaissSink(StoredSink):
         # -1 pads a short result; an id the sidecar lacks can only come from a crash mid-build.
         known = (found[0] >= 0) & (ids_sorted[pos] == found[0])
         payloads = sidecar.take(pa.array(order[pos[known]])).to_pylist()
-        return [hit_from_payload(s, p) for s, p in zip(scores[0][known], payloads, strict=True)]
+        kept = self._stored_vectors(found[0][known]) if with_vectors else [None] * len(payloads)
+        return [
+            hit_from_payload(s, p, v)
+            for s, p, v in zip(scores[0][known], payloads, kept, strict=True)
+        ]
+
+    def _stored_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The exact vectors of these FAISS ids, in their order, from the live store (an IVF or
+        PQ index keeps only approximations of them)."""
+        live = self._live_gen()
+        table = None if live is None else ShardStore(live / "store").live(EXACT_COLUMNS)
+        if table is None:
+            raise self._gens.missing()
+        table = table.filter(pc.is_in(table.column("faiss_id"), value_set=pa.array(ids)))
+        stored = table.column("faiss_id").to_numpy()
+        at = np.argsort(stored)
+        place = at[np.searchsorted(stored, ids, sorter=at)]
+        return vectors_of(table)[place]
 
     def _exact(self, query: np.ndarray, k: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scores and ids of the top k of `ids`, from the live store's vectors, exactly."""

@@ -84,8 +84,9 @@ class ParquetSink(StoredSink):
     # -- reading ---------------------------------------------------------------------------
 
     def search(
-        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
-    ) -> list[Hit]:
+        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None, *,
+        with_vectors: bool = False,
+    ) -> list[Hit]:  # fmt: skip
         """Top-k hits of the published chunks by inner product, by brute force over the chunks
         `filter` passes."""
         conds = conditions(filter)
@@ -100,7 +101,10 @@ class ParquetSink(StoredSink):
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
         payloads = rows.take(pa.array(top if place is None else place[top])).to_pylist()
-        return [hit_from_payload(scores[i], p) for i, p in zip(top, payloads, strict=True)]
+        kept = vectors[top] if with_vectors else [None] * len(top)
+        return [
+            hit_from_payload(scores[i], p, v) for i, p, v in zip(top, payloads, kept, strict=True)
+        ]
 
     # -- internals -------------------------------------------------------------------------
 

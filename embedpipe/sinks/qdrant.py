@@ -264,8 +264,9 @@ class QdrantSink:
             return name if self.connect().collection_exists(name) else None
 
     def search(
-        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
-    ) -> list[Hit]:
+        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None, *,
+        with_vectors: bool = False,
+    ) -> list[Hit]:  # fmt: skip
         """Top-k hits of the live collection by cosine similarity, among the chunks `filter`
         passes (a payload index, where configured, serves it on a server)."""
         where = qdrant_base.native_filter(conditions(filter), FILTER_TYPES)
@@ -285,10 +286,11 @@ class QdrantSink:
                 query=qdrant_base.query_vector(vector),
                 limit=k,
                 with_payload=True,
+                with_vectors=with_vectors,
                 search_params=params,
                 query_filter=where,
             )
-        return qdrant_base.hits(result.points)
+        return qdrant_base.hits(result.points, with_vectors=with_vectors)
 
     def shape(self, name: str) -> qdrant_base.Shape:
         """The options a collection was created with, as stored (local mode keeps the per-vector
