@@ -38,13 +38,15 @@ def open_for(
 def refuse_unknown(call: str, kwargs: Mapping[str, Any], accepted: Iterable[str]) -> None:
     """A TypeError naming the keyword arguments `call` does not take, and those it does:
     a misspelt filter (`filters=`, `where=`) must not return unfiltered results."""
-    if not kwargs:
+    accepted = tuple(accepted)
+    unknown = sorted(key for key in kwargs if key not in accepted)
+    if not unknown:
         return
     hint = ""
-    if {"filters", "where", "metadata_filter"} & set(kwargs):
+    if {"filters", "where", "metadata_filter"} & set(unknown):
         hint = " (a metadata filter goes in filter=)"
     raise TypeError(
-        f"{call}() got unknown arguments {', '.join(map(repr, sorted(kwargs)))}{hint}: it takes "
+        f"{call}() got unknown arguments {', '.join(map(repr, unknown))}{hint}: it takes "
         f"{', '.join(accepted)}"
     )
 
