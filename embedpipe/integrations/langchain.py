@@ -8,8 +8,17 @@
 Every sink works (Qdrant Edge, Qdrant local or server, FAISS, Parquet by exact search). Queries
 are encoded with the index's own model and stored query prompt; `add_texts` and
 `add_documents` go through embedpipe's pipeline and ledger (chunked, hashed, incremental:
-unchanged texts embed nothing); a returned Document is one chunk, its text as `page_content`,
-the source metadata and `doc_id`, `chunk_index`, `chunk_id` in `metadata`.
+unchanged texts embed nothing), recorded as added by the library, so a full-mode run leaves
+them alone. MMR (`max_marginal_relevance_search`, `search_type="mmr"`) re-ranks the `fetch_k`
+nearest chunks on their stored vectors, on every sink. An argument a method does not take is a
+TypeError (a misspelt `filters=` never returns unfiltered results).
+
+Ids: a returned Document is one chunk, its text as `page_content`, the source metadata and
+`doc_id`, `chunk_index`, `chunk_id` in `metadata`, and `id` the chunk id `DOC#N`. `add_texts`
+returns document ids. `get_by_ids` takes either (a chunk id: that chunk; a document id: its
+chunks); `delete` deletes whole documents (a chunk id names its document: the ledger's unit is
+the document), as a run recorded in the ledger, and returns False, deleting nothing, when an id
+names nothing.
 """
 
 from __future__ import annotations

@@ -8,9 +8,17 @@
     nodes = index.as_retriever(similarity_top_k=3).retrieve("how do I retry?")
 
 Every sink works (Qdrant Edge, Qdrant local or server, FAISS, Parquet by exact search), with
-`MetadataFilters` (EQ and IN, combined with AND). A node is one chunk: its text, `doc_id`,
-`chunk_index`, `chunk_id` and the source metadata. `add` embeds the nodes' text through
-embedpipe's pipeline and ledger (with the index's own model, not the node's embedding).
+`MetadataFilters` (EQ and IN, combined with AND) and the query modes `default` and `mmr`
+(`mmr_threshold` is lambda); any other mode is a ValueError naming those two.
+
+Ids: a node is one chunk, its `node_id` the chunk id `DOC#N`, its text, `doc_id`,
+`chunk_index`, `chunk_id` and the source metadata, its `ref_doc_id` the source document. `add`
+stores each node as a document through embedpipe's pipeline and ledger (recorded as added by
+the library: a full-mode run leaves it alone): `REF:START` for a node of a source document, so
+a repeated insert of the same Document stores nothing new; a node embedded by this index's
+model (`EmbedpipeEmbedding.of(store)`) keeps its vector, any other is embedded again with a
+note. `get_nodes` takes chunk or document ids; `delete_nodes` and `delete(ref_doc_id)` delete
+whole documents (the ledger's unit), `clear` all of them, each as a run recorded in the ledger.
 """
 
 from __future__ import annotations
