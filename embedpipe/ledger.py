@@ -28,6 +28,9 @@ from embedpipe.types import Chunk
 PENDING, DONE = 0, 1
 
 LEDGER_FILE = "ledger.sqlite"
+# A document's origin when the library added it (a framework adapter), not a run's source: a
+# full-mode run, which deletes what its source no longer lists, leaves such documents alone.
+LIBRARY = "library"
 
 
 def state_dir_for(sink_uri: str, state: str | None) -> Path:

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-from embedpipe.ledger import DONE, Ledger, Target
+from embedpipe.ledger import DONE, LIBRARY, Ledger, Target
 from embedpipe.logs import record_error
 from embedpipe.sources.base import Source
 from embedpipe.types import Document, RecordError, RunReport
@@ -29,9 +29,10 @@ class Seen:
     this connection and taking no write lock, so the rules that read it (stale chunks, documents
     to remember) go through this object and nothing else."""
 
-    def __init__(self, path: str | Path, target: Target) -> None:
+    def __init__(self, path: str | Path, target: Target, origin: str | None = None) -> None:
         self.ledger = Ledger(path)
         self.target = target
+        self.origin = origin  # recorded with each document remembered (None: the source)
         self.ledger.db.execute(
             "CREATE TEMP TABLE IF NOT EXISTS seen "
             "(doc_id TEXT PRIMARY KEY, n_chunks INTEGER, doc_hash TEXT) WITHOUT ROWID"
@@ -54,8 +55,9 @@ class Seen:
         """Chunks the ledger holds that this run's source no longer has.
 
         Always: indexes at or beyond a seen document's new chunk count. With `full`, also every
-        chunk of a document the source no longer lists. A document seen with an unknown count
-        (it failed to read) keeps what it had.
+        chunk of a document the source no longer lists, unless the library added it (its origin
+        is LIBRARY: no source lists it, so none can say it is gone). A document seen with an
+        unknown count (it failed to read) keeps what it had.
         """
         args = (self.target.key, self.target.fingerprint)
         beyond = self.ledger.db.execute(
@@ -68,8 +70,9 @@ class Seen:
         if full:
             gone = self.ledger.db.execute(
                 "SELECT chunk_id FROM chunks WHERE target = ? AND fingerprint = ? "
-                "AND doc_id NOT IN (SELECT doc_id FROM temp.seen)",
-                args,
+                "AND doc_id NOT IN (SELECT doc_id FROM temp.seen) AND doc_id NOT IN "
+                "(SELECT doc_id FROM docs WHERE target = ? AND fingerprint = ? AND origin = ?)",
+                (*args, *args, LIBRARY),
             ).fetchall()
         return [cid for (cid,) in beyond + gone]
 
@@ -78,9 +81,10 @@ class Seen:
         decides at read time which of them count as unchanged (every chunk done)."""
         with self.ledger.transaction():
             self.ledger.db.execute(
-                "INSERT OR REPLACE INTO docs SELECT ?, ?, doc_id, doc_hash, n_chunks "
+                "INSERT OR REPLACE INTO docs (target, fingerprint, doc_id, doc_hash, n_chunks, "
+                "origin) SELECT ?, ?, doc_id, doc_hash, n_chunks, ? "
                 "FROM temp.seen WHERE doc_hash IS NOT NULL AND n_chunks IS NOT NULL",
-                (self.target.key, self.target.fingerprint),
+                (self.target.key, self.target.fingerprint, self.origin),
             )
 
     def close(self) -> None:
@@ -90,8 +94,11 @@ class Seen:
 class Planner:
     """Accept or skip each document and chunk against the ledger; count what it decides."""
 
-    def __init__(self, ledger_path: str | Path, target: Target, report: RunReport) -> None:
-        self.seen = Seen(ledger_path, target)
+    def __init__(
+        self, ledger_path: str | Path, target: Target, report: RunReport,
+        origin: str | None = None,
+    ) -> None:  # fmt: skip
+        self.seen = Seen(ledger_path, target, origin)
         self.ledger = self.seen.ledger  # reads go through the seen-set's own connection
         self.target = target
         self.report = report
