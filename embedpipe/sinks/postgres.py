@@ -446,7 +446,7 @@ class PostgresSink:
             rows = conn.execute(statement, [query, *params, k]).fetchall()
         return [
             Hit(1.0 - float(r[5]), r[0], r[1], int(r[2]), r[3], dict(r[4] or {}),
-                np.asarray(r[6], dtype=np.float32) if with_vectors else None)
+                np.asarray(r[6].to_numpy(), dtype=np.float32) if with_vectors else None)
             for r in rows
         ]  # fmt: skip
 
