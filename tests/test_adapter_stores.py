@@ -7,8 +7,10 @@ library surviving the shipped nightly config's full run."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,7 +31,8 @@ from llama_index.core.vector_stores.types import (
 )
 
 import embedpipe
-from embedpipe.config import RunConfig, load_config
+from embedpipe.config import ModelConfig, RunConfig, load_config
+from embedpipe.index import Index
 from embedpipe.integrations.langchain import EmbedpipeVectorStore
 from embedpipe.integrations.llama_index import EmbedpipeEmbedding
 from embedpipe.integrations.llama_index import EmbedpipeVectorStore as LlamaStore
@@ -98,6 +101,13 @@ def reference_mmr(query: str, k: int, lambda_mult: float) -> list[str]:
     return [names[i] for i in order]
 
 
+def reference_similar(query: str, k: int) -> list[str]:
+    """The k passages nearest to `query` by the packaged model's own vectors."""
+    names = list(TEXTS)
+    scores = embedpipe.encode([TEXTS[n] for n in names]) @ embedpipe.encode([query])[0]
+    return [names[i] for i in np.argsort(-scores, kind="stable")[:k]]
+
+
 def doc_ids(docs: list[LCDocument]) -> list[str]:
     return [d.metadata["doc_id"] for d in docs]
 
@@ -148,6 +158,61 @@ def test_llama_index_mmr_mode_is_the_reference_and_other_modes_are_refused(
     for mode in ("sparse", "hybrid", "text_search", "svm"):
         with pytest.raises(ValueError, match="query modes default, mmr, not '" + mode):
             llama.query(VectorStoreQuery(query_str=QUERY, mode=VectorStoreQueryMode(mode)))
+
+
+def promoting_first(index: Index, promote: Callable[[], None]) -> None:
+    """Make a promotion happen while the index encodes its first query text (through the
+    index's injectable encoder_for): the generation the query was encoded for is no longer the
+    one served once it is encoded."""
+    inner, done = index._encoder_for, []
+
+    def encoder_for(model: ModelConfig) -> Any:
+        if not done:
+            done.append(True)
+            promote()
+            time.sleep(1.5)  # past the read pointer's look-up interval (snapshot sinks)
+        return inner(model)
+
+    index._encoder_for = encoder_for
+
+
+@pytest.mark.parametrize("call", ["langchain-mmr", "llama-mmr", "llama-text"])
+def test_a_text_query_meets_the_generation_it_was_encoded_for_across_a_promotion(
+    call: str, copy: str, tiny_model: Path
+) -> None:
+    """A text query (MMR or LlamaIndex's query_str) is encoded with the model of the generation
+    it searches, even when a run promotes another model's generation meanwhile (before the fix,
+    the adapters encoded for one generation and searched the next: 384 dims against 32)."""
+    records = [{"id": k, "text": t} for k, t in TEXTS.items()]
+    tiny = load_config(None, {"sink": {"uri": copy, "collection": "docs"},
+                              "model": {"name": str(tiny_model), "device": "cpu"}})  # fmt: skip
+
+    def promote() -> None:
+        assert embedpipe.backfill(records, config=tiny).outcome == "done"
+
+    want = reference_mmr(QUERY, 4, 0.2)
+    if call == "langchain-mmr":
+        lc = EmbedpipeVectorStore(sink=copy, collection="docs", device="cpu")
+        index = lc.index
+        assert index is not None
+        promoting_first(index, promote)
+        got = doc_ids(lc.max_marginal_relevance_search(QUERY, k=4, fetch_k=6, lambda_mult=0.2))
+        assert got == want
+        close = lc.close
+    else:
+        llama = LlamaStore(sink=copy, collection="docs", device="cpu")
+        index = llama.client
+        promoting_first(index, promote)
+        mode = VectorStoreQueryMode.MMR if call == "llama-mmr" else VectorStoreQueryMode.DEFAULT
+        query = VectorStoreQuery(query_str=QUERY, similarity_top_k=4, mode=mode)
+        found = llama.query(query, mmr_threshold=0.2) if call == "llama-mmr" else llama.query(query)
+        got = [n.metadata["doc_id"] for n in found.nodes or []]
+        assert got == (want if call == "llama-mmr" else reference_similar(QUERY, 4))
+        close = llama.close
+    try:
+        assert index.embed_queries([QUERY]).shape == (1, 32)  # the promoted generation serves
+    finally:
+        close()
 
 
 # -- unknown arguments -----------------------------------------------------------------------

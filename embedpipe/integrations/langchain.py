@@ -136,10 +136,11 @@ class EmbedpipeVectorStore(VectorStore):
         likeness to those already chosen (`lambda_mult` 1: closeness alone, 0: diversity
         alone), re-ranked on their stored vectors (embedpipe.mmr), on every sink."""
         common.refuse_unknown("max_marginal_relevance_search", kwargs, SEARCH_ARGS["mmr"])
-        vector = self.index.embed_queries([query])[0]
-        return self.max_marginal_relevance_search_by_vector(
-            vector.tolist(), k, fetch_k, lambda_mult, filter
-        )
+        hits = self.index.mmr_search(
+            query, k, fetch_k=fetch_k, lambda_mult=lambda_mult,
+            filter=common.payload_filter(filter),
+        )  # fmt: skip
+        return [_document(h) for h in hits]
 
     def max_marginal_relevance_search_by_vector(
         self, embedding: list[float], k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5,

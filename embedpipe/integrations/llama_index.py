@@ -182,33 +182,38 @@ class EmbedpipeVectorStore(BasePydanticVectorStore):
         if query.node_ids:
             where["chunk_id"] = list(query.node_ids)
         k = query.similarity_top_k
+        asked: np.ndarray | str  # a text is encoded for the generation it searches
         if query.query_embedding is not None:
-            vector = common.as_vector(query.query_embedding)
+            asked = common.as_vector(query.query_embedding)
         elif query.query_str:
-            vector = self._index.embed_queries([query.query_str])[0]
+            asked = query.query_str
         else:
             raise ValueError("a query needs an embedding or a text")
         if query.mode == VectorStoreQueryMode.MMR:
-            hits = self._mmr(vector, k, where, query.mmr_threshold, kwargs)
+            hits = self._mmr(asked, k, where, query.mmr_threshold, kwargs)
+        elif isinstance(asked, str):
+            hits = self._index.search(asked, k, where)
         else:
-            hits = self._index.search_vector(vector, k, where)
+            hits = self._index.search_vector(asked, k, where)
         return VectorStoreQueryResult(
             nodes=[_node(h) for h in hits], similarities=[h.score for h in hits],
             ids=[h.chunk_id for h in hits],
         )  # fmt: skip
 
     def _mmr(
-        self, vector: np.ndarray, k: int, where: dict[str, Any], threshold: float | None,
+        self, asked: np.ndarray | str, k: int, where: dict[str, Any], threshold: float | None,
         kwargs: dict[str, Any],
     ) -> list[Hit]:  # fmt: skip
         lambda_mult = kwargs.get("mmr_threshold", threshold)
         fetch_k = kwargs.get("mmr_prefetch_k") or math.ceil(
             k * float(kwargs.get("mmr_prefetch_factor") or MMR_PREFETCH_FACTOR)
         )
+        fetch, weight = int(fetch_k), 0.5 if lambda_mult is None else float(lambda_mult)
+        if isinstance(asked, str):
+            return self._index.mmr_search(asked, k, fetch_k=fetch, lambda_mult=weight, filter=where)
         return self._index.mmr_search_vector(
-            vector, k, fetch_k=int(fetch_k), filter=where,
-            lambda_mult=0.5 if lambda_mult is None else float(lambda_mult),
-        )  # fmt: skip
+            asked, k, fetch_k=fetch, lambda_mult=weight, filter=where
+        )
 
     def close(self) -> None:
         """Release the sink (its read snapshot and private copy on Qdrant Edge and local mode)."""
