@@ -22,13 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from embedpipe import serving
 from embedpipe.config import ModelConfig, RunConfig
-from embedpipe.direct import Named, chunk_ids_named, delete_named
 from embedpipe.errors import ClosedIndexError, SinkError
-from embedpipe.ledger import LEDGER_FILE, Ledger, Target, state_dir_for, target_key
 from embedpipe.mmr import mmr_order
+from embedpipe.runs.encoderless import Named, chunk_ids_named, delete_named
+from embedpipe.sinks import shared as serving
 from embedpipe.sinks.base import Hit, ReadView, Sink, close_served, served
+from embedpipe.state.ledger import LEDGER_FILE, Ledger, Target, state_dir_for, target_key
 
 # The model settings that change the vectors, kept in the manifest so writes keep the fingerprint.
 MODEL_SETTINGS = ("name", "normalize", "prefix", "query_prefix", "max_seq_length", "truncate_dim",
@@ -38,7 +38,9 @@ MODEL_SETTINGS = ("name", "normalize", "prefix", "query_prefix", "max_seq_length
 MANIFEST_KEYS = ("model", "dim", "prompts", "settings", "fingerprint")
 MADE_REMEMBERED = 100_000  # passage vectors `made_here` recognises (16 bytes each)
 CHUNKS_PER_LOOKUP = 1000  # chunk ids per filtered lookup (`Index.chunks`)
-EncoderFor = Callable[[ModelConfig], Any]  # an embedpipe.encoder.Encoder for model settings
+EncoderFor = Callable[
+    [ModelConfig], Any
+]  # an embedpipe.encoding.encoder.Encoder for model settings
 
 
 def built_with(config: RunConfig, dim: int) -> dict[str, Any]:
@@ -112,7 +114,7 @@ class Index:
         query_prefix: str | None = None,
     ) -> None:
         """Over `sink` (the caller's, released by close()), else over this process's shared
-        sink for `config.sink` (see `embedpipe.serving`)."""
+        sink for `config.sink` (see `embedpipe.sinks.shared`)."""
         self.config = config
         self._shared: serving.SharedSink | None = None
         if sink is None:

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from embedpipe.about import cpu_bf16
-from embedpipe.backends import runtime_bf16
 from embedpipe.cli import app
-from embedpipe.clirun import summary
+from embedpipe.cli.running import summary
+from embedpipe.cli.version import cpu_bf16
 from embedpipe.config import flat_overrides, load_config
+from embedpipe.encoding.openvino import runtime_bf16
+from embedpipe.encoding.precision import cpu_flags, native_bf16_flags
 from embedpipe.index import BuiltWith
-from embedpipe.precision import cpu_flags, native_bf16_flags
 from embedpipe.sinks import open_sink
 from tests.clikit import embedpipe as command
 from tests.test_pipeline import FILES

@@ -13,9 +13,9 @@ from embedpipe import api
 from embedpipe.config import FLAT_KEYS
 from embedpipe.documents import given
 from embedpipe.index import Index
-from embedpipe.ledger import LIBRARY
 from embedpipe.sinks.base import Hit
 from embedpipe.sinks.filters import METADATA, TOP_LEVEL
+from embedpipe.state.ledger import LIBRARY
 from embedpipe.types import Document, RunReport
 
 

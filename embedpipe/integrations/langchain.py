@@ -31,9 +31,9 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
 
 from embedpipe import api
-from embedpipe.direct import Named
 from embedpipe.index import Index
 from embedpipe.integrations import common
+from embedpipe.runs.encoderless import Named
 from embedpipe.sinks.base import Hit
 from embedpipe.sources.records import document_id
 from embedpipe.types import Document, RunReport

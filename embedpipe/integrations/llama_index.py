@@ -44,9 +44,9 @@ from llama_index.core.vector_stores.types import (
 )
 
 from embedpipe import api
-from embedpipe.direct import Named
 from embedpipe.index import Index
 from embedpipe.integrations import common
+from embedpipe.runs.encoderless import Named
 from embedpipe.sinks.base import Hit
 from embedpipe.types import Document, RunReport
 

@@ -1,0 +1,174 @@
+"""Changes to an index that need no encoder, made as a run is: under the state lock, recorded in
+the ledger's runs, through the Committer's order (pending -> sink write -> done; sink delete,
+then ledger) and its promotion step. `export` copies vectors that exist already; the framework
+adapters delete whole documents with `delete_documents`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from embedpipe.config import RunConfig
+from embedpipe.durable import StateLock
+from embedpipe.errors import HeldError, SinkError
+from embedpipe.runs.commit import Committer
+from embedpipe.sinks.base import Sink
+from embedpipe.state.ledger import DONE, Ledger, Target, state_dir_for, target_key
+from embedpipe.types import RunReport
+
+Progress = Callable[[RunReport], None]
+
+
+@contextmanager
+def direct_run(
+    sink: Sink, config: RunConfig, fingerprint: str, *, dim: int, model: str | None,
+    report: RunReport, force: bool = False, progress: Progress | None = None,
+) -> Iterator[Committer]:  # fmt: skip
+    """A run into `sink`'s generation `fingerprint` whose writes and deletes the caller makes
+    through the yielded Committer; on leaving, the promotion step (a new generation goes live
+    when the rule allows, or `force`) and the run's outcome in the ledger."""
+    state = state_dir_for(sink.uri, config.state)
+    with StateLock(state):
+        ledger = Ledger.in_dir(state)
+        try:
+            target = Target(target_key(sink.uri, config.sink.collection), fingerprint)
+            report.run_id = ledger.begin_run(target)
+            started = time.monotonic()
+            committer = Committer(ledger, sink, target, report.run_id, report, model=model, dim=dim)
+            committer.progress = progress
+            try:
+                committer.open_sink()
+                try:
+                    yield committer
+                    committer.publish(min_fraction=config.promote.min_fraction, force=force,
+                                      keep_previous=config.promote.keep_previous)  # fmt: skip
+                finally:
+                    sink.abort()  # after close() a no-op; else the run stays resumable
+                report.outcome = "done"
+            except BaseException as exc:
+                report.outcome = "held" if isinstance(exc, HeldError) else "failed"
+                report.reason = str(exc)
+                raise
+            finally:
+                report.seconds = time.monotonic() - started
+                ledger.end_run(report.run_id, report.outcome, report.to_dict())
+        finally:
+            ledger.close()
+
+
+def done_hashes(ledger: Ledger, target: Target) -> dict[str, str]:
+    """chunk_id -> content hash of every chunk the ledger holds as written for `target`."""
+    rows = ledger.db.execute(
+        "SELECT chunk_id, content_hash FROM chunks WHERE target = ? AND fingerprint = ? "
+        "AND state = ?",
+        (target.key, target.fingerprint, DONE),
+    )
+    return dict(rows.fetchall())
+
+
+@dataclass(frozen=True)
+class Named:
+    """Which documents a caller names, by what the ledger holds of a generation.
+
+    `ids`: each names a document (every chunk of it), or, with `chunk_ids`, one chunk
+    (`DOC#N`), which stands for its document (the ledger's unit: a document is embedded,
+    skipped and deleted whole). `prefixes`: every document whose id starts with one of them
+    (a LlamaIndex source document's nodes). `every`: all of them."""
+
+    ids: Sequence[str] = ()
+    chunk_ids: bool = False
+    prefixes: Sequence[str] = ()
+    every: bool = False
+
+
+def named_documents(ledger: Ledger, target: Target, named: Named) -> tuple[list[str], list[str]]:
+    """(the documents `named` names that the ledger holds as written, the ids that name
+    none), each in the order first named."""
+    sql = (
+        "SELECT DISTINCT doc_id FROM chunks WHERE target = ? AND fingerprint = ? AND state = ? "
+        "AND {}"
+    )
+    args = (target.key, target.fingerprint, DONE)
+    found: dict[str, None] = {}
+    if named.every:
+        found.update(dict.fromkeys(d for (d,) in ledger.db.execute(sql.format("1"), args)))
+    unknown: list[str] = []
+    match = "(doc_id = ? OR chunk_id = ?)" if named.chunk_ids else "doc_id = ?"
+    for name in named.ids:
+        values = (name, name) if named.chunk_ids else (name,)
+        rows = ledger.db.execute(sql.format(match), (*args, *values)).fetchall()
+        found.update(dict.fromkeys(d for (d,) in rows))
+        if not rows:
+            unknown.append(name)
+    for prefix in named.prefixes:
+        starting = ledger.db.execute(
+            sql.format("substr(doc_id, 1, ?) = ?"), (*args, len(prefix), prefix)
+        )
+        found.update(dict.fromkeys(d for (d,) in starting))
+    return list(found), unknown
+
+
+def chunk_ids_named(ledger: Ledger, target: Target, named: Named) -> list[str]:
+    """The chunk ids (written, in order) of what `named` names: each document's chunks, and,
+    with `named.chunk_ids`, an id that is no document's but a chunk's id names that chunk."""
+    args = (target.key, target.fingerprint, DONE)
+    docs, _ = named_documents(ledger, target, Named(named.ids, False, named.prefixes, named.every))
+    known = set(docs)
+    listed: dict[tuple[bool, str], None] = {}  # (is a chunk, id), in the order named
+    for name in named.ids:
+        if name in known:
+            listed[(False, name)] = None
+        elif named.chunk_ids and ledger.db.execute(
+            "SELECT 1 FROM chunks WHERE target = ? AND fingerprint = ? AND state = ? "
+            "AND chunk_id = ?", (*args, name),
+        ).fetchone():  # fmt: skip
+            listed[(True, name)] = None
+    listed.update(dict.fromkeys((False, d) for d in docs))  # what prefixes and `every` add
+    by_doc = (
+        "SELECT chunk_id FROM chunks WHERE target = ? AND fingerprint = ? AND state = ? "
+        "AND doc_id = ? ORDER BY chunk_index"
+    )
+    out: dict[str, None] = {}
+    for is_chunk, name in listed:
+        if is_chunk:
+            out[name] = None
+        else:
+            out.update(dict.fromkeys(c for (c,) in ledger.db.execute(by_doc, (*args, name))))
+    return list(out)
+
+
+def delete_documents(
+    sink: Sink, config: RunConfig, doc_ids: Sequence[str], *, fingerprint: str, dim: int,
+    model: str | None,
+) -> int:  # fmt: skip
+    """Delete every chunk of these documents from the live generation and the ledger (sink
+    first); returns how many chunks went. Ids the index lacks are fine."""
+    gone, _ = delete_named(
+        sink, config, Named(doc_ids), fingerprint=fingerprint, dim=dim, model=model, strict=False
+    )
+    return gone
+
+
+def delete_named(
+    sink: Sink, config: RunConfig, named: Named, *, fingerprint: str, dim: int,
+    model: str | None, strict: bool,
+) -> tuple[int, list[str]]:  # fmt: skip
+    """Delete every chunk of the documents `named` names from the live generation and the
+    ledger (sink first), as a run recorded in the ledger; (chunks deleted, ids that named
+    nothing). `strict`: when some id names nothing, delete nothing."""
+    report = RunReport(sink=sink.uri, collection=config.sink.collection, fingerprint=fingerprint)
+    with direct_run(sink, config, fingerprint, dim=dim, model=model, report=report) as run:
+        if run.target.fingerprint != fingerprint:
+            raise SinkError("the index changed while deleting: retry")
+        docs, unknown = named_documents(run.ledger, run.target, named)
+        if unknown and strict:
+            docs = []
+            report.notes.append(f"nothing deleted: {len(unknown)} ids name no document")
+        wanted = set(docs)
+        gone = [c for c in done_hashes(run.ledger, run.target) if c.rpartition("#")[0] in wanted]
+        refused = run.delete(gone, max_fraction=1.0, force=True)
+        assert refused is None  # force: never refused
+    return report.chunks_deleted, unknown
