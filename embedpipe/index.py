@@ -31,8 +31,15 @@ from embedpipe.sinks.base import Hit, ReadView, Sink, close_served, served
 from embedpipe.state.ledger import LEDGER_FILE, Ledger, Target, state_dir_for, target_key
 
 # The model settings that change the vectors, kept in the manifest so writes keep the fingerprint.
-MODEL_SETTINGS = ("name", "normalize", "prefix", "query_prefix", "max_seq_length", "truncate_dim",
-                  "quantization")  # fmt: skip
+MODEL_SETTINGS = (
+    "name",
+    "normalize",
+    "prefix",
+    "query_prefix",
+    "max_seq_length",
+    "truncate_dim",
+    "quantization",
+)
 
 # What `built_with` records; a copy of an index (export) carries these and nothing of the sink's own.
 MANIFEST_KEYS = ("model", "dim", "prompts", "settings", "fingerprint")
@@ -76,10 +83,12 @@ class BuiltWith:
         if manifest.get("settings"):
             prompts = manifest.get("prompts") or {}
             return cls(
-                manifest.get("model"), _int(manifest.get("dim")),
-                str(prompts.get("passage") or ""), str(prompts.get("query") or ""),
+                manifest.get("model"),
+                _int(manifest.get("dim")),
+                str(prompts.get("passage") or ""),
+                str(prompts.get("query") or ""),
                 manifest["settings"],
-            )  # fmt: skip
+            )
         live = ledger_live(sink.uri, config)
         dim = manifest.get("dim") or (live or {}).get("dim")
         return cls((live or {}).get("model"), _int(dim))
@@ -192,17 +201,21 @@ class Index:
         with self.locked() as sink:
             sink.abort()  # a reader's client or shard would block the writer
             return delete_named(
-                sink, self.config, named, fingerprint=live["fingerprint"],
-                dim=int(live["dim"]), model=live["model"], strict=strict,
-            )  # fmt: skip
+                sink,
+                self.config,
+                named,
+                fingerprint=live["fingerprint"],
+                dim=int(live["dim"]),
+                model=live["model"],
+                strict=strict,
+            )
 
     def chunks(self, named: Named, filter: Mapping[str, Any] | None = None) -> list[Hit]:
         """The stored chunks of the documents `named` names (with `named.chunk_ids`, a chunk id
         names that chunk alone), among those `filter` passes; in the order named, each
         document's chunks in order. Scores mean nothing here."""
         live = self._live()
-        target = Target(target_key(self.sink.uri, self.config.sink.collection),
-                        live["fingerprint"])  # fmt: skip
+        target = Target(target_key(self.sink.uri, self.config.sink.collection), live["fingerprint"])
         ledger = Ledger(state_dir_for(self.sink.uri, self.config.state) / LEDGER_FILE)
         try:
             wanted = chunk_ids_named(ledger, target, named)
@@ -302,18 +315,27 @@ class Index:
                 return view.search(vector, k, filter)
 
     def search_vector(
-        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None, *,
+        self,
+        vector: np.ndarray,
+        k: int = 5,
+        filter: Mapping[str, Any] | None = None,
+        *,
         with_vectors: bool = False,
-    ) -> list[Hit]:  # fmt: skip
+    ) -> list[Hit]:
         """Top-k hits for a query vector among the chunks `filter` passes (`with_vectors`:
         each with its stored vector)."""
         with self.locked() as sink, served(sink) as view:
             return view.search(vector, k, filter, with_vectors=with_vectors)
 
     def mmr_search(
-        self, text: str, k: int = 4, *, fetch_k: int = 20, lambda_mult: float = 0.5,
+        self,
+        text: str,
+        k: int = 4,
+        *,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
         filter: Mapping[str, Any] | None = None,
-    ) -> list[Hit]:  # fmt: skip
+    ) -> list[Hit]:
         """`mmr_search_vector` for a query text, encoded with the model of the generation
         searched (one read view, as `search`)."""
         _check_lambda(lambda_mult)
@@ -324,9 +346,14 @@ class Index:
         return _mmr(vector, hits, k, lambda_mult)
 
     def mmr_search_vector(
-        self, vector: np.ndarray, k: int = 4, *, fetch_k: int = 20, lambda_mult: float = 0.5,
+        self,
+        vector: np.ndarray,
+        k: int = 4,
+        *,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
         filter: Mapping[str, Any] | None = None,
-    ) -> list[Hit]:  # fmt: skip
+    ) -> list[Hit]:
         """k hits chosen by maximal marginal relevance (embedpipe.mmr) among the `fetch_k`
         (at least k) nearest chunks `filter` passes, re-ranked by their stored vectors; each
         hit's score is its similarity to the query. Works on every sink. The candidates come
@@ -409,8 +436,9 @@ def _mmr(query: np.ndarray, hits: list[Hit], k: int, lambda_mult: float) -> list
 
 
 def _digest(vector: np.ndarray) -> bytes:
-    return hashlib.blake2b(np.ascontiguousarray(vector, dtype=np.float32).tobytes(),
-                           digest_size=16).digest()  # fmt: skip
+    return hashlib.blake2b(
+        np.ascontiguousarray(vector, dtype=np.float32).tobytes(), digest_size=16
+    ).digest()
 
 
 def _int(value: Any) -> int | None:

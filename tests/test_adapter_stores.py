@@ -49,14 +49,25 @@ TEXTS = {
     "market": "The stock market fell sharply after the central bank raised rates.",
     "volcano": "The volcano erupted, sending ash high into the atmosphere.",
 }
-TEAMS = {"cat-1": "pets", "cat-2": "pets", "cat-3": "pets", "dog": "pets", "market": "money",
-         "volcano": "earth"}  # fmt: skip
+TEAMS = {
+    "cat-1": "pets",
+    "cat-2": "pets",
+    "cat-3": "pets",
+    "dog": "pets",
+    "market": "money",
+    "volcano": "earth",
+}
 QUERY = "a purring cat and a barking dog"
 
 
 def config(uri: str) -> RunConfig:
-    return load_config(None, {"sink": {"uri": uri, "collection": "docs"},
-                              "model": {"precision": "fp32", "device": "cpu"}})  # fmt: skip
+    return load_config(
+        None,
+        {
+            "sink": {"uri": uri, "collection": "docs"},
+            "model": {"precision": "fp32", "device": "cpu"},
+        },
+    )
 
 
 @pytest.fixture(scope="module", params=["qdrant-edge", "qdrant", "faiss", "parquet"])
@@ -150,9 +161,10 @@ def test_llama_index_mmr_mode_is_the_reference_and_other_modes_are_refused(
 ) -> None:
     index = VectorStoreIndex.from_vector_store(llama, embed_model=EmbedpipeEmbedding.of(llama))
     retriever = index.as_retriever(
-        similarity_top_k=4, vector_store_query_mode="mmr",
+        similarity_top_k=4,
+        vector_store_query_mode="mmr",
         vector_store_kwargs={"mmr_threshold": 0.2, "mmr_prefetch_k": 6},
-    )  # fmt: skip
+    )
     nodes = retriever.retrieve(QUERY)
     assert [n.node.metadata["doc_id"] for n in nodes] == reference_mmr(QUERY, 4, 0.2)
     for mode in ("sparse", "hybrid", "text_search", "svm"):
@@ -184,8 +196,13 @@ def test_a_text_query_meets_the_generation_it_was_encoded_for_across_a_promotion
     it searches, even when a run promotes another model's generation meanwhile (before the fix,
     the adapters encoded for one generation and searched the next: 384 dims against 32)."""
     records = [{"id": k, "text": t} for k, t in TEXTS.items()]
-    tiny = load_config(None, {"sink": {"uri": copy, "collection": "docs"},
-                              "model": {"name": str(tiny_model), "device": "cpu"}})  # fmt: skip
+    tiny = load_config(
+        None,
+        {
+            "sink": {"uri": copy, "collection": "docs"},
+            "model": {"name": str(tiny_model), "device": "cpu"},
+        },
+    )
 
     def promote() -> None:
         assert embedpipe.backfill(records, config=tiny).outcome == "done"
@@ -281,8 +298,10 @@ def test_langchain_ids_round_trip_and_unknown_ids_delete_nothing(copy: str) -> N
 
 def test_from_documents_and_from_texts_follow_langchain(tmp_path: Path) -> None:
     uri = f"faiss:{tmp_path / 'new'}"
-    docs = [LCDocument(page_content=TEXTS["dog"], metadata={"team": "pets"}, id="dog"),
-            LCDocument(page_content=TEXTS["market"], metadata={"team": "money"})]  # fmt: skip
+    docs = [
+        LCDocument(page_content=TEXTS["dog"], metadata={"team": "pets"}, id="dog"),
+        LCDocument(page_content=TEXTS["market"], metadata={"team": "money"}),
+    ]
     store = EmbedpipeVectorStore.from_documents(docs, sink=uri, collection="docs", device="cpu")
     try:
         assert store.get_by_ids(["dog"])[0].metadata["team"] == "pets"
@@ -290,9 +309,14 @@ def test_from_documents_and_from_texts_follow_langchain(tmp_path: Path) -> None:
     finally:
         store.close()
     again = EmbedpipeVectorStore.from_texts(
-        [TEXTS["volcano"]], None, [{"team": "earth"}], ids=["volcano"], sink=uri,
-        collection="docs", device="cpu",
-    )  # fmt: skip
+        [TEXTS["volcano"]],
+        None,
+        [{"team": "earth"}],
+        ids=["volcano"],
+        sink=uri,
+        collection="docs",
+        device="cpu",
+    )
     try:
         assert doc_ids(again.similarity_search("eruption", k=1)) == ["volcano"]
         assert len(again.similarity_search("anything", k=10)) == 3
@@ -304,8 +328,9 @@ def test_llama_index_insert_is_deterministic_and_keeps_the_index_vectors(copy: s
     store = LlamaStore(sink=copy, collection="docs", device="cpu")
     try:
         index = VectorStoreIndex.from_vector_store(store, embed_model=EmbedpipeEmbedding.of(store))
-        doc = LlamaDocument(text="Axolotls regrow whole limbs.", doc_id="axo",
-                            metadata={"team": "zoo"})  # fmt: skip
+        doc = LlamaDocument(
+            text="Axolotls regrow whole limbs.", doc_id="axo", metadata={"team": "zoo"}
+        )
         index.insert(doc)
         first = store.last_report
         assert first is not None and first.chunks_embedded == 1
@@ -349,8 +374,11 @@ def test_llama_index_get_delete_nodes_and_clear(copy: str) -> None:
     try:
         pets = MetadataFilters(filters=[MetadataFilter(key="team", value="pets")])
         assert sorted(n.node_id for n in store.get_nodes(filters=pets)) == [
-            "cat-1#0", "cat-2#0", "cat-3#0", "dog#0",
-        ]  # fmt: skip
+            "cat-1#0",
+            "cat-2#0",
+            "cat-3#0",
+            "dog#0",
+        ]
         assert [n.get_content() for n in store.get_nodes(["market#0"])] == [TEXTS["market"]]
         with pytest.raises(ValueError, match=r"no node 'nope'.*nothing deleted"):
             store.delete_nodes(["market#0", "nope"])
@@ -393,12 +421,15 @@ def test_documents_added_through_both_adapters_survive_the_nightly_full_run(
     for name, text in TEXTS.items():
         (corpus / f"{name}.txt").write_text(text)
     shipped = Path(__file__).parent.parent / "configs" / "nightly.yaml"
-    nightly = load_config(shipped, {
-        "source": {"uri": str(corpus)},
-        "sink": {"uri": f"qdrant-edge:{tmp_path / 'edge'}"},
-        "report": str(tmp_path / "last-run.json"),
-        "model": {"precision": "fp32"},  # the parity check of `auto` is not what this tests
-    })  # fmt: skip
+    nightly = load_config(
+        shipped,
+        {
+            "source": {"uri": str(corpus)},
+            "sink": {"uri": f"qdrant-edge:{tmp_path / 'edge'}"},
+            "report": str(tmp_path / "last-run.json"),
+            "model": {"precision": "fp32"},  # the parity check of `auto` is not what this tests
+        },
+    )
     assert nightly.mode == "full" and nightly.max_delete_fraction == 0.2
     assert embedpipe.run(nightly).outcome == "done"
     uri = nightly.sink.uri
@@ -421,8 +452,9 @@ def test_documents_added_through_both_adapters_survive_the_nightly_full_run(
     store = EmbedpipeVectorStore(sink=uri, collection="docs", device="cpu")
     try:
         assert [d.id for d in store.get_by_ids(["zebra", "axo:0", "market.txt"])] == [
-            "zebra#0", "axo:0#0",
-        ]  # fmt: skip
+            "zebra#0",
+            "axo:0#0",
+        ]
         assert len(store.similarity_search("anything", k=20)) == len(TEXTS) - 1 + 2
     finally:
         store.close()

@@ -80,10 +80,22 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ROOT / "embedpipe", tree / "embedpipe", ignore=shutil.ignore_patterns("__pycache__")
     )
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path / "dist"), str(tree)],
-        capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(tree),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     [built] = (tmp_path / "dist").glob("embedpipe-*.whl")
     return built

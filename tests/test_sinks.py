@@ -89,16 +89,20 @@ def test_write_then_search_ranks_by_cosine_with_the_payload(make: Make) -> None:
     assert hits[0].score == pytest.approx(1.0, abs=1e-5)
     c = emb.chunks[17]
     assert (hits[0].doc_id, hits[0].chunk_index, hits[0].text, hits[0].metadata) == (
-        c.doc_id, c.index, c.text, c.metadata,
-    )  # fmt: skip
+        c.doc_id,
+        c.index,
+        c.text,
+        c.metadata,
+    )
 
 
 def test_search_with_vectors_gives_each_hit_its_stored_vector(make: Make) -> None:
     emb = embedded(40)
     sink = filled(make(), emb)
     by_id = {c.id: v for c, v in zip(emb.chunks, emb.vectors, strict=True)}
-    hits = sink.search(emb.vectors[5], k=6, filter={"chunk_index": list(range(0, 40, 2))},
-                       with_vectors=True)  # fmt: skip
+    hits = sink.search(
+        emb.vectors[5], k=6, filter={"chunk_index": list(range(0, 40, 2))}, with_vectors=True
+    )
     assert len(hits) == 6 and all(h.chunk_index % 2 == 0 for h in hits)
     for hit in hits:
         assert hit.vector is not None and hit.vector.dtype == np.float32
@@ -502,8 +506,12 @@ def test_points_read_back_every_chunk_with_its_payload_and_vector(make: Make) ->
     for chunk, vector in zip(emb.chunks, emb.vectors, strict=True):
         got, stored = by_id[chunk.id]
         assert (got.doc_id, got.index, got.text, got.content_hash, got.metadata) == (
-            chunk.doc_id, chunk.index, chunk.text, chunk.content_hash, chunk.metadata,
-        )  # fmt: skip
+            chunk.doc_id,
+            chunk.index,
+            chunk.text,
+            chunk.content_hash,
+            chunk.metadata,
+        )
         assert (got.start, got.end) == (chunk.start, chunk.end)
         assert float(stored @ vector) == pytest.approx(1.0, abs=1e-6)
 

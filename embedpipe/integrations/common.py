@@ -20,9 +20,13 @@ from embedpipe.types import Document, RunReport
 
 
 def open_for(
-    sink: str | None, collection: str | None, state: str | None, config: api.ConfigArg,
-    query_prefix: str | None, options: Mapping[str, Any],
-) -> Index:  # fmt: skip
+    sink: str | None,
+    collection: str | None,
+    state: str | None,
+    config: api.ConfigArg,
+    query_prefix: str | None,
+    options: Mapping[str, Any],
+) -> Index:
     """The index an adapter reads and writes: `sink`/`collection`/`state` over `config`;
     `options` are the CLI's flag names (device=, precision=, ...), any other is a TypeError."""
     unknown = sorted(set(options) - set(FLAT_KEYS))
@@ -31,8 +35,9 @@ def open_for(
             f"unknown arguments {', '.join(map(repr, unknown))}: a store takes sink, collection, "
             f"state, config, query_prefix and the options {', '.join(sorted(FLAT_KEYS))}"
         )
-    return api.open_index(config, query_prefix=query_prefix, sink=sink, collection=collection,
-                          state=state, **options)  # fmt: skip
+    return api.open_index(
+        config, query_prefix=query_prefix, sink=sink, collection=collection, state=state, **options
+    )
 
 
 def refuse_unknown(call: str, kwargs: Mapping[str, Any], accepted: Iterable[str]) -> None:
@@ -64,8 +69,12 @@ def payload_filter(filter: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 def chunk_metadata(hit: Hit) -> dict[str, Any]:
     """What a returned chunk carries: the source metadata, then doc_id, chunk_index, chunk_id."""
-    return {**hit.metadata, "doc_id": hit.doc_id, "chunk_index": hit.chunk_index,
-            "chunk_id": hit.chunk_id}  # fmt: skip
+    return {
+        **hit.metadata,
+        "doc_id": hit.doc_id,
+        "chunk_index": hit.chunk_index,
+        "chunk_id": hit.chunk_id,
+    }
 
 
 def as_vector(embedding: Sequence[float]) -> np.ndarray:
@@ -73,9 +82,10 @@ def as_vector(embedding: Sequence[float]) -> np.ndarray:
 
 
 def add(
-    index: Index, documents: Iterable[Document],
+    index: Index,
+    documents: Iterable[Document],
     vectors: Mapping[str, tuple[str, np.ndarray]] | None = None,
-) -> RunReport:  # fmt: skip
+) -> RunReport:
     """Embed documents into the index as a run does (chunked, hashed, only what changed, the
     ledger written), with the index's own model, prompts and chunking; recorded in the ledger
     as added by the library (LIBRARY), which a full-mode run leaves alone. `vectors`: chunk

@@ -46,15 +46,23 @@ class EmbedpipeEmbeddings(Embeddings):
     (`model=`, default the packaged MiniLM) with the prompts given."""
 
     def __init__(
-        self, sink: str | None = None, collection: str | None = None, *, model: str | None = None,
-        state: str | None = None, config: api.ConfigArg = None, query_prefix: str | None = None,
-        prefix: str = "", **options: Any,
-    ) -> None:  # fmt: skip
+        self,
+        sink: str | None = None,
+        collection: str | None = None,
+        *,
+        model: str | None = None,
+        state: str | None = None,
+        config: api.ConfigArg = None,
+        query_prefix: str | None = None,
+        prefix: str = "",
+        **options: Any,
+    ) -> None:
         self.index: Index | None = None
         self.model, self.prefix, self.query_prefix = model, prefix, query_prefix or ""
         if sink is not None or config is not None:
-            self.index = common.open_for(sink, collection, state, config, query_prefix,
-                                         {"model": model, **options})  # fmt: skip
+            self.index = common.open_for(
+                sink, collection, state, config, query_prefix, {"model": model, **options}
+            )
 
     @classmethod
     def of(cls, index: Index) -> EmbedpipeEmbeddings:
@@ -81,12 +89,19 @@ class EmbedpipeVectorStore(VectorStore):
     config: a RunConfig or a YAML path); `state` where its ledger is, when not beside it."""
 
     def __init__(
-        self, sink: str | None = None, collection: str | None = None, state: str | None = None,
-        *, config: api.ConfigArg = None, model: str | None = None,
-        query_prefix: str | None = None, **options: Any,
-    ) -> None:  # fmt: skip
-        self.index = common.open_for(sink, collection, state, config, query_prefix,
-                                     {"model": model, **options})  # fmt: skip
+        self,
+        sink: str | None = None,
+        collection: str | None = None,
+        state: str | None = None,
+        *,
+        config: api.ConfigArg = None,
+        model: str | None = None,
+        query_prefix: str | None = None,
+        **options: Any,
+    ) -> None:
+        self.index = common.open_for(
+            sink, collection, state, config, query_prefix, {"model": model, **options}
+        )
         self._embeddings = EmbedpipeEmbeddings.of(self.index)
         self.last_report: RunReport | None = None  # what the last add_texts did
 
@@ -97,9 +112,14 @@ class EmbedpipeVectorStore(VectorStore):
     # -- searches ------------------------------------------------------------------------------
 
     def similarity_search(
-        self, query: str, k: int = 4, filter: dict[str, Any] | None = None, *,
-        score_threshold: float | None = None, **kwargs: Any,
-    ) -> list[LCDocument]:  # fmt: skip
+        self,
+        query: str,
+        k: int = 4,
+        filter: dict[str, Any] | None = None,
+        *,
+        score_threshold: float | None = None,
+        **kwargs: Any,
+    ) -> list[LCDocument]:
         """The k chunks nearest to `query` among those `filter` passes (and, with
         `score_threshold`, whose cosine similarity is at least that)."""
         common.refuse_unknown("similarity_search", kwargs, SEARCH_ARGS["similarity"])
@@ -107,9 +127,14 @@ class EmbedpipeVectorStore(VectorStore):
         return [doc for doc, _ in found]
 
     def similarity_search_with_score(
-        self, query: str, k: int = 4, filter: dict[str, Any] | None = None, *,
-        score_threshold: float | None = None, **kwargs: Any,
-    ) -> list[tuple[LCDocument, float]]:  # fmt: skip
+        self,
+        query: str,
+        k: int = 4,
+        filter: dict[str, Any] | None = None,
+        *,
+        score_threshold: float | None = None,
+        **kwargs: Any,
+    ) -> list[tuple[LCDocument, float]]:
         """The k nearest chunks with their cosine similarity (higher is closer), at least
         `score_threshold` when given."""
         common.refuse_unknown("similarity_search_with_score", kwargs, SEARCH_ARGS["similarity"])
@@ -117,9 +142,14 @@ class EmbedpipeVectorStore(VectorStore):
         return [(_document(h), h.score) for h in _above(hits, score_threshold)]
 
     def similarity_search_by_vector(
-        self, embedding: list[float], k: int = 4, filter: dict[str, Any] | None = None, *,
-        score_threshold: float | None = None, **kwargs: Any,
-    ) -> list[LCDocument]:  # fmt: skip
+        self,
+        embedding: list[float],
+        k: int = 4,
+        filter: dict[str, Any] | None = None,
+        *,
+        score_threshold: float | None = None,
+        **kwargs: Any,
+    ) -> list[LCDocument]:
         """The k chunks nearest to a query vector (from `embeddings.embed_query`)."""
         common.refuse_unknown("similarity_search_by_vector", kwargs, SEARCH_ARGS["similarity"])
         hits = self.index.search_vector(
@@ -128,30 +158,46 @@ class EmbedpipeVectorStore(VectorStore):
         return [_document(h) for h in _above(hits, score_threshold)]
 
     def max_marginal_relevance_search(
-        self, query: str, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5,
-        filter: dict[str, Any] | None = None, **kwargs: Any,
-    ) -> list[LCDocument]:  # fmt: skip
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> list[LCDocument]:
         """k chunks by maximal marginal relevance: among the `fetch_k` nearest to `query` that
         `filter` passes, each next one the best trade of closeness to the query against
         likeness to those already chosen (`lambda_mult` 1: closeness alone, 0: diversity
         alone), re-ranked on their stored vectors (embedpipe.mmr), on every sink."""
         common.refuse_unknown("max_marginal_relevance_search", kwargs, SEARCH_ARGS["mmr"])
         hits = self.index.mmr_search(
-            query, k, fetch_k=fetch_k, lambda_mult=lambda_mult,
+            query,
+            k,
+            fetch_k=fetch_k,
+            lambda_mult=lambda_mult,
             filter=common.payload_filter(filter),
-        )  # fmt: skip
+        )
         return [_document(h) for h in hits]
 
     def max_marginal_relevance_search_by_vector(
-        self, embedding: list[float], k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5,
-        filter: dict[str, Any] | None = None, **kwargs: Any,
-    ) -> list[LCDocument]:  # fmt: skip
+        self,
+        embedding: list[float],
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> list[LCDocument]:
         """`max_marginal_relevance_search` for a query vector."""
         common.refuse_unknown("max_marginal_relevance_search_by_vector", kwargs, SEARCH_ARGS["mmr"])
         hits = self.index.mmr_search_vector(
-            common.as_vector(embedding), k, fetch_k=fetch_k, lambda_mult=lambda_mult,
+            common.as_vector(embedding),
+            k,
+            fetch_k=fetch_k,
+            lambda_mult=lambda_mult,
             filter=common.payload_filter(filter),
-        )  # fmt: skip
+        )
         return [_document(h) for h in hits]
 
     def as_retriever(self, **kwargs: Any) -> VectorStoreRetriever:
@@ -161,8 +207,9 @@ class EmbedpipeVectorStore(VectorStore):
         retriever = super().as_retriever(**kwargs)
         accepted = SEARCH_ARGS[retriever.search_type]
         unknown = {key: None for key in retriever.search_kwargs if key not in accepted}
-        common.refuse_unknown(f"search_kwargs of search_type={retriever.search_type!r}: "
-                              "the search", unknown, accepted)  # fmt: skip
+        common.refuse_unknown(
+            f"search_kwargs of search_type={retriever.search_type!r}: the search", unknown, accepted
+        )
         return retriever
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
@@ -171,9 +218,13 @@ class EmbedpipeVectorStore(VectorStore):
     # -- writes and ids ------------------------------------------------------------------------
 
     def add_texts(
-        self, texts: Iterable[str], metadatas: list[dict[str, Any]] | None = None, *,
-        ids: Sequence[str | None] | None = None, **kwargs: Any,
-    ) -> list[str]:  # fmt: skip
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: Sequence[str | None] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
         """Embed texts as documents (id: `ids`, else a hash of the text) through embedpipe's
         pipeline: chunked, hashed, only what changed; returns their document ids."""
         common.refuse_unknown("add_texts", kwargs, ("texts", "metadatas", "ids"))
@@ -191,9 +242,10 @@ class EmbedpipeVectorStore(VectorStore):
         common.refuse_unknown("add_documents", kwargs, ("documents", "ids"))
         ids = kwargs.get("ids") or [d.id for d in documents]
         return self.add_texts(
-            [d.page_content for d in documents], [d.metadata for d in documents],
+            [d.page_content for d in documents],
+            [d.metadata for d in documents],
             ids=[str(i) if i else None for i in ids],
-        )  # fmt: skip
+        )
 
     def get_by_ids(self, ids: Sequence[str], /) -> list[LCDocument]:
         """The stored chunks these ids name: a chunk id (`DOC#N`, a returned Document's id)
@@ -218,10 +270,14 @@ class EmbedpipeVectorStore(VectorStore):
 
     @classmethod
     def from_texts(
-        cls, texts: list[str], embedding: Embeddings | None = None,
-        metadatas: list[dict[str, Any]] | None = None, *,
-        ids: Sequence[str | None] | None = None, **kwargs: Any,
-    ) -> EmbedpipeVectorStore:  # fmt: skip
+        cls,
+        texts: list[str],
+        embedding: Embeddings | None = None,
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: Sequence[str | None] | None = None,
+        **kwargs: Any,
+    ) -> EmbedpipeVectorStore:
         """A store on `sink=`/`collection=` (kwargs: what the constructor takes) with these
         texts added. embedpipe embeds with its own model (`model=`): `embedding` may only be
         an EmbedpipeEmbeddings (or None)."""
@@ -244,9 +300,12 @@ class EmbedpipeVectorStore(VectorStore):
         each Document's id, else a hash of its text)."""
         ids = kwargs.pop("ids", None) or [d.id for d in documents]
         return cls.from_texts(
-            [d.page_content for d in documents], embedding, [d.metadata for d in documents],
-            ids=[str(i) if i else None for i in ids], **kwargs,
-        )  # fmt: skip
+            [d.page_content for d in documents],
+            embedding,
+            [d.metadata for d in documents],
+            ids=[str(i) if i else None for i in ids],
+            **kwargs,
+        )
 
     def close(self) -> None:
         """Release the sink (its read snapshot and private copy on Qdrant Edge and local mode)."""

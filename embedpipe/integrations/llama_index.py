@@ -69,13 +69,20 @@ class EmbedpipeVectorStore(BasePydanticVectorStore):
     _last_report: RunReport | None = PrivateAttr(default=None)
 
     def __init__(
-        self, sink: str | None = None, collection: str | None = None, state: str | None = None,
-        *, config: api.ConfigArg = None, model: str | None = None,
-        query_prefix: str | None = None, **options: Any,
-    ) -> None:  # fmt: skip
+        self,
+        sink: str | None = None,
+        collection: str | None = None,
+        state: str | None = None,
+        *,
+        config: api.ConfigArg = None,
+        model: str | None = None,
+        query_prefix: str | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(stores_text=True)
-        self._index = common.open_for(sink, collection, state, config, query_prefix,
-                                      {"model": model, **options})  # fmt: skip
+        self._index = common.open_for(
+            sink, collection, state, config, query_prefix, {"model": model, **options}
+        )
 
     @property
     def client(self) -> Index:
@@ -127,9 +134,11 @@ class EmbedpipeVectorStore(BasePydanticVectorStore):
         self._index.delete_named(named, strict=False)
 
     def delete_nodes(
-        self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None,
+        self,
+        node_ids: list[str] | None = None,
+        filters: MetadataFilters | None = None,
         **delete_kwargs: Any,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Delete the documents these node ids name (a node id is a chunk id `DOC#N`, which
         names its document: the ledger keeps documents whole; a document id names itself),
         or, with `filters`, the documents of the chunks they pass (both: of the named chunks
@@ -196,14 +205,19 @@ class EmbedpipeVectorStore(BasePydanticVectorStore):
         else:
             hits = self._index.search_vector(asked, k, where)
         return VectorStoreQueryResult(
-            nodes=[_node(h) for h in hits], similarities=[h.score for h in hits],
+            nodes=[_node(h) for h in hits],
+            similarities=[h.score for h in hits],
             ids=[h.chunk_id for h in hits],
-        )  # fmt: skip
+        )
 
     def _mmr(
-        self, asked: np.ndarray | str, k: int, where: dict[str, Any], threshold: float | None,
+        self,
+        asked: np.ndarray | str,
+        k: int,
+        where: dict[str, Any],
+        threshold: float | None,
         kwargs: dict[str, Any],
-    ) -> list[Hit]:  # fmt: skip
+    ) -> list[Hit]:
         lambda_mult = kwargs.get("mmr_threshold", threshold)
         fetch_k = kwargs.get("mmr_prefetch_k") or math.ceil(
             k * float(kwargs.get("mmr_prefetch_factor") or MMR_PREFETCH_FACTOR)
@@ -255,9 +269,13 @@ class EmbedpipeEmbedding(BaseEmbedding):
     _model: str | None = PrivateAttr(default=None)
 
     def __init__(
-        self, model: str | None = None, *, prefix: str = "", query_prefix: str = "",
+        self,
+        model: str | None = None,
+        *,
+        prefix: str = "",
+        query_prefix: str = "",
         **kwargs: Any,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__(model_name=model or "embedpipe", **kwargs)
         self._model, self._prompts = model, (prefix, query_prefix)
 
@@ -309,5 +327,9 @@ def _filters(filters: MetadataFilters | None) -> dict[str, Any] | None:
 def _node(hit: Hit) -> TextNode:
     metadata = common.chunk_metadata(hit)
     source = RelatedNodeInfo(node_id=str(hit.metadata.get(REF_DOC) or hit.doc_id))
-    return TextNode(id_=hit.chunk_id, text=hit.text, metadata=metadata,
-                    relationships={NodeRelationship.SOURCE: source})  # fmt: skip
+    return TextNode(
+        id_=hit.chunk_id,
+        text=hit.text,
+        metadata=metadata,
+        relationships={NodeRelationship.SOURCE: source},
+    )

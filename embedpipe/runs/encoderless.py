@@ -24,9 +24,16 @@ Progress = Callable[[RunReport], None]
 
 @contextmanager
 def direct_run(
-    sink: Sink, config: RunConfig, fingerprint: str, *, dim: int, model: str | None,
-    report: RunReport, force: bool = False, progress: Progress | None = None,
-) -> Iterator[Committer]:  # fmt: skip
+    sink: Sink,
+    config: RunConfig,
+    fingerprint: str,
+    *,
+    dim: int,
+    model: str | None,
+    report: RunReport,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> Iterator[Committer]:
     """A run into `sink`'s generation `fingerprint` whose writes and deletes the caller makes
     through the yielded Committer; on leaving, the promotion step (a new generation goes live
     when the rule allows, or `force`) and the run's outcome in the ledger."""
@@ -43,8 +50,11 @@ def direct_run(
                 committer.open_sink()
                 try:
                     yield committer
-                    committer.publish(min_fraction=config.promote.min_fraction, force=force,
-                                      keep_previous=config.promote.keep_previous)  # fmt: skip
+                    committer.publish(
+                        min_fraction=config.promote.min_fraction,
+                        force=force,
+                        keep_previous=config.promote.keep_previous,
+                    )
                 finally:
                     sink.abort()  # after close() a no-op; else the run stays resumable
                 report.outcome = "done"
@@ -121,10 +131,14 @@ def chunk_ids_named(ledger: Ledger, target: Target, named: Named) -> list[str]:
     for name in named.ids:
         if name in known:
             listed[(False, name)] = None
-        elif named.chunk_ids and ledger.db.execute(
-            "SELECT 1 FROM chunks WHERE target = ? AND fingerprint = ? AND state = ? "
-            "AND chunk_id = ?", (*args, name),
-        ).fetchone():  # fmt: skip
+        elif (
+            named.chunk_ids
+            and ledger.db.execute(
+                "SELECT 1 FROM chunks WHERE target = ? AND fingerprint = ? AND state = ? "
+                "AND chunk_id = ?",
+                (*args, name),
+            ).fetchone()
+        ):
             listed[(True, name)] = None
     listed.update(dict.fromkeys((False, d) for d in docs))  # what prefixes and `every` add
     by_doc = (
@@ -141,9 +155,14 @@ def chunk_ids_named(ledger: Ledger, target: Target, named: Named) -> list[str]:
 
 
 def delete_documents(
-    sink: Sink, config: RunConfig, doc_ids: Sequence[str], *, fingerprint: str, dim: int,
+    sink: Sink,
+    config: RunConfig,
+    doc_ids: Sequence[str],
+    *,
+    fingerprint: str,
+    dim: int,
     model: str | None,
-) -> int:  # fmt: skip
+) -> int:
     """Delete every chunk of these documents from the live generation and the ledger (sink
     first); returns how many chunks went. Ids the index lacks are fine."""
     gone, _ = delete_named(
@@ -153,9 +172,15 @@ def delete_documents(
 
 
 def delete_named(
-    sink: Sink, config: RunConfig, named: Named, *, fingerprint: str, dim: int,
-    model: str | None, strict: bool,
-) -> tuple[int, list[str]]:  # fmt: skip
+    sink: Sink,
+    config: RunConfig,
+    named: Named,
+    *,
+    fingerprint: str,
+    dim: int,
+    model: str | None,
+    strict: bool,
+) -> tuple[int, list[str]]:
     """Delete every chunk of the documents `named` names from the live generation and the
     ledger (sink first), as a run recorded in the ledger; (chunks deleted, ids that named
     nothing). `strict`: when some id names nothing, delete nothing."""

@@ -95,9 +95,12 @@ class Planner:
     """Accept or skip each document and chunk against the ledger; count what it decides."""
 
     def __init__(
-        self, ledger_path: str | Path, target: Target, report: RunReport,
+        self,
+        ledger_path: str | Path,
+        target: Target,
+        report: RunReport,
         origin: str | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.seen = Seen(ledger_path, target, origin)
         self.ledger = self.seen.ledger  # reads go through the seen-set's own connection
         self.target = target
@@ -211,8 +214,10 @@ class ObjectPlan:
         self.per_document = source.kind == "dir"  # a document file: named by its id
         self.skipped: set[str] = set()
         self.broken: set[str] = set()
-        for table in ("listed (object TEXT PRIMARY KEY, version TEXT, state TEXT)",
-                      "objects_seen (doc_id TEXT PRIMARY KEY, object TEXT)"):  # fmt: skip
+        for table in (
+            "listed (object TEXT PRIMARY KEY, version TEXT, state TEXT)",
+            "objects_seen (doc_id TEXT PRIMARY KEY, object TEXT)",
+        ):
             self.db.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} WITHOUT ROWID")
             self.db.execute(f"DELETE FROM temp.{table.partition(' ')[0]}")
         self.db.executemany(
@@ -249,8 +254,10 @@ class ObjectPlan:
                 self.args,
             )
         }
-        self.db.executemany("UPDATE temp.listed SET state = 'skipped' WHERE object = ?",
-                            ((u,) for u in self.skipped))  # fmt: skip
+        self.db.executemany(
+            "UPDATE temp.listed SET state = 'skipped' WHERE object = ?",
+            ((u,) for u in self.skipped),
+        )
         kept = (
             "FROM temp.object_candidates c JOIN temp.listed l ON l.object = c.object "
             "WHERE l.state = 'skipped'"

@@ -146,9 +146,13 @@ class Sink(Protocol):
         ...
 
     def search(
-        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None, *,
+        self,
+        vector: np.ndarray,
+        k: int = 5,
+        filter: Mapping[str, Any] | None = None,
+        *,
         with_vectors: bool = False,
-    ) -> list[Hit]:  # fmt: skip
+    ) -> list[Hit]:
         """Top-k hits of the live index for one query vector, among the chunks that pass
         `filter` (payload path -> value or list of values; see filters.py): k hits whenever k
         chunks pass it. `with_vectors`: each hit carries its chunk's stored vector (what MMR
@@ -170,9 +174,13 @@ class ViewSearch(Protocol):
     """A read view's search: `Sink.search` on the generation the view holds."""
 
     def __call__(
-        self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None, *,
+        self,
+        vector: np.ndarray,
+        k: int,
+        filter: Mapping[str, Any] | None,
+        *,
         with_vectors: bool = False,
-    ) -> list[Hit]: ...  # fmt: skip
+    ) -> list[Hit]: ...
 
 
 @dataclass(frozen=True)

@@ -115,8 +115,14 @@ class EdgeSink(GenerationSink):
     @classmethod
     def from_config(cls, scheme: str, location: str, cfg: SinkConfig) -> EdgeSink:
         """The sink a qdrant-edge:PATH URI names."""
-        return cls(location, cfg.collection, options=cfg.qdrant, write_batch=cfg.write_batch,
-                   ef_search=cfg.ef_search, keep_previous=cfg.keep_previous)  # fmt: skip
+        return cls(
+            location,
+            cfg.collection,
+            options=cfg.qdrant,
+            write_batch=cfg.write_batch,
+            ef_search=cfg.ef_search,
+            keep_previous=cfg.keep_previous,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -206,9 +212,13 @@ class EdgeSink(GenerationSink):
                 _close(shard, gen)
 
     def search(
-        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None, *,
+        self,
+        vector: np.ndarray,
+        k: int = 5,
+        filter: Mapping[str, Any] | None = None,
+        *,
         with_vectors: bool = False,
-    ) -> list[Hit]:  # fmt: skip
+    ) -> list[Hit]:
         """Top-k hits of the live shard by cosine similarity, among the chunks `filter` passes:
         of the newest read snapshot, or of the shard this sink writes in place or pins."""
         live = self._live_gen()
@@ -238,16 +248,25 @@ class EdgeSink(GenerationSink):
             self._served.close()
 
     def _query(
-        self, shard: Any, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None, *,
+        self,
+        shard: Any,
+        vector: np.ndarray,
+        k: int,
+        filter: Mapping[str, Any] | None,
+        *,
         with_vectors: bool = False,
-    ) -> list[Hit]:  # fmt: skip
+    ) -> list[Hit]:
         where = qdrant_base.native_filter(conditions(filter), FILTER_TYPES)
         params = qe.SearchParams(hnsw_ef=self.ef_search) if self.ef_search else None
         query = qe.Query.Nearest(qdrant_base.query_vector(vector))
         request = qe.QueryRequest(
-            limit=k, query=query, with_payload=True, params=params, filter=where,
+            limit=k,
+            query=query,
+            with_payload=True,
+            params=params,
+            filter=where,
             with_vector=with_vectors,
-        )  # fmt: skip
+        )
         with edge_errors(f"query on '{self.collection}'"):
             points = shard.query(request)
         return qdrant_base.hits(points, with_vectors=with_vectors)
@@ -392,9 +411,11 @@ def _page(shard: Any, offset: Any, limit: int, vectors: bool = False) -> tuple[l
     """One page of a shard's points with their chunk ids (with `vectors`: whole payloads and
     vectors), and the next offset."""
     request = qe.ScrollRequest(
-        offset=offset, limit=limit, with_payload=True if vectors else ["chunk_id"],
+        offset=offset,
+        limit=limit,
+        with_payload=True if vectors else ["chunk_id"],
         with_vector=vectors,
-    )  # fmt: skip
+    )
     with edge_errors("scroll"):
         records, next_offset = shard.scroll(request)
     return records, next_offset

@@ -106,8 +106,14 @@ class FaissSink(StoredSink):
     @classmethod
     def from_config(cls, scheme: str, location: str, cfg: SinkConfig) -> FaissSink:
         """The sink a faiss:DIR URI names."""
-        return cls(location, cfg.collection, index_factory=cfg.index_factory, nprobe=cfg.nprobe,
-                   ef_search=cfg.ef_search, keep_previous=cfg.keep_previous)  # fmt: skip
+        return cls(
+            location,
+            cfg.collection,
+            index_factory=cfg.index_factory,
+            nprobe=cfg.nprobe,
+            ef_search=cfg.ef_search,
+            keep_previous=cfg.keep_previous,
+        )
 
     def factory(self, gen: Path) -> str:
         """The index_factory to build `gen` with: the configured one, else the one it was built
@@ -131,9 +137,13 @@ class FaissSink(StoredSink):
     # -- reading ---------------------------------------------------------------------------
 
     def search(
-        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None, *,
+        self,
+        vector: np.ndarray,
+        k: int = 5,
+        filter: Mapping[str, Any] | None = None,
+        *,
         with_vectors: bool = False,
-    ) -> list[Hit]:  # fmt: skip
+    ) -> list[Hit]:
         """Top-k hits of the live index by inner product (cosine for normalised vectors), among
         the chunks `filter` passes: the index searches only their ids (an id selector), and
         when it finds fewer than k of them (IVF probes too few lists; PQ takes no selector) they
@@ -154,9 +164,14 @@ class FaissSink(StoredSink):
         self._cache = None
 
     def _search(
-        self, loaded: Loaded, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None, *,
+        self,
+        loaded: Loaded,
+        vector: np.ndarray,
+        k: int,
+        filter: Mapping[str, Any] | None,
+        *,
         with_vectors: bool = False,
-    ) -> list[Hit]:  # fmt: skip
+    ) -> list[Hit]:
         conds = conditions(filter)
         index, ids_sorted, order, sidecar = (
             loaded.index,
@@ -272,9 +287,14 @@ class FaissSink(StoredSink):
         write_parquet(sidecar, gen / "ids.parquet")
         atomic_write(gen / "index.faiss", lambda f: _write_index(index, f))
         write_manifest(
-            gen, dim=dim, index_factory=factory, count=table.num_rows,
-            trained_rows=trained_rows, indexed_seq=indexed_seq, index_build=build,
-        )  # fmt: skip
+            gen,
+            dim=dim,
+            index_factory=factory,
+            count=table.num_rows,
+            trained_rows=trained_rows,
+            indexed_seq=indexed_seq,
+            index_build=build,
+        )
         store.remove_before(indexed_seq)
 
     def _changed_since_index(
@@ -425,8 +445,11 @@ def _train(index: Any, vectors: np.ndarray, factory: str, seed: int) -> None:
         log.warning(
             "training '%s' on %d vectors: under %d per centroid (k=%d), recall suffers; "
             "use fewer lists or PQ bits, or Flat/HNSW for a corpus this size",
-            factory, len(vectors), MIN_POINTS_PER_CENTROID, k,
-        )  # fmt: skip
+            factory,
+            len(vectors),
+            MIN_POINTS_PER_CENTROID,
+            k,
+        )
     size = training_size(len(vectors), k)
     rng = np.random.default_rng(seed)
     sample = vectors[np.sort(rng.choice(len(vectors), size=size, replace=False))]

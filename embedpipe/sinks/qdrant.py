@@ -107,8 +107,14 @@ class QdrantSink:
         if scheme != "qdrant":
             url = f"{scheme.partition('+')[2]}:{location}"
             where = {"url": url, "api_key": os.environ.get("QDRANT_API_KEY")}
-        return cls(cfg.collection, **where, write_batch=cfg.write_batch, options=cfg.qdrant,
-                   ef_search=cfg.ef_search, keep_previous=cfg.keep_previous)  # fmt: skip
+        return cls(
+            cfg.collection,
+            **where,
+            write_batch=cfg.write_batch,
+            options=cfg.qdrant,
+            ef_search=cfg.ef_search,
+            keep_previous=cfg.keep_previous,
+        )
 
     @property
     def capabilities(self) -> Capabilities:
@@ -295,9 +301,13 @@ class QdrantSink:
             return name if self.connect().collection_exists(name) else None
 
     def search(
-        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None, *,
+        self,
+        vector: np.ndarray,
+        k: int = 5,
+        filter: Mapping[str, Any] | None = None,
+        *,
         with_vectors: bool = False,
-    ) -> list[Hit]:  # fmt: skip
+    ) -> list[Hit]:
         """Top-k hits of the live collection by cosine similarity, among the chunks `filter`
         passes (a payload index, where configured, serves it on a server). Local mode reads the
         newest read snapshot, unless this sink is in a run or pinned."""
@@ -311,9 +321,14 @@ class QdrantSink:
         return self._query(self.connect(), vector, k, filter, with_vectors=with_vectors)
 
     def _query(
-        self, client: QdrantClient, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None,
-        *, with_vectors: bool = False,
-    ) -> list[Hit]:  # fmt: skip
+        self,
+        client: QdrantClient,
+        vector: np.ndarray,
+        k: int,
+        filter: Mapping[str, Any] | None,
+        *,
+        with_vectors: bool = False,
+    ) -> list[Hit]:
         where = qdrant_base.native_filter(conditions(filter), FILTER_TYPES)
         # Local mode searches exactly and warns about search params: give them to servers only.
         params = None
@@ -467,9 +482,12 @@ class QdrantSink:
         and vectors), and the next offset."""
         with qdrant_errors(f"scrolling '{name}'"):
             return self.connect().scroll(
-                name, limit=limit, offset=offset, with_vectors=vectors,
+                name,
+                limit=limit,
+                offset=offset,
+                with_vectors=vectors,
                 with_payload=True if vectors else ["chunk_id"],
-            )  # fmt: skip
+            )
 
     def _existing(self, fingerprint: str) -> str:
         name = self._physical(fingerprint)
