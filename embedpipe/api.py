@@ -45,6 +45,8 @@ def run(
     force: bool = False,
     stop: threading.Event | None = None,
     raise_on_failure: bool = True,
+    origin: str | None = None,
+    vectors: Mapping[str, tuple[str, np.ndarray]] | None = None,
 ) -> RunReport:
     """Run a configured pipeline; the report (`config.report`) and the Prometheus textfile
     (`config.metrics`, not for dry runs) are written whatever the outcome.
@@ -53,6 +55,11 @@ def run(
     ConfigError at once. While the pipeline runs, new directories get `config.state_mode` and new
     files the same minus the execute bits (state/permissions.py); the report and the textfile are written
     after, with the process's own umask, for whoever reads them.
+
+    `origin` names where the documents came from when not from the configured source (the
+    framework adapters pass LIBRARY: a full-mode run leaves such documents alone); `vectors`:
+    vectors the caller already has from this index's model (chunk id -> (text, vector)),
+    written as they are instead of being encoded again.
     """
     began = time.monotonic()
     config = as_config(config)
@@ -65,6 +72,7 @@ def run(
         progress(count.loading(sink.uri, config.sink.collection))
     # The model loads only when a chunk needs embedding (an unchanged re-run never loads it).
     encoder = LazyEncoder(config.model, lambda: _shared_encoder(config.model.model_dump_json()))
+    encoder.given = vectors or {}
     pipe = Pipeline(
         config,
         source=source,
@@ -74,6 +82,7 @@ def run(
         force=force,
         began=began,
         load_encoder=lambda cfg: _shared_encoder(cfg.model_dump_json()),
+        origin=origin,
     )
     if stop is not None:
         pipe.stop = stop

@@ -29,9 +29,10 @@ class Seen:
     TEMP table, private to this connection and taking no write lock, so the rules that read it
     (stale chunks, documents to remember) go through this object and nothing else."""
 
-    def __init__(self, path: str | Path, target: Target) -> None:
+    def __init__(self, path: str | Path, target: Target, origin: str | None = None) -> None:
         self.ledger = Ledger(path)
         self.target = target
+        self.origin = origin  # recorded with each document remembered (None: the source)
         self.ledger.start_seen()
 
     def add(self, doc_id: str, doc_hash: str | None = None) -> bool:
@@ -45,15 +46,16 @@ class Seen:
         """Chunks the ledger holds that this run's source no longer has.
 
         Always: indexes at or beyond a seen document's new chunk count. With `full`, also every
-        chunk of a document the source no longer lists. A document seen with an unknown count
-        (it failed to read) keeps what it had.
+        chunk of a document the source no longer lists, unless the library added it (its origin
+        is LIBRARY: no source lists it, so none can say it is gone). A document seen with an
+        unknown count (it failed to read) keeps what it had.
         """
         return self.ledger.stale(self.target, full=full)
 
     def remember(self) -> None:
         """Record the hash and chunk count of every document this run read; `complete_docs`
         decides at read time which of them count as unchanged (every chunk done)."""
-        self.ledger.remember_seen(self.target)
+        self.ledger.remember_seen(self.target, self.origin)
 
     def close(self) -> None:
         self.ledger.close()
@@ -62,8 +64,14 @@ class Seen:
 class Planner:
     """Accept or skip each document and chunk against the ledger; count what it decides."""
 
-    def __init__(self, ledger_path: str | Path, target: Target, report: RunReport) -> None:
-        self.seen = Seen(ledger_path, target)
+    def __init__(
+        self,
+        ledger_path: str | Path,
+        target: Target,
+        report: RunReport,
+        origin: str | None = None,
+    ) -> None:
+        self.seen = Seen(ledger_path, target, origin)
         self.ledger = self.seen.ledger  # reads go through the seen-set's own connection
         self.target = target
         self.report = report

@@ -212,17 +212,23 @@ class EdgeSink(GenerationSink):
                 _close(shard, gen)
 
     def search(
-        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
+        self,
+        vector: np.ndarray,
+        k: int = 5,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        with_vectors: bool = False,
     ) -> list[Hit]:
         """Top-k hits of the live shard by cosine similarity, among the chunks `filter` passes:
         of the newest read snapshot, or of the shard this sink writes in place or pins."""
         live = self._live_gen()
         if self._gen is not None and self._gen == live:
-            return self._query(self._shard, vector, k, filter)
+            return self._query(self._shard, vector, k, filter, with_vectors=with_vectors)
         if self._pin is not None:
-            return self._query(self._live_reader(required=True), vector, k, filter)
+            shard = self._live_reader(required=True)
+            return self._query(shard, vector, k, filter, with_vectors=with_vectors)
         with self.serving() as view:
-            return view.search(vector, k, filter)
+            return view.search(vector, k, filter, with_vectors=with_vectors)
 
     @contextmanager
     def serving(self) -> Iterator[ReadView]:
@@ -242,17 +248,28 @@ class EdgeSink(GenerationSink):
             self._served.close()
 
     def _query(
-        self, shard: Any, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None
+        self,
+        shard: Any,
+        vector: np.ndarray,
+        k: int,
+        filter: Mapping[str, Any] | None,
+        *,
+        with_vectors: bool = False,
     ) -> list[Hit]:
         where = qdrant_base.native_filter(conditions(filter), FILTER_TYPES)
         params = qe.SearchParams(hnsw_ef=self.ef_search) if self.ef_search else None
         query = qe.Query.Nearest(qdrant_base.query_vector(vector))
         request = qe.QueryRequest(
-            limit=k, query=query, with_payload=True, params=params, filter=where
+            limit=k,
+            query=query,
+            with_payload=True,
+            params=params,
+            filter=where,
+            with_vector=with_vectors,
         )
         with edge_errors(f"query on '{self.collection}'"):
             points = shard.query(request)
-        return qdrant_base.hits(points)
+        return qdrant_base.hits(points, with_vectors=with_vectors)
 
     # -- read snapshots --------------------------------------------------------------------
 

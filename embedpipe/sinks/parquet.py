@@ -99,12 +99,17 @@ class ParquetSink(StoredSink):
     # -- reading ---------------------------------------------------------------------------
 
     def search(
-        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
+        self,
+        vector: np.ndarray,
+        k: int = 5,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        with_vectors: bool = False,
     ) -> list[Hit]:
         """Top-k hits of the published chunks by inner product, by brute force over the chunks
         `filter` passes."""
         with self.serving() as view:
-            return view.search(vector, k, filter)
+            return view.search(vector, k, filter, with_vectors=with_vectors)
 
     @contextmanager
     def serving(self) -> Iterator[ReadView]:
@@ -197,8 +202,11 @@ def _search(
     vector: np.ndarray,
     k: int,
     filter: Mapping[str, Any] | None,
+    *,
+    with_vectors: bool = False,
 ) -> list[Hit]:
-    """Top-k of the published chunks by inner product, among those `filter` passes."""
+    """Top-k of the published chunks by inner product, among those `filter` passes (with
+    `with_vectors`, each with its vector)."""
     conds = conditions(filter)
     place = np.flatnonzero(filterable.mask(conds)) if conds else None
     if place is not None:
@@ -210,7 +218,10 @@ def _search(
     top = np.argpartition(-scores, k - 1)[:k]
     top = top[np.argsort(-scores[top], kind="stable")]
     payloads = rows.take(arrow_indices(top if place is None else place[top])).to_pylist()
-    return [hit_from_payload(scores[i], p) for i, p in zip(top, payloads, strict=True)]
+    if not with_vectors:
+        return [hit_from_payload(scores[i], p) for i, p in zip(top, payloads, strict=True)]
+    kept = vectors[top]  # a copy: the hits do not share the cached array
+    return [hit_from_payload(scores[i], p, v) for i, p, v in zip(top, payloads, kept, strict=True)]
 
 
 def _data_dirs(gen: Path) -> list[Path]:

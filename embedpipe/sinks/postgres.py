@@ -449,23 +449,41 @@ class PostgresSink:
             yield Embedded(chunks, np.asarray(vectors, dtype=np.float32))
 
     def search(
-        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
+        self,
+        vector: np.ndarray,
+        k: int = 5,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        with_vectors: bool = False,
     ) -> list[Hit]:
         """Top-k rows of the live generation by cosine similarity, among those `filter` passes
-        (pushed down as SQL; pgvector's iterative index scan keeps k hits under a filter)."""
+        (pushed down as SQL; pgvector's iterative index scan keeps k hits under a filter);
+        `with_vectors`: each with its stored embedding."""
         where, params = where_clause(conditions(filter))
         source = self._pin or self._served()
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        stored = sql.SQL(", embedding" if with_vectors else "")
         statement = sql.SQL(
-            "SELECT chunk_id, doc_id, chunk_index, text, metadata, embedding <=> %s AS distance "
-            "FROM {} WHERE {} ORDER BY distance LIMIT %s"
-        ).format(self._ident(source), where)
+            "SELECT chunk_id, doc_id, chunk_index, text, metadata, embedding <=> %s AS distance"
+            "{} FROM {} WHERE {} ORDER BY distance LIMIT %s"
+        ).format(stored, self._ident(source), where)
         conn = self._connection()
         with postgres_errors(f"query on '{self.collection}'"), conn.transaction():
             for name, value in self._search_settings(conn):
                 conn.execute("SELECT set_config(%s, %s, true)", [name, value])
             rows = conn.execute(statement, [query, *params, k]).fetchall()
-        return [Hit(1.0 - float(r[5]), r[0], r[1], int(r[2]), r[3], dict(r[4] or {})) for r in rows]
+        return [
+            Hit(
+                1.0 - float(r[5]),
+                r[0],
+                r[1],
+                int(r[2]),
+                r[3],
+                dict(r[4] or {}),
+                np.asarray(r[6].to_numpy(), dtype=np.float32) if with_vectors else None,
+            )
+            for r in rows
+        ]
 
     def remote_writer(self) -> PostgresWriter:
         """A writer other processes copy into this run's table with."""

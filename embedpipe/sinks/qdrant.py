@@ -301,22 +301,33 @@ class QdrantSink:
             return name if self.connect().collection_exists(name) else None
 
     def search(
-        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
+        self,
+        vector: np.ndarray,
+        k: int = 5,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        with_vectors: bool = False,
     ) -> list[Hit]:
         """Top-k hits of the live collection by cosine similarity, among the chunks `filter`
         passes (a payload index, where configured, serves it on a server). Local mode reads the
         newest read snapshot, unless this sink is in a run or pinned."""
         if self._snapshots is not None and self._target is None and self._pin is None:
             with self.serving() as view:
-                return view.search(vector, k, filter)
+                return view.search(vector, k, filter, with_vectors=with_vectors)
         if self._live() is None:
             if self.connect().collection_exists(self.collection):
                 self._refuse_foreign(None)
             raise self._missing()
-        return self._query(self.connect(), vector, k, filter)
+        return self._query(self.connect(), vector, k, filter, with_vectors=with_vectors)
 
     def _query(
-        self, client: QdrantClient, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None
+        self,
+        client: QdrantClient,
+        vector: np.ndarray,
+        k: int,
+        filter: Mapping[str, Any] | None,
+        *,
+        with_vectors: bool = False,
     ) -> list[Hit]:
         where = qdrant_base.native_filter(conditions(filter), FILTER_TYPES)
         # Local mode searches exactly and warns about search params: give them to servers only.
@@ -329,10 +340,11 @@ class QdrantSink:
                 query=qdrant_base.query_vector(vector),
                 limit=k,
                 with_payload=True,
+                with_vectors=with_vectors,
                 search_params=params,
                 query_filter=where,
             )
-        return qdrant_base.hits(result.points)
+        return qdrant_base.hits(result.points, with_vectors=with_vectors)
 
     @contextmanager
     def serving(self) -> Iterator[ReadView]:

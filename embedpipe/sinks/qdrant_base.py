@@ -172,9 +172,14 @@ def query_vector(vector: np.ndarray) -> list[float]:
     return floats
 
 
-def hits(points: Iterable[Any]) -> list[Hit]:
-    """Scored points with a chunk payload as search hits."""
-    return [hit_from_payload(p.score, p.payload or {}) for p in points]
+def hits(points: Iterable[Any], *, with_vectors: bool = False) -> list[Hit]:
+    """Scored points with a chunk payload as search hits (with their vectors, when asked)."""
+    if not with_vectors:
+        return [hit_from_payload(p.score, p.payload or {}) for p in points]
+    return [
+        hit_from_payload(p.score, p.payload or {}, np.asarray(p.vector, dtype=np.float32))
+        for p in points
+    ]
 
 
 @contextmanager

@@ -69,7 +69,9 @@ def paired_vectors(embedded: Embedded) -> np.ndarray:
     return vectors
 
 
-def hit_from_payload(score: float, payload: dict[str, Any]) -> Hit:
+def hit_from_payload(
+    score: float, payload: dict[str, Any], vector: np.ndarray | None = None
+) -> Hit:
     """A search Hit from a stored payload (metadata as a dict or as a JSON string)."""
     metadata = payload.get("metadata") or {}
     if isinstance(metadata, str):
@@ -81,6 +83,7 @@ def hit_from_payload(score: float, payload: dict[str, Any]) -> Hit:
         chunk_index=int(payload.get("chunk_index", 0)),
         text=str(payload.get("text", "")),
         metadata=metadata,
+        vector=vector,
     )
 
 

@@ -13,7 +13,7 @@ import itertools
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,9 @@ from embedpipe.types import Chunk
 PENDING, DONE = 0, 1
 
 LEDGER_FILE = "ledger.sqlite"
+# A document's origin when the library added it (a framework adapter), not a run's source: a
+# full-mode run, which deletes what its source no longer lists, leaves such documents alone.
+LIBRARY = "library"
 
 
 def state_dir_for(sink_uri: str, state: str | None) -> Path:
@@ -399,21 +402,24 @@ class Ledger:
         ).fetchall()
         gone: list[tuple[str]] = []
         if full:
-            gone = self.db.execute(
+            gone = self.db.execute(  # a document the library added is not the source's to drop
                 "SELECT chunk_id FROM chunks WHERE target = ? AND fingerprint = ? "
-                "AND doc_id NOT IN (SELECT doc_id FROM temp.seen)",
-                args,
+                "AND doc_id NOT IN (SELECT doc_id FROM temp.seen) AND doc_id NOT IN "
+                "(SELECT doc_id FROM docs WHERE target = ? AND fingerprint = ? AND origin = ?)",
+                (*args, *args, LIBRARY),
             ).fetchall()
         return [cid for (cid,) in beyond + gone]
 
-    def remember_seen(self, target: Target) -> None:
-        """Record the hash and chunk count of every document seen whole; `complete_docs`
+    def remember_seen(self, target: Target, origin: str | None = None) -> None:
+        """Record the hash and chunk count of every document seen whole, and where it came from
+        (`origin`: None for the run's source, LIBRARY for a library add); `complete_docs`
         decides at read time which of them count as unchanged (every chunk done)."""
         with self.transaction():
             self.db.execute(
-                "INSERT OR REPLACE INTO docs SELECT ?, ?, doc_id, doc_hash, n_chunks "
+                "INSERT OR REPLACE INTO docs (target, fingerprint, doc_id, doc_hash, n_chunks, "
+                "origin) SELECT ?, ?, doc_id, doc_hash, n_chunks, ? "
                 "FROM temp.seen WHERE doc_hash IS NOT NULL AND n_chunks IS NOT NULL",
-                (target.key, target.fingerprint),
+                (target.key, target.fingerprint, origin),
             )
 
     # -- a bucket source's objects in one run (runs/planning.py ObjectPlan) -------------------
@@ -576,3 +582,78 @@ def _run_row(
         "committed": committed,
         **{k: counts.get(k) for k in keep},
     }
+
+
+@dataclass(frozen=True)
+class Named:
+    """Which documents a caller names, by what the ledger holds of a generation.
+
+    `ids`: each names a document (every chunk of it), or, with `chunk_ids`, one chunk
+    (`DOC#N`), which stands for its document (the ledger's unit: a document is embedded,
+    skipped and deleted whole). `prefixes`: every document whose id starts with one of them
+    (a LlamaIndex source document's nodes). `every`: all of them."""
+
+    ids: Sequence[str] = ()
+    chunk_ids: bool = False
+    prefixes: Sequence[str] = ()
+    every: bool = False
+
+
+def named_documents(ledger: Ledger, target: Target, named: Named) -> tuple[list[str], list[str]]:
+    """(the documents `named` names that the ledger holds as written, the ids that name
+    none), each in the order first named."""
+    sql = (
+        "SELECT DISTINCT doc_id FROM chunks WHERE target = ? AND fingerprint = ? AND state = ? "
+        "AND {}"
+    )
+    args = (target.key, target.fingerprint, DONE)
+    found: dict[str, None] = {}
+    if named.every:
+        found.update(dict.fromkeys(d for (d,) in ledger.db.execute(sql.format("1"), args)))
+    unknown: list[str] = []
+    match = "(doc_id = ? OR chunk_id = ?)" if named.chunk_ids else "doc_id = ?"
+    for name in named.ids:
+        values = (name, name) if named.chunk_ids else (name,)
+        rows = ledger.db.execute(sql.format(match), (*args, *values)).fetchall()
+        found.update(dict.fromkeys(d for (d,) in rows))
+        if not rows:
+            unknown.append(name)
+    for prefix in named.prefixes:
+        starting = ledger.db.execute(
+            sql.format("substr(doc_id, 1, ?) = ?"), (*args, len(prefix), prefix)
+        )
+        found.update(dict.fromkeys(d for (d,) in starting))
+    return list(found), unknown
+
+
+def chunk_ids_named(ledger: Ledger, target: Target, named: Named) -> list[str]:
+    """The chunk ids (written, in order) of what `named` names: each document's chunks, and,
+    with `named.chunk_ids`, an id that is no document's but a chunk's id names that chunk."""
+    args = (target.key, target.fingerprint, DONE)
+    docs, _ = named_documents(ledger, target, Named(named.ids, False, named.prefixes, named.every))
+    known = set(docs)
+    listed: dict[tuple[bool, str], None] = {}  # (is a chunk, id), in the order named
+    for name in named.ids:
+        if name in known:
+            listed[(False, name)] = None
+        elif (
+            named.chunk_ids
+            and ledger.db.execute(
+                "SELECT 1 FROM chunks WHERE target = ? AND fingerprint = ? AND state = ? "
+                "AND chunk_id = ?",
+                (*args, name),
+            ).fetchone()
+        ):
+            listed[(True, name)] = None
+    listed.update(dict.fromkeys((False, d) for d in docs))  # what prefixes and `every` add
+    by_doc = (
+        "SELECT chunk_id FROM chunks WHERE target = ? AND fingerprint = ? AND state = ? "
+        "AND doc_id = ? ORDER BY chunk_index"
+    )
+    out: dict[str, None] = {}
+    for is_chunk, name in listed:
+        if is_chunk:
+            out[name] = None
+        else:
+            out.update(dict.fromkeys(c for (c,) in ledger.db.execute(by_doc, (*args, name))))
+    return list(out)
