@@ -38,7 +38,7 @@ from embedpipe.sinks.base import Hit, ReadView, not_open
 from embedpipe.sinks.filters import conditions
 from embedpipe.sinks.generations import GenerationSink, read_manifest, try_lock, write_manifest
 from embedpipe.sinks.shards import chunk_payload, paired_vectors
-from embedpipe.sinks.snapshots import SnapshotReader, Snapshots, copy_tree
+from embedpipe.sinks.snapshots import READER_MADE, SnapshotReader, Snapshots, copy_tree
 from embedpipe.types import Embedded, point_id
 
 SHARD = "shard"
@@ -234,11 +234,19 @@ class EdgeSink(GenerationSink):
     def serving(self) -> Iterator[ReadView]:
         """The newest read snapshot, held for one query (a newer one is opened when the read
         pointer moved, at most every second)."""
-        if self._served is None:
-            self._served = SnapshotReader(
-                self._snapshots, _open_snapshot, _close_shard, self._catch_up, self._gens.missing
-            )
-        with self._served.use() as served:
+        reader = self._served
+        if reader is None:
+            with READER_MADE:  # two threads' first queries share one reader
+                if self._served is None:
+                    self._served = SnapshotReader(
+                        self._snapshots,
+                        _open_snapshot,
+                        _close_shard,
+                        self._catch_up,
+                        self._gens.missing,
+                    )
+                reader = self._served
+        with reader.use() as served:
             fingerprint = served.pointer.get("fingerprint")
             yield ReadView(fingerprint, served.manifest, partial(self._query, served.engine))
 

@@ -47,7 +47,7 @@ from embedpipe.sinks.qdrant_writer import (
     upsert,
 )
 from embedpipe.sinks.registry import SINKS
-from embedpipe.sinks.snapshots import SnapshotReader, Snapshots, copy_tree
+from embedpipe.sinks.snapshots import READER_MADE, SnapshotReader, Snapshots, copy_tree
 from embedpipe.types import Embedded
 
 __all__ = ["VECTOR_TYPES", "QdrantSink", "QdrantWriter", "qdrant_errors", "server_client"]
@@ -353,11 +353,19 @@ class QdrantSink:
         if self._snapshots is None:
             yield ReadView(None, None, self.search)
             return
-        if self._served is None:
-            self._served = SnapshotReader(
-                self._snapshots, _open_snapshot, _close_client, self._catch_up, self._not_served
-            )
-        with self._served.use() as served:
+        reader = self._served
+        if reader is None:
+            with READER_MADE:  # two threads' first queries share one reader
+                if self._served is None:
+                    self._served = SnapshotReader(
+                        self._snapshots,
+                        _open_snapshot,
+                        _close_client,
+                        self._catch_up,
+                        self._not_served,
+                    )
+                reader = self._served
+        with reader.use() as served:
             fingerprint = served.pointer.get("fingerprint")
             yield ReadView(fingerprint, served.manifest, partial(self._query, served.engine))
 
