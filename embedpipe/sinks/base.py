@@ -42,6 +42,8 @@ class Hit:
     chunk_index: int
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    start: int = 0  # the chunk's character span in its document's text
+    end: int = 0
 
 
 @runtime_checkable

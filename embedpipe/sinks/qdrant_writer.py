@@ -77,6 +77,9 @@ FILTER_TYPES = FilterTypes(
     field=lambda key, match: models.FieldCondition(key=key, match=match),
     value=lambda value: models.MatchValue(value=value),
     any=lambda values: models.MatchAny(any=values),
+    numbers=lambda key, bounds: models.FieldCondition(key=key, range=models.Range(**bounds)),
+    dates=lambda key, bounds: models.FieldCondition(key=key, range=models.DatetimeRange(**bounds)),
+    is_empty=lambda key: models.IsEmptyCondition(is_empty=models.PayloadField(key=key)),
 )
 
 

@@ -72,6 +72,8 @@ def hit_from_payload(score: float, payload: dict[str, Any]) -> Hit:
         chunk_index=int(payload.get("chunk_index", 0)),
         text=str(payload.get("text", "")),
         metadata=metadata,
+        start=int(payload.get("start") or 0),
+        end=int(payload.get("end") or 0),
     )
 
 
