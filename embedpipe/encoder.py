@@ -466,6 +466,8 @@ class ExportedEncoder(Encoder):
         self.device = "cpu"
         self.threads = torchless.cpu_threads(cfg.threads)
         self.tokenizer = tokenizer
+        self._query_tokenizer: Any = None  # as Encoder.__init__ sets them: see _tokenize
+        self._tokenize_lock = threading.Lock()
         self.truncate_dim = checked_truncate_dim(cfg.truncate_dim, ready.dim, name)
         self.dim = self.truncate_dim or ready.dim
         self.quantization = cfg.quantization
