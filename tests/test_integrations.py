@@ -17,7 +17,7 @@ import shutil
 import statistics
 import textwrap
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
 
 import embedpipe
 from embedpipe.config import RunConfig, load_config
+from embedpipe.errors import ConfigError
 from embedpipe.integrations.langchain import EmbedpipeEmbeddings, EmbedpipeVectorStore
 from embedpipe.integrations.llama_index import EmbedpipeEmbedding
 from embedpipe.integrations.llama_index import EmbedpipeVectorStore as LlamaStore
@@ -63,12 +64,18 @@ QUESTIONS = {
 def records() -> list[dict[str, Any]]:
     """One document per stdlib function: its docstring, its module in the metadata."""
     out = []
-    for fn in FUNCTIONS:
+    for position, fn in enumerate(FUNCTIONS):
         module = fn.__module__.replace("posixpath", "os.path")
         name = f"{module}.{fn.__name__}"
-        out.append({"id": name, "text": f"{name}\n\n{fn.__doc__}",
-                    "metadata": {"module": module, "name": name}})  # fmt: skip
+        metadata = {"module": module, "name": name, "position": position,
+                    "added": f"2024-01-{position + 1:02d}"}  # fmt: skip
+        out.append({"id": name, "text": f"{name}\n\n{fn.__doc__}", "metadata": metadata})
     return out
+
+
+def names(positions: Iterable[int]) -> set[str]:
+    """The documents at these positions of FUNCTIONS (the hand-computed answer of a filter)."""
+    return {r["id"] for r in records() if r["metadata"]["position"] in set(positions)}
 
 
 def config(uri: str) -> RunConfig:
@@ -143,6 +150,35 @@ def test_langchain_filter_narrows_to_the_metadata_it_names(
     assert {d.metadata["module"] for d in retriever.invoke(question)} == {"json", "heapq"}
 
 
+LANGCHAIN_FILTERS = [
+    ({"position": {"$gt": 18}}, range(19, 21)),
+    ({"position": {"$gte": 3, "$lte": 5}}, range(3, 6)),
+    ({"position": {"$lt": 1}}, [0]),
+    ({"added": {"$lte": "2024-01-02"}}, range(2)),
+    ({"module": {"$ne": "json"}, "position": {"$lt": 3}}, [2]),
+    ({"module": {"$in": ["re", "glob"]}}, [17, 18, 19]),
+    ({"module": {"$nin": ["json", "textwrap"]}, "position": {"$lt": 5}}, [4]),
+    ({"$or": [{"module": "re"}, {"position": 0}]}, [0, 18, 19]),
+    ({"$and": [{"module": "re"}, {"position": {"$gt": 18}}]}, [19]),
+    ({"$not": {"position": {"$gt": 1}}}, range(2)),
+]
+
+
+def test_langchain_dict_and_dollar_filters_keep_the_documents_worked_out_by_hand(
+    langchain_store: EmbedpipeVectorStore,
+) -> None:
+    for filter, positions in LANGCHAIN_FILTERS:
+        docs = langchain_store.similarity_search("a function", k=50, filter=filter)
+        assert {d.metadata["doc_id"] for d in docs} == names(positions), filter
+
+
+def test_a_langchain_filter_on_a_field_no_document_has_is_an_error(
+    langchain_store: EmbedpipeVectorStore,
+) -> None:
+    with pytest.raises(ConfigError, match=r"'modul'.*module, name, position"):
+        langchain_store.similarity_search("x", k=3, filter={"modul": "re"})
+
+
 def test_langchain_embeddings_are_the_index_model_with_its_prompt(
     langchain_store: EmbedpipeVectorStore,
 ) -> None:
@@ -207,10 +243,50 @@ def test_llama_index_metadata_filters_narrow_the_results(llama_store: LlamaStore
     )
     nodes = index.as_retriever(similarity_top_k=5, filters=any_of).retrieve("files and JSON")
     assert len(nodes) == 5 and {n.node.metadata["module"] for n in nodes} <= {"json", "glob"}
-    with pytest.raises(ValueError, match="take == and in"):
+    with pytest.raises(ValueError, match="take EQ, NE, GT, GTE, LT, LTE, IN, NIN, not CONTAINS"):
         index.as_retriever(
-            filters=MetadataFilters(filters=[MetadataFilter(key="x", value=1, operator=">")])
+            filters=MetadataFilters(filters=[MetadataFilter(key="x", value=1, operator="contains")])
         ).retrieve("x")
+
+
+def llama_names(store: LlamaStore, filters: MetadataFilters) -> set[str]:
+    index = VectorStoreIndex.from_vector_store(store, embed_model=EmbedpipeEmbedding.of(store))
+    nodes = index.as_retriever(similarity_top_k=50, filters=filters).retrieve("a function")
+    return {n.node.metadata["doc_id"] for n in nodes}
+
+
+def test_llama_index_filters_take_every_operator_and_condition_nested(
+    llama_store: LlamaStore,
+) -> None:
+    def f(key: str, op: str, value: Any) -> MetadataFilter:
+        return MetadataFilter(key=key, value=value, operator=op)
+
+    cases = [
+        ([f("position", ">", 18)], "and", range(19, 21)),
+        ([f("position", ">=", 18)], "and", range(18, 21)),
+        ([f("position", "<", 2)], "and", range(2)),
+        ([f("position", "<=", 2)], "and", range(3)),
+        ([f("added", ">", "2024-01-19")], "and", range(19, 21)),
+        ([f("module", "!=", "json"), f("position", "<", 4)], "and", range(2, 4)),
+        ([f("module", "nin", ["json", "textwrap"]), f("position", "<", 6)], "and", range(4, 6)),
+        ([f("module", "==", "re"), f("position", "==", 0)], "or", [0, 18, 19]),
+        ([f("position", ">", 1)], "not", range(2)),
+    ]
+    for filters, condition, positions in cases:
+        wanted = names(positions)
+        assert llama_names(llama_store, MetadataFilters(filters=filters, condition=condition)) == (
+            wanted
+        ), (filters, condition)
+    nested = MetadataFilters(
+        filters=[
+            MetadataFilters(
+                filters=[f("module", "==", "re"), f("module", "==", "glob")], condition="or"
+            ),
+            MetadataFilters(filters=[f("position", "==", 19)], condition="not"),
+        ],
+        condition="and",
+    )
+    assert llama_names(llama_store, nested) == names([17, 18])
 
 
 # -- an exported copy read by LangChain's own QdrantVectorStore ---------------------------------
