@@ -130,6 +130,7 @@ def test_langchain_documents_carry_the_chunk_and_its_metadata(
     assert doc.metadata["doc_id"] == "random.shuffle" and doc.metadata["module"] == "random"
     assert doc.metadata["chunk_index"] == 0 and doc.metadata["chunk_id"] == "random.shuffle#0"
     assert doc.id == "random.shuffle#0" and "Shuffle" in doc.page_content
+    assert doc.metadata["start"] == 0 and doc.metadata["end"] >= len(doc.page_content) > 0
     assert 0.3 < score <= 1.0
     rel = langchain_store.similarity_search_with_relevance_scores("shuffle a list", k=1)
     assert 0.5 < rel[0][1] <= 1.0
