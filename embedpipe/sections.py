@@ -224,6 +224,11 @@ class QdrantOptions(Section):
     payload_index: list[str] = Field(
         ["doc_id"], description="payload fields given a keyword index (server and Edge; not local)"
     )
+    layout: Literal["embedpipe", "langchain", "llama-index"] = Field(
+        "embedpipe",
+        description="payload layout: embedpipe's own, or with the keys LangChain's or "
+        "LlamaIndex's stock QdrantVectorStore reads added (`export --layout`)",
+    )
     shard_number: int | None = Field(None, ge=1, description="shards of a server collection")
     replication_factor: int | None = Field(
         None, ge=1, description="copies of each shard on a server cluster"

@@ -37,8 +37,9 @@ from embedpipe.sinks import qdrant_base
 from embedpipe.sinks.base import Hit, ReadView, not_open
 from embedpipe.sinks.filters import parse, require_fields
 from embedpipe.sinks.generations import GenerationSink, read_manifest, try_lock, write_manifest
+from embedpipe.sinks.layouts import payload
 from embedpipe.sinks.snapshots import SnapshotReader, Snapshots, copy_tree
-from embedpipe.sinks.store import chunk_payload, paired_vectors
+from embedpipe.sinks.store import paired_vectors
 from embedpipe.types import Embedded, point_id
 
 SHARD = "shard"
@@ -152,7 +153,7 @@ class EdgeSink(GenerationSink):
             chunks = embedded.chunks[lo : lo + self.write_batch]
             rows = vectors[lo : lo + self.write_batch].tolist()
             points = [
-                qe.Point(point_id(c.id), row, chunk_payload(c))
+                qe.Point(point_id(c.id), row, payload(c, self.options.layout))
                 for c, row in zip(chunks, rows, strict=True)
             ]
             with edge_errors(f"upsert into {self._gen}"):

@@ -159,7 +159,7 @@ class QdrantSink:
     def write(self, embedded: Embedded) -> None:
         """Upsert in requests of `write_batch` points; returns once Qdrant acknowledged them."""
         target = self._writing()
-        upsert(self.connect(), target, embedded, self.write_batch)
+        upsert(self.connect(), target, embedded, self.write_batch, self.options.layout)
 
     def remote_writer(self) -> QdrantWriter:
         """A writer other processes upsert into this run's collection with (servers only)."""
@@ -169,7 +169,14 @@ class QdrantSink:
                 f"Qdrant local mode ({self.local_path}) is one process only: write from the "
                 "driver, or use a Qdrant server (qdrant+http://HOST:PORT)"
             )
-        return QdrantWriter(target, self.url, self.api_key, self.timeout, self.write_batch)
+        return QdrantWriter(
+            target,
+            self.url,
+            self.api_key,
+            self.timeout,
+            self.write_batch,
+            layout=self.options.layout,
+        )
 
     def rebuild(self) -> None:
         """Refused: Qdrant keeps no vectors of its own to re-train from."""
