@@ -226,8 +226,8 @@ class QdrantOptions(Section):
     )
     layout: Literal["embedpipe", "langchain", "llama-index"] = Field(
         "embedpipe",
-        description="payload layout: embedpipe's own, or with the keys LangChain's or "
-        "LlamaIndex's stock QdrantVectorStore reads added (`export --layout`)",
+        description="payload layout: embedpipe | langchain | llama-index (embedpipe's keys plus "
+        "those that framework's stock QdrantVectorStore reads; `export --layout`)",
     )
     shard_number: int | None = Field(None, ge=1, description="shards of a server collection")
     replication_factor: int | None = Field(

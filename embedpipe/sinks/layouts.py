@@ -46,7 +46,7 @@ def framework_metadata(chunk: Chunk) -> dict[str, Any]:
 def llama_fields(chunk: Chunk) -> dict[str, Any]:
     """The keys LlamaIndex's `node_to_metadata_dict` adds for the chunk as a TextNode."""
     ref_doc = str(chunk.metadata.get(REF_DOC) or chunk.doc_id)
-    node = {
+    node: dict[str, Any] = {
         "id_": point_id(chunk.id),
         "embedding": None,
         "metadata": framework_metadata(chunk),
