@@ -15,19 +15,19 @@ import numpy as np
 
 from embedpipe.config import ModelConfig, RunConfig, flat_overrides, load_config
 from embedpipe.documents import given
+from embedpipe.encoding.lazy import LazyEncoder
+from embedpipe.encoding.models import DEFAULT_MODEL_NAME
 from embedpipe.errors import ConfigError, EmbedpipeError
-from embedpipe.fsmode import state_permissions
 from embedpipe.index import Index
-from embedpipe.lazymodel import LazyEncoder
-from embedpipe.ledger import LEDGER_FILE, Ledger, Target, state_dir_for, target_key
 from embedpipe.metrics import write_textfile
-from embedpipe.models import DEFAULT_MODEL_NAME
-from embedpipe.pipeline import Pipeline, Progress
-from embedpipe.preflight import RecordCount, check_first_records
+from embedpipe.runs.pipeline import Pipeline, Progress
+from embedpipe.runs.preflight import RecordCount, check_first_records
 from embedpipe.sinks import open_sink
 from embedpipe.sinks.base import Hit, Sink
 from embedpipe.sinks.filters import parse_where as parse_where  # for the CLI's --where
 from embedpipe.sources import open_source
+from embedpipe.state.ledger import LEDGER_FILE, Ledger, Target, state_dir_for, target_key
+from embedpipe.state.permissions import state_permissions
 from embedpipe.types import RunReport
 
 ConfigArg: TypeAlias = RunConfig | str | Path | None  # what every function takes as `config`
@@ -130,9 +130,9 @@ def _encoder_for(model_config: str) -> Any:
     """The one model cache: a loaded encoder per model settings (ModelConfig as JSON) for the
     life of the process, shared by `run`, `encode` and `query`, so a program (or a test suite)
     loads and calibrates each model once. Where a torch-loaded encoder recorded how to run the
-    same settings on its cached OpenVINO export, that runs without torch (`embedpipe.torchless`).
+    same settings on its cached OpenVINO export, that runs without torch (`embedpipe.encoding.torchless`).
     Call it through `_shared_encoder`."""
-    from embedpipe.encoder import Encoder, exported_encoder
+    from embedpipe.encoding.encoder import Encoder, exported_encoder
 
     cfg = ModelConfig.model_validate_json(model_config)
     return exported_encoder(cfg) or Encoder(cfg)
@@ -222,7 +222,7 @@ def export(
     incremental runs go on against it. Resumable; a repeated export copies what changed.
     `layout` (a Qdrant destination): "langchain" or "llama-index" adds the keys that framework's
     stock QdrantVectorStore reads to every payload; default the configured sink.qdrant.layout."""
-    from embedpipe.exporter import export as copy
+    from embedpipe.runs.export import export as copy
 
     source = as_config(config, options)
     data = source.model_dump()
@@ -312,7 +312,7 @@ def reconcile(config: RunConfig, *, repair: bool = False) -> dict[str, Any]:
     generation than the ledger's live pointer names (a crash mid-swap; repair: relink the ledger).
     """
     from embedpipe.durable import StateLock
-    from embedpipe.reconcile import reconcile as compare
+    from embedpipe.runs.reconcile import reconcile as compare
 
     sink = open_sink(config.sink)
     key = target_key(sink.uri, config.sink.collection)
@@ -342,9 +342,9 @@ def evaluate(
     """recall@k, MRR@k and nDCG@k of one generation (live, staged, previous or a fingerprint) on
     a JSONL queries file, each query encoded with that generation's own model; `per_query` holds
     each query's ranks of its relevant documents and `errors` the lines that were skipped."""
-    from embedpipe.evaluation import answerable, known_documents, load_queries
-    from embedpipe.gate import built_manifest, query_model, score_generation
-    from embedpipe.switch import generation as named
+    from embedpipe.promotion.gate import built_manifest, query_model, score_generation
+    from embedpipe.promotion.quality import answerable, known_documents, load_queries
+    from embedpipe.promotion.switch import generation as named
 
     cfg = config or load_config(None, flat_overrides(**options))
     _check_k(k)
@@ -398,7 +398,7 @@ def rollback(
 
 def _switch(config: RunConfig | None, which: str, options: dict[str, Any]) -> dict[str, Any]:
     from embedpipe.durable import StateLock
-    from embedpipe.switch import switch
+    from embedpipe.promotion.switch import switch
 
     cfg = config or load_config(None, flat_overrides(**options))
     sink = open_sink(cfg.sink)

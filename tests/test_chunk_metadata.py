@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from embedpipe.config import RunConfig, load_config
-from embedpipe.pipeline import Pipeline
+from embedpipe.runs.pipeline import Pipeline
 from embedpipe.sinks import open_sink
 from embedpipe.sinks.base import Hit
 from embedpipe.types import Document

@@ -38,8 +38,8 @@ from embedpipe.sinks.base import Hit, ReadView, not_open
 from embedpipe.sinks.filters import parse, require_fields
 from embedpipe.sinks.generations import GenerationSink, read_manifest, try_lock, write_manifest
 from embedpipe.sinks.layouts import payload
+from embedpipe.sinks.shards import paired_vectors
 from embedpipe.sinks.snapshots import SnapshotReader, Snapshots, copy_tree
-from embedpipe.sinks.store import paired_vectors
 from embedpipe.types import Embedded, point_id
 
 SHARD = "shard"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from embedpipe.sinks.store import ADDED, LANGCHAIN_TEXT, chunk_payload
+from embedpipe.sinks.shards import ADDED, LANGCHAIN_TEXT, chunk_payload
 from embedpipe.types import Chunk, point_id
 
 Layout = Literal["embedpipe", "langchain", "llama-index"]

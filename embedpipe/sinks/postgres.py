@@ -59,7 +59,7 @@ from embedpipe.sinks.filters import (
     require_fields,
 )
 from embedpipe.sinks.registry import SINKS
-from embedpipe.sinks.store import chunk_from_payload, paired_vectors
+from embedpipe.sinks.shards import chunk_from_payload, paired_vectors
 from embedpipe.types import Chunk, Embedded
 
 REGISTRY = "embedpipe_generations"

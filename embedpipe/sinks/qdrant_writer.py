@@ -22,7 +22,7 @@ from embedpipe.errors import SinkError, TransientSinkError
 from embedpipe.redact import redact_uri, server_credentials
 from embedpipe.sinks.layouts import Layout, payload
 from embedpipe.sinks.qdrant_base import FilterTypes, Shape, VectorTypes, busy_hint, translated
-from embedpipe.sinks.store import paired_vectors
+from embedpipe.sinks.shards import paired_vectors
 from embedpipe.types import Embedded, point_id
 
 RETRYABLE_HTTP = {408, 429, 502, 503, 504}
