@@ -18,12 +18,17 @@ from embedpipe.types import Document, RunReport
 
 
 def open_for(
-    sink: str | None, collection: str | None, state: str | None, config: api.ConfigArg,
-    query_prefix: str | None, options: Mapping[str, Any],
-) -> Index:  # fmt: skip
+    sink: str | None,
+    collection: str | None,
+    state: str | None,
+    config: api.ConfigArg,
+    query_prefix: str | None,
+    options: Mapping[str, Any],
+) -> Index:
     """The index an adapter reads and writes: `sink`/`collection`/`state` over `config`."""
-    return api.open_index(config, query_prefix=query_prefix, sink=sink, collection=collection,
-                          state=state, **options)  # fmt: skip
+    return api.open_index(
+        config, query_prefix=query_prefix, sink=sink, collection=collection, state=state, **options
+    )
 
 
 def payload_filter(filter: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -54,8 +59,14 @@ def chunk_metadata(hit: Hit) -> dict[str, Any]:
     """What a returned chunk carries: the source metadata (with `source`, where the document
     came from), then doc_id, chunk_index, chunk_id and the chunk's `start`/`end` character
     offsets in the document (a source's metadata never holds these keys: see types.RESERVED)."""
-    return {**hit.metadata, "doc_id": hit.doc_id, "chunk_index": hit.chunk_index,
-            "chunk_id": hit.chunk_id, "start": hit.start, "end": hit.end}  # fmt: skip
+    return {
+        **hit.metadata,
+        "doc_id": hit.doc_id,
+        "chunk_index": hit.chunk_index,
+        "chunk_id": hit.chunk_id,
+        "start": hit.start,
+        "end": hit.end,
+    }
 
 
 def as_vector(embedding: Sequence[float]) -> np.ndarray:

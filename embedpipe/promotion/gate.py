@@ -77,9 +77,16 @@ def score_generation(
 
 
 def judge(
-    v: Verdict, *, sink: Sink, ledger: Ledger, target: Target, encoder: AnyEncoder, cfg: RunConfig,
-    load: LoadEncoder, report: RunReport,
-) -> Verdict:  # fmt: skip
+    v: Verdict,
+    *,
+    sink: Sink,
+    ledger: Ledger,
+    target: Target,
+    encoder: AnyEncoder,
+    cfg: RunConfig,
+    load: LoadEncoder,
+    report: RunReport,
+) -> Verdict:
     """The verdict once both generations were scored: held when the staged one retrieves worse."""
     gate = cfg.promote.eval
     live = ledger.live(target.key)
@@ -103,6 +110,9 @@ def judge(
         "; ".join(worse) if worse else f"retrieves no worse than live on {len(queries)} queries"
     )
     return replace(
-        v, promote=not worse, reason=f"{v.reason}; {reason}" if not worse else reason,
-        live_metrics=live_scores.metrics(), staged_metrics=staged.metrics(),
-    )  # fmt: skip
+        v,
+        promote=not worse,
+        reason=f"{v.reason}; {reason}" if not worse else reason,
+        live_metrics=live_scores.metrics(),
+        staged_metrics=staged.metrics(),
+    )

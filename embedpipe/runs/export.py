@@ -66,12 +66,23 @@ def _copy(
         layout = dest.sink.qdrant.layout
         relayout = sink.manifest().get("layout", "embedpipe") != layout
         report = RunReport(
-            model=str(manifest.get("model") or ""), fingerprint=fingerprint, sink=sink.uri,
-            source=f"{src.uri}|{source.sink.collection}", collection=dest.sink.collection,
+            model=str(manifest.get("model") or ""),
+            fingerprint=fingerprint,
+            sink=sink.uri,
+            source=f"{src.uri}|{source.sink.collection}",
+            collection=dest.sink.collection,
             mode="export",
-        )  # fmt: skip
-        with direct_run(sink, dest, fingerprint, dim=dim, model=manifest.get("model"),
-                        report=report, force=force, progress=progress) as run:  # fmt: skip
+        )
+        with direct_run(
+            sink,
+            dest,
+            fingerprint,
+            dim=dim,
+            model=manifest.get("model"),
+            report=report,
+            force=force,
+            progress=progress,
+        ) as run:
             sink.describe({**manifest, "layout": layout})
             run.phase("writing")
             # Another layout: every payload is written again (the same point ids are overwritten).

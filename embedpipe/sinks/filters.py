@@ -340,9 +340,11 @@ def _in_range(value: Any, cond: Condition) -> bool:
     if have is None:
         return False
     compare: dict[str, Callable[[Any, Any], bool]] = {
-        "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b,
-        "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b,
-    }  # fmt: skip
+        "gt": lambda a, b: a > b,
+        "gte": lambda a, b: a >= b,
+        "lt": lambda a, b: a < b,
+        "lte": lambda a, b: a <= b,
+    }
     return compare[cond.op](have, cond.bound)
 
 

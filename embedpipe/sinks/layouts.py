@@ -52,8 +52,15 @@ def llama_fields(chunk: Chunk) -> dict[str, Any]:
         "metadata": framework_metadata(chunk),
         "excluded_embed_metadata_keys": [],
         "excluded_llm_metadata_keys": [],
-        "relationships": {"1": {"node_id": ref_doc, "node_type": None, "metadata": {},
-                                "hash": None, "class_name": "RelatedNodeInfo"}},
+        "relationships": {
+            "1": {
+                "node_id": ref_doc,
+                "node_type": None,
+                "metadata": {},
+                "hash": None,
+                "class_name": "RelatedNodeInfo",
+            }
+        },
         "metadata_template": "{key}: {value}",
         "metadata_separator": "\n",
         "text": chunk.text,
@@ -62,7 +69,7 @@ def llama_fields(chunk: Chunk) -> dict[str, Any]:
         "end_char_idx": chunk.end,
         "text_template": "{metadata_str}\n\n{content}",
         "class_name": "TextNode",
-    }  # fmt: skip
+    }
     return {
         "_node_content": json.dumps(node, ensure_ascii=False),
         "_node_type": "TextNode",

@@ -107,8 +107,14 @@ class QdrantSink:
         if scheme != "qdrant":
             url = f"{scheme.partition('+')[2]}:{location}"
             where = {"url": url, "api_key": os.environ.get("QDRANT_API_KEY")}
-        return cls(cfg.collection, **where, write_batch=cfg.write_batch, options=cfg.qdrant,
-                   ef_search=cfg.ef_search, keep_previous=cfg.keep_previous)  # fmt: skip
+        return cls(
+            cfg.collection,
+            **where,
+            write_batch=cfg.write_batch,
+            options=cfg.qdrant,
+            ef_search=cfg.ef_search,
+            keep_previous=cfg.keep_previous,
+        )
 
     @property
     def capabilities(self) -> Capabilities:
@@ -480,9 +486,12 @@ class QdrantSink:
         and vectors), and the next offset."""
         with qdrant_errors(f"scrolling '{name}'"):
             return self.connect().scroll(
-                name, limit=limit, offset=offset, with_vectors=vectors,
+                name,
+                limit=limit,
+                offset=offset,
+                with_vectors=vectors,
                 with_payload=True if vectors else ["chunk_id"],
-            )  # fmt: skip
+            )
 
     def _existing(self, fingerprint: str) -> str:
         name = self._physical(fingerprint)
