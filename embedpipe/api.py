@@ -246,17 +246,22 @@ def export(
     to_state: str | None = None,
     progress: Progress | None = None,
     force: bool = False,
+    layout: str | None = None,
     **options: Any,
 ) -> RunReport:
     """Copy the live generation of the configured sink and collection to the sink `to` (as
     `to_collection`, default the same name) without re-encoding: same point ids, payloads,
     vectors and manifest, and the destination's ledger (beside it, or in `to_state`) written so
-    incremental runs go on against it. Resumable; a repeated export copies what changed."""
+    incremental runs go on against it. Resumable; a repeated export copies what changed.
+    `layout` (a Qdrant destination): "langchain" or "llama-index" adds the keys that framework's
+    stock QdrantVectorStore reads to every payload; default the configured sink.qdrant.layout."""
     from embedpipe.runs.export import export as copy
 
     source = as_config(config, options)
     data = source.model_dump()
     data["sink"].update(uri=to, collection=to_collection or source.sink.collection)
+    if layout is not None:
+        data["sink"]["qdrant"]["layout"] = layout
     try:
         dest = RunConfig.model_validate({**data, "state": to_state})
     except ValueError as exc:

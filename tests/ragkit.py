@@ -16,6 +16,7 @@ import shutil
 import statistics
 import textwrap
 import urllib.parse
+from collections.abc import Iterable
 from typing import Any
 
 from embedpipe.config import RunConfig, load_config
@@ -60,19 +61,25 @@ QUESTIONS = {
 
 
 def records() -> list[dict[str, Any]]:
-    """One document per stdlib function: its docstring, its module in the metadata."""
+    """One document per stdlib function: its docstring, its module, name, position in
+    FUNCTIONS and a date (`added`, 2024-01-01 onwards) in the metadata."""
     out = []
-    for fn in FUNCTIONS:
+    for position, fn in enumerate(FUNCTIONS):
         module = fn.__module__.replace("posixpath", "os.path")
         name = f"{module}.{fn.__name__}"
-        out.append(
-            {
-                "id": name,
-                "text": f"{name}\n\n{fn.__doc__}",
-                "metadata": {"module": module, "name": name},
-            }
-        )
+        metadata = {
+            "module": module,
+            "name": name,
+            "position": position,
+            "added": f"2024-01-{position + 1:02d}",
+        }
+        out.append({"id": name, "text": f"{name}\n\n{fn.__doc__}", "metadata": metadata})
     return out
+
+
+def names(positions: Iterable[int]) -> set[str]:
+    """The documents at these positions of FUNCTIONS (the hand-computed answer of a filter)."""
+    return {r["id"] for r in records() if r["metadata"]["position"] in set(positions)}
 
 
 def config(uri: str) -> RunConfig:

@@ -234,9 +234,11 @@ def query(
     where: Annotated[
         list[str] | None,
         typer.Option(
-            metavar="KEY=VALUE",
-            help="only chunks whose payload KEY (doc_id, chunk_index, metadata.NAME) is VALUE; "
-            "repeat for AND, KEY=V1,V2 for any of",
+            metavar="COND",
+            help="only chunks that pass COND, on a payload KEY (doc_id, chunk_index, start, "
+            "end, metadata.NAME): KEY=V1,V2 (any of), KEY!=V1,V2 (none of), KEY>V, KEY>=V, "
+            "KEY<V, KEY<=V (a number or an ISO date), A|B (either), !COND (not), or a JSON "
+            "filter ('{\"$or\": [...]}'); repeat for AND",
         ),
     ] = None,
     query_prefix: Annotated[

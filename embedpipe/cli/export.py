@@ -3,7 +3,7 @@ re-encoding, with progress on stderr and one line saying what was copied."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -13,6 +13,8 @@ from embedpipe.cli.options import CollectionOpt, ConfigOpt, ForceOpt, QuietOpt, 
 from embedpipe.cli.progress import RunProgress
 from embedpipe.config import flat_overrides
 from embedpipe.sinks.registry import ACCEPTED
+
+Layout = Literal["embedpipe", "langchain", "llama-index"]  # sinks/layouts.py
 
 
 def export_command(
@@ -32,6 +34,13 @@ def export_command(
         str | None,
         typer.Option(help="the destination's state directory; default: next to a local sink"),
     ] = None,
+    layout: Annotated[
+        Layout | None,
+        typer.Option(
+            help="a Qdrant destination's payload layout: embedpipe (default), or langchain / "
+            "llama-index to add the keys that framework's stock QdrantVectorStore reads"
+        ),
+    ] = None,
     config: ConfigOpt = None,
     state: StateOpt = None,
     force: ForceOpt = False,
@@ -48,6 +57,7 @@ def export_command(
                 to=to,
                 to_collection=to_collection,
                 to_state=to_state,
+                layout=layout,
                 progress=shown.update,
                 force=force,
             )

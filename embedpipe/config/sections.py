@@ -226,6 +226,11 @@ class QdrantOptions(Section):
     payload_index: list[str] = Field(
         ["doc_id"], description="payload fields given a keyword index (server and Edge; not local)"
     )
+    layout: Literal["embedpipe", "langchain", "llama-index"] = Field(
+        "embedpipe",
+        description="payload layout: embedpipe | langchain | llama-index (embedpipe's keys plus "
+        "those that framework's stock QdrantVectorStore reads; `export --layout`)",
+    )
     shard_number: int | None = Field(None, ge=1, description="shards of a server collection")
     replication_factor: int | None = Field(
         None, ge=1, description="copies of each shard on a server cluster"

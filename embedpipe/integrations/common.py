@@ -57,23 +57,40 @@ def refuse_unknown(call: str, kwargs: Mapping[str, Any], accepted: Iterable[str]
 
 
 def payload_filter(filter: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """A framework's filter as embedpipe's: payload paths stay (doc_id, chunk_index,
-    metadata.X), any other key names a metadata field (`{"pkg": "numpy"}`)."""
+    """A framework's filter as embedpipe's: LangChain's and Chroma's dict and `$`-operator
+    forms (`{"year": {"$gte": 2020}, "$or": [...]}`, see sinks/filters.py); payload paths stay
+    (doc_id, chunk_index, metadata.X), any other key names a metadata field."""
     if not filter:
         return None
-    return {
-        key if key in TOP_LEVEL or key.startswith(METADATA) else METADATA + key: value
-        for key, value in filter.items()
-    }
+    return {_key(str(key)): _nested(key, value) for key, value in filter.items()}
+
+
+def _key(key: str) -> str:
+    if key.startswith("$") or key in TOP_LEVEL or key.startswith(METADATA):
+        return key
+    return METADATA + key
+
+
+def _nested(key: Any, value: Any) -> Any:
+    """The filters inside $and/$or/$not with their keys mapped too."""
+    if key in ("$and", "$or") and isinstance(value, list | tuple):
+        return [payload_filter(v) if isinstance(v, Mapping) else v for v in value]
+    if key == "$not" and isinstance(value, Mapping):
+        return payload_filter(value)
+    return value
 
 
 def chunk_metadata(hit: Hit) -> dict[str, Any]:
-    """What a returned chunk carries: the source metadata, then doc_id, chunk_index, chunk_id."""
+    """What a returned chunk carries: the source metadata (with `source`, where the document
+    came from), then doc_id, chunk_index, chunk_id and the chunk's `start`/`end` character
+    offsets in the document (a source's metadata never holds these keys: see types.RESERVED)."""
     return {
         **hit.metadata,
         "doc_id": hit.doc_id,
         "chunk_index": hit.chunk_index,
         "chunk_id": hit.chunk_id,
+        "start": hit.start,
+        "end": hit.end,
     }
 
 

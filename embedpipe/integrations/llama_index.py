@@ -8,11 +8,12 @@
     nodes = index.as_retriever(similarity_top_k=3).retrieve("how do I retry?")
 
 Every sink works (Qdrant Edge, Qdrant local or server, FAISS, Parquet by exact search), with
-`MetadataFilters` (EQ and IN, combined with AND) and the query modes `default` and `mmr`
-(`mmr_threshold` is lambda); any other mode is a ValueError naming those two.
+`MetadataFilters` (EQ, NE, GT, GTE, LT, LTE, IN, NIN; AND, OR, NOT, nested) and the query modes
+`default` and `mmr` (`mmr_threshold` is lambda); any other mode is a ValueError naming those two.
 
 Ids: a node is one chunk, its `node_id` the chunk id `DOC#N`, its text, `doc_id`,
-`chunk_index`, `chunk_id` and the source metadata, its `ref_doc_id` the source document. `add`
+`chunk_index`, `chunk_id`, `start`/`end` offsets and the source metadata (with `source`), its
+`ref_doc_id` the source document. `add`
 stores each node as a document through embedpipe's pipeline and ledger (recorded as added by
 the library: a full-mode run leaves it alone): `REF:START` for a node of a source document, so
 a repeated insert of the same Document stores nothing new; a node embedded by this index's
@@ -308,20 +309,40 @@ class EmbedpipeEmbedding(BaseEmbedding):
         return out
 
 
+OPERATORS = {
+    FilterOperator.EQ: "$eq",
+    FilterOperator.NE: "$ne",
+    FilterOperator.GT: "$gt",
+    FilterOperator.GTE: "$gte",
+    FilterOperator.LT: "$lt",
+    FilterOperator.LTE: "$lte",
+    FilterOperator.IN: "$in",
+    FilterOperator.NIN: "$nin",
+}
+
+
 def _filters(filters: MetadataFilters | None) -> dict[str, Any] | None:
-    """LlamaIndex filters as embedpipe's: EQ (a value) and IN (any of), under AND."""
+    """LlamaIndex filters as embedpipe's `$`-operator form: EQ, NE, GT, GTE, LT, LTE, IN, NIN,
+    combined with AND, OR or NOT (NOT: none of the filters holds), nested to any depth."""
     if filters is None or not filters.filters:
         return None
-    if filters.condition not in (None, FilterCondition.AND):
-        raise ValueError("embedpipe filters combine with AND only")
-    out: dict[str, Any] = {}
+    parts: list[dict[str, Any]] = []
     for f in filters.filters:
         if isinstance(f, MetadataFilters):
-            raise ValueError("embedpipe filters are flat: no nested MetadataFilters")
-        if f.operator not in (FilterOperator.EQ, FilterOperator.IN):
-            raise ValueError(f"embedpipe filters take == and in, not {f.operator.value}")
-        out[f.key] = f.value
-    return out
+            inner = _filters(f)
+            if inner:
+                parts.append(inner)
+            continue
+        if f.operator not in OPERATORS:
+            supported = ", ".join(o.name for o in OPERATORS)
+            raise ValueError(f"embedpipe filters take {supported}, not {f.operator.name}")
+        parts.append({f.key: {OPERATORS[f.operator]: f.value}})
+    condition = filters.condition or FilterCondition.AND
+    if condition == FilterCondition.NOT:
+        return {"$not": {"$or": parts}} if len(parts) > 1 else {"$not": parts[0]}
+    if len(parts) == 1:
+        return parts[0]
+    return {"$or" if condition == FilterCondition.OR else "$and": parts}
 
 
 def _node(hit: Hit) -> TextNode:

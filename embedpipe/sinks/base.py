@@ -44,6 +44,8 @@ class Hit:
     metadata: dict[str, Any] = field(default_factory=dict)
     # The chunk's stored vector (float32, (dim,)), only when the search asked `with_vectors`.
     vector: np.ndarray | None = field(default=None, compare=False, repr=False)
+    start: int = 0  # the chunk's character span in its document's text
+    end: int = 0
 
 
 @runtime_checkable

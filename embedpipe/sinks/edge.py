@@ -35,9 +35,10 @@ from embedpipe.durable import forget_holder, note_holder
 from embedpipe.errors import SinkError
 from embedpipe.sinks import qdrant_base
 from embedpipe.sinks.base import Hit, ReadView, not_open
-from embedpipe.sinks.filters import conditions
+from embedpipe.sinks.filters import parse, require_fields
 from embedpipe.sinks.generations import GenerationSink, read_manifest, try_lock, write_manifest
-from embedpipe.sinks.shards import chunk_payload, paired_vectors
+from embedpipe.sinks.layouts import payload
+from embedpipe.sinks.shards import paired_vectors
 from embedpipe.sinks.snapshots import READER_MADE, SnapshotReader, Snapshots, copy_tree
 from embedpipe.types import Embedded, point_id
 
@@ -85,6 +86,11 @@ FILTER_TYPES = qdrant_base.FilterTypes(
     field=lambda key, match: qe.FieldCondition(key, match=match),
     value=qe.MatchValue,
     any=qe.MatchAny,
+    numbers=lambda key, bounds: qe.FieldCondition(key, range=qe.RangeFloat(**bounds)),
+    dates=lambda key, bounds: qe.FieldCondition(
+        key, range=qe.RangeDateTime(**{op: v.isoformat() for op, v in bounds.items()})
+    ),
+    is_empty=qe.IsEmptyCondition,
 )
 
 
@@ -153,7 +159,7 @@ class EdgeSink(GenerationSink):
             chunks = embedded.chunks[lo : lo + self.write_batch]
             rows = vectors[lo : lo + self.write_batch].tolist()
             points = [
-                qe.Point(point_id(c.id), row, chunk_payload(c))
+                qe.Point(point_id(c.id), row, payload(c, self.options.layout))
                 for c, row in zip(chunks, rows, strict=True)
             ]
             with edge_errors(f"upsert into {self._gen}"):
@@ -264,7 +270,15 @@ class EdgeSink(GenerationSink):
         *,
         with_vectors: bool = False,
     ) -> list[Hit]:
-        where = qdrant_base.native_filter(conditions(filter), FILTER_TYPES)
+        expr = parse(filter)
+        require_fields(
+            expr,
+            lambda key: qdrant_base.has_field(key, partial(_first, shard), FILTER_TYPES),
+            lambda: qdrant_base.metadata_fields(partial(_page, shard, vectors=True)),
+            f"'{self.collection}'",
+            empty=lambda: not _first(shard, None),
+        )
+        where = qdrant_base.native_filter(expr, FILTER_TYPES)
         params = qe.SearchParams(hnsw_ef=self.ef_search) if self.ef_search else None
         query = qe.Query.Nearest(qdrant_base.query_vector(vector))
         request = qe.QueryRequest(
@@ -413,6 +427,13 @@ def _close(shard: Any, gen: Path | None) -> None:
     finally:
         if gen is not None:
             forget_holder(gen)
+
+
+def _first(shard: Any, where: Any) -> list[Any]:
+    """At most one point that passes a filter (no payload): whether there is any."""
+    request = qe.ScrollRequest(limit=1, filter=where, with_payload=False, with_vector=False)
+    with edge_errors("scroll"):
+        return list(shard.scroll(request)[0])
 
 
 def _page(shard: Any, offset: Any, limit: int, vectors: bool = False) -> tuple[list[Any], Any]:

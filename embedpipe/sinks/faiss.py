@@ -37,7 +37,7 @@ from embedpipe.config import SinkConfig
 from embedpipe.durable import atomic_write
 from embedpipe.errors import SinkError
 from embedpipe.sinks.base import Hit, ReadView
-from embedpipe.sinks.filters import Rows, conditions
+from embedpipe.sinks.filters import Rows, parse, require_fields
 from embedpipe.sinks.generations import lock, read_manifest, write_manifest
 from embedpipe.sinks.shard_backed import StoredSink
 from embedpipe.sinks.shards import (
@@ -54,7 +54,17 @@ from embedpipe.types import int_id
 
 log = logging.getLogger(__name__)
 
-SIDECAR_COLUMNS = ["faiss_id", "chunk_id", "doc_id", "chunk_index", "text", "metadata"]
+SIDECAR_COLUMNS = [
+    "faiss_id",
+    "chunk_id",
+    "doc_id",
+    "chunk_index",
+    "text",
+    "content_hash",
+    "start",
+    "end",
+    "metadata",
+]
 POINTS_PER_CENTROID = 256  # training sample per k-means centroid: more adds time, not quality
 MIN_POINTS_PER_CENTROID = 39  # below this FAISS warns that k-means is poorly trained
 EXACT_COLUMNS = ["chunk_id", "faiss_id", "vector"]  # what an exact filtered search reads
@@ -172,7 +182,15 @@ class FaissSink(StoredSink):
         *,
         with_vectors: bool = False,
     ) -> list[Hit]:
-        conds = conditions(filter)
+        expr = parse(filter)
+        rows = loaded.rows
+        require_fields(
+            expr,
+            rows.has,
+            rows.fields,
+            f"'{self.collection}'",
+            empty=lambda: rows.table.num_rows == 0,
+        )
         index, ids_sorted, order, sidecar = (
             loaded.index,
             loaded.ids_sorted,
@@ -182,11 +200,11 @@ class FaissSink(StoredSink):
         if index.ntotal == 0:
             return []
         query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-        if not conds:
+        if expr is None:
             with one_omp_thread():
                 scores, found = index.search(query, min(k, index.ntotal))
         else:
-            allowed = sidecar.column("faiss_id").to_numpy()[loaded.rows.mask(conds)]
+            allowed = sidecar.column("faiss_id").to_numpy()[rows.mask(expr)]
             want = min(k, len(allowed))
             if want == 0:
                 return []

@@ -35,7 +35,7 @@ from embedpipe.config import SinkConfig
 from embedpipe.durable import fsync_dir
 from embedpipe.errors import SinkError
 from embedpipe.sinks.base import Hit, ReadView
-from embedpipe.sinks.filters import Rows, conditions
+from embedpipe.sinks.filters import Rows, parse, require_fields
 from embedpipe.sinks.generations import read_manifest
 from embedpipe.sinks.shard_backed import StoredSink
 from embedpipe.sinks.shards import (
@@ -116,7 +116,7 @@ class ParquetSink(StoredSink):
         """The published data folder as last read, held for one query; a newer one is read
         when the public name moved."""
         _, vectors, rows, filterable, manifest = self._loaded()
-        search = partial(_search, vectors, rows, filterable)
+        search = partial(_search, vectors, rows, filterable, f"'{self.collection}'")
         yield ReadView(manifest.get("fingerprint"), manifest, search)
 
     def close_served(self) -> None:
@@ -199,6 +199,7 @@ def _search(
     vectors: np.ndarray,
     rows: pa.Table,
     filterable: Rows,
+    where: str,
     vector: np.ndarray,
     k: int,
     filter: Mapping[str, Any] | None,
@@ -207,8 +208,9 @@ def _search(
 ) -> list[Hit]:
     """Top-k of the published chunks by inner product, among those `filter` passes (with
     `with_vectors`, each with its vector)."""
-    conds = conditions(filter)
-    place = np.flatnonzero(filterable.mask(conds)) if conds else None
+    expr = parse(filter)
+    require_fields(expr, filterable.has, filterable.fields, where, empty=lambda: rows.num_rows == 0)
+    place = np.flatnonzero(filterable.mask(expr)) if expr is not None else None
     if place is not None:
         vectors = vectors[place]
     if len(vectors) == 0:

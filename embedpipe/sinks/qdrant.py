@@ -34,7 +34,7 @@ from embedpipe.faults import crash_point
 from embedpipe.redact import redact_uri
 from embedpipe.sinks import qdrant_base
 from embedpipe.sinks.base import Capabilities, Hit, ReadView, not_open, not_rebuildable
-from embedpipe.sinks.filters import conditions
+from embedpipe.sinks.filters import parse, require_fields
 from embedpipe.sinks.qdrant_writer import (
     FILTER_TYPES,
     VECTOR_TYPES,
@@ -165,7 +165,7 @@ class QdrantSink:
     def write(self, embedded: Embedded) -> None:
         """Upsert in requests of `write_batch` points; returns once Qdrant acknowledged them."""
         target = self._writing()
-        upsert(self.connect(), target, embedded, self.write_batch)
+        upsert(self.connect(), target, embedded, self.write_batch, self.options.layout)
 
     def remote_writer(self) -> QdrantWriter:
         """A writer other processes upsert into this run's collection with (servers only)."""
@@ -175,7 +175,14 @@ class QdrantSink:
                 f"Qdrant local mode ({self.local_path}) is one process only: write from the "
                 "driver, or use a Qdrant server (qdrant+http://HOST:PORT)"
             )
-        return QdrantWriter(target, self.url, self.api_key, self.timeout, self.write_batch)
+        return QdrantWriter(
+            target,
+            self.url,
+            self.api_key,
+            self.timeout,
+            self.write_batch,
+            layout=self.options.layout,
+        )
 
     def rebuild(self) -> None:
         """Refused: Qdrant keeps no vectors of its own to re-train from."""
@@ -329,14 +336,23 @@ class QdrantSink:
         *,
         with_vectors: bool = False,
     ) -> list[Hit]:
-        where = qdrant_base.native_filter(conditions(filter), FILTER_TYPES)
+        name = self._pin or self.collection  # a pinned view reads its own collection
+        expr = parse(filter)
+        require_fields(
+            expr,
+            lambda key: qdrant_base.has_field(key, partial(_first, client, name), FILTER_TYPES),
+            lambda: qdrant_base.metadata_fields(partial(_metadata_page, client, name)),
+            f"'{self.collection}'",
+            empty=lambda: not _first(client, name, None),
+        )
+        where = qdrant_base.native_filter(expr, FILTER_TYPES)
         # Local mode searches exactly and warns about search params: give them to servers only.
         params = None
         if self.ef_search and self.url is not None:
             params = models.SearchParams(hnsw_ef=self.ef_search)
         with qdrant_errors(f"query on '{self.collection}'"):
             result = client.query_points(
-                self._pin or self.collection,  # a pinned view reads its own collection
+                name,
                 query=qdrant_base.query_vector(vector),
                 limit=k,
                 with_payload=True,
@@ -587,3 +603,18 @@ def _open_snapshot(folder: Path) -> QdrantClient:
 
 def _close_client(client: QdrantClient) -> None:
     client.close()
+
+
+def _first(client: QdrantClient, name: str, where: models.Filter | None) -> list[models.Record]:
+    """At most one point of a collection that passes a filter: whether there is any."""
+    with qdrant_errors(f"scrolling '{name}'"):
+        points, _ = client.scroll(name, limit=1, scroll_filter=where, with_payload=False)
+    return points
+
+
+def _metadata_page(
+    client: QdrantClient, name: str, offset: Any, limit: int
+) -> tuple[list[models.Record], Any]:
+    """One page of a collection's points with their metadata, and the next offset."""
+    with qdrant_errors(f"scrolling '{name}'"):
+        return client.scroll(name, limit=limit, offset=offset, with_payload=["metadata"])
