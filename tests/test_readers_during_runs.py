@@ -28,6 +28,11 @@ SETTLE = (
     8.0  # seconds a reader may take to pick up a finished run (the pointer is looked at every 1 s)
 )
 
+# Generous bounds for a reader process to start (imports, the model) and stop, and for a run's
+# changes to show up at all: on a shared 2-core machine at load ~10 a reader once gave no answer
+# within 120 s (not reproduced since). How soon a finished run shows is SETTLE's to assert.
+START, WAIT = 300.0, 180.0
+
 READER = """
 import json, sys, threading, time
 from pathlib import Path
@@ -117,7 +122,12 @@ class Reader:
 
     def finish(self) -> list[dict[str, object]]:
         self.stop.touch()
-        _, stderr = self.proc.communicate(timeout=60)
+        try:
+            _, stderr = self.proc.communicate(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, stderr = self.proc.communicate()
+            raise AssertionError(f"the reader did not stop within {WAIT} s: {stderr}") from None
         assert self.proc.returncode == 0, stderr
         return self.rows()
 
@@ -133,7 +143,7 @@ def test_a_reader_process_follows_an_incremental_run_and_a_promotion_without_err
     first = set(version(1, names).values())
     reader = Reader(uri, tmp_path)
     try:
-        reader.wait_for(first, timeout=120)  # the model loads first
+        reader.wait_for(first, timeout=START)  # the model loads first
 
         # In place: two documents edited, one deleted, one added.
         edited = {**version(1, names[2:5]), **version(2, [*names[:2], "new.md"])}
@@ -141,14 +151,14 @@ def test_a_reader_process_follows_an_incremental_run_and_a_promotion_without_err
         run(root, uri)
         finished = time.time()
         second = set(edited.values())
-        assert reader.wait_for(second, timeout=60) - finished < SETTLE
+        assert reader.wait_for(second, timeout=WAIT) - finished < SETTLE
 
         # A new generation (another model), built beside the live one and promoted.
         third = {**edited, **version(3, names[2:4])}
         write_corpus(root, third)
         run(root, uri, tiny_model)
         finished = time.time()
-        assert reader.wait_for(set(third.values()), timeout=60) - finished < SETTLE
+        assert reader.wait_for(set(third.values()), timeout=WAIT) - finished < SETTLE
     finally:
         rows = reader.finish()
 
