@@ -1,4 +1,6 @@
-"""The library's front door: backfill(), run(), encode(), query(), status()."""
+"""The library's front door: run(), backfill(), encode(), query(), open_index(), export(),
+delete_documents(), status(), reconcile(), evaluate(), promote() and rollback(); as_config()
+turns what a caller passes into a RunConfig. One model cache for the process."""
 
 from __future__ import annotations
 
@@ -15,19 +17,19 @@ import numpy as np
 
 from embedpipe.config import ModelConfig, RunConfig, flat_overrides, load_config
 from embedpipe.documents import given
+from embedpipe.encoding.lazy import LazyEncoder
+from embedpipe.encoding.models import DEFAULT_MODEL_NAME
 from embedpipe.errors import ConfigError, EmbedpipeError
-from embedpipe.fsmode import state_permissions
 from embedpipe.index import Index
-from embedpipe.lazymodel import LazyEncoder
-from embedpipe.ledger import LEDGER_FILE, Ledger, Target, state_dir_for, target_key
 from embedpipe.metrics import write_textfile
-from embedpipe.models import DEFAULT_MODEL_NAME
-from embedpipe.pipeline import Pipeline, Progress
-from embedpipe.preflight import RecordCount, check_first_records
+from embedpipe.runs.pipeline import Pipeline, Progress
+from embedpipe.runs.preflight import RecordCount, check_first_records
 from embedpipe.sinks import open_sink
 from embedpipe.sinks.base import Hit, Sink
 from embedpipe.sinks.filters import parse_where as parse_where  # for the CLI's --where
 from embedpipe.sources import open_source
+from embedpipe.state.ledger import LEDGER_FILE, Ledger, Target, state_dir_for, target_key
+from embedpipe.state.permissions import state_permissions
 from embedpipe.types import RunReport
 
 ConfigArg: TypeAlias = RunConfig | str | Path | None  # what every function takes as `config`
@@ -43,14 +45,21 @@ def run(
     force: bool = False,
     stop: threading.Event | None = None,
     raise_on_failure: bool = True,
+    origin: str | None = None,
+    vectors: Mapping[str, tuple[str, np.ndarray]] | None = None,
 ) -> RunReport:
     """Run a configured pipeline; the report (`config.report`) and the Prometheus textfile
     (`config.metrics`, not for dry runs) are written whatever the outcome.
 
     The source and the sink are opened before the model loads, so a wrong path or URI is a
     ConfigError at once. While the pipeline runs, new directories get `config.state_mode` and new
-    files the same minus the execute bits (fsmode); the report and the textfile are written
+    files the same minus the execute bits (state/permissions.py); the report and the textfile are written
     after, with the process's own umask, for whoever reads them.
+
+    `origin` names where the documents came from when not from the configured source (the
+    framework adapters pass LIBRARY: a full-mode run leaves such documents alone); `vectors`:
+    vectors the caller already has from this index's model (chunk id -> (text, vector)),
+    written as they are instead of being encoded again.
     """
     began = time.monotonic()
     config = as_config(config)
@@ -63,10 +72,18 @@ def run(
         progress(count.loading(sink.uri, config.sink.collection))
     # The model loads only when a chunk needs embedding (an unchanged re-run never loads it).
     encoder = LazyEncoder(config.model, lambda: _shared_encoder(config.model.model_dump_json()))
+    encoder.given = vectors or {}
     pipe = Pipeline(
-        config, source=source, sink=sink, encoder=encoder, progress=progress, force=force,
-        began=began, load_encoder=lambda cfg: _shared_encoder(cfg.model_dump_json()),
-    )  # fmt: skip
+        config,
+        source=source,
+        sink=sink,
+        encoder=encoder,
+        progress=progress,
+        force=force,
+        began=began,
+        load_encoder=lambda cfg: _shared_encoder(cfg.model_dump_json()),
+        origin=origin,
+    )
     if stop is not None:
         pipe.stop = stop
     try:
@@ -130,9 +147,9 @@ def _encoder_for(model_config: str) -> Any:
     """The one model cache: a loaded encoder per model settings (ModelConfig as JSON) for the
     life of the process, shared by `run`, `encode` and `query`, so a program (or a test suite)
     loads and calibrates each model once. Where a torch-loaded encoder recorded how to run the
-    same settings on its cached OpenVINO export, that runs without torch (`embedpipe.torchless`).
+    same settings on its cached OpenVINO export, that runs without torch (`embedpipe.encoding.torchless`).
     Call it through `_shared_encoder`."""
-    from embedpipe.encoder import Encoder, exported_encoder
+    from embedpipe.encoding.encoder import Encoder, exported_encoder
 
     cfg = ModelConfig.model_validate_json(model_config)
     return exported_encoder(cfg) or Encoder(cfg)
@@ -155,8 +172,13 @@ def encode(
     encoded `batch_size` at a time, and `truncate_dim` keeps the first N dims, re-normalised
     (for Matryoshka-trained models).
     """
-    cfg = ModelConfig(name=model, precision=precision, device=device, truncate_dim=truncate_dim,
-                      normalize=normalize)  # fmt: skip
+    cfg = ModelConfig(
+        name=model,
+        precision=precision,
+        device=device,
+        truncate_dim=truncate_dim,
+        normalize=normalize,
+    )
     encoder = _shared_encoder(cfg.model_dump_json())
     texts = list(texts)
     if batch_size < 1:
@@ -171,9 +193,14 @@ def encode(
 
 
 def query(
-    text: str, *, k: int = 5, filter: Mapping[str, Any] | None = None,
-    query_prefix: str | None = None, config: ConfigArg = None, **options: Any,
-) -> list[Hit]:  # fmt: skip
+    text: str,
+    *,
+    k: int = 5,
+    filter: Mapping[str, Any] | None = None,
+    query_prefix: str | None = None,
+    config: ConfigArg = None,
+    **options: Any,
+) -> list[Hit]:
     """Top-k hits for `text` from a sink, encoded with the model and the query prompt the index
     was built with (`query_prefix` overrides the prompt), among the chunks `filter` passes:
     `{"doc_id": "a.md", "metadata.pkg": ["numpy", "scipy"]}` (keys AND, a list is any of)."""
@@ -212,19 +239,29 @@ def open_index(
 
 
 def export(
-    config: ConfigArg = None, *, to: str, to_collection: str | None = None,
-    to_state: str | None = None, progress: Progress | None = None, force: bool = False,
+    config: ConfigArg = None,
+    *,
+    to: str,
+    to_collection: str | None = None,
+    to_state: str | None = None,
+    progress: Progress | None = None,
+    force: bool = False,
+    layout: str | None = None,
     **options: Any,
-) -> RunReport:  # fmt: skip
+) -> RunReport:
     """Copy the live generation of the configured sink and collection to the sink `to` (as
     `to_collection`, default the same name) without re-encoding: same point ids, payloads,
     vectors and manifest, and the destination's ledger (beside it, or in `to_state`) written so
-    incremental runs go on against it. Resumable; a repeated export copies what changed."""
-    from embedpipe.exporter import export as copy
+    incremental runs go on against it. Resumable; a repeated export copies what changed.
+    `layout` (a Qdrant destination): "langchain" or "llama-index" adds the keys that framework's
+    stock QdrantVectorStore reads to every payload; default the configured sink.qdrant.layout."""
+    from embedpipe.runs.export import export as copy
 
     source = as_config(config, options)
     data = source.model_dump()
     data["sink"].update(uri=to, collection=to_collection or source.sink.collection)
+    if layout is not None:
+        data["sink"]["qdrant"]["layout"] = layout
     try:
         dest = RunConfig.model_validate({**data, "state": to_state})
     except ValueError as exc:
@@ -308,7 +345,7 @@ def reconcile(config: RunConfig, *, repair: bool = False) -> dict[str, Any]:
     generation than the ledger's live pointer names (a crash mid-swap; repair: relink the ledger).
     """
     from embedpipe.durable import StateLock
-    from embedpipe.reconcile import reconcile as compare
+    from embedpipe.runs.reconcile import reconcile as compare
 
     sink = open_sink(config.sink)
     key = target_key(sink.uri, config.sink.collection)
@@ -338,9 +375,9 @@ def evaluate(
     """recall@k, MRR@k and nDCG@k of one generation (live, staged, previous or a fingerprint) on
     a JSONL queries file, each query encoded with that generation's own model; `per_query` holds
     each query's ranks of its relevant documents and `errors` the lines that were skipped."""
-    from embedpipe.evaluation import answerable, known_documents, load_queries
-    from embedpipe.gate import built_manifest, query_model, score_generation
-    from embedpipe.switch import generation as named
+    from embedpipe.promotion.gate import built_manifest, query_model, score_generation
+    from embedpipe.promotion.quality import answerable, known_documents, load_queries
+    from embedpipe.promotion.switch import generation as named
 
     cfg = config or load_config(None, flat_overrides(**options))
     _check_k(k)
@@ -394,7 +431,7 @@ def rollback(
 
 def _switch(config: RunConfig | None, which: str, options: dict[str, Any]) -> dict[str, Any]:
     from embedpipe.durable import StateLock
-    from embedpipe.switch import switch
+    from embedpipe.promotion.switch import switch
 
     cfg = config or load_config(None, flat_overrides(**options))
     sink = open_sink(cfg.sink)

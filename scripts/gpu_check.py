@@ -66,7 +66,7 @@ def corpus_chunks(tokenizer: Any, work: Path, modules: int) -> list[Any]:
     sys.path.insert(0, str(ROOT / "scripts"))
     import corpus
 
-    from embedpipe.chunking import Chunker
+    from embedpipe.encoding.chunking import Chunker
     from embedpipe.types import Document
 
     corpus.write_docs(work / "docs", modules=modules)
@@ -76,13 +76,21 @@ def corpus_chunks(tokenizer: Any, work: Path, modules: int) -> list[Any]:
 
 
 def settings(path: Path, device: str, precision: str) -> Any:
-    return types.SimpleNamespace(name=str(path), device=device, precision=precision,
-                                 normalize=True, prefix="", max_seq_length=None, threads=None, truncate_dim=None,
-                                 quantization="none")  # fmt: skip
+    return types.SimpleNamespace(
+        name=str(path),
+        device=device,
+        precision=precision,
+        normalize=True,
+        prefix="",
+        max_seq_length=None,
+        threads=None,
+        truncate_dim=None,
+        quantization="none",
+    )
 
 
 def ours(encoder: Any, chunks: list[Any], budget: int) -> tuple[dict[str, Any], float]:
-    from embedpipe.batching import batches
+    from embedpipe.encoding.batching import batches
 
     vectors: dict[str, Any] = {}
     start = time.perf_counter()
@@ -119,7 +127,7 @@ def main() -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from embedpipe.encoder import Encoder
+    from embedpipe.encoding.encoder import Encoder
 
     summary: dict[str, Any] = {"device": args.device, "torch": torch.__version__}
     if args.device.startswith("cuda"):
@@ -177,8 +185,10 @@ def main() -> None:
     print(json.dumps(summary, indent=2))
     for name, rate in rows.items():
         print(f"{name:40s} {rate:12,.0f} tokens/s")
-    print(f"parity (cosine >= 0.999 vs ST fp32): {'OK' if ok else 'FAILED'}; "
-          f"embedpipe {low} / ST.encode {low}: {summary[f'ratio_vs_st_{low}']}x (target >= 2x on GPU)")  # fmt: skip
+    print(
+        f"parity (cosine >= 0.999 vs ST fp32): {'OK' if ok else 'FAILED'}; "
+        f"embedpipe {low} / ST.encode {low}: {summary[f'ratio_vs_st_{low}']}x (target >= 2x on GPU)"
+    )
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
     sys.exit(0 if ok else 1)

@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import corpus  # noqa: E402  (scripts/corpus.py)
 
 from embedpipe.config import ModelConfig  # noqa: E402
+from tests.sinkkit import SINK_KINDS  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -33,7 +34,7 @@ def embedpipe_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def encoder():  # type: ignore[no-untyped-def]
     """The packaged all-MiniLM-L6-v2, fp32 torch on CPU (the reference), loaded once per session."""
-    from embedpipe.encoder import Encoder
+    from embedpipe.encoding.encoder import Encoder
 
     return Encoder(ModelConfig(precision="fp32", backend="torch", device="cpu"))
 
@@ -79,8 +80,16 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, encoder) -> Path:  # ty
     out = tmp_path_factory.mktemp("tiny-bert")
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(str(encoder.path))
-    bert = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                                num_attention_heads=2, intermediate_size=64, max_position_embeddings=512))  # fmt: skip
+    bert = BertModel(
+        BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=512,
+        )
+    )
     raw = out / "raw"
     bert.save_pretrained(raw)
     tokenizer.save_pretrained(raw)
@@ -112,3 +121,33 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if item.get_closest_marker("ray") and item.get_closest_marker("slow"):
             group += ":slow"
         item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.fixture
+def shared_model(encoder, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """New encoders share the session's model (OpenVINO and fp32 torch leave its weights as they
+    are) and the session's cache (one export per session)."""
+    import embedpipe.encoding.encoder as encoder_module
+
+    monkeypatch.setattr(encoder_module, "_load", lambda path, device: encoder.model)
+
+
+@pytest.fixture
+def fresh_cache(shared_model: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty embedpipe cache."""
+    monkeypatch.setenv("EMBEDPIPE_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture(scope="module", params=SINK_KINDS)
+def built(request, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """The stdlib docstrings embedded with the packaged model into each kind of sink (Postgres:
+    a real server, tests/pgkit.py), once per test module that asks (tests/ragkit.py)."""
+    import embedpipe
+    from tests.ragkit import config, records
+    from tests.sinkkit import sink_uri
+
+    root = tmp_path_factory.mktemp(request.param)
+    cfg = config(sink_uri(request.param, root / "index"))
+    assert embedpipe.backfill(records(), config=cfg).outcome == "done"
+    return cfg

@@ -1,7 +1,7 @@
 """A deterministic stand-in for the Encoder, for rule tests that need no model.
 
 `FakeEncoder` has every attribute the pipeline and the local engine read on an `Encoder`
-(embedpipe/pipeline.py, engines/local.py): identity and output options for the fingerprint,
+(embedpipe/runs/pipeline.py, engines/local.py): identity and output options for the fingerprint,
 name/device/precision for the report, the packaged model's real fast tokenizer (the chunker needs
 its offsets), the token budget, and `encode_batch`. Its vectors are the mean of a fixed random
 unit vector per token id (special tokens nearly silent), normalised: equal texts give equal vectors, texts sharing words point
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from embedpipe.models import ModelIdentity, resolve_model_path
+from embedpipe.encoding.models import ModelIdentity, resolve_model_path
 from embedpipe.types import Batch
 
 FAKE_NAME = "fake-encoder"
@@ -61,10 +61,13 @@ class FakeEncoder:
         """A dataclass like the real one, so `fingerprint()` hashes it the same way."""
         recipe = f"{FAKE_NAME}:{self.dim}:{self.seed}".encode()
         return ModelIdentity(
-            name=FAKE_NAME, files_hash=xxhash.xxh3_128_hexdigest(recipe),
-            max_seq_length=self.max_seq_length, pooling="mean-of-token-vectors", normalize=True,
+            name=FAKE_NAME,
+            files_hash=xxhash.xxh3_128_hexdigest(recipe),
+            max_seq_length=self.max_seq_length,
+            pooling="mean-of-token-vectors",
+            normalize=True,
             prefix="",
-        )  # fmt: skip
+        )
 
     def output_options(self) -> dict[str, Any]:
         return {}
@@ -87,9 +90,12 @@ class FakeEncoder:
     def encode_texts(self, texts: Sequence[str], *, prefix: str | None = None) -> np.ndarray:
         """Vectors for raw texts (queries), tokenised like the real encoder does."""
         enc = self.tokenizer(
-            [(prefix or "") + t for t in texts], padding=True, truncation=True,
-            max_length=self.max_seq_length, return_tensors="np",
-        )  # fmt: skip
+            [(prefix or "") + t for t in texts],
+            padding=True,
+            truncation=True,
+            max_length=self.max_seq_length,
+            return_tensors="np",
+        )
         return self.encode_ids(enc["input_ids"], enc["attention_mask"])
 
 

@@ -1,7 +1,7 @@
-"""Configuration docs: every key is described once, in config.py, and nothing else drifts from it.
+"""Configuration docs: every key is described once, in config/__init__.py, and nothing else drifts from it.
 
 configs/default.yaml, the `embedpipe init` template and the CLI's option help are generated from
-the Field descriptions (embedpipe.configdoc); these tests fail when one of them is edited by hand
+the Field descriptions (embedpipe.config.docs); these tests fail when one of them is edited by hand
 or a key is added without a description.
 """
 
@@ -20,9 +20,9 @@ from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from embedpipe.cli import app
 from embedpipe.config import FLAT_KEYS, RunConfig, load_config
-from embedpipe.configdoc import COMMENT_COLUMN, default_yaml, describe, field, section_model
+from embedpipe.config.docs import COMMENT_COLUMN, default_yaml, describe, field, section_model
+from embedpipe.config.template import render_config
 from embedpipe.errors import ConfigError
-from embedpipe.init import render_config
 from embedpipe.sinks import SINKS
 
 DEFAULT_YAML = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
@@ -81,8 +81,8 @@ def full_line_comments(text: str) -> list[str]:
 
 def test_default_yaml_is_generated_from_the_models() -> None:
     assert DEFAULT_YAML.read_text(encoding="utf-8") == default_yaml(), (
-        "configs/default.yaml drifted from embedpipe/config.py: regenerate it with "
-        "`python -m embedpipe.configdoc > configs/default.yaml`"
+        "configs/default.yaml drifted from embedpipe/config/__init__.py: regenerate it with "
+        "`python -m embedpipe.config.docs > configs/default.yaml`"
     )
 
 
@@ -181,3 +181,39 @@ def test_a_negative_max_seq_length_is_refused_naming_the_key(tmp_path: Path) -> 
     path.write_text("model:\n  max_seq_length: -5\n")
     with pytest.raises(ConfigError, match=r"model\.max_seq_length: Input should be greater than"):
         load_config(path)
+
+
+# -- the environment ---------------------------------------------------------------------------
+
+
+def test_a_string_key_takes_the_environment_value_as_given() -> None:
+    """`passage: ` read as YAML is a mapping, `2024` an integer: a string key takes neither."""
+    cfg = load_config(
+        None,
+        environ={
+            "EMBEDPIPE_MODEL__PREFIX": "passage: ",
+            "EMBEDPIPE_MODEL__QUERY_PREFIX": "query: ",
+            "EMBEDPIPE_SINK__COLLECTION": "2024",
+        },
+    )
+    assert (cfg.model.prefix, cfg.model.query_prefix) == ("passage: ", "query: ")
+    assert cfg.sink.collection == "2024"
+
+
+def test_other_environment_values_are_yaml_scalars_and_null_unsets_an_optional_string() -> None:
+    cfg = load_config(
+        None,
+        environ={
+            "EMBEDPIPE_BATCHING__MAX_BATCH_TOKENS": "8192",
+            "EMBEDPIPE_MODEL__NORMALIZE": "false",
+            "EMBEDPIPE_MODEL__NAME": "null",
+            "EMBEDPIPE_SOURCE__TEXT_TEMPLATE": "~",
+            "EMBEDPIPE_SINK__INDEX_FACTORY": "IVF16,Flat",
+        },
+    )
+    assert (cfg.batching.max_batch_tokens, cfg.model.normalize) == (8192, False)
+    assert (cfg.model.name, cfg.source.text_template, cfg.sink.index_factory) == (
+        None,
+        None,
+        "IVF16,Flat",
+    )

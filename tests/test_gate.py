@@ -1,5 +1,5 @@
 """Champion / challenger: a new model or chunking goes live only if it retrieves no worse; the
-metrics (evaluation.py), the gate (gate.py), promote and rollback (switch.py) on real models and
+metrics (promotion/quality.py), the gate (promotion/gate.py), promote and rollback (promotion/switch.py) on real models and
 every sink."""
 
 from __future__ import annotations
@@ -14,28 +14,12 @@ import pytest
 
 import embedpipe
 import embedpipe.api
-from embedpipe.config import load_config
 from embedpipe.errors import ConfigError, EmbedpipeError, HeldError
-from embedpipe.evaluation import Query, load_queries, score
+from embedpipe.promotion.quality import Query, load_queries, score
 from tests.clikit import embedpipe as command
-from tests.test_incremental import consistency
+from tests.corpuskit import TOPICS, consistency, docs_for, settings
+from tests.sinkkit import SINK_KINDS
 
-SINKS = ["qdrant-edge", "qdrant", "faiss", "parquet"]
-
-TOPICS = {
-    "trains.md": "Steam locomotives pulled passenger trains across the country; railway timetables "
-    "and signalling kept the trains running on time.",
-    "bread.md": "Knead the dough, let the yeast rise overnight, then bake the loaf of sourdough "
-    "bread in a hot oven until the crust is brown.",
-    "bees.md": "Honey bees live in hives; the queen lays eggs while worker bees gather nectar and "
-    "pollen from flowers to make honey.",
-    "volcano.md": "A volcano erupts when magma rises through the crust; lava flows and ash clouds "
-    "follow the eruption.",
-    "violin.md": "The violin is a string instrument played with a bow; violinists practise scales "
-    "and tune the four strings.",
-    "glacier.md": "Glaciers are rivers of ice that carve valleys as they slowly move downhill and "
-    "melt in summer.",
-}
 QUERIES = [
     {"query": "how do trains keep to their timetable", "relevant": ["trains.md"]},
     {"query": "baking sourdough with yeast", "relevant": ["bread.md"]},
@@ -52,16 +36,6 @@ def queries(tmp_path: Path) -> Path:
     lines = [json.dumps(q) for q in QUERIES] + ["{not json", '{"query": "no answer"}', ""]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
-
-
-def settings(root: Path, kind: str, tmp_path: Path, **extra: object) -> embedpipe.RunConfig:
-    data = {"source": {"uri": str(root)}, "sink": {"uri": f"{kind}:{tmp_path / kind}", "collection": "docs"},
-            "chunking": {"chunk_tokens": 64, "overlap_tokens": 0}, **extra}  # fmt: skip
-    return load_config(None, data)
-
-
-def docs_for(cfg: embedpipe.RunConfig, text: str) -> list[str]:
-    return [h.doc_id for h in embedpipe.query(text, k=2, config=cfg)]
 
 
 # -- the metrics ------------------------------------------------------------------------------
@@ -113,7 +87,7 @@ def test_eval_ranks_are_the_documents_query_returns(
 # -- the gate, promote, rollback --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", SINKS)
+@pytest.mark.parametrize("kind", SINK_KINDS)
 def test_worse_challenger_is_held_then_promoted_then_rolled_back(
     kind: str, make_corpus, tmp_path: Path, queries: Path, tiny_model: Path
 ) -> None:  # type: ignore[no-untyped-def]
@@ -122,8 +96,13 @@ def test_worse_challenger_is_held_then_promoted_then_rolled_back(
     embedpipe.run(champion)
     answer = docs_for(champion, "baking sourdough with yeast")
     assert answer[0] == "bread.md"
-    challenger = settings(root, kind, tmp_path, model={"name": str(tiny_model)},
-                          promote={"eval": {"queries": str(queries), "k": 3}})  # fmt: skip
+    challenger = settings(
+        root,
+        kind,
+        tmp_path,
+        model={"name": str(tiny_model)},
+        promote={"eval": {"queries": str(queries), "k": 3}},
+    )
 
     held = embedpipe.api.run(challenger, raise_on_failure=False)
     assert held.outcome == "held" and held.promotion is not None
@@ -153,8 +132,9 @@ def test_no_worse_challenger_is_promoted(
     root = make_corpus(TOPICS)
     gate = {"eval": {"queries": str(queries), "k": 3}}
     embedpipe.run(settings(root, kind, tmp_path, promote=gate))
-    rechunked = settings(root, kind, tmp_path, promote=gate,
-                         chunking={"chunk_tokens": 48, "overlap_tokens": 0})  # fmt: skip
+    rechunked = settings(
+        root, kind, tmp_path, promote=gate, chunking={"chunk_tokens": 48, "overlap_tokens": 0}
+    )
     report = embedpipe.run(rechunked)
     assert report.outcome == "done" and report.promotion["promoted"] is True  # type: ignore[index]
     assert report.promotion["staged"]["recall"] >= report.promotion["live"]["recall"] - 0.01  # type: ignore[index]
@@ -164,8 +144,13 @@ def test_no_worse_challenger_is_promoted(
 def test_keep_previous_zero_drops_the_replaced_generation(make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     root = make_corpus(TOPICS)
     embedpipe.run(settings(root, "faiss", tmp_path, promote={"keep_previous": 0}))
-    rechunked = settings(root, "faiss", tmp_path, promote={"keep_previous": 0},
-                         chunking={"chunk_tokens": 48, "overlap_tokens": 0})  # fmt: skip
+    rechunked = settings(
+        root,
+        "faiss",
+        tmp_path,
+        promote={"keep_previous": 0},
+        chunking={"chunk_tokens": 48, "overlap_tokens": 0},
+    )
     embedpipe.run(rechunked)
     assert [g["state"] for g in embedpipe.status(rechunked)[0]["generations"]] == ["live"]
     assert len(list((tmp_path / "faiss" / ".generations").iterdir())) == 1
@@ -177,8 +162,20 @@ def test_promote_refuses_a_generation_still_being_built(make_corpus, tmp_path: P
     root = make_corpus(TOPICS)
     cfg = settings(root, "faiss", tmp_path)
     embedpipe.run(cfg)
-    args = ["backfill", str(root), "--sink", cfg.sink.uri, "--collection", "docs",
-            "--chunk-tokens", "48", "--overlap-tokens", "0", "--max-batch-tokens", "64"]  # fmt: skip
+    args = [
+        "backfill",
+        str(root),
+        "--sink",
+        cfg.sink.uri,
+        "--collection",
+        "docs",
+        "--chunk-tokens",
+        "48",
+        "--overlap-tokens",
+        "0",
+        "--max-batch-tokens",
+        "64",
+    ]
     env = {**os.environ, "EMBEDPIPE_CRASH_AT": "ledger-commit:1"}
     assert command(*args, env=env).returncode == -9
     with pytest.raises(EmbedpipeError, match="No generation 'staged'"):
@@ -218,8 +215,17 @@ def test_cli_eval_promote_and_rollback(make_corpus, tmp_path: Path, queries: Pat
     result = json.loads(shown.stdout)
     assert result["generation"]["state"] == "live" and set(result) >= {"recall", "mrr", "ndcg"}
     assert len(result["per_query"]) == len(QUERIES)
-    held = command("backfill", str(root), *base, "--chunk-tokens", "48", "--overlap-tokens", "0",
-                   "--eval-queries", str(queries))  # fmt: skip
+    held = command(
+        "backfill",
+        str(root),
+        *base,
+        "--chunk-tokens",
+        "48",
+        "--overlap-tokens",
+        "0",
+        "--eval-queries",
+        str(queries),
+    )
     assert held.returncode == 0, held.stderr  # same model, other chunking: no worse
     rolled = command("rollback", *base)
     assert rolled.returncode == 0 and "is live" in rolled.stdout, rolled.stderr
@@ -250,7 +256,7 @@ def test_held_gate_is_not_forced_by_the_documents_rule(
 def test_html_report_shows_live_and_staged_metrics_side_by_side(
     make_corpus, tmp_path: Path, queries: Path, tiny_model: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    from embedpipe.htmlreport import render
+    from embedpipe.report.html import render
 
     root = make_corpus(TOPICS)
     gate = {"eval": {"queries": str(queries), "k": 3}}

@@ -12,61 +12,19 @@ import embedpipe.api
 from embedpipe.config import load_config
 from embedpipe.durable import StateLock
 from embedpipe.errors import LockedError, SinkError
-from embedpipe.ledger import Ledger, Target, state_dir_for, target_key
-from embedpipe.pipeline import Pipeline
+from embedpipe.runs.pipeline import Pipeline
 from embedpipe.sinks import open_sink
+from embedpipe.state.ledger import Ledger, state_dir_for, target_key
 from embedpipe.types import Embedded
-from tests import pgkit
 from tests.clikit import embedpipe as command
 from tests.clikit import start
-from tests.sinkkit import sink_uri
+from tests.corpuskit import config, consistency, corpus_files
+from tests.sinkkit import CRASH_SINK_KINDS, SINK_KINDS
 
-SERVERS = ["postgres"] if pgkit.AVAILABLE else []  # a real Postgres (tests/pgkit.py)
-SINKS = ["qdrant-edge", "qdrant", "faiss", "parquet", *SERVERS]
 # Parquet shares FAISS's shard store and passes these too, but each case costs ~7 s of subprocesses.
-CRASH_SINKS = ["qdrant-edge", "qdrant", "faiss", *SERVERS]
 
 
-def corpus_files(n: int = 12) -> dict[str, str]:
-    """n real-looking documents, two paragraphs each."""
-    topics = ["trains", "boats", "bread", "tomatoes", "json", "sockets", "threads", "gardens", "rivers", "stars",
-              "violins", "glaciers", "bees", "castles", "volcanoes"]  # fmt: skip
-    return {
-        f"doc{i:02d}.md": f"# About {topics[i % len(topics)]}\n\nThis note {i} explains {topics[i % len(topics)]} "
-        f"in some detail, with history and practice.\n\nA second paragraph on {topics[i % len(topics)]} care."
-        for i in range(n)
-    }
-
-
-def config(root: Path, kind: str, tmp_path: Path, **extra: object) -> embedpipe.RunConfig:
-    data = {"source": {"uri": str(root)}, "sink": {"uri": sink_uri(kind, tmp_path), "collection": "docs"},
-            "chunking": {"chunk_tokens": 24, "overlap_tokens": 0}, **extra}  # fmt: skip
-    return load_config(None, data)
-
-
-def consistency(cfg: embedpipe.RunConfig) -> tuple[list[str], list[str]]:
-    """(sink chunk ids, ledger done chunk ids) for the live fingerprint."""
-    sink = open_sink(cfg.sink)
-    try:
-        in_sink = list(sink.chunk_ids())
-    finally:
-        sink.abort()
-    ledger = Ledger(state_dir_for(cfg.sink.uri, cfg.state) / "ledger.sqlite")
-    live = ledger.live(target_key(cfg.sink.uri, cfg.sink.collection))
-    in_ledger = (
-        list(
-            ledger.chunk_ids(
-                Target(target_key(cfg.sink.uri, cfg.sink.collection), live["fingerprint"])
-            )
-        )
-        if live
-        else []
-    )
-    ledger.close()
-    return in_sink, in_ledger
-
-
-@pytest.mark.parametrize("kind", SINKS)
+@pytest.mark.parametrize("kind", SINK_KINDS)
 def test_edit_three_delete_two_reembeds_and_removes_exactly_those(
     kind: str, make_corpus, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
@@ -93,7 +51,7 @@ def test_edit_three_delete_two_reembeds_and_removes_exactly_those(
     assert not any(cid.startswith(("doc10.md#", "doc11.md#")) for cid in in_sink)
 
 
-@pytest.mark.parametrize("kind", SINKS)
+@pytest.mark.parametrize("kind", SINK_KINDS)
 def test_shrunk_document_loses_its_trailing_chunks_in_incremental_mode(
     kind: str, make_corpus, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
@@ -128,7 +86,7 @@ def test_a_link_out_of_the_folder_indexed_when_followed_is_removed_when_not(
     assert [e.record for e in report.errors] == ["notes.txt"] and report.chunks_deleted >= 1
 
 
-@pytest.mark.parametrize("kind", SINKS)
+@pytest.mark.parametrize("kind", SINK_KINDS)
 def test_model_change_builds_new_index_and_swaps_only_at_the_end(
     kind: str, make_corpus, tmp_path: Path, tiny_model: Path
 ) -> None:  # type: ignore[no-untyped-def]
@@ -178,7 +136,7 @@ class InjectedSink:
         self.inner.write(embedded)
 
 
-@pytest.mark.parametrize("kind", SINKS)
+@pytest.mark.parametrize("kind", SINK_KINDS)
 def test_persistent_sink_failure_leaves_ledger_matching_sink(
     kind: str, make_corpus, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
@@ -203,7 +161,7 @@ def test_persistent_sink_failure_leaves_ledger_matching_sink(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", CRASH_SINKS)
+@pytest.mark.parametrize("kind", CRASH_SINK_KINDS)
 @pytest.mark.parametrize(
     "point", ["plan:1", "sink-write:2", "ledger-commit:3", "close:1", "sink-delete:1"]
 )
@@ -218,8 +176,22 @@ def test_sigkill_at_any_point_then_rerun_converges(
     if point.startswith("sink-delete"):
         embedpipe.run(cfg)
         (root / "doc05.md").unlink()
-    args = ["backfill", str(root), "--sink", cfg.sink.uri, "--collection", "docs",
-            "--chunk-tokens", "24", "--overlap-tokens", "0", "--max-batch-tokens", "64", "--mode", "full"]  # fmt: skip
+    args = [
+        "backfill",
+        str(root),
+        "--sink",
+        cfg.sink.uri,
+        "--collection",
+        "docs",
+        "--chunk-tokens",
+        "24",
+        "--overlap-tokens",
+        "0",
+        "--max-batch-tokens",
+        "64",
+        "--mode",
+        "full",
+    ]
     env = {**os.environ, "EMBEDPIPE_CRASH_AT": point, "EMBEDPIPE_BATCHING__MAX_BATCH_SIZE": "4"}
     killed = command(*args, env=env)
     assert killed.returncode == -9, killed.stderr
@@ -259,7 +231,7 @@ def test_stop_request_finishes_the_batch_in_flight_and_commits(make_corpus, tmp_
     assert sorted(in_sink) == sorted(in_ledger)
 
 
-@pytest.mark.parametrize("kind", SINKS)
+@pytest.mark.parametrize("kind", SINK_KINDS)
 def test_reconcile_reports_drift_both_ways_and_repair_fixes_it(
     kind: str, make_corpus, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
@@ -308,8 +280,18 @@ def test_sigterm_finishes_the_batch_in_flight_and_a_rerun_resumes(tmp_path: Path
             (stdlib_docs / str(copy) / name).write_text(f"{text} (copy {copy})")
 
     uri = f"faiss:{tmp_path / 'f'}"
-    args = ["backfill", str(stdlib_docs), "--sink", uri, "--collection", "docs",
-            "--chunk-tokens", "64", "--overlap-tokens", "0"]  # fmt: skip
+    args = [
+        "backfill",
+        str(stdlib_docs),
+        "--sink",
+        uri,
+        "--collection",
+        "docs",
+        "--chunk-tokens",
+        "64",
+        "--overlap-tokens",
+        "0",
+    ]
     env = {**os.environ, "COLUMNS": "300", "EMBEDPIPE_BATCHING__MAX_BATCH_SIZE": "2"}
     proc = start(*args, env=env)
     ledger_path = state_dir_for(uri, None) / "ledger.sqlite"
@@ -328,8 +310,14 @@ def test_sigterm_finishes_the_batch_in_flight_and_a_rerun_resumes(tmp_path: Path
         committed = db.execute("SELECT COUNT(*) FROM chunks WHERE state = 1").fetchone()[0]
         outcome = db.execute("SELECT outcome FROM runs ORDER BY id DESC").fetchone()[0]
     assert committed > 0 and outcome == "interrupted"
-    cfg = load_config(None, {"source": {"uri": str(stdlib_docs)}, "sink": {"uri": uri, "collection": "docs"},
-                             "chunking": {"chunk_tokens": 64, "overlap_tokens": 0}})  # fmt: skip
+    cfg = load_config(
+        None,
+        {
+            "source": {"uri": str(stdlib_docs)},
+            "sink": {"uri": uri, "collection": "docs"},
+            "chunking": {"chunk_tokens": 64, "overlap_tokens": 0},
+        },
+    )
     report = embedpipe.run(cfg)
     assert report.chunks_skipped == committed
     in_sink, in_ledger = consistency(cfg)
@@ -342,8 +330,15 @@ def test_keep_previous_retains_the_retired_index_after_a_swap(
 ) -> None:  # type: ignore[no-untyped-def]
     root = make_corpus(corpus_files(4))
     embedpipe.run(config(root, kind, tmp_path))
-    embedpipe.run(config(root, kind, tmp_path, model={"name": str(tiny_model)}, sink={
-        "uri": f"{kind}:{tmp_path / kind}", "collection": "docs", "keep_previous": True}))  # fmt: skip
+    embedpipe.run(
+        config(
+            root,
+            kind,
+            tmp_path,
+            model={"name": str(tiny_model)},
+            sink={"uri": f"{kind}:{tmp_path / kind}", "collection": "docs", "keep_previous": True},
+        )
+    )
     if kind == "faiss":
         kept = [p.name for p in (tmp_path / kind / ".generations").iterdir()]
     else:
@@ -358,7 +353,7 @@ def test_keep_previous_retains_the_retired_index_after_a_swap(
 def test_unchanged_document_is_skipped_before_chunking_but_an_edit_is_not(
     make_corpus, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    from embedpipe import chunking
+    from embedpipe.encoding import chunking
 
     files = corpus_files(6)
     root = make_corpus(files)

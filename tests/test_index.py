@@ -18,7 +18,7 @@ from embedpipe.config import RunConfig, load_config
 from embedpipe.documents import GIVEN, as_document
 from embedpipe.errors import ConfigError
 from embedpipe.index import Index
-from embedpipe.pipeline import Pipeline
+from embedpipe.runs.pipeline import Pipeline
 from embedpipe.sinks import open_sink
 from embedpipe.types import Document, RecordError
 from tests.clikit import cli
@@ -121,8 +121,15 @@ def test_search_with_a_filter_keeps_only_what_it_names(
 def prompted(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> RunConfig:
     """The tiny model's index built with E5-style prompts."""
     root = tmp_path_factory.mktemp("prompted")
-    cfg = config("qdrant-edge", root, name=str(tiny_model), prefix="passage: ",
-                 query_prefix="query: ", precision="fp32", device="cpu")  # fmt: skip
+    cfg = config(
+        "qdrant-edge",
+        root,
+        name=str(tiny_model),
+        prefix="passage: ",
+        query_prefix="query: ",
+        precision="fp32",
+        device="cpu",
+    )
     assert embedpipe.backfill(docs(), config=cfg).outcome == "done"
     return cfg
 
@@ -151,13 +158,52 @@ def test_a_change_of_passage_prompt_is_a_new_fingerprint(tiny_model: Path, tmp_p
 
 def test_query_where_on_the_command_line(prompted: RunConfig, tmp_path: Path) -> None:
     args = ["query", "arrays", "--sink", prompted.sink.uri, "--collection", "docs", "--json"]
-    done = cli(*args, "--where", "metadata.pkg=pandas,scipy", "--where", "chunk_index=0",
-               "-k", "6", cwd=tmp_path)  # fmt: skip
+    done = cli(
+        *args,
+        "--where",
+        "metadata.pkg=pandas,scipy",
+        "--where",
+        "chunk_index=0",
+        "-k",
+        "6",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert sorted(h["doc_id"] for h in json.loads(done.stdout)) == ["pd1", "pd2", "sp1", "sp2"]
     wrong = cli(*args, "--where", "pkg=numpy", cwd=tmp_path)
     assert wrong.returncode == 2
     assert "did you mean metadata.pkg" in " ".join(wrong.stderr.split())
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["metadata.pkg!=pandas"], ["np1", "np2", "sp1", "sp2"]),
+        (["metadata.pkg!=pandas,numpy"], ["sp1", "sp2"]),
+        (["doc_id=pd1|metadata.pkg=scipy"], ["pd1", "sp1", "sp2"]),
+        (["!metadata.pkg=numpy,scipy"], ["pd1", "pd2"]),
+        (["metadata.pkg!=numpy", "end<=48"], ["pd1", "sp2"]),  # 42 and 48 characters long
+        (['{"$or": [{"doc_id": "np1"}, {"doc_id": {"$in": ["np2"]}}]}'], ["np1", "np2"]),
+    ],
+)
+def test_query_where_operators_on_the_command_line(
+    prompted: RunConfig, tmp_path: Path, flags: list[str], expected: list[str]
+) -> None:
+    args = ["query", "arrays", "--sink", prompted.sink.uri, "--collection", "docs", "--json"]
+    where = [part for flag in flags for part in ("--where", flag)]
+    done = cli(*args, *where, "-k", "6", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted(h["doc_id"] for h in json.loads(done.stdout)) == expected
+
+
+def test_query_where_on_a_field_no_chunk_has_names_the_fields_there(
+    prompted: RunConfig, tmp_path: Path
+) -> None:
+    args = ["query", "arrays", "--sink", prompted.sink.uri, "--collection", "docs"]
+    done = cli(*args, "--where", "metadata.year>=2020", cwd=tmp_path)
+    assert done.returncode == 2, done.stdout
+    message = " ".join(done.stderr.split())
+    assert "'year'" in message and "the metadata fields there are pkg" in message, message
 
 
 # -- ergonomics ---------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The run's rules (planning.py, commit.py, promotion.py) through `Pipeline` on real sinks and a
+"""The run's rules (runs/planning.py, runs/commit.py, promotion/__init__.py) through `Pipeline` on real sinks and a
 real ledger, with the FakeEncoder: what is skipped, re-embedded, deleted, refused and held.
 No model is loaded, so each test takes a fraction of a second."""
 
@@ -11,9 +11,9 @@ import pytest
 
 from embedpipe.config import RunConfig, load_config
 from embedpipe.errors import DeleteGuardError, HeldError
-from embedpipe.ledger import Ledger, Target, state_dir_for, target_key
-from embedpipe.pipeline import Pipeline
+from embedpipe.runs.pipeline import Pipeline
 from embedpipe.sinks import open_sink
+from embedpipe.state.ledger import Ledger, Target, state_dir_for, target_key
 from embedpipe.types import Document, RecordError, RunReport
 from tests.fakes import FakeEncoder, TokenizerSpy
 
@@ -24,10 +24,14 @@ TOPICS = ["trains", "boats", "bread", "rivers"]
 def corpus(n: int = 4) -> list[Document]:
     """n documents of two paragraphs each: several chunks at 24 tokens a chunk."""
     return [
-        Document(f"doc{i}", f"# About {t}\n\nThis note {i} explains {t} in some detail, with "
-                 f"history and practice.\n\nA second paragraph on {t} care.", source="test")
+        Document(
+            f"doc{i}",
+            f"# About {t}\n\nThis note {i} explains {t} in some detail, with "
+            f"history and practice.\n\nA second paragraph on {t} care.",
+            source="test",
+        )
         for i, t in enumerate(TOPICS[:n])
-    ]  # fmt: skip
+    ]
 
 
 def edited(doc: Document) -> Document:
@@ -36,8 +40,11 @@ def edited(doc: Document) -> Document:
 
 
 def config(tmp_path: Path, kind: str = "faiss", **extra: object) -> RunConfig:
-    data = {"sink": {"uri": f"{kind}:{tmp_path / kind}", "collection": "docs"},
-            "chunking": {"chunk_tokens": 24, "overlap_tokens": 0}, **extra}  # fmt: skip
+    data = {
+        "sink": {"uri": f"{kind}:{tmp_path / kind}", "collection": "docs"},
+        "chunking": {"chunk_tokens": 24, "overlap_tokens": 0},
+        **extra,
+    }
     return load_config(None, data)
 
 

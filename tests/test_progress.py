@@ -1,4 +1,4 @@
-"""Progress on the work (embedpipe/progress.py): what the bar counts and when it is full, the
+"""Progress on the work (embedpipe/cli/progress.py): what the bar counts and when it is full, the
 record count behind its total, and the bar as an operator sees it, in a real pseudo-terminal, in
 a cron log (plain lines) and with --quiet."""
 
@@ -22,9 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from embedpipe.cli.progress import estimate
 from embedpipe.config import SourceConfig
-from embedpipe.preflight import RecordCount
-from embedpipe.progress import estimate
+from embedpipe.runs.preflight import RecordCount
 from embedpipe.sources import open_source
 from embedpipe.types import RunReport
 from tests.clikit import embedpipe as command
@@ -166,8 +166,20 @@ def write_source(tmp_path: Path, kind: str) -> Path:
 
 
 def backfill_args(source: Path, tmp_path: Path) -> list[str]:
-    return ["backfill", str(source), "--text-field", "body", "--sink", f"faiss:{tmp_path / 'index'}",
-            "--report", str(tmp_path / "run.json"), "--precision", "fp32", "--max-batch-tokens", "512"]  # fmt: skip
+    return [
+        "backfill",
+        str(source),
+        "--text-field",
+        "body",
+        "--sink",
+        f"faiss:{tmp_path / 'index'}",
+        "--report",
+        str(tmp_path / "run.json"),
+        "--precision",
+        "fp32",
+        "--max-batch-tokens",
+        "512",
+    ]
 
 
 def in_terminal(args: list[str], cols: int = 220) -> tuple[int, str]:
@@ -177,9 +189,13 @@ def in_terminal(args: list[str], cols: int = 220) -> tuple[int, str]:
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, cols, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "embedpipe", *args], stdin=slave, stdout=slave, stderr=slave,
-        env={**env, "HF_HUB_OFFLINE": "1", "TERM": "xterm-256color"}, close_fds=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "embedpipe", *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env={**env, "HF_HUB_OFFLINE": "1", "TERM": "xterm-256color"},
+        close_fds=True,
+    )
     os.close(slave)
     drawn = bytearray()
     deadline = time.monotonic() + 300

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 import embedpipe
-from tests.s3kit import S3, s3_server  # noqa: F401 (fixture `s3`)
-from tests.test_s3 import config, ledger_chunks, put_corpus
+from tests.s3kit import S3, config, ledger_chunks, put_corpus, s3_server  # noqa: F401 (fixture `s3`)
 
 pytestmark = pytest.mark.ray
 ray = pytest.importorskip("ray")
@@ -19,8 +18,12 @@ ray = pytest.importorskip("ray")
 @pytest.fixture
 def local_ray(s3: S3) -> Iterator[None]:
     """A local Ray instance started after the S3 environment is set: its workers inherit it."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})  # fmt: skip
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}},
+    )
     yield
     ray.shutdown()
 

@@ -15,16 +15,16 @@ import pytest
 import embedpipe
 import embedpipe.api
 from embedpipe.errors import HeldError, TransientSinkError
-from embedpipe.ledger import DONE, Ledger, Target, state_dir_for, target_key
 from embedpipe.metrics import write_textfile
-from embedpipe.pipeline import Pipeline
+from embedpipe.runs.pipeline import Pipeline
 from embedpipe.sinks import open_sink
 from embedpipe.sinks.qdrant import QdrantSink
+from embedpipe.state.ledger import DONE, Ledger, Target, state_dir_for, target_key
 from embedpipe.types import Chunk, RunReport
 from tests.clikit import embedpipe as command
-from tests.test_incremental import config, consistency, corpus_files
+from tests.corpuskit import config, consistency, corpus_files
+from tests.sinkkit import SINK_KINDS
 
-SINKS = ["qdrant-edge", "qdrant", "faiss", "parquet"]
 RECHUNKED = {"chunk_tokens": 32, "overlap_tokens": 0}
 
 
@@ -51,7 +51,7 @@ def lost_notes(report: RunReport) -> list[str]:
     return [n for n in report.notes if "lists as embedded" in n]
 
 
-@pytest.mark.parametrize("kind", SINKS)
+@pytest.mark.parametrize("kind", SINK_KINDS)
 def test_a_sink_whose_data_was_deleted_gets_every_chunk_back_and_the_report_says_so(
     kind: str, make_corpus, tmp_path: Path, fake_encoder: Any
 ) -> None:  # type: ignore[no-untyped-def]
@@ -73,7 +73,7 @@ def test_a_sink_whose_data_was_deleted_gets_every_chunk_back_and_the_report_says
     assert (trusted.chunks_embedded, trusted.chunks_lost, lost_notes(trusted)) == (0, 0, [])
 
 
-@pytest.mark.parametrize("kind", SINKS)
+@pytest.mark.parametrize("kind", SINK_KINDS)
 def test_a_sink_missing_some_chunks_gets_exactly_those_back(
     kind: str, make_corpus, tmp_path: Path, fake_encoder: Any
 ) -> None:  # type: ignore[no-untyped-def]
@@ -95,7 +95,7 @@ def test_a_sink_missing_some_chunks_gets_exactly_those_back(
     assert sorted(in_sink) == sorted(in_ledger) and len(in_sink) == first.chunks_total
 
 
-@pytest.mark.parametrize("kind", SINKS)
+@pytest.mark.parametrize("kind", SINK_KINDS)
 def test_a_staged_generation_the_sink_dropped_is_rebuilt_not_promoted_half_empty(
     kind: str, make_corpus, tmp_path: Path, fake_encoder: Any
 ) -> None:  # type: ignore[no-untyped-def]
@@ -158,8 +158,13 @@ def test_an_unreachable_server_is_an_error_not_an_empty_sink() -> None:
 def test_a_run_against_an_unreachable_server_fails_and_keeps_the_ledger(
     make_corpus, tmp_path: Path, fake_encoder: Any
 ) -> None:  # type: ignore[no-untyped-def]
-    cfg = config(make_corpus(corpus_files(2)), "qdrant", tmp_path, state=str(tmp_path / "state"),
-                 sink={"uri": "qdrant+http://127.0.0.1:9", "collection": "docs"})  # fmt: skip
+    cfg = config(
+        make_corpus(corpus_files(2)),
+        "qdrant",
+        tmp_path,
+        state=str(tmp_path / "state"),
+        sink={"uri": "qdrant+http://127.0.0.1:9", "collection": "docs"},
+    )
     ledger = Ledger.in_dir(tmp_path / "state")
     target = Target(target_key(cfg.sink.uri, "docs"), "f" * 64)
     chunk = Chunk("doc00.md", 0, "text", [101, 102], 0, 4, "h0")
@@ -183,8 +188,20 @@ def test_the_lost_chunks_reach_the_metrics_textfile(tmp_path: Path) -> None:
 def test_the_command_rebuilds_a_deleted_edge_sink_and_warns(make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     root = make_corpus(corpus_files(3))
     sink = tmp_path / "index"
-    args = ["backfill", str(root), "--sink", f"qdrant-edge:{sink}", "--collection", "docs",
-            "--chunk-tokens", "24", "--overlap-tokens", "0", "--report", str(tmp_path / "r.json")]  # fmt: skip
+    args = [
+        "backfill",
+        str(root),
+        "--sink",
+        f"qdrant-edge:{sink}",
+        "--collection",
+        "docs",
+        "--chunk-tokens",
+        "24",
+        "--overlap-tokens",
+        "0",
+        "--report",
+        str(tmp_path / "r.json"),
+    ]
     assert command(*args).returncode == 0
     first = json.loads((tmp_path / "r.json").read_text())
     shutil.rmtree(sink)

@@ -35,10 +35,11 @@ from embedpipe.durable import forget_holder, note_holder
 from embedpipe.errors import SinkError
 from embedpipe.sinks import qdrant_base
 from embedpipe.sinks.base import Hit, ReadView, not_open
-from embedpipe.sinks.filters import conditions
+from embedpipe.sinks.filters import parse, require_fields
 from embedpipe.sinks.generations import GenerationSink, read_manifest, try_lock, write_manifest
-from embedpipe.sinks.snapshots import SnapshotReader, Snapshots, copy_tree
-from embedpipe.sinks.store import chunk_payload, paired_vectors
+from embedpipe.sinks.layouts import payload
+from embedpipe.sinks.shards import paired_vectors
+from embedpipe.sinks.snapshots import READER_MADE, SnapshotReader, Snapshots, copy_tree
 from embedpipe.types import Embedded, point_id
 
 SHARD = "shard"
@@ -85,6 +86,11 @@ FILTER_TYPES = qdrant_base.FilterTypes(
     field=lambda key, match: qe.FieldCondition(key, match=match),
     value=qe.MatchValue,
     any=qe.MatchAny,
+    numbers=lambda key, bounds: qe.FieldCondition(key, range=qe.RangeFloat(**bounds)),
+    dates=lambda key, bounds: qe.FieldCondition(
+        key, range=qe.RangeDateTime(**{op: v.isoformat() for op, v in bounds.items()})
+    ),
+    is_empty=qe.IsEmptyCondition,
 )
 
 
@@ -115,8 +121,14 @@ class EdgeSink(GenerationSink):
     @classmethod
     def from_config(cls, scheme: str, location: str, cfg: SinkConfig) -> EdgeSink:
         """The sink a qdrant-edge:PATH URI names."""
-        return cls(location, cfg.collection, options=cfg.qdrant, write_batch=cfg.write_batch,
-                   ef_search=cfg.ef_search, keep_previous=cfg.keep_previous)  # fmt: skip
+        return cls(
+            location,
+            cfg.collection,
+            options=cfg.qdrant,
+            write_batch=cfg.write_batch,
+            ef_search=cfg.ef_search,
+            keep_previous=cfg.keep_previous,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -147,7 +159,7 @@ class EdgeSink(GenerationSink):
             chunks = embedded.chunks[lo : lo + self.write_batch]
             rows = vectors[lo : lo + self.write_batch].tolist()
             points = [
-                qe.Point(point_id(c.id), row, chunk_payload(c))
+                qe.Point(point_id(c.id), row, payload(c, self.options.layout))
                 for c, row in zip(chunks, rows, strict=True)
             ]
             with edge_errors(f"upsert into {self._gen}"):
@@ -206,27 +218,41 @@ class EdgeSink(GenerationSink):
                 _close(shard, gen)
 
     def search(
-        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
+        self,
+        vector: np.ndarray,
+        k: int = 5,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        with_vectors: bool = False,
     ) -> list[Hit]:
         """Top-k hits of the live shard by cosine similarity, among the chunks `filter` passes:
         of the newest read snapshot, or of the shard this sink writes in place or pins."""
         live = self._live_gen()
         if self._gen is not None and self._gen == live:
-            return self._query(self._shard, vector, k, filter)
+            return self._query(self._shard, vector, k, filter, with_vectors=with_vectors)
         if self._pin is not None:
-            return self._query(self._live_reader(required=True), vector, k, filter)
+            shard = self._live_reader(required=True)
+            return self._query(shard, vector, k, filter, with_vectors=with_vectors)
         with self.serving() as view:
-            return view.search(vector, k, filter)
+            return view.search(vector, k, filter, with_vectors=with_vectors)
 
     @contextmanager
     def serving(self) -> Iterator[ReadView]:
         """The newest read snapshot, held for one query (a newer one is opened when the read
         pointer moved, at most every second)."""
-        if self._served is None:
-            self._served = SnapshotReader(
-                self._snapshots, _open_snapshot, _close_shard, self._catch_up, self._gens.missing
-            )
-        with self._served.use() as served:
+        reader = self._served
+        if reader is None:
+            with READER_MADE:  # two threads' first queries share one reader
+                if self._served is None:
+                    self._served = SnapshotReader(
+                        self._snapshots,
+                        _open_snapshot,
+                        _close_shard,
+                        self._catch_up,
+                        self._gens.missing,
+                    )
+                reader = self._served
+        with reader.use() as served:
             fingerprint = served.pointer.get("fingerprint")
             yield ReadView(fingerprint, served.manifest, partial(self._query, served.engine))
 
@@ -236,17 +262,36 @@ class EdgeSink(GenerationSink):
             self._served.close()
 
     def _query(
-        self, shard: Any, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None
+        self,
+        shard: Any,
+        vector: np.ndarray,
+        k: int,
+        filter: Mapping[str, Any] | None,
+        *,
+        with_vectors: bool = False,
     ) -> list[Hit]:
-        where = qdrant_base.native_filter(conditions(filter), FILTER_TYPES)
+        expr = parse(filter)
+        require_fields(
+            expr,
+            lambda key: qdrant_base.has_field(key, partial(_first, shard), FILTER_TYPES),
+            lambda: qdrant_base.metadata_fields(partial(_page, shard, vectors=True)),
+            f"'{self.collection}'",
+            empty=lambda: not _first(shard, None),
+        )
+        where = qdrant_base.native_filter(expr, FILTER_TYPES)
         params = qe.SearchParams(hnsw_ef=self.ef_search) if self.ef_search else None
         query = qe.Query.Nearest(qdrant_base.query_vector(vector))
         request = qe.QueryRequest(
-            limit=k, query=query, with_payload=True, params=params, filter=where
+            limit=k,
+            query=query,
+            with_payload=True,
+            params=params,
+            filter=where,
+            with_vector=with_vectors,
         )
         with edge_errors(f"query on '{self.collection}'"):
             points = shard.query(request)
-        return qdrant_base.hits(points)
+        return qdrant_base.hits(points, with_vectors=with_vectors)
 
     # -- read snapshots --------------------------------------------------------------------
 
@@ -384,13 +429,22 @@ def _close(shard: Any, gen: Path | None) -> None:
             forget_holder(gen)
 
 
+def _first(shard: Any, where: Any) -> list[Any]:
+    """At most one point that passes a filter (no payload): whether there is any."""
+    request = qe.ScrollRequest(limit=1, filter=where, with_payload=False, with_vector=False)
+    with edge_errors("scroll"):
+        return list(shard.scroll(request)[0])
+
+
 def _page(shard: Any, offset: Any, limit: int, vectors: bool = False) -> tuple[list[Any], Any]:
     """One page of a shard's points with their chunk ids (with `vectors`: whole payloads and
     vectors), and the next offset."""
     request = qe.ScrollRequest(
-        offset=offset, limit=limit, with_payload=True if vectors else ["chunk_id"],
+        offset=offset,
+        limit=limit,
+        with_payload=True if vectors else ["chunk_id"],
         with_vector=vectors,
-    )  # fmt: skip
+    )
     with edge_errors("scroll"):
         records, next_offset = shard.scroll(request)
     return records, next_offset

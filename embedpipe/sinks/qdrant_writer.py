@@ -20,8 +20,9 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from embedpipe.durable import note_holder
 from embedpipe.errors import SinkError, TransientSinkError
 from embedpipe.redact import redact_uri, server_credentials
+from embedpipe.sinks.layouts import Layout, payload
 from embedpipe.sinks.qdrant_base import FilterTypes, Shape, VectorTypes, busy_hint, translated
-from embedpipe.sinks.store import chunk_payload, paired_vectors
+from embedpipe.sinks.shards import paired_vectors
 from embedpipe.types import Embedded, point_id
 
 RETRYABLE_HTTP = {408, 429, 502, 503, 504}
@@ -39,8 +40,9 @@ def qdrant_errors(action: str) -> AbstractContextManager[None]:
 
 def _qdrant_error(action: str, exc: Exception) -> SinkError | None:
     """The SinkError for what qdrant-client raised (None: not a client failure)."""
-    if isinstance(exc, (ResponseHandlingException, httpx.TransportError, ConnectionError,
-                        TimeoutError)):  # fmt: skip
+    if isinstance(
+        exc, (ResponseHandlingException, httpx.TransportError, ConnectionError, TimeoutError)
+    ):
         return TransientSinkError(f"Qdrant {action} failed, the server did not answer: {exc}")
     if isinstance(exc, UnexpectedResponse):
         kind = TransientSinkError if exc.status_code in RETRYABLE_HTTP else SinkError
@@ -77,6 +79,9 @@ FILTER_TYPES = FilterTypes(
     field=lambda key, match: models.FieldCondition(key=key, match=match),
     value=lambda value: models.MatchValue(value=value),
     any=lambda values: models.MatchAny(any=values),
+    numbers=lambda key, bounds: models.FieldCondition(key=key, range=models.Range(**bounds)),
+    dates=lambda key, bounds: models.FieldCondition(key=key, range=models.DatetimeRange(**bounds)),
+    is_empty=lambda key: models.IsEmptyCondition(is_empty=models.PayloadField(key=key)),
 )
 
 
@@ -183,21 +188,31 @@ def _local_client(where: str, path: str) -> QdrantClient:
     return client
 
 
-def point_batches(embedded: Embedded, size: int) -> Iterator[models.Batch]:
-    """The chunks as upsert requests of at most `size` points: uuid5 ids, the chunk payload."""
+def point_batches(
+    embedded: Embedded, size: int, layout: Layout = "embedpipe"
+) -> Iterator[models.Batch]:
+    """The chunks as upsert requests of at most `size` points: uuid5 ids, the chunk payload in
+    `layout`."""
     vectors = paired_vectors(embedded)
     for lo in range(0, len(embedded.chunks), size):
         chunks = embedded.chunks[lo : lo + size]
         yield models.Batch(
             ids=[point_id(c.id) for c in chunks],
             vectors=vectors[lo : lo + size].tolist(),
-            payloads=[chunk_payload(c) for c in chunks],
+            payloads=[payload(c, layout) for c in chunks],
         )
 
 
-def upsert(client: QdrantClient, collection: str, embedded: Embedded, size: int) -> None:
-    """Upsert the chunks in requests of `size` points; returns once Qdrant acknowledged them."""
-    for batch in point_batches(embedded, size):
+def upsert(
+    client: QdrantClient,
+    collection: str,
+    embedded: Embedded,
+    size: int,
+    layout: Layout = "embedpipe",
+) -> None:
+    """Upsert the chunks in requests of `size` points, payloads in `layout`; returns once Qdrant
+    acknowledged them."""
+    for batch in point_batches(embedded, size, layout):
         with qdrant_errors(f"upsert into '{collection}'"):
             client.upsert(collection, points=batch, wait=True)
 
@@ -216,19 +231,25 @@ class QdrantWriter:
     timeout: int | None = None
     write_batch: int = 256
     location: str | None = None
+    layout: Layout = "embedpipe"
     _client: QdrantClient | None = field(default=None, init=False, repr=False, compare=False)
 
     def connect(self) -> QdrantClient:
         """The client, created on first use."""
         if self._client is None:
             where = self.location or redact_uri(self.url or "")
-            self._client = client_for(where, location=self.location, url=self.url,
-                                      api_key=self.api_key, timeout=self.timeout)  # fmt: skip
+            self._client = client_for(
+                where,
+                location=self.location,
+                url=self.url,
+                api_key=self.api_key,
+                timeout=self.timeout,
+            )
         return self._client
 
     def write(self, embedded: Embedded) -> None:
         """Upsert in requests of `write_batch` points; returns once Qdrant acknowledged them."""
-        upsert(self.connect(), self.collection, embedded, self.write_batch)
+        upsert(self.connect(), self.collection, embedded, self.write_batch, self.layout)
 
     def close(self) -> None:
         """Close the client, if one is open; safe to call twice."""
