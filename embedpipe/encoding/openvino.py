@@ -216,6 +216,10 @@ class OpenVinoModel:
         # each call borrows an idle one, so as many threads infer at once as call at once.
         self._idle = [self.compiled.create_infer_request()]
         self._pool_lock = threading.Lock()
+        # The bindings set up their numpy bridge once, on the first `.data` read; two threads
+        # making that first read at once deadlock (one in std::call_once waiting for the GIL,
+        # the other holding the GIL in a static-init guard). Make it here, on one thread.
+        _ = ov.Tensor(np.zeros((1, 1), dtype=np.int64)).data
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Vectors for one padded batch, copied out of OpenVINO's reused output buffer; safe to
