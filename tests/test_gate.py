@@ -18,7 +18,7 @@ from embedpipe.errors import ConfigError, EmbedpipeError, HeldError
 from embedpipe.promotion.quality import Query, load_queries, score
 from tests.clikit import embedpipe as command
 from tests.corpuskit import TOPICS, consistency, docs_for, settings
-from tests.sinkkit import SINK_KINDS
+from tests.sinkkit import LOCAL_SINK_KINDS
 
 QUERIES = [
     {"query": "how do trains keep to their timetable", "relevant": ["trains.md"]},
@@ -87,7 +87,7 @@ def test_eval_ranks_are_the_documents_query_returns(
 # -- the gate, promote, rollback --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", SINK_KINDS)
+@pytest.mark.parametrize("kind", LOCAL_SINK_KINDS)
 def test_worse_challenger_is_held_then_promoted_then_rolled_back(
     kind: str, make_corpus, tmp_path: Path, queries: Path, tiny_model: Path
 ) -> None:  # type: ignore[no-untyped-def]

@@ -15,7 +15,7 @@ from embedpipe.errors import DeleteGuardError
 from embedpipe.sinks import open_sink
 from embedpipe.types import Document
 from tests.corpuskit import FILES
-from tests.sinkkit import SINK_KINDS
+from tests.sinkkit import LOCAL_SINK_KINDS
 
 
 def sink_uri(kind: str, tmp_path: Path) -> str:
@@ -34,7 +34,7 @@ def sink_ids(uri: str) -> list[str]:
         sink.abort()
 
 
-@pytest.mark.parametrize("kind", SINK_KINDS)
+@pytest.mark.parametrize("kind", LOCAL_SINK_KINDS)
 def test_backfill_then_query_finds_the_right_document(
     kind: str, make_corpus, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
@@ -50,7 +50,7 @@ def test_backfill_then_query_finds_the_right_document(
     assert hits[0].doc_id == "python/argparse.md"
 
 
-@pytest.mark.parametrize("kind", SINK_KINDS)
+@pytest.mark.parametrize("kind", LOCAL_SINK_KINDS)
 def test_rerun_on_unchanged_corpus_embeds_nothing(kind: str, make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     root = make_corpus(FILES)
     uri = sink_uri(kind, tmp_path)
