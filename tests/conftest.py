@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -124,12 +124,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture
-def shared_model(encoder, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def shared_model(encoder, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:  # type: ignore[no-untyped-def]
     """New encoders share the session's model (OpenVINO and fp32 torch leave its weights as they
     are) and the session's cache (one export per session)."""
     import embedpipe.encoding.encoder as encoder_module
 
-    monkeypatch.setattr(encoder_module, "_load", lambda path, device: encoder.model)
+    limit = encoder.model.max_seq_length  # an Encoder asked for another limit sets it on load
+
+    def load(path: Path, device: str) -> object:
+        encoder.model.max_seq_length = limit
+        return encoder.model
+
+    monkeypatch.setattr(encoder_module, "_load", load)
+    yield
+    encoder.model.max_seq_length = limit
 
 
 @pytest.fixture

@@ -89,12 +89,14 @@ def test_bf16_vectors_stay_within_parity_bar(reference_vectors, real_chunks) -> 
 def openvino_encoders(encoder: Encoder) -> Iterator[dict[str, Encoder]]:
     """OpenVINO encoders asked for fp32 and bf16 (fp32 where the CPU has no bf16), on the
     session's model (OpenVINO leaves its fp32 weights as they are)."""
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp:  # only while they load: the module's other
+        # encoders load their own model (one that sets max_seq_length would change the session's)
         mp.setattr(encoder_module, "_load", lambda path, device: encoder.model)
-        yield {
+        encoders = {
             p: Encoder(ModelConfig(backend="openvino", precision=p, device="cpu"))
             for p in ("fp32", "bf16")
         }
+    yield encoders
 
 
 @needs_openvino
@@ -188,6 +190,7 @@ def test_settings_reach_the_encoder_without_probing(encoder: Encoder) -> None:
         {"truncate_dim": 128, "quantization": "int8"},
     )
     assert not np.allclose(np.linalg.norm(mine.encode_texts(["not normalised"]), axis=1), 1.0)
+    assert encoder.max_seq_length == 256  # the session's model keeps its own limit
 
 
 # -- CUDA out-of-memory back-off -------------------------------------------------------------

@@ -130,11 +130,6 @@ def test_langchain_embeddings_are_the_index_model_with_its_prompt(
     assert len(plain) == len(vector) == 384
 
 
-@pytest.mark.xfail(
-    reason="known after integrating issue 25 onto issue 24: add_texts starts a new generation "
-    "that is held (1 of 21 documents) instead of adding in place; see the issue 25 note",
-    strict=False,
-)
 def test_add_texts_goes_through_the_pipeline_and_an_unchanged_one_embeds_nothing(
     built: RunConfig, tmp_path: Path
 ) -> None:

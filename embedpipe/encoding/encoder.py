@@ -14,6 +14,7 @@ This module imports neither pydantic nor the config: anything with the attribute
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import logging
 import threading
@@ -520,7 +521,9 @@ class ExportedEncoder(Encoder):
         return self.ready.max_seq_length
 
     def identity(self) -> ModelIdentity:
-        return self.ready.model_identity()
+        # The record is keyed by the model's files, not by where they are: the name is the one
+        # this config gives (a copy of the model elsewhere may have made the record).
+        return dataclasses.replace(self.ready.model_identity(), name=self.name)
 
     def parity(self, backend: str, precision: str) -> float:
         raise ModelError("an encoder on a cached export has no torch to check parity against")
