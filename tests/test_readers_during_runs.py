@@ -132,11 +132,6 @@ class Reader:
         return self.rows()
 
 
-@pytest.mark.xfail(
-    reason="known after integrating issues 24/25: on Qdrant Edge and local mode the reader "
-    "answered nothing during the run in the full suite; see the issue 24 note",
-    strict=False,
-)
 @pytest.mark.parametrize("kind", LOCAL)
 def test_a_reader_process_follows_an_incremental_run_and_a_promotion_without_errors(
     kind: str, tmp_path: Path, tiny_model: Path
