@@ -4,6 +4,7 @@ into another's underscore names (docs/architecture.md)."""
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,7 @@ def imports(path: Path) -> list[tuple[str, list[str]]]:
     return found
 
 
+@functools.cache  # the tests read the tree, never change it: parse it once
 def graph() -> dict[str, set[str]]:
     """Module -> the embedpipe modules it imports (a name imported from a package that is itself
     a module counts as that module)."""

@@ -35,6 +35,16 @@ def embedpipe(
     )
 
 
+def shown_help(*args: str, columns: int = 200) -> str:
+    """A command's --help as the terminal shows it, rendered in this process (typer's runner):
+    the help depends on no state, and a process per command would cost seconds each."""
+    from typer.testing import CliRunner
+
+    done = CliRunner().invoke(app, [*args, "--help"], env={"COLUMNS": str(columns)})
+    assert done.exit_code == 0, (args, done.output)
+    return done.output
+
+
 @pytest.mark.parametrize("kind", ["qdrant", "faiss"])
 def test_backfill_and_query_through_the_cli(kind: str, make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     root = make_corpus(FILES)
@@ -192,22 +202,20 @@ def test_every_command_summary_and_help_read_as_whole_paragraphs() -> None:
     whole, wrapped only by the terminal (typer's command list kept the source's line breaks)."""
     import typer
 
-    wide = {"COLUMNS": "400"}
-    listed = embedpipe("--help", env=wide).stdout
+    listed = embedpipe("--help", env={"COLUMNS": "400"}).stdout  # once as its own process
     for name, cmd in typer.main.get_command(app).commands.items():  # type: ignore[attr-defined]
         text = summary(cmd.help or "")
         assert re.search(rf"^│ {name}\s+{re.escape(text)}\s+│$", listed, re.M), (name, listed)
-        own = embedpipe(name, "--help", env=wide).stdout
+        own = shown_help(name, columns=400)
         assert text in own, (name, own)
 
 
 def test_help_lists_every_sink_shows_defaults_and_no_bool_metavar() -> None:
     from embedpipe.sinks.registry import SINKS
 
-    for args in (["--help"], ["backfill", "--help"], ["run", "--help"], ["rebuild", "--help"]):
-        shown = embedpipe(*args)
-        assert shown.returncode == 0 and "<bool>" not in shown.stdout, args
-    text = flat_help(embedpipe("backfill", "--help").stdout)
+    for args in ([], ["backfill"], ["run"], ["rebuild"]):
+        assert "<bool>" not in shown_help(*args), args
+    text = flat_help(shown_help("backfill"))
     assert [kind.form for kind in SINKS.values() if kind.form not in text] == []
     for default in ("qdrant-edge:./.embedpipe/qdrant-edge", "embedpipe", "16384", "auto", "256"):
         assert f"[default: {default}]" in text, default
@@ -216,7 +224,7 @@ def test_help_lists_every_sink_shows_defaults_and_no_bool_metavar() -> None:
 def test_rebuild_offers_only_the_sinks_that_can_be_rebuilt() -> None:
     from embedpipe.sinks.registry import SINKS
 
-    text = flat_help(embedpipe("rebuild", "--help").stdout)
+    text = flat_help(shown_help("rebuild"))
     rebuildable = [k.form for k in SINKS.values() if k.capabilities.rebuildable]
     assert rebuildable == ["faiss:DIR"] and "faiss:DIR" in text
     assert [

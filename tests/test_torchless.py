@@ -244,6 +244,25 @@ def in_process(script: str, corpus: Path, sink: str, cache: Path) -> tuple[objec
     return json.loads(lines[-2]), json.loads(lines[-1])
 
 
+def in_process_steps(
+    scripts: list[str], corpus: Path, sink: str, cache: Path
+) -> list[tuple[object, dict[str, bool]]]:
+    """`in_process` for several scripts run one after the other in one fresh Python: each one's
+    printed JSON and the heavy modules imported so far (a module once imported stays)."""
+    together = "".join(script + IMPORTED for script in scripts)
+    env = {**os.environ, "EMBEDPIPE_CACHE_DIR": str(cache)}
+    done = subprocess.run(
+        [sys.executable, "-c", together, str(corpus), sink],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in done.stdout.strip().splitlines()[-2 * len(scripts) :]]
+    return list(zip(lines[::2], lines[1::2], strict=True))
+
+
 @pytest.mark.parametrize("kind", ["qdrant-edge", "faiss"])
 def test_queries_and_an_incremental_run_import_no_torch_once_the_choice_is_remembered(
     make_corpus, tmp_path: Path, kind: str
@@ -256,12 +275,13 @@ def test_queries_and_an_incremental_run_import_no_torch_once_the_choice_is_remem
     assert imported["torch"] and imported["sentence_transformers"]
     choices = json.loads((cache / CHOICES_FILE).read_text())
     assert any("min cosine" in e["choice"]["reason"] for e in choices.values())
-    for script in (LIBRARY, LANGCHAIN, CLI):
-        hits, imported = in_process(script, root, sink, cache)
-        assert hits == first
+    # The library, LangChain and the CLI in one process, what it imported looked at after each.
+    served = in_process_steps([LIBRARY, LANGCHAIN, CLI], root, sink, cache)
+    for script, (hits, imported) in zip(("library", "langchain", "cli"), served, strict=True):
+        assert hits == first, script
         assert not imported["torch"] and not imported["sentence_transformers"], script
-        assert not imported["transformers"]
-        assert kind != "faiss" or not imported["pandas"]
+        assert not imported["transformers"], script
+        assert kind != "faiss" or not imported["pandas"], script
     (root / "doc00.md").write_text(files["doc00.md"].replace("A second paragraph", "An edited end"))
     (embedded, _, notes), imported = in_process(INCREMENTAL, root, sink, cache)
     assert embedded == 1
