@@ -130,18 +130,7 @@ class Committer:
             "run forgets those it lacks and embeds them again (this dry run's counts trust the "
             "ledger)"
         )
-        self.report.notes.append(message)
-        event(
-            log,
-            "ledger_stale",
-            message,
-            level=logging.WARNING,
-            sink=self.sink.uri,
-            generation=fingerprint,
-            claimed=claimed,
-            in_sink=held,
-            lost=claimed - held,
-        )
+        self._stale(message, fingerprint, claimed, held, claimed - held)
 
     def _lost(self, fingerprint: str, lost: int, claimed: int, held: int) -> None:
         """Say, in the report and the log, what the ledger listed that the sink had lost."""
@@ -156,6 +145,10 @@ class Committer:
             "the sink's data deleted or restored, and its state kept?): the ledger no longer "
             f"lists {'them' if held == 0 else 'those'}, {then}"
         )
+        self._stale(message, fingerprint, claimed, held, lost)
+
+    def _stale(self, message: str, fingerprint: str, claimed: int, held: int, lost: int) -> None:
+        """The report's note and the log's `ledger_stale` event for a sink short of its ledger."""
         self.report.notes.append(message)
         event(
             log,

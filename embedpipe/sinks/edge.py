@@ -39,7 +39,7 @@ from embedpipe.sinks.filters import parse, require_fields
 from embedpipe.sinks.generations import GenerationSink, read_manifest, try_lock, write_manifest
 from embedpipe.sinks.layouts import payload
 from embedpipe.sinks.shards import paired_vectors
-from embedpipe.sinks.snapshots import READER_MADE, SnapshotReader, Snapshots, copy_tree
+from embedpipe.sinks.snapshots import SnapshotReader, Snapshots, copy_tree
 from embedpipe.types import Embedded, point_id
 
 SHARD = "shard"
@@ -116,7 +116,7 @@ class EdgeSink(GenerationSink):
         self._shard: Any = None  # the EdgeShard being written
         self._reader: tuple[Path, Any] | None = None  # (generation, EdgeShard) read outside a run
         self._snapshots = Snapshots(self.directory, collection)
-        self._served: SnapshotReader[Any] | None = None  # queries' private copy of a snapshot
+        self._served = self._snapshot_reader()  # queries' private copy of a snapshot
 
     @classmethod
     def from_config(cls, scheme: str, location: str, cfg: SinkConfig) -> EdgeSink:
@@ -240,26 +240,19 @@ class EdgeSink(GenerationSink):
     def serving(self) -> Iterator[ReadView]:
         """The newest read snapshot, held for one query (a newer one is opened when the read
         pointer moved, at most every second)."""
-        reader = self._served
-        if reader is None:
-            with READER_MADE:  # two threads' first queries share one reader
-                if self._served is None:
-                    self._served = SnapshotReader(
-                        self._snapshots,
-                        _open_snapshot,
-                        _close_shard,
-                        self._catch_up,
-                        self._gens.missing,
-                    )
-                reader = self._served
-        with reader.use() as served:
+        with self._served.use() as served:
             fingerprint = served.pointer.get("fingerprint")
             yield ReadView(fingerprint, served.manifest, partial(self._query, served.engine))
 
     def close_served(self) -> None:
         """Close the read snapshot queries use and remove its private copy."""
-        if self._served is not None:
-            self._served.close()
+        self._served.close()
+
+    def _snapshot_reader(self) -> SnapshotReader[Any]:
+        """A reader of this collection's snapshots; it opens one at its first query."""
+        return SnapshotReader(
+            self._snapshots, _open_snapshot, _close_shard, self._catch_up, self._gens.missing
+        )
 
     def _query(
         self,
@@ -316,8 +309,7 @@ class EdgeSink(GenerationSink):
         finally:
             if fd is not None:
                 os.close(fd)
-        if self._served is not None:
-            self._served.invalidate()
+        self._served.invalidate()
 
     def _catch_up(self) -> bool:
         """Publish the live shard when the read pointer lags behind it and no run holds it; with
@@ -375,7 +367,7 @@ class EdgeSink(GenerationSink):
     def _forget_reads(self) -> None:
         super()._forget_reads()
         self._shard, self._reader = None, None  # a view opens its own reader
-        self._served = None
+        self._served = self._snapshot_reader()
 
     def _live_reader(self, *, required: bool) -> Any:
         """The live shard opened for reading, kept until close()/abort()."""

@@ -47,7 +47,7 @@ from embedpipe.sinks.qdrant_writer import (
     upsert,
 )
 from embedpipe.sinks.registry import SINKS
-from embedpipe.sinks.snapshots import READER_MADE, SnapshotReader, Snapshots, copy_tree
+from embedpipe.sinks.snapshots import SnapshotReader, Snapshots, copy_tree
 from embedpipe.types import Embedded
 
 __all__ = ["VECTOR_TYPES", "QdrantSink", "QdrantWriter", "qdrant_errors", "server_client"]
@@ -95,9 +95,12 @@ class QdrantSink:
         self._retired: str | None = None  # previous live collection, until it is dropped
         self._pin: str | None = None  # a pinned view's collection (see pinned())
         self._snapshots: Snapshots | None = None  # local mode's read snapshots
-        self._served: SnapshotReader[QdrantClient] | None = None
+        self._served: SnapshotReader[QdrantClient] | None = None  # local mode's queries' copy
         if self.local_path is not None:
             self._snapshots = Snapshots(Path(self.local_path), collection)
+            self._served = SnapshotReader(
+                self._snapshots, _open_snapshot, _close_client, self._catch_up, self._not_served
+            )
 
     @classmethod
     def from_config(cls, scheme: str, location: str, cfg: SinkConfig) -> QdrantSink:
@@ -366,22 +369,10 @@ class QdrantSink:
     def serving(self) -> Iterator[ReadView]:
         """Local mode: the newest read snapshot, held for one query (a newer one is opened when
         the read pointer moved, at most every second). A server: the collection itself."""
-        if self._snapshots is None:
+        if self._served is None:
             yield ReadView(None, None, self.search)
             return
-        reader = self._served
-        if reader is None:
-            with READER_MADE:  # two threads' first queries share one reader
-                if self._served is None:
-                    self._served = SnapshotReader(
-                        self._snapshots,
-                        _open_snapshot,
-                        _close_client,
-                        self._catch_up,
-                        self._not_served,
-                    )
-                reader = self._served
-        with reader.use() as served:
+        with self._served.use() as served:
             fingerprint = served.pointer.get("fingerprint")
             yield ReadView(fingerprint, served.manifest, partial(self._query, served.engine))
 

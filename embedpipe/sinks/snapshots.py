@@ -58,9 +58,6 @@ SNAPSHOT_PREFIX = "snap-"
 READER_PREFIX = "reader-"
 REFRESH_INTERVAL = 1.0  # seconds between two looks at the read pointer
 COPY_CHUNK = 1 << 24
-# Held while a sink makes its SnapshotReader at the first query: two threads' first queries
-# made one each before, and the one overwritten kept its private copy open until exit.
-READER_MADE = threading.Lock()
 
 T = TypeVar("T")
 
