@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
@@ -22,15 +22,15 @@ from embedpipe.encoding.models import DEFAULT_MODEL_NAME
 from embedpipe.errors import ConfigError, EmbedpipeError
 from embedpipe.index import Index
 from embedpipe.metrics import write_textfile
-from embedpipe.runs.pipeline import Pipeline, Progress
-from embedpipe.runs.preflight import RecordCount, check_first_records
 from embedpipe.sinks import open_sink
 from embedpipe.sinks.base import Hit, Sink
 from embedpipe.sinks.filters import parse_where as parse_where  # for the CLI's --where
-from embedpipe.sources import open_source
 from embedpipe.state.ledger import LEDGER_FILE, Ledger, Target, state_dir_for, target_key
 from embedpipe.state.permissions import state_permissions
 from embedpipe.types import RunReport
+
+if TYPE_CHECKING:  # a query process never imports the pipeline (~0.25 s)
+    from embedpipe.runs.pipeline import Progress
 
 ConfigArg: TypeAlias = RunConfig | str | Path | None  # what every function takes as `config`
 
@@ -61,6 +61,10 @@ def run(
     vectors the caller already has from this index's model (chunk id -> (text, vector)),
     written as they are instead of being encoded again.
     """
+    from embedpipe.runs.pipeline import Pipeline
+    from embedpipe.runs.preflight import RecordCount, check_first_records
+    from embedpipe.sources import open_source
+
     began = time.monotonic()
     config = as_config(config)
     source = open_source(config.source) if source is None else given(source)
