@@ -164,13 +164,19 @@ class EncodeStage:
         threads: float,
         writer: RemoteWriter | None,
     ) -> None:
-        import torch
-
         from embedpipe.encoding.batching import token_budget
-        from embedpipe.encoding.encoder import Encoder
+        from embedpipe.encoding.encoder import Encoder, exported_encoder
 
-        torch.set_num_threads(max(1, int(threads)))
-        self.encoder = Encoder(ModelConfig(**model))
+        cfg = ModelConfig(**{**model, "threads": model.get("threads") or max(1, int(threads))})
+        # Where this machine remembers an OpenVINO choice for the model, the actor runs the
+        # cached export without importing torch (seconds per actor), as a local run does.
+        encoder: Encoder | None = exported_encoder(cfg)
+        if encoder is None:
+            import torch
+
+            torch.set_num_threads(max(1, int(threads)))
+            encoder = Encoder(cfg)
+        self.encoder = encoder
         self.batching = BatchingConfig(**batching)  # only the keys set: an unset budget is auto
         self.budget = token_budget(self.batching, self.encoder.batch_token_budget)
         self.writer = writer

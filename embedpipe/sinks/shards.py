@@ -20,7 +20,6 @@ from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from embedpipe.durable import TMP_SUFFIX, atomic_write, durable_write, fsync_dir
@@ -430,6 +429,8 @@ def _tomb_seqs(chunk_ids: pa.ChunkedArray, tombs: list[tuple[int, pa.Table]]) ->
     tomb_ids = pa.concat_tables([t for _, t in tombs]).column("chunk_id")
     tomb_seqs = np.repeat([s for s, _ in tombs], [t.num_rows for _, t in tombs])
     last = _last_rows(tomb_ids)  # tombstones are already in sequence order
+    import pyarrow.compute as pc  # ~0.2 s to import: not on every run's start
+
     pos = pc.index_in(chunk_ids, value_set=tomb_ids.take(pa.array(last)).combine_chunks())
     pos_np = pos.fill_null(-1).to_numpy()
     return np.where(pos_np >= 0, tomb_seqs[last][pos_np], -1)
