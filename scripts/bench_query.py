@@ -6,12 +6,15 @@ p99 of each query, text in, hits out) and then the same queries from T threads a
 
     .venv/bin/python scripts/bench_query.py [--sinks qdrant-edge,qdrant,faiss,parquet]
         [--records 2000] [--queries 200] [--threads 8] [--backend auto] [--baseline REV]
-        [--env OMP_WAIT_POLICY=PASSIVE]
+        [--env OMP_WAIT_POLICY=PASSIVE] [--during-run]
 
 The indexes are built once with this tree (docstring records of the stdlib, `scripts/corpus.py`)
 in a temporary folder; `--baseline REV` also runs the query processes on that commit (a `git
 worktree`), alternating with this tree, on the same indexes. `--env` sets variables in the query
-processes only (to compare with a setting users would otherwise need).
+processes only (to compare with a setting users would otherwise need). `--during-run` measures each
+sink a second time while another process runs incremental runs on the same index back to back
+(each edits 2% of the records), as the nightly job beside a serving application: the table says
+how many runs finished during the queries and whether any query failed.
 """
 
 from __future__ import annotations
@@ -63,6 +66,27 @@ QUERIES = textwrap.dedent(
     """
 )
 
+# Runs beside the query process with --during-run: incremental runs back to back, each editing a
+# different 2% of the records, until the stop file exists; prints how many runs finished.
+WRITER = textwrap.dedent(
+    """
+    import json, os, sys
+    sys.path.insert(0, sys.argv[4])
+    import corpus, embedpipe
+
+    uri, records, stop = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    recs = [r for _, r in zip(range(records), corpus.docstring_records())]
+    runs = 0
+    while not os.path.exists(stop):
+        runs += 1
+        edited = [dict(r, text=f"{r['text']} (edit {runs})") if i % 50 == runs % 50 else r
+                  for i, r in enumerate(recs)]
+        report = embedpipe.backfill(edited, sink=uri, collection="bench")
+        assert report.outcome == "done", report.outcome
+    print(json.dumps({"runs": runs}))
+    """
+)
+
 
 def questions(n: int) -> list[str]:
     """Short questions of the kind a RAG application asks, cycled to `n`."""
@@ -104,7 +128,9 @@ def build(root: Path, sinks: list[str], records: int) -> dict[str, str]:
     return uris
 
 
-def measure(code: Path, uri: str, args: argparse.Namespace) -> dict[str, Any]:
+def measure(
+    code: Path, uri: str, args: argparse.Namespace, *, during_run: bool = False
+) -> dict[str, Any]:
     env = {
         **os.environ,
         "PYTHONPATH": str(code),
@@ -112,13 +138,40 @@ def measure(code: Path, uri: str, args: argparse.Namespace) -> dict[str, Any]:
         "TOKENIZERS_PARALLELISM": "false",
     }
     env.update(dict(pair.split("=", 1) for pair in args.env))
-    done = subprocess.run(
-        [sys.executable, "-c", QUERIES, uri, args.backend, str(args.threads)],
-        input=json.dumps(questions(args.queries)),
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    writer, stop = None, Path(tempfile.mkdtemp(prefix="bench-query-stop-")) / "stop"
+    if during_run:  # the writer is this tree's embedpipe, whichever tree answers the queries
+        writer = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                WRITER,
+                uri,
+                str(args.records),
+                str(stop),
+                str(ROOT / "scripts"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**env, "PYTHONPATH": str(ROOT)},
+        )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", QUERIES, uri, args.backend, str(args.threads)],
+            input=json.dumps(questions(args.queries)),
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+    finally:
+        stop.touch()
+    runs = None
+    if writer is not None:
+        out, err = writer.communicate()
+        if writer.returncode != 0:
+            raise SystemExit(f"the incremental runs on {uri} failed:\n{err[-3000:]}")
+        runs = json.loads(out.strip().splitlines()[-1])["runs"]
+    shutil.rmtree(stop.parent, ignore_errors=True)
     if done.returncode != 0:
         raise SystemExit(f"{code}: queries on {uri} failed:\n{done.stderr[-3000:]}")
     data = json.loads(done.stdout.strip().splitlines()[-1])
@@ -129,6 +182,7 @@ def measure(code: Path, uri: str, args: argparse.Namespace) -> dict[str, Any]:
         "qps": args.queries / data["threaded"],
         "errors": data["errors"],
         "backend": data["backend"],
+        "runs": runs,
     }
 
 
@@ -141,6 +195,9 @@ def main() -> None:
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--baseline", default=None, help="a commit to compare with")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for queries")
+    parser.add_argument(
+        "--during-run", action="store_true", help="also measure while incremental runs write"
+    )
     args = parser.parse_args()
     sinks = args.sinks.split(",")
     work = Path(tempfile.mkdtemp(prefix="bench-query-"))
@@ -160,17 +217,19 @@ def main() -> None:
             f"{args.threads} threads; env {' '.join(args.env) or '-'}\n"
         )
         print(
-            "| sink | tree | backend | p50 ms | p99 ms | queries/s, "
-            f"{args.threads} threads | failed |\n|---|---|---|---|---|---|---|"
+            "| sink | tree | while | backend | p50 ms | p99 ms | queries/s, "
+            f"{args.threads} threads | failed |\n|---|---|---|---|---|---|---|---|"
         )
         for kind in sinks:
-            for name, code in trees:
-                m = measure(code, uris[kind], args)
-                print(
-                    f"| {kind} | {name} | {m['backend']} | {m['p50']:.1f} | {m['p99']:.1f} | "
-                    f"{m['qps']:.0f} | {m['errors']} |",
-                    flush=True,
-                )
+            for during in (False, True) if args.during_run else (False,):
+                for name, code in trees:
+                    m = measure(code, uris[kind], args, during_run=during)
+                    beside = f"{m['runs']} runs finished" if during else "idle"
+                    print(
+                        f"| {kind} | {name} | {beside} | {m['backend']} | {m['p50']:.1f} | "
+                        f"{m['p99']:.1f} | {m['qps']:.0f} | {m['errors']} |",
+                        flush=True,
+                    )
         print(f"\nload average at end: {os.getloadavg()[0]:.1f}")
     finally:
         if args.baseline:
