@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from embedpipe.config import SinkConfig
@@ -135,6 +136,22 @@ def test_a_filter_is_pushed_down_as_sql_on_the_gin_index(pg: PgServer, tmp_path:
         text = where.as_string(conn)
     assert text == '((metadata @> %s OR metadata @> %s)) AND ("chunk_index" = ANY(%s))'
     assert [getattr(p, "obj", p) for p in params] == [{"tag": "x"}, {"tag": ["x"]}, [1]]
+
+
+def test_stored_vectors_read_as_either_pgvector_loader_gives_them() -> None:
+    """pgvector >= 0.4 loads a `vector` column as a `Vector`; 0.3.x (which langchain-postgres
+    requires, so installing it downgrades pgvector) as a numpy array: both read back."""
+    try:
+        from pgvector import Vector
+    except ImportError:  # pgvector 0.3.x keeps it in pgvector.utils
+        from pgvector.utils import Vector  # type: ignore[no-redef]
+
+    from embedpipe.sinks.postgres import stored_vector
+
+    values = np.asarray([0.25, -1.0, 3.5], dtype=np.float32)
+    for loaded in (Vector(values.tolist()), values.astype(">f4"), values):
+        got = stored_vector(loaded)
+        assert got.dtype == np.float32 and got.tolist() == values.tolist()
 
 
 # -- another tool's table --------------------------------------------------------------------

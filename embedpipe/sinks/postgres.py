@@ -202,6 +202,13 @@ def copy_rows(conn: psycopg.Connection[Any], table: sql.Composable, embedded: Em
                 copy_.write_row(_row(chunk, vector))
 
 
+def stored_vector(value: Any) -> np.ndarray:
+    """A `vector` column's value as float32: pgvector's psycopg loader gives a `Vector` from 0.4
+    on, a numpy array before (0.3.x, which langchain-postgres requires)."""
+    to_numpy = getattr(value, "to_numpy", None)
+    return np.asarray(value if to_numpy is None else to_numpy(), dtype=np.float32)
+
+
 def _row(chunk: Chunk, vector: np.ndarray) -> tuple[Any, ...]:
     return (
         chunk.id,
@@ -457,7 +464,7 @@ class PostgresSink:
         for rows in self._pages(table, list(COLUMNS)):
             payloads = [dict(zip(COLUMNS[:-1], row[:-1], strict=True)) for row in rows]
             chunks = [c for c in map(chunk_from_payload, payloads) if c is not None]
-            vectors = [row[-1].to_numpy() for row in rows]  # pgvector's Vector
+            vectors = [stored_vector(row[-1]) for row in rows]
             yield Embedded(chunks, np.asarray(vectors, dtype=np.float32))
 
     def search(
@@ -494,7 +501,7 @@ class PostgresSink:
                 int(r[2]),
                 r[3],
                 dict(r[4] or {}),
-                vector=np.asarray(r[8].to_numpy(), dtype=np.float32) if with_vectors else None,
+                vector=stored_vector(r[8]) if with_vectors else None,
                 start=r[6],
                 end=r[7],
             )
