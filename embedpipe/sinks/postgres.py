@@ -58,6 +58,15 @@ from embedpipe.sinks.filters import (
     parse,
     require_fields,
 )
+from embedpipe.sinks.layouts import Layout
+from embedpipe.sinks.postgres_layouts import (
+    collection_comment,
+    collection_view,
+    llama_comment,
+    llama_index_view,
+    llama_view,
+    served_layout,
+)
 from embedpipe.sinks.registry import SINKS
 from embedpipe.sinks.shards import chunk_from_payload, paired_vectors
 from embedpipe.types import Chunk, Embedded
@@ -328,6 +337,8 @@ class PostgresSink:
                 raise self._foreign(table, dim)
             if row is not None:
                 self._check_reuse(row, dim, table)
+            if self.options.layout == "llama-index":
+                self._check_llama_name(self._views())
             self._lock(table)
             try:
                 if row is None:
@@ -363,6 +374,10 @@ class PostgresSink:
             self._build(table)
         if self._new and promote:
             self._swap(table)
+        elif not self._new and promote and self._relayout_asked():
+            conn = self._connection()
+            with postgres_errors(f"moving '{self.collection}' to its layout"), conn.transaction():
+                self._publish(conn, table, self.options.layout)
         self._release()
 
     def abort(self) -> None:
@@ -425,7 +440,8 @@ class PostgresSink:
             return {}
         extra = {"built": row["built"]} if row["built"] else {}
         base = {"fingerprint": row["fingerprint"], "dim": row["dim"], "options": row["options"]}
-        return {**base, "created": row["created"], **extra, **row["manifest"]}
+        served = {"layout": self._served_layout(self._views())}
+        return {**base, "created": row["created"], **extra, **row["manifest"], **served}
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -739,12 +755,8 @@ class PostgresSink:
         table it replaced unless keep_previous."""
         conn = self._connection()
         old = self._live_table()
-        view = self._ident(self.collection)
         with postgres_errors(f"moving '{self.collection}' to '{table}'"), conn.transaction():
-            conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(view))
-            conn.execute(
-                sql.SQL("CREATE VIEW {} AS SELECT * FROM {}").format(view, self._ident(table))
-            )
+            self._publish(conn, table, self.options.layout)
             conn.execute(
                 sql.SQL("UPDATE {} SET live = (tbl = %s) WHERE collection = %s").format(
                     self._ident(REGISTRY)
@@ -755,6 +767,71 @@ class PostgresSink:
         if old is not None and old != table and not self.keep_previous:
             with postgres_errors(f"dropping the previous table '{old}'"):
                 self._drop_table(conn, old)
+
+    def _publish(self, conn: psycopg.Connection[Any], table: str, layout: Layout | None) -> None:
+        """In the caller's transaction: the collection's view on `table` in `layout` (None: the
+        one served now), with LlamaIndex's view in its layout; an earlier LlamaIndex view of ours
+        goes, a `data_*` relation that is not ours is never touched (refused when needed)."""
+        views = self._views()
+        layout = layout or self._served_layout(views)
+        llama = llama_view(self.collection)
+        ours = views.get(llama, ("", None))[1] == llama_comment(self.collection)
+        if layout == "llama-index":
+            self._check_llama_name(views)
+        view, source = self._ident(self.collection), self._ident(table)
+        conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(view))
+        conn.execute(collection_view(view, source, layout))
+        self._comment(conn, view, collection_comment(self.collection, layout))
+        if ours:
+            conn.execute(sql.SQL("DROP VIEW {}").format(self._ident(llama)))
+        if layout == "llama-index":
+            conn.execute(llama_index_view(self._ident(llama), source))
+            self._comment(conn, self._ident(llama), llama_comment(self.collection))
+
+    @staticmethod
+    def _comment(conn: psycopg.Connection[Any], view: sql.Identifier, text: str) -> None:
+        conn.execute(sql.SQL("COMMENT ON VIEW {} IS {}").format(view, sql.Literal(text)))
+
+    def _views(self) -> dict[str, tuple[str, str | None]]:
+        """The kind and comment of the collection's view and of the relation LlamaIndex reads for
+        it, those that exist."""
+        names = [self.collection, llama_view(self.collection)]
+        with postgres_errors(f"looking up the views of '{self.collection}'"):
+            rows = (
+                self._connection()
+                .execute(
+                    "SELECT c.relname, c.relkind, obj_description(c.oid, 'pg_class') FROM pg_class "
+                    "c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND "
+                    "c.relname = ANY(%s)",
+                    [self.place.schema, names],
+                )
+                .fetchall()
+            )
+        return {str(r[0]): (str(r[1]), r[2]) for r in rows}
+
+    def _served_layout(self, views: Mapping[str, tuple[str, str | None]]) -> Layout:
+        """The layout the collection's view is in (embedpipe when there is none)."""
+        return served_layout(views.get(self.collection, ("", None))[1])
+
+    def _relayout_asked(self) -> bool:
+        """Whether the configured layout is not the one the live generation is served in."""
+        asked = self.options.layout
+        return asked is not None and asked != self._served_layout(self._views())
+
+    def _check_llama_name(self, views: Mapping[str, tuple[str, str | None]]) -> None:
+        """Refuse the llama-index layout when the name LlamaIndex reads is taken by a relation
+        that is not our LlamaIndex view of this collection."""
+        name = llama_view(self.collection)
+        if name not in views or views[name][1] == llama_comment(self.collection):
+            return
+        comment = views[name][1] or ""
+        if comment.startswith("embedpipe"):
+            raise SinkError(
+                f"LlamaIndex's PGVectorStore reads collection '{self.collection}' from "
+                f"'{self.place.schema}.{name}', which embedpipe already uses ({comment}): use "
+                "another --collection (or --to-collection) for the llama-index layout"
+            )
+        raise self._foreign(name, None)
 
     def _drop_table(self, conn: psycopg.Connection[Any], table: str) -> None:
         with conn.transaction():
