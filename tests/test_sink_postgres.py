@@ -5,17 +5,24 @@ The contract every sink keeps runs on it in tests/test_sinks.py."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from embedpipe.config import SinkConfig
+from embedpipe.config import RunConfig, SinkConfig, load_config
 from embedpipe.errors import SinkError, TransientSinkError
 from embedpipe.redact import redact_uri
 from embedpipe.runs.commit import retry
@@ -246,6 +253,103 @@ def test_an_unreachable_server_is_one_line_exit_1_and_nothing_is_marked_done(
 
     db = sqlite3.connect(state / "ledger.sqlite")
     assert db.execute("SELECT count(*) FROM chunks").fetchone()[0] == 0
+
+
+@pytest.fixture(name="small_disk")
+def small_disk_database(pg: PgServer, tmp_path: Path) -> Iterator[SmallDisk]:
+    """A database of the test server whose tables and indexes live on a 64 MiB tmpfs (a
+    tablespace there is its default_tablespace; the catalogs and the WAL stay on the server's own
+    disk): a real server disk that fills up. Mounting needs root (CAP_SYS_ADMIN): skipped where
+    the mount is refused."""
+    base = Path(tempfile.mkdtemp(prefix="embedpipe-full-"))
+    owner = os.stat(pg.directory)  # the server's system user owns its data directory
+    options = f"size=64m,mode=0700,uid={owner.st_uid},gid={owner.st_gid}"
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(base)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        base.rmdir()
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    name = "full_" + pgkit.schema_for(tmp_path)[2:14]
+    try:
+        (base / "ts").mkdir()
+        os.chown(base / "ts", owner.st_uid, owner.st_gid)
+        pg.execute(f"CREATE TABLESPACE {name} LOCATION '{base / 'ts'}'")
+        pg.execute(f"CREATE DATABASE {name}")
+        pg.execute(f"ALTER DATABASE {name} SET default_tablespace = {name}")
+        yield SmallDisk(pg.uri.replace("/postgres?", f"/{name}?"), base / "ballast")
+    finally:
+        pg.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        pg.execute(f"DROP TABLESPACE IF EXISTS {name}")
+        subprocess.run(["umount", str(base)], check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def live_fingerprint(cfg: RunConfig) -> str | None:
+    sink = open_sink(cfg.sink)
+    try:
+        return sink.live_fingerprint()
+    finally:
+        sink.abort()
+
+
+@dataclass
+class SmallDisk:
+    """The sink URI of a database on a small disk, and the file that fills that disk."""
+
+    uri: str
+    ballast: Path
+
+    def fill(self, leave: int = 0) -> None:
+        """Write the ballast until the disk has not one page left (ENOSPC), then give `leave`
+        bytes back."""
+        fd = os.open(self.ballast, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            for size in (1 << 20, 4096):
+                with contextlib.suppress(OSError):
+                    while os.write(fd, bytes(size)):
+                        pass
+            os.ftruncate(fd, os.fstat(fd).st_size - leave)
+        finally:
+            os.close(fd)
+        assert shutil.disk_usage(self.ballast.parent).free == leave
+
+    def free(self) -> None:
+        self.ballast.unlink()
+
+
+def test_a_full_server_disk_fails_the_run_in_one_line_and_the_rerun_completes_once(
+    small_disk: SmallDisk, make_corpus: Any, tmp_path: Path
+) -> None:
+    root = make_corpus(corpus_files(60))
+    state = tmp_path / "state"
+    run = ["backfill", str(root), "--sink", small_disk.uri, "--state", str(state)]
+    assert command(*run).returncode == 0  # generation A, live
+    cfg = load_config(
+        None, {"sink": {"uri": small_disk.uri, "collection": "embedpipe"}, "state": str(state)}
+    )
+    served, generation_a = sorted(consistency(cfg)[0]), live_fingerprint(cfg)
+    # A re-embed (new chunking: generation B) on a full disk: B's table cannot be made; with
+    # 32 KiB left it is made, and its first COPY (~60 rows of 1.5 KiB vectors) cannot extend it.
+    again = [*run, "--chunk-tokens", "80"]
+    for leave, failing in [(0, "opening 'embedpipe'"), (32 << 10, "copy into 'embedpipe__")]:
+        small_disk.fill(leave)
+        full = command(*again)
+        assert full.returncode == 1, full.stderr
+        assert "Traceback" not in full.stderr
+        [line] = [ln for ln in full.stderr.splitlines() if ln.startswith("error:")]
+        assert f"Postgres {failing}" in line and "the server's disk is full" in line
+        assert "No space left on device" in line
+        ledger = sqlite3.connect(state / "ledger.sqlite")
+        done = ledger.execute("SELECT DISTINCT fingerprint FROM chunks WHERE state = 1")
+        assert [row[0] for row in done] == [generation_a]  # nothing of B marked done
+        ledger.close()
+        assert sorted(consistency(cfg)[0]) == served and live_fingerprint(cfg) == generation_a
+        small_disk.free()
+    assert command(*again).returncode == 0
+    in_sink, in_ledger = consistency(cfg)
+    assert sorted(in_sink) == sorted(in_ledger) and len(set(in_sink)) == len(in_sink) >= 60
+    assert live_fingerprint(cfg) != generation_a  # B is live, each chunk once
 
 
 # -- readers while a run writes and promotes -------------------------------------------------
