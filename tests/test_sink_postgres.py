@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,6 +159,82 @@ def test_stored_vectors_read_as_either_pgvector_loader_gives_them() -> None:
     for loaded in (Vector(values.tolist()), values.astype(">f4"), values):
         got = stored_vector(loaded)
         assert got.dtype == np.float32 and got.tolist() == values.tolist()
+
+
+# -- searches: one round trip; count: an index-only scan ------------------------------------
+
+
+def round_trips(sink: PostgresSink, call: Callable[[], object]) -> int:
+    """How many round trips `call` made on the sink's connection: the server's ReadyForQuery
+    messages in libpq's protocol trace."""
+    from psycopg import pq
+
+    conn = sink._connection()
+    with tempfile.TemporaryFile("w+") as trace:
+        conn.pgconn.trace(trace.fileno())
+        conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            call()
+        finally:
+            conn.pgconn.untrace()
+        trace.seek(0)
+        return sum(1 for line in trace if "\tReadyForQuery" in line and line.startswith("B"))
+
+
+def test_a_search_is_one_round_trip_to_the_server(tmp_path: Path) -> None:
+    sink = filled(sink_in(tmp_path), embedded(40))
+    query = embedded(1, seed=1).vectors[0]
+    sink.search(query, k=3)  # the first search checks the view is embedpipe's
+    assert round_trips(sink, lambda: sink.search(query, k=5)) == 1
+    assert round_trips(sink, lambda: sink.search(query, k=5, with_vectors=True)) == 1
+    tagged = {"metadata.tag": "x", "chunk_index": [0, 1]}  # the hits hold the field
+    assert round_trips(sink, lambda: sink.search(query, k=5, filter=tagged)) == 1
+    assert len(sink.search(query, k=5, filter=tagged)) == 5
+
+
+def test_a_filter_on_a_field_no_chunk_has_is_refused_even_when_every_chunk_passes(
+    tmp_path: Path,
+) -> None:
+    from embedpipe.errors import ConfigError
+
+    sink = filled(sink_in(tmp_path), embedded(12))
+    query = embedded(1).vectors[0]
+    with pytest.raises(ConfigError, match="the metadata fields there are n, tag"):
+        sink.search(query, k=3, filter={"metadata.typo": {"$nin": ["a"]}})
+    assert len(sink.search(query, k=3, filter={"metadata.n": {"$nin": [0]}})) == 3
+
+
+def test_a_search_after_another_tool_took_the_name_says_so(pg: PgServer, tmp_path: Path) -> None:
+    sink = filled(sink_in(tmp_path), embedded(8))
+    query = embedded(1).vectors[0]
+    assert len(sink.search(query, k=3)) == 3
+    schema = sink.place.schema
+    pg.execute(f"DROP VIEW {schema}.docs")
+    pg.execute(f"CREATE TABLE {schema}.docs (id uuid, document text, cmetadata jsonb)")
+    with pytest.raises(SinkError, match="was not made by embedpipe"):
+        sink.search(query, k=3)
+
+
+def test_a_search_on_a_new_connection_keeps_the_iterative_scan(
+    pg: PgServer, tmp_path: Path
+) -> None:
+    sink = filled(sink_in(tmp_path, ef_search=10), embedded(200))
+    query = embedded(1, seed=3).vectors[0]
+    rare = {"metadata.n": list(range(0, 200, 10))}  # 20 of 200: ef_search 10 alone finds ~1
+    assert len(sink.search(query, k=20, filter=rare)) == 20
+    pid = sink._connection().info.backend_pid
+    pg.execute("SELECT pg_terminate_backend(%s)", [pid])
+    hits = retry(lambda: sink.search(query, k=20, filter=rare), "search", sink, base_delay=0.01)
+    assert len(hits) == 20
+
+
+def test_a_built_generation_is_counted_by_an_index_only_scan(pg: PgServer, tmp_path: Path) -> None:
+    sink = filled(sink_in(tmp_path), embedded(3000))
+    table = f"{sink.place.schema}.docs__{FP_A[:12]}"
+    [[plan]] = pg.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) SELECT count(*) FROM {table}")[0]
+    scan = plan["Plan"]["Plans"][0]
+    assert (scan["Node Type"], scan["Heap Fetches"]) == ("Index Only Scan", 0)
+    assert sink.count(FP_A) == 3000
 
 
 # -- another tool's table --------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 Layout in the sink's schema (`public` unless `?schema=` or `sink.postgres.schema_name`):
 
-    "<collection>"                   a view, SELECT * FROM the live generation's table
+    "<collection>"                   a view, SELECT * FROM the live generation's table (plus
+                                     LangChain's columns, and a view "data_<collection>" for
+                                     LlamaIndex, in those layouts: postgres_layouts.py)
     "<collection>__<fp12>"           one generation: chunk_id (primary key), doc_id, chunk_index,
                                      text, content_hash, start, "end", metadata jsonb (GIN index),
                                      embedding vector(D) (HNSW index, vector_cosine_ops)
@@ -14,7 +16,8 @@ batch is in the table whole or not at all, and an acknowledged write is committe
 generation gets its HNSW and GIN indexes when it is closed (after its bulk load), an incremental
 run writes into an indexed table. The swap (the view dropped and created on the new table, the
 registry's live flag moved) is one transaction: readers see the old generation or the new one, by
-MVCC, and any number of processes may read while a run writes.
+MVCC, and any number of processes may read while a run writes. A search is one statement on the
+view (one snapshot, one round trip): its settings are set once per connection.
 
 A run holds a session advisory lock on its generation, so a second run is refused while the
 connection lives (a killed run's lock goes with its connection); remote writers (the Ray engine's
@@ -102,6 +105,8 @@ TRANSIENT = (
     pg_errors.LockNotAvailable,
     pg_errors.QueryCanceled,
 )
+# What a query on a missing or replaced relation raises: the search diagnoses it (_served).
+MISSING = (pg_errors.UndefinedTable, pg_errors.UndefinedColumn, pg_errors.WrongObjectType)
 # Connection failures that a retry will not fix: say so at once.
 FATAL_CONNECT = ("authentication", "password", "does not exist", "no pg_hba.conf", "role")
 
@@ -302,6 +307,8 @@ class PostgresSink:
         self._locked: str | None = None  # the table whose advisory lock this session holds
         self._pin: str | None = None  # a pinned view's table
         self._settings: list[tuple[str, str]] | None = None  # a search's, read once
+        self._tuned: psycopg.Connection[Any] | None = None  # the connection they are set on
+        self._checked = False  # the public view was found to be ours (see _served_once)
 
     @classmethod
     def from_config(cls, scheme: str, location: str, cfg: SinkConfig) -> PostgresSink:
@@ -495,8 +502,7 @@ class PostgresSink:
         (pushed down as SQL; pgvector's iterative index scan keeps k hits under a filter);
         `with_vectors`: each with its stored embedding."""
         expr = parse(filter)
-        source = self._pin or self._served()
-        self._require_fields(expr, source)
+        source = self._pin or self._served_once()
         where, params = where_clause(expr)
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
         stored = sql.SQL(", embedding" if with_vectors else "")
@@ -505,11 +511,17 @@ class PostgresSink:
             'start, "end"{} FROM {} WHERE {} ORDER BY distance LIMIT %s'
         ).format(stored, self._ident(source), where)
         conn = self._connection()
-        with postgres_errors(f"query on '{self.collection}'"), conn.transaction():
-            for name, value in [*self._search_settings(conn), ("TimeZone", "UTC")]:
-                conn.execute("SELECT set_config(%s, %s, true)", [name, value])
-            rows = conn.execute(statement, [query, *params, k]).fetchall()
-        return [
+        try:
+            with postgres_errors(f"query on '{self.collection}'"):
+                self._tune(conn)
+                rows = _select(conn, statement, [query, *params, k], dated=_has_dates(expr))
+        except SinkError as exc:
+            if self._pin is None and isinstance(exc.__cause__, MISSING):
+                self._checked = False
+                self._refuse_foreign()  # another tool's relation holds the name now
+                self._served()  # or the collection is missing
+            raise
+        hits = [
             Hit(
                 1.0 - float(r[5]),
                 r[0],
@@ -523,9 +535,13 @@ class PostgresSink:
             )
             for r in rows
         ]
+        self._require_fields(expr, source, hits)
+        return hits
 
-    def _require_fields(self, expr: Expr | None, table: str) -> None:
-        """Refuse a filter on a metadata field no row of `table` has (see filters.py)."""
+    def _require_fields(self, expr: Expr | None, table: str, hits: Sequence[Hit]) -> None:
+        """Refuse a filter on a metadata field no row of `table` has (see filters.py). A field
+        some hit holds is there: only the others are looked up (none when the hits hold them
+        all, the common case)."""
         if expr is None:
             return
         conn = self._connection()
@@ -533,6 +549,8 @@ class PostgresSink:
 
         def has(key: str) -> bool:
             path = key.split(".")[1:]
+            if any(_holds(hit.metadata, path) for hit in hits):
+                return True
             row = conn.execute(
                 sql.SQL(
                     "SELECT EXISTS (SELECT 1 FROM {} WHERE jsonb_typeof(metadata #> %s) "
@@ -721,9 +739,14 @@ class PostgresSink:
             )
 
     def _build(self, table: str) -> None:
-        """The indexes of a loaded generation (kept from then on), and its `built` mark."""
+        """The indexes of a loaded generation (kept from then on), and its `built` mark. A
+        generation's first build VACUUMs (and ANALYZEs) its bulk load first: the visibility map
+        it sets makes `count` an index-only scan, the statistics serve filtered plans; later
+        writes are autovacuum's."""
         conn = self._connection()
         opts = self.options
+        if not (self._generation(table) or {}).get("built"):
+            conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(self._ident(table)))
         conn.execute(
             sql.SQL(
                 "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_cosine_ops) "
@@ -840,8 +863,29 @@ class PostgresSink:
                 sql.SQL("DELETE FROM {} WHERE tbl = %s").format(self._ident(REGISTRY)), [table]
             )
 
+    def _served_once(self) -> str:
+        """The public view, checked (see _served) on this sink's first search only: later ones
+        query it as it is, one statement each, and a query failing on a missing relation or
+        column is diagnosed then (search)."""
+        if not self._checked:
+            self._served()
+            self._checked = True
+        return self.collection
+
+    def _tune(self, conn: psycopg.Connection[Any]) -> None:
+        """Set the search settings on `conn` once, for its session: they touch nothing but
+        vector index scans, which only searches make on embedpipe's own connection (a new
+        connection, after one broke, gets them again)."""
+        if self._tuned is conn:
+            return
+        settings = self._search_settings(conn)
+        if settings:
+            calls = sql.SQL(", ").join(sql.SQL("set_config(%s, %s, false)") for _ in settings)
+            conn.execute(sql.SQL("SELECT {}").format(calls), [v for pair in settings for v in pair])
+        self._tuned = conn
+
     def _search_settings(self, conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
-        """SET LOCALs of a search: ef_search when configured; a strict-order iterative scan
+        """The settings of a search: ef_search when configured; a strict-order iterative scan
         (pgvector 0.8+) so a filter still gets k hits from the HNSW index."""
         if self._settings is not None:
             return self._settings
@@ -1009,6 +1053,38 @@ def _range(cond: Condition, params: list[Any]) -> sql.Composable:
         bound = cond.bound
     params += [path, Jsonb({"v": bound})]
     return sql.SQL("jsonb_path_exists_tz(metadata, %s::jsonpath, %s, true)")
+
+
+def _select(
+    conn: psycopg.Connection[Any], statement: sql.Composed, params: list[Any], *, dated: bool
+) -> list[tuple[Any, ...]]:
+    """A search's rows: one statement, one snapshot (a swap is seen whole or not at all); a date
+    range compares in UTC (SET LOCAL, in a transaction of its own)."""
+    if not dated:
+        return conn.execute(statement, params).fetchall()
+    with conn.transaction():
+        conn.execute("SELECT set_config('TimeZone', 'UTC', true)")
+        return conn.execute(statement, params).fetchall()
+
+
+def _has_dates(expr: Expr | None) -> bool:
+    """Whether the expression compares a date (its jsonpath reads the session's time zone)."""
+    if expr is None:
+        return False
+    if isinstance(expr, Condition):
+        return expr.is_date
+    if isinstance(expr, Not):
+        return _has_dates(expr.part)
+    return any(_has_dates(part) for part in expr.parts)
+
+
+def _holds(metadata: Any, path: Sequence[str]) -> bool:
+    """Whether `metadata` has a value that is not null at `path` (as `metadata #> path`)."""
+    for part in path:
+        if not isinstance(metadata, Mapping) or part not in metadata:
+            return False
+        metadata = metadata[part]
+    return metadata is not None
 
 
 def _same_kind(value: Any, integer: bool) -> bool:
