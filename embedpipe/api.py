@@ -257,15 +257,17 @@ def export(
     `to_collection`, default the same name) without re-encoding: same point ids, payloads,
     vectors and manifest, and the destination's ledger (beside it, or in `to_state`) written so
     incremental runs go on against it. Resumable; a repeated export copies what changed.
-    `layout` (a Qdrant destination): "langchain" or "llama-index" adds the keys that framework's
-    stock QdrantVectorStore reads to every payload; default the configured sink.qdrant.layout."""
+    `layout` (a Qdrant or Postgres destination): "langchain" or "llama-index" adds the keys that
+    framework's stock QdrantVectorStore reads to every payload, or the views its stock
+    PGVectorStore reads; default the configured sink.qdrant.layout / sink.postgres.layout."""
     from embedpipe.runs.export import export as copy
 
     source = as_config(config, options)
     data = source.model_dump()
     data["sink"].update(uri=to, collection=to_collection or source.sink.collection)
     if layout is not None:
-        data["sink"]["qdrant"]["layout"] = layout
+        kind = "postgres" if to.lower().startswith("postgres") else "qdrant"
+        data["sink"][kind]["layout"] = layout
     try:
         dest = RunConfig.model_validate({**data, "state": to_state})
     except ValueError as exc:

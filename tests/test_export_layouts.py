@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from llama_index.vector_stores.qdrant import QdrantVectorStore as LlamaQdrant
 from qdrant_client import QdrantClient, models
 
 import embedpipe
-from embedpipe.config import RunConfig, load_config
+from embedpipe.config import RunConfig
 from embedpipe.errors import ConfigError
 from embedpipe.integrations.langchain import EmbedpipeEmbeddings
 from embedpipe.integrations.llama_index import EmbedpipeEmbedding
@@ -28,48 +27,12 @@ from embedpipe.sinks import open_sink
 from embedpipe.sinks.layouts import payload
 from embedpipe.types import Chunk, point_id
 from tests.clikit import cli
-
-TEXTS = [
-    ("pager", "ops", 2021, "Rotate the on-call pager every Monday and page the secondary."),
-    ("deploy", "ops", 2023, "Deploy the service with a blue-green rollout and watch the errors."),
-    ("backup", "ops", 2022, "Back up the database nightly and test a restore every month."),
-    ("pricing", "sales", 2023, "Quote enterprise pricing per seat with a yearly discount."),
-    ("leads", "sales", 2021, "Qualify inbound leads within a day and book a demo call."),
-    ("hiring", "people", 2022, "Interview candidates in two rounds and reply within a week."),
-]
-
-
-def records() -> list[dict[str, Any]]:
-    return [
-        {"id": doc, "text": text, "metadata": {"team": team, "year": year}}
-        for doc, team, year, text in TEXTS
-    ]
-
-
-def config(uri: str) -> RunConfig:
-    return load_config(
-        None,
-        {
-            "sink": {"uri": uri, "collection": "docs"},
-            "model": {"precision": "fp32", "device": "cpu"},
-        },
-    )
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> RunConfig:
-    """The six documents embedded with the packaged model into Qdrant Edge."""
-    cfg = config(f"qdrant-edge:{tmp_path_factory.mktemp('edge') / 'index'}")
-    assert embedpipe.backfill(records(), config=cfg).outcome == "done"
-    return cfg
-
-
-@pytest.fixture(scope="module")
-def langchain_embeddings(built: RunConfig) -> Iterator[EmbedpipeEmbeddings]:
-    embeddings = EmbedpipeEmbeddings(sink=built.sink.uri, collection="docs", device="cpu")
-    yield embeddings
-    if embeddings.index is not None:
-        embeddings.index.close()
+from tests.layoutkit import (  # noqa: F401 (fixtures `built`, `langchain_embeddings`)
+    TEXTS,
+    built_index,
+    config,
+    langchain_query_embeddings,
+)
 
 
 def exported(built: RunConfig, path: Path, layout: str | None) -> Path:

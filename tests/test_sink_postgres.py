@@ -5,16 +5,24 @@ The contract every sink keeps runs on it in tests/test_sinks.py."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-from embedpipe.config import SinkConfig
+from embedpipe.config import RunConfig, SinkConfig, load_config
 from embedpipe.errors import SinkError, TransientSinkError
 from embedpipe.redact import redact_uri
 from embedpipe.runs.commit import retry
@@ -137,6 +145,98 @@ def test_a_filter_is_pushed_down_as_sql_on_the_gin_index(pg: PgServer, tmp_path:
     assert [getattr(p, "obj", p) for p in params] == [{"tag": "x"}, {"tag": ["x"]}, [1]]
 
 
+def test_stored_vectors_read_as_either_pgvector_loader_gives_them() -> None:
+    """pgvector >= 0.4 loads a `vector` column as a `Vector`; 0.3.x (which langchain-postgres
+    requires, so installing it downgrades pgvector) as a numpy array: both read back."""
+    try:
+        from pgvector import Vector
+    except ImportError:  # pgvector 0.3.x keeps it in pgvector.utils
+        from pgvector.utils import Vector  # type: ignore[no-redef]
+
+    from embedpipe.sinks.postgres import stored_vector
+
+    values = np.asarray([0.25, -1.0, 3.5], dtype=np.float32)
+    for loaded in (Vector(values.tolist()), values.astype(">f4"), values):
+        got = stored_vector(loaded)
+        assert got.dtype == np.float32 and got.tolist() == values.tolist()
+
+
+# -- searches: one round trip; count: an index-only scan ------------------------------------
+
+
+def round_trips(sink: PostgresSink, call: Callable[[], object]) -> int:
+    """How many round trips `call` made on the sink's connection: the server's ReadyForQuery
+    messages in libpq's protocol trace."""
+    from psycopg import pq
+
+    conn = sink._connection()
+    with tempfile.TemporaryFile("w+") as trace:
+        conn.pgconn.trace(trace.fileno())
+        conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            call()
+        finally:
+            conn.pgconn.untrace()
+        trace.seek(0)
+        return sum(1 for line in trace if "\tReadyForQuery" in line and line.startswith("B"))
+
+
+def test_a_search_is_one_round_trip_to_the_server(tmp_path: Path) -> None:
+    sink = filled(sink_in(tmp_path), embedded(40))
+    query = embedded(1, seed=1).vectors[0]
+    sink.search(query, k=3)  # the first search checks the view is embedpipe's
+    assert round_trips(sink, lambda: sink.search(query, k=5)) == 1
+    assert round_trips(sink, lambda: sink.search(query, k=5, with_vectors=True)) == 1
+    tagged = {"metadata.tag": "x", "chunk_index": [0, 1]}  # the hits hold the field
+    assert round_trips(sink, lambda: sink.search(query, k=5, filter=tagged)) == 1
+    assert len(sink.search(query, k=5, filter=tagged)) == 5
+
+
+def test_a_filter_on_a_field_no_chunk_has_is_refused_even_when_every_chunk_passes(
+    tmp_path: Path,
+) -> None:
+    from embedpipe.errors import ConfigError
+
+    sink = filled(sink_in(tmp_path), embedded(12))
+    query = embedded(1).vectors[0]
+    with pytest.raises(ConfigError, match="the metadata fields there are n, tag"):
+        sink.search(query, k=3, filter={"metadata.typo": {"$nin": ["a"]}})
+    assert len(sink.search(query, k=3, filter={"metadata.n": {"$nin": [0]}})) == 3
+
+
+def test_a_search_after_another_tool_took_the_name_says_so(pg: PgServer, tmp_path: Path) -> None:
+    sink = filled(sink_in(tmp_path), embedded(8))
+    query = embedded(1).vectors[0]
+    assert len(sink.search(query, k=3)) == 3
+    schema = sink.place.schema
+    pg.execute(f"DROP VIEW {schema}.docs")
+    pg.execute(f"CREATE TABLE {schema}.docs (id uuid, document text, cmetadata jsonb)")
+    with pytest.raises(SinkError, match="was not made by embedpipe"):
+        sink.search(query, k=3)
+
+
+def test_a_search_on_a_new_connection_keeps_the_iterative_scan(
+    pg: PgServer, tmp_path: Path
+) -> None:
+    sink = filled(sink_in(tmp_path, ef_search=10), embedded(200))
+    query = embedded(1, seed=3).vectors[0]
+    rare = {"metadata.n": list(range(0, 200, 10))}  # 20 of 200: ef_search 10 alone finds ~1
+    assert len(sink.search(query, k=20, filter=rare)) == 20
+    pid = sink._connection().info.backend_pid
+    pg.execute("SELECT pg_terminate_backend(%s)", [pid])
+    hits = retry(lambda: sink.search(query, k=20, filter=rare), "search", sink, base_delay=0.01)
+    assert len(hits) == 20
+
+
+def test_a_built_generation_is_counted_by_an_index_only_scan(pg: PgServer, tmp_path: Path) -> None:
+    sink = filled(sink_in(tmp_path), embedded(3000))
+    table = f"{sink.place.schema}.docs__{FP_A[:12]}"
+    [[plan]] = pg.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) SELECT count(*) FROM {table}")[0]
+    scan = plan["Plan"]["Plans"][0]
+    assert (scan["Node Type"], scan["Heap Fetches"]) == ("Index Only Scan", 0)
+    assert sink.count(FP_A) == 3000
+
+
 # -- another tool's table --------------------------------------------------------------------
 
 
@@ -229,6 +329,103 @@ def test_an_unreachable_server_is_one_line_exit_1_and_nothing_is_marked_done(
 
     db = sqlite3.connect(state / "ledger.sqlite")
     assert db.execute("SELECT count(*) FROM chunks").fetchone()[0] == 0
+
+
+@pytest.fixture(name="small_disk")
+def small_disk_database(pg: PgServer, tmp_path: Path) -> Iterator[SmallDisk]:
+    """A database of the test server whose tables and indexes live on a 64 MiB tmpfs (a
+    tablespace there is its default_tablespace; the catalogs and the WAL stay on the server's own
+    disk): a real server disk that fills up. Mounting needs root (CAP_SYS_ADMIN): skipped where
+    the mount is refused."""
+    base = Path(tempfile.mkdtemp(prefix="embedpipe-full-"))
+    owner = os.stat(pg.directory)  # the server's system user owns its data directory
+    options = f"size=64m,mode=0700,uid={owner.st_uid},gid={owner.st_gid}"
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(base)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        base.rmdir()
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    name = "full_" + pgkit.schema_for(tmp_path)[2:14]
+    try:
+        (base / "ts").mkdir()
+        os.chown(base / "ts", owner.st_uid, owner.st_gid)
+        pg.execute(f"CREATE TABLESPACE {name} LOCATION '{base / 'ts'}'")
+        pg.execute(f"CREATE DATABASE {name}")
+        pg.execute(f"ALTER DATABASE {name} SET default_tablespace = {name}")
+        yield SmallDisk(pg.uri.replace("/postgres?", f"/{name}?"), base / "ballast")
+    finally:
+        pg.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        pg.execute(f"DROP TABLESPACE IF EXISTS {name}")
+        subprocess.run(["umount", str(base)], check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def live_fingerprint(cfg: RunConfig) -> str | None:
+    sink = open_sink(cfg.sink)
+    try:
+        return sink.live_fingerprint()
+    finally:
+        sink.abort()
+
+
+@dataclass
+class SmallDisk:
+    """The sink URI of a database on a small disk, and the file that fills that disk."""
+
+    uri: str
+    ballast: Path
+
+    def fill(self, leave: int = 0) -> None:
+        """Write the ballast until the disk has not one page left (ENOSPC), then give `leave`
+        bytes back."""
+        fd = os.open(self.ballast, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            for size in (1 << 20, 4096):
+                with contextlib.suppress(OSError):
+                    while os.write(fd, bytes(size)):
+                        pass
+            os.ftruncate(fd, os.fstat(fd).st_size - leave)
+        finally:
+            os.close(fd)
+        assert shutil.disk_usage(self.ballast.parent).free == leave
+
+    def free(self) -> None:
+        self.ballast.unlink()
+
+
+def test_a_full_server_disk_fails_the_run_in_one_line_and_the_rerun_completes_once(
+    small_disk: SmallDisk, make_corpus: Any, tmp_path: Path
+) -> None:
+    root = make_corpus(corpus_files(60))
+    state = tmp_path / "state"
+    run = ["backfill", str(root), "--sink", small_disk.uri, "--state", str(state)]
+    assert command(*run).returncode == 0  # generation A, live
+    cfg = load_config(
+        None, {"sink": {"uri": small_disk.uri, "collection": "embedpipe"}, "state": str(state)}
+    )
+    served, generation_a = sorted(consistency(cfg)[0]), live_fingerprint(cfg)
+    # A re-embed (new chunking: generation B) on a full disk: B's table cannot be made; with
+    # 32 KiB left it is made, and its first COPY (~60 rows of 1.5 KiB vectors) cannot extend it.
+    again = [*run, "--chunk-tokens", "80"]
+    for leave, failing in [(0, "opening 'embedpipe'"), (32 << 10, "copy into 'embedpipe__")]:
+        small_disk.fill(leave)
+        full = command(*again)
+        assert full.returncode == 1, full.stderr
+        assert "Traceback" not in full.stderr
+        [line] = [ln for ln in full.stderr.splitlines() if ln.startswith("error:")]
+        assert f"Postgres {failing}" in line and "the server's disk is full" in line
+        assert "No space left on device" in line
+        ledger = sqlite3.connect(state / "ledger.sqlite")
+        done = ledger.execute("SELECT DISTINCT fingerprint FROM chunks WHERE state = 1")
+        assert [row[0] for row in done] == [generation_a]  # nothing of B marked done
+        ledger.close()
+        assert sorted(consistency(cfg)[0]) == served and live_fingerprint(cfg) == generation_a
+        small_disk.free()
+    assert command(*again).returncode == 0
+    in_sink, in_ledger = consistency(cfg)
+    assert sorted(in_sink) == sorted(in_ledger) and len(set(in_sink)) == len(in_sink) >= 60
+    assert live_fingerprint(cfg) != generation_a  # B is live, each chunk once
 
 
 # -- readers while a run writes and promotes -------------------------------------------------

@@ -38,7 +38,8 @@ def export_command(
         Layout | None,
         typer.Option(
             help="a Qdrant destination's payload layout: embedpipe (default), or langchain / "
-            "llama-index to add the keys that framework's stock QdrantVectorStore reads"
+            "llama-index to add the keys that framework's stock QdrantVectorStore reads; a "
+            "Postgres destination's views, for its stock PGVectorStore (default: keep its own)"
         ),
     ] = None,
     config: ConfigOpt = None,

@@ -250,6 +250,12 @@ class PostgresOptions(Section):
     hnsw_ef_construction: int = Field(
         64, ge=4, le=1000, description="HNSW candidates while building (pgvector's ef_construction)"
     )
+    layout: Literal["embedpipe", "langchain", "llama-index"] | None = Field(
+        None,
+        description="views the frameworks' stock PGVectorStore read: langchain adds langchain_id, "
+        "content, langchain_metadata to the collection's view; llama-index adds a view "
+        "data_<collection>; null keeps the collection's own (`export --layout`)",
+    )
 
 
 class SinkConfig(Section):

@@ -1,7 +1,8 @@
 """`embedpipe export`: copy a generation's vectors and payloads to another sink without re-encoding.
 
 Qdrant Edge to a Qdrant server or `qdrant:PATH` (where LangChain and LlamaIndex read it, with
-their stock `QdrantVectorStore` too when the destination's `sink.qdrant.layout` is theirs),
+their stock `QdrantVectorStore` too when the destination's `sink.qdrant.layout` is theirs), or to
+Postgres (their stock `PGVectorStore` reads it through views when `sink.postgres.layout` is theirs),
 anything to Parquet, FAISS to and from Qdrant: the destination gets the same point ids,
 payloads and vectors, its manifest (model, prompts, settings) and its own ledger under the same
 fingerprint, so an incremental run with the source's configuration against the destination
@@ -45,10 +46,10 @@ def export(
     if not same_sink:
         _refuse_overlap(source, dest)
     layout = dest.sink.qdrant.layout
-    if layout != "embedpipe" and not dest.sink.uri.lower().startswith("qdrant"):
+    if layout != "embedpipe" and _framework_kind(dest) is None:
         raise ConfigError(
-            f"export --layout {layout} writes Qdrant payloads: export --to qdrant:PATH (or a "
-            f"Qdrant server), not {dest.sink.uri}"
+            f"export --layout {layout} writes Qdrant payloads or Postgres views: export --to "
+            f"qdrant:PATH (or a Qdrant server) or postgresql://..., not {dest.sink.uri}"
         )
     with state_permissions(state_dir_for(dest.sink.uri, dest.state), dest.state_mode_bits):
         return _copy(source, dest, progress=progress, force=force)
@@ -63,8 +64,7 @@ def _copy(
         manifest = _source_manifest(src, source)
         fingerprint, dim = manifest["fingerprint"], int(manifest["dim"])
         sink = open_sink(dest.sink)
-        layout = dest.sink.qdrant.layout
-        relayout = sink.manifest().get("layout", "embedpipe") != layout
+        layout, relayout = _layout(dest, sink)
         report = RunReport(
             model=str(manifest.get("model") or ""),
             fingerprint=fingerprint,
@@ -83,9 +83,10 @@ def _copy(
             force=force,
             progress=progress,
         ) as run:
-            sink.describe({**manifest, "layout": layout})
+            sink.describe({**manifest, **({"layout": layout} if layout else {})})
             run.phase("writing")
-            # Another layout: every payload is written again (the same point ids are overwritten).
+            # Another Qdrant layout: every payload is written again (the same point ids are
+            # overwritten). A Postgres layout is views, moved when the run closes the sink.
             held = {} if relayout else run.ledger.done_hashes(run.target)
             seen: set[str] = set()
             for batch in src.points(fingerprint):
@@ -112,6 +113,21 @@ def _copy(
         f"{report.chunks_deleted} deleted"
     )
     return report
+
+
+def _framework_kind(cfg: RunConfig) -> str | None:
+    """Which kind of sink `cfg` writes framework layouts into: qdrant, postgres, or None."""
+    scheme = cfg.sink.uri.partition(":")[0].lower()
+    return next((kind for kind in ("qdrant", "postgres") if scheme.startswith(kind)), None)
+
+
+def _layout(dest: RunConfig, sink: Sink) -> tuple[str | None, bool]:
+    """The layout asked of the destination (None: keep its own) and whether every payload must be
+    written again for it (a Qdrant collection in another layout)."""
+    if _framework_kind(dest) == "postgres":
+        return dest.sink.postgres.layout, False
+    layout = dest.sink.qdrant.layout
+    return layout, sink.manifest().get("layout", "embedpipe") != layout
 
 
 def _local_path(cfg: RunConfig) -> Path | None:

@@ -46,10 +46,33 @@ def framework_metadata(chunk: Chunk) -> dict[str, Any]:
 def llama_fields(chunk: Chunk) -> dict[str, Any]:
     """The keys LlamaIndex's `node_to_metadata_dict` adds for the chunk as a TextNode."""
     ref_doc = str(chunk.metadata.get(REF_DOC) or chunk.doc_id)
-    node: dict[str, Any] = {
-        "id_": point_id(chunk.id),
+    node = text_node(
+        point_id(chunk.id),
+        framework_metadata(chunk),
+        ref_doc,
+        chunk.text,
+        chunk.start,
+        chunk.end,
+    )
+    return {
+        "_node_content": json.dumps(node, ensure_ascii=False),
+        "_node_type": "TextNode",
+        "document_id": ref_doc,
+        "doc_id": ref_doc,
+        REF_DOC: ref_doc,
+    }
+
+
+def text_node(
+    id_: Any, metadata: Any, ref_doc: Any, text: Any, start: Any, end: Any
+) -> dict[str, Any]:
+    """What LlamaIndex's `TextNode.to_dict()` gives for a chunk: its id, metadata, the source
+    document as its SOURCE relationship, text and span. The values are the caller's: Python
+    values for a Qdrant payload, SQL expressions for the Postgres view (postgres_layouts.py)."""
+    return {
+        "id_": id_,
         "embedding": None,
-        "metadata": framework_metadata(chunk),
+        "metadata": metadata,
         "excluded_embed_metadata_keys": [],
         "excluded_llm_metadata_keys": [],
         "relationships": {
@@ -63,17 +86,10 @@ def llama_fields(chunk: Chunk) -> dict[str, Any]:
         },
         "metadata_template": "{key}: {value}",
         "metadata_separator": "\n",
-        "text": chunk.text,
+        "text": text,
         "mimetype": "text/plain",
-        "start_char_idx": chunk.start,
-        "end_char_idx": chunk.end,
+        "start_char_idx": start,
+        "end_char_idx": end,
         "text_template": "{metadata_str}\n\n{content}",
         "class_name": "TextNode",
-    }
-    return {
-        "_node_content": json.dumps(node, ensure_ascii=False),
-        "_node_type": "TextNode",
-        "document_id": ref_doc,
-        "doc_id": ref_doc,
-        REF_DOC: ref_doc,
     }

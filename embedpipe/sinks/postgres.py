@@ -2,7 +2,9 @@
 
 Layout in the sink's schema (`public` unless `?schema=` or `sink.postgres.schema_name`):
 
-    "<collection>"                   a view, SELECT * FROM the live generation's table
+    "<collection>"                   a view, SELECT * FROM the live generation's table (plus
+                                     LangChain's columns, and a view "data_<collection>" for
+                                     LlamaIndex, in those layouts: postgres_layouts.py)
     "<collection>__<fp12>"           one generation: chunk_id (primary key), doc_id, chunk_index,
                                      text, content_hash, start, "end", metadata jsonb (GIN index),
                                      embedding vector(D) (HNSW index, vector_cosine_ops)
@@ -14,7 +16,8 @@ batch is in the table whole or not at all, and an acknowledged write is committe
 generation gets its HNSW and GIN indexes when it is closed (after its bulk load), an incremental
 run writes into an indexed table. The swap (the view dropped and created on the new table, the
 registry's live flag moved) is one transaction: readers see the old generation or the new one, by
-MVCC, and any number of processes may read while a run writes.
+MVCC, and any number of processes may read while a run writes. A search is one statement on the
+view (one snapshot, one round trip): its settings are set once per connection.
 
 A run holds a session advisory lock on its generation, so a second run is refused while the
 connection lives (a killed run's lock goes with its connection); remote writers (the Ray engine's
@@ -58,6 +61,15 @@ from embedpipe.sinks.filters import (
     parse,
     require_fields,
 )
+from embedpipe.sinks.layouts import Layout
+from embedpipe.sinks.postgres_layouts import (
+    collection_comment,
+    collection_view,
+    llama_comment,
+    llama_index_view,
+    llama_view,
+    served_layout,
+)
 from embedpipe.sinks.registry import SINKS
 from embedpipe.sinks.shards import chunk_from_payload, paired_vectors
 from embedpipe.types import Chunk, Embedded
@@ -93,6 +105,8 @@ TRANSIENT = (
     pg_errors.LockNotAvailable,
     pg_errors.QueryCanceled,
 )
+# What a query on a missing or replaced relation raises: the search diagnoses it (_served).
+MISSING = (pg_errors.UndefinedTable, pg_errors.UndefinedColumn, pg_errors.WrongObjectType)
 # Connection failures that a retry will not fix: say so at once.
 FATAL_CONNECT = ("authentication", "password", "does not exist", "no pg_hba.conf", "role")
 
@@ -202,6 +216,13 @@ def copy_rows(conn: psycopg.Connection[Any], table: sql.Composable, embedded: Em
                 copy_.write_row(_row(chunk, vector))
 
 
+def stored_vector(value: Any) -> np.ndarray:
+    """A `vector` column's value as float32: pgvector's psycopg loader gives a `Vector` from 0.4
+    on, a numpy array before (0.3.x, which langchain-postgres requires)."""
+    to_numpy = getattr(value, "to_numpy", None)
+    return np.asarray(value if to_numpy is None else to_numpy(), dtype=np.float32)
+
+
 def _row(chunk: Chunk, vector: np.ndarray) -> tuple[Any, ...]:
     return (
         chunk.id,
@@ -286,6 +307,8 @@ class PostgresSink:
         self._locked: str | None = None  # the table whose advisory lock this session holds
         self._pin: str | None = None  # a pinned view's table
         self._settings: list[tuple[str, str]] | None = None  # a search's, read once
+        self._tuned: psycopg.Connection[Any] | None = None  # the connection they are set on
+        self._checked = False  # the public view was found to be ours (see _served_once)
 
     @classmethod
     def from_config(cls, scheme: str, location: str, cfg: SinkConfig) -> PostgresSink:
@@ -321,6 +344,8 @@ class PostgresSink:
                 raise self._foreign(table, dim)
             if row is not None:
                 self._check_reuse(row, dim, table)
+            if self.options.layout == "llama-index":
+                self._check_llama_name(self._views())
             self._lock(table)
             try:
                 if row is None:
@@ -356,6 +381,10 @@ class PostgresSink:
             self._build(table)
         if self._new and promote:
             self._swap(table)
+        elif not self._new and promote and self._relayout_asked():
+            conn = self._connection()
+            with postgres_errors(f"moving '{self.collection}' to its layout"), conn.transaction():
+                self._publish(conn, table, self.options.layout)
         self._release()
 
     def abort(self) -> None:
@@ -418,7 +447,8 @@ class PostgresSink:
             return {}
         extra = {"built": row["built"]} if row["built"] else {}
         base = {"fingerprint": row["fingerprint"], "dim": row["dim"], "options": row["options"]}
-        return {**base, "created": row["created"], **extra, **row["manifest"]}
+        served = {"layout": self._served_layout(self._views())}
+        return {**base, "created": row["created"], **extra, **row["manifest"], **served}
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -457,7 +487,7 @@ class PostgresSink:
         for rows in self._pages(table, list(COLUMNS)):
             payloads = [dict(zip(COLUMNS[:-1], row[:-1], strict=True)) for row in rows]
             chunks = [c for c in map(chunk_from_payload, payloads) if c is not None]
-            vectors = [row[-1].to_numpy() for row in rows]  # pgvector's Vector
+            vectors = [stored_vector(row[-1]) for row in rows]
             yield Embedded(chunks, np.asarray(vectors, dtype=np.float32))
 
     def search(
@@ -472,8 +502,7 @@ class PostgresSink:
         (pushed down as SQL; pgvector's iterative index scan keeps k hits under a filter);
         `with_vectors`: each with its stored embedding."""
         expr = parse(filter)
-        source = self._pin or self._served()
-        self._require_fields(expr, source)
+        source = self._pin or self._served_once()
         where, params = where_clause(expr)
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
         stored = sql.SQL(", embedding" if with_vectors else "")
@@ -482,11 +511,17 @@ class PostgresSink:
             'start, "end"{} FROM {} WHERE {} ORDER BY distance LIMIT %s'
         ).format(stored, self._ident(source), where)
         conn = self._connection()
-        with postgres_errors(f"query on '{self.collection}'"), conn.transaction():
-            for name, value in [*self._search_settings(conn), ("TimeZone", "UTC")]:
-                conn.execute("SELECT set_config(%s, %s, true)", [name, value])
-            rows = conn.execute(statement, [query, *params, k]).fetchall()
-        return [
+        try:
+            with postgres_errors(f"query on '{self.collection}'"):
+                self._tune(conn)
+                rows = _select(conn, statement, [query, *params, k], dated=_has_dates(expr))
+        except SinkError as exc:
+            if self._pin is None and isinstance(exc.__cause__, MISSING):
+                self._checked = False
+                self._refuse_foreign()  # another tool's relation holds the name now
+                self._served()  # or the collection is missing
+            raise
+        hits = [
             Hit(
                 1.0 - float(r[5]),
                 r[0],
@@ -494,15 +529,19 @@ class PostgresSink:
                 int(r[2]),
                 r[3],
                 dict(r[4] or {}),
-                vector=np.asarray(r[8].to_numpy(), dtype=np.float32) if with_vectors else None,
+                vector=stored_vector(r[8]) if with_vectors else None,
                 start=r[6],
                 end=r[7],
             )
             for r in rows
         ]
+        self._require_fields(expr, source, hits)
+        return hits
 
-    def _require_fields(self, expr: Expr | None, table: str) -> None:
-        """Refuse a filter on a metadata field no row of `table` has (see filters.py)."""
+    def _require_fields(self, expr: Expr | None, table: str, hits: Sequence[Hit]) -> None:
+        """Refuse a filter on a metadata field no row of `table` has (see filters.py). A field
+        some hit holds is there: only the others are looked up (none when the hits hold them
+        all, the common case)."""
         if expr is None:
             return
         conn = self._connection()
@@ -510,6 +549,8 @@ class PostgresSink:
 
         def has(key: str) -> bool:
             path = key.split(".")[1:]
+            if any(_holds(hit.metadata, path) for hit in hits):
+                return True
             row = conn.execute(
                 sql.SQL(
                     "SELECT EXISTS (SELECT 1 FROM {} WHERE jsonb_typeof(metadata #> %s) "
@@ -698,9 +739,14 @@ class PostgresSink:
             )
 
     def _build(self, table: str) -> None:
-        """The indexes of a loaded generation (kept from then on), and its `built` mark."""
+        """The indexes of a loaded generation (kept from then on), and its `built` mark. A
+        generation's first build VACUUMs (and ANALYZEs) its bulk load first: the visibility map
+        it sets makes `count` an index-only scan, the statistics serve filtered plans; later
+        writes are autovacuum's."""
         conn = self._connection()
         opts = self.options
+        if not (self._generation(table) or {}).get("built"):
+            conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(self._ident(table)))
         conn.execute(
             sql.SQL(
                 "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_cosine_ops) "
@@ -732,12 +778,8 @@ class PostgresSink:
         table it replaced unless keep_previous."""
         conn = self._connection()
         old = self._live_table()
-        view = self._ident(self.collection)
         with postgres_errors(f"moving '{self.collection}' to '{table}'"), conn.transaction():
-            conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(view))
-            conn.execute(
-                sql.SQL("CREATE VIEW {} AS SELECT * FROM {}").format(view, self._ident(table))
-            )
+            self._publish(conn, table, self.options.layout)
             conn.execute(
                 sql.SQL("UPDATE {} SET live = (tbl = %s) WHERE collection = %s").format(
                     self._ident(REGISTRY)
@@ -749,6 +791,71 @@ class PostgresSink:
             with postgres_errors(f"dropping the previous table '{old}'"):
                 self._drop_table(conn, old)
 
+    def _publish(self, conn: psycopg.Connection[Any], table: str, layout: Layout | None) -> None:
+        """In the caller's transaction: the collection's view on `table` in `layout` (None: the
+        one served now), with LlamaIndex's view in its layout; an earlier LlamaIndex view of ours
+        goes, a `data_*` relation that is not ours is never touched (refused when needed)."""
+        views = self._views()
+        layout = layout or self._served_layout(views)
+        llama = llama_view(self.collection)
+        ours = views.get(llama, ("", None))[1] == llama_comment(self.collection)
+        if layout == "llama-index":
+            self._check_llama_name(views)
+        view, source = self._ident(self.collection), self._ident(table)
+        conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(view))
+        conn.execute(collection_view(view, source, layout))
+        self._comment(conn, view, collection_comment(self.collection, layout))
+        if ours:
+            conn.execute(sql.SQL("DROP VIEW {}").format(self._ident(llama)))
+        if layout == "llama-index":
+            conn.execute(llama_index_view(self._ident(llama), source))
+            self._comment(conn, self._ident(llama), llama_comment(self.collection))
+
+    @staticmethod
+    def _comment(conn: psycopg.Connection[Any], view: sql.Identifier, text: str) -> None:
+        conn.execute(sql.SQL("COMMENT ON VIEW {} IS {}").format(view, sql.Literal(text)))
+
+    def _views(self) -> dict[str, tuple[str, str | None]]:
+        """The kind and comment of the collection's view and of the relation LlamaIndex reads for
+        it, those that exist."""
+        names = [self.collection, llama_view(self.collection)]
+        with postgres_errors(f"looking up the views of '{self.collection}'"):
+            rows = (
+                self._connection()
+                .execute(
+                    "SELECT c.relname, c.relkind, obj_description(c.oid, 'pg_class') FROM pg_class "
+                    "c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND "
+                    "c.relname = ANY(%s)",
+                    [self.place.schema, names],
+                )
+                .fetchall()
+            )
+        return {str(r[0]): (str(r[1]), r[2]) for r in rows}
+
+    def _served_layout(self, views: Mapping[str, tuple[str, str | None]]) -> Layout:
+        """The layout the collection's view is in (embedpipe when there is none)."""
+        return served_layout(views.get(self.collection, ("", None))[1])
+
+    def _relayout_asked(self) -> bool:
+        """Whether the configured layout is not the one the live generation is served in."""
+        asked = self.options.layout
+        return asked is not None and asked != self._served_layout(self._views())
+
+    def _check_llama_name(self, views: Mapping[str, tuple[str, str | None]]) -> None:
+        """Refuse the llama-index layout when the name LlamaIndex reads is taken by a relation
+        that is not our LlamaIndex view of this collection."""
+        name = llama_view(self.collection)
+        if name not in views or views[name][1] == llama_comment(self.collection):
+            return
+        comment = views[name][1] or ""
+        if comment.startswith("embedpipe"):
+            raise SinkError(
+                f"LlamaIndex's PGVectorStore reads collection '{self.collection}' from "
+                f"'{self.place.schema}.{name}', which embedpipe already uses ({comment}): use "
+                "another --collection (or --to-collection) for the llama-index layout"
+            )
+        raise self._foreign(name, None)
+
     def _drop_table(self, conn: psycopg.Connection[Any], table: str) -> None:
         with conn.transaction():
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._ident(table)))
@@ -756,8 +863,29 @@ class PostgresSink:
                 sql.SQL("DELETE FROM {} WHERE tbl = %s").format(self._ident(REGISTRY)), [table]
             )
 
+    def _served_once(self) -> str:
+        """The public view, checked (see _served) on this sink's first search only: later ones
+        query it as it is, one statement each, and a query failing on a missing relation or
+        column is diagnosed then (search)."""
+        if not self._checked:
+            self._served()
+            self._checked = True
+        return self.collection
+
+    def _tune(self, conn: psycopg.Connection[Any]) -> None:
+        """Set the search settings on `conn` once, for its session: they touch nothing but
+        vector index scans, which only searches make on embedpipe's own connection (a new
+        connection, after one broke, gets them again)."""
+        if self._tuned is conn:
+            return
+        settings = self._search_settings(conn)
+        if settings:
+            calls = sql.SQL(", ").join(sql.SQL("set_config(%s, %s, false)") for _ in settings)
+            conn.execute(sql.SQL("SELECT {}").format(calls), [v for pair in settings for v in pair])
+        self._tuned = conn
+
     def _search_settings(self, conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
-        """SET LOCALs of a search: ef_search when configured; a strict-order iterative scan
+        """The settings of a search: ef_search when configured; a strict-order iterative scan
         (pgvector 0.8+) so a filter still gets k hits from the HNSW index."""
         if self._settings is not None:
             return self._settings
@@ -925,6 +1053,38 @@ def _range(cond: Condition, params: list[Any]) -> sql.Composable:
         bound = cond.bound
     params += [path, Jsonb({"v": bound})]
     return sql.SQL("jsonb_path_exists_tz(metadata, %s::jsonpath, %s, true)")
+
+
+def _select(
+    conn: psycopg.Connection[Any], statement: sql.Composed, params: list[Any], *, dated: bool
+) -> list[tuple[Any, ...]]:
+    """A search's rows: one statement, one snapshot (a swap is seen whole or not at all); a date
+    range compares in UTC (SET LOCAL, in a transaction of its own)."""
+    if not dated:
+        return conn.execute(statement, params).fetchall()
+    with conn.transaction():
+        conn.execute("SELECT set_config('TimeZone', 'UTC', true)")
+        return conn.execute(statement, params).fetchall()
+
+
+def _has_dates(expr: Expr | None) -> bool:
+    """Whether the expression compares a date (its jsonpath reads the session's time zone)."""
+    if expr is None:
+        return False
+    if isinstance(expr, Condition):
+        return expr.is_date
+    if isinstance(expr, Not):
+        return _has_dates(expr.part)
+    return any(_has_dates(part) for part in expr.parts)
+
+
+def _holds(metadata: Any, path: Sequence[str]) -> bool:
+    """Whether `metadata` has a value that is not null at `path` (as `metadata #> path`)."""
+    for part in path:
+        if not isinstance(metadata, Mapping) or part not in metadata:
+            return False
+        metadata = metadata[part]
+    return metadata is not None
 
 
 def _same_kind(value: Any, integer: bool) -> bool:
