@@ -32,6 +32,11 @@ class TransientSinkError(SinkError):
     """A sink failure worth retrying (timeout, connection reset)."""
 
 
+class StaleReadError(SinkError):
+    """A read view's generation went (a promotion dropped it) before the view's search ran: take
+    a new view and encode the query for it again (`embedpipe.index.Index` does)."""
+
+
 class ModelError(EmbedpipeError):
     """A model cannot be loaded or used."""
 

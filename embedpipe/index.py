@@ -18,12 +18,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from embedpipe.config import ModelConfig, RunConfig
-from embedpipe.errors import ClosedIndexError, SinkError
+from embedpipe.errors import ClosedIndexError, SinkError, StaleReadError
 from embedpipe.mmr import mmr_order
 from embedpipe.runs.encoderless import delete_named
 from embedpipe.sinks import shared as serving
@@ -56,6 +56,10 @@ CHUNKS_PER_LOOKUP = 1000  # chunk ids per filtered lookup (`Index.chunks`)
 EncoderFor = Callable[
     [ModelConfig], Any
 ]  # an embedpipe.encoding.encoder.Encoder for model settings
+# Read views one query takes at most when the generation of each is dropped under it (a sink
+# that reads a generation by name: Postgres after a promotion that keeps none).
+VIEW_TRIES = 3
+T = TypeVar("T")
 
 
 def built_with(config: RunConfig, dim: int) -> dict[str, Any]:
@@ -317,10 +321,26 @@ class Index:
     def search(self, text: str, k: int = 5, filter: Mapping[str, Any] | None = None) -> list[Hit]:
         """Top-k hits for a query text among the chunks `filter` passes, encoded with the model
         of the generation searched (one read view: a promotion never splits a query)."""
-        with served(self.sink) as view:  # held across: the query meets the generation it read
+
+        def read(view: ReadView) -> list[Hit]:
             vector = self._query_for(view, text)
             with self._lock:
                 return view.search(vector, k, filter)
+
+        return self._viewed(read)
+
+    def _viewed(self, read: Callable[[ReadView], T]) -> T:
+        """`read` on a read view of the served index, held across it (the query meets the
+        generation it was encoded for); again on a new view when the generation went before
+        the view's search ran (StaleReadError), at most VIEW_TRIES views."""
+        for tries in range(1, VIEW_TRIES + 1):
+            try:
+                with served(self.sink) as view:
+                    return read(view)
+            except StaleReadError:
+                if tries == VIEW_TRIES:
+                    raise
+        raise AssertionError("unreachable")
 
     def search_vector(
         self,
@@ -332,8 +352,10 @@ class Index:
     ) -> list[Hit]:
         """Top-k hits for a query vector among the chunks `filter` passes (`with_vectors`:
         each with its stored vector)."""
-        with self.locked() as sink, served(sink) as view:
-            return view.search(vector, k, filter, with_vectors=with_vectors)
+        with self._lock:
+            return self._viewed(
+                lambda view: view.search(vector, k, filter, with_vectors=with_vectors)
+            )
 
     def mmr_search(
         self,
@@ -347,10 +369,13 @@ class Index:
         """`mmr_search_vector` for a query text, encoded with the model of the generation
         searched (one read view, as `search`)."""
         _check_lambda(lambda_mult)
-        with served(self.sink) as view:
+
+        def read(view: ReadView) -> tuple[np.ndarray, list[Hit]]:
             vector = self._query_for(view, text)
             with self._lock:
-                hits = view.search(vector, max(k, fetch_k), filter, with_vectors=True)
+                return vector, view.search(vector, max(k, fetch_k), filter, with_vectors=True)
+
+        vector, hits = self._viewed(read)
         return _mmr(vector, hits, k, lambda_mult)
 
     def mmr_search_vector(

@@ -111,7 +111,12 @@ def make_sink(kind: str, root: Path, **options: Any) -> Sink:
 
 def kind_of(sink: Sink) -> str:
     """The sink's URI scheme, with postgres:// and postgresql:// as one kind."""
-    scheme = sink.uri.partition(":")[0]
+    return kind_of_uri(sink.uri)
+
+
+def kind_of_uri(uri: str) -> str:
+    """A sink URI's scheme, with postgres:// and postgresql:// as one kind (`sink_uri`'s kind)."""
+    scheme = uri.partition(":")[0]
     return "postgres" if scheme.startswith("postgres") else scheme
 
 

@@ -36,6 +36,7 @@ from embedpipe.index import Index
 from embedpipe.integrations.langchain import EmbedpipeVectorStore
 from embedpipe.integrations.llama_index import EmbedpipeEmbedding
 from embedpipe.integrations.llama_index import EmbedpipeVectorStore as LlamaStore
+from tests.sinkkit import SINK_KINDS, kind_of_uri, sink_uri
 
 pytestmark = pytest.mark.slow
 
@@ -70,10 +71,10 @@ def config(uri: str) -> RunConfig:
     )
 
 
-@pytest.fixture(scope="module", params=["qdrant-edge", "qdrant", "faiss", "parquet"])
+@pytest.fixture(scope="module", params=SINK_KINDS)
 def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> RunConfig:
-    """The six passages in one small index of each local sink kind."""
-    cfg = config(f"{request.param}:{tmp_path_factory.mktemp(request.param) / 'index'}")
+    """The six passages in one small index of each sink kind (Postgres: a real server)."""
+    cfg = config(sink_uri(request.param, tmp_path_factory.mktemp(request.param) / "index"))
     records = [{"id": k, "text": t, "metadata": {"team": TEAMS[k]}} for k, t in TEXTS.items()]
     assert embedpipe.backfill(records, config=cfg).outcome == "done"
     return cfg
@@ -96,7 +97,7 @@ def llama(built: RunConfig) -> Iterator[LlamaStore]:
 @pytest.fixture
 def copy(built: RunConfig, tmp_path: Path) -> str:
     """A private copy of the index (export: no re-encoding), for a test that writes."""
-    uri = f"{built.sink.uri.partition(':')[0]}:{tmp_path / 'copy'}"
+    uri = sink_uri(kind_of_uri(built.sink.uri), tmp_path / "copy")
     embedpipe.export(built, to=uri)
     return uri
 
@@ -230,6 +231,40 @@ def test_a_text_query_meets_the_generation_it_was_encoded_for_across_a_promotion
         assert index.embed_queries([QUERY]).shape == (1, 32)  # the promoted generation serves
     finally:
         close()
+
+
+def test_a_query_whose_generation_a_promotion_drops_meanwhile_is_answered_by_one_whole_one(
+    copy: str, tiny_model: Path
+) -> None:
+    """A promotion that keeps no previous generation drops the one a query was encoded for:
+    the sinks whose readers hold what they read (a snapshot, the loaded vectors) answer from it;
+    Postgres, which reads a generation's table by name, encodes the query again for the new
+    one and answers from that; none fails."""
+    records = [{"id": k, "text": t} for k, t in TEXTS.items()]
+    tiny = load_config(
+        None,
+        {
+            "sink": {"uri": copy, "collection": "docs"},
+            "model": {"name": str(tiny_model), "device": "cpu"},
+            "promote": {"keep_previous": 0},
+        },
+    )
+    lc = EmbedpipeVectorStore(sink=copy, collection="docs", device="cpu")
+    assert lc.index is not None
+    promoting_first(lc.index, lambda: embedpipe.backfill(records, config=tiny))
+    try:
+        got = doc_ids(lc.similarity_search(QUERY, k=4))
+    finally:
+        lc.close()
+    fresh = EmbedpipeVectorStore(sink=copy, collection="docs", device="cpu")
+    try:
+        assert fresh.index is not None and fresh.index.embed_queries([QUERY]).shape == (1, 32)
+        promoted = doc_ids(fresh.similarity_search(QUERY, k=4))
+    finally:
+        fresh.close()
+    held = reference_similar(QUERY, 4)
+    assert promoted != held  # the tiny random model ranks them otherwise
+    assert got == (promoted if copy.startswith("postgres") else held)
 
 
 # -- unknown arguments -----------------------------------------------------------------------

@@ -192,6 +192,62 @@ def test_a_search_is_one_round_trip_to_the_server(tmp_path: Path) -> None:
     assert len(sink.search(query, k=5, filter=tagged)) == 5
 
 
+def test_a_read_views_search_is_one_round_trip_and_looks_the_generation_up_once_a_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from embedpipe.sinks import postgres
+
+    filled(sink_in(tmp_path), embedded(40))
+    reader = sink_in(tmp_path)
+    query = embedded(1, seed=1).vectors[0]
+
+    def read() -> None:
+        with reader.serving() as view:
+            assert view.fingerprint == FP_A and view.manifest is not None
+            assert len(view.search(query, 5, {"metadata.tag": "x"})) == 5
+
+    read()  # the first looks the live generation up
+    assert round_trips(reader, read) == 1
+    monkeypatch.setattr(postgres, "LIVE_LOOKUP", 0.0)  # the look-up is due: one more
+    assert round_trips(reader, read) == 2
+
+
+def test_a_read_view_searches_its_generation_after_a_promotion_moved_the_view(
+    tmp_path: Path,
+) -> None:
+    from embedpipe.sinks.postgres import LIVE_LOOKUP
+
+    filled(sink_in(tmp_path), embedded(12, doc="old"))
+    reader = sink_in(tmp_path)
+    with reader.serving() as view:
+        # Another model's generation (8 dimensions) is promoted while the query is encoded.
+        filled(sink_in(tmp_path, keep_previous=True), embedded(12, doc="new", dim=8), FP_B)
+        assert reader.live_fingerprint() == FP_B
+        hits = view.search(embedded(1, seed=3).vectors[0], 4, None)  # 16 dimensions: A's
+    assert view.fingerprint == FP_A and {h.doc_id[:3] for h in hits} == {"old"}
+    time.sleep(LIVE_LOOKUP)
+    with reader.serving() as view:  # the next query, a look-up later, reads the new one
+        hits = view.search(embedded(1, seed=3, dim=8).vectors[0], 4, None)
+    assert view.fingerprint == FP_B and view.manifest is not None and view.manifest["dim"] == 8
+    assert {h.doc_id[:3] for h in hits} == {"new"}
+
+
+def test_a_read_view_whose_generation_a_promotion_dropped_says_so_and_the_next_reads_the_new(
+    tmp_path: Path,
+) -> None:
+    from embedpipe.errors import StaleReadError
+
+    filled(sink_in(tmp_path), embedded(12, doc="old"))
+    reader = sink_in(tmp_path)
+    with reader.serving() as view:
+        filled(sink_in(tmp_path, keep_previous=False), embedded(12, doc="new", dim=8), FP_B)
+        with pytest.raises(StaleReadError, match=r"generation aaaaaaaaaaaa of 'docs' .*dropped"):
+            view.search(embedded(1).vectors[0], 4, None)
+    with reader.serving() as view:  # at once: the stale view made the reader look again
+        hits = view.search(embedded(1, dim=8).vectors[0], 4, None)
+    assert view.fingerprint == FP_B and {h.doc_id[:3] for h in hits} == {"new"}
+
+
 def test_a_filter_on_a_field_no_chunk_has_is_refused_even_when_every_chunk_passes(
     tmp_path: Path,
 ) -> None:

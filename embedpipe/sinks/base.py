@@ -189,7 +189,8 @@ class ViewSearch(Protocol):
 class ReadView:
     """One consistent read of the served index: the fingerprint and manifest of the generation
     it searches (None: the sink does not say; read `Sink.manifest()`), and its search (with
-    `with_vectors`, as `Sink.search`)."""
+    `with_vectors`, as `Sink.search`) of that generation, even after a promotion moved the public
+    name; StaleReadError when the generation is gone by then (take a new view)."""
 
     fingerprint: str | None
     manifest: Mapping[str, Any] | None

@@ -19,6 +19,14 @@ registry's live flag moved) is one transaction: readers see the old generation o
 MVCC, and any number of processes may read while a run writes. A search is one statement on the
 view (one snapshot, one round trip): its settings are set once per connection.
 
+A reader that encodes its query first (`serving()`, what `embedpipe.index.Index` uses) reads the
+live generation's registry row (table, fingerprint, manifest) at most every LIVE_LOOKUP seconds
+and searches that table by name, not the view: the query meets the generation it was encoded for
+even when a promotion moves the view meanwhile (a view's definition is read at the statement's
+time, not in an older snapshot, so no transaction could hold it). A search there is still one
+statement; a generation dropped under it (a promotion that keeps none) raises StaleReadError and
+the reader takes the new one.
+
 A run holds a session advisory lock on its generation, so a second run is refused while the
 connection lives (a killed run's lock goes with its connection); remote writers (the Ray engine's
 workers) write into that table from their own connections without the lock.
@@ -30,9 +38,12 @@ import contextlib
 import copy
 import json
 import re
+import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -44,11 +55,11 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from embedpipe.config import PostgresOptions, SinkConfig
-from embedpipe.errors import SinkError, TransientSinkError
+from embedpipe.errors import SinkError, StaleReadError, TransientSinkError
 from embedpipe.faults import crash_point
 from embedpipe.redact import redact_uri
 from embedpipe.sinks import qdrant_base
-from embedpipe.sinks.base import Capabilities, Hit, not_open, not_rebuildable
+from embedpipe.sinks.base import Capabilities, Hit, ReadView, not_open, not_rebuildable
 from embedpipe.sinks.filters import (
     METADATA,
     RANGES,
@@ -75,6 +86,8 @@ from embedpipe.sinks.shards import chunk_from_payload, paired_vectors
 from embedpipe.types import Chunk, Embedded
 
 REGISTRY = "embedpipe_generations"
+# Seconds a reader trusts the live generation it looked up (as the snapshot sinks' read pointer).
+LIVE_LOOKUP = 1.0
 # Postgres names are at most 63 bytes: the longest is "<collection>__<fp12>_hnsw".
 MAX_COLLECTION = 63 - len("__") - 12 - len("_hnsw")
 PAGE = 2048
@@ -237,6 +250,17 @@ def _row(chunk: Chunk, vector: np.ndarray) -> tuple[Any, ...]:
     )
 
 
+@dataclass(frozen=True)
+class Served:
+    """A generation as a reader found it in the registry: its table, fingerprint and manifest,
+    and when it looked (time.monotonic())."""
+
+    table: str
+    fingerprint: str
+    manifest: dict[str, Any]
+    seen: float
+
+
 @dataclass
 class PostgresWriter:
     """A RemoteWriter copying into one generation's table from another process or machine.
@@ -309,6 +333,9 @@ class PostgresSink:
         self._settings: list[tuple[str, str]] | None = None  # a search's, read once
         self._tuned: psycopg.Connection[Any] | None = None  # the connection they are set on
         self._checked = False  # the public view was found to be ours (see _served_once)
+        self._seen: Served | None = None  # the live generation a reader found (serving)
+        self._seeing = threading.Lock()  # one look-up at a time (serving runs outside locks)
+        self._connecting = threading.RLock()  # one connection, whichever thread asks first
 
     @classmethod
     def from_config(cls, scheme: str, location: str, cfg: SinkConfig) -> PostgresSink:
@@ -425,7 +452,8 @@ class PostgresSink:
         table = self._complete(fingerprint)
         view = copy.copy(self)
         view._conn, view._target, view._new, view._locked = None, None, False, None
-        view._pin = table
+        view._pin, view._seen = table, None
+        view._seeing, view._connecting = threading.Lock(), threading.RLock()
         return view
 
     def describe(self, fields: Mapping[str, Any]) -> None:
@@ -445,10 +473,7 @@ class PostgresSink:
         row = None if live is None else self._generation(live)
         if row is None:
             return {}
-        extra = {"built": row["built"]} if row["built"] else {}
-        base = {"fingerprint": row["fingerprint"], "dim": row["dim"], "options": row["options"]}
-        served = {"layout": self._served_layout(self._views())}
-        return {**base, "created": row["created"], **extra, **row["manifest"], **served}
+        return {**_manifest_of(row), "layout": self._served_layout(self._views())}
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -500,9 +525,101 @@ class PostgresSink:
     ) -> list[Hit]:
         """Top-k rows of the live generation by cosine similarity, among those `filter` passes
         (pushed down as SQL; pgvector's iterative index scan keeps k hits under a filter);
-        `with_vectors`: each with its stored embedding."""
+        `with_vectors`: each with its stored embedding. One statement on the view."""
         expr = parse(filter)
         source = self._pin or self._served_once()
+        try:
+            return self._search(source, vector, k, expr, with_vectors=with_vectors)
+        except SinkError as exc:
+            if self._pin is None and isinstance(exc.__cause__, MISSING):
+                self._checked = False
+                self._refuse_foreign()  # another tool's relation holds the name now
+                self._served()  # or the collection is missing
+            raise
+
+    @contextmanager
+    def serving(self) -> Iterator[ReadView]:
+        """The live generation (a pinned view's own), looked up at most every LIVE_LOOKUP
+        seconds (one registry read), with a search bound to its table: a query encoded for it
+        meets it even when a promotion moves the view before the search runs. Its search raises
+        StaleReadError when the generation was dropped meanwhile."""
+        gen = self._looked_up()
+        yield ReadView(gen.fingerprint, gen.manifest, partial(self._search_in, gen))
+
+    def close_served(self) -> None:
+        """Forget the live generation a reader looked up."""
+        self._seen = None
+
+    def _looked_up(self) -> Served:
+        """The generation serving() binds to: the one looked up last, unless that was
+        LIVE_LOOKUP seconds ago or more."""
+        with self._seeing:
+            gen = self._seen
+            if gen is None or time.monotonic() - gen.seen >= LIVE_LOOKUP:
+                gen = self._seen = self._look_up()
+            return gen
+
+    def _look_up(self) -> Served:
+        """The live generation's registry row (a pinned view's generation's), in one statement;
+        the error `search` gives when there is none."""
+        which = sql.SQL("tbl = %s" if self._pin else "live")
+        statement = sql.SQL(
+            "SELECT fingerprint, dim, options, manifest, created::text, built::text, live, tbl "
+            "FROM {} WHERE collection = %s AND {}"
+        ).format(self._ident(REGISTRY), which)
+        params = [self.collection, *([self._pin] if self._pin else [])]
+        with postgres_errors(f"reading the registry of '{self.collection}'"):
+            try:
+                row = self._connection().execute(statement, params).fetchone()
+            except pg_errors.UndefinedTable:
+                row = None  # no registry: nothing was ever written here
+        if row is None:
+            if self._pin is not None:
+                raise SinkError(
+                    f"generation table '{self._pin}' of '{self.collection}' at {self.uri} is gone"
+                )
+            self._served()
+            raise SinkError(f"no live generation of '{self.collection}' at {self.uri}")
+        keys = ("fingerprint", "dim", "options", "manifest", "created", "built", "live")
+        fields = dict(zip(keys, row[:-1], strict=True))
+        return Served(str(row[-1]), str(row[0]), _manifest_of(fields), time.monotonic())
+
+    def _search_in(
+        self,
+        gen: Served,
+        vector: np.ndarray,
+        k: int,
+        filter: Mapping[str, Any] | None,
+        *,
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        """A read view's search: one statement on `gen`'s table; StaleReadError when the table
+        was dropped since the view looked it up."""
+        expr = parse(filter)
+        try:
+            return self._search(gen.table, vector, k, expr, with_vectors=with_vectors)
+        except SinkError as exc:
+            if not isinstance(exc.__cause__, MISSING):
+                raise
+            with self._seeing:
+                if self._seen is gen:
+                    self._seen = None  # look up the generation that replaced it
+            raise StaleReadError(
+                f"generation {gen.fingerprint[:12]} of '{self.collection}' at {self.uri} was "
+                "dropped by a promotion while a query for it was encoded: query again"
+            ) from exc
+
+    def _search(
+        self,
+        source: str,
+        vector: np.ndarray,
+        k: int,
+        expr: Expr | None,
+        *,
+        with_vectors: bool,
+    ) -> list[Hit]:
+        """Top-k rows of the relation `source` (the view, or a generation's table) among those
+        `expr` passes, in one statement (more only to refuse a filter on a field no row has)."""
         where, params = where_clause(expr)
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
         stored = sql.SQL(", embedding" if with_vectors else "")
@@ -511,16 +628,9 @@ class PostgresSink:
             'start, "end"{} FROM {} WHERE {} ORDER BY distance LIMIT %s'
         ).format(stored, self._ident(source), where)
         conn = self._connection()
-        try:
-            with postgres_errors(f"query on '{self.collection}'"):
-                self._tune(conn)
-                rows = _select(conn, statement, [query, *params, k], dated=_has_dates(expr))
-        except SinkError as exc:
-            if self._pin is None and isinstance(exc.__cause__, MISSING):
-                self._checked = False
-                self._refuse_foreign()  # another tool's relation holds the name now
-                self._served()  # or the collection is missing
-            raise
+        with postgres_errors(f"query on '{self.collection}'"):
+            self._tune(conn)
+            rows = _select(conn, statement, [query, *params, k], dated=_has_dates(expr))
         hits = [
             Hit(
                 1.0 - float(r[5]),
@@ -589,14 +699,15 @@ class PostgresSink:
     def _connection(self) -> psycopg.Connection[Any]:
         """The connection, opened on first use and again after one broke (taking the run's
         advisory lock back)."""
-        if self._conn is not None and (self._conn.closed or self._conn.broken):
-            self._conn = None
-        if self._conn is None:
-            self._conn = connect(self.place)
-            if self._locked is not None:
-                table, self._locked = self._locked, None
-                self._lock(table)
-        return self._conn
+        with self._connecting:
+            if self._conn is not None and (self._conn.closed or self._conn.broken):
+                self._conn = None
+            if self._conn is None:
+                self._conn = connect(self.place)
+                if self._locked is not None:
+                    table, self._locked = self._locked, None
+                    self._lock(table)
+            return self._conn
 
     def _writing(self) -> str:
         if self._target is None:
@@ -979,6 +1090,14 @@ class PostgresSink:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+
+
+def _manifest_of(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A generation's manifest from its registry row (`_generation`): what it was built with,
+    its fingerprint, dimension, index options and dates."""
+    extra = {"built": row["built"]} if row["built"] else {}
+    base = {"fingerprint": row["fingerprint"], "dim": row["dim"], "options": row["options"]}
+    return {**base, "created": row["created"], **extra, **row["manifest"]}
 
 
 def _layout(columns: list[str]) -> str:
