@@ -27,6 +27,8 @@ from embedpipe.preflight import RecordCount, check_first_records
 from embedpipe.sinks import open_sink
 from embedpipe.sinks.base import Hit, Sink
 from embedpipe.sinks.filters import parse_where as parse_where  # for the CLI's --where
+from embedpipe.sinks.registry import require_sparse
+from embedpipe.sinks.sparse import check_mode
 from embedpipe.sources import open_source
 from embedpipe.types import RunReport
 
@@ -172,14 +174,22 @@ def encode(
 
 def query(
     text: str, *, k: int = 5, filter: Mapping[str, Any] | None = None,
-    query_prefix: str | None = None, config: ConfigArg = None, **options: Any,
+    query_prefix: str | None = None, config: ConfigArg = None, mode: str = "dense",
+    alpha: float | None = None, **options: Any,
 ) -> list[Hit]:  # fmt: skip
     """Top-k hits for `text` from a sink, encoded with the model and the query prompt the index
     was built with (`query_prefix` overrides the prompt), among the chunks `filter` passes:
-    `{"doc_id": "a.md", "metadata.pkg": ["numpy", "scipy"]}` (keys AND, a list is any of)."""
+    `{"doc_id": "a.md", "metadata.pkg": ["numpy", "scipy"]}` (keys AND, a list is any of).
+
+    `mode`: dense (default), sparse (BM25) or hybrid (both, fused by reciprocal rank; `alpha`
+    weighs them, 1 = dense only, 0 = sparse only); sparse and hybrid need an index built with
+    sparse vectors (`sparse="bm25"`) on a sink that keeps them (Qdrant Edge, Qdrant)."""
     _check_k(k)
+    check_mode(mode)
+    if mode != "dense":  # before the index opens: a sink without sparse vectors is refused first
+        require_sparse(as_config(config, options).sink.uri, f"--mode {mode}")
     with open_index(config, query_prefix=query_prefix, **options) as index:
-        return index.search(text, k, filter)
+        return index.search(text, k, filter, mode=mode, alpha=alpha)
 
 
 def _check_k(k: int) -> None:

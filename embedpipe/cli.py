@@ -24,6 +24,7 @@ from embedpipe.clirun import usage as _usage
 from embedpipe.config import flat_overrides
 from embedpipe.flags import (
     FLAG,
+    AlphaOpt,
     CollectionOpt,
     ConfigOpt,
     DryRunOpt,
@@ -38,6 +39,7 @@ from embedpipe.flags import (
     RayAddressOpt,
     RebuildableSinkOpt,
     ReportOpt,
+    RetrievalModeOpt,
     SinkOpt,
     StateOpt,
     StrictOpt,
@@ -110,6 +112,7 @@ def backfill(
     text_field: Annotated[str | None, typer.Option(help=flag_help("source.text_field"))] = None,
     id_field: Annotated[str | None, typer.Option(help=flag_help("source.id_field"))] = None,
     index_factory: Annotated[str | None, typer.Option(help=flag_help("sink.index_factory"))] = None,
+    sparse: Annotated[str | None, typer.Option(help=flag_help("sink.sparse.kind"))] = None,
     mode: Annotated[str | None, typer.Option(help=flag_help("mode"))] = None,
     state: StateOpt = None,
     strict: StrictOpt = None,
@@ -142,7 +145,7 @@ def backfill(
         text_template=text_template, include=include or None, exclude=exclude or None,
         metrics=str(metrics) if metrics else None,
         mode=mode, state=state, strict=strict, engine=engine, ray_address=ray_address,
-        eval_queries=str(eval_queries) if eval_queries else None,
+        eval_queries=str(eval_queries) if eval_queries else None, sparse=sparse,
     )  # fmt: skip
     _execute(_config(config, overrides), dry_run=dry_run, force=force, log_format=log_format,
              quiet=quiet, every=progress_every)  # fmt: skip
@@ -213,6 +216,8 @@ def query(
         str | None,
         typer.Option(help="text put before the query; default: the index's stored query prompt"),
     ] = None,
+    mode: RetrievalModeOpt = "dense",
+    alpha: AlphaOpt = None,
 ) -> None:
     """Search a sink with the model it was built with; prints score, doc id and a snippet."""
     cfg = _config(
@@ -223,7 +228,13 @@ def query(
     )
     hits = _guard(
         lambda: api.query(
-            text, k=k, filter=api.parse_where(where or []), query_prefix=query_prefix, config=cfg
+            text,
+            k=k,
+            filter=api.parse_where(where or []),
+            query_prefix=query_prefix,
+            config=cfg,
+            mode=mode,
+            alpha=alpha,
         )
     )
     if as_json:

@@ -38,13 +38,14 @@ from embedpipe.sections import (
     Section,
     SinkConfig,
     SourceConfig,
+    SparseConfig,
     share,
 )
 
 __all__ = [
     "COLLECTION_RULE", "DEFAULT_SINK", "FLAT_KEYS", "BatchingConfig", "ChunkingConfig", "EvalConfig",
     "HnswOptions", "ModelConfig", "PostgresOptions", "PromoteConfig", "QdrantOptions", "RayConfig", "RunConfig",
-    "SinkConfig", "SourceConfig", "env_overrides", "flat_overrides", "load_config", "load_yaml",
+    "SinkConfig", "SourceConfig", "SparseConfig", "env_overrides", "flat_overrides", "load_config", "load_yaml",
 ]  # fmt: skip
 
 ENV_PREFIX = "EMBEDPIPE_"
@@ -284,6 +285,7 @@ FLAT_KEYS: dict[str, tuple[str, ...]] = {
     "index_factory": ("sink", "index_factory"),
     "nprobe": ("sink", "nprobe"),
     "ef": ("sink", "ef_search"),
+    "sparse": ("sink", "sparse", "kind"),
     "mode": ("mode",),
     "engine": ("engine",),
     "ray_address": ("ray", "address"),

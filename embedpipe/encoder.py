@@ -466,6 +466,9 @@ class ExportedEncoder(Encoder):
         self.device = "cpu"
         self.threads = torchless.cpu_threads(cfg.threads)
         self.tokenizer = tokenizer
+        # Queries use it as it is (no copy, see Encoder._tokenize): it takes its own lock.
+        self._query_tokenizer: Any = tokenizer
+        self._tokenize_lock = threading.Lock()
         self.truncate_dim = checked_truncate_dim(cfg.truncate_dim, ready.dim, name)
         self.dim = self.truncate_dim or ready.dim
         self.quantization = cfg.quantization

@@ -22,9 +22,18 @@ import numpy as np
 from embedpipe import serving
 from embedpipe.config import ModelConfig, RunConfig
 from embedpipe.direct import delete_documents
-from embedpipe.errors import ClosedIndexError, SinkError
+from embedpipe.errors import ClosedIndexError, ConfigError, SinkError
 from embedpipe.ledger import Ledger, state_dir_for, target_key
 from embedpipe.sinks.base import Hit, ReadView, Sink, close_served, served
+from embedpipe.sinks.registry import require_sparse
+from embedpipe.sinks.sparse import (
+    Bm25Encoder,
+    Retrieval,
+    SparseVector,
+    check_alpha,
+    check_mode,
+    settings_of,
+)
 
 # The model settings that change the vectors, kept in the manifest so writes keep the fingerprint.
 MODEL_SETTINGS = ("name", "normalize", "prefix", "query_prefix", "max_seq_length", "truncate_dim",
@@ -37,14 +46,17 @@ EncoderFor = Callable[[ModelConfig], Any]  # an embedpipe.encoder.Encoder for mo
 
 def built_with(config: RunConfig, dim: int) -> dict[str, Any]:
     """What a run records in its generation's manifest (`Sink.describe`)."""
+    settings = {
+        "model": config.model.model_dump(include=set(MODEL_SETTINGS)),
+        "chunking": config.chunking.model_dump(),
+    }
+    if config.sink.sparse.on:  # what sparse and hybrid queries are encoded with
+        settings["sparse"] = config.sink.sparse.model_dump()
     return {
         "model": config.model.name,
         "dim": dim,
         "prompts": {"passage": config.model.prefix, "query": config.model.query_prefix},
-        "settings": {
-            "model": config.model.model_dump(include=set(MODEL_SETTINGS)),
-            "chunking": config.chunking.model_dump(),
-        },
+        "settings": settings,
     }
 
 
@@ -240,15 +252,57 @@ class Index:
         )
         return vectors
 
-    def search(self, text: str, k: int = 5, filter: Mapping[str, Any] | None = None) -> list[Hit]:
+    def search(
+        self,
+        text: str,
+        k: int = 5,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        mode: str = "dense",
+        alpha: float | None = None,
+        vector: np.ndarray | None = None,
+    ) -> list[Hit]:
         """Top-k hits for a query text among the chunks `filter` passes, encoded with the model
-        of the generation searched (one read view: a promotion never splits a query)."""
+        of the generation searched (one read view: a promotion never splits a query).
+
+        `mode`: dense (the model's vector), sparse (BM25 over the chunks' sparse vectors; no
+        model is loaded) or hybrid (both, fused by reciprocal rank; `alpha` weighs them: 1 =
+        dense only, 0 = sparse only, None = equally). `vector`: the dense query vector, when the
+        caller has it already (an adapter's own embedding)."""
+        wanted, alpha = check_mode(mode), check_alpha(alpha)
+        if wanted != "dense":
+            require_sparse(self.sink.uri, f"--mode {wanted}")
         with served(self.sink) as view:  # held across: the query meets the generation it read
             with self._lock:
                 built = self._built_for(view)
-            vector = self.embed_queries([text], built)[0]  # encoding holds no lock
+            if wanted == "sparse":
+                retrieval = Retrieval(wanted, None, self._sparse_query(built, view, text))
+            else:
+                if vector is None:
+                    vector = self.embed_queries([text], built)[0]  # encoding holds no lock
+                if wanted == "dense":
+                    with self._lock:
+                        return view.search(vector, k, filter)
+                sparse = self._sparse_query(built, view, text)
+                retrieval = Retrieval(wanted, vector, sparse, alpha)
             with self._lock:
-                return view.search(vector, k, filter)
+                assert view.retrieve is not None
+                return view.retrieve(retrieval, k, filter)
+
+    def has_sparse(self) -> bool:
+        """Whether the live generation keeps sparse vectors (sparse and hybrid queries work)."""
+        return settings_of(self.built.settings) is not None
+
+    def _sparse_query(self, built: BuiltWith, view: ReadView, text: str) -> SparseVector:
+        """The BM25 query vector, with the settings the generation searched was built with."""
+        settings = settings_of(built.settings)
+        if settings is None or view.retrieve is None:
+            raise ConfigError(
+                f"the index on {self.name} was built without sparse vectors, so sparse and "
+                "hybrid queries are not possible: build it with --sparse bm25 (sink.sparse.kind: "
+                "bm25), or query with --mode dense"
+            )
+        return Bm25Encoder(settings).query(text)
 
     def search_vector(
         self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
@@ -268,6 +322,7 @@ class Index:
             model["name"] = self.config.model.name
         data = self.config.model_dump()
         data.update(model=model, chunking=stored.get("chunking") or data["chunking"])
+        data["sink"]["sparse"] = stored.get("sparse") or {"kind": "none"}
         return RunConfig.model_validate(data)
 
     @property

@@ -36,6 +36,7 @@ from embedpipe.logs import run_ended, run_started
 from embedpipe.planning import Planner
 from embedpipe.sinks import open_sink
 from embedpipe.sinks.base import Sink
+from embedpipe.sinks.sparse import identity as sparse_identity
 from embedpipe.sources import open_source
 from embedpipe.types import Document, RecordError, RunReport
 
@@ -73,12 +74,13 @@ class Pipeline:
         if isinstance(encoder, LazyEncoder):  # what a load teaches is kept for the next run
             encoder.remember_in(state)
         identity, output = run_identity(encoder, dry_run=dry_run)  # a dry run loads no model
-        fp = fingerprint(identity, cfg.chunking, **output)
+        fp = fingerprint(identity, cfg.chunking, **output, **sparse_identity(cfg.sink.sparse))
         report = RunReport(
             model=encoder.name, fingerprint=fp, sink=sink.uri, source=str(getattr(source, "uri", "")),
             collection=cfg.sink.collection, mode=cfg.mode, device=encoder.device,
             precision=encoder.precision, max_batch_tokens=cfg.batching.max_batch_tokens,
             docs_total=getattr(source, "total", None), dry_run=dry_run,
+            sparse=cfg.sink.sparse.kind if cfg.sink.sparse.on else "",
         )  # fmt: skip
         self.report = report
         try:

@@ -148,6 +148,7 @@ class RunReport:
     device: str = ""
     precision: str = ""
     max_batch_tokens: int = 0
+    sparse: str = ""  # the sparse vectors written beside the dense ones ("bm25"), or none
     promotion: dict[str, Any] | None = None  # a new generation's verdict: promoted or held, why
     errors: list[RecordError] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)

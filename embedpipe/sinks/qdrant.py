@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from embedpipe.config import QdrantOptions, SinkConfig
+from embedpipe.config import QdrantOptions, SinkConfig, SparseConfig
 from embedpipe.durable import forget_holder, held_by
 from embedpipe.errors import SinkError, TransientSinkError
 from embedpipe.faults import crash_point
@@ -48,6 +48,7 @@ from embedpipe.sinks.qdrant_writer import (
 )
 from embedpipe.sinks.registry import SINKS
 from embedpipe.sinks.snapshots import SnapshotReader, Snapshots, copy_tree
+from embedpipe.sinks.sparse import RRF_K, SPARSE_VECTOR, Bm25Encoder, Retrieval, settings_of
 from embedpipe.types import Embedded
 
 __all__ = ["VECTOR_TYPES", "QdrantSink", "QdrantWriter", "qdrant_errors", "server_client"]
@@ -75,6 +76,7 @@ class QdrantSink:
         timeout: int | None = None,
         options: QdrantOptions | None = None,
         ef_search: int | None = None,
+        sparse: SparseConfig | None = None,
     ) -> None:
         if (local_path is None) == (url is None):
             raise SinkError("QdrantSink needs exactly one of local_path= or url=")
@@ -87,6 +89,8 @@ class QdrantSink:
         self.timeout = timeout
         self.options = options or QdrantOptions()
         self.ef_search = ef_search
+        self.sparse = sparse or SparseConfig()
+        self._bm25: Bm25Encoder | None = None  # the collection being written keeps BM25 vectors
         # The public name (reports, ledger keys, messages) never holds a secret; `url` does.
         self.uri = f"qdrant:{local_path}" if local_path is not None else redact_uri(f"qdrant+{url}")
         self._client: QdrantClient | None = None
@@ -108,7 +112,8 @@ class QdrantSink:
             url = f"{scheme.partition('+')[2]}:{location}"
             where = {"url": url, "api_key": os.environ.get("QDRANT_API_KEY")}
         return cls(cfg.collection, **where, write_batch=cfg.write_batch, options=cfg.qdrant,
-                   ef_search=cfg.ef_search, keep_previous=cfg.keep_previous)  # fmt: skip
+                   ef_search=cfg.ef_search, keep_previous=cfg.keep_previous,
+                   sparse=cfg.sparse)  # fmt: skip
 
     @property
     def capabilities(self) -> Capabilities:
@@ -153,13 +158,14 @@ class QdrantSink:
             else:
                 self._create(physical, dim)
             self._ensure_payload_indexes(physical)
+            self._bm25 = self._sparse_of(physical)
         self._target, self._new = physical, live != physical
         self._serve(live)  # a crashed run's writes, or an index older than read snapshots
 
     def write(self, embedded: Embedded) -> None:
         """Upsert in requests of `write_batch` points; returns once Qdrant acknowledged them."""
         target = self._writing()
-        upsert(self.connect(), target, embedded, self.write_batch)
+        upsert(self.connect(), target, embedded, self.write_batch, self._bm25)
 
     def remote_writer(self) -> QdrantWriter:
         """A writer other processes upsert into this run's collection with (servers only)."""
@@ -169,7 +175,10 @@ class QdrantSink:
                 f"Qdrant local mode ({self.local_path}) is one process only: write from the "
                 "driver, or use a Qdrant server (qdrant+http://HOST:PORT)"
             )
-        return QdrantWriter(target, self.url, self.api_key, self.timeout, self.write_batch)
+        sparse = None if self._bm25 is None else self._bm25.cfg
+        return QdrantWriter(
+            target, self.url, self.api_key, self.timeout, self.write_batch, sparse=sparse
+        )
 
     def rebuild(self) -> None:
         """Refused: Qdrant keeps no vectors of its own to re-train from."""
@@ -328,12 +337,63 @@ class QdrantSink:
             )
         return qdrant_base.hits(result.points)
 
+    def retrieve(
+        self, retrieval: Retrieval, k: int = 5, filter: Mapping[str, Any] | None = None
+    ) -> list[Hit]:
+        """Top-k hits of a sparse or hybrid query, read as `search` reads."""
+        if self._snapshots is not None and self._target is None and self._pin is None:
+            with self.serving() as view:
+                assert view.retrieve is not None
+                return view.retrieve(retrieval, k, filter)
+        if self._live() is None:
+            raise self._missing()
+        return self._retrieve(self.connect(), retrieval, k, filter)
+
+    def _retrieve(
+        self,
+        client: QdrantClient,
+        retrieval: Retrieval,
+        k: int,
+        filter: Mapping[str, Any] | None,
+    ) -> list[Hit]:
+        """A sparse query on the BM25 vectors, or a hybrid one: the dense and the sparse
+        candidates fused by (weighted) reciprocal rank."""
+        where = qdrant_base.native_filter(conditions(filter), FILTER_TYPES)
+        assert retrieval.sparse is not None
+        sparse = models.SparseVector(
+            indices=retrieval.sparse.indices, values=retrieval.sparse.values
+        )
+        name = self._pin or self.collection
+        with qdrant_errors(f"{retrieval.mode} query on '{self.collection}'"):
+            if retrieval.mode == "sparse":
+                result = client.query_points(
+                    name, query=sparse, using=SPARSE_VECTOR, limit=k, with_payload=True,
+                    query_filter=where,
+                )  # fmt: skip
+                return qdrant_base.hits(result.points)
+            assert retrieval.dense is not None
+            fetch = retrieval.candidates(k)
+            dense = qdrant_base.query_vector(retrieval.dense)
+            rrf = models.Rrf(k=RRF_K, weights=retrieval.weights())
+            result = client.query_points(
+                name,
+                prefetch=[
+                    models.Prefetch(query=dense, limit=fetch, filter=where),
+                    models.Prefetch(query=sparse, using=SPARSE_VECTOR, limit=fetch, filter=where),
+                ],
+                query=models.RrfQuery(rrf=rrf),
+                limit=k,
+                with_payload=True,
+                query_filter=where,
+            )
+        return qdrant_base.hits(result.points)
+
     @contextmanager
     def serving(self) -> Iterator[ReadView]:
         """Local mode: the newest read snapshot, held for one query (a newer one is opened when
         the read pointer moved, at most every second). A server: the collection itself."""
         if self._snapshots is None:
-            yield ReadView(None, None, self.search)
+            yield ReadView(None, None, self.search, self.retrieve)
             return
         if self._served is None:
             self._served = SnapshotReader(
@@ -341,7 +401,12 @@ class QdrantSink:
             )
         with self._served.use() as served:
             fingerprint = served.pointer.get("fingerprint")
-            yield ReadView(fingerprint, served.manifest, partial(self._query, served.engine))
+            yield ReadView(
+                fingerprint,
+                served.manifest,
+                partial(self._query, served.engine),
+                partial(self._retrieve, served.engine),
+            )
 
     def close_served(self) -> None:
         """Close the read snapshot queries use and remove its private copy."""
@@ -434,12 +499,26 @@ class QdrantSink:
         """Create a collection with the configured options, set on the vector parameters so that
         local mode stores them too (and they can be checked when the collection is reused)."""
         opts = self.options
+        sparse = None
+        if self.sparse.on:  # the IDF is the engine's, computed over the collection at query time
+            sparse = {SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)}
         self.connect().create_collection(
             name,
             vectors_config=qdrant_base.vector_params(opts, dim, VECTOR_TYPES),
+            sparse_vectors_config=sparse,
             shard_number=opts.shard_number,
             replication_factor=opts.replication_factor,
         )
+
+    def _sparse_of(self, name: str) -> Bm25Encoder | None:
+        """The BM25 encoder of a collection that keeps sparse vectors (None for one without):
+        with the settings it was built with (its metadata), else the configured ones."""
+        config = self.connect().get_collection(name).config
+        if SPARSE_VECTOR not in (config.params.sparse_vectors or {}):
+            return None
+        settings = dict(config.metadata or {}).get("settings") or {}
+        kept = settings_of(settings) or (self.sparse if self.sparse.on else None)
+        return Bm25Encoder(kept or SparseConfig(kind="bm25"))
 
     def _ensure_payload_indexes(self, name: str) -> None:
         """Keyword indexes on the configured payload fields, on a server (local mode has none)."""

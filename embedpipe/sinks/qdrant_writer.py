@@ -17,10 +17,12 @@ import httpx
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
+from embedpipe.config import SparseConfig
 from embedpipe.durable import note_holder
 from embedpipe.errors import SinkError, TransientSinkError
 from embedpipe.redact import redact_uri, server_credentials
 from embedpipe.sinks.qdrant_base import FilterTypes, Shape, VectorTypes, busy_hint, translated
+from embedpipe.sinks.sparse import SPARSE_VECTOR, Bm25Encoder
 from embedpipe.sinks.store import chunk_payload, paired_vectors
 from embedpipe.types import Embedded, point_id
 
@@ -183,21 +185,38 @@ def _local_client(where: str, path: str) -> QdrantClient:
     return client
 
 
-def point_batches(embedded: Embedded, size: int) -> Iterator[models.Batch]:
-    """The chunks as upsert requests of at most `size` points: uuid5 ids, the chunk payload."""
+def point_batches(
+    embedded: Embedded, size: int, bm25: Bm25Encoder | None = None
+) -> Iterator[models.Batch]:
+    """The chunks as upsert requests of at most `size` points: uuid5 ids, the chunk payload,
+    and with `bm25` each chunk's BM25 vector beside its dense one."""
     vectors = paired_vectors(embedded)
     for lo in range(0, len(embedded.chunks), size):
         chunks = embedded.chunks[lo : lo + size]
+        rows: Any = vectors[lo : lo + size].tolist()
+        if bm25 is not None:
+            sparse = [
+                models.SparseVector(indices=v.indices, values=v.values)
+                for v in bm25.documents([c.text for c in chunks])
+            ]
+            rows = {"": rows, SPARSE_VECTOR: sparse}
         yield models.Batch(
             ids=[point_id(c.id) for c in chunks],
-            vectors=vectors[lo : lo + size].tolist(),
+            vectors=rows,
             payloads=[chunk_payload(c) for c in chunks],
         )
 
 
-def upsert(client: QdrantClient, collection: str, embedded: Embedded, size: int) -> None:
-    """Upsert the chunks in requests of `size` points; returns once Qdrant acknowledged them."""
-    for batch in point_batches(embedded, size):
+def upsert(
+    client: QdrantClient,
+    collection: str,
+    embedded: Embedded,
+    size: int,
+    bm25: Bm25Encoder | None = None,
+) -> None:
+    """Upsert the chunks (with `bm25`, their BM25 vectors too) in requests of `size` points;
+    returns once Qdrant acknowledged them."""
+    for batch in point_batches(embedded, size, bm25):
         with qdrant_errors(f"upsert into '{collection}'"):
             client.upsert(collection, points=batch, wait=True)
 
@@ -216,6 +235,7 @@ class QdrantWriter:
     timeout: int | None = None
     write_batch: int = 256
     location: str | None = None
+    sparse: SparseConfig | None = None  # the collection keeps BM25 vectors with these settings
     _client: QdrantClient | None = field(default=None, init=False, repr=False, compare=False)
 
     def connect(self) -> QdrantClient:
@@ -228,7 +248,8 @@ class QdrantWriter:
 
     def write(self, embedded: Embedded) -> None:
         """Upsert in requests of `write_batch` points; returns once Qdrant acknowledged them."""
-        upsert(self.connect(), self.collection, embedded, self.write_batch)
+        bm25 = None if self.sparse is None else Bm25Encoder(self.sparse)
+        upsert(self.connect(), self.collection, embedded, self.write_batch, bm25)
 
     def close(self) -> None:
         """Close the client, if one is open; safe to call twice."""

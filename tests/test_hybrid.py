@@ -1,0 +1,165 @@
+"""Hybrid retrieval (issue 27): BM25 sparse vectors written beside the dense ones on Qdrant Edge
+and Qdrant local mode, queried `dense`, `sparse` or `hybrid`, on the real model and engines,
+over a small documentation corpus whose identifiers dense vectors blur (tests/hybridkit.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from embedpipe.api import open_index
+from embedpipe.config import RunConfig, load_config
+from embedpipe.errors import ConfigError
+from embedpipe.pipeline import Pipeline
+from embedpipe.sinks import open_sink
+from embedpipe.types import RunReport
+from tests import hybridkit as hk
+from tests.clikit import cli, flat
+from tests.sinkkit import sink_uri
+
+SPARSE_SINKS = ("qdrant-edge", "qdrant")
+DENSE_ONLY = ("faiss", "parquet")
+
+
+def config(kind: str, root: Path, sparse: bool = True) -> RunConfig:
+    sparse_cfg = {"kind": "bm25" if sparse else "none"}
+    return load_config(
+        None, {"sink": {"uri": sink_uri(kind, root), "collection": "docs", "sparse": sparse_cfg}}
+    )
+
+
+def build(cfg: RunConfig, encoder: Any, docs: list[dict[str, Any]] | None = None) -> RunReport:
+    report = Pipeline(cfg, source=hk.documents() if docs is None else docs, encoder=encoder).run()
+    assert report.outcome == "done", report.reason
+    return report
+
+
+def answered(index: Any, mode: str, queries: list[tuple[str, str]], k: int = 3) -> set[str]:
+    """The queries whose answer is among the first k hits in `mode`."""
+    return {q for q, doc in queries if doc in [h.doc_id for h in index.search(q, k, mode=mode)]}
+
+
+@pytest.mark.parametrize("kind", SPARSE_SINKS)
+def test_identifier_queries_dense_misses_are_found_by_sparse_and_hybrid(
+    kind: str, tmp_path: Path, encoder: Any
+) -> None:
+    report = build(config(kind, tmp_path), encoder)
+    assert report.sparse == "bm25"
+    idents = hk.identifier_queries()
+    with open_index(sink=sink_uri(kind, tmp_path), collection="docs") as index:
+        dense = answered(index, "dense", idents)
+        missed = {q for q, _ in idents} - dense
+        assert missed, "the corpus no longer tests anything: dense found every identifier"
+        assert missed <= answered(index, "sparse", idents)
+        assert missed <= answered(index, "hybrid", idents)
+        assert answered(index, "sparse", idents, k=1) == {q for q, _ in idents}
+
+
+@pytest.mark.parametrize("kind", SPARSE_SINKS)
+def test_natural_language_questions_keep_their_answers_in_hybrid(
+    kind: str, tmp_path: Path, encoder: Any
+) -> None:
+    build(config(kind, tmp_path), encoder)
+    questions = hk.questions()
+    with open_index(sink=sink_uri(kind, tmp_path), collection="docs") as index:
+        assert answered(index, "dense", questions) <= answered(index, "hybrid", questions)
+
+
+@pytest.mark.parametrize("kind", SPARSE_SINKS)
+def test_sparse_and_hybrid_queries_honour_filters_and_alpha(
+    kind: str, tmp_path: Path, encoder: Any
+) -> None:
+    build(config(kind, tmp_path), encoder)
+    function_ident, function_doc = next(
+        (q, d) for q, d in hk.identifier_queries() if not q.isupper()
+    )
+    with open_index(sink=sink_uri(kind, tmp_path), collection="docs") as index:
+        for mode in ("sparse", "hybrid"):
+            hits = index.search(function_ident, 5, {"metadata.kind": "constant"}, mode=mode)
+            assert hits and all(h.metadata["kind"] == "constant" for h in hits)
+            assert function_doc not in [h.doc_id for h in hits]
+        # alpha 0 is BM25 alone, fused: the exact identifier first; alpha 1 is dense alone
+        sparse_only = index.search(function_ident, 3, mode="hybrid", alpha=0.0)
+        assert sparse_only[0].doc_id == function_doc
+        dense_only = index.search(function_ident, 3, mode="hybrid", alpha=1.0)
+        assert [h.doc_id for h in dense_only] == [
+            h.doc_id for h in index.search(function_ident, 3, mode="dense")
+        ]
+
+
+@pytest.mark.parametrize("kind", SPARSE_SINKS)
+def test_an_incremental_run_keeps_sparse_and_dense_in_step(
+    kind: str, tmp_path: Path, encoder: Any
+) -> None:
+    cfg = config(kind, tmp_path)
+    docs = hk.documents()
+    first = build(cfg, encoder, docs)
+    (old_ident, edited_doc), (gone_ident, gone_doc) = hk.identifier_queries()[:2]
+    docs[0] = {**docs[0], "text": docs[0]["text"].replace(old_ident, "net_x999")}
+    docs = [d for d in docs if d["id"] != gone_doc]
+    cfg.mode = "full"  # the deleted document goes too
+    second = build(cfg, encoder, docs)
+    assert second.fingerprint == first.fingerprint
+    assert (second.chunks_embedded, second.chunks_deleted) == (1, 1)
+    with open_index(sink=sink_uri(kind, tmp_path), collection="docs") as index:
+        assert index.search("net_x999", 1, mode="sparse")[0].doc_id == edited_doc
+        assert edited_doc not in [h.doc_id for h in index.search(old_ident, 3, mode="sparse")]
+        assert gone_doc not in [h.doc_id for h in index.search(gone_ident, 30, mode="sparse")]
+        assert len(index.search("reference manual details", 100, mode="sparse")) == len(docs)
+
+
+def test_sparse_settings_define_the_generation_and_dense_only_indexes_keep_theirs(
+    tmp_path: Path, encoder: Any
+) -> None:
+    dense = build(config("qdrant-edge", tmp_path, sparse=False), encoder)
+    again = build(config("qdrant-edge", tmp_path, sparse=False), encoder)
+    assert again.fingerprint == dense.fingerprint and again.chunks_embedded == 0
+    sparse = build(config("qdrant-edge", tmp_path), encoder)
+    assert sparse.fingerprint != dense.fingerprint
+    assert sparse.chunks_embedded == len(hk.ENTRIES)
+    with open_index(sink=sink_uri("qdrant-edge", tmp_path), collection="docs") as index:
+        assert index.has_sparse()
+        ident, doc = hk.identifier_queries()[5]
+        assert index.search(ident, 1, mode="sparse")[0].doc_id == doc
+
+
+@pytest.mark.parametrize("kind", SPARSE_SINKS)
+def test_an_index_built_without_sparse_vectors_refuses_sparse_and_hybrid(
+    kind: str, tmp_path: Path, encoder: Any
+) -> None:
+    build(config(kind, tmp_path, sparse=False), encoder)
+    with open_index(sink=sink_uri(kind, tmp_path), collection="docs") as index:
+        assert not index.has_sparse()
+        assert index.search("net_x00", 1)  # dense works as before
+        for mode in ("sparse", "hybrid"):
+            with pytest.raises(ConfigError, match=r"built without sparse vectors.*--sparse bm25"):
+                index.search("net_x00", 1, mode=mode)
+
+
+@pytest.mark.parametrize("kind", DENSE_ONLY)
+def test_sinks_without_sparse_vectors_refuse_sparse_before_any_work(
+    kind: str, tmp_path: Path
+) -> None:
+    cfg = config(kind, tmp_path)
+    with pytest.raises(ConfigError, match=r"keeps no sparse vectors.*qdrant-edge:PATH"):
+        open_sink(cfg.sink)
+    assert not (tmp_path / kind).exists()
+
+
+def test_the_cli_refuses_sparse_on_faiss_and_hybrid_queries_on_parquet_in_one_line(
+    tmp_path: Path,
+) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.md").write_text("net_x00 opens the vault")
+    built = cli("backfill", str(corpus), "--sink", f"faiss:{tmp_path / 'idx'}", "--sparse",
+                "bm25", cwd=tmp_path)  # fmt: skip
+    assert built.returncode == 2, built.stderr
+    assert "keeps no sparse vectors" in flat(built.stderr) and "Traceback" not in built.stderr
+    assert not (tmp_path / "idx").exists()
+    asked = cli("query", "net_x00", "--sink", f"parquet:{tmp_path / 'pq'}", "--mode", "hybrid",
+                cwd=tmp_path)  # fmt: skip
+    assert asked.returncode == 2, asked.stderr
+    assert "--mode hybrid is not possible: only qdrant-edge:PATH" in flat(asked.stderr)
