@@ -163,3 +163,35 @@ def test_the_cli_refuses_sparse_on_faiss_and_hybrid_queries_on_parquet_in_one_li
                 cwd=tmp_path)  # fmt: skip
     assert asked.returncode == 2, asked.stderr
     assert "--mode hybrid is not possible: only qdrant-edge:PATH" in flat(asked.stderr)
+
+
+def test_the_langchain_and_llamaindex_adapters_run_sparse_and_hybrid_queries(
+    tmp_path: Path, encoder: Any
+) -> None:
+    pytest.importorskip("langchain_core")
+    pytest.importorskip("llama_index.core")
+    from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryMode
+
+    from embedpipe.integrations import langchain, llama_index
+
+    build(config("qdrant-edge", tmp_path), encoder)
+    ident, doc = hk.identifier_queries()[7]
+    uri = sink_uri("qdrant-edge", tmp_path)
+    store = langchain.EmbedpipeVectorStore(uri, "docs", retrieval_mode="hybrid")
+    try:
+        assert doc in [d.metadata["doc_id"] for d in store.similarity_search(ident, k=3)]
+        found = store.similarity_search(ident, k=1, retrieval_mode="sparse")
+        assert found[0].metadata["doc_id"] == doc
+        retriever = store.as_retriever(search_kwargs={"k": 2, "filter": {"kind": "constant"}})
+        assert all(d.metadata["kind"] == "constant" for d in retriever.invoke(ident))
+    finally:
+        store.close()
+    li = llama_index.EmbedpipeVectorStore(uri, "docs")
+    try:
+        for mode in (VectorStoreQueryMode.SPARSE, VectorStoreQueryMode.HYBRID):
+            result = li.query(
+                VectorStoreQuery(query_str=ident, similarity_top_k=3, mode=mode, alpha=0.3)
+            )
+            assert doc in [n.metadata["doc_id"] for n in result.nodes]
+    finally:
+        li.close()

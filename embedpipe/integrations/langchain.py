@@ -73,10 +73,13 @@ class EmbedpipeVectorStore(VectorStore):
     def __init__(
         self, sink: str | None = None, collection: str | None = None, state: str | None = None,
         *, config: api.ConfigArg = None, model: str | None = None,
-        query_prefix: str | None = None, **options: Any,
+        query_prefix: str | None = None, retrieval_mode: str = "dense", **options: Any,
     ) -> None:  # fmt: skip
         self.index = common.open_for(sink, collection, state, config, query_prefix,
                                      {"model": model, **options})  # fmt: skip
+        # dense | sparse | hybrid (as langchain-qdrant's RetrievalMode); a search's
+        # `retrieval_mode=` (and `alpha=` for hybrid) kwarg overrides it
+        self.retrieval_mode = retrieval_mode
         self._embeddings = EmbedpipeEmbeddings.of(self.index)
         self.last_report: RunReport | None = None  # what the last add_texts did
 
@@ -93,8 +96,13 @@ class EmbedpipeVectorStore(VectorStore):
     def similarity_search_with_score(
         self, query: str, k: int = 4, filter: dict[str, Any] | None = None, **kwargs: Any
     ) -> list[tuple[LCDocument, float]]:
-        """The k nearest chunks with their cosine similarity (higher is closer)."""
-        hits = self.index.search(query, k, common.payload_filter(filter))
+        """The k nearest chunks with their cosine similarity (higher is closer); in `sparse` or
+        `hybrid` retrieval mode (kwarg `retrieval_mode`, else the store's) the BM25 or fused
+        ranking's score instead, `alpha` weighing hybrid (1 = dense only, 0 = sparse only)."""
+        mode = str(kwargs.get("retrieval_mode", self.retrieval_mode))
+        hits = self.index.search(
+            query, k, common.payload_filter(filter), mode=mode, alpha=kwargs.get("alpha")
+        )
         return [(_document(h), h.score) for h in hits]
 
     def similarity_search_by_vector(

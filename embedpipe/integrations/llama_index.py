@@ -27,6 +27,7 @@ from llama_index.core.vector_stores.types import (
     FilterOperator,
     MetadataFilters,
     VectorStoreQuery,
+    VectorStoreQueryMode,
     VectorStoreQueryResult,
 )
 
@@ -37,6 +38,8 @@ from embedpipe.sinks.base import Hit
 from embedpipe.types import Document
 
 __all__ = ["EmbedpipeEmbedding", "EmbedpipeVectorStore"]
+# LlamaIndex's query modes embedpipe runs (any other runs dense, as before).
+MODES = {VectorStoreQueryMode.SPARSE: "sparse", VectorStoreQueryMode.HYBRID: "hybrid"}
 REF_DOC = "ref_doc_id"  # the metadata key a node's source document is kept under
 
 
@@ -93,7 +96,18 @@ class EmbedpipeVectorStore(BasePydanticVectorStore):
         if query.node_ids:
             where["chunk_id"] = list(query.node_ids)
         k = query.similarity_top_k
-        if query.query_embedding is not None:
+        mode = MODES.get(query.mode, "dense")
+        if mode != "dense":
+            if not query.query_str:
+                raise ValueError(f"a {mode} query needs its text (query_str)")
+            vector = None
+            if query.query_embedding is not None:
+                vector = common.as_vector(query.query_embedding)
+            top = query.sparse_top_k if mode == "sparse" else query.hybrid_top_k
+            hits = self._index.search(
+                query.query_str, top or k, where, mode=mode, alpha=query.alpha, vector=vector
+            )
+        elif query.query_embedding is not None:
             hits = self._index.search_vector(common.as_vector(query.query_embedding), k, where)
         elif query.query_str:
             hits = self._index.search(query.query_str, k, where)
