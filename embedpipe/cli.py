@@ -216,7 +216,7 @@ def query(
         str | None,
         typer.Option(help="text put before the query; default: the index's stored query prompt"),
     ] = None,
-    mode: RetrievalModeOpt = "dense",
+    retrieval_mode: RetrievalModeOpt = "dense",
     alpha: AlphaOpt = None,
 ) -> None:
     """Search a sink with the model it was built with; prints score, doc id and a snippet."""
@@ -233,7 +233,7 @@ def query(
             filter=api.parse_where(where or []),
             query_prefix=query_prefix,
             config=cfg,
-            mode=mode,
+            mode=retrieval_mode,
             alpha=alpha,
         )
     )
