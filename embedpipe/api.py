@@ -343,17 +343,26 @@ def evaluate(
     queries: str | Path,
     k: int = 10,
     generation: str = "live",
+    mode: str | Sequence[str] = "dense",
     **options: Any,
 ) -> dict[str, Any]:
     """recall@k, MRR@k and nDCG@k of one generation (live, staged, previous or a fingerprint) on
     a JSONL queries file, each query encoded with that generation's own model; `per_query` holds
-    each query's ranks of its relevant documents and `errors` the lines that were skipped."""
+    each query's ranks of its relevant documents and `errors` the lines that were skipped.
+
+    `mode`: dense, sparse or hybrid (or auto, as the quality gate: hybrid when the generation
+    keeps sparse vectors); several modes score the same generation side by side: the result
+    then holds the first's scores and `modes` {mode: its metrics}."""
     from embedpipe.evaluation import answerable, known_documents, load_queries
     from embedpipe.gate import built_manifest, query_model, score_generation
     from embedpipe.switch import generation as named
 
     cfg = config or load_config(None, flat_overrides(**options))
     _check_k(k)
+    modes = [mode] if isinstance(mode, str) else list(mode)
+    for m in modes:
+        if m != "auto":
+            check_mode(m)
     found, errors = load_queries(queries)
     sink = open_sink(cfg.sink)
     ledger = Ledger.in_dir(_known_state(sink.uri, cfg))
@@ -367,15 +376,22 @@ def evaluate(
         ledger.close()
     try:  # the generation's own model and prompts; a configured query prompt overrides its own
         built = built_manifest(sink, gen["fingerprint"])
-        encoder = _shared_encoder(query_model(cfg.model, gen, built).model_dump_json())
-        scores = score_generation(
-            sink, gen["fingerprint"], encoder, k, found, query_prefix=cfg.model.query_prefix or None
-        )
+        encoder: Any = None
+        if modes != ["sparse"]:  # BM25 alone needs no model
+            encoder = _shared_encoder(query_model(cfg.model, gen, built).model_dump_json())
+        prefix = cfg.model.query_prefix or None
+        scores = {
+            m: score_generation(sink, gen["fingerprint"], encoder, k, found, query_prefix=prefix,
+                                mode=m)
+            for m in modes
+        }  # fmt: skip
     finally:
         sink.abort()
     described = {key: gen[key] for key in ("fingerprint", "state", "model", "chunking")}
     errs = [dataclasses.asdict(e) for e in errors]
-    return {"generation": described, **scores.to_dict(per_query=True), "errors": errs}
+    first = scores[modes[0]].to_dict(per_query=True)
+    by_mode = {m: s.metrics() for m, s in scores.items()}
+    return {"generation": described, **first, "mode": modes[0], "modes": by_mode, "errors": errs}
 
 
 def promote(

@@ -355,6 +355,11 @@ class EvalConfig(Section):
     )
     k: int = Field(10, ge=1, description="hits per query scored (recall@k, MRR@k, nDCG@k)")
     max_drop: float = share(0.01, "hold when any metric is more than this below live's")
+    mode: Literal["auto", "dense", "sparse", "hybrid"] = Field(
+        "auto",
+        description="retrieval the generations are scored on: auto = hybrid for a generation "
+        "with sparse vectors, dense otherwise (each as it is served best)",
+    )
 
 
 class PromoteConfig(Section):

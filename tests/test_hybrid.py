@@ -195,3 +195,31 @@ def test_the_langchain_and_llamaindex_adapters_run_sparse_and_hybrid_queries(
             assert doc in [n.metadata["doc_id"] for n in result.nodes]
     finally:
         li.close()
+
+
+def test_eval_scores_modes_side_by_side_and_auto_judges_a_sparse_generation_on_hybrid(
+    tmp_path: Path, encoder: Any
+) -> None:
+    import json
+
+    from embedpipe import api
+
+    cfg = config("qdrant-edge", tmp_path)
+    build(cfg, encoder)
+    queries = tmp_path / "queries.jsonl"
+    lines = [json.dumps({"query": q, "relevant": [d]}) for q, d in hk.identifier_queries()]
+    queries.write_text("\n".join(lines) + "\n")
+    result = api.evaluate(cfg, queries=queries, k=3, mode=["dense", "sparse", "hybrid", "auto"])
+    modes = result["modes"]
+    assert modes["sparse"]["recall"] == 1.0 and modes["hybrid"]["recall"] == 1.0
+    assert modes["dense"]["recall"] < 1.0
+    assert modes["auto"] == modes["hybrid"]  # what the quality gate scores it on
+    assert result["mode"] == "dense" and result["recall"] == modes["dense"]["recall"]
+    dense_only = config("qdrant", tmp_path, sparse=False)
+    build(dense_only, encoder)
+    assert (
+        api.evaluate(dense_only, queries=queries, k=3, mode="auto")["modes"]["auto"]
+        == (api.evaluate(dense_only, queries=queries, k=3)["modes"]["dense"])
+    )
+    with pytest.raises(ConfigError, match="keeps no sparse vectors"):
+        api.evaluate(dense_only, queries=queries, k=3, mode="hybrid")
