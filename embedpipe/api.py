@@ -28,7 +28,7 @@ from embedpipe.sinks import open_sink
 from embedpipe.sinks.base import Hit, Sink
 from embedpipe.sinks.filters import parse_where as parse_where  # for the CLI's --where
 from embedpipe.sinks.registry import require_sparse
-from embedpipe.sinks.sparse import check_mode
+from embedpipe.sinks.sparse import check_mode, sparse_kind
 from embedpipe.sources import open_source
 from embedpipe.types import RunReport
 
@@ -299,6 +299,7 @@ def _served(cfg: RunConfig, row: dict[str, Any]) -> None:
         sink = open_sink(cfg.sink.model_copy(update={"collection": collection}))
         try:
             served = sink.live_fingerprint()
+            row["sparse"] = sparse_kind(sink.manifest()) if served is not None else None
         finally:
             sink.abort()
     except (EmbedpipeError, OSError) as exc:

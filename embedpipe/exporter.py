@@ -18,13 +18,14 @@ from typing import Any
 import numpy as np
 
 from embedpipe.commit import Encoded
-from embedpipe.config import RunConfig
+from embedpipe.config import RunConfig, SparseConfig
 from embedpipe.direct import Progress, direct_run, done_hashes
 from embedpipe.errors import ConfigError, SinkError
 from embedpipe.index import MANIFEST_KEYS, ledger_live
 from embedpipe.ledger import Ledger, state_dir_for, target_key
 from embedpipe.sinks import capabilities_for, open_sink
 from embedpipe.sinks.base import Sink
+from embedpipe.sinks.sparse import settings_of
 from embedpipe.types import RunReport
 
 FULL_FINGERPRINT = 32  # hex digits of an xxh3-128 fingerprint; sinks may name a prefix
@@ -44,6 +45,7 @@ def export(
     try:
         manifest = _source_manifest(src, source)
         fingerprint, dim = manifest["fingerprint"], int(manifest["dim"])
+        dest, dropped = _with_sparse(dest, manifest)
         sink = open_sink(dest.sink)
         report = RunReport(
             model=str(manifest.get("model") or ""), fingerprint=fingerprint, sink=sink.uri,
@@ -74,12 +76,32 @@ def export(
             run.delete(stale, max_fraction=1.0, force=True)
     finally:
         src.abort()
+    if dropped:
+        report.notes.append(
+            f"the sparse (BM25) vectors were not copied: {sink.uri} keeps none (dense queries only)"
+        )
     report.notes.append(
         f"exported generation {fingerprint[:12]} of {src.uri}|{source.sink.collection}: "
         f"{report.chunks_embedded} chunks copied, {report.chunks_skipped} already there, "
         f"{report.chunks_deleted} deleted"
     )
     return report
+
+
+def _with_sparse(dest: RunConfig, manifest: dict[str, Any]) -> tuple[RunConfig, bool]:
+    """The destination config writing the sparse vectors the source generation keeps (a BM25
+    vector is a function of the chunk text and these settings, so the copy computes the same
+    ones), and whether they had to be left out (a sink that keeps none: its manifest then
+    says so too)."""
+    settings = manifest.get("settings") or {}
+    sparse = settings_of(settings)
+    caps = capabilities_for(dest.sink.uri)
+    dropped = sparse is not None and (caps is None or not caps.sparse)
+    if dropped:
+        manifest["settings"] = {k: v for k, v in settings.items() if k != "sparse"}
+    kept = SparseConfig() if dropped or sparse is None else sparse  # the copy's, not the config's
+    sink = dest.sink.model_copy(update={"sparse": kept})
+    return dest.model_copy(update={"sink": sink}), dropped
 
 
 def _local_path(cfg: RunConfig) -> Path | None:

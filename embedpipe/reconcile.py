@@ -20,6 +20,7 @@ from embedpipe.errors import EmbedpipeError
 from embedpipe.ledger import PENDING, Ledger, Target
 from embedpipe.promotion import finish_drops
 from embedpipe.sinks.base import Sink
+from embedpipe.sinks.sparse import sparse_kind
 
 
 def reconcile(sink: Sink, ledger: Ledger, key: str, *, repair: bool) -> dict[str, Any]:
@@ -61,6 +62,7 @@ def reconcile(sink: Sink, ledger: Ledger, key: str, *, repair: bool) -> dict[str
     return {
         **{k: main[k] for k in ("in_ledger", "in_sink", "pending", "missing", "orphaned")},
         "target": key, "relink": relink_to, "generations": compared, "dropping": dropping,
+        "sparse": sparse_kind(sink.manifest()) if served is not None else None,
         "repaired": repair and (relink_to is not None or bool(dropping) or _drifted(compared)),
     }  # fmt: skip
 

@@ -38,7 +38,7 @@ def print_summary(console: Console, r: RunReport) -> None:
         ("time", f"{r.wall_seconds:.1f}s: start-up {r.startup_seconds:.1f}s{'' if unloaded else ' (model load)'} + run {r.seconds:.1f}s"),
         ("padding efficiency", f"{r.padding_efficiency:.1%}"),
         ("model", f"{r.model}, not loaded: {why}" if unloaded else f"{r.model} on {r.device} ({r.precision})"),
-        ("sink", f"{r.sink} / {r.collection}"),
+        ("sink", f"{r.sink} / {r.collection}" + (f", with sparse vectors ({r.sparse})" if r.sparse else "")),
     ]  # fmt: skip
     for row in rows:
         table.add_row(*row)
@@ -76,7 +76,8 @@ def print_status(out: Console, rows: list[dict[str, Any]]) -> None:
         out.print("The ledger holds nothing yet: run `embedpipe backfill SOURCE` first.")
     for row in rows:
         out.print(f"[bold]{escape(row['target'])}[/] model {escape(row['model_name'])}, dim {row['dim']}, "
-                  f"fingerprint {row['fingerprint'][:12]}: {row['chunks']:,} chunks, {row['documents']:,} documents")  # fmt: skip
+                  f"fingerprint {row['fingerprint'][:12]}: {row['chunks']:,} chunks, {row['documents']:,} documents"
+                  + (f", sparse vectors ({row['sparse']})" if row.get("sparse") else ""))  # fmt: skip
         if row.get("served_differs"):
             out.print(
                 f"  [yellow]the sink serves generation {row['served'][:12]}, not the ledger's "
@@ -120,7 +121,10 @@ def duration(seconds: float) -> str:
 
 def print_reconcile(out: Console, result: dict[str, Any]) -> None:
     """Drift per generation, and what a repair did."""
-    out.print(f"{result['target']}:")
+    out.print(
+        f"{result['target']}:"
+        + (f" (sparse vectors: {result['sparse']})" if result.get("sparse") else "")
+    )
     if result["relink"]:
         out.print(f"  the sink serves generation {result['relink'][:12]}, the ledger's live pointer "
                   "names another (a crash mid-swap): --repair relinks the ledger")  # fmt: skip

@@ -223,3 +223,27 @@ def test_eval_scores_modes_side_by_side_and_auto_judges_a_sparse_generation_on_h
     )
     with pytest.raises(ConfigError, match="keeps no sparse vectors"):
         api.evaluate(dense_only, queries=queries, k=3, mode="hybrid")
+
+
+def test_export_copies_sparse_vectors_and_status_and_reconcile_show_them(
+    tmp_path: Path, encoder: Any
+) -> None:
+    from embedpipe import api
+
+    cfg = config("qdrant-edge", tmp_path)
+    build(cfg, encoder)
+    ident, doc = hk.identifier_queries()[3]
+    copy = api.export(cfg, to=sink_uri("qdrant", tmp_path))
+    assert copy.chunks_embedded == len(hk.ENTRIES)
+    with open_index(sink=sink_uri("qdrant", tmp_path), collection="docs") as index:
+        assert index.has_sparse()
+        assert index.search(ident, 1, mode="sparse")[0].doc_id == doc
+    flat_copy = api.export(cfg, to=sink_uri("faiss", tmp_path))
+    assert any("sparse (BM25) vectors were not copied" in n for n in flat_copy.notes)
+    with open_index(sink=sink_uri("faiss", tmp_path), collection="docs") as index:
+        assert not index.has_sparse() and index.search(ident, 1)
+    assert [row.get("sparse") for row in api.status(cfg)] == ["bm25"]
+    assert api.reconcile(cfg)["sparse"] == "bm25"
+    dense_only = config("parquet", tmp_path, sparse=False)
+    build(dense_only, encoder)
+    assert [row.get("sparse") for row in api.status(dense_only)] == [None]

@@ -54,6 +54,12 @@ def settings_of(manifest_settings: Mapping[str, Any]) -> SparseConfig | None:
     return cfg if cfg.on else None
 
 
+def sparse_kind(manifest: Mapping[str, Any]) -> str | None:
+    """The kind of sparse vectors ("bm25") a generation's manifest says it keeps, or None."""
+    settings = settings_of(manifest.get("settings") or {})
+    return None if settings is None else settings.kind
+
+
 @dataclass(frozen=True)
 class SparseVector:
     """A sparse vector as the engines take it: term ids and their weights."""
