@@ -29,7 +29,7 @@ if TYPE_CHECKING:
         run,
         status,
     )
-    from embedpipe.pipeline import Pipeline
+    from embedpipe.runs.pipeline import Pipeline
     from embedpipe.sinks.base import Hit, Sink
 
 __version__ = "0.1.0"
@@ -42,7 +42,7 @@ __all__ = [
 _LAZY = {
     "backfill": "embedpipe.api", "encode": "embedpipe.api", "query": "embedpipe.api", "run": "embedpipe.api",
     "status": "embedpipe.api", "evaluate": "embedpipe.api", "promote": "embedpipe.api",
-    "rollback": "embedpipe.api", "Pipeline": "embedpipe.pipeline", "Hit": "embedpipe.sinks.base",
+    "rollback": "embedpipe.api", "Pipeline": "embedpipe.runs.pipeline", "Hit": "embedpipe.sinks.base",
     "Sink": "embedpipe.sinks.base", "export": "embedpipe.api", "open_index": "embedpipe.api",
 }  # fmt: skip
 

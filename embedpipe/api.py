@@ -15,21 +15,21 @@ import numpy as np
 
 from embedpipe.config import ModelConfig, RunConfig, flat_overrides, load_config
 from embedpipe.documents import given
+from embedpipe.encoding.lazy import LazyEncoder
+from embedpipe.encoding.models import DEFAULT_MODEL_NAME
 from embedpipe.errors import ConfigError, EmbedpipeError
-from embedpipe.fsmode import state_permissions
 from embedpipe.index import Index
-from embedpipe.lazymodel import LazyEncoder
-from embedpipe.ledger import LEDGER_FILE, Ledger, Target, state_dir_for, target_key
 from embedpipe.metrics import write_textfile
-from embedpipe.models import DEFAULT_MODEL_NAME
-from embedpipe.pipeline import Pipeline, Progress
-from embedpipe.preflight import RecordCount, check_first_records
+from embedpipe.runs.pipeline import Pipeline, Progress
+from embedpipe.runs.preflight import RecordCount, check_first_records
 from embedpipe.sinks import open_sink
 from embedpipe.sinks.base import Hit, Sink
 from embedpipe.sinks.filters import parse_where as parse_where  # for the CLI's --where
 from embedpipe.sinks.registry import require_sparse
 from embedpipe.sinks.sparse import check_mode, sparse_kind
 from embedpipe.sources import open_source
+from embedpipe.state.ledger import LEDGER_FILE, Ledger, Target, state_dir_for, target_key
+from embedpipe.state.permissions import state_permissions
 from embedpipe.types import RunReport
 
 ConfigArg: TypeAlias = RunConfig | str | Path | None  # what every function takes as `config`
@@ -132,9 +132,9 @@ def _encoder_for(model_config: str) -> Any:
     """The one model cache: a loaded encoder per model settings (ModelConfig as JSON) for the
     life of the process, shared by `run`, `encode` and `query`, so a program (or a test suite)
     loads and calibrates each model once. Where a torch-loaded encoder recorded how to run the
-    same settings on its cached OpenVINO export, that runs without torch (`embedpipe.torchless`).
+    same settings on its cached OpenVINO export, that runs without torch (`embedpipe.encoding.torchless`).
     Call it through `_shared_encoder`."""
-    from embedpipe.encoder import Encoder, exported_encoder
+    from embedpipe.encoding.encoder import Encoder, exported_encoder
 
     cfg = ModelConfig.model_validate_json(model_config)
     return exported_encoder(cfg) or Encoder(cfg)
@@ -230,7 +230,7 @@ def export(
     `to_collection`, default the same name) without re-encoding: same point ids, payloads,
     vectors and manifest, and the destination's ledger (beside it, or in `to_state`) written so
     incremental runs go on against it. Resumable; a repeated export copies what changed."""
-    from embedpipe.exporter import export as copy
+    from embedpipe.runs.export import export as copy
 
     source = as_config(config, options)
     data = source.model_dump()
@@ -319,7 +319,7 @@ def reconcile(config: RunConfig, *, repair: bool = False) -> dict[str, Any]:
     generation than the ledger's live pointer names (a crash mid-swap; repair: relink the ledger).
     """
     from embedpipe.durable import StateLock
-    from embedpipe.reconcile import reconcile as compare
+    from embedpipe.runs.reconcile import reconcile as compare
 
     sink = open_sink(config.sink)
     key = target_key(sink.uri, config.sink.collection)
@@ -354,9 +354,9 @@ def evaluate(
     `mode`: dense, sparse or hybrid (or auto, as the quality gate: hybrid when the generation
     keeps sparse vectors); several modes score the same generation side by side: the result
     then holds the first's scores and `modes` {mode: its metrics}."""
-    from embedpipe.evaluation import answerable, known_documents, load_queries
-    from embedpipe.gate import built_manifest, query_model, score_generation
-    from embedpipe.switch import generation as named
+    from embedpipe.promotion.gate import built_manifest, query_model, score_generation
+    from embedpipe.promotion.quality import answerable, known_documents, load_queries
+    from embedpipe.promotion.switch import generation as named
 
     cfg = config or load_config(None, flat_overrides(**options))
     _check_k(k)
@@ -421,7 +421,7 @@ def rollback(
 
 def _switch(config: RunConfig | None, which: str, options: dict[str, Any]) -> dict[str, Any]:
     from embedpipe.durable import StateLock
-    from embedpipe.switch import switch
+    from embedpipe.promotion.switch import switch
 
     cfg = config or load_config(None, flat_overrides(**options))
     sink = open_sink(cfg.sink)

@@ -19,11 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from embedpipe import serving
 from embedpipe.config import ModelConfig, RunConfig
-from embedpipe.direct import delete_documents
 from embedpipe.errors import ClosedIndexError, ConfigError, SinkError
-from embedpipe.ledger import Ledger, state_dir_for, target_key
+from embedpipe.runs.encoderless import delete_documents
+from embedpipe.sinks import shared as serving
 from embedpipe.sinks.base import Hit, ReadView, Sink, close_served, served
 from embedpipe.sinks.registry import require_sparse
 from embedpipe.sinks.sparse import (
@@ -34,6 +33,7 @@ from embedpipe.sinks.sparse import (
     check_mode,
     settings_of,
 )
+from embedpipe.state.ledger import Ledger, state_dir_for, target_key
 
 # The model settings that change the vectors, kept in the manifest so writes keep the fingerprint.
 MODEL_SETTINGS = ("name", "normalize", "prefix", "query_prefix", "max_seq_length", "truncate_dim",
@@ -41,7 +41,9 @@ MODEL_SETTINGS = ("name", "normalize", "prefix", "query_prefix", "max_seq_length
 
 # What `built_with` records; a copy of an index (export) carries these and nothing of the sink's own.
 MANIFEST_KEYS = ("model", "dim", "prompts", "settings", "fingerprint")
-EncoderFor = Callable[[ModelConfig], Any]  # an embedpipe.encoder.Encoder for model settings
+EncoderFor = Callable[
+    [ModelConfig], Any
+]  # an embedpipe.encoding.encoder.Encoder for model settings
 
 
 def built_with(config: RunConfig, dim: int) -> dict[str, Any]:
@@ -118,7 +120,7 @@ class Index:
         query_prefix: str | None = None,
     ) -> None:
         """Over `sink` (the caller's, released by close()), else over this process's shared
-        sink for `config.sink` (see `embedpipe.serving`)."""
+        sink for `config.sink` (see `embedpipe.sinks.shared`)."""
         self.config = config
         self._shared: serving.SharedSink | None = None
         if sink is None:

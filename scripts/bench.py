@@ -124,7 +124,7 @@ def read_documents(path: Path) -> list[Any]:
 
 
 def chunks_of(encoder: Any, docs: list[Any]) -> list[Any]:
-    from embedpipe.chunking import Chunker
+    from embedpipe.encoding.chunking import Chunker
 
     chunker = Chunker(encoder.tokenizer, chunk_tokens=256, overlap_tokens=32,
                       max_seq_length=encoder.max_seq_length)  # fmt: skip
@@ -141,7 +141,7 @@ def encoder_only(
     (`st_bf16` None: emulated bf16 runs several times slower than fp32, see the backends table)."""
     import torch
 
-    from embedpipe.batching import batches
+    from embedpipe.encoding.batching import batches
 
     texts = [c.text for c in chunks]
     tokens = sum(c.token_count for c in chunks)
@@ -205,7 +205,7 @@ def _bf16_copy(module: Any) -> Any:
 def threads(encoder: Any, chunks: list[Any]) -> None:
     import torch
 
-    from embedpipe.batching import batches
+    from embedpipe.encoding.batching import batches
 
     if encoder.backend != "torch":
         out(f"## Torch intra-op threads: not measured (the encoder runs on {encoder.backend})")
@@ -230,7 +230,7 @@ def threads(encoder: Any, chunks: list[Any]) -> None:
 
 
 def padding(chunks: list[Any]) -> None:
-    from embedpipe.batching import batches, fixed_count_batches, padding_efficiency
+    from embedpipe.encoding.batching import batches, fixed_count_batches, padding_efficiency
 
     bucketed = padding_efficiency(batches(chunks, max_batch_tokens=16384))
     fixed = padding_efficiency(fixed_count_batches(chunks, 32))
@@ -300,7 +300,7 @@ def ceiling(encoder: Any, chunks: list[Any], rates: dict[str, float]) -> None:
 
 
 def profile_encode(encoder: Any, chunks: list[Any]) -> None:
-    from embedpipe.batching import batches
+    from embedpipe.encoding.batching import batches
 
     prof = cProfile.Profile()
     prof.enable()
@@ -363,7 +363,7 @@ def main() -> None:
         from sentence_transformers import SentenceTransformer
 
         from embedpipe.config import ModelConfig
-        from embedpipe.encoder import Encoder
+        from embedpipe.encoding.encoder import Encoder
 
         with timer() as t_load:
             encoder = Encoder(ModelConfig(device="cpu"))  # backend/precision auto: parity check

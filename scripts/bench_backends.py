@@ -33,7 +33,7 @@ RUNS = [("torch", "fp32"), ("torch", "bf16"), ("openvino", "fp32"), ("openvino",
 
 def sample_texts(tokenizer: Any, count: int) -> list[str]:
     """`count` records of 8-256 tokens spread evenly over their lengths, none used by int8."""
-    from embedpipe.int8 import CALIBRATION_SIZE, calibration_sample
+    from embedpipe.encoding.int8 import CALIBRATION_SIZE, calibration_sample
 
     seen = set(calibration_sample(2 * CALIBRATION_SIZE))
     texts = [" ".join(r["text"].split()) for r in corpus.docstring_records()]
@@ -59,7 +59,7 @@ def measure(texts: int, batch: int, repeats: int, int8: bool) -> list[str]:
     import torch
 
     from embedpipe.config import ModelConfig
-    from embedpipe.encoder import Encoder
+    from embedpipe.encoding.encoder import Encoder
 
     runs = RUNS + ([("openvino", "int8")] if int8 else [])
     encoders: dict[str, Any] = {}

@@ -33,10 +33,10 @@ def main() -> None:
 
     from sentence_transformers import SentenceTransformer
 
-    from embedpipe.batching import batches
-    from embedpipe.chunking import Chunker
     from embedpipe.config import ModelConfig, load_config
-    from embedpipe.encoder import Encoder
+    from embedpipe.encoding.batching import batches
+    from embedpipe.encoding.chunking import Chunker
+    from embedpipe.encoding.encoder import Encoder
     from embedpipe.types import Document
 
     texts = [r["text"] for r in corpus.docstring_records()][: args.records]

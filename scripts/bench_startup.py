@@ -155,7 +155,7 @@ def report(
     began: str,
     args: argparse.Namespace,
 ) -> None:
-    from embedpipe.choices import cpu_name
+    from embedpipe.encoding.remembered import cpu_name
 
     def med(values: list[float]) -> float:
         return statistics.median(values)

@@ -66,7 +66,7 @@ def corpus_chunks(tokenizer: Any, work: Path, modules: int) -> list[Any]:
     sys.path.insert(0, str(ROOT / "scripts"))
     import corpus
 
-    from embedpipe.chunking import Chunker
+    from embedpipe.encoding.chunking import Chunker
     from embedpipe.types import Document
 
     corpus.write_docs(work / "docs", modules=modules)
@@ -82,7 +82,7 @@ def settings(path: Path, device: str, precision: str) -> Any:
 
 
 def ours(encoder: Any, chunks: list[Any], budget: int) -> tuple[dict[str, Any], float]:
-    from embedpipe.batching import batches
+    from embedpipe.encoding.batching import batches
 
     vectors: dict[str, Any] = {}
     start = time.perf_counter()
@@ -119,7 +119,7 @@ def main() -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from embedpipe.encoder import Encoder
+    from embedpipe.encoding.encoder import Encoder
 
     summary: dict[str, Any] = {"device": args.device, "torch": torch.__version__}
     if args.device.startswith("cuda"):

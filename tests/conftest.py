@@ -33,7 +33,7 @@ def embedpipe_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def encoder():  # type: ignore[no-untyped-def]
     """The packaged all-MiniLM-L6-v2, fp32 torch on CPU (the reference), loaded once per session."""
-    from embedpipe.encoder import Encoder
+    from embedpipe.encoding.encoder import Encoder
 
     return Encoder(ModelConfig(precision="fp32", backend="torch", device="cpu"))
 

@@ -1,7 +1,7 @@
 """A deterministic stand-in for the Encoder, for rule tests that need no model.
 
 `FakeEncoder` has every attribute the pipeline and the local engine read on an `Encoder`
-(embedpipe/pipeline.py, engines/local.py): identity and output options for the fingerprint,
+(embedpipe/runs/pipeline.py, engines/local.py): identity and output options for the fingerprint,
 name/device/precision for the report, the packaged model's real fast tokenizer (the chunker needs
 its offsets), the token budget, and `encode_batch`. Its vectors are the mean of a fixed random
 unit vector per token id (special tokens nearly silent), normalised: equal texts give equal vectors, texts sharing words point
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from embedpipe.models import ModelIdentity, resolve_model_path
+from embedpipe.encoding.models import ModelIdentity, resolve_model_path
 from embedpipe.types import Batch
 
 FAKE_NAME = "fake-encoder"

@@ -79,11 +79,11 @@ def test_the_import_graph_has_no_cycle() -> None:
 @pytest.mark.parametrize(
     ("low", "high"),
     [
-        ("embedpipe.sinks", "embedpipe.encoder"),  # sinks never import the encoder
-        ("embedpipe.planning", "embedpipe.pipeline"),
-        ("embedpipe.commit", "embedpipe.pipeline"),
-        ("embedpipe.engines", "embedpipe.pipeline"),
-        ("embedpipe.pipeline", "embedpipe.api"),
+        ("embedpipe.sinks", "embedpipe.encoding.encoder"),  # sinks never import the encoder
+        ("embedpipe.runs.planning", "embedpipe.runs.pipeline"),
+        ("embedpipe.runs.commit", "embedpipe.runs.pipeline"),
+        ("embedpipe.engines", "embedpipe.runs.pipeline"),
+        ("embedpipe.runs.pipeline", "embedpipe.api"),
         ("embedpipe.api", "embedpipe.cli"),
     ],
 )

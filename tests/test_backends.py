@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import embedpipe.encoder as encoder_module
-from embedpipe.backends import MODEL_XML, openvino_dir
+import embedpipe.encoding.encoder as encoder_module
 from embedpipe.cli import app
 from embedpipe.config import ModelConfig, flat_overrides
-from embedpipe.encoder import Encoder
+from embedpipe.encoding.encoder import Encoder
+from embedpipe.encoding.openvino import MODEL_XML, openvino_dir
+from embedpipe.encoding.precision import cpu_has_native_bf16
 from embedpipe.errors import ModelError
-from embedpipe.precision import cpu_has_native_bf16
 
 needs_openvino = pytest.mark.skipif(
     find_spec("openvino") is None,
@@ -51,13 +51,13 @@ def test_the_export_is_made_once_per_model_and_reused(
     fresh_cache: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg = ModelConfig(backend="openvino", precision="fp32", device="cpu")
-    with caplog.at_level(logging.INFO, logger="embedpipe.backends"):
+    with caplog.at_level(logging.INFO, logger="embedpipe.encoding.openvino"):
         Encoder(cfg)
     [xml] = exports(fresh_cache)
     assert xml.parent.parent == openvino_dir()
     made = xml.stat().st_mtime_ns
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="embedpipe.backends"):
+    with caplog.at_level(logging.INFO, logger="embedpipe.encoding.openvino"):
         again = Encoder(cfg)
     assert "exporting" not in caplog.text
     assert exports(fresh_cache) == [xml] and xml.stat().st_mtime_ns == made
@@ -128,7 +128,7 @@ def test_openvino_is_imported_without_telemetry_unless_the_user_opted_in(tmp_pat
     import subprocess
 
     probe = (
-        "import multiprocessing\nfrom embedpipe.backends import import_openvino\nimport_openvino()\n"
+        "import multiprocessing\nfrom embedpipe.encoding.openvino import import_openvino\nimport_openvino()\n"
         "from openvino_telemetry.utils.opt_in_checker import OptInChecker\n"
         "print(len(multiprocessing.active_children()), OptInChecker().check(False, True).name)\n"
     )

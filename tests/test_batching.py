@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from embedpipe.batching import batches, fixed_count_batches, make_batch, padding_efficiency
+from embedpipe.encoding.batching import batches, fixed_count_batches, make_batch, padding_efficiency
 from embedpipe.types import Batch, Chunk
 
 

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 
 import pytest
 
-from embedpipe import chunking
-from embedpipe.chunking import Chunker
+from embedpipe.encoding import chunking
+from embedpipe.encoding.chunking import Chunker
 from embedpipe.errors import ConfigError, ModelError
 from embedpipe.types import Chunk, Document
 

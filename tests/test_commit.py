@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from embedpipe.commit import retry
 from embedpipe.config import SinkConfig
 from embedpipe.errors import SinkError, TransientSinkError
-from embedpipe.ledger import DONE, Ledger, Target
 from embedpipe.promotion import held_message, relink, verdict
+from embedpipe.runs.commit import retry
 from embedpipe.sinks import open_sink
 from embedpipe.sinks.base import Sink
+from embedpipe.state.ledger import DONE, Ledger, Target
 from embedpipe.types import Chunk
 
 KEY = "faiss:/srv/index|docs"

@@ -1,7 +1,7 @@
-"""Configuration docs: every key is described once, in config.py, and nothing else drifts from it.
+"""Configuration docs: every key is described once, in config/__init__.py, and nothing else drifts from it.
 
 configs/default.yaml, the `embedpipe init` template and the CLI's option help are generated from
-the Field descriptions (embedpipe.configdoc); these tests fail when one of them is edited by hand
+the Field descriptions (embedpipe.config.docs); these tests fail when one of them is edited by hand
 or a key is added without a description.
 """
 
@@ -20,9 +20,9 @@ from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from embedpipe.cli import app
 from embedpipe.config import FLAT_KEYS, RunConfig, load_config
-from embedpipe.configdoc import COMMENT_COLUMN, default_yaml, describe, field, section_model
+from embedpipe.config.docs import COMMENT_COLUMN, default_yaml, describe, field, section_model
+from embedpipe.config.template import render_config
 from embedpipe.errors import ConfigError
-from embedpipe.init import render_config
 from embedpipe.sinks import SINKS
 
 DEFAULT_YAML = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
@@ -81,8 +81,8 @@ def full_line_comments(text: str) -> list[str]:
 
 def test_default_yaml_is_generated_from_the_models() -> None:
     assert DEFAULT_YAML.read_text(encoding="utf-8") == default_yaml(), (
-        "configs/default.yaml drifted from embedpipe/config.py: regenerate it with "
-        "`python -m embedpipe.configdoc > configs/default.yaml`"
+        "configs/default.yaml drifted from embedpipe/config/__init__.py: regenerate it with "
+        "`python -m embedpipe.config.docs > configs/default.yaml`"
     )
 
 

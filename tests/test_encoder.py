@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 import torch
 
-import embedpipe.encoder as encoder_module
-from embedpipe.batching import batches
-from embedpipe.chunking import Chunker
+import embedpipe.encoding.encoder as encoder_module
 from embedpipe.config import ChunkingConfig, ModelConfig, load_config
-from embedpipe.encoder import CPU_PASS_TOKENS, MAX_GPU_BATCH_TOKENS, Encoder
+from embedpipe.encoding.batching import batches
+from embedpipe.encoding.chunking import Chunker
+from embedpipe.encoding.encoder import CPU_PASS_TOKENS, MAX_GPU_BATCH_TOKENS, Encoder
+from embedpipe.encoding.models import hash_model_files
 from embedpipe.errors import ModelError
 from embedpipe.hashing import fingerprint
-from embedpipe.models import hash_model_files
-from embedpipe.pipeline import Pipeline
+from embedpipe.runs.pipeline import Pipeline
 from embedpipe.sources import read_dir
 from embedpipe.types import Batch, Chunk, Document
 from tests.streamkit import WORDS, small_batch_config, varied_docs

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from embedpipe.chunking import Chunker
-from embedpipe.encoder import Encoder
-from embedpipe.ledger import Ledger, Target, state_dir_for, target_key
-from embedpipe.pipeline import Pipeline
+from embedpipe.encoding.chunking import Chunker
+from embedpipe.encoding.encoder import Encoder
+from embedpipe.runs.pipeline import Pipeline
 from embedpipe.sinks import open_sink
 from embedpipe.sinks.base import Sink
+from embedpipe.state.ledger import Ledger, Target, state_dir_for, target_key
 from embedpipe.types import Document, Embedded
 from tests.streamkit import small_batch_config, varied_docs
 

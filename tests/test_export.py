@@ -13,7 +13,7 @@ import pytest
 import embedpipe
 from embedpipe.config import RunConfig, load_config
 from embedpipe.errors import ConfigError, SinkError
-from embedpipe.pipeline import Pipeline
+from embedpipe.runs.pipeline import Pipeline
 from embedpipe.sinks import open_sink
 from embedpipe.types import point_id
 from tests.clikit import cli

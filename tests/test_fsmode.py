@@ -1,4 +1,4 @@
-"""File permissions (embedpipe/fsmode.py): state and sink files are private to their owner unless
+"""File permissions (embedpipe/state/permissions.py): state and sink files are private to their owner unless
 state_mode opens them to the group, and a run puts the process umask back."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 import embedpipe
 from embedpipe.config import load_config
 from embedpipe.errors import ConfigError, SourceError
-from embedpipe.ledger import state_dir_for
+from embedpipe.state.ledger import state_dir_for
 from embedpipe.types import Document
 from tests.clikit import tree
 from tests.test_incremental import config, corpus_files

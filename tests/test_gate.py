@@ -1,5 +1,5 @@
 """Champion / challenger: a new model or chunking goes live only if it retrieves no worse; the
-metrics (evaluation.py), the gate (gate.py), promote and rollback (switch.py) on real models and
+metrics (promotion/quality.py), the gate (promotion/gate.py), promote and rollback (promotion/switch.py) on real models and
 every sink."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import embedpipe
 import embedpipe.api
 from embedpipe.config import load_config
 from embedpipe.errors import ConfigError, EmbedpipeError, HeldError
-from embedpipe.evaluation import Query, load_queries, score
+from embedpipe.promotion.quality import Query, load_queries, score
 from tests.clikit import embedpipe as command
 from tests.test_incremental import consistency
 
@@ -250,7 +250,7 @@ def test_held_gate_is_not_forced_by_the_documents_rule(
 def test_html_report_shows_live_and_staged_metrics_side_by_side(
     make_corpus, tmp_path: Path, queries: Path, tiny_model: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    from embedpipe.htmlreport import render
+    from embedpipe.report.html import render
 
     root = make_corpus(TOPICS)
     gate = {"eval": {"queries": str(queries), "k": 3}}

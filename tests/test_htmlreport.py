@@ -1,4 +1,4 @@
-"""The HTML report (embedpipe/htmlreport.py) and the series it charts: the run report's histogram
+"""The HTML report (embedpipe/report/html.py) and the series it charts: the run report's histogram
 and timeline, `embedpipe report`, and the charts as headless Chromium renders them."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from embedpipe import htmlreport
 from embedpipe.cli import app
+from embedpipe.report import html as htmlreport
 from tests.reportkit import cli_backfill, report
 
 

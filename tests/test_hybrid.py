@@ -12,7 +12,7 @@ import pytest
 from embedpipe.api import open_index
 from embedpipe.config import RunConfig, load_config
 from embedpipe.errors import ConfigError
-from embedpipe.pipeline import Pipeline
+from embedpipe.runs.pipeline import Pipeline
 from embedpipe.sinks import open_sink
 from embedpipe.types import RunReport
 from tests import hybridkit as hk

@@ -12,9 +12,9 @@ import embedpipe.api
 from embedpipe.config import load_config
 from embedpipe.durable import StateLock
 from embedpipe.errors import LockedError, SinkError
-from embedpipe.ledger import Ledger, Target, state_dir_for, target_key
-from embedpipe.pipeline import Pipeline
+from embedpipe.runs.pipeline import Pipeline
 from embedpipe.sinks import open_sink
+from embedpipe.state.ledger import Ledger, Target, state_dir_for, target_key
 from embedpipe.types import Embedded
 from tests import pgkit
 from tests.clikit import embedpipe as command
@@ -358,7 +358,7 @@ def test_keep_previous_retains_the_retired_index_after_a_swap(
 def test_unchanged_document_is_skipped_before_chunking_but_an_edit_is_not(
     make_corpus, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    from embedpipe import chunking
+    from embedpipe.encoding import chunking
 
     files = corpus_files(6)
     root = make_corpus(files)

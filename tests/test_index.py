@@ -18,7 +18,7 @@ from embedpipe.config import RunConfig, load_config
 from embedpipe.documents import GIVEN, as_document
 from embedpipe.errors import ConfigError
 from embedpipe.index import Index
-from embedpipe.pipeline import Pipeline
+from embedpipe.runs.pipeline import Pipeline
 from embedpipe.sinks import open_sink
 from embedpipe.types import Document, RecordError
 from tests.clikit import cli

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-import embedpipe.encoder as encoder_module
-import embedpipe.int8 as int8_module
+import embedpipe.encoding.encoder as encoder_module
+import embedpipe.encoding.int8 as int8_module
 from embedpipe.config import ChunkingConfig, ModelConfig
-from embedpipe.encoder import Encoder
+from embedpipe.encoding.encoder import Encoder
+from embedpipe.encoding.int8 import calibration_sample
+from embedpipe.encoding.precision import cosines
 from embedpipe.errors import ModelError
 from embedpipe.hashing import fingerprint
-from embedpipe.int8 import calibration_sample
-from embedpipe.precision import cosines
 
 pytestmark = pytest.mark.skipif(
     find_spec("openvino") is None or find_spec("nncf") is None,
@@ -66,7 +66,7 @@ def test_int8_is_quantized_once_and_refused_under_the_bar(
     int8: Encoder, int8_world: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert int8.int8 is not None
-    with caplog.at_level(logging.INFO, logger="embedpipe.int8"):
+    with caplog.at_level(logging.INFO, logger="embedpipe.encoding.int8"):
         again = Encoder(ModelConfig(precision="int8", device="cpu", int8_min_cosine=LOOSE))
         strict = int8.int8.min_cosine + 1e-4
         with pytest.raises(ModelError, match=f"int8_min_cosine={strict}"):

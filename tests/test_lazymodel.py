@@ -1,6 +1,6 @@
 """Nothing heavy before it is needed: an unchanged re-run decides everything from the ledger and
 never imports torch or loads the model; a dry run chunks with the tokenizer loaded alone and
-never loads the model either (embedpipe/lazymodel.py)."""
+never loads the model either (embedpipe/encoding/lazy.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import pytest
 
 import embedpipe
 from embedpipe.config import ModelConfig, load_config
+from embedpipe.encoding.lazy import MODELS_FILE, NOT_LOADED, LazyEncoder
+from embedpipe.encoding.models import same_tokenizer
 from embedpipe.errors import ModelError
-from embedpipe.lazymodel import MODELS_FILE, NOT_LOADED, LazyEncoder
-from embedpipe.ledger import state_dir_for
-from embedpipe.models import same_tokenizer
+from embedpipe.state.ledger import state_dir_for
 from tests.test_incremental import config, corpus_files
 
 PROBE = """
@@ -122,7 +122,7 @@ def test_a_first_dry_run_on_a_new_state_directory_loads_no_model(
 
 
 def test_the_tokenizer_and_identity_worked_out_unloaded_are_the_models(tiny_model: Path) -> None:
-    from embedpipe.encoder import Encoder
+    from embedpipe.encoding.encoder import Encoder
 
     fp32 = {"precision": "fp32", "backend": "torch", "device": "cpu"}
     texts = ["Kites fly on strings.", "Ünïcode, CJK 河流 and emoji 🪁 " * 40]
@@ -152,7 +152,7 @@ def test_a_model_unlike_what_the_run_chunked_with_fails_before_encoding(fake_enc
 def test_a_tokenizer_unlike_the_models_fails_once_then_the_models_own_is_used(
     fake_encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
-    # A cache without a torch-free record: the tokenizer alone is transformers' (models.py).
+    # A cache without a torch-free record: the tokenizer alone is transformers' (encoding/models.py).
     monkeypatch.setenv("EMBEDPIPE_CACHE_DIR", str(tmp_path / "cache"))
     lazy = LazyEncoder(ModelConfig(), lambda: other)
     lazy.remember_in(tmp_path)

@@ -1,4 +1,4 @@
-"""The ledger alone (embedpipe/ledger.py) and the run's seen-set (planning.Seen), on a real SQLite
+"""The ledger alone (embedpipe/state/ledger.py) and the run's seen-set (planning.Seen), on a real SQLite
 file in tmp_path: migrations, chunk states, the unchanged-document rule, generations, status,
 stale chunks, and where the ledger lives."""
 
@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from embedpipe.durable import StateLock
-from embedpipe.ledger import (
+from embedpipe.runs.planning import Seen
+from embedpipe.state.ledger import (
     DONE,
     LEDGER_FILE,
     MIGRATIONS,
@@ -20,7 +21,6 @@ from embedpipe.ledger import (
     state_dir_for,
     target_key,
 )
-from embedpipe.planning import Seen
 from embedpipe.types import Chunk
 
 KEY = "faiss:/srv/index|docs"

@@ -21,7 +21,7 @@ def test_json_formatter_writes_one_object_per_event_with_its_fields(
     logs.configure("json")
     try:
         logs.record_error(
-            logging.getLogger("embedpipe.pipeline"), RecordError("s", "line 3", "bad")
+            logging.getLogger("embedpipe.runs.pipeline"), RecordError("s", "line 3", "bad")
         )
         logging.getLogger("some.library").info("not ours")  # below WARNING: not shown
     finally:

@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from embedpipe.errors import ModelError
-from embedpipe.models import (
+from embedpipe.encoding.models import (
     DEFAULT_MODEL_NAME,
     hash_model_files,
     load_model,
@@ -21,6 +20,7 @@ from embedpipe.models import (
     pooling_signature,
     resolve_model_path,
 )
+from embedpipe.errors import ModelError
 
 # hash_model_files of the packaged all-MiniLM-L6-v2, computed before the encoder was split:
 # the fingerprint of every index built with the default model depends on it.
@@ -43,7 +43,7 @@ def model_dir(tmp_path: Path) -> Path:
 def test_packaged_model_hash_is_unchanged_and_needs_no_torch() -> None:
     script = (
         "import json, sys\n"
-        "from embedpipe.models import hash_model_files, resolve_model_path\n"
+        "from embedpipe.encoding.models import hash_model_files, resolve_model_path\n"
         "name, path = resolve_model_path(None)\n"
         f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
         "print(json.dumps([name, hash_model_files(path), heavy]))\n"

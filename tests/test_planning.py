@@ -1,4 +1,4 @@
-"""The run's rules (planning.py, commit.py, promotion.py) through `Pipeline` on real sinks and a
+"""The run's rules (runs/planning.py, runs/commit.py, promotion/__init__.py) through `Pipeline` on real sinks and a
 real ledger, with the FakeEncoder: what is skipped, re-embedded, deleted, refused and held.
 No model is loaded, so each test takes a fraction of a second."""
 
@@ -11,9 +11,9 @@ import pytest
 
 from embedpipe.config import RunConfig, load_config
 from embedpipe.errors import DeleteGuardError, HeldError
-from embedpipe.ledger import Ledger, Target, state_dir_for, target_key
-from embedpipe.pipeline import Pipeline
+from embedpipe.runs.pipeline import Pipeline
 from embedpipe.sinks import open_sink
+from embedpipe.state.ledger import Ledger, Target, state_dir_for, target_key
 from embedpipe.types import Document, RecordError, RunReport
 from tests.fakes import FakeEncoder, TokenizerSpy
 

@@ -11,12 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import embedpipe.encoder as encoder_module
-from embedpipe.choices import Choices, cpu_name, machine
+import embedpipe.encoding.encoder as encoder_module
 from embedpipe.config import ModelConfig
-from embedpipe.encoder import Encoder
-from embedpipe.errors import ModelError
-from embedpipe.precision import (
+from embedpipe.encoding.encoder import Encoder
+from embedpipe.encoding.precision import (
     CALIBRATION_TEXTS,
     PARITY_BAR,
     calibration_blocks,
@@ -30,6 +28,8 @@ from embedpipe.precision import (
     set_torch_threads,
     torch_dtype,
 )
+from embedpipe.encoding.remembered import Choices, cpu_name, machine
+from embedpipe.errors import ModelError
 
 MODEL = {"files": "abc", "modules": "Pooling{}", "max_seq_length": 256, "prefix": ""}
 
@@ -282,7 +282,7 @@ def test_omp_num_threads_decides_when_none_are_asked(
 ) -> None:
     torch.set_num_threads(1)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setattr("embedpipe.precision.available_cores", lambda: 8)
+    monkeypatch.setattr("embedpipe.encoding.precision.available_cores", lambda: 8)
     assert set_torch_threads("cpu", None) == 1
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert set_torch_threads("cpu", None) == torch.get_num_threads() == 8

@@ -1,4 +1,4 @@
-"""Before the model loads (embedpipe/preflight.py): a source whose first records all fail the
+"""Before the model loads (embedpipe/runs/preflight.py): a source whose first records all fail the
 same way stops the run with one line; anything else goes on to the run."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 from embedpipe.config import SourceConfig
 from embedpipe.errors import SourceError
-from embedpipe.preflight import check_first_records
+from embedpipe.runs.preflight import check_first_records
 from embedpipe.sources import open_source
 
 ROW = {"id": "x", "pkg": "json", "section": "intro", "body": "The json module encodes objects."}

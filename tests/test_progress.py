@@ -1,4 +1,4 @@
-"""Progress on the work (embedpipe/progress.py): what the bar counts and when it is full, the
+"""Progress on the work (embedpipe/cli/progress.py): what the bar counts and when it is full, the
 record count behind its total, and the bar as an operator sees it, in a real pseudo-terminal, in
 a cron log (plain lines) and with --quiet."""
 
@@ -22,9 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from embedpipe.cli.progress import estimate
 from embedpipe.config import SourceConfig
-from embedpipe.preflight import RecordCount
-from embedpipe.progress import estimate
+from embedpipe.runs.preflight import RecordCount
 from embedpipe.sources import open_source
 from embedpipe.types import RunReport
 from tests.clikit import embedpipe as command

@@ -10,9 +10,9 @@ import pytest
 
 import embedpipe
 from embedpipe.config import ModelConfig, load_config
-from embedpipe.encoder import Encoder
+from embedpipe.encoding.encoder import Encoder
+from embedpipe.encoding.quantize import quantize
 from embedpipe.errors import ModelError
-from embedpipe.quantize import quantize
 from embedpipe.sinks import open_sink
 from tests.test_pipeline import FILES as PIPELINE_FILES
 

@@ -18,9 +18,9 @@ import pytest
 import embedpipe
 from embedpipe.config import load_config
 from embedpipe.errors import ConfigError
-from embedpipe.ledger import PENDING
 from embedpipe.sinks import open_sink
-from embedpipe.sinks.store import ShardStore
+from embedpipe.sinks.shards import ShardStore
+from embedpipe.state.ledger import PENDING
 from embedpipe.types import Document, RecordError
 from tests import pgkit
 from tests.clikit import embedpipe as command
@@ -85,7 +85,7 @@ def same_vectors(
 
 def stored(directory: Path) -> dict[str, tuple[str, np.ndarray]]:
     """chunk id -> (content hash, vector) read back from a FAISS sink's own vector store."""
-    from embedpipe.sinks.store import ShardStore, vectors_of
+    from embedpipe.sinks.shards import ShardStore, vectors_of
 
     table = ShardStore((directory / "docs" / "store").resolve()).live()
     assert table is not None
@@ -158,7 +158,7 @@ def test_a_source_only_the_driver_reads_is_shipped(encoder, tmp_path: Path) -> N
 
 def parquet_rows(directory: Path) -> dict[str, tuple[str, np.ndarray]]:
     """chunk id -> (content hash, vector) as a parquet: sink publishes them."""
-    from embedpipe.sinks.store import vectors_of
+    from embedpipe.sinks.shards import vectors_of
 
     table = pq.read_table(directory / "docs")
     vectors = vectors_of(table)

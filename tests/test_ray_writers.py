@@ -11,7 +11,7 @@ from embedpipe.errors import ConfigError
 from embedpipe.sinks.edge import EdgeSink
 from embedpipe.sinks.faiss import FaissSink
 from embedpipe.sinks.qdrant import QdrantSink, QdrantWriter
-from embedpipe.sinks.store import ShardWriter
+from embedpipe.sinks.shards import ShardWriter
 from tests.sinkkit import DIM, FP_A
 
 

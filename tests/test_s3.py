@@ -17,8 +17,8 @@ import pytest
 import embedpipe
 from embedpipe.config import load_config
 from embedpipe.errors import ConfigError, NoSourceError
-from embedpipe.ledger import Ledger, state_dir_for, target_key
 from embedpipe.sources import open_source
+from embedpipe.state.ledger import Ledger, state_dir_for, target_key
 from tests.s3kit import ACCESS_KEY, S3, SECRET_KEY, s3_server  # noqa: F401 (fixture `s3`)
 from tests.sourcekit import docs, errors, source
 

@@ -1,4 +1,4 @@
-"""Config sections (embedpipe/sections.py): a sink collection is a plain name, so it stays inside
+"""Config sections (embedpipe/config/sections.py): a sink collection is a plain name, so it stays inside
 the sink folder, wherever it is set."""
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import embedpipe
 import embedpipe.api
 from embedpipe.durable import StateLock
 from embedpipe.errors import HeldError
-from embedpipe.ledger import state_dir_for
+from embedpipe.state.ledger import state_dir_for
 from tests.clikit import embedpipe as embedpipe_command
 from tests.test_incremental import SERVERS, config, consistency, corpus_files
 

@@ -27,12 +27,12 @@ pytest.importorskip("llama_index.core")
 from llama_index.core import VectorStoreIndex
 
 import embedpipe
-from embedpipe import serving
 from embedpipe.config import RunConfig
 from embedpipe.errors import ClosedIndexError, SinkError
 from embedpipe.integrations.langchain import EmbedpipeVectorStore
 from embedpipe.integrations.llama_index import EmbedpipeEmbedding
 from embedpipe.integrations.llama_index import EmbedpipeVectorStore as LlamaStore
+from embedpipe.sinks import shared as serving
 from tests.test_integrations import QUESTIONS, built, config, records
 
 pytestmark = pytest.mark.slow

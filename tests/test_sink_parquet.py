@@ -15,7 +15,7 @@ import pytest
 from embedpipe.config import SinkConfig
 from embedpipe.sinks import open_sink
 from embedpipe.sinks.parquet import ParquetSink
-from embedpipe.sinks.store import vectors_of
+from embedpipe.sinks.shards import vectors_of
 from embedpipe.types import Embedded
 from tests.sinkkit import DIM, FP_A, embedded, filled, unit_vectors
 

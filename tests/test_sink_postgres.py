@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from embedpipe.commit import retry
 from embedpipe.config import SinkConfig
 from embedpipe.errors import SinkError, TransientSinkError
 from embedpipe.redact import redact_uri
+from embedpipe.runs.commit import retry
 from embedpipe.sinks import open_sink
 from embedpipe.sinks.postgres import PostgresSink, parse_place
 from embedpipe.types import Embedded
@@ -188,7 +188,7 @@ def test_a_dropped_connection_is_transient_and_the_retry_reconnects_holding_the_
 def test_a_run_whose_connection_drops_midway_completes_and_matches_the_ledger(
     pg: PgServer, make_corpus: Any, tmp_path: Path
 ) -> None:
-    from embedpipe.pipeline import Pipeline
+    from embedpipe.runs.pipeline import Pipeline
 
     root = make_corpus(corpus_files())
     cfg = config(root, "postgres", tmp_path, batching={"max_batch_tokens": 64, "max_batch_size": 4})
@@ -278,7 +278,7 @@ def test_a_reader_process_sees_whole_generations_while_a_run_writes_and_promotes
 
 
 def test_the_ledger_of_a_server_sink_is_named_by_its_socket_folder_and_schema() -> None:
-    from embedpipe.ledger import state_dir_for
+    from embedpipe.state.ledger import state_dir_for
 
     assert state_dir_for("postgresql://postgres:@/postgres?host=/run/pg&schema=rag", None) == Path(
         ".embedpipe/state/postgres_run_pg_rag"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from embedpipe.sinks.store import TMP_SUFFIX, ShardStore, ShardWriter, vectors_of
+from embedpipe.sinks.shards import TMP_SUFFIX, ShardStore, ShardWriter, vectors_of
 from embedpipe.types import Embedded
 from tests.sinkkit import DIM, embedded
 

@@ -15,11 +15,11 @@ import pytest
 import embedpipe
 import embedpipe.api
 from embedpipe.errors import HeldError, TransientSinkError
-from embedpipe.ledger import DONE, Ledger, Target, state_dir_for, target_key
 from embedpipe.metrics import write_textfile
-from embedpipe.pipeline import Pipeline
+from embedpipe.runs.pipeline import Pipeline
 from embedpipe.sinks import open_sink
 from embedpipe.sinks.qdrant import QdrantSink
+from embedpipe.state.ledger import DONE, Ledger, Target, state_dir_for, target_key
 from embedpipe.types import Chunk, RunReport
 from tests.clikit import embedpipe as command
 from tests.test_incremental import config, consistency, corpus_files

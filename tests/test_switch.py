@@ -1,4 +1,4 @@
-"""The operator's switches (switch.py, promotion.py): a rollback stays, a killed rollback or
+"""The operator's switches (promotion/switch.py, promotion/__init__.py): a rollback stays, a killed rollback or
 promote is finished (not repeated) by running it again, nothing is swapped in whose data is
 gone, and a killed drop is finished, not left as a ghost. Real sinks, real processes, SIGKILL
 at the crash points (faults.py)."""

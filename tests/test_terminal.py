@@ -1,4 +1,4 @@
-"""What the operator reads on the terminal (embedpipe/terminal.py): the run summary's colours
+"""What the operator reads on the terminal (embedpipe/cli/render.py): the run summary's colours
 and grouped record errors, and `status` with times, durations, outcomes and model names."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from embedpipe import terminal
 from embedpipe.cli import app
+from embedpipe.cli import render as terminal
 from embedpipe.types import NOT_LOADED, RecordError, RunReport
 
 RED, YELLOW = "\x1b[31m", "\x1b[33m"

@@ -1,6 +1,6 @@
 """Start-up only for what the work needs (issue 24): with a remembered OpenVINO choice, queries
 and incremental runs encode on the cached export with the model's tokenizer.json through
-`tokenizers`, and import neither torch nor sentence-transformers (embedpipe/torchless.py)."""
+`tokenizers`, and import neither torch nor sentence-transformers (embedpipe/encoding/torchless.py)."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedpipe import encoder as encoder_module
-from embedpipe import torchless
-from embedpipe.choices import CHOICES_FILE, cache_dir
-from embedpipe.chunking import Chunker
 from embedpipe.config import ModelConfig
-from embedpipe.encoder import Encoder, ExportedEncoder, exported_encoder
-from embedpipe.fasttokenizer import FastTokenizer
-from embedpipe.models import tokenizer_json
-from embedpipe.precision import cosines
+from embedpipe.encoding import encoder as encoder_module
+from embedpipe.encoding import torchless
+from embedpipe.encoding.chunking import Chunker
+from embedpipe.encoding.encoder import Encoder, ExportedEncoder, exported_encoder
+from embedpipe.encoding.models import tokenizer_json
+from embedpipe.encoding.precision import cosines
+from embedpipe.encoding.remembered import CHOICES_FILE, cache_dir
+from embedpipe.encoding.tokenizer import FastTokenizer
 from embedpipe.types import Document
 from tests.test_backends import fresh_cache, shared_model  # noqa: F401  (fixtures)
 from tests.test_incremental import corpus_files
@@ -131,7 +131,7 @@ def test_a_remembered_auto_choice_is_run_from_the_export_on_either_cpu(
 ) -> None:
     """What the CPU and OpenVINO report is injected, so both branches run on any machine."""
     monkeypatch.setattr(encoder_module, "cpu_has_native_bf16", lambda: native_bf16)
-    monkeypatch.setattr("embedpipe.precision.cpu_flags_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr("embedpipe.encoding.precision.cpu_flags_native_bf16", lambda: native_bf16)
     monkeypatch.setattr(torchless, "gpu_present", lambda: False)
     cfg = ModelConfig()  # auto everything, as a nightly run
     loaded = Encoder(cfg)  # the first run: a parity check against torch decides
@@ -145,9 +145,11 @@ def test_a_remembered_auto_choice_is_run_from_the_export_on_either_cpu(
     assert cosines(alone.encode_texts(TEXTS), loaded.encode_texts(TEXTS)).min() >= 0.9999
     # Another machine (the other CPU flags), a GPU that `device: auto` might pick, or a forgotten
     # choice: the torch way decides.
-    monkeypatch.setattr("embedpipe.precision.cpu_flags_native_bf16", lambda: not native_bf16)
+    monkeypatch.setattr(
+        "embedpipe.encoding.precision.cpu_flags_native_bf16", lambda: not native_bf16
+    )
     assert exported_encoder(cfg) is None
-    monkeypatch.setattr("embedpipe.precision.cpu_flags_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr("embedpipe.encoding.precision.cpu_flags_native_bf16", lambda: native_bf16)
     monkeypatch.setattr(torchless, "gpu_present", lambda: True)
     assert exported_encoder(cfg) is None
     monkeypatch.setattr(torchless, "gpu_present", lambda: False)

@@ -8,7 +8,7 @@ loaded 2-core machine, for every one of the suite's hundred-odd command runs.
 So one server process (this module run as `python -m tests.zygote`) imports those libraries
 and embedpipe's library modules once, then forks a child per command. The child sets up its own
 argv, environment, working directory and standard streams, and runs `python -m embedpipe` from
-there (`runpy`). The command-line modules (`embedpipe.cli`, `embedpipe.clirun`: their consoles
+there (`runpy`). The command-line modules (`embedpipe.cli`, `embedpipe.cli.running`: their consoles
 read COLUMNS and the like when imported) are imported fresh in every child, after its
 environment is in place; the library modules hold nothing at import but empty caches. A child SIGKILLed by a crash point dies
 alone; the server reports its exit status as `subprocess` would (-9).
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-# Never embedpipe.cli or embedpipe.clirun: they read the environment when imported.
+# Never embedpipe.cli or embedpipe.cli.running: they read the environment when imported.
 PRELOAD = ("torch", "sentence_transformers", "transformers", "faiss", "qdrant_client",
            "qdrant_edge", "pyarrow.parquet", "pyarrow.dataset", "typer", "rich.console",
            "pydantic", "numpy", "xxhash", "openvino", "embedpipe")  # fmt: skip

@@ -1,5 +1,5 @@
 """Execution engines: where chunking, encoding and writing run. One protocol (`Engine`); the
-rules (planning.py) and the commit order (commit.py) are the same for every engine.
+rules (runs/planning.py) and the commit order (runs/commit.py) are the same for every engine.
 
 Adding an engine: a module with a class implementing `Engine.stream`, and a line in `engine_for`.
 """

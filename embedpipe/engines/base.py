@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from embedpipe.commit import Committer, WriterThread
 from embedpipe.config import RunConfig
-from embedpipe.lazymodel import AnyEncoder
-from embedpipe.planning import Planner
+from embedpipe.encoding.lazy import AnyEncoder
+from embedpipe.runs.commit import Committer, WriterThread
+from embedpipe.runs.planning import Planner
 from embedpipe.sinks.base import Sink
 from embedpipe.types import Document, RecordError, RunReport
 

@@ -10,12 +10,12 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from embedpipe.batching import packed, token_budget
-from embedpipe.chunking import Chunker
-from embedpipe.commit import Encoded
+from embedpipe.encoding.batching import packed, token_budget
+from embedpipe.encoding.chunking import Chunker
 from embedpipe.engines.base import RunContext
 from embedpipe.faults import crash_point
 from embedpipe.hashing import content_hash
+from embedpipe.runs.commit import Encoded
 from embedpipe.threads import END, Worker, drain, put
 from embedpipe.types import EMPTY, Chunk, Document, RecordError
 

@@ -35,7 +35,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from embedpipe.commit import Encoded
 from embedpipe.config import RayConfig
 from embedpipe.engines.base import RunContext
 from embedpipe.engines.ray_stages import (
@@ -55,8 +54,9 @@ from embedpipe.engines.ray_stages import (
 )
 from embedpipe.errors import ConfigError, SinkError
 from embedpipe.faults import crash_point
+from embedpipe.runs.commit import Encoded
 from embedpipe.sinks.base import RemoteWriter, Sink
-from embedpipe.sinks.store import vectors_of
+from embedpipe.sinks.shards import vectors_of
 from embedpipe.sources.base import Files, Source
 from embedpipe.types import Chunk, Document, RecordError
 

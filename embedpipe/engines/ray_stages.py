@@ -16,7 +16,7 @@ from embedpipe.sinks.base import RemoteWriter
 from embedpipe.types import EMPTY, Chunk, Document, Embedded, RecordError
 
 if TYPE_CHECKING:
-    from embedpipe.chunking import Chunker
+    from embedpipe.encoding.chunking import Chunker
 
 DOC, CHUNK, ERROR = "doc", "chunk", "error"
 # Read tasks reserve no CPU: the actors hold the cluster's CPUs (a prepare actor waits for the
@@ -72,8 +72,8 @@ class PrepareStage:
         documents never imports transformers (and torch)."""
         from transformers import AutoTokenizer
 
-        from embedpipe.chunking import Chunker
-        from embedpipe.models import resolve_model_path
+        from embedpipe.encoding.chunking import Chunker
+        from embedpipe.encoding.models import resolve_model_path
 
         path = resolve_model_path(self.model.name)[1]
         tokenizer = AutoTokenizer.from_pretrained(str(path))
@@ -125,8 +125,8 @@ class EncodeStage:
     ) -> None:
         import torch
 
-        from embedpipe.batching import token_budget
-        from embedpipe.encoder import Encoder
+        from embedpipe.encoding.batching import token_budget
+        from embedpipe.encoding.encoder import Encoder
 
         torch.set_num_threads(max(1, int(threads)))
         self.encoder = Encoder(ModelConfig(**model))
@@ -136,7 +136,7 @@ class EncodeStage:
         self.label = f"{self.encoder.device}/{self.encoder.precision}"
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        from embedpipe.batching import packed
+        from embedpipe.encoding.batching import packed
 
         batch = table.to_pydict()
         chunks = chunks_of(batch)

@@ -37,9 +37,9 @@ from embedpipe.sinks import qdrant_base
 from embedpipe.sinks.base import Hit, ReadView, not_open
 from embedpipe.sinks.filters import conditions
 from embedpipe.sinks.generations import GenerationSink, read_manifest, try_lock, write_manifest
+from embedpipe.sinks.shards import chunk_payload, paired_vectors
 from embedpipe.sinks.snapshots import SnapshotReader, Snapshots, copy_tree
 from embedpipe.sinks.sparse import RRF_K, SPARSE_VECTOR, Bm25Encoder, Retrieval, settings_of
-from embedpipe.sinks.store import chunk_payload, paired_vectors
 from embedpipe.types import Embedded, point_id
 
 SHARD = "shard"

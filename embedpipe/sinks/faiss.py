@@ -38,7 +38,8 @@ from embedpipe.errors import SinkError
 from embedpipe.sinks.base import Hit, ReadView
 from embedpipe.sinks.filters import Rows, conditions
 from embedpipe.sinks.generations import lock, read_manifest, write_manifest
-from embedpipe.sinks.store import (
+from embedpipe.sinks.shard_backed import StoredSink
+from embedpipe.sinks.shards import (
     ShardStore,
     arrow_indices,
     hit_from_payload,
@@ -48,7 +49,6 @@ from embedpipe.sinks.store import (
     vectors_of,
     write_parquet,
 )
-from embedpipe.sinks.stored import StoredSink
 from embedpipe.types import int_id
 
 log = logging.getLogger(__name__)

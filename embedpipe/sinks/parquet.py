@@ -37,7 +37,8 @@ from embedpipe.errors import SinkError
 from embedpipe.sinks.base import Hit, ReadView
 from embedpipe.sinks.filters import Rows, conditions
 from embedpipe.sinks.generations import read_manifest
-from embedpipe.sinks.store import (
+from embedpipe.sinks.shard_backed import StoredSink
+from embedpipe.sinks.shards import (
     ShardStore,
     arrow_indices,
     hit_from_payload,
@@ -46,7 +47,6 @@ from embedpipe.sinks.store import (
     vectors_of,
     write_parquet,
 )
-from embedpipe.sinks.stored import StoredSink
 
 DATA_COLUMNS = ["chunk_id", "doc_id", "chunk_index", "text", "content_hash", "start", "end",
                 "metadata", "vector"]  # fmt: skip

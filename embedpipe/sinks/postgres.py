@@ -47,7 +47,7 @@ from embedpipe.sinks import qdrant_base
 from embedpipe.sinks.base import Capabilities, Hit, not_open, not_rebuildable
 from embedpipe.sinks.filters import TOP_LEVEL, Condition, conditions
 from embedpipe.sinks.registry import SINKS
-from embedpipe.sinks.store import chunk_from_payload, paired_vectors
+from embedpipe.sinks.shards import chunk_from_payload, paired_vectors
 from embedpipe.types import Chunk, Embedded
 
 REGISTRY = "embedpipe_generations"

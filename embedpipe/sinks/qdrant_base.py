@@ -26,7 +26,7 @@ from embedpipe.durable import holder_of
 from embedpipe.errors import SinkError
 from embedpipe.sinks.base import Hit
 from embedpipe.sinks.filters import Condition
-from embedpipe.sinks.store import chunk_from_payload, hit_from_payload
+from embedpipe.sinks.shards import chunk_from_payload, hit_from_payload
 from embedpipe.types import Embedded, point_id
 
 # The options that shape the stored index, normalised: on_disk, hnsw_m, hnsw_ef_construct,

@@ -22,8 +22,8 @@ from embedpipe.durable import note_holder
 from embedpipe.errors import SinkError, TransientSinkError
 from embedpipe.redact import redact_uri, server_credentials
 from embedpipe.sinks.qdrant_base import FilterTypes, Shape, VectorTypes, busy_hint, translated
+from embedpipe.sinks.shards import chunk_payload, paired_vectors
 from embedpipe.sinks.sparse import SPARSE_VECTOR, Bm25Encoder
-from embedpipe.sinks.store import chunk_payload, paired_vectors
 from embedpipe.types import Embedded, point_id
 
 RETRYABLE_HTTP = {408, 429, 502, 503, 504}

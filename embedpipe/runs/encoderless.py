@@ -1,0 +1,85 @@
+"""Changes to an index that need no encoder, made as a run is: under the state lock, recorded in
+the ledger's runs, through the Committer's order (pending -> sink write -> done; sink delete,
+then ledger) and its promotion step. `export` copies vectors that exist already; the framework
+adapters delete whole documents with `delete_documents`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+from embedpipe.config import RunConfig
+from embedpipe.durable import StateLock
+from embedpipe.errors import HeldError, SinkError
+from embedpipe.runs.commit import Committer
+from embedpipe.sinks.base import Sink
+from embedpipe.state.ledger import DONE, Ledger, Target, state_dir_for, target_key
+from embedpipe.types import RunReport
+
+Progress = Callable[[RunReport], None]
+
+
+@contextmanager
+def direct_run(
+    sink: Sink, config: RunConfig, fingerprint: str, *, dim: int, model: str | None,
+    report: RunReport, force: bool = False, progress: Progress | None = None,
+) -> Iterator[Committer]:  # fmt: skip
+    """A run into `sink`'s generation `fingerprint` whose writes and deletes the caller makes
+    through the yielded Committer; on leaving, the promotion step (a new generation goes live
+    when the rule allows, or `force`) and the run's outcome in the ledger."""
+    state = state_dir_for(sink.uri, config.state)
+    with StateLock(state):
+        ledger = Ledger.in_dir(state)
+        try:
+            target = Target(target_key(sink.uri, config.sink.collection), fingerprint)
+            report.run_id = ledger.begin_run(target)
+            started = time.monotonic()
+            committer = Committer(ledger, sink, target, report.run_id, report, model=model, dim=dim)
+            committer.progress = progress
+            try:
+                committer.open_sink()
+                try:
+                    yield committer
+                    committer.publish(min_fraction=config.promote.min_fraction, force=force,
+                                      keep_previous=config.promote.keep_previous)  # fmt: skip
+                finally:
+                    sink.abort()  # after close() a no-op; else the run stays resumable
+                report.outcome = "done"
+            except BaseException as exc:
+                report.outcome = "held" if isinstance(exc, HeldError) else "failed"
+                report.reason = str(exc)
+                raise
+            finally:
+                report.seconds = time.monotonic() - started
+                ledger.end_run(report.run_id, report.outcome, report.to_dict())
+        finally:
+            ledger.close()
+
+
+def done_hashes(ledger: Ledger, target: Target) -> dict[str, str]:
+    """chunk_id -> content hash of every chunk the ledger holds as written for `target`."""
+    rows = ledger.db.execute(
+        "SELECT chunk_id, content_hash FROM chunks WHERE target = ? AND fingerprint = ? "
+        "AND state = ?",
+        (target.key, target.fingerprint, DONE),
+    )
+    return dict(rows.fetchall())
+
+
+def delete_documents(
+    sink: Sink, config: RunConfig, doc_ids: Sequence[str], *, fingerprint: str, dim: int,
+    model: str | None,
+) -> int:  # fmt: skip
+    """Delete every chunk of these documents from the live generation and the ledger (sink
+    first); returns how many chunks went. Ids the index lacks are fine."""
+    report = RunReport(sink=sink.uri, collection=config.sink.collection, fingerprint=fingerprint)
+    wanted = set(doc_ids)
+    with direct_run(sink, config, fingerprint, dim=dim, model=model, report=report) as run:
+        if run.target.fingerprint != fingerprint:
+            raise SinkError("the index changed while deleting: retry")
+        gone = [c for c in done_hashes(run.ledger, run.target) if c.rpartition("#")[0] in wanted]
+        refused = run.delete(gone, max_fraction=1.0, force=True)
+        assert refused is None  # force: never refused
+    return report.chunks_deleted
