@@ -34,17 +34,44 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 __all__ = [
-    "Chunk", "Document", "Embedded", "EmbedpipeError", "Hit", "Pipeline", "RecordError", "RunConfig",
-    "RunReport", "Sink", "backfill", "encode", "evaluate", "export", "load_config", "open_index",
-    "promote", "query", "rollback", "run", "status",
-]  # fmt: skip
+    "Chunk",
+    "Document",
+    "Embedded",
+    "EmbedpipeError",
+    "Hit",
+    "Pipeline",
+    "RecordError",
+    "RunConfig",
+    "RunReport",
+    "Sink",
+    "backfill",
+    "encode",
+    "evaluate",
+    "export",
+    "load_config",
+    "open_index",
+    "promote",
+    "query",
+    "rollback",
+    "run",
+    "status",
+]
 
 _LAZY = {
-    "backfill": "embedpipe.api", "encode": "embedpipe.api", "query": "embedpipe.api", "run": "embedpipe.api",
-    "status": "embedpipe.api", "evaluate": "embedpipe.api", "promote": "embedpipe.api",
-    "rollback": "embedpipe.api", "Pipeline": "embedpipe.runs.pipeline", "Hit": "embedpipe.sinks.base",
-    "Sink": "embedpipe.sinks.base", "export": "embedpipe.api", "open_index": "embedpipe.api",
-}  # fmt: skip
+    "backfill": "embedpipe.api",
+    "encode": "embedpipe.api",
+    "query": "embedpipe.api",
+    "run": "embedpipe.api",
+    "status": "embedpipe.api",
+    "evaluate": "embedpipe.api",
+    "promote": "embedpipe.api",
+    "rollback": "embedpipe.api",
+    "Pipeline": "embedpipe.runs.pipeline",
+    "Hit": "embedpipe.sinks.base",
+    "Sink": "embedpipe.sinks.base",
+    "export": "embedpipe.api",
+    "open_index": "embedpipe.api",
+}
 
 
 def __getattr__(name: str) -> Any:

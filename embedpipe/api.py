@@ -66,9 +66,15 @@ def run(
     # The model loads only when a chunk needs embedding (an unchanged re-run never loads it).
     encoder = LazyEncoder(config.model, lambda: _shared_encoder(config.model.model_dump_json()))
     pipe = Pipeline(
-        config, source=source, sink=sink, encoder=encoder, progress=progress, force=force,
-        began=began, load_encoder=lambda cfg: _shared_encoder(cfg.model_dump_json()),
-    )  # fmt: skip
+        config,
+        source=source,
+        sink=sink,
+        encoder=encoder,
+        progress=progress,
+        force=force,
+        began=began,
+        load_encoder=lambda cfg: _shared_encoder(cfg.model_dump_json()),
+    )
     if stop is not None:
         pipe.stop = stop
     try:
@@ -157,8 +163,13 @@ def encode(
     encoded `batch_size` at a time, and `truncate_dim` keeps the first N dims, re-normalised
     (for Matryoshka-trained models).
     """
-    cfg = ModelConfig(name=model, precision=precision, device=device, truncate_dim=truncate_dim,
-                      normalize=normalize)  # fmt: skip
+    cfg = ModelConfig(
+        name=model,
+        precision=precision,
+        device=device,
+        truncate_dim=truncate_dim,
+        normalize=normalize,
+    )
     encoder = _shared_encoder(cfg.model_dump_json())
     texts = list(texts)
     if batch_size < 1:
@@ -173,10 +184,16 @@ def encode(
 
 
 def query(
-    text: str, *, k: int = 5, filter: Mapping[str, Any] | None = None,
-    query_prefix: str | None = None, config: ConfigArg = None, mode: str = "dense",
-    alpha: float | None = None, **options: Any,
-) -> list[Hit]:  # fmt: skip
+    text: str,
+    *,
+    k: int = 5,
+    filter: Mapping[str, Any] | None = None,
+    query_prefix: str | None = None,
+    config: ConfigArg = None,
+    mode: str = "dense",
+    alpha: float | None = None,
+    **options: Any,
+) -> list[Hit]:
     """Top-k hits for `text` from a sink, encoded with the model and the query prompt the index
     was built with (`query_prefix` overrides the prompt), among the chunks `filter` passes:
     `{"doc_id": "a.md", "metadata.pkg": ["numpy", "scipy"]}` (keys AND, a list is any of).
@@ -222,10 +239,15 @@ def open_index(
 
 
 def export(
-    config: ConfigArg = None, *, to: str, to_collection: str | None = None,
-    to_state: str | None = None, progress: Progress | None = None, force: bool = False,
+    config: ConfigArg = None,
+    *,
+    to: str,
+    to_collection: str | None = None,
+    to_state: str | None = None,
+    progress: Progress | None = None,
+    force: bool = False,
     **options: Any,
-) -> RunReport:  # fmt: skip
+) -> RunReport:
     """Copy the live generation of the configured sink and collection to the sink `to` (as
     `to_collection`, default the same name) without re-encoding: same point ids, payloads,
     vectors and manifest, and the destination's ledger (beside it, or in `to_state`) written so
@@ -382,10 +404,11 @@ def evaluate(
             encoder = _shared_encoder(query_model(cfg.model, gen, built).model_dump_json())
         prefix = cfg.model.query_prefix or None
         scores = {
-            m: score_generation(sink, gen["fingerprint"], encoder, k, found, query_prefix=prefix,
-                                mode=m)
+            m: score_generation(
+                sink, gen["fingerprint"], encoder, k, found, query_prefix=prefix, mode=m
+            )
             for m in modes
-        }  # fmt: skip
+        }
     finally:
         sink.abort()
     described = {key: gen[key] for key in ("fingerprint", "state", "model", "chunking")}

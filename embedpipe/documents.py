@@ -54,10 +54,11 @@ def as_document(item: Any, number: int) -> Document | RecordError:
     except ValueError as exc:
         return RecordError(GIVEN, f"#{number}", str(exc))
     return RecordError(
-        GIVEN, f"#{number}",
+        GIVEN,
+        f"#{number}",
         f"{type(item).__name__} is not a document: give a Document, a dict with 'text' (and "
         "'id', 'metadata'), an (id, text[, metadata]) tuple or a string",
-    )  # fmt: skip
+    )
 
 
 def _from_mapping(item: Mapping[str, Any]) -> Document:

@@ -36,8 +36,15 @@ from embedpipe.sinks.sparse import (
 from embedpipe.state.ledger import Ledger, state_dir_for, target_key
 
 # The model settings that change the vectors, kept in the manifest so writes keep the fingerprint.
-MODEL_SETTINGS = ("name", "normalize", "prefix", "query_prefix", "max_seq_length", "truncate_dim",
-                  "quantization")  # fmt: skip
+MODEL_SETTINGS = (
+    "name",
+    "normalize",
+    "prefix",
+    "query_prefix",
+    "max_seq_length",
+    "truncate_dim",
+    "quantization",
+)
 
 # What `built_with` records; a copy of an index (export) carries these and nothing of the sink's own.
 MANIFEST_KEYS = ("model", "dim", "prompts", "settings", "fingerprint")
@@ -82,10 +89,12 @@ class BuiltWith:
         if manifest.get("settings"):
             prompts = manifest.get("prompts") or {}
             return cls(
-                manifest.get("model"), _int(manifest.get("dim")),
-                str(prompts.get("passage") or ""), str(prompts.get("query") or ""),
+                manifest.get("model"),
+                _int(manifest.get("dim")),
+                str(prompts.get("passage") or ""),
+                str(prompts.get("query") or ""),
                 manifest["settings"],
-            )  # fmt: skip
+            )
         live = ledger_live(sink.uri, config)
         dim = manifest.get("dim") or (live or {}).get("dim")
         return cls((live or {}).get("model"), _int(dim))

@@ -97,35 +97,56 @@ def json_enabled() -> bool:
 def run_started(logger: logging.Logger, report: RunReport) -> None:
     """The run_start event: what is embedded where, with which model."""
     event(
-        logger, "run_start", f"run started: {report.source} -> {report.sink} / {report.collection}",
-        collection=report.collection, source=report.source, sink=report.sink, model=report.model,
-        fingerprint=report.fingerprint, mode=report.mode, dry_run=report.dry_run,
-        device=report.device, precision=report.precision,
-    )  # fmt: skip
+        logger,
+        "run_start",
+        f"run started: {report.source} -> {report.sink} / {report.collection}",
+        collection=report.collection,
+        source=report.source,
+        sink=report.sink,
+        model=report.model,
+        fingerprint=report.fingerprint,
+        mode=report.mode,
+        dry_run=report.dry_run,
+        device=report.device,
+        precision=report.precision,
+    )
 
 
 def run_ended(logger: logging.Logger, report: RunReport) -> None:
     """The run_end event: the run report's figures (level error unless the run finished)."""
     ok = report.outcome in ("done", "dry-run")
     event(
-        logger, "run_end", f"run {report.outcome} in {report.seconds:.1f}s: "
+        logger,
+        "run_end",
+        f"run {report.outcome} in {report.seconds:.1f}s: "
         f"{report.chunks_embedded} embedded, {report.chunks_skipped} skipped, "
         f"{report.chunks_deleted} deleted, {len(report.errors)} record errors",
         level=logging.INFO if ok else logging.ERROR,
-        collection=report.collection, outcome=report.outcome, seconds=round(report.seconds, 3),
-        docs_read=report.docs_read, docs_failed=report.docs_failed, chunks_total=report.chunks_total,
-        chunks_embedded=report.chunks_embedded, chunks_skipped=report.chunks_skipped,
-        chunks_deleted=report.chunks_deleted, chunks_lost=report.chunks_lost,
+        collection=report.collection,
+        outcome=report.outcome,
+        seconds=round(report.seconds, 3),
+        docs_read=report.docs_read,
+        docs_failed=report.docs_failed,
+        chunks_total=report.chunks_total,
+        chunks_embedded=report.chunks_embedded,
+        chunks_skipped=report.chunks_skipped,
+        chunks_deleted=report.chunks_deleted,
+        chunks_lost=report.chunks_lost,
         tokens_embedded=report.tokens_embedded,
         tokens_per_second=round(report.tokens_per_second, 1),
-        padding_efficiency=round(report.padding_efficiency, 4), errors=len(report.errors),
+        padding_efficiency=round(report.padding_efficiency, 4),
+        errors=len(report.errors),
         notes=list(report.notes),
-    )  # fmt: skip
+    )
 
 
 def record_error(logger: logging.Logger, error: RecordError) -> None:
     """The record_error event: one skipped file, line or row, and why."""
     event(
-        logger, "record_error", f"skipped {error.source} :: {error.record}: {error.reason}",
-        source=error.source, record=error.record, reason=error.reason,
-    )  # fmt: skip
+        logger,
+        "record_error",
+        f"skipped {error.source} :: {error.record}: {error.reason}",
+        source=error.source,
+        record=error.record,
+        reason=error.reason,
+    )

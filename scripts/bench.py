@@ -126,8 +126,12 @@ def read_documents(path: Path) -> list[Any]:
 def chunks_of(encoder: Any, docs: list[Any]) -> list[Any]:
     from embedpipe.encoding.chunking import Chunker
 
-    chunker = Chunker(encoder.tokenizer, chunk_tokens=256, overlap_tokens=32,
-                      max_seq_length=encoder.max_seq_length)  # fmt: skip
+    chunker = Chunker(
+        encoder.tokenizer,
+        chunk_tokens=256,
+        overlap_tokens=32,
+        max_seq_length=encoder.max_seq_length,
+    )
     return list(chunker.chunk_many(docs))
 
 
@@ -189,8 +193,10 @@ def encoder_only(
     rate = {k: tokens / v for k, v in best.items()}
     ref_name = "ST bf16" if st_bf16 is not None else "ST fp32"
     ref = rate[f"ST.encode {ref_name[3:]}, batch 32"]
-    table(["run", "tokens/s", f"vs {ref_name}"],
-          [[k, f"{v:,.0f}", f"{v / ref:.2f}x"] for k, v in rate.items()])  # fmt: skip
+    table(
+        ["run", "tokens/s", f"vs {ref_name}"],
+        [[k, f"{v:,.0f}", f"{v / ref:.2f}x"] for k, v in rate.items()],
+    )
     return rate
 
 
@@ -238,11 +244,14 @@ def padding(chunks: list[Any]) -> None:
     st_like = padding_efficiency(fixed_count_batches(by_chars, 32))
     out("## Padding efficiency (records corpus: real tokens / padded tokens)")
     out()
-    table(["batching", "efficiency"], [
-        ["token-budget length buckets (16384, window 4096)", f"**{bucketed:.3f}**"],
-        ["fixed 32 per batch, arrival order", f"{fixed:.3f}"],
-        ["fixed 32 per batch, sorted by characters (ST.encode)", f"{st_like:.3f}"],
-    ])  # fmt: skip
+    table(
+        ["batching", "efficiency"],
+        [
+            ["token-budget length buckets (16384, window 4096)", f"**{bucketed:.3f}**"],
+            ["fixed 32 per batch, arrival order", f"{fixed:.3f}"],
+            ["fixed 32 per batch, sorted by characters (ST.encode)", f"{st_like:.3f}"],
+        ],
+    )
 
 
 # -- compute ceiling ------------------------------------------------------------------------
@@ -276,18 +285,30 @@ def ceiling(encoder: Any, chunks: list[Any], rates: dict[str, float]) -> None:
     mean_len = float(np.mean([c.token_count for c in chunks]))
     per_token = flops_per_token(encoder, mean_len)
     rows = []
-    candidates = [("torch fp32", torch.float32, "embedpipe fp32, 16384-token buckets"),
-                  ("torch bf16", torch.bfloat16, "embedpipe bf16, 16384-token buckets")]  # fmt: skip
-    candidates += [(k.split("(")[1].split(")")[0], torch.float32, k) for k in rates
-                   if k.startswith("embedpipe as chosen") and "fp32" in k]  # fmt: skip
+    candidates = [
+        ("torch fp32", torch.float32, "embedpipe fp32, 16384-token buckets"),
+        ("torch bf16", torch.bfloat16, "embedpipe bf16, 16384-token buckets"),
+    ]
+    candidates += [
+        (k.split("(")[1].split(")")[0], torch.float32, k)
+        for k in rates
+        if k.startswith("embedpipe as chosen") and "fp32" in k
+    ]
     peaks: dict[Any, float] = {}
     for label, dtype, key in candidates:
         if key not in rates:
             continue
         peak = peaks[dtype] = peaks.get(dtype) or matmul_flops(dtype)
         reached = rates[key] * per_token
-        rows.append([label, f"{peak / 1e9:,.1f}", f"{reached / 1e9:,.1f}", f"**{reached / peak:.0%}**",
-                     f"{peak / per_token:,.0f}"])  # fmt: skip
+        rows.append(
+            [
+                label,
+                f"{peak / 1e9:,.1f}",
+                f"{reached / 1e9:,.1f}",
+                f"**{reached / peak:.0%}**",
+                f"{peak / per_token:,.0f}",
+            ]
+        )
     out("## Compute ceiling")
     out()
     out(
@@ -343,12 +364,19 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="smaller corpora, one repeat")
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
-    parser.add_argument("--process-repeats", type=int, default=None,
-                        help="fresh processes per side and corpus in the whole-process section "
-                        "(default 2, --quick 1)")  # fmt: skip
-    parser.add_argument("--only-process", action="store_true",
-                        help="only the whole-process sections (backfill vs plain, re-run vs "
-                        "LangChain): ~1/3 of the time")  # fmt: skip
+    parser.add_argument(
+        "--process-repeats",
+        type=int,
+        default=None,
+        help="fresh processes per side and corpus in the whole-process section "
+        "(default 2, --quick 1)",
+    )
+    parser.add_argument(
+        "--only-process",
+        action="store_true",
+        help="only the whole-process sections (backfill vs plain, re-run vs "
+        "LangChain): ~1/3 of the time",
+    )
     args = parser.parse_args()
     if args.process_repeats is None:
         args.process_repeats = 1 if args.quick else 2
@@ -398,8 +426,10 @@ def main() -> None:
         section_load("unchanged re-run")
         bench_rerun.rerun_section(out, table, corpora["records_4k"], *kept["records"], work, 3)
         if args.only_process:
-            out(f"Total benchmark time {time.time() - started:.0f} s; load average at end "
-                f"{os.getloadavg()[0]:.1f}.")  # fmt: skip
+            out(
+                f"Total benchmark time {time.time() - started:.0f} s; load average at end "
+                f"{os.getloadavg()[0]:.1f}."
+            )
             write_results(args.out)
             return
         section_load("encoder sections")

@@ -28,10 +28,16 @@ sys.path.insert(0, str(ROOT))
 
 
 def timed(code: Path, cwd: Path, args: list[str]) -> float:
-    env = {**os.environ, "PYTHONPATH": str(code), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(code),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "embedpipe", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "embedpipe", *args], cwd=cwd, env=env, capture_output=True, text=True
+    )
     if done.returncode != 0:
         raise SystemExit(f"{code}: embedpipe {' '.join(args)} failed:\n{done.stderr[-2000:]}")
     return time.perf_counter() - start
@@ -47,8 +53,11 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-edits-"))
     base = work / "baseline"
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-f", "--detach", str(base), args.baseline],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "-f", "--detach", str(base), args.baseline],
+        check=True,
+        capture_output=True,
+    )
     try:
         files = corpus_files(args.docs)
         times: dict[tuple[str, str], list[float]] = {}
@@ -74,8 +83,10 @@ def main() -> None:
                 for what, extra in (("dry run", ["--dry-run"]), ("real run", [])):
                     seconds = timed(code, run, ["backfill", "docs", "--quiet", *extra])
                     times.setdefault((what, name), []).append(seconds)
-        print(f"{args.docs} documents embedded, then 3 edited and 1 added; load average at end "
-              f"{os.getloadavg()[0]:.1f}\n")  # fmt: skip
+        print(
+            f"{args.docs} documents embedded, then 3 edited and 1 added; load average at end "
+            f"{os.getloadavg()[0]:.1f}\n"
+        )
         print(f"| whole process | baseline {args.baseline} (median) | this tree (median) | ratio |")
         print("|---|---|---|---|")
         for what in ("dry run", "real run"):
@@ -84,8 +95,10 @@ def main() -> None:
             runs = ", ".join(f"{t:.1f}" for t in times[(what, "this tree")])
             print(f"| {what} | {old:.2f} s | {new:.2f} s ({runs}) | {old / new:.2f}x |")
     finally:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)],
-                       capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)],
+            capture_output=True,
+        )
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -86,9 +86,22 @@ def backfill(jsonl: Path, sink: Path, sparse: bool) -> dict[str, float]:
     shutil.rmtree(sink, ignore_errors=True)
     shutil.rmtree(Path(f"{sink}.state"), ignore_errors=True)
     report = sink.with_suffix(".report.json")
-    cmd = [sys.executable, "-m", "embedpipe", "backfill", str(jsonl), "--sink",
-           f"qdrant-edge:{sink}", "--collection", "bench", "--id-field", "id", "--quiet",
-           "--report", str(report)] + (["--sparse", "bm25"] if sparse else [])  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "embedpipe",
+        "backfill",
+        str(jsonl),
+        "--sink",
+        f"qdrant-edge:{sink}",
+        "--collection",
+        "bench",
+        "--id-field",
+        "id",
+        "--quiet",
+        "--report",
+        str(report),
+    ] + (["--sparse", "bm25"] if sparse else [])
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     began = time.perf_counter()
     subprocess.run(cmd, check=True, env=env)
@@ -129,18 +142,24 @@ def main() -> None:
         for _ in range(args.repeats):
             for sparse in (False, True):
                 runs[sparse].append(backfill(jsonl, tmp / f"edge-{int(sparse)}", sparse))
-        print(f"{len(recs)} records, {runs[True][0]['chunks']:.0f} chunks, "
-              f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+        print(
+            f"{len(recs)} records, {runs[True][0]['chunks']:.0f} chunks, "
+            f"load average {os.getloadavg()[0]:.1f}"
+        )
         for sparse, got in runs.items():  # the least disturbed run of each (a shared machine)
             wall = min(r["wall"] for r in got)
             run = min(r["run"] for r in got)
             walls = ", ".join(f"{r['wall']:.1f}" for r in got)
-            print(f"  {'dense + bm25' if sparse else 'dense only  '}: wall {wall:6.1f} s "
-                  f"(runs: {walls}), run {run:6.1f} s, {got[0]['chunks'] / run:6.1f} chunks/s")  # fmt: skip
+            print(
+                f"  {'dense + bm25' if sparse else 'dense only  '}: wall {wall:6.1f} s "
+                f"(runs: {walls}), run {run:6.1f} s, {got[0]['chunks'] / run:6.1f} chunks/s"
+            )
         slower = min(r["wall"] for r in runs[True]) / min(r["wall"] for r in runs[False])
         print(f"  sparse vectors cost {100 * (slower - 1):+.1f}% of the whole-process wall time")
-        print(f"  BM25 of every chunk text in-process: {bm25_seconds(recs):.2f} s "
-              f"(the dense run took {min(r['run'] for r in runs[False]):.1f} s)")  # fmt: skip
+        print(
+            f"  BM25 of every chunk text in-process: {bm25_seconds(recs):.2f} s "
+            f"(the dense run took {min(r['run'] for r in runs[False]):.1f} s)"
+        )
 
         sys.path.insert(0, str(ROOT))
         import embedpipe

@@ -60,8 +60,17 @@ def write_scaled(path: Path, count: int) -> int:
 
 def backfill_args(records: Path, folder: Path) -> list[str]:
     """The CLI arguments of one default backfill into a fresh Qdrant Edge sink under `folder`."""
-    return ["backfill", str(records), "--sink", f"qdrant-edge:{folder / 'edge'}",
-            "--collection", "memory", "--quiet", "--report", str(folder / "report.json")]  # fmt: skip
+    return [
+        "backfill",
+        str(records),
+        "--sink",
+        f"qdrant-edge:{folder / 'edge'}",
+        "--collection",
+        "memory",
+        "--quiet",
+        "--report",
+        str(folder / "report.json"),
+    ]
 
 
 def fresh(folder: Path) -> Path:
@@ -75,8 +84,12 @@ def peak_rss(records: Path, folder: Path) -> tuple[float, float, dict[str, Any]]
     args = backfill_args(records, fresh(folder))
     start = time.perf_counter()
     with (folder / "stderr.txt").open("w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "embedpipe", *args], env=ENV,
-                                stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "embedpipe", *args],
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
         _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
@@ -89,8 +102,9 @@ def traced_peak(records: Path, folder: Path) -> float:
     """The tracemalloc peak (MiB) of the same backfill in a fresh process."""
     args = backfill_args(records, fresh(folder))
     result = folder / "traced.json"
-    done = subprocess.run([sys.executable, "-c", TRACED, str(result), *args], env=ENV,
-                          capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", TRACED, str(result), *args], env=ENV, capture_output=True, text=True
+    )
     if done.returncode != 0 or not result.exists():
         raise SystemExit(f"traced backfill failed:\n{done.stderr[-2000:]}")
     return float(json.loads(result.read_text())["peak"]) / 2**20
@@ -117,9 +131,13 @@ def load() -> str:
 
 
 def memory_section(
-    out: Callable[[str], None], work: Path, base: int | Path = 1000, *, scales: tuple[int, ...] = SCALES,
+    out: Callable[[str], None],
+    work: Path,
+    base: int | Path = 1000,
+    *,
+    scales: tuple[int, ...] = SCALES,
     traced: bool = True,
-) -> tuple[float, ...]:  # fmt: skip
+) -> tuple[float, ...]:
     """Measure and print the section; returns the peak RSS (MiB) of each scale, in order.
 
     `base` is the 1x record count (a records file: its number of records)."""
@@ -133,21 +151,34 @@ def memory_section(
         runs.append((scale, records, n, *peak_rss(records, work / f"memory-{scale}x")))
         print(f"{scale}x: peak RSS {runs[-1][3]:.0f} MiB", file=sys.stderr, flush=True)
     peaks = [run[3] for run in runs]
-    traced_peaks = [traced_peak(r[1], work / f"memory-{r[0]}x-traced") if traced else float("nan")
-                    for r in runs]  # fmt: skip
+    traced_peaks = [
+        traced_peak(r[1], work / f"memory-{r[0]}x-traced") if traced else float("nan") for r in runs
+    ]
     rows, note = [], ""
     for (scale, _, n, peak, seconds, report), tm in zip(runs, traced_peaks, strict=True):
         note = note or next((x for x in report.get("notes", []) if x.startswith("precision")), "")
-        rows.append([f"{scale}x", n, report["chunks_embedded"], report["tokens_embedded"],
-                     f"{peak:.0f}", f"{peak / peaks[0]:.2f}", f"{tm:.0f}", f"{tm / traced_peaks[0]:.2f}",
-                     f"{seconds:.0f}"])  # fmt: skip
+        rows.append(
+            [
+                f"{scale}x",
+                n,
+                report["chunks_embedded"],
+                report["tokens_embedded"],
+                f"{peak:.0f}",
+                f"{peak / peaks[0]:.2f}",
+                f"{tm:.0f}",
+                f"{tm / traced_peaks[0]:.2f}",
+                f"{seconds:.0f}",
+            ]
+        )
     out(
         f"## Peak memory: one default backfill of {base:,} records at {', '.join(f'{s}x' for s in scales)}"
     )
     out("")
-    out(f"`{Path(sys.executable).name} -m embedpipe {' '.join(backfill_args(Path('RECORDS'), Path('DIR')))}`, "
+    out(
+        f"`{Path(sys.executable).name} -m embedpipe {' '.join(backfill_args(Path('RECORDS'), Path('DIR')))}`, "
         f"a fresh process and sink per size; {machine()}; {when}; load average {load_before} "
-        f"before, {load()} after. {note}")  # fmt: skip
+        f"before, {load()} after. {note}"
+    )
     out("")
     out(
         "| size | records | chunks | tokens | peak RSS MiB | vs 1x | tracemalloc peak MiB | vs 1x | wall s |"
@@ -172,8 +203,13 @@ def main() -> None:
     opts = parser.parse_args()
     work = opts.work or Path(tempfile.mkdtemp(prefix="bench-memory-"))
     scales = tuple(int(s) for s in opts.scales.split(","))
-    memory_section(lambda line: print(line, flush=True), work, opts.base, scales=scales,
-                   traced=not opts.no_tracemalloc)  # fmt: skip
+    memory_section(
+        lambda line: print(line, flush=True),
+        work,
+        opts.base,
+        scales=scales,
+        traced=not opts.no_tracemalloc,
+    )
 
 
 if __name__ == "__main__":

@@ -45,13 +45,20 @@ def main() -> None:
     chunker = Chunker.for_run(encoder.tokenizer, cfg.chunking, cfg.model, encoder.max_seq_length)
     chunks = list(chunker.chunk_many([Document(f"d{i}", t) for i, t in enumerate(texts)]))
     tokens = sum(c.token_count for c in chunks)
-    print(f"{encoder.backend} {encoder.precision}, {encoder.threads} threads; {len(chunks)} chunks, "
-          f"{tokens:,} tokens; load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+    print(
+        f"{encoder.backend} {encoder.precision}, {encoder.threads} threads; {len(chunks)} chunks, "
+        f"{tokens:,} tokens; load {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     reference = SentenceTransformer(str(encoder.path), device="cpu")
 
     def ours(budget: int, cap: int | None) -> float:
         encoder.token_cap = cap
-        packed = list(batches(chunks, max_batch_tokens=budget, window=cfg.batching.window, pad_id=encoder.pad_id))  # fmt: skip
+        packed = list(
+            batches(
+                chunks, max_batch_tokens=budget, window=cfg.batching.window, pad_id=encoder.pad_id
+            )
+        )
         start = time.perf_counter()
         for batch in packed:
             encoder.encode_batch(batch)

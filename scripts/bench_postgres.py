@@ -84,8 +84,13 @@ def write_and_query(sink: Sink, data: Embedded, batch: int, queries: np.ndarray)
         latencies.append((time.perf_counter() - t) * 1000)
     sink.abort()
     cuts = statistics.quantiles(latencies, n=100)
-    return {"rows_s": len(data.chunks) / write_s, "write_s": write_s, "close_s": close_s,
-            "p50": statistics.median(latencies), "p99": cuts[98]}  # fmt: skip
+    return {
+        "rows_s": len(data.chunks) / write_s,
+        "write_s": write_s,
+        "close_s": close_s,
+        "p50": statistics.median(latencies),
+        "p99": cuts[98],
+    }
 
 
 def reruns(records: Path, uri: str, cwd: Path, env: dict[str, str], repeats: int) -> list[float]:
@@ -93,8 +98,19 @@ def reruns(records: Path, uri: str, cwd: Path, env: dict[str, str], repeats: int
     walls = []
     for _ in range(repeats):
         report = cwd / "report.json"
-        wall, _ = bench_process.timed([*bench_process.embedpipe_cli(), "backfill", str(records),
-                                       "--sink", uri, "--report", str(report)], cwd, env)  # fmt: skip
+        wall, _ = bench_process.timed(
+            [
+                *bench_process.embedpipe_cli(),
+                "backfill",
+                str(records),
+                "--sink",
+                uri,
+                "--report",
+                str(report),
+            ],
+            cwd,
+            env,
+        )
         import json
 
         assert json.loads(report.read_text())["chunks_embedded"] == 0, "a re-run embedded"
@@ -120,8 +136,11 @@ def main() -> None:
         bench_rerun.write_records(records, args.records)
         uri = f"{base}&schema=rag"
         bench_process.note("first run into Postgres (encodes the records once)")
-        first, _ = bench_process.timed([*bench_process.embedpipe_cli(), "backfill", str(records),
-                                        "--sink", uri], work / "run", env)  # fmt: skip
+        first, _ = bench_process.timed(
+            [*bench_process.embedpipe_cli(), "backfill", str(records), "--sink", uri],
+            work / "run",
+            env,
+        )
         data = stored(uri, "embedpipe")
         rng = np.random.default_rng(0)
         picks = data.vectors[rng.choice(len(data.chunks), args.queries + 1, replace=False)]
@@ -130,42 +149,78 @@ def main() -> None:
         results = {
             "Postgres + pgvector": write_and_query(
                 open_sink(SinkConfig(uri=f"{base}&schema=bench", collection="bench")),
-                data, args.batch, queries,
+                data,
+                args.batch,
+                queries,
             ),
             "Qdrant Edge": write_and_query(
                 open_sink(SinkConfig(uri=f"qdrant-edge:{work / 'edge'}", collection="bench")),
-                data, args.batch, queries,
+                data,
+                args.batch,
+                queries,
             ),
-        }  # fmt: skip
+        }
         bench_process.note("unchanged re-runs")
         pg_walls = reruns(records, uri, work / "run", env, args.repeats)
         edge_walls: list[float] = []
         edge_uri = f"qdrant-edge:{work / 'edge-run' / 'index'}"
         if args.edge_rerun:
-            bench_process.timed([*bench_process.embedpipe_cli(), "backfill", str(records),
-                                 "--sink", edge_uri], work / "edge-run", env)  # fmt: skip
+            bench_process.timed(
+                [*bench_process.embedpipe_cli(), "backfill", str(records), "--sink", edge_uri],
+                work / "edge-run",
+                env,
+            )
             edge_walls = reruns(records, edge_uri, work / "edge-run", env, args.repeats)
     finally:
         stop_postgres(server)
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())  # fmt: skip
-    print(f"## Postgres + pgvector vs Qdrant Edge ({len(data.chunks):,} chunks of "
-          f"{args.records:,} records, dim {data.vectors.shape[1]})\n")  # fmt: skip
-    print(f"`python scripts/bench_postgres.py --records {args.records} --queries {args.queries} "
-          f"--repeats {args.repeats}{' --edge-rerun' if args.edge_rerun else ''}`; {cpu}, "
-          f"{os.cpu_count()} cores, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, load average "
-          f"{bench_process.load():.1f} at the end. First run into Postgres (encoding included): "
-          f"{first:.1f} s.\n")  # fmt: skip
-    rows = [[name, f"{r['rows_s']:,.0f}", f"{r['write_s']:.2f}", f"{r['close_s']:.2f}",
-             f"{r['p50']:.2f}", f"{r['p99']:.2f}"] for name, r in results.items()]  # fmt: skip
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    print(
+        f"## Postgres + pgvector vs Qdrant Edge ({len(data.chunks):,} chunks of "
+        f"{args.records:,} records, dim {data.vectors.shape[1]})\n"
+    )
+    print(
+        f"`python scripts/bench_postgres.py --records {args.records} --queries {args.queries} "
+        f"--repeats {args.repeats}{' --edge-rerun' if args.edge_rerun else ''}`; {cpu}, "
+        f"{os.cpu_count()} cores, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, load average "
+        f"{bench_process.load():.1f} at the end. First run into Postgres (encoding included): "
+        f"{first:.1f} s.\n"
+    )
+    rows = [
+        [
+            name,
+            f"{r['rows_s']:,.0f}",
+            f"{r['write_s']:.2f}",
+            f"{r['close_s']:.2f}",
+            f"{r['p50']:.2f}",
+            f"{r['p99']:.2f}",
+        ]
+        for name, r in results.items()
+    ]
     bench_process.print_table(
         ["sink", "write rows/s", "write s", "close s (index build)", "query p50 ms", "p99 ms"], rows
     )
-    rerun_rows = [["Postgres", f"**{statistics.median(pg_walls):.2f}**",
-                   ", ".join(f"{w:.2f}" for w in pg_walls)]]  # fmt: skip
+    rerun_rows = [
+        [
+            "Postgres",
+            f"**{statistics.median(pg_walls):.2f}**",
+            ", ".join(f"{w:.2f}" for w in pg_walls),
+        ]
+    ]
     if edge_walls:
-        rerun_rows.append(["Qdrant Edge", f"**{statistics.median(edge_walls):.2f}**",
-                           ", ".join(f"{w:.2f}" for w in edge_walls)])  # fmt: skip
+        rerun_rows.append(
+            [
+                "Qdrant Edge",
+                f"**{statistics.median(edge_walls):.2f}**",
+                ", ".join(f"{w:.2f}" for w in edge_walls),
+            ]
+        )
     bench_process.print_table(["unchanged re-run, whole process", "median s", "runs s"], rerun_rows)
 
 

@@ -59,8 +59,12 @@ print(json.dumps({"load_s": loaded - start, "encode_s": encoded - loaded,
 
 def child_env(cache: Path) -> dict[str, str]:
     """The environment of every timed process: offline, and embedpipe's cache in the work dir."""
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-            "EMBEDPIPE_CACHE_DIR": str(cache)}  # fmt: skip
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "EMBEDPIPE_CACHE_DIR": str(cache),
+    }
 
 
 def timed(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
@@ -83,8 +87,7 @@ def embedpipe_cli() -> list[str]:
 def backfill(source: Path, cwd: Path, env: dict[str, str]) -> tuple[float, dict[str, Any]]:
     """`embedpipe backfill SOURCE` with the defaults (sink ./.embedpipe/qdrant-edge): wall, report."""
     report = cwd / "report.json"
-    wall, _ = timed([*embedpipe_cli(), "backfill", str(source), "--report", str(report)],
-                    cwd, env)  # fmt: skip
+    wall, _ = timed([*embedpipe_cli(), "backfill", str(source), "--report", str(report)], cwd, env)
     return wall, json.loads(report.read_text())
 
 
@@ -94,8 +97,11 @@ def plain(chunks: Path, cwd: Path, env: dict[str, str], work: Path) -> tuple[flo
 
     script = work / "plain_script.py"
     script.write_text(PLAIN_SCRIPT)
-    wall, stdout = timed([sys.executable, str(script), str(get_model_path()), str(chunks),
-                          str(cwd / "qdrant")], cwd, env)  # fmt: skip
+    wall, stdout = timed(
+        [sys.executable, str(script), str(get_model_path()), str(chunks), str(cwd / "qdrant")],
+        cwd,
+        env,
+    )
     return wall, json.loads(stdout.strip().splitlines()[-1])
 
 
@@ -178,9 +184,12 @@ Table = Callable[[list[str], list[list[Any]]], None]
 
 
 def whole_process(
-    out: Callable[[str], None], table: Table, corpora: dict[str, tuple[Path, list[Any]]],
-    work: Path, repeats: int,
-) -> dict[str, tuple[Path, float]]:  # fmt: skip
+    out: Callable[[str], None],
+    table: Table,
+    corpora: dict[str, tuple[Path, list[Any]]],
+    work: Path,
+    repeats: int,
+) -> dict[str, tuple[Path, float]]:
     """The section; `corpora` maps a name to (source, embedpipe's chunks of it). Returns, per
     corpus, the folder of embedpipe's fastest run (its sink and state stay for the re-run) and
     its wall seconds."""
@@ -201,8 +210,10 @@ def whole_process(
             p = plain(chunk_file, work / f"plain-{name}-{rep}", env, work)
             note(f"{name} #{rep}: embedpipe {o[0]:.1f} s, plain {p[0]:.1f} s")
             if o[1]["tokens_embedded"] != tokens:
-                raise SystemExit(f"{name}: embedpipe embedded {o[1]['tokens_embedded']} tokens, "
-                                 f"the chunks hold {tokens}")  # fmt: skip
+                raise SystemExit(
+                    f"{name}: embedpipe embedded {o[1]['tokens_embedded']} tokens, "
+                    f"the chunks hold {tokens}"
+                )
             if ours_best is None or o[0] < ours_best[0]:
                 ours_best, kept[name] = o, run_dir
             if plain_best is None or p[0] < plain_best[0]:
@@ -211,15 +222,26 @@ def whole_process(
         walls[name] = ours_best[0]
         lo, mean, n = parity(kept[name], work / f"plain-{name}-0")
         (o_wall, rep_), (p_wall, p_own) = ours_best, plain_best
-        rows.append([
-            name, rep_["docs_read"], len(chunks), f"{tokens:,}",
-            f"{o_wall:.1f}", f"{rep_['startup_seconds']:.1f}", f"{tokens / o_wall:,.0f}",
-            f"{tokens / rep_['seconds']:,.0f}",
-            f"{p_wall:.1f}", f"{p_own['load_s']:.1f}", f"{tokens / p_wall:,.0f}",
-            f"{tokens / p_own['work_s']:,.0f}",
-            f"**{p_wall / o_wall:.2f}x**", f"{p_own['work_s'] / rep_['seconds']:.2f}x",
-            f"{lo:.5f} / {mean:.5f} ({n})", f"{rep_['padding_efficiency']:.3f}",
-        ])  # fmt: skip
+        rows.append(
+            [
+                name,
+                rep_["docs_read"],
+                len(chunks),
+                f"{tokens:,}",
+                f"{o_wall:.1f}",
+                f"{rep_['startup_seconds']:.1f}",
+                f"{tokens / o_wall:,.0f}",
+                f"{tokens / rep_['seconds']:,.0f}",
+                f"{p_wall:.1f}",
+                f"{p_own['load_s']:.1f}",
+                f"{tokens / p_wall:,.0f}",
+                f"{tokens / p_own['work_s']:,.0f}",
+                f"**{p_wall / o_wall:.2f}x**",
+                f"{p_own['work_s'] / rep_['seconds']:.2f}x",
+                f"{lo:.5f} / {mean:.5f} ({n})",
+                f"{rep_['padding_efficiency']:.3f}",
+            ]
+        )
     out("## Whole process: `embedpipe backfill` (defaults) vs the plain script (issue 13, item 6)")
     out()
     out(
@@ -242,8 +264,25 @@ def whole_process(
         "backend/precision check and any OpenVINO export, then remembered for every later run)."
     )
     out()
-    table(["corpus", "docs", "chunks", "tokens", "embedpipe wall s", "its start-up s",
-           "embedpipe tok/s (whole)", "embedpipe tok/s (own)", "plain wall s", "its load s",
-           "plain tok/s (whole)", "plain tok/s (own)", "whole-process ratio", "own ratio",
-           "cosine min / mean (chunks)", "padding eff."], rows)  # fmt: skip
+    table(
+        [
+            "corpus",
+            "docs",
+            "chunks",
+            "tokens",
+            "embedpipe wall s",
+            "its start-up s",
+            "embedpipe tok/s (whole)",
+            "embedpipe tok/s (own)",
+            "plain wall s",
+            "its load s",
+            "plain tok/s (whole)",
+            "plain tok/s (own)",
+            "whole-process ratio",
+            "own ratio",
+            "cosine min / mean (chunks)",
+            "padding eff.",
+        ],
+        rows,
+    )
     return {name: (kept[name], walls[name]) for name in kept}

@@ -28,14 +28,24 @@ def run(root: Path, work: Path, name: str, **extra: object) -> dict[str, object]
     sink = work / name
     shutil.rmtree(sink, ignore_errors=True)
     shutil.rmtree(f"{sink}.state", ignore_errors=True)
-    cfg = load_config(None, {"source": {"uri": str(root)}, "sink": {"uri": f"faiss:{sink}", "collection": "b"},
-                             "model": {"precision": "fp32"}, **extra})  # fmt: skip
+    cfg = load_config(
+        None,
+        {
+            "source": {"uri": str(root)},
+            "sink": {"uri": f"faiss:{sink}", "collection": "b"},
+            "model": {"precision": "fp32"},
+            **extra,
+        },
+    )
     started = time.monotonic()
     report = embedpipe.run(cfg)
     wall = time.monotonic() - started
-    return {"tokens": report.tokens_embedded, "wall_s": round(wall, 1),
-            "tokens_per_s_wall": round(report.tokens_embedded / wall, 1),
-            "notes": [n for n in report.notes if n.startswith("ray:")]}  # fmt: skip
+    return {
+        "tokens": report.tokens_embedded,
+        "wall_s": round(wall, 1),
+        "tokens_per_s_wall": round(report.tokens_embedded / wall, 1),
+        "notes": [n for n in report.notes if n.startswith("ray:")],
+    }
 
 
 def main() -> None:
@@ -76,8 +86,12 @@ def main() -> None:
         ),
         "?",
     )
-    out = {"date": time.strftime("%Y-%m-%d"), "machine": f"{model}, {os.cpu_count()} cores, {platform.python_version()}",
-           "corpus": f"corpus.py docs --modules {args.modules}", "results": results}  # fmt: skip
+    out = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{model}, {os.cpu_count()} cores, {platform.python_version()}",
+        "corpus": f"corpus.py docs --modules {args.modules}",
+        "results": results,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))

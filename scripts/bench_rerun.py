@@ -76,8 +76,11 @@ print(json.dumps({**result, "index_s": end - began, "setup_s": began - start}))
 
 def langchain_available() -> str | None:
     """None when LangChain's index() and Qdrant store import, else what to install."""
-    missing = [m for m in ("langchain_classic", "langchain_qdrant", "sqlalchemy")
-               if importlib.util.find_spec(m) is None]  # fmt: skip
+    missing = [
+        m
+        for m in ("langchain_classic", "langchain_qdrant", "sqlalchemy")
+        if importlib.util.find_spec(m) is None
+    ]
     return f"pip install 'embedpipe[bench]' (missing: {', '.join(missing)})" if missing else None
 
 
@@ -102,15 +105,23 @@ def write_records(path: Path, count: int) -> int:
 
 
 def rerun_section(
-    out: Callable[[str], None], table: bench_process.Table, records: Path, ours: Path,
-    first: float, work: Path, repeats: int, langchain_runs: bool = True,
-) -> None:  # fmt: skip
+    out: Callable[[str], None],
+    table: bench_process.Table,
+    records: Path,
+    ours: Path,
+    first: float,
+    work: Path,
+    repeats: int,
+    langchain_runs: bool = True,
+) -> None:
     """Unchanged re-runs of `embedpipe backfill RECORDS` in `ours` (its first run took `first`
     s), beside LangChain index() on the same records; the rows are interleaved."""
     env = bench_process.child_env(work / "cache")
     n = sum(1 for _ in records.open(encoding="utf-8"))
-    floor = [bench_process.timed([sys.executable, "-c", "import embedpipe.cli"], work, env)[0]
-             for _ in range(repeats)]  # fmt: skip
+    floor = [
+        bench_process.timed([sys.executable, "-c", "import embedpipe.cli"], work, env)[0]
+        for _ in range(repeats)
+    ]
     missing = langchain_available() if langchain_runs else "not asked (--no-langchain)"
     lc_first = None if missing else langchain(records, work / "langchain", env, work)
     ours_runs: list[tuple[float, dict[str, Any]]] = []
@@ -125,21 +136,38 @@ def rerun_section(
     ours_own = statistics.median(r["wall_seconds"] for _, r in ours_runs)
     rows = [
         ["embedpipe backfill, first run (whole-process section above)", f"{first:.2f}", "", ""],
-        ["embedpipe backfill, unchanged re-run", f"**{ours_wall:.2f}**",
-         f"{ours_own:.2f} (report wall_seconds)",
-         f"{ours_runs[0][1]['docs_skipped']} docs unchanged, {ours_runs[0][1]['chunks_embedded']} embedded"],
-    ]  # fmt: skip
+        [
+            "embedpipe backfill, unchanged re-run",
+            f"**{ours_wall:.2f}**",
+            f"{ours_own:.2f} (report wall_seconds)",
+            f"{ours_runs[0][1]['docs_skipped']} docs unchanged, {ours_runs[0][1]['chunks_embedded']} embedded",
+        ],
+    ]
     if lc_first is not None:
         lc_wall = statistics.median(w for w, _ in lc_runs)
         lc_index = statistics.median(r["index_s"] for _, r in lc_runs)
         rows += [
-            ["LangChain index(), first run", f"{lc_first[0]:.2f}", f"{lc_first[1]['index_s']:.2f}",
-             f"{lc_first[1]['num_added']} added"],
-            ["LangChain index(), unchanged re-run", f"**{lc_wall:.2f}**", f"{lc_index:.2f}",
-             f"{lc_runs[0][1]['num_skipped']} skipped, {lc_runs[0][1]['num_added']} added"],
-        ]  # fmt: skip
-    rows.append(["`python -c 'import embedpipe.cli'` (start-up floor)",
-                 f"{statistics.median(floor):.2f}", "", ""])  # fmt: skip
+            [
+                "LangChain index(), first run",
+                f"{lc_first[0]:.2f}",
+                f"{lc_first[1]['index_s']:.2f}",
+                f"{lc_first[1]['num_added']} added",
+            ],
+            [
+                "LangChain index(), unchanged re-run",
+                f"**{lc_wall:.2f}**",
+                f"{lc_index:.2f}",
+                f"{lc_runs[0][1]['num_skipped']} skipped, {lc_runs[0][1]['num_added']} added",
+            ],
+        ]
+    rows.append(
+        [
+            "`python -c 'import embedpipe.cli'` (start-up floor)",
+            f"{statistics.median(floor):.2f}",
+            "",
+            "",
+        ]
+    )
     out(f"## Whole process: an unchanged re-run of {n:,} records (issue 13, items 1 and 6)")
     out()
     out(
@@ -154,9 +182,11 @@ def rerun_section(
     out()
     table(["process", "wall s", "own s (index() / report)", "what it did"], rows)
     if lc_first is not None:
-        out(f"Unchanged re-run: embedpipe **{ours_wall:.2f} s** vs LangChain index() "
+        out(
+            f"Unchanged re-run: embedpipe **{ours_wall:.2f} s** vs LangChain index() "
             f"{lc_wall:.2f} s: **{lc_wall / ours_wall:.1f}x** faster (target <= 2.5 s on 4,000 "
-            "records).")  # fmt: skip
+            "records)."
+        )
     else:
         out(f"LangChain: not measured ({missing}). Target: <= 2.5 s on 4,000 records.")
     out()
@@ -175,8 +205,16 @@ def main() -> None:
     bench_process.first_ever(records, work, env)  # the cache's one-time choice
     first, _ = bench_process.backfill(records, work / "ours", env)
     print(f"{time.strftime('%Y-%m-%d %H:%M %Z')}, load average {bench_process.load():.2f}\n")
-    rerun_section(lambda line="": print(line), bench_process.print_table, records,
-                  work / "ours", first, work, opts.repeats, not opts.no_langchain)  # fmt: skip
+    rerun_section(
+        lambda line="": print(line),
+        bench_process.print_table,
+        records,
+        work / "ours",
+        first,
+        work,
+        opts.repeats,
+        not opts.no_langchain,
+    )
 
 
 if __name__ == "__main__":

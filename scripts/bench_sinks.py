@@ -34,10 +34,18 @@ def batches(points: int, dim: int, batch: int, seed: int = 0) -> list[Embedded]:
         vectors = rng.standard_normal((n, dim)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         chunks = [
-            Chunk(doc_id=f"doc{(lo + i) // 8}", index=(lo + i) % 8, text=f"chunk {lo + i} " * 20,
-                  token_ids=[], start=0, end=0, content_hash=f"{lo + i:032x}", metadata={"n": lo + i})
+            Chunk(
+                doc_id=f"doc{(lo + i) // 8}",
+                index=(lo + i) % 8,
+                text=f"chunk {lo + i} " * 20,
+                token_ids=[],
+                start=0,
+                end=0,
+                content_hash=f"{lo + i:032x}",
+                metadata={"n": lo + i},
+            )
             for i in range(n)
-        ]  # fmt: skip
+        ]
         out.append(Embedded(chunks, vectors))
     return out
 
@@ -80,15 +88,20 @@ def main() -> None:
     args = parser.parse_args()
     data = batches(args.points, args.dim, args.batch)
     queries = batches(args.queries + 1, args.dim, args.queries + 1, seed=1)[0].vectors
-    print(f"{args.points} points, dim {args.dim}, batches of {args.batch}, "
-          f"{args.queries} top-10 queries; {platform.platform()}, {platform.processor() or '?'}")  # fmt: skip
+    print(
+        f"{args.points} points, dim {args.dim}, batches of {args.batch}, "
+        f"{args.queries} top-10 queries; {platform.platform()}, {platform.processor() or '?'}"
+    )
     print("| sink | upserts/s | close (s) | query mean (ms) | query p50 (ms) |")
     print("|---|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for kind in args.sinks.split(","):
             r = bench(kind, data, queries, Path(tmp))
-            print(f"| `{kind}:` | {r['upserts_per_s']:,.0f} | {r['close_s']:.1f} | "
-                  f"{r['query_ms_mean']:.2f} | {r['query_ms_p50']:.2f} |", flush=True)  # fmt: skip
+            print(
+                f"| `{kind}:` | {r['upserts_per_s']:,.0f} | {r['close_s']:.1f} | "
+                f"{r['query_ms_mean']:.2f} | {r['query_ms_p50']:.2f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

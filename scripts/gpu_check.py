@@ -76,9 +76,17 @@ def corpus_chunks(tokenizer: Any, work: Path, modules: int) -> list[Any]:
 
 
 def settings(path: Path, device: str, precision: str) -> Any:
-    return types.SimpleNamespace(name=str(path), device=device, precision=precision,
-                                 normalize=True, prefix="", max_seq_length=None, threads=None, truncate_dim=None,
-                                 quantization="none")  # fmt: skip
+    return types.SimpleNamespace(
+        name=str(path),
+        device=device,
+        precision=precision,
+        normalize=True,
+        prefix="",
+        max_seq_length=None,
+        threads=None,
+        truncate_dim=None,
+        quantization="none",
+    )
 
 
 def ours(encoder: Any, chunks: list[Any], budget: int) -> tuple[dict[str, Any], float]:
@@ -177,8 +185,10 @@ def main() -> None:
     print(json.dumps(summary, indent=2))
     for name, rate in rows.items():
         print(f"{name:40s} {rate:12,.0f} tokens/s")
-    print(f"parity (cosine >= 0.999 vs ST fp32): {'OK' if ok else 'FAILED'}; "
-          f"embedpipe {low} / ST.encode {low}: {summary[f'ratio_vs_st_{low}']}x (target >= 2x on GPU)")  # fmt: skip
+    print(
+        f"parity (cosine >= 0.999 vs ST fp32): {'OK' if ok else 'FAILED'}; "
+        f"embedpipe {low} / ST.encode {low}: {summary[f'ratio_vs_st_{low}']}x (target >= 2x on GPU)"
+    )
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
     sys.exit(0 if ok else 1)

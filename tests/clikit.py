@@ -21,8 +21,14 @@ def start(
     tests/zygote.py): its pid, signals, exit status, stdout and stderr are its own."""
     env = dict(os.environ if env is None else env)
     if FRESH:
-        return subprocess.Popen([sys.executable, "-m", "embedpipe", *args], env=env, cwd=cwd,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-m", "embedpipe", *args],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     return zygote.server().start(list(args), env, cwd or Path.cwd())
 
 

@@ -79,8 +79,16 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, encoder) -> Path:  # ty
     out = tmp_path_factory.mktemp("tiny-bert")
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(str(encoder.path))
-    bert = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                                num_attention_heads=2, intermediate_size=64, max_position_embeddings=512))  # fmt: skip
+    bert = BertModel(
+        BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=512,
+        )
+    )
     raw = out / "raw"
     bert.save_pretrained(raw)
     tokenizer.save_pretrained(raw)

@@ -61,10 +61,13 @@ class FakeEncoder:
         """A dataclass like the real one, so `fingerprint()` hashes it the same way."""
         recipe = f"{FAKE_NAME}:{self.dim}:{self.seed}".encode()
         return ModelIdentity(
-            name=FAKE_NAME, files_hash=xxhash.xxh3_128_hexdigest(recipe),
-            max_seq_length=self.max_seq_length, pooling="mean-of-token-vectors", normalize=True,
+            name=FAKE_NAME,
+            files_hash=xxhash.xxh3_128_hexdigest(recipe),
+            max_seq_length=self.max_seq_length,
+            pooling="mean-of-token-vectors",
+            normalize=True,
             prefix="",
-        )  # fmt: skip
+        )
 
     def output_options(self) -> dict[str, Any]:
         return {}
@@ -87,9 +90,12 @@ class FakeEncoder:
     def encode_texts(self, texts: Sequence[str], *, prefix: str | None = None) -> np.ndarray:
         """Vectors for raw texts (queries), tokenised like the real encoder does."""
         enc = self.tokenizer(
-            [(prefix or "") + t for t in texts], padding=True, truncation=True,
-            max_length=self.max_seq_length, return_tensors="np",
-        )  # fmt: skip
+            [(prefix or "") + t for t in texts],
+            padding=True,
+            truncation=True,
+            max_length=self.max_seq_length,
+            return_tensors="np",
+        )
         return self.encode_ids(enc["input_ids"], enc["attention_mask"])
 
 

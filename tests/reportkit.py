@@ -22,8 +22,16 @@ FILES = {
 
 def report(outcome: str = "done", **kwargs: Any) -> RunReport:
     """A finished run of collection docs: 40 chunks embedded in 2 s, one record error."""
-    r = RunReport(collection="docs", outcome=outcome, chunks_embedded=40, chunks_skipped=2,
-                  chunks_deleted=1, tokens_embedded=4000, seconds=2.0, **kwargs)  # fmt: skip
+    r = RunReport(
+        collection="docs",
+        outcome=outcome,
+        chunks_embedded=40,
+        chunks_skipped=2,
+        chunks_deleted=1,
+        tokens_embedded=4000,
+        seconds=2.0,
+        **kwargs,
+    )
     r.errors.append(RecordError("corpus", "bad.txt", "not UTF-8 text"))
     return r
 
@@ -46,9 +54,24 @@ def _backfill(tmp: Path) -> dict[str, Any]:
     for name, text in FILES.items():
         (root / name).write_text(text)
     (root / "bad.txt").write_bytes(b"caf\xe9")
-    args = ["backfill", str(root), "--sink", f"faiss:{tmp / 'index'}", "--collection", "docs",
-            "--report", str(tmp / "run.json"), "--metrics", str(tmp / "m.prom"),
-            "--log-format", "json", "--max-batch-tokens", "256", "--precision", "fp32"]  # fmt: skip
+    args = [
+        "backfill",
+        str(root),
+        "--sink",
+        f"faiss:{tmp / 'index'}",
+        "--collection",
+        "docs",
+        "--report",
+        str(tmp / "run.json"),
+        "--metrics",
+        str(tmp / "m.prom"),
+        "--log-format",
+        "json",
+        "--max-batch-tokens",
+        "256",
+        "--precision",
+        "fp32",
+    ]
     result = CliRunner().invoke(app, args)
     logs.configure("text")
     return {"result": result, "tmp": tmp}

@@ -43,8 +43,11 @@ class Requests:
 
     def bodies(self, bucket: str) -> list[str]:
         """Keys whose body (or part of it) was fetched: GET /bucket/key."""
-        return [p.split("/", 2)[2] for m, p, _ in self.seen if m == "GET" and p.count("/") >= 2
-                and p.split("/")[1] == bucket and p.split("/", 2)[2]]  # fmt: skip
+        return [
+            p.split("/", 2)[2]
+            for m, p, _ in self.seen
+            if m == "GET" and p.count("/") >= 2 and p.split("/")[1] == bucket and p.split("/", 2)[2]
+        ]
 
     def clear(self) -> None:
         self.seen.clear()
@@ -74,12 +77,20 @@ class FaultyS3:
                 start_response, "403 Forbidden", "AccessDenied", "Access Denied", path, method
             )
         if fault.kind == "throttle":
-            return _error(start_response, "503 Slow Down", "SlowDown", "Please reduce your request rate.", path, method)  # fmt: skip
+            return _error(
+                start_response,
+                "503 Slow Down",
+                "SlowDown",
+                "Please reduce your request rate.",
+                path,
+                method,
+            )
         return _cut(self.app, environ, start_response)
 
 
-def _error(start_response: Callable[..., Any], status: str, code: str, message: str, path: str,
-           method: str) -> Iterable[bytes]:  # fmt: skip
+def _error(
+    start_response: Callable[..., Any], status: str, code: str, message: str, path: str, method: str
+) -> Iterable[bytes]:
     body = _ERROR.format(code=code, message=message, key=path.lstrip("/")).encode()
     start_response(
         status, [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))]
@@ -87,8 +98,9 @@ def _error(start_response: Callable[..., Any], status: str, code: str, message: 
     return [] if method == "HEAD" else [body]
 
 
-def _cut(app: Callable[..., Iterable[bytes]], environ: dict[str, Any],
-         start_response: Callable[..., Any]) -> Iterator[bytes]:  # fmt: skip
+def _cut(
+    app: Callable[..., Iterable[bytes]], environ: dict[str, Any], start_response: Callable[..., Any]
+) -> Iterator[bytes]:
     """The real response, its headers whole and its body cut in half: the connection drops."""
     captured: dict[str, Any] = {}
 
@@ -110,8 +122,9 @@ class S3Server(ThreadedMotoServer):
         self.layer = FaultyS3(DomainDispatcherApplication(create_backend_app))
 
     def _server_entry(self) -> None:
-        self._server = make_server(self._ip_address, self._port, self.layer, True,
-                                   request_handler=MotoRequestHandler)  # fmt: skip
+        self._server = make_server(
+            self._ip_address, self._port, self.layer, True, request_handler=MotoRequestHandler
+        )
         self._server_ready_event.set()
         self._server.serve_forever()
 
@@ -157,11 +170,14 @@ def s3_server(
     server.start()
     home = tmp_path_factory.mktemp("aws-home")
     env = {
-        "AWS_ENDPOINT_URL": server.url, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": str(home / "config"), "AWS_SHARED_CREDENTIALS_FILE": str(home / "creds"),
+        "AWS_ENDPOINT_URL": server.url,
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(home / "config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(home / "creds"),
         "AWS_EC2_METADATA_DISABLED": "true",
-    }  # fmt: skip
+    }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_ENDPOINT_URL_S3"):

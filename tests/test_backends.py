@@ -135,11 +135,21 @@ def test_openvino_is_imported_without_telemetry_unless_the_user_opted_in(tmp_pat
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}
     home = tmp_path / "home"
     home.mkdir()
-    declined = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                              env={**env, "HOME": str(home)}, timeout=300)  # fmt: skip
+    declined = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env={**env, "HOME": str(home)},
+        timeout=300,
+    )
     assert declined.stdout.split() == ["0", "DECLINED"], declined.stderr
     (home / "intel").mkdir()
     (home / "intel" / "openvino_telemetry").write_text("1\n")  # what `opt_in_out --opt_in` writes
-    kept = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          env={**env, "HOME": str(home)}, timeout=300)  # fmt: skip
+    kept = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env={**env, "HOME": str(home)},
+        timeout=300,
+    )
     assert kept.stdout.split()[-1] == "ACCEPTED", kept.stderr

@@ -31,8 +31,20 @@ def test_backfill_and_query_through_the_cli(kind: str, make_corpus, tmp_path: Pa
     root = make_corpus(FILES)
     sink = f"{kind}:{tmp_path / 'index'}"
     report = tmp_path / "report.json"
-    done = embedpipe("backfill", str(root), "--sink", sink, "--collection", "docs", "--report", str(report),
-                     "--max-batch-tokens", "1024", "--precision", "fp32")  # fmt: skip
+    done = embedpipe(
+        "backfill",
+        str(root),
+        "--sink",
+        sink,
+        "--collection",
+        "docs",
+        "--report",
+        str(report),
+        "--max-batch-tokens",
+        "1024",
+        "--precision",
+        "fp32",
+    )
     assert done.returncode == 0, done.stderr
     assert "embedded" in done.stderr  # the summary table
     data = json.loads(report.read_text())
@@ -41,8 +53,17 @@ def test_backfill_and_query_through_the_cli(kind: str, make_corpus, tmp_path: Pa
         and data["chunks_embedded"] > 0
         and data["outcome"] == "done"
     )
-    found = embedpipe("query", "serialise a dict to a JSON string", "--sink", sink, "--collection", "docs",
-                      "-k", "2", "--json")  # fmt: skip
+    found = embedpipe(
+        "query",
+        "serialise a dict to a JSON string",
+        "--sink",
+        sink,
+        "--collection",
+        "docs",
+        "-k",
+        "2",
+        "--json",
+    )
     assert found.returncode == 0, found.stderr
     hits = json.loads(found.stdout)
     assert hits[0]["doc_id"] == "python/json.md" and hits[0]["score"] > 0.3
@@ -154,8 +175,13 @@ def test_a_wrong_text_field_stops_before_the_model_loads_with_one_line(tmp_path:
         "try:\n    main()\nexcept SystemExit as exc:\n"
         "    print(exc.code, 'sentence_transformers' in sys.modules)\n"
     )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"})  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"},
+    )
     assert done.stdout.split() == ["1", "False"], done.stderr  # exit 1, the model never loaded
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and len(done.stderr.strip().splitlines()) == 1

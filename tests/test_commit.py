@@ -80,8 +80,11 @@ def test_new_generation_below_min_fraction_is_held_with_the_reason(ledger: Ledge
         "it holds 3 of the 10 documents the live index serves (30%, below promote.min_fraction 90%)"
     )
     assert v.to_dict() == {
-        "promoted": False, "reason": v.reason, "live": {"documents": 10}, "staged": {"documents": 3},
-    }  # fmt: skip
+        "promoted": False,
+        "reason": v.reason,
+        "live": {"documents": 10},
+        "staged": {"documents": 3},
+    }
 
 
 def test_held_message_names_the_generation_and_the_way_out(ledger: Ledger) -> None:

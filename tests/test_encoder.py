@@ -91,8 +91,10 @@ def openvino_encoders(encoder: Encoder) -> Iterator[dict[str, Encoder]]:
     session's model (OpenVINO leaves its fp32 weights as they are)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(encoder_module, "_load", lambda path, device: encoder.model)
-        yield {p: Encoder(ModelConfig(backend="openvino", precision=p, device="cpu"))
-               for p in ("fp32", "bf16")}  # fmt: skip
+        yield {
+            p: Encoder(ModelConfig(backend="openvino", precision=p, device="cpu"))
+            for p in ("fp32", "bf16")
+        }
 
 
 @needs_openvino
@@ -169,13 +171,22 @@ def test_packaged_model_identity_is_unchanged(encoder: Encoder) -> None:
 
 def test_settings_reach_the_encoder_without_probing(encoder: Encoder) -> None:
     settings = SimpleNamespace(
-        name=str(encoder.path), device="cpu", precision="fp32", normalize=False, prefix="",
-        max_seq_length=64, threads=None, truncate_dim=128, quantization="int8",
-    )  # fmt: skip
+        name=str(encoder.path),
+        device="cpu",
+        precision="fp32",
+        normalize=False,
+        prefix="",
+        max_seq_length=64,
+        threads=None,
+        truncate_dim=128,
+        quantization="int8",
+    )
     mine = Encoder(settings)
     assert (mine.max_seq_length, mine.dim, mine.output_options()) == (
-        64, 128, {"truncate_dim": 128, "quantization": "int8"},
-    )  # fmt: skip
+        64,
+        128,
+        {"truncate_dim": 128, "quantization": "int8"},
+    )
     assert not np.allclose(np.linalg.norm(mine.encode_texts(["not normalised"]), axis=1), 1.0)
 
 
@@ -220,8 +231,9 @@ def test_oom_halves_the_cap_retries_and_returns_the_same_vectors(
     assert mine.token_cap is not None and mine.token_cap <= 600
     assert oomed[1] <= oomed[0] // 2, "each back-off at least halves the batch"
     with torch.inference_mode():
-        ref = np.concatenate([encoder._encode_piece(ids[i : i + 4], mask[i : i + 4])
-                              for i in range(0, len(ids), 4)])  # fmt: skip
+        ref = np.concatenate(
+            [encoder._encode_piece(ids[i : i + 4], mask[i : i + 4]) for i in range(0, len(ids), 4)]
+        )
     assert np.allclose(vectors, ref, atol=1e-5)
 
 

@@ -56,8 +56,9 @@ def test_streaming_emits_every_chunk_exactly_once_under_any_timing(
 ) -> None:
     docs = varied_docs(16, seed)
     cfg = small_batch_config(tmp_path)
-    chunker = Chunker(encoder.tokenizer, chunk_tokens=32, overlap_tokens=4,
-                      max_seq_length=encoder.max_seq_length)  # fmt: skip
+    chunker = Chunker(
+        encoder.tokenizer, chunk_tokens=32, overlap_tokens=4, max_seq_length=encoder.max_seq_length
+    )
     expected = sorted(c.id for c in chunker.chunk_many(docs))
     rng = random.Random(seed)
     sink = _SlowSink(open_sink(cfg.sink), rng)

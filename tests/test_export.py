@@ -18,17 +18,32 @@ from embedpipe.sinks import open_sink
 from embedpipe.types import point_id
 from tests.clikit import cli
 
-WORDS = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa",
-         "lambda", "mu")  # fmt: skip
+WORDS = (
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "zeta",
+    "eta",
+    "theta",
+    "iota",
+    "kappa",
+    "lambda",
+    "mu",
+)
 
 
 def corpus(n: int, salt: str = "") -> list[dict[str, Any]]:
     """`n` short documents, one chunk each, with metadata."""
     return [
-        {"id": f"d{i:04d}", "text": f"{WORDS[i % 12]} {WORDS[(i * 7) % 12]} {i} {salt}".strip(),
-         "metadata": {"n": i, "even": i % 2 == 0}}
+        {
+            "id": f"d{i:04d}",
+            "text": f"{WORDS[i % 12]} {WORDS[(i * 7) % 12]} {i} {salt}".strip(),
+            "metadata": {"n": i, "even": i % 2 == 0},
+        }
         for i in range(n)
-    ]  # fmt: skip
+    ]
 
 
 def config(uri: str, **more: Any) -> RunConfig:
@@ -120,8 +135,9 @@ def test_an_interrupted_export_resumes_and_a_repeat_copies_only_the_changes(
     Pipeline(edge, source=corpus(290, salt="v2"), encoder=fake_encoder).run()
     again = embedpipe.export(edge, to=to)
     assert (again.chunks_embedded, again.chunks_skipped) == (290, 10)
-    shrunk = Pipeline(config(edge.sink.uri, mode="full"), source=corpus(290, salt="v2"),
-                      encoder=fake_encoder).run()  # fmt: skip
+    shrunk = Pipeline(
+        config(edge.sink.uri, mode="full"), source=corpus(290, salt="v2"), encoder=fake_encoder
+    ).run()
     assert shrunk.chunks_deleted == 10
     last = embedpipe.export(edge, to=to)
     assert (last.chunks_embedded, last.chunks_deleted) == (0, 10)
@@ -168,9 +184,27 @@ def test_export_into_its_own_folder_is_a_usage_error_on_the_command_line(
 
 
 def test_export_on_the_command_line(edge: RunConfig, tmp_path: Path) -> None:
-    done = cli("export", "--sink", edge.sink.uri, "--collection", "docs", "--to",
-               f"faiss:{tmp_path / 'f'}", "--to-collection", "copy", cwd=tmp_path)  # fmt: skip
+    done = cli(
+        "export",
+        "--sink",
+        edge.sink.uri,
+        "--collection",
+        "docs",
+        "--to",
+        f"faiss:{tmp_path / 'f'}",
+        "--to-collection",
+        "copy",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert "300 chunks copied, 0 already there, 0 deleted" in " ".join(done.stderr.split())
-    assert len(stored(load_config(None, {"sink": {"uri": f"faiss:{tmp_path / 'f'}",
-                                                  "collection": "copy"}}))) == 300  # fmt: skip
+    assert (
+        len(
+            stored(
+                load_config(
+                    None, {"sink": {"uri": f"faiss:{tmp_path / 'f'}", "collection": "copy"}}
+                )
+            )
+        )
+        == 300
+    )

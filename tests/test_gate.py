@@ -55,8 +55,12 @@ def queries(tmp_path: Path) -> Path:
 
 
 def settings(root: Path, kind: str, tmp_path: Path, **extra: object) -> embedpipe.RunConfig:
-    data = {"source": {"uri": str(root)}, "sink": {"uri": f"{kind}:{tmp_path / kind}", "collection": "docs"},
-            "chunking": {"chunk_tokens": 64, "overlap_tokens": 0}, **extra}  # fmt: skip
+    data = {
+        "source": {"uri": str(root)},
+        "sink": {"uri": f"{kind}:{tmp_path / kind}", "collection": "docs"},
+        "chunking": {"chunk_tokens": 64, "overlap_tokens": 0},
+        **extra,
+    }
     return load_config(None, data)
 
 
@@ -122,8 +126,13 @@ def test_worse_challenger_is_held_then_promoted_then_rolled_back(
     embedpipe.run(champion)
     answer = docs_for(champion, "baking sourdough with yeast")
     assert answer[0] == "bread.md"
-    challenger = settings(root, kind, tmp_path, model={"name": str(tiny_model)},
-                          promote={"eval": {"queries": str(queries), "k": 3}})  # fmt: skip
+    challenger = settings(
+        root,
+        kind,
+        tmp_path,
+        model={"name": str(tiny_model)},
+        promote={"eval": {"queries": str(queries), "k": 3}},
+    )
 
     held = embedpipe.api.run(challenger, raise_on_failure=False)
     assert held.outcome == "held" and held.promotion is not None
@@ -153,8 +162,9 @@ def test_no_worse_challenger_is_promoted(
     root = make_corpus(TOPICS)
     gate = {"eval": {"queries": str(queries), "k": 3}}
     embedpipe.run(settings(root, kind, tmp_path, promote=gate))
-    rechunked = settings(root, kind, tmp_path, promote=gate,
-                         chunking={"chunk_tokens": 48, "overlap_tokens": 0})  # fmt: skip
+    rechunked = settings(
+        root, kind, tmp_path, promote=gate, chunking={"chunk_tokens": 48, "overlap_tokens": 0}
+    )
     report = embedpipe.run(rechunked)
     assert report.outcome == "done" and report.promotion["promoted"] is True  # type: ignore[index]
     assert report.promotion["staged"]["recall"] >= report.promotion["live"]["recall"] - 0.01  # type: ignore[index]
@@ -164,8 +174,13 @@ def test_no_worse_challenger_is_promoted(
 def test_keep_previous_zero_drops_the_replaced_generation(make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     root = make_corpus(TOPICS)
     embedpipe.run(settings(root, "faiss", tmp_path, promote={"keep_previous": 0}))
-    rechunked = settings(root, "faiss", tmp_path, promote={"keep_previous": 0},
-                         chunking={"chunk_tokens": 48, "overlap_tokens": 0})  # fmt: skip
+    rechunked = settings(
+        root,
+        "faiss",
+        tmp_path,
+        promote={"keep_previous": 0},
+        chunking={"chunk_tokens": 48, "overlap_tokens": 0},
+    )
     embedpipe.run(rechunked)
     assert [g["state"] for g in embedpipe.status(rechunked)[0]["generations"]] == ["live"]
     assert len(list((tmp_path / "faiss" / ".generations").iterdir())) == 1
@@ -177,8 +192,20 @@ def test_promote_refuses_a_generation_still_being_built(make_corpus, tmp_path: P
     root = make_corpus(TOPICS)
     cfg = settings(root, "faiss", tmp_path)
     embedpipe.run(cfg)
-    args = ["backfill", str(root), "--sink", cfg.sink.uri, "--collection", "docs",
-            "--chunk-tokens", "48", "--overlap-tokens", "0", "--max-batch-tokens", "64"]  # fmt: skip
+    args = [
+        "backfill",
+        str(root),
+        "--sink",
+        cfg.sink.uri,
+        "--collection",
+        "docs",
+        "--chunk-tokens",
+        "48",
+        "--overlap-tokens",
+        "0",
+        "--max-batch-tokens",
+        "64",
+    ]
     env = {**os.environ, "EMBEDPIPE_CRASH_AT": "ledger-commit:1"}
     assert command(*args, env=env).returncode == -9
     with pytest.raises(EmbedpipeError, match="No generation 'staged'"):
@@ -218,8 +245,17 @@ def test_cli_eval_promote_and_rollback(make_corpus, tmp_path: Path, queries: Pat
     result = json.loads(shown.stdout)
     assert result["generation"]["state"] == "live" and set(result) >= {"recall", "mrr", "ndcg"}
     assert len(result["per_query"]) == len(QUERIES)
-    held = command("backfill", str(root), *base, "--chunk-tokens", "48", "--overlap-tokens", "0",
-                   "--eval-queries", str(queries))  # fmt: skip
+    held = command(
+        "backfill",
+        str(root),
+        *base,
+        "--chunk-tokens",
+        "48",
+        "--overlap-tokens",
+        "0",
+        "--eval-queries",
+        str(queries),
+    )
     assert held.returncode == 0, held.stderr  # same model, other chunking: no worse
     rolled = command("rollback", *base)
     assert rolled.returncode == 0 and "is live" in rolled.stdout, rolled.stderr

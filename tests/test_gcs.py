@@ -52,7 +52,12 @@ def test_gcs_documents_and_jsonl_embed_like_local_and_unchanged_objects_are_skip
         (local / f"{doc_id}.md").write_text(text)
     put(fs, "rows/part-0.jsonl.gz", jsonl_bytes(texts(4)))
     options = {"endpoint_url": url, "anonymous": True}
-    remote = config("gs://lake/docs", tmp_path, "gcs", source={"uri": "gs://lake/docs", "storage_options": options})  # fmt: skip
+    remote = config(
+        "gs://lake/docs",
+        tmp_path,
+        "gcs",
+        source={"uri": "gs://lake/docs", "storage_options": options},
+    )
     first = embedpipe.run(remote)
     here = config(str(local), tmp_path, "local")
     embedpipe.run(here)
@@ -62,6 +67,11 @@ def test_gcs_documents_and_jsonl_embed_like_local_and_unchanged_objects_are_skip
     put(fs, "docs/doc01.md", texts(4, edit=" A new sentence.")["doc01"])
     edited = embedpipe.run(remote)
     assert edited.docs_read == 1 and edited.chunks_embedded >= 1
-    rows = config("gs://lake/rows", tmp_path, "rows", source={"uri": "gs://lake/rows", "storage_options": options})  # fmt: skip
+    rows = config(
+        "gs://lake/rows",
+        tmp_path,
+        "rows",
+        source={"uri": "gs://lake/rows", "storage_options": options},
+    )
     report = embedpipe.run(rows)
     assert report.errors == [] and report.docs_read == 4

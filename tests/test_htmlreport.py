@@ -58,8 +58,15 @@ def synthetic_report() -> dict[str, Any]:
 
 def headless(args: list[str], tmp: Path) -> subprocess.CompletedProcess[str]:
     assert CHROMIUM
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-           f"--user-data-dir={tmp / 'profile'}", *args]  # fmt: skip
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp / 'profile'}",
+        *args,
+    ]
     env = {**os.environ, "HOME": str(tmp)}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=90, env=env)
 
@@ -124,8 +131,13 @@ def test_report_redirected_by_the_shell_lands_in_that_file(tmp_path: Path) -> No
     src = tmp_path / "run.json"
     src.write_text(json.dumps(synthetic_report()))
     with (tmp_path / "report.html").open("w") as stdout:
-        subprocess.run([sys.executable, "-m", "embedpipe", "report", str(src)], stdout=stdout,
-                       cwd=tmp_path, check=True, timeout=120)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "embedpipe", "report", str(src)],
+            stdout=stdout,
+            cwd=tmp_path,
+            check=True,
+            timeout=120,
+        )
     assert (tmp_path / "report.html").read_text().startswith("<!doctype html>")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "run.json"]
 
@@ -168,5 +180,13 @@ def test_duration_is_wall_time_with_start_up_as_its_own_part() -> None:
     card = re.search(r"data-key='duration'>.*?</div></div>", page, re.S)
     assert card and "1m34s" in card[0] and "start-up 30s" in card[0] and "run 1m04s" in card[0]
     times = dict(htmlreport.phase_times(synthetic_report()))
-    assert times == pytest.approx({"start-up": 30.0, "opening": 0.5, "embedding": 49.5,
-                                   "writing": 1.0, "building index": 12.5, "swapping": 0.5})  # fmt: skip
+    assert times == pytest.approx(
+        {
+            "start-up": 30.0,
+            "opening": 0.5,
+            "embedding": 49.5,
+            "writing": 1.0,
+            "building index": 12.5,
+            "swapping": 0.5,
+        }
+    )

@@ -154,13 +154,21 @@ def test_the_cli_refuses_sparse_on_faiss_and_hybrid_queries_on_parquet_in_one_li
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "a.md").write_text("net_x00 opens the vault")
-    built = cli("backfill", str(corpus), "--sink", f"faiss:{tmp_path / 'idx'}", "--sparse",
-                "bm25", cwd=tmp_path)  # fmt: skip
+    built = cli(
+        "backfill",
+        str(corpus),
+        "--sink",
+        f"faiss:{tmp_path / 'idx'}",
+        "--sparse",
+        "bm25",
+        cwd=tmp_path,
+    )
     assert built.returncode == 2, built.stderr
     assert "keeps no sparse vectors" in flat(built.stderr) and "Traceback" not in built.stderr
     assert not (tmp_path / "idx").exists()
-    asked = cli("query", "net_x00", "--sink", f"parquet:{tmp_path / 'pq'}", "--mode", "hybrid",
-                cwd=tmp_path)  # fmt: skip
+    asked = cli(
+        "query", "net_x00", "--sink", f"parquet:{tmp_path / 'pq'}", "--mode", "hybrid", cwd=tmp_path
+    )
     assert asked.returncode == 2, asked.stderr
     assert "--mode hybrid is not possible: only qdrant-edge:PATH" in flat(asked.stderr)
 

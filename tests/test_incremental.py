@@ -29,8 +29,23 @@ CRASH_SINKS = ["qdrant-edge", "qdrant", "faiss", *SERVERS]
 
 def corpus_files(n: int = 12) -> dict[str, str]:
     """n real-looking documents, two paragraphs each."""
-    topics = ["trains", "boats", "bread", "tomatoes", "json", "sockets", "threads", "gardens", "rivers", "stars",
-              "violins", "glaciers", "bees", "castles", "volcanoes"]  # fmt: skip
+    topics = [
+        "trains",
+        "boats",
+        "bread",
+        "tomatoes",
+        "json",
+        "sockets",
+        "threads",
+        "gardens",
+        "rivers",
+        "stars",
+        "violins",
+        "glaciers",
+        "bees",
+        "castles",
+        "volcanoes",
+    ]
     return {
         f"doc{i:02d}.md": f"# About {topics[i % len(topics)]}\n\nThis note {i} explains {topics[i % len(topics)]} "
         f"in some detail, with history and practice.\n\nA second paragraph on {topics[i % len(topics)]} care."
@@ -39,8 +54,12 @@ def corpus_files(n: int = 12) -> dict[str, str]:
 
 
 def config(root: Path, kind: str, tmp_path: Path, **extra: object) -> embedpipe.RunConfig:
-    data = {"source": {"uri": str(root)}, "sink": {"uri": sink_uri(kind, tmp_path), "collection": "docs"},
-            "chunking": {"chunk_tokens": 24, "overlap_tokens": 0}, **extra}  # fmt: skip
+    data = {
+        "source": {"uri": str(root)},
+        "sink": {"uri": sink_uri(kind, tmp_path), "collection": "docs"},
+        "chunking": {"chunk_tokens": 24, "overlap_tokens": 0},
+        **extra,
+    }
     return load_config(None, data)
 
 
@@ -218,8 +237,22 @@ def test_sigkill_at_any_point_then_rerun_converges(
     if point.startswith("sink-delete"):
         embedpipe.run(cfg)
         (root / "doc05.md").unlink()
-    args = ["backfill", str(root), "--sink", cfg.sink.uri, "--collection", "docs",
-            "--chunk-tokens", "24", "--overlap-tokens", "0", "--max-batch-tokens", "64", "--mode", "full"]  # fmt: skip
+    args = [
+        "backfill",
+        str(root),
+        "--sink",
+        cfg.sink.uri,
+        "--collection",
+        "docs",
+        "--chunk-tokens",
+        "24",
+        "--overlap-tokens",
+        "0",
+        "--max-batch-tokens",
+        "64",
+        "--mode",
+        "full",
+    ]
     env = {**os.environ, "EMBEDPIPE_CRASH_AT": point, "EMBEDPIPE_BATCHING__MAX_BATCH_SIZE": "4"}
     killed = command(*args, env=env)
     assert killed.returncode == -9, killed.stderr
@@ -308,8 +341,18 @@ def test_sigterm_finishes_the_batch_in_flight_and_a_rerun_resumes(tmp_path: Path
             (stdlib_docs / str(copy) / name).write_text(f"{text} (copy {copy})")
 
     uri = f"faiss:{tmp_path / 'f'}"
-    args = ["backfill", str(stdlib_docs), "--sink", uri, "--collection", "docs",
-            "--chunk-tokens", "64", "--overlap-tokens", "0"]  # fmt: skip
+    args = [
+        "backfill",
+        str(stdlib_docs),
+        "--sink",
+        uri,
+        "--collection",
+        "docs",
+        "--chunk-tokens",
+        "64",
+        "--overlap-tokens",
+        "0",
+    ]
     env = {**os.environ, "COLUMNS": "300", "EMBEDPIPE_BATCHING__MAX_BATCH_SIZE": "2"}
     proc = start(*args, env=env)
     ledger_path = state_dir_for(uri, None) / "ledger.sqlite"
@@ -328,8 +371,14 @@ def test_sigterm_finishes_the_batch_in_flight_and_a_rerun_resumes(tmp_path: Path
         committed = db.execute("SELECT COUNT(*) FROM chunks WHERE state = 1").fetchone()[0]
         outcome = db.execute("SELECT outcome FROM runs ORDER BY id DESC").fetchone()[0]
     assert committed > 0 and outcome == "interrupted"
-    cfg = load_config(None, {"source": {"uri": str(stdlib_docs)}, "sink": {"uri": uri, "collection": "docs"},
-                             "chunking": {"chunk_tokens": 64, "overlap_tokens": 0}})  # fmt: skip
+    cfg = load_config(
+        None,
+        {
+            "source": {"uri": str(stdlib_docs)},
+            "sink": {"uri": uri, "collection": "docs"},
+            "chunking": {"chunk_tokens": 64, "overlap_tokens": 0},
+        },
+    )
     report = embedpipe.run(cfg)
     assert report.chunks_skipped == committed
     in_sink, in_ledger = consistency(cfg)
@@ -342,8 +391,15 @@ def test_keep_previous_retains_the_retired_index_after_a_swap(
 ) -> None:  # type: ignore[no-untyped-def]
     root = make_corpus(corpus_files(4))
     embedpipe.run(config(root, kind, tmp_path))
-    embedpipe.run(config(root, kind, tmp_path, model={"name": str(tiny_model)}, sink={
-        "uri": f"{kind}:{tmp_path / kind}", "collection": "docs", "keep_previous": True}))  # fmt: skip
+    embedpipe.run(
+        config(
+            root,
+            kind,
+            tmp_path,
+            model={"name": str(tiny_model)},
+            sink={"uri": f"{kind}:{tmp_path / kind}", "collection": "docs", "keep_previous": True},
+        )
+    )
     if kind == "faiss":
         kept = [p.name for p in (tmp_path / kind / ".generations").iterdir()]
     else:

@@ -121,8 +121,15 @@ def test_search_with_a_filter_keeps_only_what_it_names(
 def prompted(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> RunConfig:
     """The tiny model's index built with E5-style prompts."""
     root = tmp_path_factory.mktemp("prompted")
-    cfg = config("qdrant-edge", root, name=str(tiny_model), prefix="passage: ",
-                 query_prefix="query: ", precision="fp32", device="cpu")  # fmt: skip
+    cfg = config(
+        "qdrant-edge",
+        root,
+        name=str(tiny_model),
+        prefix="passage: ",
+        query_prefix="query: ",
+        precision="fp32",
+        device="cpu",
+    )
     assert embedpipe.backfill(docs(), config=cfg).outcome == "done"
     return cfg
 
@@ -151,8 +158,16 @@ def test_a_change_of_passage_prompt_is_a_new_fingerprint(tiny_model: Path, tmp_p
 
 def test_query_where_on_the_command_line(prompted: RunConfig, tmp_path: Path) -> None:
     args = ["query", "arrays", "--sink", prompted.sink.uri, "--collection", "docs", "--json"]
-    done = cli(*args, "--where", "metadata.pkg=pandas,scipy", "--where", "chunk_index=0",
-               "-k", "6", cwd=tmp_path)  # fmt: skip
+    done = cli(
+        *args,
+        "--where",
+        "metadata.pkg=pandas,scipy",
+        "--where",
+        "chunk_index=0",
+        "-k",
+        "6",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert sorted(h["doc_id"] for h in json.loads(done.stdout)) == ["pd1", "pd2", "sp1", "sp2"]
     wrong = cli(*args, "--where", "pkg=numpy", cwd=tmp_path)

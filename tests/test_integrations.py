@@ -41,11 +41,28 @@ from tests.test_incremental import SERVERS
 pytestmark = pytest.mark.slow
 
 FUNCTIONS = [
-    json.dumps, json.loads, textwrap.dedent, textwrap.wrap, heapq.nlargest, heapq.heappush,
-    shutil.rmtree, shutil.copyfile, random.shuffle, random.choice, urllib.parse.urlsplit,
-    urllib.parse.quote, functools.lru_cache, functools.partial, difflib.get_close_matches,
-    statistics.median, statistics.stdev, glob.glob, re.sub, re.split, collections.namedtuple,
-]  # fmt: skip
+    json.dumps,
+    json.loads,
+    textwrap.dedent,
+    textwrap.wrap,
+    heapq.nlargest,
+    heapq.heappush,
+    shutil.rmtree,
+    shutil.copyfile,
+    random.shuffle,
+    random.choice,
+    urllib.parse.urlsplit,
+    urllib.parse.quote,
+    functools.lru_cache,
+    functools.partial,
+    difflib.get_close_matches,
+    statistics.median,
+    statistics.stdev,
+    glob.glob,
+    re.sub,
+    re.split,
+    collections.namedtuple,
+]
 QUESTIONS = {
     "How do I convert a Python object into a JSON formatted string?": "json.dumps",
     "remove common leading whitespace from every line of a text": "textwrap.dedent",
@@ -66,14 +83,24 @@ def records() -> list[dict[str, Any]]:
     for fn in FUNCTIONS:
         module = fn.__module__.replace("posixpath", "os.path")
         name = f"{module}.{fn.__name__}"
-        out.append({"id": name, "text": f"{name}\n\n{fn.__doc__}",
-                    "metadata": {"module": module, "name": name}})  # fmt: skip
+        out.append(
+            {
+                "id": name,
+                "text": f"{name}\n\n{fn.__doc__}",
+                "metadata": {"module": module, "name": name},
+            }
+        )
     return out
 
 
 def config(uri: str) -> RunConfig:
-    return load_config(None, {"sink": {"uri": uri, "collection": "docs"},
-                              "model": {"precision": "fp32", "device": "cpu"}})  # fmt: skip
+    return load_config(
+        None,
+        {
+            "sink": {"uri": uri, "collection": "docs"},
+            "model": {"precision": "fp32", "device": "cpu"},
+        },
+    )
 
 
 @pytest.fixture(scope="module", params=["qdrant-edge", "faiss", "qdrant", "parquet", *SERVERS])
@@ -111,8 +138,11 @@ def test_langchain_retriever_finds_the_right_document_in_the_top_3(
     langchain_store: EmbedpipeVectorStore,
 ) -> None:
     retriever = langchain_store.as_retriever(search_kwargs={"k": 3})
-    missed = {q: top3_langchain(retriever, q) for q, want in QUESTIONS.items()
-              if want not in top3_langchain(retriever, q)}  # fmt: skip
+    missed = {
+        q: top3_langchain(retriever, q)
+        for q, want in QUESTIONS.items()
+        if want not in top3_langchain(retriever, q)
+    }
     assert missed == {}
 
 
@@ -228,9 +258,11 @@ def test_langchain_qdrant_vector_store_reads_an_exported_copy(
     client = QdrantClient(path=str(tmp_path / "q"))
     try:
         store = langchain_qdrant.QdrantVectorStore(
-            client=client, collection_name="docs", content_payload_key="text",
+            client=client,
+            collection_name="docs",
+            content_payload_key="text",
             embedding=EmbedpipeEmbeddings(),  # the packaged model the index was built with
-        )  # fmt: skip
+        )
         for question, want in QUESTIONS.items():
             names = [d.metadata["name"] for d in store.similarity_search(question, k=3)]
             assert want in names, (question, names)
@@ -244,9 +276,11 @@ def test_langchain_qdrant_vector_store_reads_an_exported_copy(
 def test_a_langchain_collection_is_refused_saying_what_it_holds(tmp_path: Path) -> None:
     langchain_qdrant = pytest.importorskip("langchain_qdrant")
     made = langchain_qdrant.QdrantVectorStore.from_texts(
-        ["a text LangChain embedded", "another one"], EmbedpipeEmbeddings(),
-        path=str(tmp_path / "q"), collection_name="docs",
-    )  # fmt: skip
+        ["a text LangChain embedded", "another one"],
+        EmbedpipeEmbeddings(),
+        path=str(tmp_path / "q"),
+        collection_name="docs",
+    )
     made.client.close()
     with pytest.raises(embedpipe.EmbedpipeError) as refused:
         embedpipe.backfill(records()[:2], sink=f"qdrant:{tmp_path / 'q'}", collection="docs")

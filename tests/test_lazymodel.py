@@ -109,8 +109,11 @@ def test_a_first_dry_run_on_a_new_state_directory_loads_no_model(
         f"Sentence {i} says something about rivers and their long history." for i in range(300)
     )
     root = make_corpus({f"long{i}.md": f"# Rivers {i}\n\n{text}" for i in range(3)})
-    data = {"source": {"uri": str(root)}, "sink": {"uri": f"faiss:{tmp_path / 'faiss'}", "collection": "docs"},
-            "chunking": {"chunk_tokens": 512, "overlap_tokens": 0}}  # fmt: skip
+    data = {
+        "source": {"uri": str(root)},
+        "sink": {"uri": f"faiss:{tmp_path / 'faiss'}", "collection": "docs"},
+        "chunking": {"chunk_tokens": 512, "overlap_tokens": 0},
+    }
     cfg = load_config(None, data)
     dry = probe(cfg, dry_run=True)  # nothing remembered: identity from the model's folder
     assert dry["device"] == NOT_LOADED and dry["outcome"] == "dry-run"

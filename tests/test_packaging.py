@@ -75,10 +75,22 @@ def test_py_typed_ships_in_the_wheel(tmp_path: Path) -> None:
         ROOT / "embedpipe", tree / "embedpipe", ignore=shutil.ignore_patterns("__pycache__")
     )
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path / "dist"), str(tree)],
-        capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(tree),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     [wheel] = (tmp_path / "dist").glob("embedpipe-*.whl")
     names = zipfile.ZipFile(wheel).namelist()

@@ -107,9 +107,23 @@ def test_bad_files_are_reported_and_the_rest_is_embedded(make_corpus, tmp_path: 
     assert set(by_record) == {"empty.md", "latin1.txt", "blob.txt"}
     assert "empty" in by_record["empty.md"] and "UTF-8" in by_record["latin1.txt"]
     assert "binary" in by_record["blob.txt"]
-    for key in ("docs_read", "docs_failed", "chunks_total", "chunks_embedded", "chunks_skipped",
-                "chunks_deleted", "tokens_embedded", "padding_efficiency", "seconds", "chunks_per_second",
-                "tokens_per_second", "model", "fingerprint", "sink", "errors"):  # fmt: skip
+    for key in (
+        "docs_read",
+        "docs_failed",
+        "chunks_total",
+        "chunks_embedded",
+        "chunks_skipped",
+        "chunks_deleted",
+        "tokens_embedded",
+        "padding_efficiency",
+        "seconds",
+        "chunks_per_second",
+        "tokens_per_second",
+        "model",
+        "fingerprint",
+        "sink",
+        "errors",
+    ):
         assert key in data
 
 

@@ -24,10 +24,14 @@ TOPICS = ["trains", "boats", "bread", "rivers"]
 def corpus(n: int = 4) -> list[Document]:
     """n documents of two paragraphs each: several chunks at 24 tokens a chunk."""
     return [
-        Document(f"doc{i}", f"# About {t}\n\nThis note {i} explains {t} in some detail, with "
-                 f"history and practice.\n\nA second paragraph on {t} care.", source="test")
+        Document(
+            f"doc{i}",
+            f"# About {t}\n\nThis note {i} explains {t} in some detail, with "
+            f"history and practice.\n\nA second paragraph on {t} care.",
+            source="test",
+        )
         for i, t in enumerate(TOPICS[:n])
-    ]  # fmt: skip
+    ]
 
 
 def edited(doc: Document) -> Document:
@@ -36,8 +40,11 @@ def edited(doc: Document) -> Document:
 
 
 def config(tmp_path: Path, kind: str = "faiss", **extra: object) -> RunConfig:
-    data = {"sink": {"uri": f"{kind}:{tmp_path / kind}", "collection": "docs"},
-            "chunking": {"chunk_tokens": 24, "overlap_tokens": 0}, **extra}  # fmt: skip
+    data = {
+        "sink": {"uri": f"{kind}:{tmp_path / kind}", "collection": "docs"},
+        "chunking": {"chunk_tokens": 24, "overlap_tokens": 0},
+        **extra,
+    }
     return load_config(None, data)
 
 

@@ -84,24 +84,36 @@ def test_cuda_runs_torch_bf16_where_supported_else_fp16_and_never_checks(
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     chosen = choose("auto", "auto", "cuda", _never, _never, _never_check)
     assert (chosen.backend, chosen.precision, chosen.reason) == (
-        "torch", "bf16", "torch bf16: default on cuda",
-    )  # fmt: skip
+        "torch",
+        "bf16",
+        "torch bf16: default on cuda",
+    )
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert choose("auto", "auto", "cuda:1", _never, _never, _never_check).precision == "fp16"
 
 
-@pytest.mark.parametrize(("backend", "precision", "fix"), [
-    ("openvino", "auto", "--backend torch"), ("auto", "int8", "CPU only"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("backend", "precision", "fix"),
+    [
+        ("openvino", "auto", "--backend torch"),
+        ("auto", "int8", "CPU only"),
+    ],
+)
 def test_openvino_and_int8_are_refused_on_cuda(backend: str, precision: str, fix: str) -> None:
     with pytest.raises(ModelError, match=fix):
         choose(backend, precision, "cuda", _never, _never, _never_check)
 
 
 @pytest.mark.parametrize(
-    ("backend", "precision"), [("torch", "fp32"), ("torch", "bf16"), ("torch", "fp16"),
-                               ("openvino", "fp32"), ("openvino", "bf16")],
-)  # fmt: skip
+    ("backend", "precision"),
+    [
+        ("torch", "fp32"),
+        ("torch", "bf16"),
+        ("torch", "fp16"),
+        ("openvino", "fp32"),
+        ("openvino", "bf16"),
+    ],
+)
 def test_asked_backend_and_precision_are_kept_without_a_check(backend: str, precision: str) -> None:
     chosen = choose(backend, precision, "cpu", _never, _installed, _never_check)
     assert (chosen.backend, chosen.precision) == (backend, precision)
@@ -111,29 +123,74 @@ def test_asked_backend_and_precision_are_kept_without_a_check(backend: str, prec
 @pytest.mark.parametrize(
     ("native", "installed", "cosines", "expected", "checked", "why"),
     [
-        (True, True, {("openvino", "bf16"): 0.9999}, ("openvino", "bf16"),
-         [("openvino", "bf16")], "native bf16; min cosine 0.99990"),
-        (True, True, {("openvino", "bf16"): 0.998, ("torch", "bf16"): 0.9995}, ("torch", "bf16"),
-         [("openvino", "bf16"), ("torch", "bf16")], "openvino bf16 missed the parity bar"),
-        (True, True, {("openvino", "bf16"): 0.99, ("torch", "bf16"): 0.99,
-                      ("openvino", "fp32"): 1.0}, ("openvino", "fp32"),
-         [("openvino", "bf16"), ("torch", "bf16"), ("openvino", "fp32")], "min cosine 1.00000"),
-        (True, False, {("torch", "bf16"): 0.9995}, ("torch", "bf16"),
-         [("torch", "bf16")], "not installed"),
-        (True, False, {("torch", "bf16"): 0.99}, ("torch", "fp32"),
-         [("torch", "bf16")], "torch bf16 missed the parity bar"),
-        (False, True, {("openvino", "fp32"): 1.0}, ("openvino", "fp32"),
-         [("openvino", "fp32")], "no native bf16"),
+        (
+            True,
+            True,
+            {("openvino", "bf16"): 0.9999},
+            ("openvino", "bf16"),
+            [("openvino", "bf16")],
+            "native bf16; min cosine 0.99990",
+        ),
+        (
+            True,
+            True,
+            {("openvino", "bf16"): 0.998, ("torch", "bf16"): 0.9995},
+            ("torch", "bf16"),
+            [("openvino", "bf16"), ("torch", "bf16")],
+            "openvino bf16 missed the parity bar",
+        ),
+        (
+            True,
+            True,
+            {("openvino", "bf16"): 0.99, ("torch", "bf16"): 0.99, ("openvino", "fp32"): 1.0},
+            ("openvino", "fp32"),
+            [("openvino", "bf16"), ("torch", "bf16"), ("openvino", "fp32")],
+            "min cosine 1.00000",
+        ),
+        (
+            True,
+            False,
+            {("torch", "bf16"): 0.9995},
+            ("torch", "bf16"),
+            [("torch", "bf16")],
+            "not installed",
+        ),
+        (
+            True,
+            False,
+            {("torch", "bf16"): 0.99},
+            ("torch", "fp32"),
+            [("torch", "bf16")],
+            "torch bf16 missed the parity bar",
+        ),
+        (
+            False,
+            True,
+            {("openvino", "fp32"): 1.0},
+            ("openvino", "fp32"),
+            [("openvino", "fp32")],
+            "no native bf16",
+        ),
         (False, False, {}, ("torch", "fp32"), [], "no native bf16"),
     ],
-)  # fmt: skip
+)
 def test_auto_on_cpu_takes_the_fastest_candidate_within_the_parity_bar(
-    native: bool, installed: bool, cosines: dict[tuple[str, str], float],
-    expected: tuple[str, str], checked: list[tuple[str, str]], why: str,
-) -> None:  # fmt: skip
+    native: bool,
+    installed: bool,
+    cosines: dict[tuple[str, str], float],
+    expected: tuple[str, str],
+    checked: list[tuple[str, str]],
+    why: str,
+) -> None:
     seen: list[tuple[str, str]] = []
-    chosen = choose("auto", "auto", "cpu", lambda: native, _installed if installed else _missing,
-                    _cosines(cosines, seen))  # fmt: skip
+    chosen = choose(
+        "auto",
+        "auto",
+        "cpu",
+        lambda: native,
+        _installed if installed else _missing,
+        _cosines(cosines, seen),
+    )
     assert (chosen.backend, chosen.precision) == expected
     assert seen == checked, "bf16 only with native bf16; torch fp32 is never checked"
     assert why in chosen.reason
@@ -152,11 +209,18 @@ def test_a_failed_export_passes_openvino_over() -> None:
 
 def test_an_asked_backend_narrows_auto_precision_and_its_fallback_is_not_checked() -> None:
     seen: list[tuple[str, str]] = []
-    chosen = choose("openvino", "auto", "cpu", lambda: True, _installed,
-                    _cosines({("openvino", "bf16"): 0.99}, seen))  # fmt: skip
+    chosen = choose(
+        "openvino",
+        "auto",
+        "cpu",
+        lambda: True,
+        _installed,
+        _cosines({("openvino", "bf16"): 0.99}, seen),
+    )
     assert (chosen.backend, chosen.precision, seen) == ("openvino", "fp32", [("openvino", "bf16")])
-    chosen = choose("auto", "fp32", "cpu", _never, _installed,
-                    _cosines({("openvino", "fp32"): 0.9}, seen))  # fmt: skip
+    chosen = choose(
+        "auto", "fp32", "cpu", _never, _installed, _cosines({("openvino", "fp32"): 0.9}, seen)
+    )
     assert (chosen.backend, chosen.precision) == ("torch", "fp32")
 
 
@@ -196,8 +260,15 @@ def test_fp16_on_cpu_runs_on_torch_and_openvino_refuses_it() -> None:
 def test_a_checked_choice_is_remembered_and_reused_without_checking(tmp_path: Path) -> None:
     choices = Choices(tmp_path / "cache" / "choices.json")
     seen: list[tuple[str, str]] = []
-    first = choose_remembered("torch", "auto", "cpu", MODEL,
-                              _cosines({("torch", "bf16"): 0.9995}, seen), lambda: True, choices)  # fmt: skip
+    first = choose_remembered(
+        "torch",
+        "auto",
+        "cpu",
+        MODEL,
+        _cosines({("torch", "bf16"): 0.9995}, seen),
+        lambda: True,
+        choices,
+    )
     again = choose_remembered("torch", "auto", "cpu", MODEL, _never_check, lambda: True, choices)
     assert (first.precision, again.precision, seen) == ("bf16", "bf16", [("torch", "bf16")])
     assert again.reason.startswith(first.reason) and "remembered in" in again.reason
@@ -227,8 +298,15 @@ def test_explicit_choices_and_cuda_are_not_remembered(tmp_path: Path) -> None:
 def test_an_unwritable_cache_still_chooses(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a folder")
     choices = Choices(tmp_path / "file" / "choices.json")
-    chosen = choose_remembered("torch", "auto", "cpu", MODEL,
-                               _cosines({("torch", "bf16"): 0.9999}, []), lambda: True, choices)  # fmt: skip
+    chosen = choose_remembered(
+        "torch",
+        "auto",
+        "cpu",
+        MODEL,
+        _cosines({("torch", "bf16"): 0.9999}, []),
+        lambda: True,
+        choices,
+    )
     assert chosen.precision == "bf16"
 
 
@@ -253,8 +331,10 @@ def test_auto_device_is_cpu_without_cuda(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_dtypes_follow_the_precision_names() -> None:
     assert [torch_dtype(p) for p in ("fp32", "fp16", "bf16")] == [
-        torch.float32, torch.float16, torch.bfloat16,
-    ]  # fmt: skip
+        torch.float32,
+        torch.float16,
+        torch.bfloat16,
+    ]
 
 
 def test_calibration_keeps_the_long_texts_apart() -> None:

@@ -166,8 +166,20 @@ def write_source(tmp_path: Path, kind: str) -> Path:
 
 
 def backfill_args(source: Path, tmp_path: Path) -> list[str]:
-    return ["backfill", str(source), "--text-field", "body", "--sink", f"faiss:{tmp_path / 'index'}",
-            "--report", str(tmp_path / "run.json"), "--precision", "fp32", "--max-batch-tokens", "512"]  # fmt: skip
+    return [
+        "backfill",
+        str(source),
+        "--text-field",
+        "body",
+        "--sink",
+        f"faiss:{tmp_path / 'index'}",
+        "--report",
+        str(tmp_path / "run.json"),
+        "--precision",
+        "fp32",
+        "--max-batch-tokens",
+        "512",
+    ]
 
 
 def in_terminal(args: list[str], cols: int = 220) -> tuple[int, str]:
@@ -177,9 +189,13 @@ def in_terminal(args: list[str], cols: int = 220) -> tuple[int, str]:
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, cols, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "embedpipe", *args], stdin=slave, stdout=slave, stderr=slave,
-        env={**env, "HF_HUB_OFFLINE": "1", "TERM": "xterm-256color"}, close_fds=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "embedpipe", *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env={**env, "HF_HUB_OFFLINE": "1", "TERM": "xterm-256color"},
+        close_fds=True,
+    )
     os.close(slave)
     drawn = bytearray()
     deadline = time.monotonic() + 300

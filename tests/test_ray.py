@@ -34,16 +34,28 @@ ray = pytest.importorskip("ray")
 def local_ray():  # type: ignore[no-untyped-def]
     """One local Ray instance (2 CPUs) for the module, as `--engine ray` without an address starts;
     yields its address, for command runs to join."""
-    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                       runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})  # fmt: skip
+    context = ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}},
+    )
     yield context.address_info["gcs_address"]
     ray.shutdown()
 
 
 def settings(root: Path | str, uri: str, engine: str, **extra: object) -> embedpipe.RunConfig:
-    return load_config(None, {"source": {"uri": str(root)}, "sink": {"uri": uri, "collection": "docs"},
-                              "chunking": {"chunk_tokens": 48, "overlap_tokens": 8}, "engine": engine,
-                              "batching": {"max_batch_tokens": 512}, **extra})  # fmt: skip
+    return load_config(
+        None,
+        {
+            "source": {"uri": str(root)},
+            "sink": {"uri": uri, "collection": "docs"},
+            "chunking": {"chunk_tokens": 48, "overlap_tokens": 8},
+            "engine": engine,
+            "batching": {"max_batch_tokens": 512},
+            **extra,
+        },
+    )
 
 
 def run(root: Path | str, uri: str, engine: str, **extra: object) -> embedpipe.RunReport:
@@ -61,8 +73,14 @@ def finishes(job: Callable[[], embedpipe.RunReport], seconds: float = 300) -> em
     return result[0]
 
 
-COUNTS = ("docs_read", "docs_failed", "chunks_total", "chunks_embedded", "chunks_skipped",
-          "tokens_embedded")  # fmt: skip
+COUNTS = (
+    "docs_read",
+    "docs_failed",
+    "chunks_total",
+    "chunks_embedded",
+    "chunks_skipped",
+    "tokens_embedded",
+)
 
 
 def same_run(ours: embedpipe.RunReport, theirs: embedpipe.RunReport) -> None:
@@ -164,7 +182,10 @@ def parquet_rows(directory: Path) -> dict[str, tuple[str, np.ndarray]]:
     vectors = vectors_of(table)
     ids = table["chunk_id"].to_pylist()
     assert len(ids) == len(set(ids))
-    return {cid: (h, vectors[i]) for i, (cid, h) in enumerate(zip(ids, table["content_hash"].to_pylist(), strict=True))}  # fmt: skip
+    return {
+        cid: (h, vectors[i])
+        for i, (cid, h) in enumerate(zip(ids, table["content_hash"].to_pylist(), strict=True))
+    }
 
 
 def test_encoder_actors_write_a_sink_that_takes_concurrent_writers(
@@ -237,8 +258,22 @@ def test_ray_run_killed_midway_then_rerun_converges(
 ) -> None:  # type: ignore[no-untyped-def]
     root = make_corpus(corpus_files(16))
     uri = f"faiss:{tmp_path / 'f'}"
-    args = ["backfill", str(root), "--sink", uri, "--collection", "docs",
-            "--engine", "ray", "--chunk-tokens", "48", "--overlap-tokens", "8", "--max-batch-tokens", "256"]  # fmt: skip
+    args = [
+        "backfill",
+        str(root),
+        "--sink",
+        uri,
+        "--collection",
+        "docs",
+        "--engine",
+        "ray",
+        "--chunk-tokens",
+        "48",
+        "--overlap-tokens",
+        "8",
+        "--max-batch-tokens",
+        "256",
+    ]
     env = {
         **os.environ,
         "EMBEDPIPE_CRASH_AT": "sink-write:3",
@@ -264,11 +299,29 @@ def test_killed_run_with_actor_writes_leaves_no_orphan(
     document deleted before the re-run loses those vectors too."""
     root = make_corpus(corpus_files(16))
     uri = f"parquet:{tmp_path / 'p'}"
-    args = ["backfill", str(root), "--sink", uri, "--collection", "docs",
-            "--engine", "ray", "--chunk-tokens", "48", "--overlap-tokens", "8", "--mode", "full"]  # fmt: skip
-    env = {**os.environ, "EMBEDPIPE_CRASH_AT": "sink-write:1", "EMBEDPIPE_RAY__BLOCK_DOCS": "2",
-           "EMBEDPIPE_RAY__ADDRESS": local_ray,
-           "EMBEDPIPE_RAY__WRITE_FROM": "actors"}  # fmt: skip
+    args = [
+        "backfill",
+        str(root),
+        "--sink",
+        uri,
+        "--collection",
+        "docs",
+        "--engine",
+        "ray",
+        "--chunk-tokens",
+        "48",
+        "--overlap-tokens",
+        "8",
+        "--mode",
+        "full",
+    ]
+    env = {
+        **os.environ,
+        "EMBEDPIPE_CRASH_AT": "sink-write:1",
+        "EMBEDPIPE_RAY__BLOCK_DOCS": "2",
+        "EMBEDPIPE_RAY__ADDRESS": local_ray,
+        "EMBEDPIPE_RAY__WRITE_FROM": "actors",
+    }
     killed = command(*args, env=env, timeout=600)
     assert killed.returncode == -9, killed.stderr[-2000:]
     cfg = settings(root, uri, "ray")

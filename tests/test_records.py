@@ -67,14 +67,24 @@ def test_named_metadata_fields_reach_the_qdrant_payload(tmp_path: Path) -> None:
     from qdrant_client import QdrantClient
 
     path = tmp_path / "rows.jsonl"
-    valves = {"id": "d", "title": "Valves", "body": "Valves stop flow.", "lang": "fr",
-              "secret": "x", "tags": ["hw", "plumbing"]}  # fmt: skip
+    valves = {
+        "id": "d",
+        "title": "Valves",
+        "body": "Valves stop flow.",
+        "lang": "fr",
+        "secret": "x",
+        "tags": ["hw", "plumbing"],
+    }
     path.write_text("".join(json.dumps(r) + "\n" for r in [ROWS[0], valves]))
     sink = tmp_path / "qdrant"
     report = embedpipe.backfill(
-        str(path), sink=f"qdrant:{sink}", collection="docs",
-        text_template="{title}\n\n{body}", metadata_fields=["lang", "tags"], precision="fp32",
-    )  # fmt: skip
+        str(path),
+        sink=f"qdrant:{sink}",
+        collection="docs",
+        text_template="{title}\n\n{body}",
+        metadata_fields=["lang", "tags"],
+        precision="fp32",
+    )
     assert report.docs_read == 2
     client = QdrantClient(path=str(sink))
     try:

@@ -88,8 +88,19 @@ def test_failed_run_on_a_server_shows_and_stores_no_password(make_corpus, tmp_pa
     root = make_corpus({"a.md": "hello there", "b.md": "general kenobi"})
     report, state = tmp_path / "report.json", tmp_path / "state"
     uri = f"qdrant+http://admin:{SECRET}@127.0.0.1:{closed_port()}"
-    done = cli("backfill", str(root), "--sink", uri, "--collection", "docs", "--state", str(state),
-               "--report", str(report), cwd=tmp_path)  # fmt: skip
+    done = cli(
+        "backfill",
+        str(root),
+        "--sink",
+        uri,
+        "--collection",
+        "docs",
+        "--state",
+        str(state),
+        "--report",
+        str(report),
+        cwd=tmp_path,
+    )
     assert done.returncode == 1, done.stderr
     assert SECRET not in done.stderr + done.stdout
     assert json.loads(report.read_text())["sink"] == uri.replace(SECRET, "***")

@@ -47,8 +47,12 @@ def jsonl_bytes(rows: dict[str, str]) -> bytes:
 
 
 def config(uri: str, tmp_path: Path, name: str, **extra: object) -> embedpipe.RunConfig:
-    data = {"source": {"uri": uri}, "sink": {"uri": f"faiss:{tmp_path / f'sink-{name}'}", "collection": "docs"},
-            "chunking": {"chunk_tokens": 24, "overlap_tokens": 0}, **extra}  # fmt: skip
+    data = {
+        "source": {"uri": uri},
+        "sink": {"uri": f"faiss:{tmp_path / f'sink-{name}'}", "collection": "docs"},
+        "chunking": {"chunk_tokens": 24, "overlap_tokens": 0},
+        **extra,
+    }
     return load_config(None, data)
 
 
@@ -132,8 +136,14 @@ def test_prefix_of_documents_has_ids_relative_to_the_prefix_like_a_directory(
 def test_include_and_exclude_globs_apply_to_keys(s3: S3, tmp_path: Path) -> None:
     put_corpus(s3, tmp_path)
     src = source("s3://lake/docs/", include=["*.html", "doc0[0-2].md"], exclude=["more/doc07*"])
-    assert [o.rel for o in src.objects] == ["doc00.md", "doc01.md", "doc02.md", "more/doc04.html",
-                                             "more/doc05.html", "more/doc06.html"]  # fmt: skip
+    assert [o.rel for o in src.objects] == [
+        "doc00.md",
+        "doc01.md",
+        "doc02.md",
+        "more/doc04.html",
+        "more/doc05.html",
+        "more/doc06.html",
+    ]
 
 
 def test_kind_prefix_picks_the_reader_of_a_mixed_prefix(s3: S3, tmp_path: Path) -> None:
@@ -355,8 +365,15 @@ def test_credentials_appear_nowhere(
 
 def test_storage_options_take_no_credentials() -> None:
     with pytest.raises(ConfigError, match="takes no credentials") as exc:
-        load_config(None, {"source": {"uri": "s3://lake/x",
-                                      "storage_options": {"secret_access_key": "hunter2-secret"}}})  # fmt: skip
+        load_config(
+            None,
+            {
+                "source": {
+                    "uri": "s3://lake/x",
+                    "storage_options": {"secret_access_key": "hunter2-secret"},
+                }
+            },
+        )
     assert "hunter2-secret" not in str(exc.value)
 
 

@@ -19,8 +19,12 @@ ray = pytest.importorskip("ray")
 @pytest.fixture
 def local_ray(s3: S3) -> Iterator[None]:
     """A local Ray instance started after the S3 environment is set: its workers inherit it."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})  # fmt: skip
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}},
+    )
     yield
     ray.shutdown()
 

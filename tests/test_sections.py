@@ -43,8 +43,15 @@ def test_cli_collection_that_escapes_the_sink_exits_2_and_creates_nothing(
     root = make_corpus({"a.md": "hello"})
     work = tmp_path / "work"
     work.mkdir()
-    done = cli("backfill", str(root), "--sink", f"faiss:{work / 'a' / 'sink'}", "--collection", name,
-               cwd=work)  # fmt: skip
+    done = cli(
+        "backfill",
+        str(root),
+        "--sink",
+        f"faiss:{work / 'a' / 'sink'}",
+        "--collection",
+        name,
+        cwd=work,
+    )
     assert done.returncode == 2, done.stderr
     assert COLLECTION_RULE in flat(done.stderr)
     assert tree(tmp_path) == [tmp_path / "corpus", root / "a.md", work]

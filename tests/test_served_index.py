@@ -32,13 +32,31 @@ def cli(
 ) -> subprocess.CompletedProcess[str]:
     if not kw:
         return embedpipe_command(*args, env=env)
-    return subprocess.run([sys.executable, "-m", "embedpipe", *args], capture_output=True,
-                          text=True, timeout=300, env=env or dict(os.environ), **kw)  # type: ignore[call-overload]  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "embedpipe", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env or dict(os.environ),
+        **kw,
+    )  # type: ignore[call-overload]
 
 
 def backfill_args(root: Path, cfg: embedpipe.RunConfig, chunk_tokens: int) -> list[str]:
-    return ["backfill", str(root), "--sink", cfg.sink.uri, "--collection", "docs", "--chunk-tokens",
-            str(chunk_tokens), "--overlap-tokens", "0", "--max-batch-tokens", "64"]  # fmt: skip
+    return [
+        "backfill",
+        str(root),
+        "--sink",
+        cfg.sink.uri,
+        "--collection",
+        "docs",
+        "--chunk-tokens",
+        str(chunk_tokens),
+        "--overlap-tokens",
+        "0",
+        "--max-batch-tokens",
+        "64",
+    ]
 
 
 def live_docs(cfg: embedpipe.RunConfig) -> set[str]:
@@ -144,8 +162,14 @@ def test_ray_engine_holds_an_empty_rechunked_generation_too(make_corpus, tmp_pat
     embedpipe.run(config(root, "faiss", tmp_path))
     for name in files:
         (root / name).unlink()
-    rechunked = config(root, "faiss", tmp_path, engine="ray", ray={"address": None},
-                       chunking={"chunk_tokens": 32, "overlap_tokens": 0})  # fmt: skip
+    rechunked = config(
+        root,
+        "faiss",
+        tmp_path,
+        engine="ray",
+        ray={"address": None},
+        chunking={"chunk_tokens": 32, "overlap_tokens": 0},
+    )
     try:
         report = embedpipe.run(rechunked, raise_on_failure=False)
     finally:

@@ -58,8 +58,11 @@ def test_options_are_applied_at_creation_and_recorded(tmp_path: Path) -> None:
     built(tmp_path, embedded(5), options=options)
     manifest = json.loads((tmp_path / "docs" / "manifest.json").read_text())
     assert manifest["options"] == {
-        "on_disk": True, "hnsw_m": 32, "hnsw_ef_construct": 200, "quantization": "int8",
-    }  # fmt: skip
+        "on_disk": True,
+        "hnsw_m": 32,
+        "hnsw_ef_construct": 200,
+        "quantization": "int8",
+    }
     config = json.loads((tmp_path / "docs" / "shard" / "edge_config.json").read_text())
     text = json.dumps(config)  # Edge's own record of the shard's configuration
     assert '"m": 32' in text and '"ef_construct": 200' in text and "int8" in text.lower()

@@ -271,8 +271,15 @@ def test_rebuild_command_retrains_from_the_store(tmp_path: Path) -> None:
     from embedpipe.cli import app
 
     built(tmp_path, embedded(300))
-    args = ["rebuild", "--sink", f"faiss:{tmp_path}", "--collection", "docs",
-            "--index-factory", "HNSW16"]  # fmt: skip
+    args = [
+        "rebuild",
+        "--sink",
+        f"faiss:{tmp_path}",
+        "--collection",
+        "docs",
+        "--index-factory",
+        "HNSW16",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     index = faiss.read_index(str(tmp_path / "docs" / "index.faiss"))

@@ -29,13 +29,25 @@ def test_pyarrow_reads_the_live_directory_with_a_fixed_size_vector_column(tmp_pa
     built(tmp_path, emb)
     table = pq.read_table(tmp_path / "docs")
     assert table.schema.field("vector").type == pa.list_(pa.float32(), DIM)
-    assert table.column_names == ["chunk_id", "doc_id", "chunk_index", "text", "content_hash",
-                                  "start", "end", "metadata", "vector"]  # fmt: skip
+    assert table.column_names == [
+        "chunk_id",
+        "doc_id",
+        "chunk_index",
+        "text",
+        "content_hash",
+        "start",
+        "end",
+        "metadata",
+        "vector",
+    ]
     row = table.filter(pa.compute.equal(table["chunk_id"], emb.chunks[3].id)).to_pylist()[0]
     c = emb.chunks[3]
     assert (row["doc_id"], row["chunk_index"], row["text"], row["content_hash"]) == (
-        c.doc_id, c.index, c.text, c.content_hash,
-    )  # fmt: skip
+        c.doc_id,
+        c.index,
+        c.text,
+        c.content_hash,
+    )
     assert json.loads(row["metadata"]) == c.metadata
     assert np.allclose(row["vector"], emb.vectors[3])
 

@@ -69,8 +69,12 @@ def test_a_stale_sequence_hint_does_not_overwrite_another_instances_shard(tmp_pa
     first.tombstone([embedded(3).chunks[0].id])  # 4
     second.append_embedded(embedded(1, seed=3, doc="late"), DIM)  # its hint 2 is stale: 5
     assert [(seq, kind) for seq, kind, _ in first.files()] == [
-        (1, "shard"), (2, "shard"), (3, "shard"), (4, "tomb"), (5, "shard"),
-    ]  # fmt: skip
+        (1, "shard"),
+        (2, "shard"),
+        (3, "shard"),
+        (4, "tomb"),
+        (5, "shard"),
+    ]
     rows = [pq.read_table(p).num_rows for _, _, p in first.files()]
     assert rows == [3, 3, 3, 1, 1]
     got = live_vectors(first)
@@ -109,5 +113,8 @@ def test_shard_writer_pickles_without_its_store_and_appends(tmp_path: Path) -> N
     copy.close()
     copy.close()
     assert sorted(live_vectors(ShardStore(tmp_path / "store"))) == [
-        "a0#0", "a0#1", "b0#0", "b0#1",
-    ]  # fmt: skip
+        "a0#0",
+        "a0#1",
+        "b0#0",
+        "b0#1",
+    ]

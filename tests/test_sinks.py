@@ -89,8 +89,11 @@ def test_write_then_search_ranks_by_cosine_with_the_payload(make: Make) -> None:
     assert hits[0].score == pytest.approx(1.0, abs=1e-5)
     c = emb.chunks[17]
     assert (hits[0].doc_id, hits[0].chunk_index, hits[0].text, hits[0].metadata) == (
-        c.doc_id, c.index, c.text, c.metadata,
-    )  # fmt: skip
+        c.doc_id,
+        c.index,
+        c.text,
+        c.metadata,
+    )
 
 
 def test_rewriting_the_same_chunks_does_not_duplicate_and_the_last_write_wins(make: Make) -> None:
@@ -489,8 +492,12 @@ def test_points_read_back_every_chunk_with_its_payload_and_vector(make: Make) ->
     for chunk, vector in zip(emb.chunks, emb.vectors, strict=True):
         got, stored = by_id[chunk.id]
         assert (got.doc_id, got.index, got.text, got.content_hash, got.metadata) == (
-            chunk.doc_id, chunk.index, chunk.text, chunk.content_hash, chunk.metadata,
-        )  # fmt: skip
+            chunk.doc_id,
+            chunk.index,
+            chunk.text,
+            chunk.content_hash,
+            chunk.metadata,
+        )
         assert (got.start, got.end) == (chunk.start, chunk.end)
         assert float(stored @ vector) == pytest.approx(1.0, abs=1e-6)
 

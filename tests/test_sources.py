@@ -670,9 +670,14 @@ def _model_loads() -> int:
 def test_run_with_a_missing_source_raises_before_loading_the_model(
     prefix: str, tmp_path: Path
 ) -> None:
-    cfg = load_config(None, {"source": {"uri": f"{prefix}{tmp_path / 'nowhere'}"},
-                             "sink": {"uri": f"faiss:{tmp_path / 'f'}"},
-                             "model": {"name": str(tmp_path / "no-model-here")}})  # fmt: skip
+    cfg = load_config(
+        None,
+        {
+            "source": {"uri": f"{prefix}{tmp_path / 'nowhere'}"},
+            "sink": {"uri": f"faiss:{tmp_path / 'f'}"},
+            "model": {"name": str(tmp_path / "no-model-here")},
+        },
+    )
     before = _model_loads()
     with pytest.raises(ConfigError, match=r"No source at .*nowhere"):
         embedpipe.run(cfg)

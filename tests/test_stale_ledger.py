@@ -158,8 +158,13 @@ def test_an_unreachable_server_is_an_error_not_an_empty_sink() -> None:
 def test_a_run_against_an_unreachable_server_fails_and_keeps_the_ledger(
     make_corpus, tmp_path: Path, fake_encoder: Any
 ) -> None:  # type: ignore[no-untyped-def]
-    cfg = config(make_corpus(corpus_files(2)), "qdrant", tmp_path, state=str(tmp_path / "state"),
-                 sink={"uri": "qdrant+http://127.0.0.1:9", "collection": "docs"})  # fmt: skip
+    cfg = config(
+        make_corpus(corpus_files(2)),
+        "qdrant",
+        tmp_path,
+        state=str(tmp_path / "state"),
+        sink={"uri": "qdrant+http://127.0.0.1:9", "collection": "docs"},
+    )
     ledger = Ledger.in_dir(tmp_path / "state")
     target = Target(target_key(cfg.sink.uri, "docs"), "f" * 64)
     chunk = Chunk("doc00.md", 0, "text", [101, 102], 0, 4, "h0")
@@ -183,8 +188,20 @@ def test_the_lost_chunks_reach_the_metrics_textfile(tmp_path: Path) -> None:
 def test_the_command_rebuilds_a_deleted_edge_sink_and_warns(make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     root = make_corpus(corpus_files(3))
     sink = tmp_path / "index"
-    args = ["backfill", str(root), "--sink", f"qdrant-edge:{sink}", "--collection", "docs",
-            "--chunk-tokens", "24", "--overlap-tokens", "0", "--report", str(tmp_path / "r.json")]  # fmt: skip
+    args = [
+        "backfill",
+        str(root),
+        "--sink",
+        f"qdrant-edge:{sink}",
+        "--collection",
+        "docs",
+        "--chunk-tokens",
+        "24",
+        "--overlap-tokens",
+        "0",
+        "--report",
+        str(tmp_path / "r.json"),
+    ]
     assert command(*args).returncode == 0
     first = json.loads((tmp_path / "r.json").read_text())
     shutil.rmtree(sink)

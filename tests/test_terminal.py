@@ -66,8 +66,13 @@ def test_summary_shows_wall_time_with_start_up_apart() -> None:
 
 def test_a_run_that_loaded_no_model_says_why_instead_of_a_device() -> None:
     plain = re.compile(r"\x1b\[[0-9;]*m")
-    unchanged = finished(model="all-MiniLM-L6-v2", device=NOT_LOADED, precision=NOT_LOADED,
-                         chunks_embedded=0, startup_seconds=0.3)  # fmt: skip
+    unchanged = finished(
+        model="all-MiniLM-L6-v2",
+        device=NOT_LOADED,
+        precision=NOT_LOADED,
+        chunks_embedded=0,
+        startup_seconds=0.3,
+    )
     text = plain.sub("", "\n".join(rendered(unchanged)))
     assert "all-MiniLM-L6-v2, not loaded: nothing needed embedding" in text
     assert "on not loaded" not in text and "(model load)" not in text

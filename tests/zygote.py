@@ -35,9 +35,23 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 # Never embedpipe.cli or embedpipe.cli.running: they read the environment when imported.
-PRELOAD = ("torch", "sentence_transformers", "transformers", "faiss", "qdrant_client",
-           "qdrant_edge", "pyarrow.parquet", "pyarrow.dataset", "typer", "rich.console",
-           "pydantic", "numpy", "xxhash", "openvino", "embedpipe")  # fmt: skip
+PRELOAD = (
+    "torch",
+    "sentence_transformers",
+    "transformers",
+    "faiss",
+    "qdrant_client",
+    "qdrant_edge",
+    "pyarrow.parquet",
+    "pyarrow.dataset",
+    "typer",
+    "rich.console",
+    "pydantic",
+    "numpy",
+    "xxhash",
+    "openvino",
+    "embedpipe",
+)
 
 
 # -- the server (python -m tests.zygote) ----------------------------------------------------
@@ -87,9 +101,11 @@ def serve() -> None:
 def child(request: dict[str, Any]) -> None:
     try:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        for fd, path, flags in ((0, os.devnull, os.O_RDONLY),
-                                (1, request["stdout"], os.O_WRONLY | os.O_TRUNC),
-                                (2, request["stderr"], os.O_WRONLY | os.O_TRUNC)):  # fmt: skip
+        for fd, path, flags in (
+            (0, os.devnull, os.O_RDONLY),
+            (1, request["stdout"], os.O_WRONLY | os.O_TRUNC),
+            (2, request["stderr"], os.O_WRONLY | os.O_TRUNC),
+        ):
             opened = os.open(path, flags)
             os.dup2(opened, fd)
             os.close(opened)
@@ -145,9 +161,12 @@ class Command:
 class _Server:
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.zygote"], cwd=ROOT, stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, env={**os.environ, "CI": "true"},
-        )  # fmt: skip  # CI=true: importing openvino starts no telemetry process to inherit
+            [sys.executable, "-m", "tests.zygote"],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "CI": "true"},
+        )  # CI=true: importing openvino starts no telemetry process to inherit
         self.ids = itertools.count(1)
         self.results: dict[tuple[int, str], int] = {}
         self.changed = threading.Condition()
@@ -171,8 +190,9 @@ class _Server:
 
     def result(self, ident: int, key: str, timeout: float | None) -> Any:
         with self.changed:
-            self.changed.wait_for(lambda: (ident, key) in self.results or self.proc.poll() is not None,
-                                  timeout)  # fmt: skip
+            self.changed.wait_for(
+                lambda: (ident, key) in self.results or self.proc.poll() is not None, timeout
+            )
             if (ident, key) not in self.results and self.proc.poll() is not None:
                 raise RuntimeError("the test command server died")
             return self.results.get((ident, key))
@@ -182,8 +202,14 @@ class _Server:
         out, err = self.dir / f"{ident}.out", self.dir / f"{ident}.err"
         out.touch()
         err.touch()
-        request = {"id": ident, "args": args, "env": env, "cwd": str(cwd),
-                   "stdout": str(out), "stderr": str(err)}  # fmt: skip
+        request = {
+            "id": ident,
+            "args": args,
+            "env": env,
+            "cwd": str(cwd),
+            "stdout": str(out),
+            "stderr": str(err),
+        }
         with self.lock:
             assert self.proc.stdin is not None
             self.proc.stdin.write((json.dumps(request) + "\n").encode())

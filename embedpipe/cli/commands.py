@@ -141,18 +141,42 @@ def backfill(
 ) -> None:
     """Embed SOURCE into a sink, skipping what is already there, with a progress bar and a summary."""
     overrides = flat_overrides(
-        source=source, sink=sink, collection=collection, model=model, report=str(report) if report else None,
-        max_batch_tokens=max_batch_tokens, precision=precision, backend=backend, device=device,
+        source=source,
+        sink=sink,
+        collection=collection,
+        model=model,
+        report=str(report) if report else None,
+        max_batch_tokens=max_batch_tokens,
+        precision=precision,
+        backend=backend,
+        device=device,
         chunk_tokens=chunk_tokens,
-        truncate_dim=truncate_dim, quantization=quantization,
-        overlap_tokens=overlap_tokens, text_field=text_field, id_field=id_field, index_factory=index_factory,
-        text_template=text_template, include=include or None, exclude=exclude or None,
+        truncate_dim=truncate_dim,
+        quantization=quantization,
+        overlap_tokens=overlap_tokens,
+        text_field=text_field,
+        id_field=id_field,
+        index_factory=index_factory,
+        text_template=text_template,
+        include=include or None,
+        exclude=exclude or None,
         metrics=str(metrics) if metrics else None,
-        mode=mode, state=state, strict=strict, engine=engine, ray_address=ray_address,
-        eval_queries=str(eval_queries) if eval_queries else None, sparse=sparse,
-    )  # fmt: skip
-    _execute(_config(config, overrides), dry_run=dry_run, force=force, log_format=log_format,
-             quiet=quiet, every=progress_every)  # fmt: skip
+        mode=mode,
+        state=state,
+        strict=strict,
+        engine=engine,
+        ray_address=ray_address,
+        eval_queries=str(eval_queries) if eval_queries else None,
+        sparse=sparse,
+    )
+    _execute(
+        _config(config, overrides),
+        dry_run=dry_run,
+        force=force,
+        log_format=log_format,
+        quiet=quiet,
+        every=progress_every,
+    )
 
 
 @app.command()
@@ -190,8 +214,9 @@ def run(
         cfg.metrics = str(metrics)
     if not cfg.source.uri:
         _usage(f"{config} has no source.uri: name the corpus to embed")
-    _execute(cfg, dry_run=dry_run, force=force, log_format=log_format, quiet=quiet,
-             every=progress_every)  # fmt: skip
+    _execute(
+        cfg, dry_run=dry_run, force=force, log_format=log_format, quiet=quiet, every=progress_every
+    )
 
 
 @app.command()

@@ -142,11 +142,16 @@ class RunProgress:
     def __enter__(self) -> RunProgress:
         if self.mode == "bar":
             self.bar = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
-                TextColumn("{task.fields[docs]}"), TextColumn("{task.fields[speed]}"),
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.fields[count]}"),
+                TextColumn("{task.fields[docs]}"),
+                TextColumn("{task.fields[speed]}"),
                 TextColumn("{task.fields[clock]}"),
-                console=self.console, transient=True, auto_refresh=False,
-            )  # fmt: skip
+                console=self.console,
+                transient=True,
+                auto_refresh=False,
+            )
             self.bar.start()
             self.task = self.bar.add_task(
                 "starting", total=None, count="", docs="", speed="", clock=""
@@ -182,9 +187,16 @@ class RunProgress:
         w = estimate(self.report)
         left = f" · ETA {clock(w.eta)}" if w.eta is not None and w.done < (w.total or 0) else ""
         self.bar.update(
-            self.task, description=w.phase, completed=w.done, total=w.total, count=w.count,
-            docs=w.docs, speed=w.speed, clock=f"{clock(elapsed)}{left}", refresh=refresh,
-        )  # fmt: skip
+            self.task,
+            description=w.phase,
+            completed=w.done,
+            total=w.total,
+            count=w.count,
+            docs=w.docs,
+            speed=w.speed,
+            clock=f"{clock(elapsed)}{left}",
+            refresh=refresh,
+        )
 
     def _print_line(self) -> None:
         if self.report is None:

@@ -31,15 +31,33 @@ def print_summary(console: Console, r: RunReport) -> None:
     unloaded = r.device == NOT_LOADED
     why = "a dry run only counts" if r.dry_run else "nothing needed embedding"
     rows = [
-        ("documents", f"{r.docs_read:,} read, {r.docs_skipped:,} unchanged, {r.docs_failed:,} failed"),
-        ("chunks", f"{r.chunks_total:,} total, {r.chunks_embedded:,} embedded, {r.chunks_skipped:,} skipped, "
-                   f"{r.chunks_deleted:,} deleted"),
+        (
+            "documents",
+            f"{r.docs_read:,} read, {r.docs_skipped:,} unchanged, {r.docs_failed:,} failed",
+        ),
+        (
+            "chunks",
+            f"{r.chunks_total:,} total, {r.chunks_embedded:,} embedded, {r.chunks_skipped:,} skipped, "
+            f"{r.chunks_deleted:,} deleted",
+        ),
         ("throughput", f"{r.tokens_per_second:,.0f} tokens/s, {r.chunks_per_second:,.1f} chunks/s"),
-        ("time", f"{r.wall_seconds:.1f}s: start-up {r.startup_seconds:.1f}s{'' if unloaded else ' (model load)'} + run {r.seconds:.1f}s"),
+        (
+            "time",
+            f"{r.wall_seconds:.1f}s: start-up {r.startup_seconds:.1f}s{'' if unloaded else ' (model load)'} + run {r.seconds:.1f}s",
+        ),
         ("padding efficiency", f"{r.padding_efficiency:.1%}"),
-        ("model", f"{r.model}, not loaded: {why}" if unloaded else f"{r.model} on {r.device} ({r.precision})"),
-        ("sink", f"{r.sink} / {r.collection}" + (f", with sparse vectors ({r.sparse})" if r.sparse else "")),
-    ]  # fmt: skip
+        (
+            "model",
+            f"{r.model}, not loaded: {why}"
+            if unloaded
+            else f"{r.model} on {r.device} ({r.precision})",
+        ),
+        (
+            "sink",
+            f"{r.sink} / {r.collection}"
+            + (f", with sparse vectors ({r.sparse})" if r.sparse else ""),
+        ),
+    ]
     for row in rows:
         table.add_row(*row)
     console.print(table)
@@ -75,9 +93,11 @@ def print_status(out: Console, rows: list[dict[str, Any]]) -> None:
     if not rows:
         out.print("The ledger holds nothing yet: run `embedpipe backfill SOURCE` first.")
     for row in rows:
-        out.print(f"[bold]{escape(row['target'])}[/] model {escape(row['model_name'])}, dim {row['dim']}, "
-                  f"fingerprint {row['fingerprint'][:12]}: {row['chunks']:,} chunks, {row['documents']:,} documents"
-                  + (f", sparse vectors ({row['sparse']})" if row.get("sparse") else ""))  # fmt: skip
+        out.print(
+            f"[bold]{escape(row['target'])}[/] model {escape(row['model_name'])}, dim {row['dim']}, "
+            f"fingerprint {row['fingerprint'][:12]}: {row['chunks']:,} chunks, {row['documents']:,} documents"
+            + (f", sparse vectors ({row['sparse']})" if row.get("sparse") else "")
+        )
         if row.get("served_differs"):
             out.print(
                 f"  [yellow]the sink serves generation {row['served'][:12]}, not the ledger's "
@@ -90,11 +110,15 @@ def print_status(out: Console, rows: list[dict[str, Any]]) -> None:
             )
         for g in row.get("generations", []):
             if g["state"] != "live":
-                out.print(f"  {g['state']} generation {g['fingerprint'][:12]}: model {escape(g['model_name'])}, "
-                          f"{g['chunks']:,} chunks, {g['documents']:,} documents, created {when(g['created'])}")  # fmt: skip
+                out.print(
+                    f"  {g['state']} generation {g['fingerprint'][:12]}: model {escape(g['model_name'])}, "
+                    f"{g['chunks']:,} chunks, {g['documents']:,} documents, created {when(g['created'])}"
+                )
         for r in row["runs"]:
-            out.print(f"  run {r['id']} {r['outcome']}: {run_times(r)}; embedded {r['chunks_embedded']}, "
-                      f"skipped {r['chunks_skipped']}, deleted {r['chunks_deleted']}, failed {r['docs_failed']}")  # fmt: skip
+            out.print(
+                f"  run {r['id']} {r['outcome']}: {run_times(r)}; embedded {r['chunks_embedded']}, "
+                f"skipped {r['chunks_skipped']}, deleted {r['chunks_deleted']}, failed {r['docs_failed']}"
+            )
 
 
 def run_times(r: dict[str, Any]) -> str:
@@ -126,8 +150,10 @@ def print_reconcile(out: Console, result: dict[str, Any]) -> None:
         + (f" (sparse vectors: {result['sparse']})" if result.get("sparse") else "")
     )
     if result["relink"]:
-        out.print(f"  the sink serves generation {result['relink'][:12]}, the ledger's live pointer "
-                  "names another (a crash mid-swap): --repair relinks the ledger")  # fmt: skip
+        out.print(
+            f"  the sink serves generation {result['relink'][:12]}, the ledger's live pointer "
+            "names another (a crash mid-swap): --repair relinks the ledger"
+        )
     for fingerprint in result.get("dropping", []):
         out.print(
             f"  generation {fingerprint[:12]} was being dropped when its process died: "
@@ -135,8 +161,10 @@ def print_reconcile(out: Console, result: dict[str, Any]) -> None:
         )
     for g in result["generations"]:
         name = "live" if g["live"] else _ledger_state(g.get("state"))
-        out.print(f"  {name} {g['fingerprint'][:12]}: ledger {g['in_ledger']}, sink {g['in_sink']}, "
-                  f"pending {g['pending']}")  # fmt: skip
+        out.print(
+            f"  {name} {g['fingerprint'][:12]}: ledger {g['in_ledger']}, sink {g['in_sink']}, "
+            f"pending {g['pending']}"
+        )
         out.print(f"    missing from the sink: {len(g['missing'])} {g['missing'][:10]}")
         out.print(f"    orphaned in the sink: {len(g['orphaned'])} {g['orphaned'][:10]}")
     if result["repaired"]:

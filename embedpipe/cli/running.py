@@ -102,9 +102,14 @@ def progress_mode(*, quiet: bool) -> Mode:
 
 
 def execute(
-    cfg: RunConfig, *, dry_run: bool, force: bool, log_format: str = "text", quiet: bool = False,
+    cfg: RunConfig,
+    *,
+    dry_run: bool,
+    force: bool,
+    log_format: str = "text",
+    quiet: bool = False,
     every: float = 10.0,
-) -> None:  # fmt: skip
+) -> None:
     """Run `cfg` with progress on stderr, then the summary; exit 1 unless it was done."""
     if log_format not in ("text", "json"):
         usage(f"Unknown --log-format {log_format!r}: use text or json")
@@ -115,9 +120,13 @@ def execute(
 
         def work() -> RunReport:
             return api.run(
-                cfg, progress=shown.update, dry_run=dry_run, force=force, stop=stop,
+                cfg,
+                progress=shown.update,
+                dry_run=dry_run,
+                force=force,
+                stop=stop,
                 raise_on_failure=False,
-            )  # fmt: skip
+            )
 
         report = guard(work)
     began = report.run_id is not None  # else it failed before the run began: a lock, the ledger

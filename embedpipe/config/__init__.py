@@ -43,10 +43,27 @@ from embedpipe.errors import ConfigError
 from embedpipe.redact import redact_uri
 
 __all__ = [
-    "COLLECTION_RULE", "DEFAULT_SINK", "FLAT_KEYS", "BatchingConfig", "ChunkingConfig", "EvalConfig",
-    "HnswOptions", "ModelConfig", "PostgresOptions", "PromoteConfig", "QdrantOptions", "RayConfig", "RunConfig",
-    "SinkConfig", "SourceConfig", "SparseConfig", "env_overrides", "flat_overrides", "load_config", "load_yaml",
-]  # fmt: skip
+    "COLLECTION_RULE",
+    "DEFAULT_SINK",
+    "FLAT_KEYS",
+    "BatchingConfig",
+    "ChunkingConfig",
+    "EvalConfig",
+    "HnswOptions",
+    "ModelConfig",
+    "PostgresOptions",
+    "PromoteConfig",
+    "QdrantOptions",
+    "RayConfig",
+    "RunConfig",
+    "SinkConfig",
+    "SourceConfig",
+    "SparseConfig",
+    "env_overrides",
+    "flat_overrides",
+    "load_config",
+    "load_yaml",
+]
 
 ENV_PREFIX = "EMBEDPIPE_"
 DEFAULT_STATE_MODE = "0700"

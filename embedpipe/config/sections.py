@@ -44,9 +44,11 @@ class StorageOptions(Section):
     )
     anonymous: bool = Field(False, description="read a public bucket without credentials")
     max_attempts: int = Field(
-        4, ge=1, le=20,
+        4,
+        ge=1,
+        le=20,
         description="tries per request and per object before an object is reported unreadable",
-    )  # fmt: skip
+    )
 
     @model_validator(mode="before")
     @classmethod

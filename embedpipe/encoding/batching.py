@@ -33,9 +33,12 @@ def packed(
 ) -> Iterator[Batch]:
     """`batches` with a run's batching config (both engines)."""
     return batches(
-        chunks, max_batch_tokens=budget, window=cfg.window, max_batch_size=cfg.max_batch_size,
+        chunks,
+        max_batch_tokens=budget,
+        window=cfg.window,
+        max_batch_size=cfg.max_batch_size,
         pad_id=pad_id,
-    )  # fmt: skip
+    )
 
 
 def batches(

@@ -118,14 +118,20 @@ class Chunker:
 
     @classmethod
     def for_run(
-        cls, tokenizer: PreTrainedTokenizerBase, chunking: ChunkingConfig, model: ModelConfig,
+        cls,
+        tokenizer: PreTrainedTokenizerBase,
+        chunking: ChunkingConfig,
+        model: ModelConfig,
         max_seq_length: int,
-    ) -> Chunker:  # fmt: skip
+    ) -> Chunker:
         """The chunker a run uses, from its chunking and model config (both engines)."""
         return cls(
-            tokenizer, chunk_tokens=chunking.chunk_tokens, overlap_tokens=chunking.overlap_tokens,
-            max_seq_length=max_seq_length, prefix=model.prefix,
-        )  # fmt: skip
+            tokenizer,
+            chunk_tokens=chunking.chunk_tokens,
+            overlap_tokens=chunking.overlap_tokens,
+            max_seq_length=max_seq_length,
+            prefix=model.prefix,
+        )
 
     @property
     def limit(self) -> int:

@@ -59,9 +59,13 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "MAX_GPU_BATCH_TOKENS", "Encoder", "ModelSettings", "cpu_has_native_bf16", "is_out_of_memory",
+    "MAX_GPU_BATCH_TOKENS",
+    "Encoder",
+    "ModelSettings",
+    "cpu_has_native_bf16",
+    "is_out_of_memory",
     "resolve_model_path",
-]  # fmt: skip
+]
 
 log = logging.getLogger(__name__)
 
@@ -155,9 +159,13 @@ class Encoder:
         self.int8: Int8Stats | None = None
         native = cpu_has_native_bf16  # looked up now: tests replace it
         choice = choose_remembered(
-            getattr(cfg, "backend", "auto"), cfg.precision, self.device, self._model_key(),
-            self.parity, native_bf16=native,
-        )  # fmt: skip
+            getattr(cfg, "backend", "auto"),
+            cfg.precision,
+            self.device,
+            self._model_key(),
+            self.parity,
+            native_bf16=native,
+        )
         self.backend, self.precision = choice.backend, choice.precision
         self.precision_reason = choice.reason
         if self.backend == "openvino":
@@ -283,8 +291,10 @@ class Encoder:
         self.token_cap = max(width, rows * width // 2)
         log.warning(
             "CUDA out of memory on %d x %d tokens: token cap halved to %d for the rest of the run",
-            rows, width, self.token_cap,
-        )  # fmt: skip
+            rows,
+            width,
+            self.token_cap,
+        )
 
     def encode_texts(self, texts: Sequence[str], *, prefix: str | None = None) -> np.ndarray:
         """Vectors for raw texts (queries, quick use); truncated to the model's limit like ST does."""
@@ -370,8 +380,10 @@ class Encoder:
 
     def _calibration_blocks(self) -> list[tuple[np.ndarray, np.ndarray]]:
         if self._blocks is None:
-            self._blocks = [self._tokenize(part, self.cfg.prefix)
-                            for part in calibration_blocks(CALIBRATION_TEXTS)]  # fmt: skip
+            self._blocks = [
+                self._tokenize(part, self.cfg.prefix)
+                for part in calibration_blocks(CALIBRATION_TEXTS)
+            ]
         return self._blocks
 
     def _use_openvino(self) -> None:
@@ -379,10 +391,12 @@ class Encoder:
         export = self._openvino_export()
         if self.precision == "int8":
             self._openvino, self.int8 = int8_model(
-                export, lambda texts: self._tokenize(texts, self.cfg.prefix), self._torch_vectors,
+                export,
+                lambda texts: self._tokenize(texts, self.cfg.prefix),
+                self._torch_vectors,
                 hint="bf16" if cpu_has_native_bf16() else "f32",
                 min_cosine=float(getattr(self.cfg, "int8_min_cosine", 0.99)),
-            )  # fmt: skip
+            )
             self.precision_reason += f"; {self.int8.describe()}"
         else:
             self._openvino = self._checked.get(self.precision) or export.compile(self.precision)
@@ -429,10 +443,13 @@ class Encoder:
         if self._export is None:
             blocks = self._calibration_blocks()  # the last one is the export's trace example
             self._export = OpenVinoExport(
-                self.model, self._files(), pooling_signature(list(self.model)[1:]),
+                self.model,
+                self._files(),
+                pooling_signature(list(self.model)[1:]),
                 self._takes_token_types,
-                example=blocks[-1], threads=self.threads,
-            )  # fmt: skip
+                example=blocks[-1],
+                threads=self.threads,
+            )
         return self._export
 
     def _files(self) -> str:
@@ -443,8 +460,12 @@ class Encoder:
 
     def _model_key(self) -> dict[str, Any]:
         """What about the model a remembered backend/precision choice depends on."""
-        return {"files": self._files(), "modules": pooling_signature(self.model),
-                "max_seq_length": self.max_seq_length, "prefix": self.cfg.prefix}  # fmt: skip
+        return {
+            "files": self._files(),
+            "modules": pooling_signature(self.model),
+            "max_seq_length": self.max_seq_length,
+            "prefix": self.cfg.prefix,
+        }
 
 
 class ExportedEncoder(Encoder):

@@ -50,14 +50,57 @@ CALIBRATION_SIZE = 300
 SAMPLE_VERSION = 1  # bumped when the sample's recipe changes
 STATS_FILE = "stats.json"
 _DOC_MODULES = (
-    "argparse", "ast", "asyncio", "base64", "bisect", "calendar", "collections", "configparser",
-    "contextlib", "csv", "dataclasses", "datetime", "decimal", "difflib", "email.message", "enum",
-    "fractions", "functools", "gzip", "hashlib", "heapq", "html.parser", "http.client", "inspect",
-    "io", "ipaddress", "itertools", "json", "logging", "os", "pathlib", "pickle", "queue",
-    "random", "re", "shutil", "socket", "sqlite3", "statistics", "string", "subprocess",
-    "tarfile", "tempfile", "textwrap", "threading", "typing", "unittest", "urllib.parse", "uuid",
+    "argparse",
+    "ast",
+    "asyncio",
+    "base64",
+    "bisect",
+    "calendar",
+    "collections",
+    "configparser",
+    "contextlib",
+    "csv",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "difflib",
+    "email.message",
+    "enum",
+    "fractions",
+    "functools",
+    "gzip",
+    "hashlib",
+    "heapq",
+    "html.parser",
+    "http.client",
+    "inspect",
+    "io",
+    "ipaddress",
+    "itertools",
+    "json",
+    "logging",
+    "os",
+    "pathlib",
+    "pickle",
+    "queue",
+    "random",
+    "re",
+    "shutil",
+    "socket",
+    "sqlite3",
+    "statistics",
+    "string",
+    "subprocess",
+    "tarfile",
+    "tempfile",
+    "textwrap",
+    "threading",
+    "typing",
+    "unittest",
+    "urllib.parse",
+    "uuid",
     "zipfile",
-)  # fmt: skip
+)
 
 Tokenize = Callable[[Sequence[str]], tuple[np.ndarray, np.ndarray]]
 Vectors = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -102,8 +145,13 @@ def calibration_sample(size: int) -> list[str]:
 def int8_key(export_key: str, size: int, hint: str) -> str:
     """The cache folder name of the quantized model: the export, the sample, the tools and the
     inference precision its cosines were measured with."""
-    tools = (package_version("nncf"), platform.python_version_tuple()[:2], SAMPLE_VERSION, size,
-             hint)  # fmt: skip
+    tools = (
+        package_version("nncf"),
+        platform.python_version_tuple()[:2],
+        SAMPLE_VERSION,
+        size,
+        hint,
+    )
     return f"{export_key}-int8-" + xxhash.xxh3_64_hexdigest(json.dumps(tools).encode())
 
 
@@ -136,9 +184,11 @@ def quantized(
     dataset = nncf.Dataset(calibrate, lambda text: dict(zip(INPUTS, tokenize([text]), strict=True)))
     with contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bars: stdout may be JSON
         model = nncf.quantize(
-            ov.Core().read_model(str(fp32_xml)), dataset,
-            model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibrate),
-        )  # fmt: skip
+            ov.Core().read_model(str(fp32_xml)),
+            dataset,
+            model_type=nncf.ModelType.TRANSFORMER,
+            subset_size=len(calibrate),
+        )
     cos = cosines(
         _encode(compile_int8(model), tokenize, check), _encode(reference, tokenize, check)
     )
@@ -156,9 +206,14 @@ def int8_model(
 ) -> tuple[OpenVinoModel, Int8Stats]:
     """The compiled int8 model of `export` and its cosines; refused under `min_cosine`."""
     xml, stats = quantized(
-        export.xml(), export.key, tokenize, reference,
-        lambda model: export.compile(hint, model), size or CALIBRATION_SIZE, hint,
-    )  # fmt: skip
+        export.xml(),
+        export.key,
+        tokenize,
+        reference,
+        lambda model: export.compile(hint, model),
+        size or CALIBRATION_SIZE,
+        hint,
+    )
     if stats.min_cosine < min_cosine:
         raise ModelError(
             f"int8 strays too far from fp32: {stats.describe()}, under model.int8_min_cosine="

@@ -115,9 +115,13 @@ class LazyEncoder:
         if pooling is None:
             return None
         identity = ModelIdentity(
-            name=name, files_hash=self._files_hash(), max_seq_length=self.max_seq_length,
-            pooling=pooling, normalize=cfg.normalize, prefix=cfg.prefix,
-        )  # fmt: skip
+            name=name,
+            files_hash=self._files_hash(),
+            max_seq_length=self.max_seq_length,
+            pooling=pooling,
+            normalize=cfg.normalize,
+            prefix=cfg.prefix,
+        )
         return identity, {"quantization": cfg.quantization} if cfg.quantization != "none" else {}
 
     # -- what chunking needs: the tokenizer and the limit, no weights ---------------------------
@@ -213,8 +217,16 @@ class LazyEncoder:
     def _key(self) -> str:
         """What decides the identity: the model files, and the settings that change vectors."""
         if self._key_cached is None:
-            settings = self.cfg.model_dump(include={"max_seq_length", "normalize", "prefix", "precision",
-                                                    "truncate_dim", "quantization"})  # fmt: skip
+            settings = self.cfg.model_dump(
+                include={
+                    "max_seq_length",
+                    "normalize",
+                    "prefix",
+                    "precision",
+                    "truncate_dim",
+                    "quantization",
+                }
+            )
             self._key_cached = self._files_hash() + json.dumps(settings, sort_keys=True)
         return self._key_cached
 
@@ -236,9 +248,12 @@ class LazyEncoder:
         entries = _read(self._cache)
         own = own_tokenizer or bool(entries.get(self._key(), {}).get("own_tokenizer"))
         entries[self._key()] = {
-            "identity": asdict(encoder.identity()), "output": encoder.output_options(),
-            "dim": encoder.dim, "name": encoder.name, **({"own_tokenizer": True} if own else {}),
-        }  # fmt: skip
+            "identity": asdict(encoder.identity()),
+            "output": encoder.output_options(),
+            "dim": encoder.dim,
+            "name": encoder.name,
+            **({"own_tokenizer": True} if own else {}),
+        }
         text = json.dumps(entries, indent=1, sort_keys=True)
         atomic_write(self._cache, lambda f: f.write(text.encode()))
 

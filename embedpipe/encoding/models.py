@@ -26,10 +26,15 @@ DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 # Files whose bytes decide what vectors a model produces.
 _IDENTITY_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".model")
 # Where sentence-transformers reads its Transformer module's settings, first found wins.
-_MODULE_CONFIGS = ("sentence_bert_config.json", "sentence_roberta_config.json",
-                   "sentence_distilbert_config.json", "sentence_camembert_config.json",
-                   "sentence_albert_config.json", "sentence_xlm-roberta_config.json",
-                   "sentence_xlnet_config.json")  # fmt: skip
+_MODULE_CONFIGS = (
+    "sentence_bert_config.json",
+    "sentence_roberta_config.json",
+    "sentence_distilbert_config.json",
+    "sentence_camembert_config.json",
+    "sentence_albert_config.json",
+    "sentence_xlm-roberta_config.json",
+    "sentence_xlnet_config.json",
+)
 
 
 @dataclass(frozen=True, slots=True)

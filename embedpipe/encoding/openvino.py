@@ -73,9 +73,11 @@ def openvino_dir() -> Path:
 def export_key(files_hash: str, modules: str, token_types: bool) -> str:
     """The cache key of one model's export: its files, its modules and the converting libraries."""
     parts = {
-        "files": files_hash, "modules": modules, "token_types": token_types,
+        "files": files_hash,
+        "modules": modules,
+        "token_types": token_types,
         **{lib: package_version(lib) for lib in ("torch", "transformers", "openvino")},
-    }  # fmt: skip
+    }
     return xxhash.xxh3_128_hexdigest(json.dumps(parts, sort_keys=True).encode())
 
 
@@ -137,8 +139,10 @@ def _convert(model: Any, token_types: bool, example: tuple[np.ndarray, np.ndarra
                 features = step(features)
             return features["sentence_embedding"].float()
 
-    tensors = {name: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
-               for name, a in zip(INPUTS, example, strict=True)}  # fmt: skip
+    tensors = {
+        name: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
+        for name, a in zip(INPUTS, example, strict=True)
+    }
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about data-dependent branches
         return ov.convert_model(
@@ -161,8 +165,11 @@ class OpenVinoModel:
 
         core = ov.Core()
         core.set_property({"CACHE_DIR": str(openvino_dir() / "compiled")})
-        config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY",
-                  "INFERENCE_NUM_THREADS": threads}  # fmt: skip
+        config = {
+            "INFERENCE_PRECISION_HINT": hint,
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": threads,
+        }
         try:
             source = str(model) if isinstance(model, Path) else model
             self.compiled = core.compile_model(source, "CPU", config)
@@ -214,9 +221,14 @@ class OpenVinoExport:
     """
 
     def __init__(
-        self, model: Any, files_hash: str, modules: str, token_types: bool,
-        example: tuple[np.ndarray, np.ndarray], threads: int,
-    ) -> None:  # fmt: skip
+        self,
+        model: Any,
+        files_hash: str,
+        modules: str,
+        token_types: bool,
+        example: tuple[np.ndarray, np.ndarray],
+        threads: int,
+    ) -> None:
         self.model, self.token_types, self.example = model, token_types, example
         self.threads = threads
         self.key = export_key(files_hash, modules, token_types)

@@ -207,8 +207,9 @@ def choose(
         measured = f"min cosine {cosine:.5f} to torch fp32 on the calibration sample"
         if cosine >= PARITY_BAR:
             return _choice(cand_backend, cand_precision, [*asked, *notes, measured])
-        notes.append(f"{cand_backend} {cand_precision} missed the parity bar {PARITY_BAR} "
-                     f"({measured})")  # fmt: skip
+        notes.append(
+            f"{cand_backend} {cand_precision} missed the parity bar {PARITY_BAR} ({measured})"
+        )
     return _choice(*candidates[-1], [*asked, *notes])
 
 

@@ -112,9 +112,13 @@ class Choices:
         entries = self._read()
         entries[self.key(parts)] = {
             "key": parts,
-            "choice": {"backend": backend, "precision": precision, "reason": reason,
-                       "decided": today},
-        }  # fmt: skip
+            "choice": {
+                "backend": backend,
+                "precision": precision,
+                "reason": reason,
+                "decided": today,
+            },
+        }
         text = json.dumps(entries, indent=1, sort_keys=True, ensure_ascii=False)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

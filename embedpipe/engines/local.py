@@ -39,9 +39,11 @@ class LocalEngine:
 
 
 def _plan(
-    run: RunContext, source: Iterable[Document | RecordError], out: queue.Queue[Any],
+    run: RunContext,
+    source: Iterable[Document | RecordError],
+    out: queue.Queue[Any],
     halt: threading.Event,
-) -> None:  # fmt: skip
+) -> None:
     """Planner thread: documents -> chunks with hashes, minus what the ledger already holds."""
     fp, plan = run.planner.target.fingerprint, run.planner
     chunks = _chunked(run, _admitted(run, source, halt))

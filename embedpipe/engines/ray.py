@@ -148,7 +148,9 @@ class _RayStream:
         if isinstance(source, Source) and files is not None and source.kind in NATIVE:
             waves = list(_file_waves(files.sizes, self.cfg.ray.wave_mb * 2**20))
             reader = "read_parquet" if source.kind == "parquet" else "binary files"
-            self.report.notes.append(f"ray: {len(files.paths)} {source.kind} files read by Ray ({reader}) in {len(waves)} waves")  # fmt: skip
+            self.report.notes.append(
+                f"ray: {len(files.paths)} {source.kind} files read by Ray ({reader}) in {len(waves)} waves"
+            )
             for error in files.skipped:  # listed but not to be read (a link out of the folder)
                 self.planner.failed(error)
             for lo, hi in waves:
@@ -166,7 +168,13 @@ class _RayStream:
         paths, names = list(files.paths[lo:hi]), files.names[lo:hi]
         by_path = dict(zip(paths, names, strict=True))
         if kind == "parquet":
-            ds = ray.data.read_parquet(paths, columns=list(files.columns), file_extensions=None, num_cpus=READ_CPUS, filesystem=files.filesystem)  # fmt: skip
+            ds = ray.data.read_parquet(
+                paths,
+                columns=list(files.columns),
+                file_extensions=None,
+                num_cpus=READ_CPUS,
+                filesystem=files.filesystem,
+            )
             parse = functools.partial(parse_parquet_rows, fields=files.fields)
             wave = Wave(names, files.rows[lo:hi])
         elif kind == "jsonl":
@@ -189,9 +197,13 @@ class _RayStream:
             "unchanged": unchanged,
         }
         return parsed.map_batches(
-            PrepareStage, fn_constructor_kwargs=stage, compute=_pool(self.cfg.ray.chunk_workers),
-            batch_size=self.cfg.ray.block_docs, batch_format="pyarrow", num_cpus=self.chunk_cpus,
-        )  # fmt: skip
+            PrepareStage,
+            fn_constructor_kwargs=stage,
+            compute=_pool(self.cfg.ray.chunk_workers),
+            batch_size=self.cfg.ray.block_docs,
+            batch_format="pyarrow",
+            num_cpus=self.chunk_cpus,
+        )
 
     def _size_chunk_actors(self) -> None:
         """CPUs per chunking actor: 1, unless that leaves no CPU of the cluster for Ray Data's
@@ -223,7 +235,18 @@ class _RayStream:
             if rows:
                 accepted.append((ref, np.asarray(rows, dtype=np.int64)))
             if self.remote is not None:
-                pending += [Chunk(keys[i]["doc_id"], keys[i]["chunk_index"], "", [], 0, 0, keys[i]["content_hash"]) for i in rows]  # fmt: skip
+                pending += [
+                    Chunk(
+                        keys[i]["doc_id"],
+                        keys[i]["chunk_index"],
+                        "",
+                        [],
+                        0,
+                        0,
+                        keys[i]["content_hash"],
+                    )
+                    for i in rows
+                ]
         for name in wave.names if wave.root else ():  # a listed file Ray did not find
             if name not in cursor.seen:
                 error = RecordError(wave.root, name, "cannot read file: it vanished during the run")
@@ -268,9 +291,14 @@ class _RayStream:
             "writer": self.remote,
         }
         ds = ray.data.from_arrow_refs(blocks).map_batches(
-            EncodeStage, fn_constructor_kwargs=stage, compute=_pool(cfg.encoders),
-            num_gpus=cfg.num_gpus, num_cpus=cfg.num_cpus, batch_size=None, batch_format="pyarrow",
-        )  # fmt: skip
+            EncodeStage,
+            fn_constructor_kwargs=stage,
+            compute=_pool(cfg.encoders),
+            num_gpus=cfg.num_gpus,
+            num_cpus=cfg.num_cpus,
+            batch_size=None,
+            batch_format="pyarrow",
+        )
         for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             assert isinstance(table, pa.Table)
             vectors = None
@@ -290,7 +318,9 @@ class _RayStream:
             if (device, precision) != (report.device, report.precision):
                 report.device, report.precision = device, precision
                 report.notes.append(f"ray: encoder actors ran on {device} ({precision})")
-        for real, padded, sizes in zip(batch["real_tokens"], batch["padded_tokens"], batch["sizes"], strict=True):  # fmt: skip
+        for real, padded, sizes in zip(
+            batch["real_tokens"], batch["padded_tokens"], batch["sizes"], strict=True
+        ):
             if sizes:  # the first chunk of each packed batch carries the batch's figures
                 report.count_batch(real, padded, np.asarray(sizes, dtype=np.int64))
 
@@ -362,8 +392,13 @@ def _connect(cfg: RayConfig) -> None:
 
     if not ray.is_initialized():
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-        ray.init(address=cfg.address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})  # fmt: skip
+        ray.init(
+            address=cfg.address,
+            ignore_reinit_error=True,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}},
+        )
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.execution_options.preserve_order = True  # source order: the first of duplicate ids wins

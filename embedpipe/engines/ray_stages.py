@@ -25,17 +25,42 @@ READ_CPUS = 0
 
 # A parsed record: a document or the reason it is not one.
 PARSED = pa.schema(
-    [("kind", pa.string()), ("doc_id", pa.string()), ("text", pa.string()), ("metadata", pa.string()),
-     ("source", pa.string()), ("record", pa.string()), ("message", pa.string())]
-)  # fmt: skip
+    [
+        ("kind", pa.string()),
+        ("doc_id", pa.string()),
+        ("text", pa.string()),
+        ("metadata", pa.string()),
+        ("source", pa.string()),
+        ("record", pa.string()),
+        ("message", pa.string()),
+    ]
+)
 # A prepared row: a document (with its hash and chunk count), one of its chunks, or an error.
 PREPARED = pa.schema(
-    [*PARSED, ("doc_hash", pa.string()), ("n_chunks", pa.int64()), ("unchanged", pa.bool_()),
-     ("chunk_index", pa.int64()), ("token_ids", pa.list_(pa.int32())), ("start", pa.int64()),
-     ("end", pa.int64()), ("content_hash", pa.string())]
-)  # fmt: skip
-KEYS = ["kind", "doc_id", "source", "record", "message", "doc_hash", "n_chunks", "unchanged",
-        "chunk_index", "content_hash"]  # fmt: skip
+    [
+        *PARSED,
+        ("doc_hash", pa.string()),
+        ("n_chunks", pa.int64()),
+        ("unchanged", pa.bool_()),
+        ("chunk_index", pa.int64()),
+        ("token_ids", pa.list_(pa.int32())),
+        ("start", pa.int64()),
+        ("end", pa.int64()),
+        ("content_hash", pa.string()),
+    ]
+)
+KEYS = [
+    "kind",
+    "doc_id",
+    "source",
+    "record",
+    "message",
+    "doc_hash",
+    "n_chunks",
+    "unchanged",
+    "chunk_index",
+    "content_hash",
+]
 
 
 # -- actors -------------------------------------------------------------------------------
@@ -96,19 +121,35 @@ class PrepareStage:
             doc_hash = content_hash(self.fingerprint, row["text"])
             last = self.unchanged.get(row["doc_id"])
             if last is not None and last[0] == doc_hash:
-                _row(out, {**row, "text": "", "metadata": "{}"}, doc_hash=doc_hash, n_chunks=last[1], unchanged=True)  # fmt: skip
+                _row(
+                    out,
+                    {**row, "text": "", "metadata": "{}"},
+                    doc_hash=doc_hash,
+                    n_chunks=last[1],
+                    unchanged=True,
+                )
                 continue
             doc = Document(id=row["doc_id"], text=row["text"], metadata=json.loads(row["metadata"]))
             chunks = list(self.chunker.chunk_many([doc]))
-            _row(out, {**row, "text": "", "metadata": "{}"}, doc_hash=doc_hash, n_chunks=len(chunks))  # fmt: skip
+            _row(
+                out, {**row, "text": "", "metadata": "{}"}, doc_hash=doc_hash, n_chunks=len(chunks)
+            )
             for c in chunks:
                 _row(
                     out,
-                    {"kind": CHUNK, "doc_id": c.doc_id, "text": c.text, "metadata": row["metadata"],
-                     "source": row["source"]},
-                    chunk_index=c.index, token_ids=c.token_ids, start=c.start, end=c.end,
+                    {
+                        "kind": CHUNK,
+                        "doc_id": c.doc_id,
+                        "text": c.text,
+                        "metadata": row["metadata"],
+                        "source": row["source"],
+                    },
+                    chunk_index=c.index,
+                    token_ids=c.token_ids,
+                    start=c.start,
+                    end=c.end,
                     content_hash=content_hash(self.fingerprint, c.text),
-                )  # fmt: skip
+                )
         return pa.table(out, schema=PREPARED)
 
 
@@ -218,7 +259,13 @@ def _fetched(table: pa.Table, filesystem: Any) -> pa.Table:
         except OSError as exc:
             data.append(b"")
             errors.append(str(exc))
-    return pa.table({"path": paths, "bytes": pa.array(data, pa.binary()), "error": pa.array(errors, pa.string())})  # fmt: skip
+    return pa.table(
+        {
+            "path": paths,
+            "bytes": pa.array(data, pa.binary()),
+            "error": pa.array(errors, pa.string()),
+        }
+    )
 
 
 def _files_of(table: pa.Table) -> Iterator[tuple[str, bytes, str | None]]:
@@ -232,10 +279,28 @@ def _parsed(items: Iterable[Document | RecordError]) -> pa.Table:
     out: dict[str, list[Any]] = {name: [] for name in PARSED.names}
     for item in items:
         if isinstance(item, RecordError):
-            _row(out, {"kind": ERROR, "metadata": "{}", "source": item.source, "record": item.record, "message": item.reason})  # fmt: skip
+            _row(
+                out,
+                {
+                    "kind": ERROR,
+                    "metadata": "{}",
+                    "source": item.source,
+                    "record": item.record,
+                    "message": item.reason,
+                },
+            )
         else:
             meta = json.dumps(item.metadata, ensure_ascii=False, default=str)
-            _row(out, {"kind": DOC, "doc_id": item.id, "text": item.text, "metadata": meta, "source": item.source})  # fmt: skip
+            _row(
+                out,
+                {
+                    "kind": DOC,
+                    "doc_id": item.id,
+                    "text": item.text,
+                    "metadata": meta,
+                    "source": item.source,
+                },
+            )
     return pa.table(out, schema=PARSED)
 
 
@@ -320,7 +385,9 @@ def _keys_of(block: pa.Table) -> pa.Table:
 
 
 def _take_rows(block: pa.Table, rows: np.ndarray) -> pa.Table:
-    return block.take(pa.array(rows)).drop_columns(["doc_hash", "n_chunks", "unchanged", "message", "record"])  # fmt: skip
+    return block.take(pa.array(rows)).drop_columns(
+        ["doc_hash", "n_chunks", "unchanged", "message", "record"]
+    )
 
 
 keys_of = _remote(_keys_of)

@@ -18,12 +18,17 @@ from embedpipe.types import Document, RunReport
 
 
 def open_for(
-    sink: str | None, collection: str | None, state: str | None, config: api.ConfigArg,
-    query_prefix: str | None, options: Mapping[str, Any],
-) -> Index:  # fmt: skip
+    sink: str | None,
+    collection: str | None,
+    state: str | None,
+    config: api.ConfigArg,
+    query_prefix: str | None,
+    options: Mapping[str, Any],
+) -> Index:
     """The index an adapter reads and writes: `sink`/`collection`/`state` over `config`."""
-    return api.open_index(config, query_prefix=query_prefix, sink=sink, collection=collection,
-                          state=state, **options)  # fmt: skip
+    return api.open_index(
+        config, query_prefix=query_prefix, sink=sink, collection=collection, state=state, **options
+    )
 
 
 def payload_filter(filter: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -39,8 +44,12 @@ def payload_filter(filter: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 def chunk_metadata(hit: Hit) -> dict[str, Any]:
     """What a returned chunk carries: the source metadata, then doc_id, chunk_index, chunk_id."""
-    return {**hit.metadata, "doc_id": hit.doc_id, "chunk_index": hit.chunk_index,
-            "chunk_id": hit.chunk_id}  # fmt: skip
+    return {
+        **hit.metadata,
+        "doc_id": hit.doc_id,
+        "chunk_index": hit.chunk_index,
+        "chunk_id": hit.chunk_id,
+    }
 
 
 def as_vector(embedding: Sequence[float]) -> np.ndarray:

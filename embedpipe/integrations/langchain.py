@@ -36,15 +36,23 @@ class EmbedpipeEmbeddings(Embeddings):
     (`model=`, default the packaged MiniLM) with the prompts given."""
 
     def __init__(
-        self, sink: str | None = None, collection: str | None = None, *, model: str | None = None,
-        state: str | None = None, config: api.ConfigArg = None, query_prefix: str | None = None,
-        prefix: str = "", **options: Any,
-    ) -> None:  # fmt: skip
+        self,
+        sink: str | None = None,
+        collection: str | None = None,
+        *,
+        model: str | None = None,
+        state: str | None = None,
+        config: api.ConfigArg = None,
+        query_prefix: str | None = None,
+        prefix: str = "",
+        **options: Any,
+    ) -> None:
         self.index: Index | None = None
         self.model, self.prefix, self.query_prefix = model, prefix, query_prefix or ""
         if sink is not None or config is not None:
-            self.index = common.open_for(sink, collection, state, config, query_prefix,
-                                         {"model": model, **options})  # fmt: skip
+            self.index = common.open_for(
+                sink, collection, state, config, query_prefix, {"model": model, **options}
+            )
 
     @classmethod
     def of(cls, index: Index) -> EmbedpipeEmbeddings:
@@ -71,12 +79,20 @@ class EmbedpipeVectorStore(VectorStore):
     config: a RunConfig or a YAML path); `state` where its ledger is, when not beside it."""
 
     def __init__(
-        self, sink: str | None = None, collection: str | None = None, state: str | None = None,
-        *, config: api.ConfigArg = None, model: str | None = None,
-        query_prefix: str | None = None, retrieval_mode: str = "dense", **options: Any,
-    ) -> None:  # fmt: skip
-        self.index = common.open_for(sink, collection, state, config, query_prefix,
-                                     {"model": model, **options})  # fmt: skip
+        self,
+        sink: str | None = None,
+        collection: str | None = None,
+        state: str | None = None,
+        *,
+        config: api.ConfigArg = None,
+        model: str | None = None,
+        query_prefix: str | None = None,
+        retrieval_mode: str = "dense",
+        **options: Any,
+    ) -> None:
+        self.index = common.open_for(
+            sink, collection, state, config, query_prefix, {"model": model, **options}
+        )
         # dense | sparse | hybrid (as langchain-qdrant's RetrievalMode); a search's
         # `retrieval_mode=` (and `alpha=` for hybrid) kwarg overrides it
         self.retrieval_mode = retrieval_mode
@@ -106,9 +122,12 @@ class EmbedpipeVectorStore(VectorStore):
         return [(_document(h), h.score) for h in hits]
 
     def similarity_search_by_vector(
-        self, embedding: list[float], k: int = 4, filter: dict[str, Any] | None = None,
+        self,
+        embedding: list[float],
+        k: int = 4,
+        filter: dict[str, Any] | None = None,
         **kwargs: Any,
-    ) -> list[LCDocument]:  # fmt: skip
+    ) -> list[LCDocument]:
         """The k chunks nearest to a query vector (from `embeddings.embed_query`)."""
         hits = self.index.search_vector(
             common.as_vector(embedding), k, common.payload_filter(filter)
@@ -119,9 +138,13 @@ class EmbedpipeVectorStore(VectorStore):
         return lambda score: (score + 1.0) / 2.0  # cosine in [-1, 1] -> [0, 1]
 
     def add_texts(
-        self, texts: Iterable[str], metadatas: list[dict[str, Any]] | None = None, *,
-        ids: list[str] | None = None, **kwargs: Any,
-    ) -> list[str]:  # fmt: skip
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
         """Embed texts as documents (id: `ids`, else a hash of the text) through embedpipe's
         pipeline: chunked, hashed, only what changed; returns their document ids."""
         texts = list(texts)
@@ -142,10 +165,14 @@ class EmbedpipeVectorStore(VectorStore):
 
     @classmethod
     def from_texts(
-        cls, texts: list[str], embedding: Embeddings | None = None,
-        metadatas: list[dict[str, Any]] | None = None, *, ids: list[str] | None = None,
+        cls,
+        texts: list[str],
+        embedding: Embeddings | None = None,
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
         **kwargs: Any,
-    ) -> EmbedpipeVectorStore:  # fmt: skip
+    ) -> EmbedpipeVectorStore:
         """A store on `sink=`/`collection=` (kwargs) with these texts added. embedpipe embeds
         with its own model (`model=`): `embedding` may only be an EmbedpipeEmbeddings."""
         if embedding is not None and not isinstance(embedding, EmbedpipeEmbeddings):

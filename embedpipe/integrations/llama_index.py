@@ -52,13 +52,20 @@ class EmbedpipeVectorStore(BasePydanticVectorStore):
     _index: Index = PrivateAttr()
 
     def __init__(
-        self, sink: str | None = None, collection: str | None = None, state: str | None = None,
-        *, config: api.ConfigArg = None, model: str | None = None,
-        query_prefix: str | None = None, **options: Any,
-    ) -> None:  # fmt: skip
+        self,
+        sink: str | None = None,
+        collection: str | None = None,
+        state: str | None = None,
+        *,
+        config: api.ConfigArg = None,
+        model: str | None = None,
+        query_prefix: str | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(stores_text=True)
-        self._index = common.open_for(sink, collection, state, config, query_prefix,
-                                      {"model": model, **options})  # fmt: skip
+        self._index = common.open_for(
+            sink, collection, state, config, query_prefix, {"model": model, **options}
+        )
 
     @property
     def client(self) -> Index:
@@ -70,11 +77,12 @@ class EmbedpipeVectorStore(BasePydanticVectorStore):
         returns the node ids."""
         docs = [
             Document(
-                node.node_id, node.get_content(),
+                node.node_id,
+                node.get_content(),
                 {**node.metadata, **({REF_DOC: node.ref_doc_id} if node.ref_doc_id else {})},
             )
             for node in nodes
-        ]  # fmt: skip
+        ]
         common.add(self._index, docs)
         return [d.id for d in docs]
 
@@ -114,9 +122,10 @@ class EmbedpipeVectorStore(BasePydanticVectorStore):
         else:
             raise ValueError("a query needs an embedding or a text")
         return VectorStoreQueryResult(
-            nodes=[_node(h) for h in hits], similarities=[h.score for h in hits],
+            nodes=[_node(h) for h in hits],
+            similarities=[h.score for h in hits],
             ids=[h.chunk_id for h in hits],
-        )  # fmt: skip
+        )
 
     def close(self) -> None:
         """Release the sink (its read snapshot and private copy on Qdrant Edge and local mode)."""
@@ -132,9 +141,13 @@ class EmbedpipeEmbedding(BaseEmbedding):
     _model: str | None = PrivateAttr(default=None)
 
     def __init__(
-        self, model: str | None = None, *, prefix: str = "", query_prefix: str = "",
+        self,
+        model: str | None = None,
+        *,
+        prefix: str = "",
+        query_prefix: str = "",
         **kwargs: Any,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__(model_name=model or "embedpipe", **kwargs)
         self._model, self._prompts = model, (prefix, query_prefix)
 
@@ -186,5 +199,9 @@ def _filters(filters: MetadataFilters | None) -> dict[str, Any] | None:
 def _node(hit: Hit) -> TextNode:
     metadata = common.chunk_metadata(hit)
     source = RelatedNodeInfo(node_id=str(hit.metadata.get(REF_DOC) or hit.doc_id))
-    return TextNode(id_=hit.chunk_id, text=hit.text, metadata=metadata,
-                    relationships={NodeRelationship.SOURCE: source})  # fmt: skip
+    return TextNode(
+        id_=hit.chunk_id,
+        text=hit.text,
+        metadata=metadata,
+        relationships={NodeRelationship.SOURCE: source},
+    )

@@ -31,10 +31,11 @@ class Verdict:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "promoted": self.promote, "reason": self.reason,
+            "promoted": self.promote,
+            "reason": self.reason,
             "live": {"documents": self.live_documents, **self.live_metrics},
             "staged": {"documents": self.staged_documents, **self.staged_metrics},
-        }  # fmt: skip
+        }
 
 
 def verdict(

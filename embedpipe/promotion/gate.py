@@ -79,17 +79,28 @@ def score_generation(
         if mode == "auto":
             mode = "dense" if sparse is None else "hybrid"
         return evaluate(
-            view, lambda texts: encoder.encode_texts(texts, prefix=prefix), queries, k,
-            mode=mode, sparse=sparse,
-        )  # fmt: skip
+            view,
+            lambda texts: encoder.encode_texts(texts, prefix=prefix),
+            queries,
+            k,
+            mode=mode,
+            sparse=sparse,
+        )
     finally:
         view.abort()
 
 
 def judge(
-    v: Verdict, *, sink: Sink, ledger: Ledger, target: Target, encoder: AnyEncoder, cfg: RunConfig,
-    load: LoadEncoder, report: RunReport,
-) -> Verdict:  # fmt: skip
+    v: Verdict,
+    *,
+    sink: Sink,
+    ledger: Ledger,
+    target: Target,
+    encoder: AnyEncoder,
+    cfg: RunConfig,
+    load: LoadEncoder,
+    report: RunReport,
+) -> Verdict:
     """The verdict once both generations were scored: held when the staged one retrieves worse."""
     gate = cfg.promote.eval
     live = ledger.live(target.key)
@@ -115,6 +126,9 @@ def judge(
         "; ".join(worse) if worse else f"retrieves no worse than live on {len(queries)} queries"
     )
     return replace(
-        v, promote=not worse, reason=f"{v.reason}; {reason}" if not worse else reason,
-        live_metrics=live_scores.metrics(), staged_metrics=staged.metrics(),
-    )  # fmt: skip
+        v,
+        promote=not worse,
+        reason=f"{v.reason}; {reason}" if not worse else reason,
+        live_metrics=live_scores.metrics(),
+        staged_metrics=staged.metrics(),
+    )

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from embedpipe.report.svg import (  # fmt: skip
+from embedpipe.report.svg import (
     PAD_B,
     PAD_L,
     PAD_R,
@@ -146,12 +146,19 @@ def _cards(r: dict[str, Any]) -> str:
         ("chunks embedded", f"{n('chunks_embedded'):,.0f}", f"of {n('chunks_total'):,.0f} total"),
         ("chunks skipped", f"{n('chunks_skipped'):,.0f}", "already embedded"),
         ("chunks deleted", f"{n('chunks_deleted'):,.0f}", "stale"),
-        ("throughput", f"{n('tokens_per_second'):,.0f}", f"tokens/s · {n('chunks_per_second'):,.1f} chunks/s"),
-        ("duration", duration(n("startup_seconds") + n("seconds")),
-         f"start-up {duration(n('startup_seconds'))} + run {duration(n('seconds'))}"),
+        (
+            "throughput",
+            f"{n('tokens_per_second'):,.0f}",
+            f"tokens/s · {n('chunks_per_second'):,.1f} chunks/s",
+        ),
+        (
+            "duration",
+            duration(n("startup_seconds") + n("seconds")),
+            f"start-up {duration(n('startup_seconds'))} + run {duration(n('seconds'))}",
+        ),
         ("padding efficiency", f"{n('padding_efficiency'):.1%}", "real / padded tokens"),
         ("record errors", f"{len(r.get('errors') or []):,}", "skipped files, lines, rows"),
-    ]  # fmt: skip
+    ]
     items = "".join(
         f"<div class='card' data-key='{esc(k)}'><div class='k'>{esc(k)}</div>"
         f"<div class='v'>{esc(v)}</div><div class='d'>{esc(d)}</div></div>"
@@ -211,8 +218,21 @@ def _errors(r: dict[str, Any]) -> str:
 
 
 def _details(r: dict[str, Any]) -> str:
-    keys = ("fingerprint", "model", "sink", "source", "collection", "mode", "device", "precision",
-            "max_batch_tokens", "tokens_embedded", "real_tokens", "padded_tokens", "dry_run")  # fmt: skip
+    keys = (
+        "fingerprint",
+        "model",
+        "sink",
+        "source",
+        "collection",
+        "mode",
+        "device",
+        "precision",
+        "max_batch_tokens",
+        "tokens_embedded",
+        "real_tokens",
+        "padded_tokens",
+        "dry_run",
+    )
     rows = "".join(
         f"<tr><th>{esc(k)}</th><td class='mono'>{esc(r.get(k, ''))}</td></tr>" for k in keys
     )
@@ -269,8 +289,16 @@ def throughput_svg(r: dict[str, Any]) -> str:
         return empty("throughput", "run too short for a time series (fewer than two batches)")
     mean = r.get("tokens_per_second")
     top = nice_max(max([p[1] for p in points] + [mean if isinstance(mean, int | float) else 0]))
-    return _line_chart("throughput", "Tokens per second over time", points, top,
-                       lambda v: si(v), "tokens/s", "", mean)  # fmt: skip
+    return _line_chart(
+        "throughput",
+        "Tokens per second over time",
+        points,
+        top,
+        lambda v: si(v),
+        "tokens/s",
+        "",
+        mean,
+    )
 
 
 def padding_svg(r: dict[str, Any]) -> str:
@@ -279,8 +307,16 @@ def padding_svg(r: dict[str, Any]) -> str:
     if not points:
         return empty("padding", "run too short for a time series (fewer than two batches)")
     overall = r.get("padding_efficiency")
-    return _line_chart("padding", "Padding efficiency over time", points, 1.0,
-                       lambda v: f"{v:.0%}", "real / padded", " eff", overall)  # fmt: skip
+    return _line_chart(
+        "padding",
+        "Padding efficiency over time",
+        points,
+        1.0,
+        lambda v: f"{v:.0%}",
+        "real / padded",
+        " eff",
+        overall,
+    )
 
 
 def _line_chart(

@@ -59,9 +59,16 @@ class Committer:
     """One run's writes, deletes and promotion into one sink, recorded in one ledger."""
 
     def __init__(
-        self, ledger: Ledger, sink: Sink, target: Target, run_id: int, report: RunReport,
-        *, model: str | None, dim: int,
-    ) -> None:  # fmt: skip
+        self,
+        ledger: Ledger,
+        sink: Sink,
+        target: Target,
+        run_id: int,
+        report: RunReport,
+        *,
+        model: str | None,
+        dim: int,
+    ) -> None:
         self.ledger, self.sink, self.target, self.run_id = ledger, sink, target, run_id
         self.report, self.model, self.dim = report, model, dim
         self.progress: Callable[[RunReport], None] | None = None  # told at every phase
@@ -125,9 +132,16 @@ class Committer:
         )
         self.report.notes.append(message)
         event(
-            log, "ledger_stale", message, level=logging.WARNING, sink=self.sink.uri,
-            generation=fingerprint, claimed=claimed, in_sink=held, lost=claimed - held,
-        )  # fmt: skip
+            log,
+            "ledger_stale",
+            message,
+            level=logging.WARNING,
+            sink=self.sink.uri,
+            generation=fingerprint,
+            claimed=claimed,
+            in_sink=held,
+            lost=claimed - held,
+        )
 
     def _lost(self, fingerprint: str, lost: int, claimed: int, held: int) -> None:
         """Say, in the report and the log, what the ledger listed that the sink had lost."""
@@ -144,9 +158,16 @@ class Committer:
         )
         self.report.notes.append(message)
         event(
-            log, "ledger_stale", message, level=logging.WARNING, sink=self.sink.uri,
-            generation=fingerprint, claimed=claimed, in_sink=held, lost=lost,
-        )  # fmt: skip
+            log,
+            "ledger_stale",
+            message,
+            level=logging.WARNING,
+            sink=self.sink.uri,
+            generation=fingerprint,
+            claimed=claimed,
+            in_sink=held,
+            lost=lost,
+        )
 
     def pending(self, chunks: list[Chunk]) -> None:
         """Mark chunks another process will write as pending, before it gets them."""
@@ -279,8 +300,14 @@ def retry(
                 raise
             delay = base_delay * 2 ** (attempt - 1)
             event(
-                log, "retry", f"sink {what} failed ({exc}); retry {attempt}/{attempts - 1} in {delay:.1f}s",
-                level=logging.WARNING, action=what, attempt=attempt, error=str(exc), delay_s=delay,
-            )  # fmt: skip
+                log,
+                "retry",
+                f"sink {what} failed ({exc}); retry {attempt}/{attempts - 1} in {delay:.1f}s",
+                level=logging.WARNING,
+                action=what,
+                attempt=attempt,
+                error=str(exc),
+                delay_s=delay,
+            )
             time.sleep(delay)
     raise AssertionError("unreachable")

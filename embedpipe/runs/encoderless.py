@@ -23,9 +23,16 @@ Progress = Callable[[RunReport], None]
 
 @contextmanager
 def direct_run(
-    sink: Sink, config: RunConfig, fingerprint: str, *, dim: int, model: str | None,
-    report: RunReport, force: bool = False, progress: Progress | None = None,
-) -> Iterator[Committer]:  # fmt: skip
+    sink: Sink,
+    config: RunConfig,
+    fingerprint: str,
+    *,
+    dim: int,
+    model: str | None,
+    report: RunReport,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> Iterator[Committer]:
     """A run into `sink`'s generation `fingerprint` whose writes and deletes the caller makes
     through the yielded Committer; on leaving, the promotion step (a new generation goes live
     when the rule allows, or `force`) and the run's outcome in the ledger."""
@@ -42,8 +49,11 @@ def direct_run(
                 committer.open_sink()
                 try:
                     yield committer
-                    committer.publish(min_fraction=config.promote.min_fraction, force=force,
-                                      keep_previous=config.promote.keep_previous)  # fmt: skip
+                    committer.publish(
+                        min_fraction=config.promote.min_fraction,
+                        force=force,
+                        keep_previous=config.promote.keep_previous,
+                    )
                 finally:
                     sink.abort()  # after close() a no-op; else the run stays resumable
                 report.outcome = "done"
@@ -69,9 +79,14 @@ def done_hashes(ledger: Ledger, target: Target) -> dict[str, str]:
 
 
 def delete_documents(
-    sink: Sink, config: RunConfig, doc_ids: Sequence[str], *, fingerprint: str, dim: int,
+    sink: Sink,
+    config: RunConfig,
+    doc_ids: Sequence[str],
+    *,
+    fingerprint: str,
+    dim: int,
     model: str | None,
-) -> int:  # fmt: skip
+) -> int:
     """Delete every chunk of these documents from the live generation and the ledger (sink
     first); returns how many chunks went. Ids the index lacks are fine."""
     report = RunReport(sink=sink.uri, collection=config.sink.collection, fingerprint=fingerprint)

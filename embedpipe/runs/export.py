@@ -48,12 +48,23 @@ def export(
         dest, dropped = _with_sparse(dest, manifest)
         sink = open_sink(dest.sink)
         report = RunReport(
-            model=str(manifest.get("model") or ""), fingerprint=fingerprint, sink=sink.uri,
-            source=f"{src.uri}|{source.sink.collection}", collection=dest.sink.collection,
+            model=str(manifest.get("model") or ""),
+            fingerprint=fingerprint,
+            sink=sink.uri,
+            source=f"{src.uri}|{source.sink.collection}",
+            collection=dest.sink.collection,
             mode="export",
-        )  # fmt: skip
-        with direct_run(sink, dest, fingerprint, dim=dim, model=manifest.get("model"),
-                        report=report, force=force, progress=progress) as run:  # fmt: skip
+        )
+        with direct_run(
+            sink,
+            dest,
+            fingerprint,
+            dim=dim,
+            model=manifest.get("model"),
+            report=report,
+            force=force,
+            progress=progress,
+        ) as run:
             sink.describe(manifest)
             run.phase("writing")
             held = done_hashes(run.ledger, run.target)

@@ -76,12 +76,19 @@ class Pipeline:
         identity, output = run_identity(encoder, dry_run=dry_run)  # a dry run loads no model
         fp = fingerprint(identity, cfg.chunking, **output, **sparse_identity(cfg.sink.sparse))
         report = RunReport(
-            model=encoder.name, fingerprint=fp, sink=sink.uri, source=str(getattr(source, "uri", "")),
-            collection=cfg.sink.collection, mode=cfg.mode, device=encoder.device,
-            precision=encoder.precision, max_batch_tokens=cfg.batching.max_batch_tokens,
-            docs_total=getattr(source, "total", None), dry_run=dry_run,
+            model=encoder.name,
+            fingerprint=fp,
+            sink=sink.uri,
+            source=str(getattr(source, "uri", "")),
+            collection=cfg.sink.collection,
+            mode=cfg.mode,
+            device=encoder.device,
+            precision=encoder.precision,
+            max_batch_tokens=cfg.batching.max_batch_tokens,
+            docs_total=getattr(source, "total", None),
+            dry_run=dry_run,
             sparse=cfg.sink.sparse.kind if cfg.sink.sparse.on else "",
-        )  # fmt: skip
+        )
         self.report = report
         try:
             with StateLock(state):
@@ -101,9 +108,14 @@ class Pipeline:
         return report
 
     def _execute(
-        self, ledger: Ledger, target: Target, encoder: AnyEncoder, sink: Sink,
-        source: Iterable[Document | RecordError], report: RunReport,
-    ) -> None:  # fmt: skip
+        self,
+        ledger: Ledger,
+        target: Target,
+        encoder: AnyEncoder,
+        sink: Sink,
+        source: Iterable[Document | RecordError],
+        report: RunReport,
+    ) -> None:
         """The run between `begin_run` and `end_run`: every outcome is recorded in the ledger."""
         started, dry_run = time.monotonic(), report.dry_run
         report.startup_seconds = started - self.began if self.began is not None else 0.0
@@ -111,9 +123,14 @@ class Pipeline:
         run_started(log, report)
         try:
             committer = Committer(
-                ledger, sink, target, report.run_id, report, model=self.config.model.name,
+                ledger,
+                sink,
+                target,
+                report.run_id,
+                report,
+                model=self.config.model.name,
                 dim=0 if dry_run else encoder.dim,  # a dry run opens no sink
-            )  # fmt: skip
+            )
             if dry_run:
                 try:
                     committer.forget_lost(dry_run=True)  # says what a real run would embed again
@@ -143,9 +160,12 @@ class Pipeline:
             run_ended(log, report)
 
     def _stream(
-        self, committer: Committer, encoder: AnyEncoder, sink: Sink,
+        self,
+        committer: Committer,
+        encoder: AnyEncoder,
+        sink: Sink,
         source: Iterable[Document | RecordError],
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Engine, then deletes, then the promotion step (what was written is good even when
         the deletes were refused, so it is promoted before the refusal is raised)."""
         cfg, report = self.config, committer.report
@@ -155,9 +175,17 @@ class Pipeline:
             with WriterThread(committer, committer.ledger.path) as writer:
                 committer.phase("embedding")
                 run = RunContext(
-                    cfg, encoder, sink, report, planner, committer, writer, report.dry_run,
-                    self.stop, self.progress,
-                )  # fmt: skip
+                    cfg,
+                    encoder,
+                    sink,
+                    report,
+                    planner,
+                    committer,
+                    writer,
+                    report.dry_run,
+                    self.stop,
+                    self.progress,
+                )
                 engine_for(cfg.engine).stream(run, planner.narrow(source))
                 committer.phase("writing")  # the writer thread commits what is queued
             if self.stop.is_set():
@@ -177,13 +205,21 @@ class Pipeline:
         finally:
             planner.close()
         gate = functools.partial(
-            judge, sink=sink, ledger=committer.ledger, target=committer.target, encoder=encoder,
-            cfg=cfg, load=self.load_encoder, report=report,
-        )  # fmt: skip
+            judge,
+            sink=sink,
+            ledger=committer.ledger,
+            target=committer.target,
+            encoder=encoder,
+            cfg=cfg,
+            load=self.load_encoder,
+            report=report,
+        )
         committer.publish(
-            min_fraction=cfg.promote.min_fraction, force=self.force,
-            keep_previous=cfg.promote.keep_previous, gate=gate if cfg.promote.eval else None,
-        )  # fmt: skip
+            min_fraction=cfg.promote.min_fraction,
+            force=self.force,
+            keep_previous=cfg.promote.keep_previous,
+            gate=gate if cfg.promote.eval else None,
+        )
         if refused is not None:
             raise refused
 

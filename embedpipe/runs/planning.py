@@ -204,8 +204,10 @@ class ObjectPlan:
         self.per_document = source.kind == "dir"  # a document file: named by its id
         self.skipped: set[str] = set()
         self.broken: set[str] = set()
-        for table in ("listed (object TEXT PRIMARY KEY, version TEXT, state TEXT)",
-                      "objects_seen (doc_id TEXT PRIMARY KEY, object TEXT)"):  # fmt: skip
+        for table in (
+            "listed (object TEXT PRIMARY KEY, version TEXT, state TEXT)",
+            "objects_seen (doc_id TEXT PRIMARY KEY, object TEXT)",
+        ):
             self.db.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} WITHOUT ROWID")
             self.db.execute(f"DELETE FROM temp.{table.partition(' ')[0]}")
         self.db.executemany(
@@ -242,8 +244,10 @@ class ObjectPlan:
                 self.args,
             )
         }
-        self.db.executemany("UPDATE temp.listed SET state = 'skipped' WHERE object = ?",
-                            ((u,) for u in self.skipped))  # fmt: skip
+        self.db.executemany(
+            "UPDATE temp.listed SET state = 'skipped' WHERE object = ?",
+            ((u,) for u in self.skipped),
+        )
         kept = (
             "FROM temp.object_candidates c JOIN temp.listed l ON l.object = c.object "
             "WHERE l.state = 'skipped'"

@@ -61,10 +61,13 @@ def reconcile(sink: Sink, ledger: Ledger, key: str, *, repair: bool) -> dict[str
     main = next((g for g in compared if g["live"]), compared[0] if compared else empty)
     return {
         **{k: main[k] for k in ("in_ledger", "in_sink", "pending", "missing", "orphaned")},
-        "target": key, "relink": relink_to, "generations": compared, "dropping": dropping,
+        "target": key,
+        "relink": relink_to,
+        "generations": compared,
+        "dropping": dropping,
         "sparse": sparse_kind(sink.manifest()) if served is not None else None,
         "repaired": repair and (relink_to is not None or bool(dropping) or _drifted(compared)),
-    }  # fmt: skip
+    }
 
 
 def drifted(result: dict[str, Any]) -> bool:
@@ -86,10 +89,16 @@ def _compare(
     done = set(ledger.chunk_ids(target))
     pending = set(ledger.chunk_ids(target, state=PENDING))
     return {
-        "fingerprint": fp, "live": fp == serving, "state": gen["state"], "dim": gen["dim"],
-        "in_ledger": len(done), "in_sink": len(in_sink), "pending": len(pending),
-        "missing": sorted(done - in_sink), "orphaned": sorted(in_sink - done - pending),
-    }  # fmt: skip
+        "fingerprint": fp,
+        "live": fp == serving,
+        "state": gen["state"],
+        "dim": gen["dim"],
+        "in_ledger": len(done),
+        "in_sink": len(in_sink),
+        "pending": len(pending),
+        "missing": sorted(done - in_sink),
+        "orphaned": sorted(in_sink - done - pending),
+    }
 
 
 def _repair(sink: Sink, ledger: Ledger, key: str, gen: dict[str, Any]) -> None:

@@ -119,9 +119,15 @@ class EdgeSink(GenerationSink):
     @classmethod
     def from_config(cls, scheme: str, location: str, cfg: SinkConfig) -> EdgeSink:
         """The sink a qdrant-edge:PATH URI names."""
-        return cls(location, cfg.collection, options=cfg.qdrant, write_batch=cfg.write_batch,
-                   ef_search=cfg.ef_search, keep_previous=cfg.keep_previous,
-                   sparse=cfg.sparse)  # fmt: skip
+        return cls(
+            location,
+            cfg.collection,
+            options=cfg.qdrant,
+            write_batch=cfg.write_batch,
+            ef_search=cfg.ef_search,
+            keep_previous=cfg.keep_previous,
+            sparse=cfg.sparse,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -456,9 +462,11 @@ def _page(shard: Any, offset: Any, limit: int, vectors: bool = False) -> tuple[l
     """One page of a shard's points with their chunk ids (with `vectors`: whole payloads and
     vectors), and the next offset."""
     request = qe.ScrollRequest(
-        offset=offset, limit=limit, with_payload=True if vectors else ["chunk_id"],
+        offset=offset,
+        limit=limit,
+        with_payload=True if vectors else ["chunk_id"],
         with_vector=vectors,
-    )  # fmt: skip
+    )
     with edge_errors("scroll"):
         records, next_offset = shard.scroll(request)
     return records, next_offset

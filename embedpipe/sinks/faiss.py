@@ -105,8 +105,14 @@ class FaissSink(StoredSink):
     @classmethod
     def from_config(cls, scheme: str, location: str, cfg: SinkConfig) -> FaissSink:
         """The sink a faiss:DIR URI names."""
-        return cls(location, cfg.collection, index_factory=cfg.index_factory, nprobe=cfg.nprobe,
-                   ef_search=cfg.ef_search, keep_previous=cfg.keep_previous)  # fmt: skip
+        return cls(
+            location,
+            cfg.collection,
+            index_factory=cfg.index_factory,
+            nprobe=cfg.nprobe,
+            ef_search=cfg.ef_search,
+            keep_previous=cfg.keep_previous,
+        )
 
     def factory(self, gen: Path) -> str:
         """The index_factory to build `gen` with: the configured one, else the one it was built
@@ -236,9 +242,14 @@ class FaissSink(StoredSink):
         write_parquet(sidecar, gen / "ids.parquet")
         atomic_write(gen / "index.faiss", lambda f: _write_index(index, f))
         write_manifest(
-            gen, dim=dim, index_factory=factory, count=table.num_rows,
-            trained_rows=trained_rows, indexed_seq=indexed_seq, index_build=build,
-        )  # fmt: skip
+            gen,
+            dim=dim,
+            index_factory=factory,
+            count=table.num_rows,
+            trained_rows=trained_rows,
+            indexed_seq=indexed_seq,
+            index_build=build,
+        )
         store.remove_before(indexed_seq)
 
     def _changed_since_index(
@@ -389,8 +400,11 @@ def _train(index: Any, vectors: np.ndarray, factory: str, seed: int) -> None:
         log.warning(
             "training '%s' on %d vectors: under %d per centroid (k=%d), recall suffers; "
             "use fewer lists or PQ bits, or Flat/HNSW for a corpus this size",
-            factory, len(vectors), MIN_POINTS_PER_CENTROID, k,
-        )  # fmt: skip
+            factory,
+            len(vectors),
+            MIN_POINTS_PER_CENTROID,
+            k,
+        )
     size = training_size(len(vectors), k)
     rng = np.random.default_rng(seed)
     sample = vectors[np.sort(rng.choice(len(vectors), size=size, replace=False))]

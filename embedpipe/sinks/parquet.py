@@ -48,8 +48,17 @@ from embedpipe.sinks.shards import (
     write_parquet,
 )
 
-DATA_COLUMNS = ["chunk_id", "doc_id", "chunk_index", "text", "content_hash", "start", "end",
-                "metadata", "vector"]  # fmt: skip
+DATA_COLUMNS = [
+    "chunk_id",
+    "doc_id",
+    "chunk_index",
+    "text",
+    "content_hash",
+    "start",
+    "end",
+    "metadata",
+    "vector",
+]
 PAYLOAD_COLUMNS = DATA_COLUMNS[:-1]
 DATA_PREFIX = "data-"
 LOAD_TRIES = 50  # a reader whose data folder a run removed meanwhile looks again (0.05 s apart)

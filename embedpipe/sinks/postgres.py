@@ -54,8 +54,17 @@ REGISTRY = "embedpipe_generations"
 # Postgres names are at most 63 bytes: the longest is "<collection>__<fp12>_hnsw".
 MAX_COLLECTION = 63 - len("__") - 12 - len("_hnsw")
 PAGE = 2048
-COLUMNS = ("chunk_id", "doc_id", "chunk_index", "text", "content_hash", "start", "end",
-           "metadata", "embedding")  # fmt: skip
+COLUMNS = (
+    "chunk_id",
+    "doc_id",
+    "chunk_index",
+    "text",
+    "content_hash",
+    "start",
+    "end",
+    "metadata",
+    "embedding",
+)
 COPY_TYPES = ["text", "text", "int4", "text", "text", "int4", "int4", "jsonb", "vector"]
 INTEGER_COLUMNS = ("chunk_index", "start", "end")
 SCHEMA_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -182,8 +191,17 @@ def copy_rows(conn: psycopg.Connection[Any], table: sql.Composable, embedded: Em
 
 
 def _row(chunk: Chunk, vector: np.ndarray) -> tuple[Any, ...]:
-    return (chunk.id, chunk.doc_id, chunk.index, chunk.text, chunk.content_hash, chunk.start,
-            chunk.end, Jsonb(chunk.metadata), vector)  # fmt: skip
+    return (
+        chunk.id,
+        chunk.doc_id,
+        chunk.index,
+        chunk.text,
+        chunk.content_hash,
+        chunk.start,
+        chunk.end,
+        Jsonb(chunk.metadata),
+        vector,
+    )
 
 
 @dataclass
@@ -261,8 +279,14 @@ class PostgresSink:
     def from_config(cls, scheme: str, location: str, cfg: SinkConfig) -> PostgresSink:
         """The sink a postgresql://USER@HOST:PORT/DB URI names (nothing is connected yet)."""
         place = parse_place(scheme, location, cfg.postgres.schema_name)
-        return cls(place, cfg.collection, options=cfg.postgres, write_batch=cfg.write_batch,
-                   ef_search=cfg.ef_search, keep_previous=cfg.keep_previous)  # fmt: skip
+        return cls(
+            place,
+            cfg.collection,
+            options=cfg.postgres,
+            write_batch=cfg.write_batch,
+            ef_search=cfg.ef_search,
+            keep_previous=cfg.keep_previous,
+        )
 
     @property
     def capabilities(self) -> Capabilities:

@@ -111,9 +111,15 @@ class QdrantSink:
         if scheme != "qdrant":
             url = f"{scheme.partition('+')[2]}:{location}"
             where = {"url": url, "api_key": os.environ.get("QDRANT_API_KEY")}
-        return cls(cfg.collection, **where, write_batch=cfg.write_batch, options=cfg.qdrant,
-                   ef_search=cfg.ef_search, keep_previous=cfg.keep_previous,
-                   sparse=cfg.sparse)  # fmt: skip
+        return cls(
+            cfg.collection,
+            **where,
+            write_batch=cfg.write_batch,
+            options=cfg.qdrant,
+            ef_search=cfg.ef_search,
+            keep_previous=cfg.keep_previous,
+            sparse=cfg.sparse,
+        )
 
     @property
     def capabilities(self) -> Capabilities:
@@ -367,9 +373,13 @@ class QdrantSink:
         with qdrant_errors(f"{retrieval.mode} query on '{self.collection}'"):
             if retrieval.mode == "sparse":
                 result = client.query_points(
-                    name, query=sparse, using=SPARSE_VECTOR, limit=k, with_payload=True,
+                    name,
+                    query=sparse,
+                    using=SPARSE_VECTOR,
+                    limit=k,
+                    with_payload=True,
                     query_filter=where,
-                )  # fmt: skip
+                )
                 return qdrant_base.hits(result.points)
             assert retrieval.dense is not None
             fetch = retrieval.candidates(k)
@@ -543,9 +553,12 @@ class QdrantSink:
         and vectors), and the next offset."""
         with qdrant_errors(f"scrolling '{name}'"):
             return self.connect().scroll(
-                name, limit=limit, offset=offset, with_vectors=vectors,
+                name,
+                limit=limit,
+                offset=offset,
+                with_vectors=vectors,
                 with_payload=True if vectors else ["chunk_id"],
-            )  # fmt: skip
+            )
 
     def _existing(self, fingerprint: str) -> str:
         name = self._physical(fingerprint)

@@ -41,8 +41,9 @@ def qdrant_errors(action: str) -> AbstractContextManager[None]:
 
 def _qdrant_error(action: str, exc: Exception) -> SinkError | None:
     """The SinkError for what qdrant-client raised (None: not a client failure)."""
-    if isinstance(exc, (ResponseHandlingException, httpx.TransportError, ConnectionError,
-                        TimeoutError)):  # fmt: skip
+    if isinstance(
+        exc, (ResponseHandlingException, httpx.TransportError, ConnectionError, TimeoutError)
+    ):
         return TransientSinkError(f"Qdrant {action} failed, the server did not answer: {exc}")
     if isinstance(exc, UnexpectedResponse):
         kind = TransientSinkError if exc.status_code in RETRYABLE_HTTP else SinkError
@@ -242,8 +243,13 @@ class QdrantWriter:
         """The client, created on first use."""
         if self._client is None:
             where = self.location or redact_uri(self.url or "")
-            self._client = client_for(where, location=self.location, url=self.url,
-                                      api_key=self.api_key, timeout=self.timeout)  # fmt: skip
+            self._client = client_for(
+                where,
+                location=self.location,
+                url=self.url,
+                api_key=self.api_key,
+                timeout=self.timeout,
+            )
         return self._client
 
     def write(self, embedded: Embedded) -> None:

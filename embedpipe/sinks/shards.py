@@ -29,8 +29,17 @@ from embedpipe.sinks.base import Hit
 from embedpipe.types import Chunk, Embedded, int_id
 
 # What a stored chunk is read back as (export): its payload and its vector.
-POINT_COLUMNS = ["chunk_id", "doc_id", "chunk_index", "text", "content_hash", "start", "end",
-                 "metadata", "vector"]  # fmt: skip
+POINT_COLUMNS = [
+    "chunk_id",
+    "doc_id",
+    "chunk_index",
+    "text",
+    "content_hash",
+    "start",
+    "end",
+    "metadata",
+    "vector",
+]
 POINTS_PER_BATCH = 1024
 SHARD_RE = re.compile(r"^(shard|tomb)-(\d{8})\.parquet$")
 DICTIONARY_COLUMNS = ["doc_id", "metadata"]

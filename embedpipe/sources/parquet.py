@@ -38,8 +38,15 @@ def open_parquet(path: str, cfg: SourceConfig) -> Source:
     read = functools.partial(_read_files, files, fields)
     native = None  # files that disagree on their columns are read one by one, never as one set
     if len(columns) == 1:
-        native = Files(path, tuple(str(f.absolute()) for f in files), tuple(map(str, files)),
-                       fields, columns.pop(), tuple(rows), tuple(f.stat().st_size for f in files))  # fmt: skip
+        native = Files(
+            path,
+            tuple(str(f.absolute()) for f in files),
+            tuple(map(str, files)),
+            fields,
+            columns.pop(),
+            tuple(rows),
+            tuple(f.stat().st_size for f in files),
+        )
     return Source(uri=path, kind="parquet", read=read, total=sum(rows), files=native)
 
 
@@ -80,9 +87,11 @@ def _read_file(file: Path, fields: RecordFields) -> Iterator[Document | RecordEr
 
 
 def read_rows(
-    opened: Callable[[], pq.ParquetFile], source: str, fields: RecordFields,
+    opened: Callable[[], pq.ParquetFile],
+    source: str,
+    fields: RecordFields,
     explain: Callable[[BaseException], str] = str,
-) -> Iterator[Document | RecordError]:  # fmt: skip
+) -> Iterator[Document | RecordError]:
     """The rows of one Parquet file (`opened()`), `source` naming it; a file that cannot be read
     (further) is one RecordError saying why (`explain`) and from which row."""
     row = 0

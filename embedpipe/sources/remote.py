@@ -86,9 +86,12 @@ def _hidden(rel: str) -> bool:
 
 
 def _source(
-    kind: str, store: Store, objects: tuple[StoredObject, ...], fields: RecordFields,
+    kind: str,
+    store: Store,
+    objects: tuple[StoredObject, ...],
+    fields: RecordFields,
     footers: bool,
-) -> Source:  # fmt: skip
+) -> Source:
     """The Source over `objects`; with `footers` a Parquet source reads their footers now (its
     row count and the columns Ray reads), else only when each is read."""
     root, fs = store.uri, store.fs
@@ -173,7 +176,13 @@ def _footers(
         return None, sum(rows)
     names = tuple(o.uri for o in objects)
     files = Files(
-        store.uri, tuple(o.path for o in objects), names, fields, next(iter(columns), ()),
-        tuple(rows), tuple(o.size for o in objects), filesystem=store.fs,
-    )  # fmt: skip
+        store.uri,
+        tuple(o.path for o in objects),
+        names,
+        fields,
+        next(iter(columns), ()),
+        tuple(rows),
+        tuple(o.size for o in objects),
+        filesystem=store.fs,
+    )
     return files, sum(rows)

@@ -35,14 +35,27 @@ T = TypeVar("T")
 _REASONS = (
     (("ACCESS_DENIED", "AccessDenied", "Forbidden", "(403)", "HTTP status 403"), "access denied"),
     (("NO_SUCH_BUCKET", "NoSuchBucket"), "no such bucket"),
-    (("NO_SUCH_KEY", "NoSuchKey", "Path does not exist", "(404)", "HTTP status 404", "Not Found"),
-     "no such object (deleted since it was listed?)"),
-    (("SLOW_DOWN", "SlowDown", "Throttl", "THROTTL", "(503)", "HTTP status 503"),
-     "throttled by the server"),
+    (
+        (
+            "NO_SUCH_KEY",
+            "NoSuchKey",
+            "Path does not exist",
+            "(404)",
+            "HTTP status 404",
+            "Not Found",
+        ),
+        "no such object (deleted since it was listed?)",
+    ),
+    (
+        ("SLOW_DOWN", "SlowDown", "Throttl", "THROTTL", "(503)", "HTTP status 503"),
+        "throttled by the server",
+    ),
     (("HTTP status 5", "INTERNAL_FAILURE", "InternalError", "SERVICE_UNAVAILABLE"), "server error"),
-    (("curlCode", "NETWORK_CONNECTION", "Connection", "connection", "timed out", "TIMEOUT"),
-     "connection failed"),
-)  # fmt: skip
+    (
+        ("curlCode", "NETWORK_CONNECTION", "Connection", "connection", "timed out", "TIMEOUT"),
+        "connection failed",
+    ),
+)
 EMPTY_SEGMENT = "key has an empty path segment ('//') the S3 reader cannot open"
 _FINAL = ("access denied", "no such bucket", "no such object (deleted since it was listed?)")
 

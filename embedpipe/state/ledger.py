@@ -378,18 +378,30 @@ class Ledger:
             ).fetchall()
             out.append(
                 {
-                    "target": key, "fingerprint": fp, "model": model, "dim": dim, "updated": updated,
-                    "chunks": chunks, "documents": docs, "generations": self.generations(key),
+                    "target": key,
+                    "fingerprint": fp,
+                    "model": model,
+                    "dim": dim,
+                    "updated": updated,
+                    "chunks": chunks,
+                    "documents": docs,
+                    "generations": self.generations(key),
                     "runs": [_run_row(*r, running=running) for r in runs],
                 }
-            )  # fmt: skip
+            )
         return out
 
 
 def _run_row(
-    run_id: int, started: float, ended: float | None, outcome: str, report: str | None,
-    committed: float | None, *, running: bool,
-) -> dict[str, Any]:  # fmt: skip
+    run_id: int,
+    started: float,
+    ended: float | None,
+    outcome: str,
+    report: str | None,
+    committed: float | None,
+    *,
+    running: bool,
+) -> dict[str, Any]:
     counts = json.loads(report) if report else {}
     keep = ("chunks_embedded", "chunks_skipped", "chunks_deleted", "docs_failed", "seconds")
     if outcome == "running" and not running:

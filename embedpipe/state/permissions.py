@@ -22,7 +22,13 @@ from embedpipe.logs import event
 log = logging.getLogger(__name__)
 
 # What the ledger keeps in its state directory (SQLite adds the -wal/-shm/-journal files).
-STATE_FILES = ("ledger.sqlite", "ledger.sqlite-wal", "ledger.sqlite-shm", "ledger.sqlite-journal", "lock")  # fmt: skip
+STATE_FILES = (
+    "ledger.sqlite",
+    "ledger.sqlite-wal",
+    "ledger.sqlite-shm",
+    "ledger.sqlite-journal",
+    "lock",
+)
 
 _lock = threading.Lock()
 _masks: list[int] = []  # the umask each run in progress asked for
@@ -86,11 +92,13 @@ def prepare_state_dir(state_dir: Path, dir_mode: int) -> None:
     state_dir.mkdir(parents=True, exist_ok=True, mode=dir_mode)
     if state_dir.stat().st_mode & stat.S_ISVTX:
         event(
-            log, "permissions",
+            log,
+            "permissions",
             f"{state_dir} is a shared directory (sticky bit): its mode is left as it is; give "
             "the ledger a directory of its own with --state DIR",
-            level=logging.WARNING, path=str(state_dir),
-        )  # fmt: skip
+            level=logging.WARNING,
+            path=str(state_dir),
+        )
     else:
         _chmod(state_dir, dir_mode)
     for name in STATE_FILES:
@@ -106,8 +114,11 @@ def _chmod(path: Path, mode: int) -> None:
             os.chmod(path, mode)
     except OSError as exc:
         event(
-            log, "permissions",
+            log,
+            "permissions",
             f"cannot set {path} to {mode:04o} ({exc.strerror}): run `chmod {mode:o} {path}` as "
             "its owner, or choose another state_mode",
-            level=logging.WARNING, path=str(path), mode=f"{mode:04o}",
-        )  # fmt: skip
+            level=logging.WARNING,
+            path=str(path),
+            mode=f"{mode:04o}",
+        )
