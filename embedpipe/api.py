@@ -1,4 +1,6 @@
-"""The library's front door: backfill(), run(), encode(), query(), status()."""
+"""The library's front door: run(), backfill(), encode(), query(), open_index(), export(),
+delete_documents(), status(), reconcile(), evaluate(), promote() and rollback(); as_config()
+turns what a caller passes into a RunConfig. One model cache for the process."""
 
 from __future__ import annotations
 
@@ -45,14 +47,21 @@ def run(
     force: bool = False,
     stop: threading.Event | None = None,
     raise_on_failure: bool = True,
+    origin: str | None = None,
+    vectors: Mapping[str, tuple[str, np.ndarray]] | None = None,
 ) -> RunReport:
     """Run a configured pipeline; the report (`config.report`) and the Prometheus textfile
     (`config.metrics`, not for dry runs) are written whatever the outcome.
 
     The source and the sink are opened before the model loads, so a wrong path or URI is a
     ConfigError at once. While the pipeline runs, new directories get `config.state_mode` and new
-    files the same minus the execute bits (fsmode); the report and the textfile are written
+    files the same minus the execute bits (state/permissions.py); the report and the textfile are written
     after, with the process's own umask, for whoever reads them.
+
+    `origin` names where the documents came from when not from the configured source (the
+    framework adapters pass LIBRARY: a full-mode run leaves such documents alone); `vectors`:
+    vectors the caller already has from this index's model (chunk id -> (text, vector)),
+    written as they are instead of being encoded again.
     """
     began = time.monotonic()
     config = as_config(config)
@@ -65,6 +74,7 @@ def run(
         progress(count.loading(sink.uri, config.sink.collection))
     # The model loads only when a chunk needs embedding (an unchanged re-run never loads it).
     encoder = LazyEncoder(config.model, lambda: _shared_encoder(config.model.model_dump_json()))
+    encoder.given = vectors or {}
     pipe = Pipeline(
         config,
         source=source,
@@ -74,6 +84,7 @@ def run(
         force=force,
         began=began,
         load_encoder=lambda cfg: _shared_encoder(cfg.model_dump_json()),
+        origin=origin,
     )
     if stop is not None:
         pipe.stop = stop
@@ -246,17 +257,22 @@ def export(
     to_state: str | None = None,
     progress: Progress | None = None,
     force: bool = False,
+    layout: str | None = None,
     **options: Any,
 ) -> RunReport:
     """Copy the live generation of the configured sink and collection to the sink `to` (as
     `to_collection`, default the same name) without re-encoding: same point ids, payloads,
     vectors and manifest, and the destination's ledger (beside it, or in `to_state`) written so
-    incremental runs go on against it. Resumable; a repeated export copies what changed."""
+    incremental runs go on against it. Resumable; a repeated export copies what changed.
+    `layout` (a Qdrant destination): "langchain" or "llama-index" adds the keys that framework's
+    stock QdrantVectorStore reads to every payload; default the configured sink.qdrant.layout."""
     from embedpipe.runs.export import export as copy
 
     source = as_config(config, options)
     data = source.model_dump()
     data["sink"].update(uri=to, collection=to_collection or source.sink.collection)
+    if layout is not None:
+        data["sink"]["qdrant"]["layout"] = layout
     try:
         dest = RunConfig.model_validate({**data, "state": to_state})
     except ValueError as exc:

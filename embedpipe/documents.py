@@ -12,7 +12,7 @@ from typing import Any
 
 from embedpipe.sources.base import Source
 from embedpipe.sources.records import document_id
-from embedpipe.types import Document, RecordError
+from embedpipe.types import Document, RecordError, reserved_keys
 
 GIVEN = "documents"  # the source named in the errors of items a caller handed over
 Item = Document | RecordError | Mapping[str, Any] | tuple[Any, ...] | str
@@ -41,16 +41,18 @@ def given(items: Iterable[Any]) -> Iterable[Document | RecordError]:
 
 def as_document(item: Any, number: int) -> Document | RecordError:
     """One item as a Document, or the RecordError saying why it cannot be one."""
-    if isinstance(item, Document | RecordError):
+    if isinstance(item, RecordError):
         return item
+    if isinstance(item, Document):
+        return _checked(item, number)
     try:
         if isinstance(item, str):
             return Document(document_id(None, item, "id"), item)
         if isinstance(item, Mapping):
-            return _from_mapping(item)
+            return _checked(_from_mapping(item), number)
         if isinstance(item, tuple | list) and len(item) in (2, 3):
             doc_id, text, *rest = item
-            return _document(doc_id, text, rest[0] if rest else None)
+            return _checked(_document(doc_id, text, rest[0] if rest else None), number)
     except ValueError as exc:
         return RecordError(GIVEN, f"#{number}", str(exc))
     return RecordError(
@@ -78,3 +80,10 @@ def _document(doc_id: Any, text: Any, metadata: Any) -> Document:
     if metadata is not None and not isinstance(metadata, Mapping):
         raise ValueError(f"metadata is {type(metadata).__name__}, expected a dict")
     return Document(document_id(doc_id, text, "id"), text, dict(metadata or {}))
+
+
+def _checked(doc: Document, number: int) -> Document | RecordError:
+    """The document, or a RecordError when its metadata uses a key embedpipe sets. `source` is
+    the caller's to give (where the document came from, as LangChain's loaders set it)."""
+    problem = reserved_keys(doc.metadata, allow=("source",))
+    return doc if problem is None else RecordError(GIVEN, f"#{number} (id {doc.id!r})", problem)

@@ -10,7 +10,10 @@ this fall back to what the ledger knows (the model and the dimension).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,7 +24,8 @@ import numpy as np
 
 from embedpipe.config import ModelConfig, RunConfig
 from embedpipe.errors import ClosedIndexError, ConfigError, SinkError
-from embedpipe.runs.encoderless import delete_documents
+from embedpipe.mmr import mmr_order
+from embedpipe.runs.encoderless import delete_named
 from embedpipe.sinks import shared as serving
 from embedpipe.sinks.base import Hit, ReadView, Sink, close_served, served
 from embedpipe.sinks.registry import require_sparse
@@ -33,7 +37,15 @@ from embedpipe.sinks.sparse import (
     check_mode,
     settings_of,
 )
-from embedpipe.state.ledger import Ledger, state_dir_for, target_key
+from embedpipe.state.ledger import (
+    LEDGER_FILE,
+    Ledger,
+    Named,
+    Target,
+    chunk_ids_named,
+    state_dir_for,
+    target_key,
+)
 
 # The model settings that change the vectors, kept in the manifest so writes keep the fingerprint.
 MODEL_SETTINGS = (
@@ -48,6 +60,8 @@ MODEL_SETTINGS = (
 
 # What `built_with` records; a copy of an index (export) carries these and nothing of the sink's own.
 MANIFEST_KEYS = ("model", "dim", "prompts", "settings", "fingerprint")
+MADE_REMEMBERED = 100_000  # passage vectors `made_here` recognises (16 bytes each)
+CHUNKS_PER_LOOKUP = 1000  # chunk ids per filtered lookup (`Index.chunks`)
 EncoderFor = Callable[
     [ModelConfig], Any
 ]  # an embedpipe.encoding.encoder.Encoder for model settings
@@ -145,6 +159,8 @@ class Index:
         # What each generation a read view served was built with, by fingerprint: a query
         # encodes with the model of the generation it searches, across a promotion too.
         self._served: dict[str, BuiltWith] = {}
+        self._made: OrderedDict[bytes, None] = OrderedDict()  # digests of passage vectors made
+        self._made_lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -194,23 +210,57 @@ class Index:
     def delete_documents(self, doc_ids: Sequence[str]) -> int:
         """Delete every chunk of these documents from the live generation and its ledger;
         returns how many chunks went (ids the index lacks are fine)."""
+        gone, _ = self.delete_named(Named(doc_ids), strict=False)
+        return gone
+
+    def delete_named(self, named: Named, *, strict: bool) -> tuple[int, list[str]]:
+        """Delete the documents `named` names (see `direct.Named`) from the live generation
+        and its ledger, as a run recorded in the ledger, under the state lock; (chunks deleted,
+        ids that named nothing). `strict`: when some id names nothing, delete nothing."""
+        live = self._live()
+        with self.locked() as sink:
+            sink.abort()  # a reader's client or shard would block the writer
+            return delete_named(
+                sink,
+                self.config,
+                named,
+                fingerprint=live["fingerprint"],
+                dim=int(live["dim"]),
+                model=live["model"],
+                strict=strict,
+            )
+
+    def chunks(self, named: Named, filter: Mapping[str, Any] | None = None) -> list[Hit]:
+        """The stored chunks of the documents `named` names (with `named.chunk_ids`, a chunk id
+        names that chunk alone), among those `filter` passes; in the order named, each
+        document's chunks in order. Scores mean nothing here."""
+        live = self._live()
+        target = Target(target_key(self.sink.uri, self.config.sink.collection), live["fingerprint"])
+        ledger = Ledger(state_dir_for(self.sink.uri, self.config.state) / LEDGER_FILE)
+        try:
+            wanted = chunk_ids_named(ledger, target, named)
+        finally:
+            ledger.close()
+        if not wanted:
+            return []
+        dim = int(live["dim"])
+        probe = np.full(dim, 1.0 / np.sqrt(dim), dtype=np.float32)  # any vector: all are wanted
+        found: dict[str, Hit] = {}
+        for lo in range(0, len(wanted), CHUNKS_PER_LOOKUP):
+            part = wanted[lo : lo + CHUNKS_PER_LOOKUP]
+            where = {**(filter or {}), "chunk_id": part}
+            found.update((h.chunk_id, h) for h in self.search_vector(probe, len(part), where))
+        return [found[c] for c in wanted if c in found]
+
+    def _live(self) -> dict[str, Any]:
         live = ledger_live(self.sink.uri, self.config)
         if live is None:
             raise SinkError(
                 f"no ledger at {state_dir_for(self.sink.uri, self.config.state)} knows "
                 f"'{self.config.sink.collection}' in {self.sink.uri}: nothing to delete from "
-                "(pass state= where its ledger is)"
+                "or read by id (pass state= where its ledger is)"
             )
-        with self.locked() as sink:
-            sink.abort()  # a reader's client or shard would block the writer
-            return delete_documents(
-                sink,
-                self.config,
-                doc_ids,
-                fingerprint=live["fingerprint"],
-                dim=int(live["dim"]),
-                model=live["model"],
-            )
+        return live
 
     @property
     def query_prompt(self) -> str:
@@ -257,11 +307,24 @@ class Index:
         return vectors
 
     def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
-        """Passage vectors (n, dim), as the index embeds its chunks: the passage prompt first."""
+        """Passage vectors (n, dim), as the index embeds its chunks: the passage prompt first.
+        Each is remembered (a digest) so `made_here` knows it when it comes back to be stored."""
         vectors: np.ndarray = self.encoder().encode_texts(
             list(texts), prefix=self.built.passage_prompt
         )
+        with self._made_lock:
+            for vector in vectors:
+                self._made[_digest(vector)] = None
+            while len(self._made) > MADE_REMEMBERED:
+                self._made.popitem(last=False)
         return vectors
+
+    def made_here(self, vector: Sequence[float] | np.ndarray) -> bool:
+        """Whether `embed_passages` of this index made exactly this vector (among the last
+        MADE_REMEMBERED): a framework hands back such vectors to be stored, and they need no
+        second encoding."""
+        with self._made_lock:
+            return _digest(np.asarray(vector, dtype=np.float32)) in self._made
 
     def search(
         self,
@@ -316,11 +379,61 @@ class Index:
         return Bm25Encoder(settings).query(text)
 
     def search_vector(
-        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
+        self,
+        vector: np.ndarray,
+        k: int = 5,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        with_vectors: bool = False,
     ) -> list[Hit]:
-        """Top-k hits for a query vector among the chunks `filter` passes."""
+        """Top-k hits for a query vector among the chunks `filter` passes (`with_vectors`:
+        each with its stored vector)."""
         with self.locked() as sink, served(sink) as view:
-            return view.search(vector, k, filter)
+            return view.search(vector, k, filter, with_vectors=with_vectors)
+
+    def mmr_search(
+        self,
+        text: str,
+        k: int = 4,
+        *,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Mapping[str, Any] | None = None,
+    ) -> list[Hit]:
+        """`mmr_search_vector` for a query text, encoded with the model of the generation
+        searched (one read view, as `search`)."""
+        _check_lambda(lambda_mult)
+        with served(self.sink) as view:
+            vector = self._query_for(view, text)
+            with self._lock:
+                hits = view.search(vector, max(k, fetch_k), filter, with_vectors=True)
+        return _mmr(vector, hits, k, lambda_mult)
+
+    def mmr_search_vector(
+        self,
+        vector: np.ndarray,
+        k: int = 4,
+        *,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Mapping[str, Any] | None = None,
+    ) -> list[Hit]:
+        """k hits chosen by maximal marginal relevance (embedpipe.mmr) among the `fetch_k`
+        (at least k) nearest chunks `filter` passes, re-ranked by their stored vectors; each
+        hit's score is its similarity to the query. Works on every sink. The candidates come
+        from one read view, under the index's lock; the re-ranking holds no lock."""
+        _check_lambda(lambda_mult)
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        hits = self.search_vector(vector, max(k, fetch_k), filter, with_vectors=True)
+        return _mmr(vector, hits, k, lambda_mult)
+
+    def _query_for(self, view: ReadView, text: str) -> np.ndarray:
+        """The query vector of `text` for the generation `view` serves (encoding holds no
+        lock)."""
+        with self._lock:
+            built = self._built_for(view)
+        vector: np.ndarray = self.embed_queries([text], built)[0]
+        return vector
 
     def write_config(self) -> RunConfig:
         """The configuration that adds documents to this index in place: the index's model,
@@ -369,6 +482,28 @@ class Index:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _check_lambda(lambda_mult: float) -> None:
+    if not 0.0 <= lambda_mult <= 1.0:
+        raise ValueError(f"lambda_mult={lambda_mult}: MMR takes a number from 0 to 1")
+
+
+def _mmr(query: np.ndarray, hits: list[Hit], k: int, lambda_mult: float) -> list[Hit]:
+    """The candidates `hits` (with their vectors) re-ranked by MMR, up to k, without vectors."""
+    if not hits:
+        return []
+    stored = np.stack([np.asarray(h.vector, dtype=np.float32) for h in hits])
+    return [
+        dataclasses.replace(hits[i], vector=None)
+        for i in mmr_order(np.asarray(query, dtype=np.float32).reshape(-1), stored, k, lambda_mult)
+    ]
+
+
+def _digest(vector: np.ndarray) -> bytes:
+    return hashlib.blake2b(
+        np.ascontiguousarray(vector, dtype=np.float32).tobytes(), digest_size=16
+    ).digest()
 
 
 def _int(value: Any) -> int | None:

@@ -32,9 +32,28 @@ def int_id(chunk_id: str) -> int:
     return uuid.uuid5(POINT_NAMESPACE, chunk_id).int >> 65
 
 
+# Keys embedpipe sets beside a chunk's metadata wherever a framework reads them flat (the
+# adapters, `export --layout`): a source's own metadata may not use them (see reserved_keys).
+RESERVED = ("doc_id", "chunk_id", "chunk_index", "text", "content_hash", "start", "end", "source")
+
+
+def reserved_keys(metadata: dict[str, Any], *, allow: tuple[str, ...] = ()) -> str | None:
+    """Why a document's metadata cannot be kept as it is (a reserved key), or None."""
+    taken = [k for k in metadata if k in RESERVED and k not in allow]
+    if not taken:
+        return None
+    names = ", ".join(repr(k) for k in taken)
+    return (
+        f"metadata key {names} is reserved (embedpipe sets {', '.join(RESERVED)} on every "
+        "chunk): leave the field out of the metadata (source.metadata_fields) or rename it"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Document:
-    """One input record. `id` is stable across runs; `source` names where it came from."""
+    """One input record. `id` is stable across runs; `source` names where it came from (the
+    sources also put it in the metadata as `source`: a file's path, a JSONL/Parquet file's path
+    or URI, an `hf:` dataset)."""
 
     id: str
     text: str

@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import corpus  # noqa: E402  (scripts/corpus.py)
 
 from embedpipe.config import ModelConfig  # noqa: E402
+from tests.sinkkit import SINK_KINDS  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -120,3 +121,33 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if item.get_closest_marker("ray") and item.get_closest_marker("slow"):
             group += ":slow"
         item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.fixture
+def shared_model(encoder, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """New encoders share the session's model (OpenVINO and fp32 torch leave its weights as they
+    are) and the session's cache (one export per session)."""
+    import embedpipe.encoding.encoder as encoder_module
+
+    monkeypatch.setattr(encoder_module, "_load", lambda path, device: encoder.model)
+
+
+@pytest.fixture
+def fresh_cache(shared_model: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty embedpipe cache."""
+    monkeypatch.setenv("EMBEDPIPE_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture(scope="module", params=SINK_KINDS)
+def built(request, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """The stdlib docstrings embedded with the packaged model into each kind of sink (Postgres:
+    a real server, tests/pgkit.py), once per test module that asks (tests/ragkit.py)."""
+    import embedpipe
+    from tests.ragkit import config, records
+    from tests.sinkkit import sink_uri
+
+    root = tmp_path_factory.mktemp(request.param)
+    cfg = config(sink_uri(request.param, root / "index"))
+    assert embedpipe.backfill(records(), config=cfg).outcome == "done"
+    return cfg

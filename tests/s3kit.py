@@ -5,12 +5,17 @@ fetched) and can make chosen objects fail the way real stores do: access denied,
 
 from __future__ import annotations
 
+import gzip
 import io
+import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import (
@@ -19,6 +24,10 @@ from moto.moto_server.werkzeug_app import (
     create_backend_app,
 )
 from werkzeug.serving import make_server
+
+import embedpipe
+from embedpipe.config import load_config
+from embedpipe.state.ledger import Ledger, state_dir_for, target_key
 
 # Credentials the tests put in the environment: they must never show up in any output.
 ACCESS_KEY = "AKIAEMBEDPIPETEST7Q2Z"
@@ -187,4 +196,91 @@ def s3_server(
     try:
         yield S3(server, client)
     finally:
+        _empty(client, "lake")  # moto's backends live as long as the process, not the server
         server.stop()
+
+
+def _empty(client: Any, bucket: str) -> None:
+    """Delete every object of `bucket`, then the bucket: the next test starts from none."""
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for obj in page.get("Contents", []):
+            client.delete_object(Bucket=bucket, Key=obj["Key"])
+    client.delete_bucket(Bucket=bucket)
+
+
+# -- corpora on the bucket, and what a run over them left in the ledger ---------------------
+
+
+TOPICS = ["trains", "boats", "bread", "tomatoes", "sockets", "threads", "rivers", "violins"]
+
+
+def texts(n: int = 8, edit: str = "") -> dict[str, str]:
+    """n short documents of two paragraphs each: about 3 chunks of 24 tokens per document."""
+    return {
+        f"doc{i:02d}": f"# About {t}\n\nThis note {i} explains {t} in some detail, with history "
+        f"and practice.{edit}\n\nA second paragraph on {t} care and upkeep over the years."
+        for i, t in enumerate(TOPICS[:n])
+    }
+
+
+def parquet_bytes(rows: dict[str, str]) -> bytes:
+    out = io.BytesIO()
+    table = pa.table({"id": list(rows), "text": list(rows.values()), "lang": ["en"] * len(rows)})
+    pq.write_table(table, out, row_group_size=3)
+    return out.getvalue()
+
+
+def jsonl_bytes(rows: dict[str, str], gzipped: bool = True) -> bytes:
+    lines = "".join(json.dumps({"id": k, "text": v}) + "\n" for k, v in rows.items()).encode()
+    return (
+        gzip.compress(lines, mtime=0) if gzipped else lines
+    )  # the same bytes (and ETag) each time
+
+
+def config(uri: str, tmp_path: Path, name: str, **extra: object) -> embedpipe.RunConfig:
+    data = {
+        "source": {"uri": uri},
+        "sink": {"uri": f"faiss:{tmp_path / f'sink-{name}'}", "collection": "docs"},
+        "chunking": {"chunk_tokens": 24, "overlap_tokens": 0},
+        **extra,
+    }
+    return load_config(None, data)
+
+
+def ledger_chunks(cfg: embedpipe.RunConfig) -> dict[str, str]:
+    """chunk id -> content hash of every chunk done under the live fingerprint."""
+    ledger = Ledger(state_dir_for(cfg.sink.uri, cfg.state) / "ledger.sqlite")
+    try:
+        key = target_key(cfg.sink.uri, cfg.sink.collection)
+        live = ledger.live(key)
+        assert live is not None
+        rows = ledger.db.execute(
+            "SELECT chunk_id, content_hash FROM chunks WHERE target = ? AND fingerprint = ? "
+            "AND state = 1",
+            (key, live["fingerprint"]),
+        )
+        return dict(rows.fetchall())
+    finally:
+        ledger.close()
+
+
+def put_corpus(s3: S3, tmp_path: Path) -> Path:
+    """The same corpus twice: under s3://lake/{parquet,jsonl,docs}/ and under tmp_path/local/."""
+    rows = texts()
+    half = dict(list(rows.items())[:4]), dict(list(rows.items())[4:])
+    local = tmp_path / "local"
+    for kind, data in (("parquet", parquet_bytes), ("jsonl", jsonl_bytes)):
+        (local / kind).mkdir(parents=True)
+        for i, part in enumerate(half):
+            suffix = ".parquet" if kind == "parquet" else ".jsonl.gz"
+            s3.put(f"{kind}/part-{i}{suffix}", data(part))
+            (local / kind / f"part-{i}{suffix}").write_bytes(data(part))
+    for doc_id, text in rows.items():
+        name = f"{doc_id}.md" if doc_id < "doc04" else f"more/{doc_id}.html"
+        body = text if name.endswith(".md") else f"<html><body><p>{text}</p></body></html>"
+        s3.put(f"docs/{name}", body)
+        (local / "docs" / name).parent.mkdir(parents=True, exist_ok=True)
+        (local / "docs" / name).write_text(body)
+    s3.put("docs/.DS_Store", b"\0binary")
+    s3.put("parquet/_SUCCESS", b"")
+    return local

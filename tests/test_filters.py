@@ -11,7 +11,14 @@ import pytest
 
 from embedpipe.errors import ConfigError
 from embedpipe.sinks.faiss import FaissSink
-from embedpipe.sinks.filters import Condition, Rows, conditions, parse_where, payload_matches
+from embedpipe.sinks.filters import (
+    Condition,
+    Rows,
+    conditions,
+    parse,
+    parse_where,
+    payload_matches,
+)
 from tests.sinkkit import FP_A, embedded, filled, unit_vectors
 
 
@@ -41,12 +48,17 @@ def test_a_filter_that_cannot_be_matched_says_why(where: dict[str, object], mess
 
 def test_where_flags_and_keys_and_any_of_values_typed_both_ways() -> None:
     assert parse_where(["doc_id=a.md", "metadata.pkg=numpy,scipy", "chunk_index=0"]) == {
-        "doc_id": ["a.md"],
-        "metadata.pkg": ["numpy", "scipy"],
-        "chunk_index": ["0", 0],
+        "$and": [
+            {"doc_id": {"$in": ["a.md"]}},
+            {"metadata.pkg": {"$in": ["numpy", "scipy"]}},
+            {"chunk_index": {"$in": ["0", 0]}},
+        ]
     }
-    assert parse_where(["metadata.ok=true"]) == {"metadata.ok": ["true", True]}
-    assert parse_where(["metadata.pkg=a,b", "metadata.pkg=b,c"]) == {"metadata.pkg": ["b"]}
+    assert parse_where(["metadata.ok=true"]) == {"metadata.ok": {"$in": ["true", True]}}
+    metadata = ['{"pkg": "a"}', '{"pkg": "b"}', '{"pkg": "c"}']
+    table = pa.table({"doc_id": ["a", "b", "c"], "metadata": metadata})
+    both = parse(parse_where(["metadata.pkg=a,b", "metadata.pkg=b,c"]))
+    assert Rows(table).mask(both).tolist() == [False, True, False]  # both flags hold: b only
 
 
 @pytest.mark.parametrize("flag", ["doc_id", "=x", "doc_id=", "pkg=x"])

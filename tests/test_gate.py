@@ -14,28 +14,12 @@ import pytest
 
 import embedpipe
 import embedpipe.api
-from embedpipe.config import load_config
 from embedpipe.errors import ConfigError, EmbedpipeError, HeldError
 from embedpipe.promotion.quality import Query, load_queries, score
 from tests.clikit import embedpipe as command
-from tests.test_incremental import consistency
+from tests.corpuskit import TOPICS, consistency, docs_for, settings
+from tests.sinkkit import LOCAL_SINK_KINDS
 
-SINKS = ["qdrant-edge", "qdrant", "faiss", "parquet"]
-
-TOPICS = {
-    "trains.md": "Steam locomotives pulled passenger trains across the country; railway timetables "
-    "and signalling kept the trains running on time.",
-    "bread.md": "Knead the dough, let the yeast rise overnight, then bake the loaf of sourdough "
-    "bread in a hot oven until the crust is brown.",
-    "bees.md": "Honey bees live in hives; the queen lays eggs while worker bees gather nectar and "
-    "pollen from flowers to make honey.",
-    "volcano.md": "A volcano erupts when magma rises through the crust; lava flows and ash clouds "
-    "follow the eruption.",
-    "violin.md": "The violin is a string instrument played with a bow; violinists practise scales "
-    "and tune the four strings.",
-    "glacier.md": "Glaciers are rivers of ice that carve valleys as they slowly move downhill and "
-    "melt in summer.",
-}
 QUERIES = [
     {"query": "how do trains keep to their timetable", "relevant": ["trains.md"]},
     {"query": "baking sourdough with yeast", "relevant": ["bread.md"]},
@@ -52,20 +36,6 @@ def queries(tmp_path: Path) -> Path:
     lines = [json.dumps(q) for q in QUERIES] + ["{not json", '{"query": "no answer"}', ""]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
-
-
-def settings(root: Path, kind: str, tmp_path: Path, **extra: object) -> embedpipe.RunConfig:
-    data = {
-        "source": {"uri": str(root)},
-        "sink": {"uri": f"{kind}:{tmp_path / kind}", "collection": "docs"},
-        "chunking": {"chunk_tokens": 64, "overlap_tokens": 0},
-        **extra,
-    }
-    return load_config(None, data)
-
-
-def docs_for(cfg: embedpipe.RunConfig, text: str) -> list[str]:
-    return [h.doc_id for h in embedpipe.query(text, k=2, config=cfg)]
 
 
 # -- the metrics ------------------------------------------------------------------------------
@@ -117,7 +87,7 @@ def test_eval_ranks_are_the_documents_query_returns(
 # -- the gate, promote, rollback --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", SINKS)
+@pytest.mark.parametrize("kind", LOCAL_SINK_KINDS)
 def test_worse_challenger_is_held_then_promoted_then_rolled_back(
     kind: str, make_corpus, tmp_path: Path, queries: Path, tiny_model: Path
 ) -> None:  # type: ignore[no-untyped-def]

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import embedpipe
-from tests.test_s3 import config, jsonl_bytes, ledger_chunks, texts
+from tests.s3kit import config, jsonl_bytes, ledger_chunks, texts
 
 emulator = pytest.importorskip("gcp_storage_emulator.server")
 
@@ -75,3 +75,19 @@ def test_gcs_documents_and_jsonl_embed_like_local_and_unchanged_objects_are_skip
     )
     report = embedpipe.run(rows)
     assert report.errors == [] and report.docs_read == 4
+
+
+@pytest.mark.parametrize("uri", ["gs://lake/plain/recs.jsonl", "gs://lake/plain/"])
+def test_gcs_plain_jsonl_object_or_prefix_embeds_every_record(
+    uri: str, gcs: tuple[str, Any], tmp_path: Path
+) -> None:
+    url, fs = gcs
+    put(fs, "plain/recs.jsonl", jsonl_bytes(texts(4), gzipped=False))
+    (tmp_path / "recs.jsonl").write_bytes(jsonl_bytes(texts(4), gzipped=False))
+    options = {"endpoint_url": url, "anonymous": True}
+    remote = config(uri, tmp_path, "gcs", source={"uri": uri, "storage_options": options})
+    here = config(str(tmp_path / "recs.jsonl"), tmp_path, "local")
+    report = embedpipe.run(remote)
+    assert report.errors == [] and report.docs_read == 4
+    embedpipe.run(here)
+    assert ledger_chunks(remote) == ledger_chunks(here)

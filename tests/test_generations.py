@@ -10,7 +10,7 @@ import pytest
 
 from tests.clikit import embedpipe as command
 from tests.clikit import flat
-from tests.test_incremental import corpus_files
+from tests.corpuskit import corpus_files
 
 
 @pytest.mark.parametrize("kind", ["faiss", "qdrant-edge", "parquet"])

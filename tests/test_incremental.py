@@ -14,78 +14,17 @@ from embedpipe.durable import StateLock
 from embedpipe.errors import LockedError, SinkError
 from embedpipe.runs.pipeline import Pipeline
 from embedpipe.sinks import open_sink
-from embedpipe.state.ledger import Ledger, Target, state_dir_for, target_key
+from embedpipe.state.ledger import Ledger, state_dir_for, target_key
 from embedpipe.types import Embedded
-from tests import pgkit
 from tests.clikit import embedpipe as command
 from tests.clikit import start
-from tests.sinkkit import sink_uri
+from tests.corpuskit import config, consistency, corpus_files
+from tests.sinkkit import CRASH_SINK_KINDS, SINK_KINDS
 
-SERVERS = ["postgres"] if pgkit.AVAILABLE else []  # a real Postgres (tests/pgkit.py)
-SINKS = ["qdrant-edge", "qdrant", "faiss", "parquet", *SERVERS]
 # Parquet shares FAISS's shard store and passes these too, but each case costs ~7 s of subprocesses.
-CRASH_SINKS = ["qdrant-edge", "qdrant", "faiss", *SERVERS]
 
 
-def corpus_files(n: int = 12) -> dict[str, str]:
-    """n real-looking documents, two paragraphs each."""
-    topics = [
-        "trains",
-        "boats",
-        "bread",
-        "tomatoes",
-        "json",
-        "sockets",
-        "threads",
-        "gardens",
-        "rivers",
-        "stars",
-        "violins",
-        "glaciers",
-        "bees",
-        "castles",
-        "volcanoes",
-    ]
-    return {
-        f"doc{i:02d}.md": f"# About {topics[i % len(topics)]}\n\nThis note {i} explains {topics[i % len(topics)]} "
-        f"in some detail, with history and practice.\n\nA second paragraph on {topics[i % len(topics)]} care."
-        for i in range(n)
-    }
-
-
-def config(root: Path, kind: str, tmp_path: Path, **extra: object) -> embedpipe.RunConfig:
-    data = {
-        "source": {"uri": str(root)},
-        "sink": {"uri": sink_uri(kind, tmp_path), "collection": "docs"},
-        "chunking": {"chunk_tokens": 24, "overlap_tokens": 0},
-        **extra,
-    }
-    return load_config(None, data)
-
-
-def consistency(cfg: embedpipe.RunConfig) -> tuple[list[str], list[str]]:
-    """(sink chunk ids, ledger done chunk ids) for the live fingerprint."""
-    sink = open_sink(cfg.sink)
-    try:
-        in_sink = list(sink.chunk_ids())
-    finally:
-        sink.abort()
-    ledger = Ledger(state_dir_for(cfg.sink.uri, cfg.state) / "ledger.sqlite")
-    live = ledger.live(target_key(cfg.sink.uri, cfg.sink.collection))
-    in_ledger = (
-        list(
-            ledger.chunk_ids(
-                Target(target_key(cfg.sink.uri, cfg.sink.collection), live["fingerprint"])
-            )
-        )
-        if live
-        else []
-    )
-    ledger.close()
-    return in_sink, in_ledger
-
-
-@pytest.mark.parametrize("kind", SINKS)
+@pytest.mark.parametrize("kind", SINK_KINDS)
 def test_edit_three_delete_two_reembeds_and_removes_exactly_those(
     kind: str, make_corpus, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
@@ -112,7 +51,7 @@ def test_edit_three_delete_two_reembeds_and_removes_exactly_those(
     assert not any(cid.startswith(("doc10.md#", "doc11.md#")) for cid in in_sink)
 
 
-@pytest.mark.parametrize("kind", SINKS)
+@pytest.mark.parametrize("kind", SINK_KINDS)
 def test_shrunk_document_loses_its_trailing_chunks_in_incremental_mode(
     kind: str, make_corpus, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
@@ -147,7 +86,7 @@ def test_a_link_out_of_the_folder_indexed_when_followed_is_removed_when_not(
     assert [e.record for e in report.errors] == ["notes.txt"] and report.chunks_deleted >= 1
 
 
-@pytest.mark.parametrize("kind", SINKS)
+@pytest.mark.parametrize("kind", SINK_KINDS)
 def test_model_change_builds_new_index_and_swaps_only_at_the_end(
     kind: str, make_corpus, tmp_path: Path, tiny_model: Path
 ) -> None:  # type: ignore[no-untyped-def]
@@ -197,7 +136,7 @@ class InjectedSink:
         self.inner.write(embedded)
 
 
-@pytest.mark.parametrize("kind", SINKS)
+@pytest.mark.parametrize("kind", SINK_KINDS)
 def test_persistent_sink_failure_leaves_ledger_matching_sink(
     kind: str, make_corpus, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
@@ -222,7 +161,7 @@ def test_persistent_sink_failure_leaves_ledger_matching_sink(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", CRASH_SINKS)
+@pytest.mark.parametrize("kind", CRASH_SINK_KINDS)
 @pytest.mark.parametrize(
     "point", ["plan:1", "sink-write:2", "ledger-commit:3", "close:1", "sink-delete:1"]
 )
@@ -292,7 +231,7 @@ def test_stop_request_finishes_the_batch_in_flight_and_commits(make_corpus, tmp_
     assert sorted(in_sink) == sorted(in_ledger)
 
 
-@pytest.mark.parametrize("kind", SINKS)
+@pytest.mark.parametrize("kind", SINK_KINDS)
 def test_reconcile_reports_drift_both_ways_and_repair_fixes_it(
     kind: str, make_corpus, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]

@@ -175,6 +175,37 @@ def test_query_where_on_the_command_line(prompted: RunConfig, tmp_path: Path) ->
     assert "did you mean metadata.pkg" in " ".join(wrong.stderr.split())
 
 
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["metadata.pkg!=pandas"], ["np1", "np2", "sp1", "sp2"]),
+        (["metadata.pkg!=pandas,numpy"], ["sp1", "sp2"]),
+        (["doc_id=pd1|metadata.pkg=scipy"], ["pd1", "sp1", "sp2"]),
+        (["!metadata.pkg=numpy,scipy"], ["pd1", "pd2"]),
+        (["metadata.pkg!=numpy", "end<=48"], ["pd1", "sp2"]),  # 42 and 48 characters long
+        (['{"$or": [{"doc_id": "np1"}, {"doc_id": {"$in": ["np2"]}}]}'], ["np1", "np2"]),
+    ],
+)
+def test_query_where_operators_on_the_command_line(
+    prompted: RunConfig, tmp_path: Path, flags: list[str], expected: list[str]
+) -> None:
+    args = ["query", "arrays", "--sink", prompted.sink.uri, "--collection", "docs", "--json"]
+    where = [part for flag in flags for part in ("--where", flag)]
+    done = cli(*args, *where, "-k", "6", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted(h["doc_id"] for h in json.loads(done.stdout)) == expected
+
+
+def test_query_where_on_a_field_no_chunk_has_names_the_fields_there(
+    prompted: RunConfig, tmp_path: Path
+) -> None:
+    args = ["query", "arrays", "--sink", prompted.sink.uri, "--collection", "docs"]
+    done = cli(*args, "--where", "metadata.year>=2020", cwd=tmp_path)
+    assert done.returncode == 2, done.stdout
+    message = " ".join(done.stderr.split())
+    assert "'year'" in message and "the metadata fields there are pkg" in message, message
+
+
 # -- ergonomics ---------------------------------------------------------------------------------
 
 

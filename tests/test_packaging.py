@@ -12,6 +12,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from embedpipe.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +68,10 @@ def test_airflow_example_is_a_dag_calling_embedpipe_run() -> None:
     assert "run configs/nightly.yaml" in source and (ROOT / "configs/nightly.yaml").is_file()
 
 
-def test_py_typed_ships_in_the_wheel(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel built from this tree (no dependencies, no build isolation)."""
+    tmp_path = tmp_path_factory.mktemp("wheel")
     tree = tmp_path / "src"
     tree.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -92,6 +97,20 @@ def test_py_typed_ships_in_the_wheel(tmp_path: Path) -> None:
         timeout=180,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    [wheel] = (tmp_path / "dist").glob("embedpipe-*.whl")
+    [built] = (tmp_path / "dist").glob("embedpipe-*.whl")
+    return built
+
+
+def test_py_typed_ships_in_the_wheel(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "embedpipe/py.typed" in names and "embedpipe/sources/pdf.py" in names
+
+
+def test_the_license_is_an_spdx_expression_setuptools_takes_without_a_warning(wheel: Path) -> None:
+    """A TOML table (`license = {text = ...}`) is deprecated: setuptools warns at every set-up."""
+    pyproject = (ROOT / "pyproject.toml").read_text().splitlines()
+    assert 'license = "Apache-2.0"' in pyproject
+    assert any(line.startswith('requires = ["setuptools>=77"') for line in pyproject)
+    zipped = zipfile.ZipFile(wheel)
+    [metadata] = [n for n in zipped.namelist() if n.endswith(".dist-info/METADATA")]
+    assert "License-Expression: Apache-2.0" in zipped.read(metadata).decode().splitlines()

@@ -59,7 +59,13 @@ def test_pdf_text_is_read_page_by_page_with_page_count(tmp_path: Path) -> None:
     assert doc.id == "manual.pdf"
     assert "Install the pump" in doc.text and "Replace the filter" in doc.text
     assert doc.text.index("pump") < doc.text.index("filter")
-    assert doc.metadata == {"path": "manual.pdf", "pages": 2, "title": "Pump"}
+    source_path = f"{root}/manual.pdf"
+    assert doc.metadata == {
+        "path": "manual.pdf",
+        "source": source_path,
+        "pages": 2,
+        "title": "Pump",
+    }
 
 
 def test_encrypted_pdf_is_a_record_error_naming_the_file(tmp_path: Path) -> None:

@@ -14,20 +14,8 @@ from embedpipe.config import load_config
 from embedpipe.errors import DeleteGuardError
 from embedpipe.sinks import open_sink
 from embedpipe.types import Document
-
-SINKS = ["qdrant-edge", "qdrant", "faiss", "parquet"]
-
-FILES = {
-    "python/json.md": "The json module encodes Python objects as JSON text and decodes JSON back.\n\n"
-    "Use json.dumps to serialise a dict to a string and json.loads to parse one.",
-    "python/argparse.md": "argparse parses command-line options, arguments and sub-commands.\n\n"
-    "Create an ArgumentParser, add_argument for each flag, then call parse_args().",
-    "cooking/bread.md": "Knead the dough for ten minutes, let it rise for an hour, then bake at 220 degrees.",
-    "cooking/soup.txt": "Simmer onions, carrots and celery in stock; season with salt and pepper.",
-    "notes/unicode.md": "Grüße aus München. 東京の天気は晴れです。 Emoji: 🚀✨. שלום עולם.",
-    "site/page.html": "<html><head><title>t</title><style>p{}</style><script>var x=1;</script></head>"
-    "<body><h1>Garden</h1><p>Water tomatoes in the morning.</p></body></html>",
-}
+from tests.corpuskit import FILES
+from tests.sinkkit import LOCAL_SINK_KINDS
 
 
 def sink_uri(kind: str, tmp_path: Path) -> str:
@@ -46,7 +34,7 @@ def sink_ids(uri: str) -> list[str]:
         sink.abort()
 
 
-@pytest.mark.parametrize("kind", SINKS)
+@pytest.mark.parametrize("kind", LOCAL_SINK_KINDS)
 def test_backfill_then_query_finds_the_right_document(
     kind: str, make_corpus, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
@@ -62,7 +50,7 @@ def test_backfill_then_query_finds_the_right_document(
     assert hits[0].doc_id == "python/argparse.md"
 
 
-@pytest.mark.parametrize("kind", SINKS)
+@pytest.mark.parametrize("kind", LOCAL_SINK_KINDS)
 def test_rerun_on_unchanged_corpus_embeds_nothing(kind: str, make_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     root = make_corpus(FILES)
     uri = sink_uri(kind, tmp_path)

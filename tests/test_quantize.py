@@ -14,7 +14,7 @@ from embedpipe.encoding.encoder import Encoder
 from embedpipe.encoding.quantize import quantize
 from embedpipe.errors import ModelError
 from embedpipe.sinks import open_sink
-from tests.test_pipeline import FILES as PIPELINE_FILES
+from tests.corpuskit import FILES as PIPELINE_FILES
 
 FILES = {
     **{

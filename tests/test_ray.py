@@ -24,7 +24,7 @@ from embedpipe.state.ledger import PENDING
 from embedpipe.types import Document, RecordError
 from tests import pgkit
 from tests.clikit import embedpipe as command
-from tests.test_incremental import consistency, corpus_files
+from tests.corpuskit import consistency, corpus_files
 
 pytestmark = pytest.mark.ray
 ray = pytest.importorskip("ray")

@@ -93,6 +93,10 @@ def test_named_metadata_fields_reach_the_qdrant_payload(tmp_path: Path) -> None:
     finally:
         client.close()
     by_doc = {p.payload["doc_id"]: p.payload for p in points if p.payload}
-    assert by_doc["d"]["metadata"] == {"lang": "fr", "tags": ["hw", "plumbing"]}
-    assert by_doc["a"]["metadata"] == {"lang": "en"}
+    assert by_doc["d"]["metadata"] == {  # the named fields, and where the record came from
+        "lang": "fr",
+        "tags": ["hw", "plumbing"],
+        "source": str(path),
+    }
+    assert by_doc["a"]["metadata"] == {"lang": "en", "source": str(path)}
     assert by_doc["d"]["text"] == "Valves\n\nValves stop flow."

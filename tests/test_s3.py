@@ -4,95 +4,39 @@ run lists the prefix and fetches no object; failures are reported records; no cr
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import logging
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 import embedpipe
 from embedpipe.config import load_config
-from embedpipe.errors import ConfigError, NoSourceError
+from embedpipe.errors import ConfigError, NoSourceError, SourceError
 from embedpipe.sources import open_source
-from embedpipe.state.ledger import Ledger, state_dir_for, target_key
-from tests.s3kit import ACCESS_KEY, S3, SECRET_KEY, s3_server  # noqa: F401 (fixture `s3`)
+from embedpipe.state.ledger import Ledger, state_dir_for
+from tests.clikit import embedpipe as cli
+from tests.s3kit import (  # noqa: F401 (fixture `s3`)
+    ACCESS_KEY,
+    S3,
+    SECRET_KEY,
+    config,
+    jsonl_bytes,
+    ledger_chunks,
+    parquet_bytes,
+    put_corpus,
+    s3_server,
+    texts,
+)
 from tests.sourcekit import docs, errors, source
 
-TOPICS = ["trains", "boats", "bread", "tomatoes", "sockets", "threads", "rivers", "violins"]
-
-
-def texts(n: int = 8, edit: str = "") -> dict[str, str]:
-    """n short documents of two paragraphs each: about 3 chunks of 24 tokens per document."""
-    return {
-        f"doc{i:02d}": f"# About {t}\n\nThis note {i} explains {t} in some detail, with history "
-        f"and practice.{edit}\n\nA second paragraph on {t} care and upkeep over the years."
-        for i, t in enumerate(TOPICS[:n])
-    }
-
-
-def parquet_bytes(rows: dict[str, str]) -> bytes:
-    out = io.BytesIO()
-    table = pa.table({"id": list(rows), "text": list(rows.values()), "lang": ["en"] * len(rows)})
-    pq.write_table(table, out, row_group_size=3)
-    return out.getvalue()
-
-
-def jsonl_bytes(rows: dict[str, str]) -> bytes:
-    lines = "".join(json.dumps({"id": k, "text": v}) + "\n" for k, v in rows.items())
-    return gzip.compress(lines.encode(), mtime=0)  # the same bytes (and ETag) each time
-
-
-def config(uri: str, tmp_path: Path, name: str, **extra: object) -> embedpipe.RunConfig:
-    data = {
-        "source": {"uri": uri},
-        "sink": {"uri": f"faiss:{tmp_path / f'sink-{name}'}", "collection": "docs"},
-        "chunking": {"chunk_tokens": 24, "overlap_tokens": 0},
-        **extra,
-    }
-    return load_config(None, data)
-
-
-def ledger_chunks(cfg: embedpipe.RunConfig) -> dict[str, str]:
-    """chunk id -> content hash of every chunk done under the live fingerprint."""
-    ledger = Ledger(state_dir_for(cfg.sink.uri, cfg.state) / "ledger.sqlite")
-    try:
-        key = target_key(cfg.sink.uri, cfg.sink.collection)
-        live = ledger.live(key)
-        assert live is not None
-        rows = ledger.db.execute(
-            "SELECT chunk_id, content_hash FROM chunks WHERE target = ? AND fingerprint = ? "
-            "AND state = 1",
-            (key, live["fingerprint"]),
-        )
-        return dict(rows.fetchall())
-    finally:
-        ledger.close()
-
-
-def put_corpus(s3: S3, tmp_path: Path) -> Path:
-    """The same corpus twice: under s3://lake/{parquet,jsonl,docs}/ and under tmp_path/local/."""
-    rows = texts()
-    half = dict(list(rows.items())[:4]), dict(list(rows.items())[4:])
-    local = tmp_path / "local"
-    for kind, data in (("parquet", parquet_bytes), ("jsonl", jsonl_bytes)):
-        (local / kind).mkdir(parents=True)
-        for i, part in enumerate(half):
-            suffix = ".parquet" if kind == "parquet" else ".jsonl.gz"
-            s3.put(f"{kind}/part-{i}{suffix}", data(part))
-            (local / kind / f"part-{i}{suffix}").write_bytes(data(part))
-    for doc_id, text in rows.items():
-        name = f"{doc_id}.md" if doc_id < "doc04" else f"more/{doc_id}.html"
-        body = text if name.endswith(".md") else f"<html><body><p>{text}</p></body></html>"
-        s3.put(f"docs/{name}", body)
-        (local / "docs" / name).parent.mkdir(parents=True, exist_ok=True)
-        (local / "docs" / name).write_text(body)
-    s3.put("docs/.DS_Store", b"\0binary")
-    s3.put("parquet/_SUCCESS", b"")
-    return local
+# One object of each kind a source reads, by its name in a bucket (and on disk).
+OBJECTS = {
+    "recs.jsonl": lambda: jsonl_bytes(texts(4), gzipped=False),
+    "recs.jsonl.gz": lambda: jsonl_bytes(texts(4)),
+    "recs.parquet": lambda: parquet_bytes(texts(4)),
+    "notes.md": lambda: "\n\n".join(texts(4).values()),
+}
 
 
 # -------------------------------------------------------------- the same chunks as locally
@@ -119,6 +63,54 @@ def test_jsonl_gz_objects_embed_the_same_chunks_as_the_local_file(s3: S3, tmp_pa
     )
     prefix = source("s3://lake/jsonl/")
     assert prefix.kind == "jsonl" and [d.id for d in docs(prefix)] == list(texts())
+
+
+RECORDS = [name for name in sorted(OBJECTS) if not name.endswith(".md")]
+
+
+@pytest.mark.parametrize("uri", ["object", "prefix"])
+@pytest.mark.parametrize("name", sorted(OBJECTS))
+def test_every_kind_of_object_embeds_like_the_local_file(
+    name: str, uri: str, s3: S3, tmp_path: Path
+) -> None:
+    """Plain and gzipped JSONL, Parquet and documents, as one object's URI or under a prefix: the
+    same chunks as the same file read locally (a document by its folder), no record skipped."""
+    body = OBJECTS[name]()
+    s3.put(f"in/{name}", body)
+    (tmp_path / "local" / "in").mkdir(parents=True)
+    (tmp_path / "local" / "in" / name).write_bytes(
+        body if isinstance(body, bytes) else body.encode()
+    )
+    if name not in RECORDS and uri == "object":
+        with pytest.raises(SourceError, match=r"Cannot tell what kind of object .*notes\.md"):
+            embedpipe.run(config(f"s3://lake/in/{name}", tmp_path, "remote"))
+        return
+    remote = config(f"s3://lake/in/{name if uri == 'object' else ''}", tmp_path, "remote")
+    here = config(
+        str(tmp_path / "local" / "in" / (name if name in RECORDS else "")), tmp_path, "local"
+    )
+    ran = embedpipe.run(remote)
+    assert ran.errors == [] and ran.chunks_embedded == embedpipe.run(here).chunks_embedded > 0
+    assert ledger_chunks(remote) == ledger_chunks(here)
+
+
+def test_cli_backfills_a_plain_jsonl_object(s3: S3, tmp_path: Path) -> None:
+    s3.put("in/recs.jsonl", jsonl_bytes(texts(4), gzipped=False))
+    sink = f"faiss:{tmp_path / 'sink'}"
+    done = cli(
+        "backfill",
+        "s3://lake/in/recs.jsonl",
+        "--sink",
+        sink,
+        "--collection",
+        "docs",
+        "--report",
+        str(tmp_path / "report.json"),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["errors"] == [] and report["docs_read"] == 4 and report["chunks_embedded"] >= 4
 
 
 def test_prefix_of_documents_has_ids_relative_to_the_prefix_like_a_directory(
@@ -329,7 +321,8 @@ def test_connection_dropped_mid_object_resumes_without_duplicates(s3: S3, tmp_pa
     assert s3.requests.bodies("lake").count("jsonl/part-1.jsonl.gz") >= 2
 
 
-def test_missing_bucket_or_prefix_is_a_usage_error(s3: S3) -> None:
+def test_missing_bucket_or_prefix_is_a_usage_error(s3: S3, tmp_path: Path) -> None:
+    put_corpus(s3, tmp_path)  # its own: it passed only after tests that left s3://lake/jsonl/
     with pytest.raises(NoSourceError, match="No bucket nowhere"):
         source("s3://nowhere/corpus")
     with pytest.raises(NoSourceError, match=r"No objects at s3://lake/absent"):

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 import embedpipe
-from tests.s3kit import S3, s3_server  # noqa: F401 (fixture `s3`)
-from tests.test_s3 import config, ledger_chunks, put_corpus
+from tests.s3kit import S3, config, ledger_chunks, put_corpus, s3_server  # noqa: F401 (fixture `s3`)
 
 pytestmark = pytest.mark.ray
 ray = pytest.importorskip("ray")

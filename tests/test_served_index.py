@@ -20,11 +20,8 @@ from embedpipe.durable import StateLock
 from embedpipe.errors import HeldError
 from embedpipe.state.ledger import state_dir_for
 from tests.clikit import embedpipe as embedpipe_command
-from tests.test_incremental import SERVERS, config, consistency, corpus_files
-
-SINKS = ["qdrant-edge", "qdrant", "faiss", "parquet", *SERVERS]
-CRASH_SINKS = ["qdrant-edge", "qdrant", "faiss", *SERVERS]
-LOCAL_SINKS = [kind for kind in SINKS if kind not in SERVERS]  # a full local disk
+from tests.corpuskit import config, consistency, corpus_files
+from tests.sinkkit import CRASH_SINK_KINDS, LOCAL_SINK_KINDS, SINK_KINDS
 
 
 def cli(
@@ -71,7 +68,7 @@ def answers(cfg: embedpipe.RunConfig) -> list[str]:
 # -- the promotion rule ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", SINKS)
+@pytest.mark.parametrize("kind", SINK_KINDS)
 def test_empty_source_and_new_chunking_is_held_and_the_live_index_keeps_serving(
     kind: str, make_corpus, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
@@ -92,7 +89,7 @@ def test_empty_source_and_new_chunking_is_held_and_the_live_index_keeps_serving(
     assert status["documents"] == 12 and status["runs"][0]["outcome"] == "held"
 
 
-@pytest.mark.parametrize("kind", SINKS)
+@pytest.mark.parametrize("kind", SINK_KINDS)
 def test_partial_source_is_held_then_resumed_and_promoted_when_complete(
     kind: str, make_corpus, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
@@ -184,7 +181,7 @@ def test_ray_engine_holds_an_empty_rechunked_generation_too(make_corpus, tmp_pat
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", CRASH_SINKS)
+@pytest.mark.parametrize("kind", CRASH_SINK_KINDS)
 @pytest.mark.parametrize("point", ["close:1", "swap:1", "set-live:1"])
 def test_sigkill_around_the_swap_then_reconcile_repair_keeps_a_served_index(
     kind: str, point: str, make_corpus, tmp_path: Path
@@ -282,7 +279,7 @@ def _limit_file_size() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (48_000, 48_000))
 
 
-@pytest.mark.parametrize("kind", LOCAL_SINKS)
+@pytest.mark.parametrize("kind", LOCAL_SINK_KINDS)  # a full local disk
 def test_a_full_disk_is_one_line_and_a_rerun_converges(
     kind: str, make_corpus, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]

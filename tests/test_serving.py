@@ -32,11 +32,14 @@ from embedpipe.errors import ClosedIndexError, SinkError
 from embedpipe.integrations.langchain import EmbedpipeVectorStore
 from embedpipe.integrations.llama_index import EmbedpipeEmbedding
 from embedpipe.integrations.llama_index import EmbedpipeVectorStore as LlamaStore
+from embedpipe.redact import redact_uri
 from embedpipe.sinks import shared as serving
-from tests.test_integrations import QUESTIONS, built, config, records
+from embedpipe.sinks.base import Sink
+from embedpipe.sinks.registry import capabilities_for, open_sink
+from tests import pgkit
+from tests.ragkit import QUESTIONS, config
 
 pytestmark = pytest.mark.slow
-__all__ = ["built"]  # the module's indexes: the stdlib docstrings in each kind of sink
 
 ROOT = Path(__file__).resolve().parent.parent
 THREADS = 8
@@ -140,11 +143,22 @@ def test_llama_index_threads_and_async_retrieval_answer_as_one_thread(built: Run
 # -- one open index per sink per process -------------------------------------------------------
 
 
+def private_copy(built: RunConfig, tmp_path: Path) -> str:
+    """A sink of the same kind as `built` that this test may write into: a folder under
+    `tmp_path`, or on a server (Postgres) a schema of its own; the index is exported into it."""
+    scheme = built.sink.uri.partition(":")[0]
+    capabilities = capabilities_for(built.sink.uri)
+    assert capabilities is not None
+    local = capabilities.local_path
+    uri = f"{scheme}:{tmp_path / 'copy'}" if local else pgkit.sink_uri(tmp_path / "copy")
+    embedpipe.export(built, to=uri)
+    return uri
+
+
 def test_two_adapters_and_query_share_one_sink_and_the_last_close_frees_it(
     built: RunConfig, tmp_path: Path
 ) -> None:
-    uri = f"{built.sink.uri.partition(':')[0]}:{tmp_path / 'copy'}"
-    embedpipe.export(built, to=uri)  # a private copy: this test writes into it at the end
+    uri = private_copy(built, tmp_path)
     question = "shuffle a list in place"
     lc = EmbedpipeVectorStore(sink=uri, collection="docs", device="cpu")
     llama = LlamaStore(sink=uri, collection="docs", device="cpu")
@@ -161,7 +175,7 @@ def test_two_adapters_and_query_share_one_sink_and_the_last_close_frees_it(
     finally:
         lc.close()
         llama.close()
-    # Nothing of this process holds the index any more: a run writes into it.
+    # Nothing of this process holds the index any more (a local folder is free): a run writes.
     assert serving.open_count() == 0
     report = embedpipe.backfill([("zoo", "zebrafish regrow fins")], config=config(uri))
     assert report.outcome == "done"
@@ -170,8 +184,7 @@ def test_two_adapters_and_query_share_one_sink_and_the_last_close_frees_it(
 def test_a_store_used_after_close_raises_naming_it_and_reopens_nothing(
     built: RunConfig, tmp_path: Path
 ) -> None:
-    uri = f"{built.sink.uri.partition(':')[0]}:{tmp_path / 'copy'}"
-    embedpipe.export(built, to=uri)
+    uri = private_copy(built, tmp_path)
     store = EmbedpipeVectorStore(sink=uri, collection="docs", device="cpu")
     assert store.similarity_search("shuffle a list", k=1)
     store.close()
@@ -184,8 +197,8 @@ def test_a_store_used_after_close_raises_naming_it_and_reopens_nothing(
     ):
         with pytest.raises(ClosedIndexError, match=r"closed: open it again") as err:
             use()
-        assert uri in str(err.value) and "'docs'" in str(err.value)
-    # The folder was not locked again by the use after close: a run writes into it.
+        assert redact_uri(uri) in str(err.value) and "'docs'" in str(err.value)
+    # The use after close reopened nothing (a local folder is not locked again): a run writes.
     assert embedpipe.backfill([("zoo", "zebrafish")], config=config(uri)).outcome == "done"
 
 
@@ -201,26 +214,35 @@ def test_the_backend_asked_for_on_the_query_path_is_honoured(built: RunConfig) -
 
 
 # -- who holds a locked folder --------------------------------------------------------------
+# Readers never open the live folder (they read a private copy of a published read snapshot), so
+# only a second writer meets a folder held for writing: it is told who holds it.
 
-HOLDER = textwrap.dedent(
+DIM, FP = 384, "f" * 64  # a generation these tests alone write
+
+WRITER = textwrap.dedent(
     """
-    import sys, embedpipe
-    index = embedpipe.open_index(sink=sys.argv[1], collection="docs", device="cpu")
-    index.search_vector(index.embed_queries(["x"])[0], 1)  # the reader is open now
+    import sys
+    from embedpipe.config import load_config
+    from embedpipe.sinks.registry import open_sink
+    sink = open_sink(load_config(None, {"sink": {"uri": sys.argv[1], "collection": "docs"}}).sink)
+    sink.open(int(sys.argv[2]), sys.argv[3])  # held for writing now
     print("open", flush=True)
     sys.stdin.readline()
-    index.close()
+    sink.close(promote=False)
     """
 )
+
+
+def writer(uri: str) -> Sink:
+    return open_sink(config(uri).sink)
 
 
 @pytest.mark.parametrize("kind", ["qdrant-edge", "qdrant"])
 def test_a_folder_open_in_another_process_names_its_pid_and_host(kind: str, tmp_path: Path) -> None:
     uri = f"{kind}:{tmp_path / 'index'}"
-    assert embedpipe.backfill(records()[:3], config=config(uri)).outcome == "done"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, uri],
+        [sys.executable, "-c", WRITER, uri, str(DIM), FP],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -229,21 +251,26 @@ def test_a_folder_open_in_another_process_names_its_pid_and_host(kind: str, tmp_
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
         with pytest.raises(SinkError) as err:
-            embedpipe.query("shuffle", sink=uri, collection="docs", device="cpu")
+            writer(uri).open(DIM, FP)
         assert f"pid {holder.pid} on host {socket.gethostname()}" in str(err.value)
     finally:
         holder.communicate("\n", timeout=60)
-    assert embedpipe.query("shuffle", sink=uri, collection="docs", device="cpu")  # freed
+    assert holder.returncode == 0
+    second = writer(uri)
+    second.open(DIM, FP)  # freed
+    second.close(promote=False)
 
 
 @pytest.mark.parametrize("kind", ["qdrant-edge", "qdrant"])
 def test_this_process_is_never_called_another_process(kind: str, tmp_path: Path) -> None:
     uri = f"{kind}:{tmp_path / 'index'}"
-    assert embedpipe.backfill(records()[:3], config=config(uri)).outcome == "done"
-    with embedpipe.open_index(sink=uri, collection="docs", device="cpu") as index:
-        assert index.search("shuffle", 1)  # this process's reader holds the folder
-        with pytest.raises(SinkError) as err:  # a run in the same process, on a sink of its own
-            embedpipe.backfill(records()[3:5], config=config(uri))
+    first = writer(uri)
+    first.open(DIM, FP)  # this process holds the folder for writing
+    try:
+        with pytest.raises(SinkError) as err:  # a second writer in this process
+            writer(uri).open(DIM, FP)
+    finally:
+        first.close(promote=False)
     message = str(err.value)
     assert f"this process (pid {os.getpid()})" in message and "another process" not in message
-    assert "embedpipe.open_index" in message
+    assert "another embedpipe run" not in message and "close" in message

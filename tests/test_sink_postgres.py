@@ -23,9 +23,9 @@ from embedpipe.sinks.postgres import PostgresSink, parse_place
 from embedpipe.types import Embedded
 from tests import pgkit
 from tests.clikit import embedpipe as command
+from tests.corpuskit import config, consistency, corpus_files
 from tests.pgkit import PgServer, pg_server  # noqa: F401 (fixture `pg`)
 from tests.sinkkit import DIM, FP_A, FP_B, embedded, filled, make_sink
-from tests.test_incremental import config, consistency, corpus_files
 
 pytestmark = pytest.mark.skipif(not pgkit.AVAILABLE, reason="needs the dev extra's Postgres")
 

@@ -96,6 +96,20 @@ def test_write_then_search_ranks_by_cosine_with_the_payload(make: Make) -> None:
     )
 
 
+def test_search_with_vectors_gives_each_hit_its_stored_vector(make: Make) -> None:
+    emb = embedded(40)
+    sink = filled(make(), emb)
+    by_id = {c.id: v for c, v in zip(emb.chunks, emb.vectors, strict=True)}
+    hits = sink.search(
+        emb.vectors[5], k=6, filter={"chunk_index": list(range(0, 40, 2))}, with_vectors=True
+    )
+    assert len(hits) == 6 and all(h.chunk_index % 2 == 0 for h in hits)
+    for hit in hits:
+        assert hit.vector is not None and hit.vector.dtype == np.float32
+        np.testing.assert_allclose(hit.vector, by_id[hit.chunk_id], atol=1e-6)
+    assert all(h.vector is None for h in sink.search(emb.vectors[5], k=3))
+
+
 def test_rewriting_the_same_chunks_does_not_duplicate_and_the_last_write_wins(make: Make) -> None:
     sink = filled(make(), embedded(20))
     sink.open(DIM, FP_A)
@@ -328,11 +342,10 @@ def test_every_scheme_makes_a_sink_declaring_its_registry_capabilities(tmp_path:
 
 
 def test_the_accepted_forms_and_local_schemes_come_from_the_registry() -> None:
-    assert ACCEPTED == (
-        "qdrant-edge:PATH, qdrant:PATH, qdrant+http://HOST:PORT, qdrant+https://HOST:PORT, "
-        "faiss:DIR, parquet:DIR, postgresql://USER@HOST:PORT/DB or postgres://USER@HOST:PORT/DB"
-    )
-    assert LOCAL_SCHEMES == ("qdrant-edge", "qdrant", "faiss", "parquet")
+    forms = [kind.form for kind in SINKS.values()]
+    assert ", ".join(forms[:-1]) + " or " + forms[-1] == ACCEPTED
+    assert tuple(s for s, k in SINKS.items() if k.capabilities.local_path) == LOCAL_SCHEMES
+    assert set(LOCAL_SCHEMES) >= {"qdrant-edge", "qdrant", "faiss", "parquet"}
     assert capabilities_for("qdrant+https://h:6333") == SINKS["qdrant+https"].capabilities
     assert capabilities_for("pinecone://x") is None
 

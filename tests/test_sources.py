@@ -77,7 +77,10 @@ def test_dir_yields_each_matching_file_in_sorted_order_with_relative_ids(corpus:
 def test_dir_document_carries_text_path_metadata_and_root(corpus: Path) -> None:
     doc = docs(source(corpus))[0]
     assert doc == Document(
-        id="a.md", text="# A\n\nalpha", metadata={"path": "a.md"}, source=str(corpus)
+        id="a.md",
+        text="# A\n\nalpha",
+        metadata={"path": "a.md", "source": f"{corpus}/a.md"},
+        source=str(corpus),
     )
 
 
@@ -242,7 +245,10 @@ def test_jsonl_yields_text_id_and_other_fields_as_metadata(tmp_path: Path) -> No
     )
     assert list(source(path)) == [
         Document(
-            id="a", text="alpha", metadata={"id": "a", "lang": "en", "tags": [1]}, source=str(path)
+            id="a",
+            text="alpha",
+            metadata={"id": "a", "lang": "en", "tags": [1], "source": str(path)},
+            source=str(path),
         )
     ]
 
@@ -268,7 +274,8 @@ def test_jsonl_ids_are_stable_across_reads(tmp_path: Path) -> None:
 
 def test_jsonl_metadata_fields_select_what_is_carried(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": "a", "lang": "en", "big": "x" * 100}])
-    assert docs(source(path, metadata_fields=["lang", "absent"]))[0].metadata == {"lang": "en"}
+    carried = docs(source(path, metadata_fields=["lang", "absent"]))[0].metadata
+    assert carried == {"lang": "en", "source": str(path)}
 
 
 def test_jsonl_custom_text_and_id_fields(tmp_path: Path) -> None:
@@ -372,8 +379,12 @@ def test_parquet_yields_text_id_and_metadata(tmp_path: Path) -> None:
         tmp_path / "d.parquet", {"id": ["a", "b"], "text": ["x", "y"], "n": [1, 2]}
     )
     assert list(source(path)) == [
-        Document(id="a", text="x", metadata={"id": "a", "n": 1}, source=str(path)),
-        Document(id="b", text="y", metadata={"id": "b", "n": 2}, source=str(path)),
+        Document(
+            id="a", text="x", metadata={"id": "a", "n": 1, "source": str(path)}, source=str(path)
+        ),
+        Document(
+            id="b", text="y", metadata={"id": "b", "n": 2, "source": str(path)}, source=str(path)
+        ),
     ]
 
 
@@ -430,13 +441,13 @@ def test_parquet_reads_only_text_id_and_metadata_columns(
 
     monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
     [doc] = docs(source(path, metadata_fields=["lang"]))
-    assert doc.metadata == {"lang": "en"}
+    assert doc.metadata == {"lang": "en", "source": str(path)}
     assert asked == [["text", "id", "lang"]]
 
 
 def test_parquet_default_metadata_skips_binary_columns(tmp_path: Path) -> None:
     path = write_parquet(tmp_path / "d.parquet", {"text": ["x"], "blob": [b"\x00" * 10], "n": [1]})
-    assert docs(source(path))[0].metadata == {"n": 1}
+    assert docs(source(path))[0].metadata == {"n": 1, "source": str(path)}
 
 
 def test_parquet_timestamps_in_metadata_become_iso_strings(tmp_path: Path) -> None:
@@ -447,7 +458,7 @@ def test_parquet_timestamps_in_metadata_become_iso_strings(tmp_path: Path) -> No
         tmp_path / "d.parquet", {"text": ["x"], "at": [when], "day": [when.date()]}
     )
     meta = docs(source(path))[0].metadata
-    assert meta == {"at": "2024-05-01T12:30:00+00:00", "day": "2024-05-01"}
+    assert meta == {"at": "2024-05-01T12:30:00+00:00", "day": "2024-05-01", "source": str(path)}
     json.dumps(meta)
 
 
@@ -509,7 +520,8 @@ def test_hf_dataset_yields_text_id_and_metadata(hf_dataset: Path) -> None:
     assert (src.kind, src.total) == ("hf", 3)
     items = docs(src)
     assert [d.id for d in items] == ["a", "b", xxhash.xxh3_128_hexdigest(b"gamma")]
-    assert items[0] == Document("a", "alpha", {"id": "a", "lang": "en"}, f"hf:{hf_dataset}")
+    uri = f"hf:{hf_dataset}"
+    assert items[0] == Document("a", "alpha", {"id": "a", "lang": "en", "source": uri}, uri)
 
 
 def test_hf_non_ascii_text_round_trips_exactly(hf_dataset: Path) -> None:
@@ -522,7 +534,8 @@ def test_hf_ids_are_stable_across_reads(hf_dataset: Path) -> None:
 
 
 def test_hf_metadata_fields_select_columns(hf_dataset: Path) -> None:
-    assert docs(source(f"hf:{hf_dataset}", metadata_fields=["lang"]))[0].metadata == {"lang": "en"}
+    [doc, *_] = docs(source(f"hf:{hf_dataset}", metadata_fields=["lang"]))
+    assert doc.metadata == {"lang": "en", "source": f"hf:{hf_dataset}"}
 
 
 def test_hf_dataset_dict_defaults_to_train(hf_dict: Path) -> None:
@@ -690,3 +703,17 @@ def test_remote_url_source_is_a_usage_error_not_a_missing_file() -> None:
     assert "no reader for abfs:// sources" in str(exc.value)
     assert "No source at" not in str(exc.value)
     assert isinstance(exc.value, SourceError)  # what callers caught before still catches it
+
+
+@pytest.mark.parametrize("key", ["doc_id", "chunk_index", "start", "source", "text"])
+def test_a_record_with_a_reserved_metadata_key_is_refused_naming_the_record_and_key(
+    tmp_path: Path, key: str
+) -> None:
+    rows = [{"id": "a", "body": "alpha", key: 7}, {"id": "b", "body": "beta"}]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    items = list(source(path, text_field="body"))
+    [refused] = errors(items)
+    assert refused.record == "line 1" and refused.source == str(path)
+    assert f"metadata key '{key}' is reserved" in refused.reason
+    assert "source.metadata_fields" in refused.reason
+    assert [d.id for d in docs(items)] == ["b"]

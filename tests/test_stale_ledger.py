@@ -22,9 +22,9 @@ from embedpipe.sinks.qdrant import QdrantSink
 from embedpipe.state.ledger import DONE, Ledger, Target, state_dir_for, target_key
 from embedpipe.types import Chunk, RunReport
 from tests.clikit import embedpipe as command
-from tests.test_incremental import config, consistency, corpus_files
+from tests.corpuskit import config, consistency, corpus_files
+from tests.sinkkit import LOCAL_SINK_KINDS
 
-SINKS = ["qdrant-edge", "qdrant", "faiss", "parquet"]
 RECHUNKED = {"chunk_tokens": 32, "overlap_tokens": 0}
 
 
@@ -51,7 +51,7 @@ def lost_notes(report: RunReport) -> list[str]:
     return [n for n in report.notes if "lists as embedded" in n]
 
 
-@pytest.mark.parametrize("kind", SINKS)
+@pytest.mark.parametrize("kind", LOCAL_SINK_KINDS)
 def test_a_sink_whose_data_was_deleted_gets_every_chunk_back_and_the_report_says_so(
     kind: str, make_corpus, tmp_path: Path, fake_encoder: Any
 ) -> None:  # type: ignore[no-untyped-def]
@@ -73,7 +73,7 @@ def test_a_sink_whose_data_was_deleted_gets_every_chunk_back_and_the_report_says
     assert (trusted.chunks_embedded, trusted.chunks_lost, lost_notes(trusted)) == (0, 0, [])
 
 
-@pytest.mark.parametrize("kind", SINKS)
+@pytest.mark.parametrize("kind", LOCAL_SINK_KINDS)
 def test_a_sink_missing_some_chunks_gets_exactly_those_back(
     kind: str, make_corpus, tmp_path: Path, fake_encoder: Any
 ) -> None:  # type: ignore[no-untyped-def]
@@ -95,7 +95,7 @@ def test_a_sink_missing_some_chunks_gets_exactly_those_back(
     assert sorted(in_sink) == sorted(in_ledger) and len(in_sink) == first.chunks_total
 
 
-@pytest.mark.parametrize("kind", SINKS)
+@pytest.mark.parametrize("kind", LOCAL_SINK_KINDS)
 def test_a_staged_generation_the_sink_dropped_is_rebuilt_not_promoted_half_empty(
     kind: str, make_corpus, tmp_path: Path, fake_encoder: Any
 ) -> None:  # type: ignore[no-untyped-def]

@@ -16,8 +16,7 @@ import embedpipe
 import embedpipe.api
 from tests.clikit import embedpipe as command
 from tests.clikit import flat
-from tests.test_gate import TOPICS, docs_for, settings
-from tests.test_incremental import consistency
+from tests.corpuskit import TOPICS, consistency, docs_for, settings
 
 KINDS = ["faiss", "qdrant-edge"]
 

@@ -15,10 +15,7 @@ from typing import Annotated
 import typer
 
 from embedpipe import api
-from embedpipe.cli import export as cliexport
-from embedpipe.cli import generations as genctl
-from embedpipe.cli import render as terminal
-from embedpipe.cli import running as clirun
+from embedpipe.cli import export, generations, render, running
 from embedpipe.cli.options import (
     FLAG,
     AlphaOpt,
@@ -50,6 +47,7 @@ from embedpipe.cli.running import load as _config
 from embedpipe.cli.running import usage as _usage
 from embedpipe.config import flat_overrides
 from embedpipe.sinks import rebuild_sink
+from embedpipe.sinks.registry import LIBRARIES
 
 app = typer.Typer(
     cls=HelpGroup,
@@ -82,13 +80,13 @@ def _options(
             metavar=FLAG,
             is_eager=True,
             callback=_version,
-            help="print the versions of embedpipe, torch, sentence-transformers, qdrant-edge and "
-            "faiss, and the device, then exit",
+            help="print the versions of embedpipe, torch, sentence-transformers and the sink "
+            f"libraries ({', '.join(name for name, _ in LIBRARIES)}), and the device, then exit",
         ),
     ] = False,
 ) -> None:
     """Batch embeddings into Qdrant, FAISS or Parquet."""
-    clirun.DEBUG = debug
+    running.DEBUG = debug
 
 
 @app.command()
@@ -107,6 +105,8 @@ def backfill(
     device: Annotated[str | None, typer.Option(help=flag_help("model.device"))] = None,
     truncate_dim: Annotated[int | None, typer.Option(help=flag_help("model.truncate_dim"))] = None,
     quantization: Annotated[str | None, typer.Option(help=flag_help("model.quantization"))] = None,
+    prefix: Annotated[str | None, typer.Option(help=flag_help("model.prefix"))] = None,
+    query_prefix: Annotated[str | None, typer.Option(help=flag_help("model.query_prefix"))] = None,
     chunk_tokens: Annotated[
         int | None, typer.Option(help=flag_help("chunking.chunk_tokens"))
     ] = None,
@@ -153,6 +153,8 @@ def backfill(
         chunk_tokens=chunk_tokens,
         truncate_dim=truncate_dim,
         quantization=quantization,
+        prefix=prefix,
+        query_prefix=query_prefix,
         overlap_tokens=overlap_tokens,
         text_field=text_field,
         id_field=id_field,
@@ -236,14 +238,18 @@ def query(
     where: Annotated[
         list[str] | None,
         typer.Option(
-            metavar="KEY=VALUE",
-            help="only chunks whose payload KEY (doc_id, chunk_index, metadata.NAME) is VALUE; "
-            "repeat for AND, KEY=V1,V2 for any of",
+            metavar="COND",
+            help="only chunks that pass COND, on a payload KEY (doc_id, chunk_index, start, "
+            "end, metadata.NAME): KEY=V1,V2 (any of), KEY!=V1,V2 (none of), KEY>V, KEY>=V, "
+            "KEY<V, KEY<=V (a number or an ISO date), A|B (either), !COND (not), or a JSON "
+            "filter ('{\"$or\": [...]}'); repeat for AND",
         ),
     ] = None,
     query_prefix: Annotated[
         str | None,
-        typer.Option(help="text put before the query; default: the index's stored query prompt"),
+        typer.Option(
+            help=flag_help("model.query_prefix", "default: the index's stored query prompt")
+        ),
     ] = None,
     retrieval_mode: RetrievalModeOpt = "dense",
     alpha: AlphaOpt = None,
@@ -269,7 +275,7 @@ def query(
     if as_json:
         out.print_json(json.dumps([dataclasses.asdict(h) for h in hits], ensure_ascii=False))
         return
-    out.print(terminal.hits_table(text, hits))
+    out.print(render.hits_table(text, hits))
 
 
 @app.command()
@@ -302,7 +308,7 @@ def status(
     if as_json:
         out.print_json(json.dumps(rows))
         return
-    terminal.print_status(out, rows)
+    render.print_status(out, rows)
 
 
 @app.command("report")
@@ -379,16 +385,16 @@ def reconcile(
     if as_json:
         out.print_json(json.dumps(result, ensure_ascii=False))
     else:
-        terminal.print_reconcile(out, result)
+        render.print_reconcile(out, result)
     if drifted(result) and not result["repaired"]:
         raise typer.Exit(1)
 
 
 # Scoring and switching generations (cli/generations.py): champion / challenger.
-app.command("eval")(genctl.eval_command)
-app.command("promote")(genctl.promote_command)
-app.command("rollback")(genctl.rollback_command)
-app.command("export")(cliexport.export_command)  # copy to another sink (cli/export.py)
+app.command("eval")(generations.eval_command)
+app.command("promote")(generations.promote_command)
+app.command("rollback")(generations.rollback_command)
+app.command("export")(export.export_command)  # copy to another sink (cli/export.py)
 
 
 def main() -> None:
@@ -400,7 +406,7 @@ def main() -> None:
         _error("interrupted")
         sys.exit(130)
     except Exception as exc:  # a bug or an error not yet given words: one line, unless --debug
-        if clirun.DEBUG:
+        if running.DEBUG:
             raise
         _error(f"{type(exc).__name__}: {exc} (re-run with --debug for the traceback)")
         sys.exit(1)

@@ -3,15 +3,18 @@ re-encoding, with progress on stderr and one line saying what was copied."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
 from embedpipe import api
-from embedpipe.cli import running as clirun
+from embedpipe.cli import running
 from embedpipe.cli.options import CollectionOpt, ConfigOpt, ForceOpt, QuietOpt, SinkOpt, StateOpt
 from embedpipe.cli.progress import RunProgress
 from embedpipe.config import flat_overrides
+from embedpipe.sinks.registry import ACCEPTED
+
+Layout = Literal["embedpipe", "langchain", "llama-index"]  # sinks/layouts.py
 
 
 def export_command(
@@ -19,8 +22,7 @@ def export_command(
         str,
         typer.Option(
             "--to",
-            help="the sink to copy into: qdrant:PATH, qdrant+http(s)://HOST:PORT, "
-            "qdrant-edge:PATH, faiss:DIR or parquet:DIR",
+            help=f"the sink to copy into: {ACCEPTED}",
         ),
     ],
     sink: SinkOpt = None,
@@ -32,6 +34,13 @@ def export_command(
         str | None,
         typer.Option(help="the destination's state directory; default: next to a local sink"),
     ] = None,
+    layout: Annotated[
+        Layout | None,
+        typer.Option(
+            help="a Qdrant destination's payload layout: embedpipe (default), or langchain / "
+            "llama-index to add the keys that framework's stock QdrantVectorStore reads"
+        ),
+    ] = None,
     config: ConfigOpt = None,
     state: StateOpt = None,
     force: ForceOpt = False,
@@ -40,16 +49,17 @@ def export_command(
     """Copy a collection's vectors and payloads to another sink without re-encoding (same point
     ids), with the destination's ledger written so incremental runs go on against it. An
     interrupted export resumes; a repeated one copies only what changed."""
-    cfg = clirun.load(config, flat_overrides(sink=sink, collection=collection, state=state))
-    with RunProgress(clirun.console, clirun.progress_mode(quiet=quiet)) as shown:
-        report = clirun.guard(
+    cfg = running.load(config, flat_overrides(sink=sink, collection=collection, state=state))
+    with RunProgress(running.console, running.progress_mode(quiet=quiet)) as shown:
+        report = running.guard(
             lambda: api.export(
                 cfg,
                 to=to,
                 to_collection=to_collection,
                 to_state=to_state,
+                layout=layout,
                 progress=shown.update,
                 force=force,
             )
         )
-    clirun.console.print(report.notes[-1], highlight=False, soft_wrap=True)
+    running.console.print(report.notes[-1], highlight=False, soft_wrap=True)

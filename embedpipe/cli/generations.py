@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from embedpipe import api
-from embedpipe.cli import running as clirun
+from embedpipe.cli import running
 from embedpipe.cli.options import FLAG, CollectionOpt, ConfigOpt, SinkOpt, StateOpt
 from embedpipe.config import flat_overrides
 
@@ -52,30 +52,30 @@ def eval_command(
     ] = None,
 ) -> None:
     """Score a generation on a query set: recall@k, MRR@k, nDCG@k (per-query ranks with --json)."""
-    cfg = clirun.load(config, flat_overrides(sink=sink, collection=collection, state=state))
+    cfg = running.load(config, flat_overrides(sink=sink, collection=collection, state=state))
     modes = retrieval_mode or ["dense"]
-    result = clirun.guard(
+    result = running.guard(
         lambda: api.evaluate(cfg, queries=queries, k=k, generation=generation or "live", mode=modes)
     )
     if as_json:
-        clirun.out.print_json(json.dumps(result, ensure_ascii=False))
+        running.out.print_json(json.dumps(result, ensure_ascii=False))
         return
     for e in result["errors"]:
-        clirun.warn(f"skipped {e['source']} :: {e['record']}: {e['reason']}")
+        running.warn(f"skipped {e['source']} :: {e['record']}: {e['reason']}")
     gen = result["generation"]
     if len(result["modes"]) == 1:
-        clirun.out.print(
+        running.out.print(
             f"{gen['state']} generation {gen['fingerprint'][:12]} (model "
             f"{gen['model'] or 'default'}), {result['queries']} queries: recall@{k} "
             f"{result['recall']:.3f}  MRR@{k} {result['mrr']:.3f}  nDCG@{k} {result['ndcg']:.3f}"
         )
         return
-    clirun.out.print(
+    running.out.print(
         f"{gen['state']} generation {gen['fingerprint'][:12]} (model {gen['model'] or 'default'}), "
         f"{result['queries']} queries, side by side:"
     )
     for mode, m in result["modes"].items():
-        clirun.out.print(
+        running.out.print(
             f"  {mode:<7} recall@{k} {m['recall']:.3f}  MRR@{k} {m['mrr']:.3f}  "
             f"nDCG@{k} {m['ndcg']:.3f}"
         )
@@ -90,8 +90,8 @@ def promote_command(
     to: ToOpt = None,
 ) -> None:
     """Make a staged (or kept previous) generation live, regardless of the promotion gate."""
-    cfg = clirun.load(config, flat_overrides(sink=sink, collection=collection, state=state))
-    _print(clirun.guard(lambda: api.promote(cfg, generation=generation or "staged", to=to)))
+    cfg = running.load(config, flat_overrides(sink=sink, collection=collection, state=state))
+    _print(running.guard(lambda: api.promote(cfg, generation=generation or "staged", to=to)))
 
 
 def rollback_command(
@@ -103,18 +103,18 @@ def rollback_command(
 ) -> None:
     """Make the previous generation (or --to's) live again; the current one becomes previous,
     and no run promotes it again on its own (`promote` or `--force` does)."""
-    cfg = clirun.load(config, flat_overrides(sink=sink, collection=collection, state=state))
-    _print(clirun.guard(lambda: api.rollback(cfg, to=to)))
+    cfg = running.load(config, flat_overrides(sink=sink, collection=collection, state=state))
+    _print(running.guard(lambda: api.rollback(cfg, to=to)))
 
 
 def _print(result: dict[str, Any]) -> None:
     replaced = result["replaced"]
     if result.get("already_live") and not replaced:
-        clirun.out.print(
+        running.out.print(
             f"{result['target']}: generation {result['live'][:12]} is already live; nothing changed"
         )
         return
-    clirun.out.print(
+    running.out.print(
         f"{result['target']}: generation {result['live'][:12]} (model "
         f"{result['model'] or 'default'}) is live"
         + (f"; {replaced[:12]} is kept as previous" if replaced else "")

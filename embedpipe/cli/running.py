@@ -7,6 +7,7 @@ Colours: notes in the normal colour, warnings in yellow, errors in red.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import signal
 import threading
@@ -20,7 +21,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from embedpipe import api, logs
-from embedpipe.cli import render as terminal
+from embedpipe.cli import render
 from embedpipe.cli.progress import Mode, RunProgress
 from embedpipe.config import RunConfig, load_config
 from embedpipe.errors import ConfigError, EmbedpipeError
@@ -35,7 +36,8 @@ DEBUG = False  # --debug: tracebacks for errors, which are otherwise one line
 
 class HelpGroup(TyperGroup):
     """Typer's command group, its --help and every command's shown without a value (typer
-    would show `<bool>`: a flag takes none)."""
+    would show `<bool>`: a flag takes none), and each command's summary in the group's list
+    as one paragraph, whatever line breaks its docstring has."""
 
     def get_help_option(self, ctx: Any) -> Any:
         return _flag(super().get_help_option(ctx))
@@ -44,7 +46,15 @@ class HelpGroup(TyperGroup):
         command = super().get_command(ctx, cmd_name)
         if command is not None:
             _flag(command.get_help_option(ctx))  # cached on the command: its own help uses it
+            if command.short_help is None and command.help:
+                command.short_help = summary(command.help)
         return command
+
+
+def summary(help_text: str) -> str:
+    """A docstring's first paragraph on one line: typer's command list keeps the docstring's
+    line breaks, which wrapped the summary mid-sentence."""
+    return " ".join(inspect.cleandoc(help_text).split("\n\n")[0].split())
 
 
 def _flag(option: Any) -> Any:
@@ -131,7 +141,7 @@ def execute(
         report = guard(work)
     began = report.run_id is not None  # else it failed before the run began: a lock, the ledger
     if began and not logs.json_enabled() and not quiet:  # JSON: the run_end event says it all
-        terminal.print_summary(console, report)
+        render.print_summary(console, report)
     if report.outcome not in ("done", "dry-run"):
         error(report.reason or f"the run ended {report.outcome}")
         raise typer.Exit(1)

@@ -2,7 +2,8 @@
 
 Environment variables name a key by its path, sections joined with a double underscore:
 `EMBEDPIPE_MODEL__PRECISION=bf16`, `EMBEDPIPE_BATCHING__MAX_BATCH_TOKENS=8192`,
-`EMBEDPIPE_SINK__URI=faiss:./index`. Values are parsed as YAML scalars.
+`EMBEDPIPE_SINK__URI=faiss:./index`. A string key takes the value as given
+(`EMBEDPIPE_MODEL__PREFIX="passage: "`); other values are parsed as YAML scalars.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (
+    BaseModel,
     Field,
     ValidationError,
     field_validator,
@@ -84,7 +86,8 @@ class RunConfig(Section):
     )
     engine: Literal["local", "ray"] = Field(
         "local",
-        description="local (threads on this machine) | ray (Ray Data; pip install 'embedpipe[ray]')",
+        # The names come first, from engines/registry.py (config.docs.describe lists them).
+        description="local: threads on this machine; ray: Ray Data (pip install 'embedpipe[ray]')",
     )
     ray: RayConfig = RayConfig()
     state: str | None = Field(
@@ -173,14 +176,14 @@ def _set_path(target: dict[str, Any], path: list[str], value: Any) -> None:
 
 
 def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """EMBEDPIPE_SECTION__KEY=value pairs as a nested dict."""
+    """EMBEDPIPE_SECTION__KEY=value pairs as a nested dict, each value read for its key's type."""
     environ = os.environ if environ is None else environ
     out: dict[str, Any] = {}
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         path = name[len(ENV_PREFIX) :].lower().split("__")
-        _set_path(out, path, yaml.safe_load(raw) if raw else raw)
+        _set_path(out, path, env_value(path, raw))
     return out
 
 
@@ -215,6 +218,33 @@ def _yaml_why(exc: yaml.YAMLError) -> str:
     """A parse error's reason in one line (PyYAML's own spans several, with a snippet)."""
     parts = [getattr(exc, "context", None), getattr(exc, "problem", None)]
     return ", ".join(str(p) for p in parts if p) or str(exc).splitlines()[0]
+
+
+# YAML's spellings of null: an optional string key takes them as "unset".
+_NULLS = frozenset({"null", "Null", "NULL", "~"})
+
+
+def env_value(path: list[str], raw: str) -> Any:
+    """An environment variable's value for the key at `path` of RunConfig: a string key takes
+    the string as given (`passage: ` is a prefix, not a YAML mapping; `0700` stays a string),
+    an optional string key takes YAML's null as unset; any other key's value is a YAML scalar."""
+    kind = _field_type(RunConfig, path)
+    if kind is str or (set(get_args(kind)) == {str, type(None)} and raw not in _NULLS):
+        return raw
+    return yaml.safe_load(raw) if raw else raw
+
+
+def _field_type(model: type[BaseModel], path: list[str]) -> Any:
+    """The annotation of the key at `path` (section names, then the key), None when unknown."""
+    field = model.model_fields.get(path[0])
+    if field is None:
+        return None
+    if len(path) == 1:
+        return field.annotation
+    inner = field.annotation
+    if isinstance(inner, type) and issubclass(inner, BaseModel):
+        return _field_type(inner, path[1:])
+    return None
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -292,6 +322,7 @@ FLAT_KEYS: dict[str, tuple[str, ...]] = {
     "backend": ("model", "backend"),
     "normalize": ("model", "normalize"),
     "prefix": ("model", "prefix"),
+    "query_prefix": ("model", "query_prefix"),
     "truncate_dim": ("model", "truncate_dim"),
     "quantization": ("model", "quantization"),
     "chunk_tokens": ("chunking", "chunk_tokens"),

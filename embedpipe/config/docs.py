@@ -22,7 +22,9 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from embedpipe.config import RunConfig
+from embedpipe.engines.registry import ENGINES
 from embedpipe.sinks.registry import SINKS
+from embedpipe.sources.registry import FORMS as SOURCE_FORMS
 
 COMMENT_COLUMN = 26  # where a key's comment starts when the key and its value leave room
 WIDTH = 100
@@ -68,8 +70,18 @@ def sink_forms(*, rebuildable: bool = False) -> str:
     return " | ".join(kind.form for kind in kinds)
 
 
+def source_forms() -> str:
+    """The forms of the registered sources, then the bucket locations."""
+    return SOURCE_FORMS
+
+
+def engine_names() -> str:
+    """The registered engines."""
+    return " | ".join(ENGINES)
+
+
 # Keys whose choices live in a registry: their description starts with what it lists.
-GENERATED = {"sink.uri": sink_forms}
+GENERATED = {"sink.uri": sink_forms, "source.uri": source_forms, "engine": engine_names}
 
 
 def describe(path: str) -> str:

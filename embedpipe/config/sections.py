@@ -73,8 +73,8 @@ class SourceConfig(Section):
 
     uri: str = Field(
         "",
-        description="directory, JSONL file, Parquet file or dir, hf:PATH / "
-        "hf:OWNER/NAME[:CONFIG][#split], or s3://BUCKET/PREFIX / gs://BUCKET/PREFIX",
+        # The forms come first, from sources/registry.py (config.docs.describe lists them).
+        description="the kind is told from the path, or named by a KIND: prefix (jsonl:PATH)",
     )
     text_field: str = Field("text", description="JSONL/Parquet/HF field holding the text")
     id_field: str = Field(
@@ -226,6 +226,11 @@ class QdrantOptions(Section):
     payload_index: list[str] = Field(
         ["doc_id"], description="payload fields given a keyword index (server and Edge; not local)"
     )
+    layout: Literal["embedpipe", "langchain", "llama-index"] = Field(
+        "embedpipe",
+        description="payload layout: embedpipe | langchain | llama-index (embedpipe's keys plus "
+        "those that framework's stock QdrantVectorStore reads; `export --layout`)",
+    )
     shard_number: int | None = Field(None, ge=1, description="shards of a server collection")
     replication_factor: int | None = Field(
         None, ge=1, description="copies of each shard on a server cluster"
@@ -280,7 +285,7 @@ class SinkConfig(Section):
 
     uri: str = Field(
         DEFAULT_SINK,
-        # The forms come first, from sinks/registry.py (configdoc.describe lists them).
+        # The forms come first, from sinks/registry.py (config.docs.describe lists them).
         description="qdrant-edge runs Qdrant Edge in-process, qdrant:PATH is qdrant-client's "
         "local mode (README: Sinks)",
     )

@@ -12,14 +12,15 @@ import textwrap
 from embedpipe.config import DEFAULT_SINK
 from embedpipe.config.docs import WIDTH, describe, key_lines, section_lines
 from embedpipe.errors import ConfigError
-from embedpipe.sources import JSONL_SUFFIXES, detect_kind
-
-RECORD_KINDS = ("jsonl", "parquet", "hf")
+from embedpipe.sinks.registry import SINKS
+from embedpipe.sources import SOURCES, detect_kind
+from embedpipe.sources.jsonl import JSONL_SUFFIXES
 
 
 def source_kind(uri: str) -> str:
-    """dir | jsonl | parquet | hf for a source uri, guessed from its form when it does not exist yet."""
-    for kind in ("dir", *RECORD_KINDS):
+    """The source kind (a key of `SOURCES`) of a uri, guessed from its form when it does not exist
+    yet."""
+    for kind in SOURCES:
         if uri.startswith(kind + ":"):
             return kind
     if os.path.exists(os.path.expanduser(uri)):
@@ -72,7 +73,7 @@ def _keys(*paths: str) -> list[str]:
 
 def _source_section(uri: str, kind: str) -> list[str]:
     lines = [*section_lines("source"), *key_lines("source.uri", uri)]
-    if kind == "dir":
+    if not SOURCES[kind].records:
         lines += [
             *_hint(
                 "Files are read recursively; hidden files and directories are skipped. PDFs are "
@@ -92,11 +93,8 @@ def _source_section(uri: str, kind: str) -> list[str]:
         lines += _keys("source.text_field")
         lines += _hint("A record where a field text_template names is missing or null is skipped.")
         lines += _keys("source.text_template", "source.id_field", "source.metadata_fields")
-    if kind == "hf":
-        lines += _hint(
-            "hf:PATH is a save_to_disk directory; hf:OWNER/NAME[:CONFIG][#split] a dataset in the "
-            "local Hugging Face cache ($HF_HOME), read offline: download it once beforehand."
-        )
+    if SOURCES[kind].hint:
+        lines += _hint(SOURCES[kind].hint)
     return lines
 
 
@@ -114,22 +112,11 @@ def _sink_section(uri: str, scheme: str) -> list[str]:
     lines = (
         section_lines("sink") + key_lines("sink.uri", uri) + key_lines("sink.collection", "docs")
     )
-    if scheme == "faiss":
-        lines += _hint(
-            "Flat is exact; for millions of chunks see README: FAISS index by corpus size."
-        )
-        lines += key_lines("sink.index_factory", "Flat")
-    elif scheme.startswith("qdrant+"):
-        lines += _hint(
-            "The API key is read from the QDRANT_API_KEY environment variable, never here."
-        )
-        lines += _keys("sink.write_batch")
-    elif scheme == "qdrant-edge":
-        lines += _hint(
-            "Qdrant Edge: the Qdrant engine in-process (HNSW); README: moving it to a server."
-        )
-    elif scheme == "qdrant":
-        lines += _hint("Embedded Qdrant (local mode): one process at a time may open PATH.")
+    kind = SINKS.get(scheme)
+    if kind is not None:
+        lines += _hint(kind.hint) if kind.hint else []
+        for path, value in kind.keys:
+            lines += key_lines(path) if value is None else key_lines(path, value)
     return lines
 
 

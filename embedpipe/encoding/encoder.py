@@ -75,7 +75,7 @@ GPU_MEMORY_SHARE = 0.5
 MAX_GPU_BATCH_TOKENS = 1 << 19
 # Most padded tokens one CPU forward pass takes: a batch's activations (attention grows with
 # rows x width^2) would otherwise grow until a corpus fills the batch budget; CPU throughput
-# per token is the same in pieces this size (notes/memory.md).
+# per token is the same in pieces this size (README: Throughput and benchmarks; `scripts/bench_memory.py`).
 CPU_PASS_TOKENS = 4096
 
 # The loader the constructor calls, looked up at call time so tests can hand over a loaded model.
@@ -358,12 +358,17 @@ class Encoder:
         """Min cosine to torch fp32 of `backend` in `precision` on the calibration sample.
 
         The fp32 transformer stays untouched (torch runs a converted copy); an OpenVINO model
-        compiled here is kept for the encoder to use. About 0.5 s for MiniLM on 2 idle cores,
+        compiled here is kept for the encoder to use; one that OpenVINO does not run in
+        `precision` (a bf16 hint on a CPU without bf16 runs f32) raises ModelError, so the choice
+        passes it over rather than record a precision that does not run. About 0.5 s for MiniLM on 2 idle cores,
         plus a first OpenVINO export.
         """
         blocks, reference = self._calibration()
         if backend == "openvino":
-            model = self._checked[precision] = self._openvino_export().compile(precision)
+            model = self._openvino_export().compile(precision)
+            if model.precision != precision:  # the candidate is not what would run
+                raise ModelError(f"OpenVINO runs {model.precision} here when {precision} is asked")
+            self._checked[precision] = model
             ours = np.concatenate([model(ids, mask) for ids, mask in blocks])
         else:
             module = copy.deepcopy(self.model[0]).to(torch_dtype(precision))
@@ -487,8 +492,9 @@ class ExportedEncoder(Encoder):
         self.device = "cpu"
         self.threads = torchless.cpu_threads(cfg.threads)
         self.tokenizer = tokenizer
-        # Queries use it as it is (no copy, see Encoder._tokenize): it takes its own lock.
-        self._query_tokenizer: Any = tokenizer
+        # Encoder._tokenize gives queries a copy of a transformers tokenizer; a FastTokenizer
+        # is never reconfigured, so queries share it (it holds a lock: no deepcopy).
+        self._query_tokenizer = tokenizer
         self._tokenize_lock = threading.Lock()
         self.truncate_dim = checked_truncate_dim(cfg.truncate_dim, ready.dim, name)
         self.dim = self.truncate_dim or ready.dim

@@ -16,10 +16,12 @@ model does load, its tokenizer and limit are checked against those the chunks we
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from embedpipe.config import ModelConfig
 from embedpipe.durable import atomic_write
@@ -34,7 +36,7 @@ from embedpipe.encoding.models import (
 )
 from embedpipe.encoding.torchless import recall
 from embedpipe.errors import ModelError
-from embedpipe.types import NOT_LOADED
+from embedpipe.types import NOT_LOADED, Batch
 
 MODELS_FILE = "models.json"
 
@@ -54,6 +56,8 @@ class LazyEncoder:
         self._tokenizer: Any = None  # loaded alone, before the model
         self._alone = True  # whether loading the tokenizer alone may still be tried
         self._limit: int | None = None  # the max_seq_length handed out before the model loaded
+        # Vectors a caller already has from this model: chunk id -> (its text, its vector).
+        self.given: Mapping[str, tuple[str, np.ndarray]] = {}
 
     def remember_in(self, state_dir: Path) -> None:
         """Keep what a load taught (identity, width) in `state_dir` for later runs."""
@@ -72,6 +76,20 @@ class LazyEncoder:
             self._encoder = encoder
             self._remember(encoder)
         return self._encoder
+
+    def encode_batch(self, batch: Batch) -> np.ndarray:
+        """The batch's vectors: the `given` ones of chunks whose id and text match, unencoded
+        (a batch of only those loads no model); the model's for the others (a batch mixing
+        both is encoded whole, then the given vectors put in)."""
+        given = [self.given.get(c.id) for c in batch.chunks]
+        keep = [g is not None and g[0] == c.text for g, c in zip(given, batch.chunks, strict=True)]
+        if given and all(keep):
+            return np.stack([np.asarray(g[1], dtype=np.float32) for g in given if g is not None])
+        vectors: np.ndarray = self.encoder.encode_batch(batch)
+        for i, g in enumerate(given):
+            if keep[i] and g is not None:
+                vectors[i] = g[1]
+        return vectors
 
     # -- what a run needs before it knows whether anything must be embedded ---------------------
 

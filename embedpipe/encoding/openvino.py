@@ -152,6 +152,40 @@ def _convert(model: Any, token_types: bool, example: tuple[np.ndarray, np.ndarra
         )
 
 
+def inference_precision(compiled: Any, hint: str) -> Any:
+    """The precision OpenVINO runs `compiled` in, as it reports it (an `openvino.Type`), for the
+    `hint` it was compiled with (OpenVINO knows it; a CPU played by a test needs it).
+
+    The one place the runtime is asked: tests replace it to play a CPU this machine is not.
+    """
+    return compiled.get_property("INFERENCE_PRECISION_HINT")
+
+
+def precision_name(reported: Any) -> str:
+    """Our name ('bf16', 'fp16' or 'fp32') of an inference precision OpenVINO reports.
+
+    OpenVINO 2026 reports an `openvino.Type`, whose str is `<Type: 'bfloat16'>`, not 'bf16': so
+    the type is compared, never its text. A type name ('bf16', 'f32') is read as that type.
+    """
+    ov = import_openvino()
+    names = {ov.Type.bf16: "bf16", ov.Type.f16: "fp16", ov.Type.f32: "fp32"}
+    kind = reported if isinstance(reported, ov.Type) else getattr(ov.Type, str(reported), None)
+    if kind not in names:
+        raise ModelError(
+            f"OpenVINO reports an inference precision embedpipe does not know ({reported!r}): "
+            "use --backend torch"
+        )
+    return names[kind]
+
+
+def runtime_bf16(capabilities: Any = None) -> bool:
+    """Whether OpenVINO computes bf16 on this CPU (`BF16` among its optimization capabilities;
+    asked when `capabilities` is None)."""
+    if capabilities is None:
+        capabilities = import_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return "BF16" in capabilities
+
+
 class OpenVinoModel:
     """A compiled OpenVINO model: sentence vectors (n, dim) float32 for padded token ids.
 
@@ -177,12 +211,15 @@ class OpenVinoModel:
             raise ModelError(
                 f"OpenVINO could not compile the model ({exc}): use --backend torch"
             ) from exc
-        ran = str(self.compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
-        self.precision = "bf16" if "bf16" in ran else "fp32"
+        self.precision = precision_name(inference_precision(self.compiled, hint))
         # An infer request runs one inference at a time ("Infer Request is busy" otherwise):
         # each call borrows an idle one, so as many threads infer at once as call at once.
         self._idle = [self.compiled.create_infer_request()]
         self._pool_lock = threading.Lock()
+        # The bindings set up their numpy bridge once, on the first `.data` read; two threads
+        # making that first read at once deadlock (one in std::call_once waiting for the GIL,
+        # the other holding the GIL in a static-init guard). Make it here, on one thread.
+        _ = ov.Tensor(np.zeros((1, 1), dtype=np.int64)).data
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Vectors for one padded batch, copied out of OpenVINO's reused output buffer; safe to

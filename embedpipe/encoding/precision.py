@@ -99,6 +99,30 @@ def resolve_precision(precision: str, device: str) -> str:
     return "fp32"
 
 
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The CPU's feature flags from `cpuinfo` (the text of /proc/cpuinfo, read when None); empty
+    where there is no /proc/cpuinfo. Tests pass the text of a CPU this machine is not."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return frozenset()  # not Linux: no way to tell cheaply
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.partition(":")[2].split())
+    return frozenset()
+
+
+def native_bf16_flags(flags: frozenset[str]) -> list[str]:
+    """The flags among `flags` that compute bf16 natively (avx512_bf16, amx_bf16), sorted."""
+    return sorted(flags & _NATIVE_BF16_FLAGS)
+
+
+def cpu_flags_native_bf16(cpuinfo: str | None = None) -> bool:
+    """True when the CPU's flags name native bf16 (AVX-512 BF16 or AMX); asks torch nothing."""
+    return bool(native_bf16_flags(cpu_flags(cpuinfo)))
+
+
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     """True when the CPU computes bf16 natively (AVX-512 BF16 or AMX) and torch has oneDNN."""
     if not cpu_flags_native_bf16(cpuinfo):
@@ -106,21 +130,6 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     import torch
 
     return bool(torch.backends.mkldnn.is_available())
-
-
-def cpu_flags_native_bf16(cpuinfo: str | None = None) -> bool:
-    """True when the CPU's flags name native bf16 (AVX-512 BF16 or AMX); asks torch nothing."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
-        except OSError:
-            return False  # not Linux: no way to tell cheaply, so stay on fp32
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.partition(":")[2].split())
-            break
-    return bool(flags & _NATIVE_BF16_FLAGS)
 
 
 def openvino_missing() -> str | None:

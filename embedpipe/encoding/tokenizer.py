@@ -14,6 +14,7 @@ asks for gets its own configured copy, so threads may share one FastTokenizer.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,6 +49,17 @@ class FastTokenizer:
         self.model_input_names = list(model_input_names)
         self._configured: dict[tuple[int | None, bool], Any] = {}
         self._lock = threading.Lock()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> FastTokenizer:
+        """A copy with a lock and configured tokenizers of its own (a query copy, see
+        `Encoder._tokenize`): a lock cannot be copied."""
+        return FastTokenizer(
+            copy.deepcopy(self._base, memo),
+            model_max_length=self.model_max_length,
+            pad_token_id=self.pad_token_id,
+            pad_token=self.pad_token,
+            model_input_names=self.model_input_names,
+        )
 
     @classmethod
     def from_file(cls, path: Path, **settings: Any) -> FastTokenizer:

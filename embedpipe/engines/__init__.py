@@ -1,23 +1,27 @@
 """Execution engines: where chunking, encoding and writing run. One protocol (`Engine`); the
 rules (runs/planning.py) and the commit order (runs/commit.py) are the same for every engine.
 
-Adding an engine: a module with a class implementing `Engine.stream`, and a line in `engine_for`.
+Adding an engine: a module with a class implementing `Engine.stream`, and a line in
+`registry.ENGINES` (and its name in `RunConfig.engine`, which a test checks).
+
+Importing this package stays cheap: `Engine` and `RunContext` (base.py) load on first use.
 """
 
 from __future__ import annotations
 
-from embedpipe.engines.base import Engine, RunContext
+from typing import TYPE_CHECKING, Any
+
+from embedpipe.engines.registry import ENGINES, engine_for
+
+if TYPE_CHECKING:
+    from embedpipe.engines.base import Engine, RunContext
+
+__all__ = ["ENGINES", "Engine", "RunContext", "engine_for"]
 
 
-def engine_for(name: str) -> Engine:
-    """The engine a config names; Ray is imported only when asked for."""
-    if name == "ray":
-        from embedpipe.engines.ray import RayEngine
+def __getattr__(name: str) -> Any:
+    if name in ("Engine", "RunContext"):
+        from embedpipe.engines import base
 
-        return RayEngine()
-    from embedpipe.engines.local import LocalEngine
-
-    return LocalEngine()
-
-
-__all__ = ["Engine", "RunContext", "engine_for"]
+        return getattr(base, name)
+    raise AttributeError(f"module 'embedpipe.engines' has no attribute {name!r}")

@@ -2,7 +2,7 @@
 done per batch, on one writer thread; after all writes the delete wave and its guard; then the
 promotion step that makes the run's generation live, or holds it.
 
-The order is the contract of DESIGN.md: a crash between the sink's acknowledgement and the
+The order is the contract of docs/architecture.md (Data flow; crash safety): a crash between the sink's acknowledgement and the
 ledger's commit re-embeds that batch (point ids are idempotent), never loses or doubles a vector.
 """
 

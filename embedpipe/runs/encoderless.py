@@ -15,7 +15,14 @@ from embedpipe.durable import StateLock
 from embedpipe.errors import HeldError, SinkError
 from embedpipe.runs.commit import Committer
 from embedpipe.sinks.base import Sink
-from embedpipe.state.ledger import DONE, Ledger, Target, state_dir_for, target_key
+from embedpipe.state.ledger import (
+    Ledger,
+    Named,
+    Target,
+    named_documents,
+    state_dir_for,
+    target_key,
+)
 from embedpipe.types import RunReport
 
 Progress = Callable[[RunReport], None]
@@ -68,16 +75,6 @@ def direct_run(
             ledger.close()
 
 
-def done_hashes(ledger: Ledger, target: Target) -> dict[str, str]:
-    """chunk_id -> content hash of every chunk the ledger holds as written for `target`."""
-    rows = ledger.db.execute(
-        "SELECT chunk_id, content_hash FROM chunks WHERE target = ? AND fingerprint = ? "
-        "AND state = ?",
-        (target.key, target.fingerprint, DONE),
-    )
-    return dict(rows.fetchall())
-
-
 def delete_documents(
     sink: Sink,
     config: RunConfig,
@@ -89,12 +86,35 @@ def delete_documents(
 ) -> int:
     """Delete every chunk of these documents from the live generation and the ledger (sink
     first); returns how many chunks went. Ids the index lacks are fine."""
+    gone, _ = delete_named(
+        sink, config, Named(doc_ids), fingerprint=fingerprint, dim=dim, model=model, strict=False
+    )
+    return gone
+
+
+def delete_named(
+    sink: Sink,
+    config: RunConfig,
+    named: Named,
+    *,
+    fingerprint: str,
+    dim: int,
+    model: str | None,
+    strict: bool,
+) -> tuple[int, list[str]]:
+    """Delete every chunk of the documents `named` names from the live generation and the
+    ledger (sink first), as a run recorded in the ledger; (chunks deleted, ids that named
+    nothing). `strict`: when some id names nothing, delete nothing."""
     report = RunReport(sink=sink.uri, collection=config.sink.collection, fingerprint=fingerprint)
-    wanted = set(doc_ids)
     with direct_run(sink, config, fingerprint, dim=dim, model=model, report=report) as run:
         if run.target.fingerprint != fingerprint:
             raise SinkError("the index changed while deleting: retry")
-        gone = [c for c in done_hashes(run.ledger, run.target) if c.rpartition("#")[0] in wanted]
+        docs, unknown = named_documents(run.ledger, run.target, named)
+        if unknown and strict:
+            docs = []
+            report.notes.append(f"nothing deleted: {len(unknown)} ids name no document")
+        wanted = set(docs)
+        gone = [c for c in run.ledger.done_hashes(run.target) if c.rpartition("#")[0] in wanted]
         refused = run.delete(gone, max_fraction=1.0, force=True)
         assert refused is None  # force: never refused
-    return report.chunks_deleted
+    return report.chunks_deleted, unknown

@@ -1,12 +1,15 @@
 """`embedpipe export`: copy a generation's vectors and payloads to another sink without re-encoding.
 
-Qdrant Edge to a Qdrant server or `qdrant:PATH` (where LangChain and LlamaIndex read it),
+Qdrant Edge to a Qdrant server or `qdrant:PATH` (where LangChain and LlamaIndex read it, with
+their stock `QdrantVectorStore` too when the destination's `sink.qdrant.layout` is theirs),
 anything to Parquet, FAISS to and from Qdrant: the destination gets the same point ids,
 payloads and vectors, its manifest (model, prompts, settings) and its own ledger under the same
 fingerprint, so an incremental run with the source's configuration against the destination
 embeds nothing. The copy is a run into the destination (runs/encoderless.py): each batch is pending ->
 written -> done, so an interrupted export resumes where it stopped, and a repeated one copies
-only what changed and deletes what the source no longer has.
+only what changed and deletes what the source no longer has (everything, when the layout asked
+for is not the one the destination was written in). The destination's new files and folders get
+the state's permissions (`state_mode`, fsmode).
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ from embedpipe.config import RunConfig, SparseConfig
 from embedpipe.errors import ConfigError, SinkError
 from embedpipe.index import MANIFEST_KEYS, ledger_live
 from embedpipe.runs.commit import Encoded
-from embedpipe.runs.encoderless import Progress, direct_run, done_hashes
+from embedpipe.runs.encoderless import Progress, direct_run
 from embedpipe.sinks import capabilities_for, open_sink
 from embedpipe.sinks.base import Sink
 from embedpipe.sinks.sparse import settings_of
 from embedpipe.state.ledger import Ledger, state_dir_for, target_key
+from embedpipe.state.permissions import state_permissions
 from embedpipe.types import RunReport
 
 FULL_FINGERPRINT = 32  # hex digits of an xxh3-128 fingerprint; sinks may name a prefix
@@ -41,12 +45,28 @@ def export(
         raise ConfigError("export needs another --to sink or --to-collection than its source")
     if not same_sink:
         _refuse_overlap(source, dest)
+    layout = dest.sink.qdrant.layout
+    if layout != "embedpipe" and not dest.sink.uri.lower().startswith("qdrant"):
+        raise ConfigError(
+            f"export --layout {layout} writes Qdrant payloads: export --to qdrant:PATH (or a "
+            f"Qdrant server), not {dest.sink.uri}"
+        )
+    with state_permissions(state_dir_for(dest.sink.uri, dest.state), dest.state_mode_bits):
+        return _copy(source, dest, progress=progress, force=force)
+
+
+def _copy(
+    source: RunConfig, dest: RunConfig, *, progress: Progress | None, force: bool
+) -> RunReport:
+    """The copy itself (see export)."""
     src = open_sink(source.sink)
     try:
         manifest = _source_manifest(src, source)
         fingerprint, dim = manifest["fingerprint"], int(manifest["dim"])
         dest, dropped = _with_sparse(dest, manifest)
         sink = open_sink(dest.sink)
+        layout = dest.sink.qdrant.layout
+        relayout = sink.manifest().get("layout", "embedpipe") != layout
         report = RunReport(
             model=str(manifest.get("model") or ""),
             fingerprint=fingerprint,
@@ -65,9 +85,10 @@ def export(
             force=force,
             progress=progress,
         ) as run:
-            sink.describe(manifest)
+            sink.describe({**manifest, "layout": layout})
             run.phase("writing")
-            held = done_hashes(run.ledger, run.target)
+            # Another layout: every payload is written again (the same point ids are overwritten).
+            held = {} if relayout else run.ledger.done_hashes(run.target)
             seen: set[str] = set()
             for batch in src.points(fingerprint):
                 seen.update(c.id for c in batch.chunks)

@@ -23,8 +23,8 @@ from embedpipe.documents import given
 from embedpipe.durable import StateLock
 from embedpipe.encoding.encoder import Encoder
 from embedpipe.encoding.lazy import AnyEncoder, LazyEncoder, run_identity
-from embedpipe.engines import RunContext, engine_for
-from embedpipe.engines.base import Progress
+from embedpipe.engines.base import Progress, RunContext
+from embedpipe.engines.registry import engine_for
 from embedpipe.errors import HeldError, Interrupted, StateError, os_reason
 from embedpipe.hashing import fingerprint
 from embedpipe.index import built_with
@@ -58,6 +58,9 @@ class Pipeline:
     stop: threading.Event = field(default_factory=threading.Event)
     began: float | None = None  # time.monotonic() when the caller began: start-up counts from it
     load_encoder: LoadEncoder = Encoder  # loads another generation's model (the quality gate)
+    origin: str | None = (
+        None  # the documents' origin when not the configured source (ledger.LIBRARY)
+    )
     report: RunReport | None = field(default=None, init=False)
 
     def run(self, *, dry_run: bool = False) -> RunReport:
@@ -169,7 +172,7 @@ class Pipeline:
         """Engine, then deletes, then the promotion step (what was written is good even when
         the deletes were refused, so it is promoted before the refusal is raised)."""
         cfg, report = self.config, committer.report
-        planner = Planner(committer.ledger.path, committer.target, report)
+        planner = Planner(committer.ledger.path, committer.target, report, origin=self.origin)
         committer.progress = self.progress
         try:
             with WriterThread(committer, committer.ledger.path) as writer:

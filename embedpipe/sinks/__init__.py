@@ -5,7 +5,7 @@ implements the `Sink` protocol (base.py) and has a classmethod `from_config(sche
 cfg)`; the registry line gives its URI form, "module:Class" and its `Capabilities`. Nothing else
 changes: `open_sink`, the accepted forms in messages, `rebuild_sink`, and the engines' choices
 (where the ledger goes, who writes) all read the registry and `Sink.capabilities`. A directory
-sink subclasses `GenerationSink` (generations.py), or `StoredSink` (stored.py) to keep its vectors
+sink subclasses `GenerationSink` (generations.py), or `StoredSink` (shard_backed.py) to keep its vectors
 in a `ShardStore`; a Qdrant-backed one shares qdrant_base.py.
 
 Each sink module imports its heavy client (qdrant_client, faiss) itself, and only when

@@ -45,6 +45,10 @@ class Hit:
     chunk_index: int
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The chunk's stored vector (float32, (dim,)), only when the search asked `with_vectors`.
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)
+    start: int = 0  # the chunk's character span in its document's text
+    end: int = 0
 
 
 @runtime_checkable
@@ -147,11 +151,17 @@ class Sink(Protocol):
         ...
 
     def search(
-        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
+        self,
+        vector: np.ndarray,
+        k: int = 5,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        with_vectors: bool = False,
     ) -> list[Hit]:
         """Top-k hits of the live index for one query vector, among the chunks that pass
         `filter` (payload path -> value or list of values; see filters.py): k hits whenever k
-        chunks pass it."""
+        chunks pass it. `with_vectors`: each hit carries its chunk's stored vector (what MMR
+        re-ranks the candidates by)."""
         ...
 
     def remote_writer(self) -> RemoteWriter:
@@ -165,6 +175,19 @@ class Sink(Protocol):
         ...
 
 
+class ViewSearch(Protocol):
+    """A read view's search: `Sink.search` on the generation the view holds."""
+
+    def __call__(
+        self,
+        vector: np.ndarray,
+        k: int,
+        filter: Mapping[str, Any] | None,
+        *,
+        with_vectors: bool = False,
+    ) -> list[Hit]: ...
+
+
 # A sparse-capable sink's `retrieve(retrieval, k, filter)`: a sparse or hybrid query.
 Retrieve = Callable[[Any, int, Mapping[str, Any] | None], list[Hit]]
 
@@ -172,12 +195,13 @@ Retrieve = Callable[[Any, int, Mapping[str, Any] | None], list[Hit]]
 @dataclass(frozen=True)
 class ReadView:
     """One consistent read of the served index: the fingerprint and manifest of the generation
-    it searches (None: the sink does not say; read `Sink.manifest()`), its search, and, on a
-    sink with sparse vectors, its `retrieve` (sparse.Retrieval, k, filter)."""
+    it searches (None: the sink does not say; read `Sink.manifest()`), its search (with
+    `with_vectors`, as `Sink.search`), and, on a sink with sparse vectors, its `retrieve`
+    (sparse.Retrieval, k, filter)."""
 
     fingerprint: str | None
     manifest: Mapping[str, Any] | None
-    search: Callable[[np.ndarray, int, Mapping[str, Any] | None], list[Hit]]
+    search: ViewSearch
     retrieve: Retrieve | None = None
 
 

@@ -35,10 +35,11 @@ from embedpipe.durable import forget_holder, note_holder
 from embedpipe.errors import SinkError
 from embedpipe.sinks import qdrant_base
 from embedpipe.sinks.base import Hit, ReadView, not_open
-from embedpipe.sinks.filters import conditions
+from embedpipe.sinks.filters import parse, require_fields
 from embedpipe.sinks.generations import GenerationSink, read_manifest, try_lock, write_manifest
-from embedpipe.sinks.shards import chunk_payload, paired_vectors
-from embedpipe.sinks.snapshots import SnapshotReader, Snapshots, copy_tree
+from embedpipe.sinks.layouts import payload
+from embedpipe.sinks.shards import paired_vectors
+from embedpipe.sinks.snapshots import READER_MADE, SnapshotReader, Snapshots, copy_tree
 from embedpipe.sinks.sparse import RRF_K, SPARSE_VECTOR, Bm25Encoder, Retrieval, settings_of
 from embedpipe.types import Embedded, point_id
 
@@ -86,6 +87,11 @@ FILTER_TYPES = qdrant_base.FilterTypes(
     field=lambda key, match: qe.FieldCondition(key, match=match),
     value=qe.MatchValue,
     any=qe.MatchAny,
+    numbers=lambda key, bounds: qe.FieldCondition(key, range=qe.RangeFloat(**bounds)),
+    dates=lambda key, bounds: qe.FieldCondition(
+        key, range=qe.RangeDateTime(**{op: v.isoformat() for op, v in bounds.items()})
+    ),
+    is_empty=qe.IsEmptyCondition,
 )
 
 
@@ -167,7 +173,7 @@ class EdgeSink(GenerationSink):
                 sparse = self._bm25.documents([c.text for c in chunks])
                 rows = [{"": row, SPARSE_VECTOR: sv} for row, sv in zip(rows, sparse, strict=True)]
             points = [
-                qe.Point(point_id(c.id), row, chunk_payload(c))
+                qe.Point(point_id(c.id), row, payload(c, self.options.layout))
                 for c, row in zip(chunks, rows, strict=True)
             ]
             with edge_errors(f"upsert into {self._gen}"):
@@ -226,17 +232,23 @@ class EdgeSink(GenerationSink):
                 _close(shard, gen)
 
     def search(
-        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
+        self,
+        vector: np.ndarray,
+        k: int = 5,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        with_vectors: bool = False,
     ) -> list[Hit]:
         """Top-k hits of the live shard by cosine similarity, among the chunks `filter` passes:
         of the newest read snapshot, or of the shard this sink writes in place or pins."""
         live = self._live_gen()
         if self._gen is not None and self._gen == live:
-            return self._query(self._shard, vector, k, filter)
+            return self._query(self._shard, vector, k, filter, with_vectors=with_vectors)
         if self._pin is not None:
-            return self._query(self._live_reader(required=True), vector, k, filter)
+            shard = self._live_reader(required=True)
+            return self._query(shard, vector, k, filter, with_vectors=with_vectors)
         with self.serving() as view:
-            return view.search(vector, k, filter)
+            return view.search(vector, k, filter, with_vectors=with_vectors)
 
     def retrieve(
         self, retrieval: Retrieval, k: int = 5, filter: Mapping[str, Any] | None = None
@@ -255,11 +267,19 @@ class EdgeSink(GenerationSink):
     def serving(self) -> Iterator[ReadView]:
         """The newest read snapshot, held for one query (a newer one is opened when the read
         pointer moved, at most every second)."""
-        if self._served is None:
-            self._served = SnapshotReader(
-                self._snapshots, _open_snapshot, _close_shard, self._catch_up, self._gens.missing
-            )
-        with self._served.use() as served:
+        reader = self._served
+        if reader is None:
+            with READER_MADE:  # two threads' first queries share one reader
+                if self._served is None:
+                    self._served = SnapshotReader(
+                        self._snapshots,
+                        _open_snapshot,
+                        _close_shard,
+                        self._catch_up,
+                        self._gens.missing,
+                    )
+                reader = self._served
+        with reader.use() as served:
             fingerprint = served.pointer.get("fingerprint")
             yield ReadView(
                 fingerprint,
@@ -274,24 +294,48 @@ class EdgeSink(GenerationSink):
             self._served.close()
 
     def _query(
-        self, shard: Any, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None
+        self,
+        shard: Any,
+        vector: np.ndarray,
+        k: int,
+        filter: Mapping[str, Any] | None,
+        *,
+        with_vectors: bool = False,
     ) -> list[Hit]:
-        where = qdrant_base.native_filter(conditions(filter), FILTER_TYPES)
+        where = self._where(shard, filter)
         params = qe.SearchParams(hnsw_ef=self.ef_search) if self.ef_search else None
         query = qe.Query.Nearest(qdrant_base.query_vector(vector))
         request = qe.QueryRequest(
-            limit=k, query=query, with_payload=True, params=params, filter=where
+            limit=k,
+            query=query,
+            with_payload=True,
+            params=params,
+            filter=where,
+            with_vector=with_vectors,
         )
         with edge_errors(f"query on '{self.collection}'"):
             points = shard.query(request)
-        return qdrant_base.hits(points)
+        return qdrant_base.hits(points, with_vectors=with_vectors)
+
+    def _where(self, shard: Any, filter: Mapping[str, Any] | None) -> Any:
+        """`filter` as the engine's Filter (None for none), its fields checked against what the
+        shard holds (a field no chunk has is an error naming the ones present)."""
+        expr = parse(filter)
+        require_fields(
+            expr,
+            lambda key: qdrant_base.has_field(key, partial(_first, shard), FILTER_TYPES),
+            lambda: qdrant_base.metadata_fields(partial(_page, shard, vectors=True)),
+            f"'{self.collection}'",
+            empty=lambda: not _first(shard, None),
+        )
+        return qdrant_base.native_filter(expr, FILTER_TYPES)
 
     def _retrieve(
         self, shard: Any, retrieval: Retrieval, k: int, filter: Mapping[str, Any] | None
     ) -> list[Hit]:
         """A sparse query on the BM25 vectors, or a hybrid one: the dense and the sparse
         candidates fused by (weighted) reciprocal rank."""
-        where = qdrant_base.native_filter(conditions(filter), FILTER_TYPES)
+        where = self._where(shard, filter)
         assert retrieval.sparse is not None
         sparse = qe.Query.Nearest(
             qe.SparseVector(retrieval.sparse.indices, retrieval.sparse.values), using=SPARSE_VECTOR
@@ -456,6 +500,13 @@ def _close(shard: Any, gen: Path | None) -> None:
     finally:
         if gen is not None:
             forget_holder(gen)
+
+
+def _first(shard: Any, where: Any) -> list[Any]:
+    """At most one point that passes a filter (no payload): whether there is any."""
+    request = qe.ScrollRequest(limit=1, filter=where, with_payload=False, with_vector=False)
+    with edge_errors("scroll"):
+        return list(shard.scroll(request)[0])
 
 
 def _page(shard: Any, offset: Any, limit: int, vectors: bool = False) -> tuple[list[Any], Any]:

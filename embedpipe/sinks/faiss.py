@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
@@ -36,7 +37,7 @@ from embedpipe.config import SinkConfig
 from embedpipe.durable import atomic_write
 from embedpipe.errors import SinkError
 from embedpipe.sinks.base import Hit, ReadView
-from embedpipe.sinks.filters import Rows, conditions
+from embedpipe.sinks.filters import Rows, parse, require_fields
 from embedpipe.sinks.generations import lock, read_manifest, write_manifest
 from embedpipe.sinks.shard_backed import StoredSink
 from embedpipe.sinks.shards import (
@@ -53,7 +54,17 @@ from embedpipe.types import int_id
 
 log = logging.getLogger(__name__)
 
-SIDECAR_COLUMNS = ["faiss_id", "chunk_id", "doc_id", "chunk_index", "text", "metadata"]
+SIDECAR_COLUMNS = [
+    "faiss_id",
+    "chunk_id",
+    "doc_id",
+    "chunk_index",
+    "text",
+    "content_hash",
+    "start",
+    "end",
+    "metadata",
+]
 POINTS_PER_CENTROID = 256  # training sample per k-means centroid: more adds time, not quality
 MIN_POINTS_PER_CENTROID = 39  # below this FAISS warns that k-means is poorly trained
 EXACT_COLUMNS = ["chunk_id", "faiss_id", "vector"]  # what an exact filtered search reads
@@ -136,14 +147,19 @@ class FaissSink(StoredSink):
     # -- reading ---------------------------------------------------------------------------
 
     def search(
-        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
+        self,
+        vector: np.ndarray,
+        k: int = 5,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        with_vectors: bool = False,
     ) -> list[Hit]:
         """Top-k hits of the live index by inner product (cosine for normalised vectors), among
         the chunks `filter` passes: the index searches only their ids (an id selector), and
         when it finds fewer than k of them (IVF probes too few lists; PQ takes no selector) they
         are scored exactly from the store, as it was when the index was built."""
         with self.serving() as view:
-            return view.search(vector, k, filter)
+            return view.search(vector, k, filter, with_vectors=with_vectors)
 
     @contextmanager
     def serving(self) -> Iterator[ReadView]:
@@ -151,16 +167,30 @@ class FaissSink(StoredSink):
         for one query; a newer build is loaded when index.faiss was replaced."""
         loaded = self._loaded()
         fingerprint = loaded.manifest.get("fingerprint")
-        yield ReadView(fingerprint, loaded.manifest, lambda v, k, f: self._search(loaded, v, k, f))
+        yield ReadView(fingerprint, loaded.manifest, partial(self._search, loaded))
 
     def close_served(self) -> None:
         """Forget the loaded index."""
         self._cache = None
 
     def _search(
-        self, loaded: Loaded, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None
+        self,
+        loaded: Loaded,
+        vector: np.ndarray,
+        k: int,
+        filter: Mapping[str, Any] | None,
+        *,
+        with_vectors: bool = False,
     ) -> list[Hit]:
-        conds = conditions(filter)
+        expr = parse(filter)
+        rows = loaded.rows
+        require_fields(
+            expr,
+            rows.has,
+            rows.fields,
+            f"'{self.collection}'",
+            empty=lambda: rows.table.num_rows == 0,
+        )
         index, ids_sorted, order, sidecar = (
             loaded.index,
             loaded.ids_sorted,
@@ -170,11 +200,11 @@ class FaissSink(StoredSink):
         if index.ntotal == 0:
             return []
         query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-        if not conds:
+        if expr is None:
             with one_omp_thread():
                 scores, found = index.search(query, min(k, index.ntotal))
         else:
-            allowed = sidecar.column("faiss_id").to_numpy()[loaded.rows.mask(conds)]
+            allowed = sidecar.column("faiss_id").to_numpy()[rows.mask(expr)]
             want = min(k, len(allowed))
             if want == 0:
                 return []
@@ -186,7 +216,40 @@ class FaissSink(StoredSink):
         # -1 pads a short result; an id the sidecar lacks can only come from a crash mid-build.
         known = (found[0] >= 0) & (ids_sorted[pos] == found[0])
         payloads = sidecar.take(arrow_indices(order[pos[known]])).to_pylist()
-        return [hit_from_payload(s, p) for s, p in zip(scores[0][known], payloads, strict=True)]
+        if not with_vectors:
+            return [hit_from_payload(s, p) for s, p in zip(scores[0][known], payloads, strict=True)]
+        kept = self._stored_vectors(loaded, found[0][known])
+        return [
+            hit_from_payload(s, p, v)
+            for s, p, v in zip(scores[0][known], payloads, kept, strict=True)
+        ]
+
+    def _stored_vectors(self, loaded: Loaded, ids: np.ndarray) -> np.ndarray:
+        """The exact vectors of these FAISS ids, in their order (an IVF or PQ index keeps only
+        approximations of them), from the store as the loaded build was built from it; when a
+        newer build compacted those files away, from the store as it is now."""
+        store = ShardStore(loaded.gen / "store")
+        try:
+            try:
+                table = store.live(EXACT_COLUMNS, upto=loaded.manifest.get("indexed_seq"))
+            except FileNotFoundError:
+                table = store.live(EXACT_COLUMNS)
+        except FileNotFoundError:  # a promotion removed the generation meanwhile
+            table = None
+        if len(ids) == 0:
+            return np.zeros((0, int(loaded.manifest.get("dim") or 0)), np.float32)
+        if table is not None:
+            wanted = arrow_indices(ids)  # the ids as int64 (pa.array would import pandas)
+            table = table.filter(pc.is_in(table.column("faiss_id"), value_set=wanted))
+            stored = numpy_of(table.column("faiss_id"))
+            at = np.argsort(stored)
+            place = at[np.minimum(np.searchsorted(stored, ids, sorter=at), len(at) - 1)]
+            if len(stored) and (stored[place] == ids).all():
+                return vectors_of(table)[place]
+        raise SinkError(
+            f"the FAISS index '{self.collection}' in {self.directory} changed while it was "
+            "read: try again"
+        )
 
     def _exact(
         self, loaded: Loaded, query: np.ndarray, k: int, ids: np.ndarray

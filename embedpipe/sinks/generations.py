@@ -16,6 +16,7 @@ import copy
 import json
 import os
 import shutil
+import socket
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -166,17 +167,24 @@ def lock(gen: Path, patience: float = LOCK_PATIENCE) -> int:
     deadline = time.monotonic() + patience
     while True:
         try:
-            return take_lock(
-                gen / ".lock",
-                lambda holder: SinkError(
-                    f"{gen} is being written by another embedpipe run ({holder}): wait for it "
-                    "to finish"
-                ),
-            )
+            return take_lock(gen / ".lock", lambda holder: _written_by(gen, holder))
         except SinkError:
             if time.monotonic() >= deadline:
                 raise
             time.sleep(0.05)
+
+
+def _written_by(gen: Path, holder: str) -> SinkError:
+    """Why `gen` cannot be written: the run `holder` ("pid 12 on host h") is writing it, or this
+    process is, through another sink object (never called another process)."""
+    if holder == f"pid {os.getpid()} on host {socket.gethostname()}":
+        return SinkError(
+            f"{gen} is being written by this process (pid {os.getpid()}) already, through "
+            "another sink object: close that one first"
+        )
+    return SinkError(
+        f"{gen} is being written by another embedpipe run ({holder}): wait for it to finish"
+    )
 
 
 def try_lock(gen: Path) -> int | None:

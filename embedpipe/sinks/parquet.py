@@ -35,7 +35,7 @@ from embedpipe.config import SinkConfig
 from embedpipe.durable import fsync_dir
 from embedpipe.errors import SinkError
 from embedpipe.sinks.base import Hit, ReadView
-from embedpipe.sinks.filters import Rows, conditions
+from embedpipe.sinks.filters import Rows, parse, require_fields
 from embedpipe.sinks.generations import read_manifest
 from embedpipe.sinks.shard_backed import StoredSink
 from embedpipe.sinks.shards import (
@@ -99,19 +99,24 @@ class ParquetSink(StoredSink):
     # -- reading ---------------------------------------------------------------------------
 
     def search(
-        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
+        self,
+        vector: np.ndarray,
+        k: int = 5,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        with_vectors: bool = False,
     ) -> list[Hit]:
         """Top-k hits of the published chunks by inner product, by brute force over the chunks
         `filter` passes."""
         with self.serving() as view:
-            return view.search(vector, k, filter)
+            return view.search(vector, k, filter, with_vectors=with_vectors)
 
     @contextmanager
     def serving(self) -> Iterator[ReadView]:
         """The published data folder as last read, held for one query; a newer one is read
         when the public name moved."""
         _, vectors, rows, filterable, manifest = self._loaded()
-        search = partial(_search, vectors, rows, filterable)
+        search = partial(_search, vectors, rows, filterable, f"'{self.collection}'")
         yield ReadView(manifest.get("fingerprint"), manifest, search)
 
     def close_served(self) -> None:
@@ -194,13 +199,18 @@ def _search(
     vectors: np.ndarray,
     rows: pa.Table,
     filterable: Rows,
+    where: str,
     vector: np.ndarray,
     k: int,
     filter: Mapping[str, Any] | None,
+    *,
+    with_vectors: bool = False,
 ) -> list[Hit]:
-    """Top-k of the published chunks by inner product, among those `filter` passes."""
-    conds = conditions(filter)
-    place = np.flatnonzero(filterable.mask(conds)) if conds else None
+    """Top-k of the published chunks by inner product, among those `filter` passes (with
+    `with_vectors`, each with its vector)."""
+    expr = parse(filter)
+    require_fields(expr, filterable.has, filterable.fields, where, empty=lambda: rows.num_rows == 0)
+    place = np.flatnonzero(filterable.mask(expr)) if expr is not None else None
     if place is not None:
         vectors = vectors[place]
     if len(vectors) == 0:
@@ -210,7 +220,10 @@ def _search(
     top = np.argpartition(-scores, k - 1)[:k]
     top = top[np.argsort(-scores[top], kind="stable")]
     payloads = rows.take(arrow_indices(top if place is None else place[top])).to_pylist()
-    return [hit_from_payload(scores[i], p) for i, p in zip(top, payloads, strict=True)]
+    if not with_vectors:
+        return [hit_from_payload(scores[i], p) for i, p in zip(top, payloads, strict=True)]
+    kept = vectors[top]  # a copy: the hits do not share the cached array
+    return [hit_from_payload(scores[i], p, v) for i, p, v in zip(top, payloads, kept, strict=True)]
 
 
 def _data_dirs(gen: Path) -> list[Path]:

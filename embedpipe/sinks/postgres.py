@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -45,7 +46,18 @@ from embedpipe.faults import crash_point
 from embedpipe.redact import redact_uri
 from embedpipe.sinks import qdrant_base
 from embedpipe.sinks.base import Capabilities, Hit, not_open, not_rebuildable
-from embedpipe.sinks.filters import TOP_LEVEL, Condition, conditions
+from embedpipe.sinks.filters import (
+    METADATA,
+    RANGES,
+    TOP_LEVEL,
+    All,
+    AnyOf,
+    Condition,
+    Expr,
+    Not,
+    parse,
+    require_fields,
+)
 from embedpipe.sinks.registry import SINKS
 from embedpipe.sinks.shards import chunk_from_payload, paired_vectors
 from embedpipe.types import Chunk, Embedded
@@ -449,23 +461,79 @@ class PostgresSink:
             yield Embedded(chunks, np.asarray(vectors, dtype=np.float32))
 
     def search(
-        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
+        self,
+        vector: np.ndarray,
+        k: int = 5,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        with_vectors: bool = False,
     ) -> list[Hit]:
         """Top-k rows of the live generation by cosine similarity, among those `filter` passes
-        (pushed down as SQL; pgvector's iterative index scan keeps k hits under a filter)."""
-        where, params = where_clause(conditions(filter))
+        (pushed down as SQL; pgvector's iterative index scan keeps k hits under a filter);
+        `with_vectors`: each with its stored embedding."""
+        expr = parse(filter)
         source = self._pin or self._served()
+        self._require_fields(expr, source)
+        where, params = where_clause(expr)
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        stored = sql.SQL(", embedding" if with_vectors else "")
         statement = sql.SQL(
-            "SELECT chunk_id, doc_id, chunk_index, text, metadata, embedding <=> %s AS distance "
-            "FROM {} WHERE {} ORDER BY distance LIMIT %s"
-        ).format(self._ident(source), where)
+            "SELECT chunk_id, doc_id, chunk_index, text, metadata, embedding <=> %s AS distance, "
+            'start, "end"{} FROM {} WHERE {} ORDER BY distance LIMIT %s'
+        ).format(stored, self._ident(source), where)
         conn = self._connection()
         with postgres_errors(f"query on '{self.collection}'"), conn.transaction():
-            for name, value in self._search_settings(conn):
+            for name, value in [*self._search_settings(conn), ("TimeZone", "UTC")]:
                 conn.execute("SELECT set_config(%s, %s, true)", [name, value])
             rows = conn.execute(statement, [query, *params, k]).fetchall()
-        return [Hit(1.0 - float(r[5]), r[0], r[1], int(r[2]), r[3], dict(r[4] or {})) for r in rows]
+        return [
+            Hit(
+                1.0 - float(r[5]),
+                r[0],
+                r[1],
+                int(r[2]),
+                r[3],
+                dict(r[4] or {}),
+                vector=np.asarray(r[8].to_numpy(), dtype=np.float32) if with_vectors else None,
+                start=r[6],
+                end=r[7],
+            )
+            for r in rows
+        ]
+
+    def _require_fields(self, expr: Expr | None, table: str) -> None:
+        """Refuse a filter on a metadata field no row of `table` has (see filters.py)."""
+        if expr is None:
+            return
+        conn = self._connection()
+        name = self._ident(table)
+
+        def has(key: str) -> bool:
+            path = key.split(".")[1:]
+            row = conn.execute(
+                sql.SQL(
+                    "SELECT EXISTS (SELECT 1 FROM {} WHERE jsonb_typeof(metadata #> %s) "
+                    "IS DISTINCT FROM 'null' AND metadata #> %s IS NOT NULL)"
+                ).format(name),
+                [path, path],
+            ).fetchone()
+            return bool(row and row[0])
+
+        def present() -> list[str]:
+            rows = conn.execute(
+                sql.SQL(
+                    "SELECT DISTINCT key FROM {}, jsonb_each(metadata) AS e(key, value) "
+                    "WHERE jsonb_typeof(metadata) = 'object' AND value <> 'null'::jsonb"
+                ).format(name)
+            ).fetchall()
+            return [METADATA + str(r[0]) for r in rows]
+
+        def empty() -> bool:
+            row = conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(name))
+            return bool(row.fetchone()[0])  # type: ignore[index]
+
+        with postgres_errors(f"checking the filter's fields in '{self.collection}'"):
+            require_fields(expr, has, present, f"'{self.collection}'", empty=empty)
 
     def remote_writer(self) -> PostgresWriter:
         """A writer other processes copy into this run's table with."""
@@ -795,29 +863,68 @@ def _layout(columns: list[str]) -> str:
     return ""
 
 
-def where_clause(conds: Sequence[Condition]) -> tuple[sql.Composable, list[Any]]:
-    """The conditions as one SQL predicate and its parameters: every condition must hold; within
-    one any value may match. Top-level keys compare columns (a string never equals a number);
-    `metadata.X` tests jsonb containment (the GIN index serves it), a list in the payload
-    matching when any element does."""
-    parts: list[sql.Composable] = []
+def where_clause(
+    expr: Expr | Sequence[Condition] | None,
+) -> tuple[sql.Composable, list[Any]]:
+    """A filter expression (or conditions that must all hold) as one SQL predicate and its
+    parameters. Top-level keys compare columns (a string never equals a number); `metadata.X`
+    equality tests jsonb containment (the GIN index serves it), a list in the payload matching
+    when any element does; ranges are jsonpath filters (`@ > $v`, `.datetime()` for dates,
+    errors silenced so a value of another type is no match); `nin` and $not are SQL NOT."""
     params: list[Any] = []
-    for cond in conds:
-        options: list[sql.Composable] = []
-        if cond.key in TOP_LEVEL:
-            column = sql.Identifier(cond.key)
-            integer = cond.key in INTEGER_COLUMNS
-            values = [v for v in cond.values if _same_kind(v, integer)]
-            if values:
-                options.append(sql.SQL("{} = ANY(%s)").format(column))
-                params.append(values)
-        else:
-            path = cond.key.split(".")[1:]
-            for value in cond.values:
-                options.append(sql.SQL("(metadata @> %s OR metadata @> %s)"))
-                params += [Jsonb(_nested(path, value)), Jsonb(_nested(path, [value]))]
-        parts.append(sql.SQL("({})").format(sql.SQL(" OR ").join(options) or sql.SQL("false")))
-    return (sql.SQL(" AND ").join(parts) if parts else sql.SQL("true")), params
+    if expr is None or (isinstance(expr, Sequence) and not expr):
+        return sql.SQL("true"), params
+    node: Expr = All(tuple(expr)) if isinstance(expr, Sequence) else expr
+    return _predicate(node, params), params
+
+
+def _predicate(expr: Expr, params: list[Any]) -> sql.Composable:
+    if isinstance(expr, All | AnyOf):
+        joiner = sql.SQL(" AND " if isinstance(expr, All) else " OR ")
+        parts = [_predicate(p, params) for p in expr.parts]
+        return (
+            joiner.join(parts)
+            if isinstance(expr, All)
+            else sql.SQL("({})").format(joiner.join(parts))
+        )
+    if isinstance(expr, Not):
+        return sql.SQL("(NOT {})").format(_predicate(expr.part, params))
+    if expr.op in RANGES:
+        return sql.SQL("({})").format(_range(expr, params))
+    options: list[sql.Composable] = []
+    if expr.key in TOP_LEVEL:
+        column = sql.Identifier(expr.key)
+        values = [v for v in expr.values if _same_kind(v, expr.key in INTEGER_COLUMNS)]
+        if values:
+            options.append(sql.SQL("{} = ANY(%s)").format(column))
+            params.append(values)
+    else:
+        path = expr.key.split(".")[1:]
+        for value in expr.values:
+            options.append(sql.SQL("(metadata @> %s OR metadata @> %s)"))
+            params += [Jsonb(_nested(path, value)), Jsonb(_nested(path, [value]))]
+    matched = sql.SQL("({})").format(sql.SQL(" OR ").join(options) or sql.SQL("false"))
+    # NOT(in) with NULL-safe columns (every row has them) and containment (never NULL)
+    return sql.SQL("(NOT {})").format(matched) if expr.op == "nin" else matched
+
+
+def _range(cond: Condition, params: list[Any]) -> sql.Composable:
+    """A range condition: a column comparison, or a jsonpath filter on the metadata."""
+    symbol = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[cond.op]
+    if cond.key in TOP_LEVEL:
+        if cond.is_date or cond.key not in INTEGER_COLUMNS:
+            return sql.SQL("false")
+        params.append(cond.bound)
+        return sql.SQL("{} " + symbol + " %s").format(sql.Identifier(cond.key))
+    steps = "".join(f".{json.dumps(p)}" for p in cond.key.split(".")[1:])
+    if cond.is_date:
+        path = f'${steps} ? (@.type() == "string" && @.datetime() {symbol} $v.datetime())'
+        bound: Any = cond.bound.isoformat()  # type: ignore[union-attr]
+    else:
+        path = f'${steps} ? (@.type() == "number" && @ {symbol} $v)'
+        bound = cond.bound
+    params += [path, Jsonb({"v": bound})]
+    return sql.SQL("jsonb_path_exists_tz(metadata, %s::jsonpath, %s, true)")
 
 
 def _same_kind(value: Any, integer: bool) -> bool:

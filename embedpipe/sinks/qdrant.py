@@ -34,7 +34,7 @@ from embedpipe.faults import crash_point
 from embedpipe.redact import redact_uri
 from embedpipe.sinks import qdrant_base
 from embedpipe.sinks.base import Capabilities, Hit, ReadView, not_open, not_rebuildable
-from embedpipe.sinks.filters import conditions
+from embedpipe.sinks.filters import parse, require_fields
 from embedpipe.sinks.qdrant_writer import (
     FILTER_TYPES,
     VECTOR_TYPES,
@@ -47,7 +47,7 @@ from embedpipe.sinks.qdrant_writer import (
     upsert,
 )
 from embedpipe.sinks.registry import SINKS
-from embedpipe.sinks.snapshots import SnapshotReader, Snapshots, copy_tree
+from embedpipe.sinks.snapshots import READER_MADE, SnapshotReader, Snapshots, copy_tree
 from embedpipe.sinks.sparse import RRF_K, SPARSE_VECTOR, Bm25Encoder, Retrieval, settings_of
 from embedpipe.types import Embedded
 
@@ -171,7 +171,7 @@ class QdrantSink:
     def write(self, embedded: Embedded) -> None:
         """Upsert in requests of `write_batch` points; returns once Qdrant acknowledged them."""
         target = self._writing()
-        upsert(self.connect(), target, embedded, self.write_batch, self._bm25)
+        upsert(self.connect(), target, embedded, self.write_batch, self.options.layout, self._bm25)
 
     def remote_writer(self) -> QdrantWriter:
         """A writer other processes upsert into this run's collection with (servers only)."""
@@ -181,9 +181,14 @@ class QdrantSink:
                 f"Qdrant local mode ({self.local_path}) is one process only: write from the "
                 "driver, or use a Qdrant server (qdrant+http://HOST:PORT)"
             )
-        sparse = None if self._bm25 is None else self._bm25.cfg
         return QdrantWriter(
-            target, self.url, self.api_key, self.timeout, self.write_batch, sparse=sparse
+            target,
+            self.url,
+            self.api_key,
+            self.timeout,
+            self.write_batch,
+            layout=self.options.layout,
+            sparse=None if self._bm25 is None else self._bm25.cfg,
         )
 
     def rebuild(self) -> None:
@@ -310,38 +315,64 @@ class QdrantSink:
             return name if self.connect().collection_exists(name) else None
 
     def search(
-        self, vector: np.ndarray, k: int = 5, filter: Mapping[str, Any] | None = None
+        self,
+        vector: np.ndarray,
+        k: int = 5,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        with_vectors: bool = False,
     ) -> list[Hit]:
         """Top-k hits of the live collection by cosine similarity, among the chunks `filter`
         passes (a payload index, where configured, serves it on a server). Local mode reads the
         newest read snapshot, unless this sink is in a run or pinned."""
         if self._snapshots is not None and self._target is None and self._pin is None:
             with self.serving() as view:
-                return view.search(vector, k, filter)
+                return view.search(vector, k, filter, with_vectors=with_vectors)
         if self._live() is None:
             if self.connect().collection_exists(self.collection):
                 self._refuse_foreign(None)
             raise self._missing()
-        return self._query(self.connect(), vector, k, filter)
+        return self._query(self.connect(), vector, k, filter, with_vectors=with_vectors)
 
     def _query(
-        self, client: QdrantClient, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None
+        self,
+        client: QdrantClient,
+        vector: np.ndarray,
+        k: int,
+        filter: Mapping[str, Any] | None,
+        *,
+        with_vectors: bool = False,
     ) -> list[Hit]:
-        where = qdrant_base.native_filter(conditions(filter), FILTER_TYPES)
+        name = self._pin or self.collection  # a pinned view reads its own collection
+        where = self._where(client, name, filter)
         # Local mode searches exactly and warns about search params: give them to servers only.
         params = None
         if self.ef_search and self.url is not None:
             params = models.SearchParams(hnsw_ef=self.ef_search)
         with qdrant_errors(f"query on '{self.collection}'"):
             result = client.query_points(
-                self._pin or self.collection,  # a pinned view reads its own collection
+                name,
                 query=qdrant_base.query_vector(vector),
                 limit=k,
                 with_payload=True,
+                with_vectors=with_vectors,
                 search_params=params,
                 query_filter=where,
             )
-        return qdrant_base.hits(result.points)
+        return qdrant_base.hits(result.points, with_vectors=with_vectors)
+
+    def _where(self, client: QdrantClient, name: str, filter: Mapping[str, Any] | None) -> Any:
+        """`filter` as Qdrant's Filter (None for none), its fields checked against what the
+        collection `name` holds (a field no chunk has is an error naming the ones present)."""
+        expr = parse(filter)
+        require_fields(
+            expr,
+            lambda key: qdrant_base.has_field(key, partial(_first, client, name), FILTER_TYPES),
+            lambda: qdrant_base.metadata_fields(partial(_metadata_page, client, name)),
+            f"'{self.collection}'",
+            empty=lambda: not _first(client, name, None),
+        )
+        return qdrant_base.native_filter(expr, FILTER_TYPES)
 
     def retrieve(
         self, retrieval: Retrieval, k: int = 5, filter: Mapping[str, Any] | None = None
@@ -364,12 +395,12 @@ class QdrantSink:
     ) -> list[Hit]:
         """A sparse query on the BM25 vectors, or a hybrid one: the dense and the sparse
         candidates fused by (weighted) reciprocal rank."""
-        where = qdrant_base.native_filter(conditions(filter), FILTER_TYPES)
+        name = self._pin or self.collection
+        where = self._where(client, name, filter)
         assert retrieval.sparse is not None
         sparse = models.SparseVector(
             indices=retrieval.sparse.indices, values=retrieval.sparse.values
         )
-        name = self._pin or self.collection
         with qdrant_errors(f"{retrieval.mode} query on '{self.collection}'"):
             if retrieval.mode == "sparse":
                 result = client.query_points(
@@ -405,11 +436,19 @@ class QdrantSink:
         if self._snapshots is None:
             yield ReadView(None, None, self.search, self.retrieve)
             return
-        if self._served is None:
-            self._served = SnapshotReader(
-                self._snapshots, _open_snapshot, _close_client, self._catch_up, self._not_served
-            )
-        with self._served.use() as served:
+        reader = self._served
+        if reader is None:
+            with READER_MADE:  # two threads' first queries share one reader
+                if self._served is None:
+                    self._served = SnapshotReader(
+                        self._snapshots,
+                        _open_snapshot,
+                        _close_client,
+                        self._catch_up,
+                        self._not_served,
+                    )
+                reader = self._served
+        with reader.use() as served:
             fingerprint = served.pointer.get("fingerprint")
             yield ReadView(
                 fingerprint,
@@ -650,3 +689,18 @@ def _open_snapshot(folder: Path) -> QdrantClient:
 
 def _close_client(client: QdrantClient) -> None:
     client.close()
+
+
+def _first(client: QdrantClient, name: str, where: models.Filter | None) -> list[models.Record]:
+    """At most one point of a collection that passes a filter: whether there is any."""
+    with qdrant_errors(f"scrolling '{name}'"):
+        points, _ = client.scroll(name, limit=1, scroll_filter=where, with_payload=False)
+    return points
+
+
+def _metadata_page(
+    client: QdrantClient, name: str, offset: Any, limit: int
+) -> tuple[list[models.Record], Any]:
+    """One page of a collection's points with their metadata, and the next offset."""
+    with qdrant_errors(f"scrolling '{name}'"):
+        return client.scroll(name, limit=limit, offset=offset, with_payload=["metadata"])

@@ -25,7 +25,7 @@ from embedpipe.config import QdrantOptions
 from embedpipe.durable import holder_of
 from embedpipe.errors import SinkError
 from embedpipe.sinks.base import Hit
-from embedpipe.sinks.filters import Condition
+from embedpipe.sinks.filters import METADATA, RANGES, All, AnyOf, Expr, Not
 from embedpipe.sinks.shards import chunk_from_payload, hit_from_payload
 from embedpipe.types import Embedded, point_id
 
@@ -118,27 +118,64 @@ def scroll_chunk_ids(
 class FilterTypes:
     """One engine's constructors for a payload filter."""
 
-    filter: Callable[..., Any]  # (must=[...]) or (should=[...])
+    filter: Callable[..., Any]  # (must=[...]), (should=[...]) or (must_not=[...])
     field: Callable[[str, Any], Any]  # (key, match)
     value: Callable[[Any], Any]  # match one value
     any: Callable[[list[Any]], Any]  # match any of several strings, or of several integers
+    numbers: Callable[[str, dict[str, Any]], Any]  # (key, {"gte": 3, ...}): a numeric range
+    dates: Callable[[str, dict[str, Any]], Any]  # (key, {"lt": "2024-..Z"}): a datetime range
+    is_empty: Callable[[str], Any]  # the field is missing, null or []
 
 
-def native_filter(conds: Sequence[Condition], types: FilterTypes) -> Any:
-    """The conditions as one engine's filter (None for none): every condition must hold; within
-    one, any value may match, each type (string, integer, boolean) matched as itself."""
-    if not conds:
+def native_filter(expr: Expr | None, types: FilterTypes) -> Any:
+    """The expression as one engine's filter (None for none): All as `must`, AnyOf as `should`,
+    Not and `nin` as `must_not`; within an `in`, each type (string, integer, boolean) matched
+    as itself; ranges as Range / DatetimeRange."""
+    if expr is None:
         return None
-    must = []
-    for cond in conds:
-        options = []
-        for kind, values in cond.by_type().items():
-            if len(values) == 1 or kind is bool:  # MatchAny takes strings or integers only
-                options += [types.field(cond.key, types.value(v)) for v in values]
-            else:
-                options.append(types.field(cond.key, types.any(values)))
-        must.append(options[0] if len(options) == 1 else types.filter(should=options))
-    return types.filter(must=must)
+    condition = _native(expr, types)
+    return condition if isinstance(expr, All | AnyOf | Not) else types.filter(must=[condition])
+
+
+def _native(expr: Expr, types: FilterTypes) -> Any:
+    if isinstance(expr, All):
+        return types.filter(must=[_native(p, types) for p in expr.parts])
+    if isinstance(expr, AnyOf):
+        return types.filter(should=[_native(p, types) for p in expr.parts])
+    if isinstance(expr, Not):
+        return types.filter(must_not=[_native(expr.part, types)])
+    if expr.op in RANGES:
+        if expr.is_date:
+            return types.dates(expr.key, {expr.op: expr.bound})
+        return types.numbers(expr.key, {expr.op: expr.bound})
+    options = []
+    for kind, values in expr.by_type().items():
+        if len(values) == 1 or kind is bool:  # MatchAny takes strings or integers only
+            options += [types.field(expr.key, types.value(v)) for v in values]
+        else:
+            options.append(types.field(expr.key, types.any(values)))
+    matched = options[0] if len(options) == 1 else types.filter(should=options)
+    # `nin` as NOT(in), not MatchExcept: a list holding one excluded value is excluded too.
+    return types.filter(must_not=[matched]) if expr.op == "nin" else matched
+
+
+def has_field(key: str, first: Callable[[Any], Sequence[Any]], types: FilterTypes) -> bool:
+    """Whether any point has a value at `key`: `first(filter)` scrolls one point that passes."""
+    return len(first(types.filter(must_not=[types.is_empty(key)]))) > 0
+
+
+def metadata_fields(scroll: Callable[[Any, int], tuple[Sequence[Any], Any]]) -> set[str]:
+    """The metadata paths (metadata.X) the points have, read by scrolling their payloads."""
+    names: set[str] = set()
+    offset: Any = None
+    while True:
+        points, offset = scroll(offset, 1024)
+        for p in points:
+            meta = (p.payload or {}).get("metadata")
+            if isinstance(meta, dict):
+                names.update(METADATA + str(k) for k, v in meta.items() if v is not None)
+        if offset is None:
+            return names
 
 
 def point_ref(chunk_id: str) -> str | int:
@@ -178,9 +215,14 @@ def query_vector(vector: np.ndarray) -> list[float]:
     return floats
 
 
-def hits(points: Iterable[Any]) -> list[Hit]:
-    """Scored points with a chunk payload as search hits."""
-    return [hit_from_payload(p.score, p.payload or {}) for p in points]
+def hits(points: Iterable[Any], *, with_vectors: bool = False) -> list[Hit]:
+    """Scored points with a chunk payload as search hits (with their vectors, when asked)."""
+    if not with_vectors:
+        return [hit_from_payload(p.score, p.payload or {}) for p in points]
+    return [
+        hit_from_payload(p.score, p.payload or {}, np.asarray(dense(p.vector), dtype=np.float32))
+        for p in points
+    ]
 
 
 @contextmanager

@@ -21,8 +21,9 @@ from embedpipe.config import SparseConfig
 from embedpipe.durable import note_holder
 from embedpipe.errors import SinkError, TransientSinkError
 from embedpipe.redact import redact_uri, server_credentials
+from embedpipe.sinks.layouts import Layout, payload
 from embedpipe.sinks.qdrant_base import FilterTypes, Shape, VectorTypes, busy_hint, translated
-from embedpipe.sinks.shards import chunk_payload, paired_vectors
+from embedpipe.sinks.shards import paired_vectors
 from embedpipe.sinks.sparse import SPARSE_VECTOR, Bm25Encoder
 from embedpipe.types import Embedded, point_id
 
@@ -80,6 +81,9 @@ FILTER_TYPES = FilterTypes(
     field=lambda key, match: models.FieldCondition(key=key, match=match),
     value=lambda value: models.MatchValue(value=value),
     any=lambda values: models.MatchAny(any=values),
+    numbers=lambda key, bounds: models.FieldCondition(key=key, range=models.Range(**bounds)),
+    dates=lambda key, bounds: models.FieldCondition(key=key, range=models.DatetimeRange(**bounds)),
+    is_empty=lambda key: models.IsEmptyCondition(is_empty=models.PayloadField(key=key)),
 )
 
 
@@ -187,10 +191,13 @@ def _local_client(where: str, path: str) -> QdrantClient:
 
 
 def point_batches(
-    embedded: Embedded, size: int, bm25: Bm25Encoder | None = None
+    embedded: Embedded,
+    size: int,
+    layout: Layout = "embedpipe",
+    bm25: Bm25Encoder | None = None,
 ) -> Iterator[models.Batch]:
-    """The chunks as upsert requests of at most `size` points: uuid5 ids, the chunk payload,
-    and with `bm25` each chunk's BM25 vector beside its dense one."""
+    """The chunks as upsert requests of at most `size` points: uuid5 ids, the chunk payload in
+    `layout`, and with `bm25` each chunk's BM25 vector beside its dense one."""
     vectors = paired_vectors(embedded)
     for lo in range(0, len(embedded.chunks), size):
         chunks = embedded.chunks[lo : lo + size]
@@ -204,7 +211,7 @@ def point_batches(
         yield models.Batch(
             ids=[point_id(c.id) for c in chunks],
             vectors=rows,
-            payloads=[chunk_payload(c) for c in chunks],
+            payloads=[payload(c, layout) for c in chunks],
         )
 
 
@@ -213,11 +220,12 @@ def upsert(
     collection: str,
     embedded: Embedded,
     size: int,
+    layout: Layout = "embedpipe",
     bm25: Bm25Encoder | None = None,
 ) -> None:
-    """Upsert the chunks (with `bm25`, their BM25 vectors too) in requests of `size` points;
-    returns once Qdrant acknowledged them."""
-    for batch in point_batches(embedded, size, bm25):
+    """Upsert the chunks in requests of `size` points, payloads in `layout` (with `bm25`, their
+    BM25 vectors too); returns once Qdrant acknowledged them."""
+    for batch in point_batches(embedded, size, layout, bm25):
         with qdrant_errors(f"upsert into '{collection}'"):
             client.upsert(collection, points=batch, wait=True)
 
@@ -236,6 +244,7 @@ class QdrantWriter:
     timeout: int | None = None
     write_batch: int = 256
     location: str | None = None
+    layout: Layout = "embedpipe"
     sparse: SparseConfig | None = None  # the collection keeps BM25 vectors with these settings
     _client: QdrantClient | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -255,7 +264,7 @@ class QdrantWriter:
     def write(self, embedded: Embedded) -> None:
         """Upsert in requests of `write_batch` points; returns once Qdrant acknowledged them."""
         bm25 = None if self.sparse is None else Bm25Encoder(self.sparse)
-        upsert(self.connect(), self.collection, embedded, self.write_batch, bm25)
+        upsert(self.connect(), self.collection, embedded, self.write_batch, self.layout, bm25)
 
     def close(self) -> None:
         """Close the client, if one is open; safe to call twice."""

@@ -18,11 +18,19 @@ from embedpipe.sinks.base import Capabilities, Sink
 @dataclass(frozen=True, slots=True)
 class SinkKind:
     """One URI scheme: the form it takes (for messages), the sink class as "module:Class" of
-    embedpipe.sinks, whose `from_config(scheme, location, cfg)` makes it, and its capabilities."""
+    embedpipe.sinks, whose `from_config(scheme, location, cfg)` makes it, and its capabilities.
+
+    What a user is shown about it is read from here too: `library` is the component
+    `embedpipe --version` reports (its name, then the distributions that provide it; None for a
+    core dependency), `hint` and `keys` what `embedpipe init` writes for it (a comment, and
+    `sink.*` keys with the value to write, None for the default)."""
 
     form: str
     cls: str
     capabilities: Capabilities
+    library: tuple[str, tuple[str, ...]] | None = None
+    hint: str = ""
+    keys: tuple[tuple[str, str | None], ...] = ()
 
     def make(self, scheme: str, location: str, cfg: SinkConfig) -> Sink:
         """The sink for `scheme:location`; nothing is opened or connected yet."""
@@ -40,16 +48,58 @@ SHARED_FOLDER = Capabilities(concurrent_writers=True, local_path=True, aliases=T
 SERVER = Capabilities(concurrent_writers=True, aliases=True)
 QDRANT_SERVER = replace(SERVER, sparse=True)
 
-# One line per sink: URI scheme -> SinkKind(form, "module:Class", capabilities).
+QDRANT_EDGE = ("qdrant-edge", ("qdrant-edge-py", "qdrant-edge"))
+QDRANT_CLIENT = ("qdrant-client", ("qdrant-client",))
+FAISS = ("faiss", ("faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "faiss"))
+POSTGRES = ("psycopg", ("psycopg",))
+SERVER_HINT = "The API key is read from the QDRANT_API_KEY environment variable, never here."
+SERVER_KEYS: tuple[tuple[str, str | None], ...] = (("sink.write_batch", None),)
+
+# One line per sink: URI scheme -> SinkKind(form, "module:Class", capabilities, what users see).
 SINKS: dict[str, SinkKind] = {
-    "qdrant-edge": SinkKind("qdrant-edge:PATH", "edge:EdgeSink", ONE_WRITER),
-    "qdrant": SinkKind("qdrant:PATH", "qdrant:QdrantSink", ONE_WRITER),
-    "qdrant+http": SinkKind("qdrant+http://HOST:PORT", "qdrant:QdrantSink", QDRANT_SERVER),
-    "qdrant+https": SinkKind("qdrant+https://HOST:PORT", "qdrant:QdrantSink", QDRANT_SERVER),
-    "faiss": SinkKind("faiss:DIR", "faiss:FaissSink", replace(SHARED_FOLDER, rebuildable=True)),
+    "qdrant-edge": SinkKind(
+        "qdrant-edge:PATH",
+        "edge:EdgeSink",
+        ONE_WRITER,
+        QDRANT_EDGE,
+        "Qdrant Edge: the Qdrant engine in-process (HNSW); README: moving it to a server.",
+    ),
+    "qdrant": SinkKind(
+        "qdrant:PATH",
+        "qdrant:QdrantSink",
+        ONE_WRITER,
+        QDRANT_CLIENT,
+        "Embedded Qdrant (local mode): one process at a time may open PATH.",
+    ),
+    "qdrant+http": SinkKind(
+        "qdrant+http://HOST:PORT",
+        "qdrant:QdrantSink",
+        QDRANT_SERVER,
+        QDRANT_CLIENT,
+        SERVER_HINT,
+        SERVER_KEYS,
+    ),
+    "qdrant+https": SinkKind(
+        "qdrant+https://HOST:PORT",
+        "qdrant:QdrantSink",
+        QDRANT_SERVER,
+        QDRANT_CLIENT,
+        SERVER_HINT,
+        SERVER_KEYS,
+    ),
+    "faiss": SinkKind(
+        "faiss:DIR",
+        "faiss:FaissSink",
+        replace(SHARED_FOLDER, rebuildable=True),
+        FAISS,
+        "Flat is exact; for millions of chunks see README: FAISS index by corpus size.",
+        (("sink.index_factory", "Flat"),),
+    ),
     "parquet": SinkKind("parquet:DIR", "parquet:ParquetSink", SHARED_FOLDER),
-    "postgresql": SinkKind("postgresql://USER@HOST:PORT/DB", "postgres:PostgresSink", SERVER),
-    "postgres": SinkKind("postgres://USER@HOST:PORT/DB", "postgres:PostgresSink", SERVER),
+    "postgresql": SinkKind(
+        "postgresql://USER@HOST:PORT/DB", "postgres:PostgresSink", SERVER, POSTGRES
+    ),
+    "postgres": SinkKind("postgres://USER@HOST:PORT/DB", "postgres:PostgresSink", SERVER, POSTGRES),
 }
 
 
@@ -59,6 +109,8 @@ def _either(forms: list[str]) -> str:
 
 
 ACCEPTED = _either([kind.form for kind in SINKS.values()])
+# The sink libraries `embedpipe --version` reports, each once, in registry order.
+LIBRARIES = tuple(dict.fromkeys(kind.library for kind in SINKS.values() if kind.library))
 # Sinks that live in a local path: their ledger goes next to it (PATH.state).
 LOCAL_SCHEMES = tuple(scheme for scheme, kind in SINKS.items() if kind.capabilities.local_path)
 

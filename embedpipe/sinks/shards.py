@@ -45,6 +45,12 @@ SHARD_RE = re.compile(r"^(shard|tomb)-(\d{8})\.parquet$")
 DICTIONARY_COLUMNS = ["doc_id", "metadata"]
 
 
+# LangChain's layout (sinks/layouts.py): the text under `page_content`, and these chunk fields
+# added to `metadata`, which embedpipe's readers take back out.
+LANGCHAIN_TEXT = "page_content"  # langchain_qdrant's default content_payload_key
+ADDED = ("doc_id", "chunk_index", "chunk_id", "start", "end")
+
+
 def chunk_payload(chunk: Chunk) -> dict[str, Any]:
     """The fields a sink keeps next to a chunk's vector, so a search can show what it found."""
     return {
@@ -69,11 +75,14 @@ def paired_vectors(embedded: Embedded) -> np.ndarray:
     return vectors
 
 
-def hit_from_payload(score: float, payload: dict[str, Any]) -> Hit:
+def hit_from_payload(
+    score: float, payload: dict[str, Any], vector: np.ndarray | None = None
+) -> Hit:
     """A search Hit from a stored payload (metadata as a dict or as a JSON string)."""
     metadata = payload.get("metadata") or {}
     if isinstance(metadata, str):
         metadata = json.loads(metadata)
+    metadata = user_metadata(payload, metadata)
     return Hit(
         score=float(score),
         chunk_id=str(payload.get("chunk_id", "")),
@@ -81,6 +90,9 @@ def hit_from_payload(score: float, payload: dict[str, Any]) -> Hit:
         chunk_index=int(payload.get("chunk_index", 0)),
         text=str(payload.get("text", "")),
         metadata=metadata,
+        vector=vector,
+        start=int(payload.get("start") or 0),
+        end=int(payload.get("end") or 0),
     )
 
 
@@ -100,8 +112,18 @@ def chunk_from_payload(payload: dict[str, Any]) -> Chunk | None:
         start=int(payload.get("start") or 0),
         end=int(payload.get("end") or 0),
         content_hash=str(payload.get("content_hash", "")),
-        metadata=json.loads(metadata) if isinstance(metadata, str) else dict(metadata),
+        metadata=user_metadata(
+            payload, json.loads(metadata) if isinstance(metadata, str) else dict(metadata)
+        ),
     )
+
+
+def user_metadata(payload: dict[str, Any], metadata: dict[str, Any]) -> dict[str, Any]:
+    """A chunk's source metadata from a stored payload's `metadata`: in LangChain's layout
+    without the chunk fields that layout added (a source's metadata never holds them)."""
+    if LANGCHAIN_TEXT not in payload:
+        return metadata
+    return {k: v for k, v in metadata.items() if k not in ADDED}
 
 
 def table_points(table: pa.Table) -> Iterator[Embedded]:

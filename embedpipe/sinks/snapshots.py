@@ -58,6 +58,9 @@ SNAPSHOT_PREFIX = "snap-"
 READER_PREFIX = "reader-"
 REFRESH_INTERVAL = 1.0  # seconds between two looks at the read pointer
 COPY_CHUNK = 1 << 24
+# Held while a sink makes its SnapshotReader at the first query: two threads' first queries
+# made one each before, and the one overwritten kept its private copy open until exit.
+READER_MADE = threading.Lock()
 
 T = TypeVar("T")
 
@@ -246,6 +249,7 @@ class SnapshotReader(Generic[T]):
         self._missing = missing
         self.interval = interval
         self._lock = threading.Lock()
+        self._loaded = threading.Condition(self._lock)  # a thread finished loading a snapshot
         self._served: Served[T] | None = None
         self._checked = 0.0
         self._stat: tuple[int, int] | None = None
@@ -282,6 +286,8 @@ class SnapshotReader(Generic[T]):
 
     def _refreshed(self) -> Served[T]:
         with self._lock:
+            while self._served is None and self._loading:
+                self._loaded.wait()  # one thread copies and opens the first snapshot
             now = time.monotonic()
             due = self._served is None or (
                 not self._loading and now - self._checked >= self.interval
@@ -297,6 +303,7 @@ class SnapshotReader(Generic[T]):
         except Exception:
             with self._lock:
                 self._loading = False
+                self._loaded.notify_all()
                 if self._served is None:
                     raise
                 log.warning(
@@ -306,6 +313,7 @@ class SnapshotReader(Generic[T]):
                 return self._served
         with self._lock:
             self._loading = False
+            self._loaded.notify_all()
             old = None
             if fresh is not None:
                 old, self._served = self._served, fresh

@@ -1,26 +1,49 @@
 """Sources: one module per input kind, each a generator of Documents (or RecordErrors).
 
-`open_source(cfg)` picks the kind from the uri (`dir:`, `jsonl:`, `parquet:`, `hf:` prefixes, or
-by looking at the path) and returns a `Source`: re-readable, with a cheap count when there is one.
+`open_source(cfg)` picks the kind from the uri (a `KIND:` prefix of the registry, or by looking at
+the path) and returns a `Source`: re-readable, with a cheap count when there is one. A source is
+one module here and one line in `registry.SOURCES`.
+
+This package loads its readers lazily: importing it (or its registry, as the config's docs do)
+stays cheap; `open_source` and the readers load on first use (opening.py).
 """
 
 from __future__ import annotations
 
-import os
-import re
-from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from embedpipe.config import SourceConfig
-from embedpipe.errors import NoSourceError, SourceError
-from embedpipe.sources.base import Source
-from embedpipe.sources.files import DEFAULT_EXTENSIONS, open_dir, read_dir, suffixes
-from embedpipe.sources.hf import open_hf, read_hf
-from embedpipe.sources.jsonl import JSONL_SUFFIXES, open_jsonl, read_jsonl
-from embedpipe.sources.parquet import open_parquet, read_parquet
-from embedpipe.sources.remote import open_remote
-from embedpipe.sources.storage import is_remote
+from embedpipe.sources.registry import HINT, LOCAL_KINDS, RECORD_KINDS, SOURCES, SourceKind
+
+if TYPE_CHECKING:
+    from embedpipe.sources.base import Source
+    from embedpipe.sources.jsonl import JSONL_SUFFIXES
+    from embedpipe.sources.opening import (
+        NoSourceError,
+        detect_kind,
+        open_source,
+        read_dir,
+        read_hf,
+        read_jsonl,
+        read_parquet,
+    )
 
 __all__ = [
+    "HINT",
+    "JSONL_SUFFIXES",
+    "LOCAL_KINDS",
+    "RECORD_KINDS",
+    "SOURCES",
+    "NoSourceError",
+    "Source",
+    "SourceKind",
+    "detect_kind",
+    "open_source",
+    "read_dir",
+    "read_hf",
+    "read_jsonl",
+    "read_parquet",
+]
+_LAZY = {
     "JSONL_SUFFIXES",
     "NoSourceError",
     "Source",
@@ -30,96 +53,12 @@ __all__ = [
     "read_hf",
     "read_jsonl",
     "read_parquet",
-]
-
-Opener = Callable[[str, SourceConfig], Source]
-
-
-OPENERS: dict[str, Opener] = {
-    "dir": open_dir,
-    "jsonl": open_jsonl,
-    "parquet": open_parquet,
-    "hf": open_hf,
 }
 
-HINT = "pass a directory, a .jsonl file, a .parquet file/dir, hf:PATH or s3://BUCKET/PREFIX"
-# Files save_to_disk writes: such a directory is a dataset, not a folder of documents.
-HF_MARKERS = ("dataset_dict.json", "state.json")
-# Sources opened as local paths (checked to exist before their opener runs) and what to pass.
-LOCAL_KINDS = {
-    "dir": "directory",
-    "jsonl": ".jsonl/.jsonl.gz file",
-    "parquet": ".parquet file or directory of them",
-}
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from embedpipe.sources import opening
 
-def open_source(cfg: SourceConfig) -> Source:
-    """The Source `cfg.uri` names; SourceError (saying what to pass instead) when it cannot be
-    opened, NoSourceError (a usage error) when there is nothing at `cfg.uri` to open.
-
-    A bucket location (`s3://`, `gs://`, optionally after a `kind:` prefix) is listed once and
-    its kind told from what it holds (embedpipe.sources.remote)."""
-    kind, _, rest = cfg.uri.partition(":")
-    if is_remote(rest) and kind in OPENERS:
-        return open_remote(kind, rest, cfg)
-    if is_remote(cfg.uri):
-        return open_remote(None, cfg.uri, cfg)
-    kind, path = detect_kind(cfg.uri, cfg.extensions)
-    return OPENERS[kind](path, cfg)
-
-
-def detect_kind(uri: str, extensions: Sequence[str] = DEFAULT_EXTENSIONS) -> tuple[str, str]:
-    """(kind, path) for a uri: an explicit `kind:` prefix wins, else what the path looks like."""
-    for kind in OPENERS:
-        if uri.startswith(kind + ":"):
-            path = os.path.expanduser(uri[len(kind) + 1 :])
-            if kind in LOCAL_KINDS and not is_remote(path) and not os.path.exists(path):
-                raise NoSourceError(f"No source at {path}: pass an existing {LOCAL_KINDS[kind]}")
-            return kind, path
-    if not uri:
-        raise NoSourceError(f"No source given: {HINT}")
-    if is_remote(uri):  # a prefix is told apart by listing it (open_source)
-        name = uri.lower()
-        kind = (
-            "jsonl"
-            if name.endswith(JSONL_SUFFIXES)
-            else "parquet"
-            if name.endswith(".parquet")
-            else "dir"
-        )
-        return kind, uri
-    path = os.path.expanduser(uri)
-    if os.path.isdir(path):
-        return _directory_kind(path, extensions), path
-    if os.path.isfile(path):
-        name = path.lower()
-        if name.endswith(JSONL_SUFFIXES):
-            return "jsonl", path
-        if name.endswith(".parquet"):
-            return "parquet", path
-        raise SourceError(
-            f"Cannot tell what kind of source {uri} is: {HINT}, or prefix it with jsonl:/parquet:"
-        )
-    if _URL.match(uri):  # not a missing file: a kind of location there is no reader for
-        scheme = uri.partition("://")[0]
-        raise NoSourceError(
-            f"Cannot read {uri}: there is no reader for {scheme}:// sources; copy the data to a "
-            f"local path and {HINT}"
-        )
-    raise NoSourceError(f"No source at {uri}: {HINT}")
-
-
-def _directory_kind(path: str, extensions: Sequence[str]) -> str:
-    """ "hf" for a saved dataset, "parquet" for Parquet files and no text files, else "dir"."""
-    if any(os.path.isfile(os.path.join(path, m)) for m in HF_MARKERS):
-        return "hf"
-    text_suffixes = suffixes(extensions)
-    has_parquet = False
-    for _dirpath, dirnames, filenames in os.walk(path):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in (n.lower() for n in filenames if not n.startswith(".")):
-            if name.endswith(text_suffixes):
-                return "dir"
-            has_parquet = has_parquet or name.endswith(".parquet")
-    return "parquet" if has_parquet else "dir"
+        return getattr(opening, name)
+    raise AttributeError(f"module 'embedpipe.sources' has no attribute {name!r}")

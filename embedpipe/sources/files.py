@@ -142,7 +142,7 @@ def file_document(root: str | Path, rel: str, data: bytes) -> Document | RecordE
         text = html_to_text(text)
     if not text.strip():
         return RecordError(str(root), rel, EMPTY)
-    return Document(id=rel, text=text, metadata={"path": rel}, source=str(root))
+    return Document(id=rel, text=text, metadata=_where(root, rel), source=str(root))
 
 
 def _pdf_document(root: str | Path, rel: str, data: bytes) -> Document | RecordError:
@@ -150,7 +150,12 @@ def _pdf_document(root: str | Path, rel: str, data: bytes) -> Document | RecordE
         text, info = pdf_text(data)
     except ValueError as exc:
         return RecordError(str(root), rel, str(exc))
-    return Document(id=rel, text=text, metadata={"path": rel, **info}, source=str(root))
+    return Document(id=rel, text=text, metadata={**_where(root, rel), **info}, source=str(root))
+
+
+def _where(root: str | Path, rel: str) -> dict[str, str]:
+    """A file's metadata: its path in the folder, and as `source` the path it was read from."""
+    return {"path": rel, "source": f"{str(root).rstrip('/')}/{rel}"}
 
 
 def decode_text(data: bytes) -> str:

@@ -16,7 +16,7 @@ import xxhash
 
 from embedpipe.config import SourceConfig
 from embedpipe.errors import SourceError
-from embedpipe.types import Document, RecordError
+from embedpipe.types import Document, RecordError, reserved_keys
 
 _MISSING = object()
 _UNSUPPORTED = object()
@@ -57,7 +57,10 @@ def to_document(
     except ValueError as exc:
         return RecordError(source, record, str(exc))
     metadata = extract_metadata(row, fields.text_field, fields.metadata_fields)
-    return Document(id=doc_id, text=text, metadata=metadata, source=source)
+    problem = reserved_keys(metadata)
+    if problem is not None:
+        return RecordError(source, record, problem)
+    return Document(id=doc_id, text=text, metadata={**metadata, "source": source}, source=source)
 
 
 def column_rows(columns: Mapping[str, Sequence[Any]]) -> Iterator[dict[str, Any]]:

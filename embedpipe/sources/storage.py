@@ -15,10 +15,11 @@ connection, a 5xx); what still fails is an `OSError` whose message is one line n
 from __future__ import annotations
 
 import gzip
+import io
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -29,6 +30,7 @@ from embedpipe.redact import redact_secrets, redact_uri
 SCHEMES = {"s3": "s3", "gs": "gs", "gcs": "gs"}  # URI scheme -> store
 ATTEMPTS = 4  # per request (the clients' own retries) and per object (ours, around a whole read)
 BACKOFF_S = 0.2  # first wait between our attempts; doubles each time
+LINE_BUFFER = 1 << 20  # bytes read at a time from a plain (not gzipped) object of lines
 T = TypeVar("T")
 
 # Markers in the clients' messages, most specific first -> the one line we show.
@@ -161,7 +163,13 @@ class Store:
             try:
                 with _open(self.fs, obj.path) as raw:
                     self._note(obj, raw)
-                    stream = gzip.GzipFile(fileobj=raw) if obj.path.endswith(".gz") else raw
+                    # pyarrow's stream cannot be iterated by line (io.UnsupportedOperation):
+                    # gzip's reader or a buffered reader over it can.
+                    stream: Iterable[bytes]
+                    if obj.path.endswith(".gz"):
+                        stream = gzip.GzipFile(fileobj=raw)
+                    else:
+                        stream = io.BufferedReader(raw, LINE_BUFFER)
                     for n, line in enumerate(stream):
                         if n >= given:
                             given += 1

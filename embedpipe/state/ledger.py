@@ -13,7 +13,7 @@ import itertools
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,9 @@ from embedpipe.types import Chunk
 PENDING, DONE = 0, 1
 
 LEDGER_FILE = "ledger.sqlite"
+# A document's origin when the library added it (a framework adapter), not a run's source: a
+# full-mode run, which deletes what its source no longer lists, leaves such documents alone.
+LIBRARY = "library"
 
 
 def state_dir_for(sink_uri: str, state: str | None) -> Path:
@@ -354,6 +357,171 @@ class Ledger:
             (target.key, target.fingerprint),
         )
 
+    def done_hashes(self, target: Target) -> dict[str, str]:
+        """chunk_id -> content hash of every chunk held as written for `target`."""
+        rows = self.db.execute(
+            "SELECT chunk_id, content_hash FROM chunks WHERE target = ? AND fingerprint = ? "
+            "AND state = ?",
+            (target.key, target.fingerprint, DONE),
+        )
+        return dict(rows.fetchall())
+
+    # -- what one run saw (runs/planning.py) -------------------------------------------------
+    # TEMP tables, private to this connection and taking no write lock: a run's planner keeps
+    # them on a ledger connection of its own.
+
+    def start_seen(self) -> None:
+        """An empty seen-set: each document the run saw, with its hash and chunk count."""
+        self.db.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS seen "
+            "(doc_id TEXT PRIMARY KEY, n_chunks INTEGER, doc_hash TEXT) WITHOUT ROWID"
+        )
+        self.db.execute("DELETE FROM temp.seen")
+
+    def see(self, doc_id: str, doc_hash: str | None = None) -> bool:
+        """Note a document seen; False when the run already saw the id (a duplicate)."""
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO temp.seen VALUES (?, NULL, ?)", (doc_id, doc_hash)
+        )
+        return cur.rowcount == 1
+
+    def seen_chunks(self, doc_id: str, n_chunks: int) -> None:
+        """The chunk count of a seen document."""
+        self.db.execute("UPDATE temp.seen SET n_chunks = ? WHERE doc_id = ?", (n_chunks, doc_id))
+
+    def stale(self, target: Target, *, full: bool) -> list[str]:
+        """Chunks held for `target` that the seen-set no longer has: indexes at or beyond a seen
+        document's new chunk count; with `full`, also every chunk of a document not seen. A
+        document seen with an unknown count keeps what it had."""
+        args = (target.key, target.fingerprint)
+        beyond = self.db.execute(
+            "SELECT c.chunk_id FROM chunks c JOIN temp.seen s ON c.doc_id = s.doc_id "
+            "WHERE c.target = ? AND c.fingerprint = ? AND s.n_chunks IS NOT NULL "
+            "AND c.chunk_index >= s.n_chunks",
+            args,
+        ).fetchall()
+        gone: list[tuple[str]] = []
+        if full:
+            gone = self.db.execute(  # a document the library added is not the source's to drop
+                "SELECT chunk_id FROM chunks WHERE target = ? AND fingerprint = ? "
+                "AND doc_id NOT IN (SELECT doc_id FROM temp.seen) AND doc_id NOT IN "
+                "(SELECT doc_id FROM docs WHERE target = ? AND fingerprint = ? AND origin = ?)",
+                (*args, *args, LIBRARY),
+            ).fetchall()
+        return [cid for (cid,) in beyond + gone]
+
+    def remember_seen(self, target: Target, origin: str | None = None) -> None:
+        """Record the hash and chunk count of every document seen whole, and where it came from
+        (`origin`: None for the run's source, LIBRARY for a library add); `complete_docs`
+        decides at read time which of them count as unchanged (every chunk done)."""
+        with self.transaction():
+            self.db.execute(
+                "INSERT OR REPLACE INTO docs (target, fingerprint, doc_id, doc_hash, n_chunks, "
+                "origin) SELECT ?, ?, doc_id, doc_hash, n_chunks, ? "
+                "FROM temp.seen WHERE doc_hash IS NOT NULL AND n_chunks IS NOT NULL",
+                (target.key, target.fingerprint, origin),
+            )
+
+    # -- a bucket source's objects in one run (runs/planning.py ObjectPlan) -------------------
+
+    def start_objects(self, listed: dict[str, str]) -> None:
+        """The objects listed this run (uri -> version), none yet read."""
+        for table in (
+            "listed (object TEXT PRIMARY KEY, version TEXT, state TEXT)",
+            "objects_seen (doc_id TEXT PRIMARY KEY, object TEXT)",
+        ):
+            self.db.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} WITHOUT ROWID")
+            self.db.execute(f"DELETE FROM temp.{table.partition(' ')[0]}")
+        self.db.executemany(
+            "INSERT OR IGNORE INTO temp.listed VALUES (?, ?, 'listed')", listed.items()
+        )
+
+    def skip_unchanged_objects(self, target: Target) -> tuple[set[str], int, int]:
+        """The listed objects as last read whole (same version, every document complete),
+        marked skipped, their documents seen with their chunk counts; (objects, documents,
+        chunks).
+
+        Set-based, one pass over the candidates' documents (an index lookup each; `done` is
+        complete_docs' rule, inlined because the view is not flattened into this join): a
+        nightly listing of 20,000 objects costs about a second, not a query per object."""
+        args = (target.key, target.fingerprint)
+        self.db.execute("DROP TABLE IF EXISTS temp.object_candidates")
+        self.db.execute(
+            "CREATE TEMP TABLE object_candidates AS SELECT od.object, od.doc_id, d.doc_hash, "
+            "d.n_chunks, (SELECT COUNT(*) FROM chunks c WHERE c.target = d.target AND "
+            "c.fingerprint = d.fingerprint AND c.doc_id = d.doc_id AND c.state = 1 AND "
+            "c.chunk_index < d.n_chunks) AS done FROM objects o JOIN temp.listed l "
+            "ON l.object = o.object AND l.version = o.version JOIN object_docs od "
+            "ON od.target = o.target AND od.fingerprint = o.fingerprint AND od.object = o.object "
+            "LEFT JOIN docs d ON d.target = od.target AND d.fingerprint = od.fingerprint AND "
+            "d.doc_id = od.doc_id WHERE o.target = ? AND o.fingerprint = ?",
+            args,
+        )
+        # An object of no documents (read whole, empty) is unchanged too.
+        skipped = {
+            uri
+            for (uri,) in self.db.execute(
+                "SELECT o.object FROM objects o JOIN temp.listed l ON l.object = o.object AND "
+                "l.version = o.version WHERE o.target = ? AND o.fingerprint = ? AND o.object NOT "
+                "IN (SELECT object FROM temp.object_candidates WHERE doc_hash IS NULL OR "
+                "done != n_chunks)",
+                args,
+            )
+        }
+        self.db.executemany(
+            "UPDATE temp.listed SET state = 'skipped' WHERE object = ?", ((u,) for u in skipped)
+        )
+        kept = (
+            "FROM temp.object_candidates c JOIN temp.listed l ON l.object = c.object "
+            "WHERE l.state = 'skipped'"
+        )
+        self.db.execute(
+            "INSERT OR IGNORE INTO temp.seen (doc_id, n_chunks, doc_hash) "
+            f"SELECT c.doc_id, c.n_chunks, c.doc_hash {kept}"
+        )
+        docs, chunks = self.db.execute(f"SELECT COUNT(*), TOTAL(c.n_chunks) {kept}").fetchone()
+        return skipped, int(docs), int(chunks)
+
+    def see_object(self, doc_id: str, uri: str) -> None:
+        """A document read this run came from object `uri`."""
+        self.db.execute("INSERT OR IGNORE INTO temp.objects_seen VALUES (?, ?)", (doc_id, uri))
+
+    def keep_failed_objects(self, target: Target, broken: Iterable[str]) -> None:
+        """The documents each object in `broken` held when last read whole: seen with an
+        unknown count, so they keep what they had."""
+        self.db.executemany(
+            "INSERT OR IGNORE INTO temp.seen (doc_id, n_chunks, doc_hash) SELECT doc_id, NULL, NULL "
+            "FROM object_docs "
+            "WHERE target = ? AND fingerprint = ? AND object = ?",
+            ((target.key, target.fingerprint, uri) for uri in broken),
+        )
+
+    def remember_objects(self, target: Target, read: dict[str, str], broken: Iterable[str]) -> None:
+        """After the run's writes: each object `read` whole (uri -> the version it was read at)
+        and its documents. The versions of the others are forgotten (they are read next time),
+        but which documents a `broken` object held is kept (they keep what they had while it
+        fails)."""
+        args = (target.key, target.fingerprint)
+        forget = (
+            "DELETE FROM {} WHERE target = ? AND fingerprint = ? AND object NOT IN "
+            "(SELECT object FROM temp.listed WHERE state IN ({}))"
+        )
+        with self.transaction():
+            self.db.executemany(
+                "UPDATE temp.listed SET state = ? WHERE object = ?", (("broken", u) for u in broken)
+            )
+            self.db.execute(forget.format("objects", "'skipped'"), args)
+            self.db.execute(forget.format("object_docs", "'skipped', 'broken'"), args)
+            self.db.executemany(
+                "INSERT INTO objects VALUES (?, ?, ?, ?)", ((*args, u, v) for u, v in read.items())
+            )
+            self.db.execute(
+                "INSERT OR IGNORE INTO object_docs SELECT ?, ?, o.object, o.doc_id "
+                "FROM temp.objects_seen o JOIN temp.seen s ON s.doc_id = o.doc_id "
+                "WHERE s.n_chunks IS NOT NULL AND s.doc_hash IS NOT NULL",
+                args,
+            )
+
     # -- reporting ----------------------------------------------------------------------------
 
     def status(self) -> list[dict[str, Any]]:
@@ -414,3 +582,78 @@ def _run_row(
         "committed": committed,
         **{k: counts.get(k) for k in keep},
     }
+
+
+@dataclass(frozen=True)
+class Named:
+    """Which documents a caller names, by what the ledger holds of a generation.
+
+    `ids`: each names a document (every chunk of it), or, with `chunk_ids`, one chunk
+    (`DOC#N`), which stands for its document (the ledger's unit: a document is embedded,
+    skipped and deleted whole). `prefixes`: every document whose id starts with one of them
+    (a LlamaIndex source document's nodes). `every`: all of them."""
+
+    ids: Sequence[str] = ()
+    chunk_ids: bool = False
+    prefixes: Sequence[str] = ()
+    every: bool = False
+
+
+def named_documents(ledger: Ledger, target: Target, named: Named) -> tuple[list[str], list[str]]:
+    """(the documents `named` names that the ledger holds as written, the ids that name
+    none), each in the order first named."""
+    sql = (
+        "SELECT DISTINCT doc_id FROM chunks WHERE target = ? AND fingerprint = ? AND state = ? "
+        "AND {}"
+    )
+    args = (target.key, target.fingerprint, DONE)
+    found: dict[str, None] = {}
+    if named.every:
+        found.update(dict.fromkeys(d for (d,) in ledger.db.execute(sql.format("1"), args)))
+    unknown: list[str] = []
+    match = "(doc_id = ? OR chunk_id = ?)" if named.chunk_ids else "doc_id = ?"
+    for name in named.ids:
+        values = (name, name) if named.chunk_ids else (name,)
+        rows = ledger.db.execute(sql.format(match), (*args, *values)).fetchall()
+        found.update(dict.fromkeys(d for (d,) in rows))
+        if not rows:
+            unknown.append(name)
+    for prefix in named.prefixes:
+        starting = ledger.db.execute(
+            sql.format("substr(doc_id, 1, ?) = ?"), (*args, len(prefix), prefix)
+        )
+        found.update(dict.fromkeys(d for (d,) in starting))
+    return list(found), unknown
+
+
+def chunk_ids_named(ledger: Ledger, target: Target, named: Named) -> list[str]:
+    """The chunk ids (written, in order) of what `named` names: each document's chunks, and,
+    with `named.chunk_ids`, an id that is no document's but a chunk's id names that chunk."""
+    args = (target.key, target.fingerprint, DONE)
+    docs, _ = named_documents(ledger, target, Named(named.ids, False, named.prefixes, named.every))
+    known = set(docs)
+    listed: dict[tuple[bool, str], None] = {}  # (is a chunk, id), in the order named
+    for name in named.ids:
+        if name in known:
+            listed[(False, name)] = None
+        elif (
+            named.chunk_ids
+            and ledger.db.execute(
+                "SELECT 1 FROM chunks WHERE target = ? AND fingerprint = ? AND state = ? "
+                "AND chunk_id = ?",
+                (*args, name),
+            ).fetchone()
+        ):
+            listed[(True, name)] = None
+    listed.update(dict.fromkeys((False, d) for d in docs))  # what prefixes and `every` add
+    by_doc = (
+        "SELECT chunk_id FROM chunks WHERE target = ? AND fingerprint = ? AND state = ? "
+        "AND doc_id = ? ORDER BY chunk_index"
+    )
+    out: dict[str, None] = {}
+    for is_chunk, name in listed:
+        if is_chunk:
+            out[name] = None
+        else:
+            out.update(dict.fromkeys(c for (c,) in ledger.db.execute(by_doc, (*args, name))))
+    return list(out)

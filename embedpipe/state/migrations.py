@@ -71,4 +71,9 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE generations ADD COLUMN demoted REAL;
     """,
+    # 9: where each document came from: NULL for a run's source, 'library' for one the library
+    # added (a framework adapter); a full-mode run deletes only what its own source had.
+    """
+    ALTER TABLE docs ADD COLUMN origin TEXT;
+    """,
 ]

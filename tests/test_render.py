@@ -13,8 +13,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from embedpipe.cli import app
-from embedpipe.cli import render as terminal
+from embedpipe.cli import app, render
 from embedpipe.types import NOT_LOADED, RecordError, RunReport
 
 RED, YELLOW = "\x1b[31m", "\x1b[33m"
@@ -24,7 +23,7 @@ def rendered(r: RunReport) -> list[str]:
     """The summary as a colour terminal gets it, one string per line."""
     buf = io.StringIO()
     console = Console(file=buf, force_terminal=True, color_system="standard", width=200)
-    terminal.print_summary(console, r)
+    render.print_summary(console, r)
     return buf.getvalue().splitlines()
 
 

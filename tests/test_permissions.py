@@ -16,7 +16,7 @@ from embedpipe.errors import ConfigError, SourceError
 from embedpipe.state.ledger import state_dir_for
 from embedpipe.types import Document
 from tests.clikit import tree
-from tests.test_incremental import config, corpus_files
+from tests.corpuskit import config, corpus_files
 
 
 def mode(path: Path) -> int:

@@ -18,7 +18,7 @@ from embedpipe.encoding.lazy import MODELS_FILE, NOT_LOADED, LazyEncoder
 from embedpipe.encoding.models import same_tokenizer
 from embedpipe.errors import ModelError
 from embedpipe.state.ledger import state_dir_for
-from tests.test_incremental import config, corpus_files
+from tests.corpuskit import config, corpus_files
 
 PROBE = """
 import json, sys
