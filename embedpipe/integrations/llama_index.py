@@ -9,7 +9,9 @@
 
 Every sink works (Qdrant Edge, Qdrant local or server, FAISS, Parquet by exact search), with
 `MetadataFilters` (EQ, NE, GT, GTE, LT, LTE, IN, NIN; AND, OR, NOT, nested) and the query modes
-`default` and `mmr` (`mmr_threshold` is lambda); any other mode is a ValueError naming those two.
+`default`, `mmr` (`mmr_threshold` is lambda), and, on an index built with BM25 sparse vectors
+(Qdrant Edge, Qdrant), `sparse` and `hybrid` (`alpha`, `sparse_top_k`, `hybrid_top_k`); any
+other mode is a ValueError naming those four.
 
 Ids: a node is one chunk, its `node_id` the chunk id `DOC#N`, its text, `doc_id`,
 `chunk_index`, `chunk_id`, `start`/`end` offsets and the source metadata (with `source`), its
@@ -182,7 +184,9 @@ class EmbedpipeVectorStore(BasePydanticVectorStore):
         doc_ids and node_ids pass; mode `default` (similarity) or `mmr` (maximal marginal
         relevance: `mmr_threshold`, from the query or a kwarg, weighs closeness to the query
         against diversity, default 0.5; `mmr_prefetch_k` or `mmr_prefetch_factor` (default 4)
-        how many candidates it re-ranks). Any other mode is a ValueError."""
+        how many candidates it re-ranks); `sparse` (BM25, `sparse_top_k`) or `hybrid` (dense
+        and BM25 fused by reciprocal rank, `alpha` 1 = dense only, 0 = sparse only,
+        `hybrid_top_k`) on an index with sparse vectors. Any other mode is a ValueError."""
         common.refuse_unknown("query", kwargs, QUERY_ARGS)
         if query.mode not in MODES:
             raise ValueError(
