@@ -59,7 +59,7 @@ MODEL_SETTINGS = (
 )
 
 # What `built_with` records; a copy of an index (export) carries these and nothing of the sink's own.
-MANIFEST_KEYS = ("model", "dim", "prompts", "settings", "fingerprint")
+MANIFEST_KEYS = ("model", "dim", "prompts", "settings", "fingerprint", "dense_fingerprint")
 MADE_REMEMBERED = 100_000  # passage vectors `made_here` recognises (16 bytes each)
 CHUNKS_PER_LOOKUP = 1000  # chunk ids per filtered lookup (`Index.chunks`)
 EncoderFor = Callable[

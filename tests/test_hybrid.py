@@ -4,6 +4,7 @@ over a small documentation corpus whose identifiers dense vectors blur (tests/hy
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,13 @@ SPARSE_SINKS = ("qdrant-edge", "qdrant")
 DENSE_ONLY = ("faiss", "parquet")
 
 
-def config(kind: str, root: Path, sparse: bool = True) -> RunConfig:
-    sparse_cfg = {"kind": "bm25" if sparse else "none"}
-    return load_config(
-        None, {"sink": {"uri": sink_uri(kind, root), "collection": "docs", "sparse": sparse_cfg}}
-    )
+def config(kind: str, root: Path, sparse: bool | dict[str, Any] = True, **extra: Any) -> RunConfig:
+    """A run into `kind` under `root`; `sparse` True (BM25, default settings), False (off) or
+    the BM25 settings."""
+    settings = sparse if isinstance(sparse, dict) else {}
+    sparse_cfg = {"kind": "bm25" if sparse else "none", **settings}
+    sink = {"uri": sink_uri(kind, root), "collection": "docs", "sparse": sparse_cfg}
+    return load_config(None, {"sink": sink, **extra})
 
 
 def build(cfg: RunConfig, encoder: Any, docs: list[dict[str, Any]] | None = None) -> RunReport:
@@ -110,19 +113,81 @@ def test_an_incremental_run_keeps_sparse_and_dense_in_step(
         assert len(index.search("reference manual details", 100, mode="sparse")) == len(docs)
 
 
-def test_sparse_settings_define_the_generation_and_dense_only_indexes_keep_theirs(
+def ranked(index: Any, queries: list[str], mode: str) -> list[list[tuple[float, str]]]:
+    """Each query's hits among all the chunks in `mode`: (-score to 4 places, doc id), in that
+    order (chunks of equal scores come in an engine's own order)."""
+    n = len(hk.ENTRIES)
+    return [
+        sorted((-round(h.score, 4), h.doc_id) for h in index.search(q, n, mode=mode))
+        for q in queries
+    ]
+
+
+@pytest.mark.parametrize("kind", SPARSE_SINKS)
+def test_changing_only_the_sparse_settings_recomputes_sparse_vectors_without_encoding(
+    kind: str, tmp_path: Path, encoder: Any
+) -> None:
+    n = len(hk.ENTRIES)
+    dense = build(config(kind, tmp_path, sparse=False), encoder)
+    again = build(config(kind, tmp_path, sparse=False), encoder)
+    assert again.fingerprint == dense.fingerprint
+    assert (again.chunks_embedded, again.chunks_copied) == (0, 0)
+    # sparse vectors turned on: a new generation, its dense vectors copied, none encoded
+    on = build(config(kind, tmp_path), encoder)
+    assert on.fingerprint != dense.fingerprint and on.promotion and on.promotion["promoted"]
+    assert (on.chunks_embedded, on.tokens_embedded, on.batches, on.chunks_copied) == (0, 0, 0, n)
+    queries = [q for q, _ in hk.identifier_queries()[:10]] + [q for q, _ in hk.questions()[:10]]
+    uri = sink_uri(kind, tmp_path)
+    with open_index(sink=uri, collection="docs") as index:
+        default_sparse = ranked(index, queries, "sparse")
+    # other BM25 settings: again no encoding, and the answers of an index built afresh with them
+    # (dense and sparse: hybrid fuses ranks, and equal BM25 scores rank in each engine's order)
+    settings = {"k1": 2.0, "b": 0.3, "tokenizer": "code"}
+    changed = build(config(kind, tmp_path, sparse=settings), encoder)
+    assert changed.fingerprint not in (dense.fingerprint, on.fingerprint)
+    assert (changed.chunks_embedded, changed.tokens_embedded, changed.chunks_copied) == (0, 0, n)
+    fresh = build(config(kind, tmp_path / "fresh", sparse=settings), encoder)
+    assert (fresh.chunks_embedded, fresh.chunks_copied) == (n, 0)
+    with (
+        open_index(sink=uri, collection="docs") as index,
+        open_index(sink=sink_uri(kind, tmp_path / "fresh"), collection="docs") as built_afresh,
+    ):
+        assert index.built.settings["sparse"]["tokenizer"] == "code"
+        for mode in ("dense", "sparse"):
+            assert ranked(index, queries, mode) == ranked(built_afresh, queries, mode)
+        assert ranked(index, queries, "sparse") != default_sparse  # the new settings count
+
+
+def test_a_sparse_settings_change_with_an_edit_encodes_only_the_edited_chunk(
     tmp_path: Path, encoder: Any
 ) -> None:
-    dense = build(config("qdrant-edge", tmp_path, sparse=False), encoder)
-    again = build(config("qdrant-edge", tmp_path, sparse=False), encoder)
-    assert again.fingerprint == dense.fingerprint and again.chunks_embedded == 0
-    sparse = build(config("qdrant-edge", tmp_path), encoder)
-    assert sparse.fingerprint != dense.fingerprint
-    assert sparse.chunks_embedded == len(hk.ENTRIES)
+    docs = hk.documents()
+    build(config("qdrant-edge", tmp_path), encoder, docs)
+    ident, edited = hk.identifier_queries()[4]
+    docs = [
+        {**d, "text": d["text"].replace(ident, "net_x999")} if d["id"] == edited else d
+        for d in docs
+    ]
+    changed = config("qdrant-edge", tmp_path, sparse={"k1": 1.6})
+    dry = Pipeline(changed, source=docs, encoder=encoder).run(dry_run=True)
+    assert any("a real run copies the dense vectors" in note for note in dry.notes)
+    report = build(changed, encoder, docs)
+    assert (report.chunks_embedded, report.chunks_copied) == (1, len(docs))
     with open_index(sink=sink_uri("qdrant-edge", tmp_path), collection="docs") as index:
-        assert index.has_sparse()
-        ident, doc = hk.identifier_queries()[5]
-        assert index.search(ident, 1, mode="sparse")[0].doc_id == doc
+        assert index.search("net_x999", 1, mode="sparse")[0].doc_id == edited
+        assert edited not in [h.doc_id for h in index.search(ident, 3, mode="sparse")]
+        assert index.search("net_x999", 1, mode="hybrid")[0].doc_id == edited
+
+
+def test_a_change_beyond_the_sparse_settings_encodes_everything_again(
+    tmp_path: Path, encoder: Any
+) -> None:
+    build(config("qdrant-edge", tmp_path), encoder)
+    rechunked = build(
+        config("qdrant-edge", tmp_path, sparse={"k1": 1.6}, chunking={"overlap_tokens": 8}),
+        encoder,
+    )
+    assert (rechunked.chunks_embedded, rechunked.chunks_copied) == (len(hk.ENTRIES), 0)
 
 
 @pytest.mark.parametrize("kind", SPARSE_SINKS)
@@ -208,8 +273,6 @@ def test_the_langchain_and_llamaindex_adapters_run_sparse_and_hybrid_queries(
 def test_eval_scores_modes_side_by_side_and_auto_judges_a_sparse_generation_on_hybrid(
     tmp_path: Path, encoder: Any
 ) -> None:
-    import json
-
     from embedpipe import api
 
     cfg = config("qdrant-edge", tmp_path)

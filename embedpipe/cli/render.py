@@ -38,7 +38,12 @@ def print_summary(console: Console, r: RunReport) -> None:
         (
             "chunks",
             f"{r.chunks_total:,} total, {r.chunks_embedded:,} embedded, {r.chunks_skipped:,} skipped, "
-            f"{r.chunks_deleted:,} deleted",
+            f"{r.chunks_deleted:,} deleted"
+            + (
+                f" ({r.chunks_copied:,} dense vectors copied, not encoded)"
+                if r.chunks_copied
+                else ""
+            ),
         ),
         ("throughput", f"{r.tokens_per_second:,.0f} tokens/s, {r.chunks_per_second:,.1f} chunks/s"),
         (
