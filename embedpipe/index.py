@@ -31,6 +31,7 @@ from embedpipe.sinks.base import Hit, ReadView, Sink, close_served, served
 from embedpipe.sinks.registry import require_sparse
 from embedpipe.sinks.sparse import (
     Bm25Encoder,
+    Mode,
     Retrieval,
     SparseVector,
     check_alpha,
@@ -343,25 +344,44 @@ class Index:
         model is loaded) or hybrid (both, fused by reciprocal rank; `alpha` weighs them: 1 =
         dense only, 0 = sparse only, None = equally). `vector`: the dense query vector, when the
         caller has it already (an adapter's own embedding)."""
-        wanted, alpha = check_mode(mode), check_alpha(alpha)
-        if wanted != "dense":
-            require_sparse(self.sink.uri, f"--mode {wanted}")
+        wanted, alpha = self._checked(mode, alpha)
         with served(self.sink) as view:  # held across: the query meets the generation it read
-            with self._lock:
-                built = self._built_for(view)
-            if wanted == "sparse":
-                retrieval = Retrieval(wanted, None, self._sparse_query(built, view, text))
-            else:
-                if vector is None:
-                    vector = self.embed_queries([text], built)[0]  # encoding holds no lock
-                if wanted == "dense":
-                    with self._lock:
-                        return view.search(vector, k, filter)
-                sparse = self._sparse_query(built, view, text)
-                retrieval = Retrieval(wanted, vector, sparse, alpha)
+            if wanted == "dense":
+                dense = self._query_for(view, text) if vector is None else vector
+                with self._lock:
+                    return view.search(dense, k, filter)
+            retrieval = self._retrieval(view, text, wanted, alpha, vector, dense=wanted == "hybrid")
             with self._lock:
                 assert view.retrieve is not None
                 return view.retrieve(retrieval, k, filter)
+
+    def _checked(self, mode: str, alpha: float | None) -> tuple[Mode, float | None]:
+        """The retrieval mode and alpha asked for, checked; a sink that keeps no sparse vectors
+        refuses sparse and hybrid before any work."""
+        wanted, alpha = check_mode(mode), check_alpha(alpha)
+        if wanted != "dense":
+            require_sparse(self.sink.uri, f"--mode {wanted}")
+        return wanted, alpha
+
+    def _retrieval(
+        self,
+        view: ReadView,
+        text: str,
+        mode: Mode,
+        alpha: float | None,
+        vector: np.ndarray | None,
+        *,
+        dense: bool,
+    ) -> Retrieval:
+        """A sparse or hybrid query for the generation `view` serves: the BM25 vector with the
+        settings it was built with, and (`dense`) the dense query vector (`vector`, else `text`
+        encoded with its model; encoding holds no lock)."""
+        with self._lock:
+            built = self._built_for(view)
+        sparse = self._sparse_query(built, view, text)
+        if dense and vector is None:
+            vector = self.embed_queries([text], built)[0]
+        return Retrieval(mode, vector if dense else None, sparse, alpha)
 
     def has_sparse(self) -> bool:
         """Whether the live generation keeps sparse vectors (sparse and hybrid queries work)."""
@@ -399,15 +419,35 @@ class Index:
         fetch_k: int = 20,
         lambda_mult: float = 0.5,
         filter: Mapping[str, Any] | None = None,
+        mode: str = "dense",
+        alpha: float | None = None,
+        vector: np.ndarray | None = None,
     ) -> list[Hit]:
         """`mmr_search_vector` for a query text, encoded with the model of the generation
-        searched (one read view, as `search`)."""
+        searched (one read view, as `search`).
+
+        `mode` picks the `fetch_k` candidates: dense (the nearest chunks), sparse (the best by
+        BM25) or hybrid (the best of both fused by reciprocal rank, `alpha` weighing them, as
+        `search`); MMR then re-ranks them on the dense vectors in every mode (the query's, the
+        model's, and the chunks' stored ones: what similarity means between chunks), as Qdrant's
+        MMR over a prefetch does. Each hit keeps its score from the candidates' retrieval.
+        `vector`: the dense query vector, when the caller has it already."""
         _check_lambda(lambda_mult)
+        wanted, alpha = self._checked(mode, alpha)
+        fetch = max(k, fetch_k)
         with served(self.sink) as view:
-            vector = self._query_for(view, text)
-            with self._lock:
-                hits = view.search(vector, max(k, fetch_k), filter, with_vectors=True)
-        return _mmr(vector, hits, k, lambda_mult)
+            if wanted == "dense":
+                query = self._query_for(view, text) if vector is None else vector
+                with self._lock:
+                    hits = view.search(query, fetch, filter, with_vectors=True)
+            else:
+                retrieval = self._retrieval(view, text, wanted, alpha, vector, dense=True)
+                assert retrieval.dense is not None
+                query = retrieval.dense
+                with self._lock:
+                    assert view.retrieve is not None
+                    hits = view.retrieve(retrieval, fetch, filter, with_vectors=True)
+        return _mmr(query, hits, k, lambda_mult)
 
     def mmr_search_vector(
         self,

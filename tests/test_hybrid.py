@@ -318,3 +318,88 @@ def test_export_copies_sparse_vectors_and_status_and_reconcile_show_them(
     dense_only = config("parquet", tmp_path, sparse=False)
     build(dense_only, encoder)
     assert [row.get("sparse") for row in api.status(dense_only)] == [None]
+
+
+def hybrid_mmr_reference(
+    index: Any, encoder: Any, query: str, mode: str, fetch_k: int, k: int, lambda_mult: float
+) -> list[str]:
+    """MMR computed here: the `fetch_k` candidates of a `mode` search, re-ranked by LangChain's
+    reference implementation on the model's own vectors of the query and of their texts."""
+    from langchain_core.vectorstores.utils import maximal_marginal_relevance
+
+    candidates = index.search(query, fetch_k, mode=mode)
+    vectors = encoder.encode_texts([h.text for h in candidates])
+    query_vector = encoder.encode_texts([query])[0]
+    order = maximal_marginal_relevance(query_vector, list(vectors), lambda_mult=lambda_mult, k=k)
+    return [candidates[i].doc_id for i in order]
+
+
+@pytest.mark.parametrize("kind", SPARSE_SINKS)
+def test_mmr_re_ranks_sparse_and_hybrid_candidates_in_both_adapters(
+    kind: str, tmp_path: Path, encoder: Any
+) -> None:
+    pytest.importorskip("langchain_core")
+    pytest.importorskip("llama_index.core")
+    from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryMode
+
+    from embedpipe.integrations import langchain, llama_index
+
+    build(config(kind, tmp_path), encoder)
+    uri = sink_uri(kind, tmp_path)
+    store = langchain.EmbedpipeVectorStore(uri, "docs", retrieval_mode="hybrid")
+    li = llama_index.EmbedpipeVectorStore(uri, "docs")
+    try:
+        index = store.index
+        idents = hk.identifier_queries()
+        missed = [(q, d) for q, d in idents if d not in [h.doc_id for h in index.search(q, 3)]]
+        assert missed, "the corpus no longer tests anything: dense found every identifier"
+        ident, doc = missed[0]
+        question = hk.questions()[2][0]
+        for mode in ("hybrid", "sparse"):
+            for query, lam in ((ident, 0.9), (question, 0.2)):
+                expected = hybrid_mmr_reference(index, encoder, query, mode, 12, 4, lam)
+                args = {"k": 4, "fetch_k": 12, "lambda_mult": lam, "retrieval_mode": mode}
+                assert doc_ids(store.max_marginal_relevance_search(query, **args)) == expected
+                result = li.query(
+                    VectorStoreQuery(
+                        query_str=query, similarity_top_k=4, mode=VectorStoreQueryMode.MMR
+                    ),
+                    mmr_threshold=lam,
+                    mmr_prefetch_k=12,
+                    retrieval_mode=mode,
+                )
+                assert [n.metadata["doc_id"] for n in result.nodes] == expected
+            # MMR over as many candidates as it keeps: the identifier dense misses is among them
+            assert doc in doc_ids(store.max_marginal_relevance_search(ident, 3, 3, 0.5))
+            dense = store.max_marginal_relevance_search(ident, 3, 3, 0.5, retrieval_mode="dense")
+            assert doc not in doc_ids(dense)
+        plain = [h.doc_id for h in index.search(question, 4, mode="hybrid")]
+        assert hybrid_mmr_reference(index, encoder, question, "hybrid", 12, 4, 0.2) != plain
+        # the store's mode is the default; a retriever's search_kwargs take the mode too
+        retriever = store.as_retriever(
+            search_type="mmr", search_kwargs={"k": 3, "fetch_k": 3, "retrieval_mode": "sparse"}
+        )
+        assert doc in doc_ids(retriever.invoke(ident))
+        with pytest.raises(ValueError, match="ranks the query's words"):
+            store.max_marginal_relevance_search_by_vector(
+                encoder.encode_texts([ident])[0].tolist(), retrieval_mode="hybrid"
+            )
+        with pytest.raises(ValueError, match="retrieval_mode picks the candidates of an mmr"):
+            li.query(VectorStoreQuery(query_str=ident), retrieval_mode="hybrid")
+    finally:
+        store.close()
+        li.close()
+
+
+def test_mmr_over_sparse_candidates_is_refused_where_no_sparse_vectors_are_kept(
+    tmp_path: Path, encoder: Any
+) -> None:
+    build(config("faiss", tmp_path, sparse=False), encoder)
+    with open_index(sink=sink_uri("faiss", tmp_path), collection="docs") as index:
+        assert index.mmr_search("net_x00", 2)  # dense MMR works as before
+        with pytest.raises(ConfigError, match="keeps no sparse vectors, so --mode hybrid"):
+            index.mmr_search("net_x00", 2, mode="hybrid")
+
+
+def doc_ids(docs: list[Any]) -> list[str]:
+    return [d.metadata["doc_id"] for d in docs]

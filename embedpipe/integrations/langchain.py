@@ -10,8 +10,11 @@ are encoded with the index's own model and stored query prompt; `add_texts` and
 `add_documents` go through embedpipe's pipeline and ledger (chunked, hashed, incremental:
 unchanged texts embed nothing), recorded as added by the library, so a full-mode run leaves
 them alone. MMR (`max_marginal_relevance_search`, `search_type="mmr"`) re-ranks the `fetch_k`
-nearest chunks on their stored vectors, on every sink. An argument a method does not take is a
-TypeError (a misspelt `filters=` never returns unfiltered results).
+nearest chunks on their stored vectors, on every sink. On an index built with BM25 sparse
+vectors (Qdrant Edge, Qdrant), `retrieval_mode` "sparse" or "hybrid" (the store's, or a
+search's; `alpha` weighs hybrid) ranks by BM25 or by both fused, in similarity and MMR searches
+alike (MMR then re-ranks those candidates on their dense vectors). An argument a method does
+not take is a TypeError (a misspelt `filters=` never returns unfiltered results).
 
 Ids: a returned Document is one chunk, its text as `page_content`, the source metadata and
 `doc_id`, `chunk_index`, `chunk_id` in `metadata`, and `id` the chunk id `DOC#N`. `add_texts`
@@ -190,12 +193,18 @@ class EmbedpipeVectorStore(VectorStore):
         fetch_k: int = 20,
         lambda_mult: float = 0.5,
         filter: dict[str, Any] | None = None,
+        *,
+        retrieval_mode: str | Enum | None = None,
+        alpha: float | None = None,
         **kwargs: Any,
     ) -> list[LCDocument]:
         """k chunks by maximal marginal relevance: among the `fetch_k` nearest to `query` that
         `filter` passes, each next one the best trade of closeness to the query against
         likeness to those already chosen (`lambda_mult` 1: closeness alone, 0: diversity
-        alone), re-ranked on their stored vectors (embedpipe.mmr), on every sink."""
+        alone), re-ranked on their stored vectors (embedpipe.mmr), on every sink. In `sparse`
+        or `hybrid` retrieval mode (`retrieval_mode`, else the store's; `alpha` as in
+        `similarity_search_with_score`) the candidates are the `fetch_k` best by BM25 or by
+        the fused ranking, re-ranked on their dense vectors the same way."""
         common.refuse_unknown("max_marginal_relevance_search", kwargs, SEARCH_ARGS["mmr"])
         hits = self.index.mmr_search(
             query,
@@ -203,6 +212,8 @@ class EmbedpipeVectorStore(VectorStore):
             fetch_k=fetch_k,
             lambda_mult=lambda_mult,
             filter=common.payload_filter(filter),
+            mode=self._mode(retrieval_mode),
+            alpha=alpha,
         )
         return [_document(h) for h in hits]
 
@@ -213,10 +224,19 @@ class EmbedpipeVectorStore(VectorStore):
         fetch_k: int = 20,
         lambda_mult: float = 0.5,
         filter: dict[str, Any] | None = None,
+        *,
+        retrieval_mode: str | Enum | None = None,
+        alpha: float | None = None,
         **kwargs: Any,
     ) -> list[LCDocument]:
-        """`max_marginal_relevance_search` for a query vector."""
+        """`max_marginal_relevance_search` for a query vector: dense candidates (sparse and
+        hybrid rank the query's words, which a vector does not have: a ValueError)."""
         common.refuse_unknown("max_marginal_relevance_search_by_vector", kwargs, SEARCH_ARGS["mmr"])
+        if retrieval_mode is not None and _checked_mode(retrieval_mode) != "dense":
+            raise ValueError(
+                f"retrieval_mode={_checked_mode(retrieval_mode)!r} ranks the query's words: "
+                "call max_marginal_relevance_search with the query text"
+            )
         hits = self.index.mmr_search_vector(
             common.as_vector(embedding),
             k,
@@ -346,7 +366,7 @@ class EmbedpipeVectorStore(VectorStore):
 SEARCH_ARGS = {
     "similarity": ("k", "filter", "score_threshold", "retrieval_mode", "alpha"),
     "similarity_score_threshold": ("k", "filter", "score_threshold", "retrieval_mode", "alpha"),
-    "mmr": ("k", "fetch_k", "lambda_mult", "filter"),
+    "mmr": ("k", "fetch_k", "lambda_mult", "filter", "retrieval_mode", "alpha"),
 }
 
 

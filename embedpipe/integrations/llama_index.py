@@ -10,8 +10,9 @@
 Every sink works (Qdrant Edge, Qdrant local or server, FAISS, Parquet by exact search), with
 `MetadataFilters` (EQ, NE, GT, GTE, LT, LTE, IN, NIN; AND, OR, NOT, nested) and the query modes
 `default`, `mmr` (`mmr_threshold` is lambda), and, on an index built with BM25 sparse vectors
-(Qdrant Edge, Qdrant), `sparse` and `hybrid` (`alpha`, `sparse_top_k`, `hybrid_top_k`); any
-other mode is a ValueError naming those four.
+(Qdrant Edge, Qdrant), `sparse` and `hybrid` (`alpha`, `sparse_top_k`, `hybrid_top_k`), and
+`mmr` over their candidates (`vector_store_kwargs={"retrieval_mode": "hybrid"}`); any other
+mode is a ValueError naming those four.
 
 Ids: a node is one chunk, its `node_id` the chunk id `DOC#N`, its text, `doc_id`,
 `chunk_index`, `chunk_id`, `start`/`end` offsets and the source metadata (with `source`), its
@@ -60,7 +61,8 @@ REF_SEPARATOR = ":"  # between a source document's id and a node's place in it
 # LlamaIndex's sparse and hybrid query modes, as embedpipe's retrieval modes.
 RETRIEVAL = {VectorStoreQueryMode.SPARSE: "sparse", VectorStoreQueryMode.HYBRID: "hybrid"}
 MODES = (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.MMR, *RETRIEVAL)  # modes answered
-QUERY_ARGS = ("mmr_threshold", "mmr_prefetch_k", "mmr_prefetch_factor")  # query()'s kwargs
+# query()'s kwargs; `retrieval_mode` (sparse or hybrid) picks an MMR query's candidates
+QUERY_ARGS = ("mmr_threshold", "mmr_prefetch_k", "mmr_prefetch_factor", "retrieval_mode")
 MMR_PREFETCH_FACTOR = 4.0  # MMR re-ranks this many times k candidates unless told
 log = logging.getLogger(__name__)
 
@@ -193,6 +195,11 @@ class EmbedpipeVectorStore(BasePydanticVectorStore):
                 f"embedpipe stores answer the query modes {', '.join(m.value for m in MODES)}, "
                 f"not {query.mode.value!r}"
             )
+        if "retrieval_mode" in kwargs and query.mode != VectorStoreQueryMode.MMR:
+            raise ValueError(
+                "retrieval_mode picks the candidates of an mmr query; for a sparse or hybrid "
+                "query use VectorStoreQueryMode.SPARSE or HYBRID"
+            )
         where = common.payload_filter(_filters(query.filters)) or {}
         if query.doc_ids:
             where["doc_id"] = list(query.doc_ids)
@@ -209,7 +216,7 @@ class EmbedpipeVectorStore(BasePydanticVectorStore):
         if query.mode in RETRIEVAL:
             hits = self._retrieve(query, RETRIEVAL[query.mode], k, where)
         elif query.mode == VectorStoreQueryMode.MMR:
-            hits = self._mmr(asked, k, where, query.mmr_threshold, kwargs)
+            hits = self._mmr(query, asked, k, where, kwargs)
         elif isinstance(asked, str):
             hits = self._index.search(asked, k, where)
         else:
@@ -237,17 +244,35 @@ class EmbedpipeVectorStore(BasePydanticVectorStore):
 
     def _mmr(
         self,
+        query: VectorStoreQuery,
         asked: np.ndarray | str,
         k: int,
         where: dict[str, Any],
-        threshold: float | None,
         kwargs: dict[str, Any],
     ) -> list[Hit]:
-        lambda_mult = kwargs.get("mmr_threshold", threshold)
+        """An mmr query; kwarg `retrieval_mode` sparse or hybrid (with the query's `alpha`)
+        takes the candidates from BM25 or both fused, which needs the query's text (its
+        embedding, when given, is the dense side)."""
+        lambda_mult = kwargs.get("mmr_threshold", query.mmr_threshold)
         fetch_k = kwargs.get("mmr_prefetch_k") or math.ceil(
             k * float(kwargs.get("mmr_prefetch_factor") or MMR_PREFETCH_FACTOR)
         )
         fetch, weight = int(fetch_k), 0.5 if lambda_mult is None else float(lambda_mult)
+        mode = str(kwargs.get("retrieval_mode") or "dense")
+        if mode != "dense":
+            if not query.query_str:
+                raise ValueError(f"a {mode} mmr query needs its text (query_str): BM25 ranks it")
+            vector = None if isinstance(asked, str) else asked
+            return self._index.mmr_search(
+                query.query_str,
+                k,
+                fetch_k=fetch,
+                lambda_mult=weight,
+                filter=where,
+                mode=mode,
+                alpha=query.alpha,
+                vector=vector,
+            )
         if isinstance(asked, str):
             return self._index.mmr_search(asked, k, fetch_k=fetch, lambda_mult=weight, filter=where)
         return self._index.mmr_search_vector(

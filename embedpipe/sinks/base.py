@@ -3,7 +3,7 @@ query returns."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -188,8 +188,18 @@ class ViewSearch(Protocol):
     ) -> list[Hit]: ...
 
 
-# A sparse-capable sink's `retrieve(retrieval, k, filter)`: a sparse or hybrid query.
-Retrieve = Callable[[Any, int, Mapping[str, Any] | None], list[Hit]]
+class Retrieve(Protocol):
+    """A read view's sparse or hybrid query: `Retriever.retrieve` on the generation the view
+    holds."""
+
+    def __call__(
+        self,
+        retrieval: Any,
+        k: int,
+        filter: Mapping[str, Any] | None,
+        *,
+        with_vectors: bool = False,
+    ) -> list[Hit]: ...
 
 
 @dataclass(frozen=True)
@@ -197,7 +207,7 @@ class ReadView:
     """One consistent read of the served index: the fingerprint and manifest of the generation
     it searches (None: the sink does not say; read `Sink.manifest()`), its search (with
     `with_vectors`, as `Sink.search`), and, on a sink with sparse vectors, its `retrieve`
-    (sparse.Retrieval, k, filter)."""
+    (sparse.Retrieval, k, filter, with_vectors)."""
 
     fingerprint: str | None
     manifest: Mapping[str, Any] | None
@@ -209,9 +219,16 @@ class ReadView:
 class Retriever(Protocol):
     """A sink with sparse vectors (`Capabilities.sparse`): sparse and hybrid queries."""
 
-    def retrieve(self, retrieval: Any, k: int, filter: Mapping[str, Any] | None) -> list[Hit]:
+    def retrieve(
+        self,
+        retrieval: Any,
+        k: int = 5,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        with_vectors: bool = False,
+    ) -> list[Hit]:
         """Top-k hits of the live index for a `sparse.Retrieval`, among the chunks `filter`
-        passes."""
+        passes (`with_vectors`: each with its chunk's stored dense vector, as `Sink.search`)."""
         ...
 
 

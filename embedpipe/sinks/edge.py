@@ -251,17 +251,24 @@ class EdgeSink(GenerationSink):
             return view.search(vector, k, filter, with_vectors=with_vectors)
 
     def retrieve(
-        self, retrieval: Retrieval, k: int = 5, filter: Mapping[str, Any] | None = None
+        self,
+        retrieval: Retrieval,
+        k: int = 5,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        with_vectors: bool = False,
     ) -> list[Hit]:
         """Top-k hits of a sparse or hybrid query, read as `search` reads."""
         live = self._live_gen()
         if self._gen is not None and self._gen == live:
-            return self._retrieve(self._shard, retrieval, k, filter)
-        if self._pin is not None:
-            return self._retrieve(self._live_reader(required=True), retrieval, k, filter)
-        with self.serving() as view:
-            assert view.retrieve is not None
-            return view.retrieve(retrieval, k, filter)
+            shard = self._shard
+        elif self._pin is not None:
+            shard = self._live_reader(required=True)
+        else:
+            with self.serving() as view:
+                assert view.retrieve is not None
+                return view.retrieve(retrieval, k, filter, with_vectors=with_vectors)
+        return self._retrieve(shard, retrieval, k, filter, with_vectors=with_vectors)
 
     @contextmanager
     def serving(self) -> Iterator[ReadView]:
@@ -331,7 +338,13 @@ class EdgeSink(GenerationSink):
         return qdrant_base.native_filter(expr, FILTER_TYPES)
 
     def _retrieve(
-        self, shard: Any, retrieval: Retrieval, k: int, filter: Mapping[str, Any] | None
+        self,
+        shard: Any,
+        retrieval: Retrieval,
+        k: int,
+        filter: Mapping[str, Any] | None,
+        *,
+        with_vectors: bool = False,
     ) -> list[Hit]:
         """A sparse query on the BM25 vectors, or a hybrid one: the dense and the sparse
         candidates fused by (weighted) reciprocal rank."""
@@ -341,7 +354,9 @@ class EdgeSink(GenerationSink):
             qe.SparseVector(retrieval.sparse.indices, retrieval.sparse.values), using=SPARSE_VECTOR
         )
         if retrieval.mode == "sparse":
-            request = qe.QueryRequest(limit=k, query=sparse, with_payload=True, filter=where)
+            request = qe.QueryRequest(
+                limit=k, query=sparse, with_payload=True, filter=where, with_vector=with_vectors
+            )
         else:
             assert retrieval.dense is not None
             params = qe.SearchParams(hnsw_ef=self.ef_search) if self.ef_search else None
@@ -356,10 +371,11 @@ class EdgeSink(GenerationSink):
                 query=_rrf(retrieval),
                 with_payload=True,
                 filter=where,
+                with_vector=with_vectors,
             )
         with edge_errors(f"{retrieval.mode} query on '{self.collection}'"):
             points = shard.query(request)
-        return qdrant_base.hits(points)
+        return qdrant_base.hits(points, with_vectors=with_vectors)
 
     # -- read snapshots --------------------------------------------------------------------
 

@@ -375,16 +375,21 @@ class QdrantSink:
         return qdrant_base.native_filter(expr, FILTER_TYPES)
 
     def retrieve(
-        self, retrieval: Retrieval, k: int = 5, filter: Mapping[str, Any] | None = None
+        self,
+        retrieval: Retrieval,
+        k: int = 5,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        with_vectors: bool = False,
     ) -> list[Hit]:
         """Top-k hits of a sparse or hybrid query, read as `search` reads."""
         if self._snapshots is not None and self._target is None and self._pin is None:
             with self.serving() as view:
                 assert view.retrieve is not None
-                return view.retrieve(retrieval, k, filter)
+                return view.retrieve(retrieval, k, filter, with_vectors=with_vectors)
         if self._live() is None:
             raise self._missing()
-        return self._retrieve(self.connect(), retrieval, k, filter)
+        return self._retrieve(self.connect(), retrieval, k, filter, with_vectors=with_vectors)
 
     def _retrieve(
         self,
@@ -392,6 +397,8 @@ class QdrantSink:
         retrieval: Retrieval,
         k: int,
         filter: Mapping[str, Any] | None,
+        *,
+        with_vectors: bool = False,
     ) -> list[Hit]:
         """A sparse query on the BM25 vectors, or a hybrid one: the dense and the sparse
         candidates fused by (weighted) reciprocal rank."""
@@ -409,9 +416,10 @@ class QdrantSink:
                     using=SPARSE_VECTOR,
                     limit=k,
                     with_payload=True,
+                    with_vectors=with_vectors,
                     query_filter=where,
                 )
-                return qdrant_base.hits(result.points)
+                return qdrant_base.hits(result.points, with_vectors=with_vectors)
             assert retrieval.dense is not None
             fetch = retrieval.candidates(k)
             dense = qdrant_base.query_vector(retrieval.dense)
@@ -425,9 +433,10 @@ class QdrantSink:
                 query=models.RrfQuery(rrf=rrf),
                 limit=k,
                 with_payload=True,
+                with_vectors=with_vectors,
                 query_filter=where,
             )
-        return qdrant_base.hits(result.points)
+        return qdrant_base.hits(result.points, with_vectors=with_vectors)
 
     @contextmanager
     def serving(self) -> Iterator[ReadView]:
