@@ -5,6 +5,8 @@ over a small documentation corpus whose identifiers dense vectors blur (tests/hy
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,11 @@ from embedpipe.config import RunConfig, load_config
 from embedpipe.errors import ConfigError
 from embedpipe.runs.pipeline import Pipeline
 from embedpipe.sinks import open_sink
-from embedpipe.types import RunReport
+from embedpipe.types import NOT_LOADED, RunReport
 from tests import hybridkit as hk
 from tests.clikit import cli, flat
+from tests.clikit import embedpipe as command
+from tests.corpuskit import consistency
 from tests.sinkkit import sink_uri
 
 SPARSE_SINKS = ("qdrant-edge", "qdrant")
@@ -403,3 +407,94 @@ def test_mmr_over_sparse_candidates_is_refused_where_no_sparse_vectors_are_kept(
 
 def doc_ids(docs: list[Any]) -> list[str]:
     return [d.metadata["doc_id"] for d in docs]
+
+
+# -- sparse and dense in step across crashes (the crash kit: EMBEDPIPE_CRASH_AT, real processes) --
+
+
+def write_jsonl(path: Path, docs: list[dict[str, Any]]) -> None:
+    path.write_text("".join(json.dumps({"id": d["id"], "text": d["text"]}) + "\n" for d in docs))
+
+
+def backfill(
+    source: Path, cfg: RunConfig, report: Path, crash: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`embedpipe backfill SOURCE --sparse bm25` into cfg's sink as its own process, in batches
+    of 4 chunks, killed by SIGKILL at `crash` (a crash point NAME:N) when given."""
+    environ = {**os.environ, "EMBEDPIPE_BATCHING__MAX_BATCH_SIZE": "4", **env}
+    if crash is not None:
+        environ["EMBEDPIPE_CRASH_AT"] = crash
+    args = ["backfill", str(source), "--sink", cfg.sink.uri, "--collection", "docs"]
+    return command(
+        *args, "--sparse", "bm25", "--mode", "full", "--report", str(report), env=environ
+    )
+
+
+def assert_in_step(cfg: RunConfig, docs: list[dict[str, Any]]) -> None:
+    """Sink and ledger hold the same chunks once each, and every chunk's sparse vector is its
+    text's: each document's identifier finds it first by BM25 (and no other document's), the
+    phrase every document ends with finds every chunk by BM25 and dense alike."""
+    in_sink, in_ledger = consistency(cfg)
+    assert len(in_sink) == len(set(in_sink)) and sorted(in_sink) == sorted(in_ledger)
+    assert {c.rpartition("#")[0] for c in in_sink} == {d["id"] for d in docs}
+    with open_index(sink=cfg.sink.uri, collection="docs") as index:
+        for d in docs:
+            ident = d["text"].split()[0]
+            assert index.search(ident, 1, mode="sparse")[0].doc_id == d["id"], ident
+        everything = "reference manual details"
+        for mode in ("sparse", "dense", "hybrid"):
+            found = {h.chunk_id for h in index.search(everything, 200, mode=mode)}
+            assert found == set(in_sink), mode
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", SPARSE_SINKS)
+@pytest.mark.parametrize("point", ["sink-write:2", "ledger-commit:2", "sink-delete:1"])
+def test_sigkill_in_an_incremental_run_with_edits_and_deletes_then_rerun_keeps_them_in_step(
+    kind: str, point: str, tmp_path: Path
+) -> None:
+    cfg = config(kind, tmp_path)
+    source, report = tmp_path / "docs.jsonl", tmp_path / "report.json"
+    docs = hk.documents()
+    write_jsonl(source, docs)
+    first = backfill(source, cfg, report)
+    assert first.returncode == 0, first.stderr
+    renamed = {d["id"]: f"edited_{i}_x{i}" for i, d in enumerate(docs[:6])}
+    for d in docs[:6]:  # a new identifier in six documents: two batches of writes
+        d["text"] = d["text"].replace(d["text"].split()[0], renamed[d["id"]])
+    docs = docs[:-3]  # three documents gone: a delete wave
+    write_jsonl(source, docs)
+    killed = backfill(source, cfg, report, crash=point)
+    assert killed.returncode == -9, killed.stderr
+    rerun = backfill(source, cfg, report)
+    assert rerun.returncode == 0, rerun.stderr
+    assert_in_step(cfg, docs)
+    with open_index(sink=cfg.sink.uri, collection="docs") as index:
+        for old in hk.documents()[:6]:  # the old identifiers are gone with their text
+            ident = old["text"].split()[0]
+            assert old["id"] not in [h.doc_id for h in index.search(ident, 3, mode="sparse")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", SPARSE_SINKS)
+def test_sigkill_while_copying_dense_vectors_for_new_sparse_settings_then_rerun_encodes_nothing(
+    kind: str, tmp_path: Path
+) -> None:
+    cfg = config(kind, tmp_path)
+    source, report = tmp_path / "docs.jsonl", tmp_path / "report.json"
+    docs = hk.documents()
+    write_jsonl(source, docs)
+    assert backfill(source, cfg, report).returncode == 0
+    first = json.loads(report.read_text())
+    k1 = {"EMBEDPIPE_SINK__SPARSE__K1": "2.0"}
+    killed = backfill(source, cfg, report, crash="sink-write:1", **k1)
+    assert killed.returncode == -9, killed.stderr
+    rerun = backfill(source, cfg, report, **k1)
+    assert rerun.returncode == 0, rerun.stderr
+    resumed = json.loads(report.read_text())
+    assert resumed["fingerprint"] != first["fingerprint"]
+    assert (resumed["chunks_embedded"], resumed["chunks_copied"]) == (0, len(docs))
+    assert resumed["device"] == NOT_LOADED  # not even the model was loaded
+    assert_in_step(cfg, docs)
+    with open_index(sink=cfg.sink.uri, collection="docs") as index:
+        assert index.built.settings["sparse"]["k1"] == 2.0
