@@ -217,6 +217,26 @@ def test_sinks_without_sparse_vectors_refuse_sparse_before_any_work(
     assert not (tmp_path / kind).exists()
 
 
+def test_postgres_refuses_sparse_and_sparse_or_hybrid_queries_before_connecting(
+    tmp_path: Path,
+) -> None:
+    """Postgres keeps no sparse vectors yet (Capabilities.sparse False): the same one-line
+    refusal, before any connection (nothing listens on the URI's port)."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.md").write_text("net_x00 opens the vault")
+    uri = "postgresql://embedpipe@127.0.0.1:9/nowhere"
+    built = cli("backfill", str(corpus), "--sink", uri, "--sparse", "bm25", cwd=tmp_path)
+    assert built.returncode == 2, built.stderr
+    said = flat(built.stderr)
+    assert "keeps no sparse vectors, so sink.sparse: bm25 (--sparse) is not possible" in said
+    assert "only qdrant-edge:PATH" in said and "Traceback" not in built.stderr
+    for mode in ("sparse", "hybrid"):
+        asked = cli("query", "net_x00", "--sink", uri, "--mode", mode, cwd=tmp_path)
+        assert asked.returncode == 2, asked.stderr
+        assert f"--mode {mode} is not possible: only qdrant-edge:PATH" in flat(asked.stderr)
+
+
 def test_the_cli_refuses_sparse_on_faiss_and_hybrid_queries_on_parquet_in_one_line(
     tmp_path: Path,
 ) -> None:
