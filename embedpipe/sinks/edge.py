@@ -40,7 +40,14 @@ from embedpipe.sinks.generations import GenerationSink, read_manifest, try_lock,
 from embedpipe.sinks.layouts import payload
 from embedpipe.sinks.shards import paired_vectors
 from embedpipe.sinks.snapshots import READER_MADE, SnapshotReader, Snapshots, copy_tree
-from embedpipe.sinks.sparse import RRF_K, SPARSE_VECTOR, Bm25Encoder, Retrieval, settings_of
+from embedpipe.sinks.sparse import (
+    RRF_K,
+    SPARSE_VECTOR,
+    Bm25Encoder,
+    Retrieval,
+    settings_of,
+    settled,
+)
 from embedpipe.types import Embedded, point_id
 
 SHARD = "shard"
@@ -353,20 +360,20 @@ class EdgeSink(GenerationSink):
         sparse = qe.Query.Nearest(
             qe.SparseVector(retrieval.sparse.indices, retrieval.sparse.values), using=SPARSE_VECTOR
         )
+        limit = retrieval.candidates(k)  # the ties at k too: `settled` orders them
         if retrieval.mode == "sparse":
             request = qe.QueryRequest(
-                limit=k, query=sparse, with_payload=True, filter=where, with_vector=with_vectors
+                limit=limit, query=sparse, with_payload=True, filter=where, with_vector=with_vectors
             )
         else:
             assert retrieval.dense is not None
             params = qe.SearchParams(hnsw_ef=self.ef_search) if self.ef_search else None
             dense = qe.Query.Nearest(qdrant_base.query_vector(retrieval.dense))
-            fetch = retrieval.candidates(k)
             request = qe.QueryRequest(
-                limit=k,
+                limit=limit,
                 prefetches=[
-                    qe.Prefetch(limit=fetch, query=dense, params=params, filter=where),
-                    qe.Prefetch(limit=fetch, query=sparse, filter=where),
+                    qe.Prefetch(limit=limit, query=dense, params=params, filter=where),
+                    qe.Prefetch(limit=limit, query=sparse, filter=where),
                 ],
                 query=_rrf(retrieval),
                 with_payload=True,
@@ -375,7 +382,7 @@ class EdgeSink(GenerationSink):
             )
         with edge_errors(f"{retrieval.mode} query on '{self.collection}'"):
             points = shard.query(request)
-        return qdrant_base.hits(points, with_vectors=with_vectors)
+        return settled(qdrant_base.hits(points, with_vectors=with_vectors), k)
 
     # -- read snapshots --------------------------------------------------------------------
 

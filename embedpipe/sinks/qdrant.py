@@ -48,7 +48,14 @@ from embedpipe.sinks.qdrant_writer import (
 )
 from embedpipe.sinks.registry import SINKS
 from embedpipe.sinks.snapshots import READER_MADE, SnapshotReader, Snapshots, copy_tree
-from embedpipe.sinks.sparse import RRF_K, SPARSE_VECTOR, Bm25Encoder, Retrieval, settings_of
+from embedpipe.sinks.sparse import (
+    RRF_K,
+    SPARSE_VECTOR,
+    Bm25Encoder,
+    Retrieval,
+    settings_of,
+    settled,
+)
 from embedpipe.types import Embedded
 
 __all__ = ["VECTOR_TYPES", "QdrantSink", "QdrantWriter", "qdrant_errors", "server_client"]
@@ -408,35 +415,37 @@ class QdrantSink:
         sparse = models.SparseVector(
             indices=retrieval.sparse.indices, values=retrieval.sparse.values
         )
+        limit = retrieval.candidates(k)  # the ties at k too: `settled` orders them
         with qdrant_errors(f"{retrieval.mode} query on '{self.collection}'"):
             if retrieval.mode == "sparse":
                 result = client.query_points(
                     name,
                     query=sparse,
                     using=SPARSE_VECTOR,
-                    limit=k,
+                    limit=limit,
                     with_payload=True,
                     with_vectors=with_vectors,
                     query_filter=where,
                 )
-                return qdrant_base.hits(result.points, with_vectors=with_vectors)
-            assert retrieval.dense is not None
-            fetch = retrieval.candidates(k)
-            dense = qdrant_base.query_vector(retrieval.dense)
-            rrf = models.Rrf(k=RRF_K, weights=retrieval.weights())
-            result = client.query_points(
-                name,
-                prefetch=[
-                    models.Prefetch(query=dense, limit=fetch, filter=where),
-                    models.Prefetch(query=sparse, using=SPARSE_VECTOR, limit=fetch, filter=where),
-                ],
-                query=models.RrfQuery(rrf=rrf),
-                limit=k,
-                with_payload=True,
-                with_vectors=with_vectors,
-                query_filter=where,
-            )
-        return qdrant_base.hits(result.points, with_vectors=with_vectors)
+            else:
+                assert retrieval.dense is not None
+                dense = qdrant_base.query_vector(retrieval.dense)
+                rrf = models.Rrf(k=RRF_K, weights=retrieval.weights())
+                result = client.query_points(
+                    name,
+                    prefetch=[
+                        models.Prefetch(query=dense, limit=limit, filter=where),
+                        models.Prefetch(
+                            query=sparse, using=SPARSE_VECTOR, limit=limit, filter=where
+                        ),
+                    ],
+                    query=models.RrfQuery(rrf=rrf),
+                    limit=limit,
+                    with_payload=True,
+                    with_vectors=with_vectors,
+                    query_filter=where,
+                )
+        return settled(qdrant_base.hits(result.points, with_vectors=with_vectors), k)
 
     @contextmanager
     def serving(self) -> Iterator[ReadView]:

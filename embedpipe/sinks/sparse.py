@@ -23,6 +23,7 @@ import numpy as np
 
 from embedpipe.config import SparseConfig
 from embedpipe.errors import ConfigError
+from embedpipe.sinks.base import Hit
 
 SPARSE_VECTOR = "bm25"  # the name of the sparse vector in a Qdrant collection or Edge shard
 Mode = Literal["dense", "sparse", "hybrid"]
@@ -118,8 +119,18 @@ class Retrieval:
         return None if self.alpha is None else [self.alpha, 1.0 - self.alpha]
 
     def candidates(self, k: int) -> int:
-        """How many hits each side of a hybrid query fetches before fusion."""
+        """How many hits each side of a hybrid query fetches before fusion, and how many a sparse
+        or hybrid query asks the engine for before `settled` keeps k."""
         return max(MIN_CANDIDATES, 4 * k)
+
+
+def settled(hits: Sequence[Hit], k: int) -> list[Hit]:
+    """The first k hits, those of equal scores in chunk-id order. BM25 scores and reciprocal
+    rank fusion tie often (two chunks the same words as often; ranks 1 and 3 against 3 and 1),
+    and an engine returns ties in the order it meets its points, which differs between two
+    queries, and between copies of an index (a read snapshot, an export): without this, one
+    query on one generation could answer (and score in the quality gate) one way, then another."""
+    return sorted(hits, key=lambda h: (-h.score, h.chunk_id))[:k]
 
 
 def check_alpha(alpha: float | None) -> float | None:
