@@ -13,6 +13,10 @@ its text `module.name(signature)` then the docstring, as pydoc shows it.
    automatically: identifier queries (a function's or class's bare name that occurs, as a word,
    in exactly one record: that record answers it) and natural-language questions (the
    docstring's first sentence, from records whose name it does not contain: that record).
+3. Sparse settings changed alone (`--part rebuild`, or after 1 and 2): a dense-only index, then
+   `--sparse bm25` on it, then BM25's k1 changed: each a new generation whose dense vectors are
+   copied, not encoded (runs/reuse.py); wall time and the report's chunks encoded and copied,
+   beside a fresh build with `--sparse bm25`.
 """
 
 from __future__ import annotations
@@ -81,10 +85,14 @@ def questions(recs: list[dict[str, str]]) -> list[tuple[str, str]]:
     return out
 
 
-def backfill(jsonl: Path, sink: Path, sparse: bool) -> dict[str, float]:
-    """One whole-process run into a fresh sink: wall seconds and the report's figures."""
-    shutil.rmtree(sink, ignore_errors=True)
-    shutil.rmtree(Path(f"{sink}.state"), ignore_errors=True)
+def backfill(
+    jsonl: Path, sink: Path, sparse: bool, *, fresh: bool = True, env: dict[str, str] | None = None
+) -> dict[str, float]:
+    """One whole-process run into a sink (emptied first when `fresh`): wall seconds and the
+    report's figures."""
+    if fresh:
+        shutil.rmtree(sink, ignore_errors=True)
+        shutil.rmtree(Path(f"{sink}.state"), ignore_errors=True)
     report = sink.with_suffix(".report.json")
     cmd = [
         sys.executable,
@@ -102,12 +110,37 @@ def backfill(jsonl: Path, sink: Path, sparse: bool) -> dict[str, float]:
         "--report",
         str(report),
     ] + (["--sparse", "bm25"] if sparse else [])
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    environ = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     began = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env)
+    subprocess.run(cmd, check=True, env=environ)
     wall = time.perf_counter() - began
     data = json.loads(report.read_text())
-    return {"wall": wall, "run": data["seconds"], "chunks": data["chunks_embedded"]}
+    return {
+        "wall": wall,
+        "run": data["seconds"],
+        "chunks": data["chunks_embedded"],
+        "copied": data.get("chunks_copied", 0),
+    }
+
+
+def rebuild(jsonl: Path, tmp: Path) -> None:
+    """Part 3: sparse settings changed alone on one index, against a fresh sparse build."""
+    sink = tmp / "rebuilt"
+    steps = [
+        ("dense only, fresh", backfill(jsonl, sink, False)),
+        ("--sparse bm25 on it", backfill(jsonl, sink, True, fresh=False)),
+        (
+            "BM25 k1 1.2 -> 2.0",
+            backfill(jsonl, sink, True, fresh=False, env={"EMBEDPIPE_SINK__SPARSE__K1": "2.0"}),
+        ),
+        ("fresh --sparse bm25", backfill(jsonl, tmp / "fresh-sparse", True)),
+    ]
+    print(f"sparse settings changed alone, load average {os.getloadavg()[0]:.1f}")
+    for name, got in steps:
+        print(
+            f"  {name:<22}: wall {got['wall']:6.1f} s, run {got['run']:6.1f} s, "
+            f"{got['chunks']:.0f} chunks encoded, {got['copied']:.0f} copied"
+        )
 
 
 def bm25_seconds(recs: list[dict[str, str]]) -> float:
@@ -131,12 +164,17 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--k", type=int, default=3)
+    parser.add_argument("--part", choices=("all", "rebuild"), default="all")
     args = parser.parse_args()
     recs = records(args.records)
     tmp = Path(tempfile.mkdtemp(prefix="bench-hybrid-"))
     try:
         jsonl = tmp / "records.jsonl"
         jsonl.write_text("".join(json.dumps(r) + "\n" for r in recs))
+        if args.part == "rebuild":
+            backfill(jsonl, tmp / "warm", False)  # page cache, the remembered precision choice
+            rebuild(jsonl, tmp)
+            return
         runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
         backfill(jsonl, tmp / "warm", False)  # page cache, the remembered precision choice
         for _ in range(args.repeats):
@@ -170,6 +208,7 @@ def main() -> None:
                 scores = {m: recall(ix, m, queries, args.k) for m in ("dense", "sparse", "hybrid")}
                 shown = "  ".join(f"{m} {v:.3f}" for m, v in scores.items())
                 print(f"  recall@{args.k}, {len(queries)} {name}: {shown}")
+        rebuild(jsonl, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
