@@ -304,6 +304,12 @@ def test_the_langchain_and_llamaindex_adapters_run_sparse_and_hybrid_queries(
         assert found[0].metadata["doc_id"] == doc
         retriever = store.as_retriever(search_kwargs={"k": 2, "filter": {"kind": "constant"}})
         assert all(d.metadata["kind"] == "constant" for d in retriever.invoke(ident))
+        with pytest.raises(TypeError, match="retrieval_modes"):  # strict, like every argument
+            store.similarity_search(ident, retrieval_modes="sparse")
+        with pytest.raises(TypeError, match="alpah"):
+            store.as_retriever(search_kwargs={"alpah": 0.5})
+        with pytest.raises(ConfigError, match="unknown retrieval mode 'bm25'"):
+            store.similarity_search(ident, retrieval_mode="bm25")
     finally:
         store.close()
     li = llama_index.EmbedpipeVectorStore(uri, "docs")
@@ -313,6 +319,8 @@ def test_the_langchain_and_llamaindex_adapters_run_sparse_and_hybrid_queries(
                 VectorStoreQuery(query_str=ident, similarity_top_k=3, mode=mode, alpha=0.3)
             )
             assert doc in [n.metadata["doc_id"] for n in result.nodes]
+        with pytest.raises(TypeError, match="retrieval_mod"):
+            li.query(VectorStoreQuery(query_str=ident), retrieval_mod="hybrid")
     finally:
         li.close()
 
