@@ -25,6 +25,8 @@ from embedpipe.metrics import write_textfile
 from embedpipe.sinks import open_sink
 from embedpipe.sinks.base import Hit, Sink
 from embedpipe.sinks.filters import parse_where as parse_where  # for the CLI's --where
+from embedpipe.sinks.registry import require_sparse
+from embedpipe.sinks.sparse import check_mode, sparse_kind
 from embedpipe.state.ledger import LEDGER_FILE, Ledger, Target, state_dir_for, target_key
 from embedpipe.state.permissions import state_permissions
 from embedpipe.types import RunReport
@@ -203,14 +205,23 @@ def query(
     filter: Mapping[str, Any] | None = None,
     query_prefix: str | None = None,
     config: ConfigArg = None,
+    mode: str = "dense",
+    alpha: float | None = None,
     **options: Any,
 ) -> list[Hit]:
     """Top-k hits for `text` from a sink, encoded with the model and the query prompt the index
     was built with (`query_prefix` overrides the prompt), among the chunks `filter` passes:
-    `{"doc_id": "a.md", "metadata.pkg": ["numpy", "scipy"]}` (keys AND, a list is any of)."""
+    `{"doc_id": "a.md", "metadata.pkg": ["numpy", "scipy"]}` (keys AND, a list is any of).
+
+    `mode`: dense (default), sparse (BM25) or hybrid (both, fused by reciprocal rank; `alpha`
+    weighs them, 1 = dense only, 0 = sparse only); sparse and hybrid need an index built with
+    sparse vectors (`sparse="bm25"`) on a sink that keeps them (Qdrant Edge, Qdrant)."""
     _check_k(k)
+    check_mode(mode)
+    if mode != "dense":  # before the index opens: a sink without sparse vectors is refused first
+        require_sparse(as_config(config, options).sink.uri, f"--mode {mode}")
     with open_index(config, query_prefix=query_prefix, **options) as index:
-        return index.search(text, k, filter)
+        return index.search(text, k, filter, mode=mode, alpha=alpha)
 
 
 def _check_k(k: int) -> None:
@@ -332,6 +343,7 @@ def _served(cfg: RunConfig, row: dict[str, Any]) -> None:
         sink = open_sink(cfg.sink.model_copy(update={"collection": collection}))
         try:
             served = sink.live_fingerprint()
+            row["sparse"] = sparse_kind(sink.manifest()) if served is not None else None
         finally:
             sink.abort()
     except (EmbedpipeError, OSError) as exc:
@@ -376,17 +388,26 @@ def evaluate(
     queries: str | Path,
     k: int = 10,
     generation: str = "live",
+    mode: str | Sequence[str] = "dense",
     **options: Any,
 ) -> dict[str, Any]:
     """recall@k, MRR@k and nDCG@k of one generation (live, staged, previous or a fingerprint) on
     a JSONL queries file, each query encoded with that generation's own model; `per_query` holds
-    each query's ranks of its relevant documents and `errors` the lines that were skipped."""
+    each query's ranks of its relevant documents and `errors` the lines that were skipped.
+
+    `mode`: dense, sparse or hybrid (or auto, as the quality gate: hybrid when the generation
+    keeps sparse vectors); several modes score the same generation side by side: the result
+    then holds the first's scores and `modes` {mode: its metrics}."""
     from embedpipe.promotion.gate import built_manifest, query_model, score_generation
     from embedpipe.promotion.quality import answerable, known_documents, load_queries
     from embedpipe.promotion.switch import generation as named
 
     cfg = config or load_config(None, flat_overrides(**options))
     _check_k(k)
+    modes = [mode] if isinstance(mode, str) else list(mode)
+    for m in modes:
+        if m != "auto":
+            check_mode(m)
     found, errors = load_queries(queries)
     sink = open_sink(cfg.sink)
     ledger = Ledger.in_dir(_known_state(sink.uri, cfg))
@@ -400,15 +421,23 @@ def evaluate(
         ledger.close()
     try:  # the generation's own model and prompts; a configured query prompt overrides its own
         built = built_manifest(sink, gen["fingerprint"])
-        encoder = _shared_encoder(query_model(cfg.model, gen, built).model_dump_json())
-        scores = score_generation(
-            sink, gen["fingerprint"], encoder, k, found, query_prefix=cfg.model.query_prefix or None
-        )
+        encoder: Any = None
+        if modes != ["sparse"]:  # BM25 alone needs no model
+            encoder = _shared_encoder(query_model(cfg.model, gen, built).model_dump_json())
+        prefix = cfg.model.query_prefix or None
+        scores = {
+            m: score_generation(
+                sink, gen["fingerprint"], encoder, k, found, query_prefix=prefix, mode=m
+            )
+            for m in modes
+        }
     finally:
         sink.abort()
     described = {key: gen[key] for key in ("fingerprint", "state", "model", "chunking")}
     errs = [dataclasses.asdict(e) for e in errors]
-    return {"generation": described, **scores.to_dict(per_query=True), "errors": errs}
+    first = scores[modes[0]].to_dict(per_query=True)
+    by_mode = {m: s.metrics() for m, s in scores.items()}
+    return {"generation": described, **first, "mode": modes[0], "modes": by_mode, "errors": errs}
 
 
 def promote(

@@ -23,11 +23,21 @@ from typing import Any, TypeVar
 import numpy as np
 
 from embedpipe.config import ModelConfig, RunConfig
-from embedpipe.errors import ClosedIndexError, SinkError, StaleReadError
+from embedpipe.errors import ClosedIndexError, ConfigError, SinkError, StaleReadError
 from embedpipe.mmr import mmr_order
 from embedpipe.runs.encoderless import delete_named
 from embedpipe.sinks import shared as serving
 from embedpipe.sinks.base import Hit, ReadView, Sink, close_served, served
+from embedpipe.sinks.registry import require_sparse
+from embedpipe.sinks.sparse import (
+    Bm25Encoder,
+    Mode,
+    Retrieval,
+    SparseVector,
+    check_alpha,
+    check_mode,
+    settings_of,
+)
 from embedpipe.state.ledger import (
     LEDGER_FILE,
     Ledger,
@@ -50,7 +60,7 @@ MODEL_SETTINGS = (
 )
 
 # What `built_with` records; a copy of an index (export) carries these and nothing of the sink's own.
-MANIFEST_KEYS = ("model", "dim", "prompts", "settings", "fingerprint")
+MANIFEST_KEYS = ("model", "dim", "prompts", "settings", "fingerprint", "dense_fingerprint")
 MADE_REMEMBERED = 100_000  # passage vectors `made_here` recognises (16 bytes each)
 CHUNKS_PER_LOOKUP = 1000  # chunk ids per filtered lookup (`Index.chunks`)
 EncoderFor = Callable[
@@ -64,14 +74,17 @@ T = TypeVar("T")
 
 def built_with(config: RunConfig, dim: int) -> dict[str, Any]:
     """What a run records in its generation's manifest (`Sink.describe`)."""
+    settings = {
+        "model": config.model.model_dump(include=set(MODEL_SETTINGS)),
+        "chunking": config.chunking.model_dump(),
+    }
+    if config.sink.sparse.on:  # what sparse and hybrid queries are encoded with
+        settings["sparse"] = config.sink.sparse.model_dump()
     return {
         "model": config.model.name,
         "dim": dim,
         "prompts": {"passage": config.model.prefix, "query": config.model.query_prefix},
-        "settings": {
-            "model": config.model.model_dump(include=set(MODEL_SETTINGS)),
-            "chunking": config.chunking.model_dump(),
-        },
+        "settings": settings,
     }
 
 
@@ -318,14 +331,34 @@ class Index:
         with self._made_lock:
             return _digest(np.asarray(vector, dtype=np.float32)) in self._made
 
-    def search(self, text: str, k: int = 5, filter: Mapping[str, Any] | None = None) -> list[Hit]:
+    def search(
+        self,
+        text: str,
+        k: int = 5,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        mode: str = "dense",
+        alpha: float | None = None,
+        vector: np.ndarray | None = None,
+    ) -> list[Hit]:
         """Top-k hits for a query text among the chunks `filter` passes, encoded with the model
-        of the generation searched (one read view: a promotion never splits a query)."""
+        of the generation searched (one read view: a promotion never splits a query).
+
+        `mode`: dense (the model's vector), sparse (BM25 over the chunks' sparse vectors; no
+        model is loaded) or hybrid (both, fused by reciprocal rank; `alpha` weighs them: 1 =
+        dense only, 0 = sparse only, None = equally). `vector`: the dense query vector, when the
+        caller has it already (an adapter's own embedding)."""
+        wanted, alpha = self._checked(mode, alpha)
 
         def read(view: ReadView) -> list[Hit]:
-            vector = self._query_for(view, text)
+            if wanted == "dense":
+                dense = self._query_for(view, text) if vector is None else vector
+                with self._lock:
+                    return view.search(dense, k, filter)
+            retrieval = self._retrieval(view, text, wanted, alpha, vector, dense=wanted == "hybrid")
             with self._lock:
-                return view.search(vector, k, filter)
+                assert view.retrieve is not None
+                return view.retrieve(retrieval, k, filter)
 
         return self._viewed(read)
 
@@ -341,6 +374,49 @@ class Index:
                 if tries == VIEW_TRIES:
                     raise
         raise AssertionError("unreachable")
+
+    def _checked(self, mode: str, alpha: float | None) -> tuple[Mode, float | None]:
+        """The retrieval mode and alpha asked for, checked; a sink that keeps no sparse vectors
+        refuses sparse and hybrid before any work."""
+        wanted, alpha = check_mode(mode), check_alpha(alpha)
+        if wanted != "dense":
+            require_sparse(self.sink.uri, f"--mode {wanted}")
+        return wanted, alpha
+
+    def _retrieval(
+        self,
+        view: ReadView,
+        text: str,
+        mode: Mode,
+        alpha: float | None,
+        vector: np.ndarray | None,
+        *,
+        dense: bool,
+    ) -> Retrieval:
+        """A sparse or hybrid query for the generation `view` serves: the BM25 vector with the
+        settings it was built with, and (`dense`) the dense query vector (`vector`, else `text`
+        encoded with its model; encoding holds no lock)."""
+        with self._lock:
+            built = self._built_for(view)
+        sparse = self._sparse_query(built, view, text)
+        if dense and vector is None:
+            vector = self.embed_queries([text], built)[0]
+        return Retrieval(mode, vector if dense else None, sparse, alpha)
+
+    def has_sparse(self) -> bool:
+        """Whether the live generation keeps sparse vectors (sparse and hybrid queries work)."""
+        return settings_of(self.built.settings) is not None
+
+    def _sparse_query(self, built: BuiltWith, view: ReadView, text: str) -> SparseVector:
+        """The BM25 query vector, with the settings the generation searched was built with."""
+        settings = settings_of(built.settings)
+        if settings is None or view.retrieve is None:
+            raise ConfigError(
+                f"the index on {self.name} was built without sparse vectors, so sparse and "
+                "hybrid queries are not possible: build it with --sparse bm25 (sink.sparse.kind: "
+                "bm25), or query with --mode dense"
+            )
+        return Bm25Encoder(settings).query(text)
 
     def search_vector(
         self,
@@ -365,18 +441,37 @@ class Index:
         fetch_k: int = 20,
         lambda_mult: float = 0.5,
         filter: Mapping[str, Any] | None = None,
+        mode: str = "dense",
+        alpha: float | None = None,
+        vector: np.ndarray | None = None,
     ) -> list[Hit]:
         """`mmr_search_vector` for a query text, encoded with the model of the generation
-        searched (one read view, as `search`)."""
+        searched (one read view, as `search`).
+
+        `mode` picks the `fetch_k` candidates: dense (the nearest chunks), sparse (the best by
+        BM25) or hybrid (the best of both fused by reciprocal rank, `alpha` weighing them, as
+        `search`); MMR then re-ranks them on the dense vectors in every mode (the query's, the
+        model's, and the chunks' stored ones: what similarity means between chunks), as Qdrant's
+        MMR over a prefetch does. Each hit keeps its score from the candidates' retrieval.
+        `vector`: the dense query vector, when the caller has it already."""
         _check_lambda(lambda_mult)
+        wanted, alpha = self._checked(mode, alpha)
+        fetch = max(k, fetch_k)
 
         def read(view: ReadView) -> tuple[np.ndarray, list[Hit]]:
-            vector = self._query_for(view, text)
+            if wanted == "dense":
+                query = self._query_for(view, text) if vector is None else vector
+                with self._lock:
+                    return query, view.search(query, fetch, filter, with_vectors=True)
+            retrieval = self._retrieval(view, text, wanted, alpha, vector, dense=True)
+            assert retrieval.dense is not None
             with self._lock:
-                return vector, view.search(vector, max(k, fetch_k), filter, with_vectors=True)
+                assert view.retrieve is not None
+                hits = view.retrieve(retrieval, fetch, filter, with_vectors=True)
+            return retrieval.dense, hits
 
-        vector, hits = self._viewed(read)
-        return _mmr(vector, hits, k, lambda_mult)
+        query, hits = self._viewed(read)
+        return _mmr(query, hits, k, lambda_mult)
 
     def mmr_search_vector(
         self,
@@ -415,6 +510,7 @@ class Index:
             model["name"] = self.config.model.name
         data = self.config.model_dump()
         data.update(model=model, chunking=stored.get("chunking") or data["chunking"])
+        data["sink"]["sparse"] = stored.get("sparse") or {"kind": "none"}
         return RunConfig.model_validate(data)
 
     @property

@@ -152,6 +152,9 @@ class RunReport:
     # listed as embedded by the ledger but missing from the sink (its data deleted, its state
     # kept): forgotten at the start of the run, so it embedded them again
     chunks_lost: int = 0
+    # whose dense vectors a new generation took from the live one instead of encoding them (it
+    # differs from it only in its sparse settings: runs/reuse.py)
+    chunks_copied: int = 0
     tokens_embedded: int = 0
     real_tokens: int = 0
     padded_tokens: int = 0
@@ -167,6 +170,7 @@ class RunReport:
     device: str = ""
     precision: str = ""
     max_batch_tokens: int = 0
+    sparse: str = ""  # the sparse vectors written beside the dense ones ("bm25"), or none
     promotion: dict[str, Any] | None = None  # a new generation's verdict: promoted or held, why
     errors: list[RecordError] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)

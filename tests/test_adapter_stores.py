@@ -32,6 +32,7 @@ from llama_index.core.vector_stores.types import (
 
 import embedpipe
 from embedpipe.config import ModelConfig, RunConfig, load_config
+from embedpipe.errors import ConfigError
 from embedpipe.index import Index
 from embedpipe.integrations.langchain import EmbedpipeVectorStore
 from embedpipe.integrations.llama_index import EmbedpipeEmbedding
@@ -168,8 +169,11 @@ def test_llama_index_mmr_mode_is_the_reference_and_other_modes_are_refused(
     )
     nodes = retriever.retrieve(QUERY)
     assert [n.node.metadata["doc_id"] for n in nodes] == reference_mmr(QUERY, 4, 0.2)
-    for mode in ("sparse", "hybrid", "text_search", "svm"):
-        with pytest.raises(ValueError, match="query modes default, mmr, not '" + mode):
+    for mode in ("text_search", "svm"):
+        with pytest.raises(ValueError, match="query modes default, mmr, sparse, hybrid, not '"):
+            llama.query(VectorStoreQuery(query_str=QUERY, mode=VectorStoreQueryMode(mode)))
+    for mode in ("sparse", "hybrid"):  # answered on an index with BM25 vectors (test_hybrid)
+        with pytest.raises(ConfigError, match="sparse vectors"):
             llama.query(VectorStoreQuery(query_str=QUERY, mode=VectorStoreQueryMode(mode)))
 
 

@@ -80,6 +80,8 @@ def store(built: RunConfig) -> Iterator[EmbedpipeVectorStore]:
 def test_open_index_answers_8_threads_as_it_answers_one(built: RunConfig, backend: str) -> None:
     if backend == "openvino":
         pytest.importorskip("openvino")
+    elif not built.sink.uri.startswith("qdrant-edge:"):
+        pytest.skip("torch's thread safety is the encoder's, not the sink's: checked on Edge")
     with embedpipe.open_index(sink=built.sink.uri, collection="docs", backend=backend) as index:
 
         def ask(q: str) -> Answer:

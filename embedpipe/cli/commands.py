@@ -18,6 +18,7 @@ from embedpipe import api
 from embedpipe.cli import export, generations, render, running
 from embedpipe.cli.options import (
     FLAG,
+    AlphaOpt,
     CollectionOpt,
     ConfigOpt,
     DryRunOpt,
@@ -32,6 +33,7 @@ from embedpipe.cli.options import (
     RayAddressOpt,
     RebuildableSinkOpt,
     ReportOpt,
+    RetrievalModeOpt,
     SinkOpt,
     StateOpt,
     StrictOpt,
@@ -114,6 +116,7 @@ def backfill(
     text_field: Annotated[str | None, typer.Option(help=flag_help("source.text_field"))] = None,
     id_field: Annotated[str | None, typer.Option(help=flag_help("source.id_field"))] = None,
     index_factory: Annotated[str | None, typer.Option(help=flag_help("sink.index_factory"))] = None,
+    sparse: Annotated[str | None, typer.Option(help=flag_help("sink.sparse.kind"))] = None,
     mode: Annotated[str | None, typer.Option(help=flag_help("mode"))] = None,
     state: StateOpt = None,
     strict: StrictOpt = None,
@@ -166,6 +169,7 @@ def backfill(
         engine=engine,
         ray_address=ray_address,
         eval_queries=str(eval_queries) if eval_queries else None,
+        sparse=sparse,
     )
     _execute(
         _config(config, overrides),
@@ -247,6 +251,8 @@ def query(
             help=flag_help("model.query_prefix", "default: the index's stored query prompt")
         ),
     ] = None,
+    retrieval_mode: RetrievalModeOpt = "dense",
+    alpha: AlphaOpt = None,
 ) -> None:
     """Search a sink with the model it was built with; prints score, doc id and a snippet."""
     cfg = _config(
@@ -257,7 +263,13 @@ def query(
     )
     hits = _guard(
         lambda: api.query(
-            text, k=k, filter=api.parse_where(where or []), query_prefix=query_prefix, config=cfg
+            text,
+            k=k,
+            filter=api.parse_where(where or []),
+            query_prefix=query_prefix,
+            config=cfg,
+            mode=retrieval_mode,
+            alpha=alpha,
         )
     )
     if as_json:

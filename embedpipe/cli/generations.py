@@ -42,11 +42,20 @@ def eval_command(
     k: Annotated[int, typer.Option("-k", min=1, help="hits per query scored")] = 10,
     generation: GenerationOpt = None,
     as_json: JsonOpt = False,
+    retrieval_mode: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--mode",
+            help="dense | sparse | hybrid | auto (hybrid where the generation keeps sparse "
+            "vectors); repeat to compare modes side by side [default: dense]",
+        ),
+    ] = None,
 ) -> None:
     """Score a generation on a query set: recall@k, MRR@k, nDCG@k (per-query ranks with --json)."""
     cfg = running.load(config, flat_overrides(sink=sink, collection=collection, state=state))
+    modes = retrieval_mode or ["dense"]
     result = running.guard(
-        lambda: api.evaluate(cfg, queries=queries, k=k, generation=generation or "live")
+        lambda: api.evaluate(cfg, queries=queries, k=k, generation=generation or "live", mode=modes)
     )
     if as_json:
         running.out.print_json(json.dumps(result, ensure_ascii=False))
@@ -54,11 +63,22 @@ def eval_command(
     for e in result["errors"]:
         running.warn(f"skipped {e['source']} :: {e['record']}: {e['reason']}")
     gen = result["generation"]
+    if len(result["modes"]) == 1:
+        running.out.print(
+            f"{gen['state']} generation {gen['fingerprint'][:12]} (model "
+            f"{gen['model'] or 'default'}), {result['queries']} queries: recall@{k} "
+            f"{result['recall']:.3f}  MRR@{k} {result['mrr']:.3f}  nDCG@{k} {result['ndcg']:.3f}"
+        )
+        return
     running.out.print(
         f"{gen['state']} generation {gen['fingerprint'][:12]} (model {gen['model'] or 'default'}), "
-        f"{result['queries']} queries: recall@{k} {result['recall']:.3f}  "
-        f"MRR@{k} {result['mrr']:.3f}  nDCG@{k} {result['ndcg']:.3f}"
+        f"{result['queries']} queries, side by side:"
     )
+    for mode, m in result["modes"].items():
+        running.out.print(
+            f"  {mode:<7} recall@{k} {m['recall']:.3f}  MRR@{k} {m['mrr']:.3f}  "
+            f"nDCG@{k} {m['ndcg']:.3f}"
+        )
 
 
 def promote_command(

@@ -79,3 +79,19 @@ EvalQueriesOpt = Annotated[
     Path | None,
     typer.Option(help=flag_help("promote.eval.queries", "gate the promotion of a new generation")),
 ]
+RetrievalModeOpt = Annotated[
+    str,
+    typer.Option(
+        "--mode",
+        help="dense (the model's vectors) | sparse (BM25) | hybrid (both, fused by reciprocal "
+        "rank); sparse and hybrid need an index built with --sparse bm25",
+    ),
+]
+AlphaOpt = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="hybrid weighting: 1 = dense only, 0 = sparse only; default: equal weights",
+    ),
+]

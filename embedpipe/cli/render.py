@@ -38,7 +38,12 @@ def print_summary(console: Console, r: RunReport) -> None:
         (
             "chunks",
             f"{r.chunks_total:,} total, {r.chunks_embedded:,} embedded, {r.chunks_skipped:,} skipped, "
-            f"{r.chunks_deleted:,} deleted",
+            f"{r.chunks_deleted:,} deleted"
+            + (
+                f" ({r.chunks_copied:,} dense vectors copied, not encoded)"
+                if r.chunks_copied
+                else ""
+            ),
         ),
         ("throughput", f"{r.tokens_per_second:,.0f} tokens/s, {r.chunks_per_second:,.1f} chunks/s"),
         (
@@ -52,7 +57,11 @@ def print_summary(console: Console, r: RunReport) -> None:
             if unloaded
             else f"{r.model} on {r.device} ({r.precision})",
         ),
-        ("sink", f"{r.sink} / {r.collection}"),
+        (
+            "sink",
+            f"{r.sink} / {r.collection}"
+            + (f", with sparse vectors ({r.sparse})" if r.sparse else ""),
+        ),
     ]
     for row in rows:
         table.add_row(*row)
@@ -92,6 +101,7 @@ def print_status(out: Console, rows: list[dict[str, Any]]) -> None:
         out.print(
             f"[bold]{escape(row['target'])}[/] model {escape(row['model_name'])}, dim {row['dim']}, "
             f"fingerprint {row['fingerprint'][:12]}: {row['chunks']:,} chunks, {row['documents']:,} documents"
+            + (f", sparse vectors ({row['sparse']})" if row.get("sparse") else "")
         )
         if row.get("served_differs"):
             out.print(
@@ -140,7 +150,10 @@ def duration(seconds: float) -> str:
 
 def print_reconcile(out: Console, result: dict[str, Any]) -> None:
     """Drift per generation, and what a repair did."""
-    out.print(f"{result['target']}:")
+    out.print(
+        f"{result['target']}:"
+        + (f" (sparse vectors: {result['sparse']})" if result.get("sparse") else "")
+    )
     if result["relink"]:
         out.print(
             f"  the sink serves generation {result['relink'][:12]}, the ledger's live pointer "

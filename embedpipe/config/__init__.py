@@ -38,6 +38,7 @@ from embedpipe.config.sections import (
     Section,
     SinkConfig,
     SourceConfig,
+    SparseConfig,
     share,
 )
 from embedpipe.errors import ConfigError
@@ -59,6 +60,7 @@ __all__ = [
     "RunConfig",
     "SinkConfig",
     "SourceConfig",
+    "SparseConfig",
     "env_overrides",
     "flat_overrides",
     "load_config",
@@ -331,6 +333,7 @@ FLAT_KEYS: dict[str, tuple[str, ...]] = {
     "index_factory": ("sink", "index_factory"),
     "nprobe": ("sink", "nprobe"),
     "ef": ("sink", "ef_search"),
+    "sparse": ("sink", "sparse", "kind"),
     "mode": ("mode",),
     "engine": ("engine",),
     "ray_address": ("ray", "address"),

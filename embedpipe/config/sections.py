@@ -258,6 +258,34 @@ class PostgresOptions(Section):
     )
 
 
+class SparseConfig(Section):
+    """Sparse (BM25) vectors written beside the dense ones, for `sparse` and `hybrid` queries:
+    computed in-process from each chunk's text (Qdrant Edge's BM25, no model to download), the
+    IDF applied by the engine at query time. Part of what defines a generation."""
+
+    kind: Literal["none", "bm25"] = Field(
+        "none",
+        description="none | bm25: also write a BM25 sparse vector per chunk (Qdrant Edge, Qdrant "
+        "local and server only)",
+    )
+    k1: float = Field(1.2, ge=0, description="BM25 term-frequency saturation")
+    b: float = Field(0.75, ge=0, le=1, description="BM25 length normalisation (0 = none)")
+    avg_len: float = Field(256, gt=0, description="BM25 expected average chunk length in tokens")
+    tokenizer: Literal["word", "code", "whitespace", "multilingual"] = Field(
+        "word",
+        description="word | code (also splits snake_case and camelCase identifiers) | whitespace "
+        "| multilingual",
+    )
+    language: str = Field(
+        "english", description="language of the stopwords and the stemmer (Snowball names)"
+    )
+
+    @property
+    def on(self) -> bool:
+        """Whether sparse vectors are written."""
+        return self.kind != "none"
+
+
 class SinkConfig(Section):
     """Where vectors go."""
 
@@ -278,6 +306,7 @@ class SinkConfig(Section):
         "index's (Flat for a new one)",
     )
     write_batch: int = Field(256, ge=1, description="points per upsert request")
+    sparse: SparseConfig = SparseConfig()
     qdrant: QdrantOptions = QdrantOptions()
     postgres: PostgresOptions = PostgresOptions()
     nprobe: int | None = Field(
@@ -339,6 +368,11 @@ class EvalConfig(Section):
     )
     k: int = Field(10, ge=1, description="hits per query scored (recall@k, MRR@k, nDCG@k)")
     max_drop: float = share(0.01, "hold when any metric is more than this below live's")
+    mode: Literal["auto", "dense", "sparse", "hybrid"] = Field(
+        "auto",
+        description="retrieval the generations are scored on: auto = hybrid for a generation "
+        "with sparse vectors, dense otherwise (each as it is served best)",
+    )
 
 
 class PromoteConfig(Section):

@@ -10,8 +10,11 @@ are encoded with the index's own model and stored query prompt; `add_texts` and
 `add_documents` go through embedpipe's pipeline and ledger (chunked, hashed, incremental:
 unchanged texts embed nothing), recorded as added by the library, so a full-mode run leaves
 them alone. MMR (`max_marginal_relevance_search`, `search_type="mmr"`) re-ranks the `fetch_k`
-nearest chunks on their stored vectors, on every sink. An argument a method does not take is a
-TypeError (a misspelt `filters=` never returns unfiltered results).
+nearest chunks on their stored vectors, on every sink. On an index built with BM25 sparse
+vectors (Qdrant Edge, Qdrant), `retrieval_mode` "sparse" or "hybrid" (the store's, or a
+search's; `alpha` weighs hybrid) ranks by BM25 or by both fused, in similarity and MMR searches
+alike (MMR then re-ranks those candidates on their dense vectors). An argument a method does
+not take is a TypeError (a misspelt `filters=` never returns unfiltered results).
 
 Ids: a returned Document is one chunk, its text as `page_content`, the source metadata and
 `doc_id`, `chunk_index`, `chunk_id` in `metadata`, and `id` the chunk id `DOC#N`. `add_texts`
@@ -24,6 +27,7 @@ names nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from enum import Enum
 from typing import Any
 
 from langchain_core.documents import Document as LCDocument
@@ -34,6 +38,7 @@ from embedpipe import api
 from embedpipe.index import Index
 from embedpipe.integrations import common
 from embedpipe.sinks.base import Hit
+from embedpipe.sinks.sparse import Mode, check_mode
 from embedpipe.sources.records import document_id
 from embedpipe.state.ledger import Named
 from embedpipe.types import Document, RunReport
@@ -97,11 +102,15 @@ class EmbedpipeVectorStore(VectorStore):
         config: api.ConfigArg = None,
         model: str | None = None,
         query_prefix: str | None = None,
+        retrieval_mode: str | Enum = "dense",
         **options: Any,
     ) -> None:
         self.index = common.open_for(
             sink, collection, state, config, query_prefix, {"model": model, **options}
         )
+        # dense | sparse | hybrid (as langchain-qdrant's RetrievalMode; its enum works too): a
+        # search's `retrieval_mode=` (and `alpha=` for hybrid) overrides it
+        self.retrieval_mode: Mode = _checked_mode(retrieval_mode)
         self._embeddings = EmbedpipeEmbeddings.of(self.index)
         self.last_report: RunReport | None = None  # what the last add_texts did
 
@@ -118,12 +127,22 @@ class EmbedpipeVectorStore(VectorStore):
         filter: dict[str, Any] | None = None,
         *,
         score_threshold: float | None = None,
+        retrieval_mode: str | Enum | None = None,
+        alpha: float | None = None,
         **kwargs: Any,
     ) -> list[LCDocument]:
         """The k chunks nearest to `query` among those `filter` passes (and, with
-        `score_threshold`, whose cosine similarity is at least that)."""
+        `score_threshold`, whose score is at least that); `retrieval_mode` and `alpha` as in
+        `similarity_search_with_score`."""
         common.refuse_unknown("similarity_search", kwargs, SEARCH_ARGS["similarity"])
-        found = self.similarity_search_with_score(query, k, filter, score_threshold=score_threshold)
+        found = self.similarity_search_with_score(
+            query,
+            k,
+            filter,
+            score_threshold=score_threshold,
+            retrieval_mode=retrieval_mode,
+            alpha=alpha,
+        )
         return [doc for doc, _ in found]
 
     def similarity_search_with_score(
@@ -133,12 +152,22 @@ class EmbedpipeVectorStore(VectorStore):
         filter: dict[str, Any] | None = None,
         *,
         score_threshold: float | None = None,
+        retrieval_mode: str | Enum | None = None,
+        alpha: float | None = None,
         **kwargs: Any,
     ) -> list[tuple[LCDocument, float]]:
         """The k nearest chunks with their cosine similarity (higher is closer), at least
-        `score_threshold` when given."""
+        `score_threshold` when given. In `sparse` or `hybrid` retrieval mode (`retrieval_mode`,
+        else the store's) the BM25 or the fused ranking's score instead, `alpha` weighing
+        hybrid (1 = dense only, 0 = sparse only, None = equally)."""
         common.refuse_unknown("similarity_search_with_score", kwargs, SEARCH_ARGS["similarity"])
-        hits = self.index.search(query, k, common.payload_filter(filter))
+        hits = self.index.search(
+            query,
+            k,
+            common.payload_filter(filter),
+            mode=self._mode(retrieval_mode),
+            alpha=alpha,
+        )
         return [(_document(h), h.score) for h in _above(hits, score_threshold)]
 
     def similarity_search_by_vector(
@@ -164,12 +193,18 @@ class EmbedpipeVectorStore(VectorStore):
         fetch_k: int = 20,
         lambda_mult: float = 0.5,
         filter: dict[str, Any] | None = None,
+        *,
+        retrieval_mode: str | Enum | None = None,
+        alpha: float | None = None,
         **kwargs: Any,
     ) -> list[LCDocument]:
         """k chunks by maximal marginal relevance: among the `fetch_k` nearest to `query` that
         `filter` passes, each next one the best trade of closeness to the query against
         likeness to those already chosen (`lambda_mult` 1: closeness alone, 0: diversity
-        alone), re-ranked on their stored vectors (embedpipe.mmr), on every sink."""
+        alone), re-ranked on their stored vectors (embedpipe.mmr), on every sink. In `sparse`
+        or `hybrid` retrieval mode (`retrieval_mode`, else the store's; `alpha` as in
+        `similarity_search_with_score`) the candidates are the `fetch_k` best by BM25 or by
+        the fused ranking, re-ranked on their dense vectors the same way."""
         common.refuse_unknown("max_marginal_relevance_search", kwargs, SEARCH_ARGS["mmr"])
         hits = self.index.mmr_search(
             query,
@@ -177,6 +212,8 @@ class EmbedpipeVectorStore(VectorStore):
             fetch_k=fetch_k,
             lambda_mult=lambda_mult,
             filter=common.payload_filter(filter),
+            mode=self._mode(retrieval_mode),
+            alpha=alpha,
         )
         return [_document(h) for h in hits]
 
@@ -187,10 +224,19 @@ class EmbedpipeVectorStore(VectorStore):
         fetch_k: int = 20,
         lambda_mult: float = 0.5,
         filter: dict[str, Any] | None = None,
+        *,
+        retrieval_mode: str | Enum | None = None,
+        alpha: float | None = None,
         **kwargs: Any,
     ) -> list[LCDocument]:
-        """`max_marginal_relevance_search` for a query vector."""
+        """`max_marginal_relevance_search` for a query vector: dense candidates (sparse and
+        hybrid rank the query's words, which a vector does not have: a ValueError)."""
         common.refuse_unknown("max_marginal_relevance_search_by_vector", kwargs, SEARCH_ARGS["mmr"])
+        if retrieval_mode is not None and _checked_mode(retrieval_mode) != "dense":
+            raise ValueError(
+                f"retrieval_mode={_checked_mode(retrieval_mode)!r} ranks the query's words: "
+                "call max_marginal_relevance_search with the query text"
+            )
         hits = self.index.mmr_search_vector(
             common.as_vector(embedding),
             k,
@@ -211,6 +257,10 @@ class EmbedpipeVectorStore(VectorStore):
             f"search_kwargs of search_type={retriever.search_type!r}: the search", unknown, accepted
         )
         return retriever
+
+    def _mode(self, asked: str | Enum | None) -> Mode:
+        """The retrieval mode of one search: the one asked, else the store's."""
+        return self.retrieval_mode if asked is None else _checked_mode(asked)
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
         return lambda score: (score + 1.0) / 2.0  # cosine in [-1, 1] -> [0, 1]
@@ -314,10 +364,15 @@ class EmbedpipeVectorStore(VectorStore):
 
 # What each search (and `search_kwargs` of each retriever search_type) takes.
 SEARCH_ARGS = {
-    "similarity": ("k", "filter", "score_threshold"),
-    "similarity_score_threshold": ("k", "filter", "score_threshold"),
-    "mmr": ("k", "fetch_k", "lambda_mult", "filter"),
+    "similarity": ("k", "filter", "score_threshold", "retrieval_mode", "alpha"),
+    "similarity_score_threshold": ("k", "filter", "score_threshold", "retrieval_mode", "alpha"),
+    "mmr": ("k", "fetch_k", "lambda_mult", "filter", "retrieval_mode", "alpha"),
 }
+
+
+def _checked_mode(mode: str | Enum) -> Mode:
+    """dense, sparse or hybrid, given as a string or as langchain-qdrant's RetrievalMode."""
+    return check_mode(str(mode.value if isinstance(mode, Enum) else mode))
 
 
 def _above(hits: list[Hit], threshold: float | None) -> list[Hit]:

@@ -9,7 +9,10 @@
 
 Every sink works (Qdrant Edge, Qdrant local or server, FAISS, Parquet by exact search), with
 `MetadataFilters` (EQ, NE, GT, GTE, LT, LTE, IN, NIN; AND, OR, NOT, nested) and the query modes
-`default` and `mmr` (`mmr_threshold` is lambda); any other mode is a ValueError naming those two.
+`default`, `mmr` (`mmr_threshold` is lambda), and, on an index built with BM25 sparse vectors
+(Qdrant Edge, Qdrant), `sparse` and `hybrid` (`alpha`, `sparse_top_k`, `hybrid_top_k`), and
+`mmr` over their candidates (`vector_store_kwargs={"retrieval_mode": "hybrid"}`); any other
+mode is a ValueError naming those four.
 
 Ids: a node is one chunk, its `node_id` the chunk id `DOC#N`, its text, `doc_id`,
 `chunk_index`, `chunk_id`, `start`/`end` offsets and the source metadata (with `source`), its
@@ -52,10 +55,14 @@ from embedpipe.state.ledger import Named
 from embedpipe.types import Document, RunReport
 
 __all__ = ["EmbedpipeEmbedding", "EmbedpipeVectorStore"]
+# LlamaIndex's query modes embedpipe runs (any other runs dense, as before).
 REF_DOC = "ref_doc_id"  # the metadata key a node's source document is kept under
 REF_SEPARATOR = ":"  # between a source document's id and a node's place in it
-MODES = (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.MMR)  # the query modes answered
-QUERY_ARGS = ("mmr_threshold", "mmr_prefetch_k", "mmr_prefetch_factor")  # query()'s kwargs
+# LlamaIndex's sparse and hybrid query modes, as embedpipe's retrieval modes.
+RETRIEVAL = {VectorStoreQueryMode.SPARSE: "sparse", VectorStoreQueryMode.HYBRID: "hybrid"}
+MODES = (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.MMR, *RETRIEVAL)  # modes answered
+# query()'s kwargs; `retrieval_mode` (sparse or hybrid) picks an MMR query's candidates
+QUERY_ARGS = ("mmr_threshold", "mmr_prefetch_k", "mmr_prefetch_factor", "retrieval_mode")
 MMR_PREFETCH_FACTOR = 4.0  # MMR re-ranks this many times k candidates unless told
 log = logging.getLogger(__name__)
 
@@ -179,12 +186,19 @@ class EmbedpipeVectorStore(BasePydanticVectorStore):
         doc_ids and node_ids pass; mode `default` (similarity) or `mmr` (maximal marginal
         relevance: `mmr_threshold`, from the query or a kwarg, weighs closeness to the query
         against diversity, default 0.5; `mmr_prefetch_k` or `mmr_prefetch_factor` (default 4)
-        how many candidates it re-ranks). Any other mode is a ValueError."""
+        how many candidates it re-ranks); `sparse` (BM25, `sparse_top_k`) or `hybrid` (dense
+        and BM25 fused by reciprocal rank, `alpha` 1 = dense only, 0 = sparse only,
+        `hybrid_top_k`) on an index with sparse vectors. Any other mode is a ValueError."""
         common.refuse_unknown("query", kwargs, QUERY_ARGS)
         if query.mode not in MODES:
             raise ValueError(
                 f"embedpipe stores answer the query modes {', '.join(m.value for m in MODES)}, "
                 f"not {query.mode.value!r}"
+            )
+        if "retrieval_mode" in kwargs and query.mode != VectorStoreQueryMode.MMR:
+            raise ValueError(
+                "retrieval_mode picks the candidates of an mmr query; for a sparse or hybrid "
+                "query use VectorStoreQueryMode.SPARSE or HYBRID"
             )
         where = common.payload_filter(_filters(query.filters)) or {}
         if query.doc_ids:
@@ -199,8 +213,10 @@ class EmbedpipeVectorStore(BasePydanticVectorStore):
             asked = query.query_str
         else:
             raise ValueError("a query needs an embedding or a text")
-        if query.mode == VectorStoreQueryMode.MMR:
-            hits = self._mmr(asked, k, where, query.mmr_threshold, kwargs)
+        if query.mode in RETRIEVAL:
+            hits = self._retrieve(query, RETRIEVAL[query.mode], k, where)
+        elif query.mode == VectorStoreQueryMode.MMR:
+            hits = self._mmr(query, asked, k, where, kwargs)
         elif isinstance(asked, str):
             hits = self._index.search(asked, k, where)
         else:
@@ -211,19 +227,52 @@ class EmbedpipeVectorStore(BasePydanticVectorStore):
             ids=[h.chunk_id for h in hits],
         )
 
+    def _retrieve(
+        self, query: VectorStoreQuery, mode: str, k: int, where: dict[str, Any]
+    ) -> list[Hit]:
+        """A sparse or hybrid query: BM25 ranks the query's words, so it needs its text; the
+        query's embedding, when given, is hybrid's dense side."""
+        if not query.query_str:
+            raise ValueError(f"a {mode} query needs its text (query_str): BM25 ranks its words")
+        vector = None
+        if query.query_embedding is not None:
+            vector = common.as_vector(query.query_embedding)
+        top = query.sparse_top_k if mode == "sparse" else query.hybrid_top_k
+        return self._index.search(
+            query.query_str, top or k, where, mode=mode, alpha=query.alpha, vector=vector
+        )
+
     def _mmr(
         self,
+        query: VectorStoreQuery,
         asked: np.ndarray | str,
         k: int,
         where: dict[str, Any],
-        threshold: float | None,
         kwargs: dict[str, Any],
     ) -> list[Hit]:
-        lambda_mult = kwargs.get("mmr_threshold", threshold)
+        """An mmr query; kwarg `retrieval_mode` sparse or hybrid (with the query's `alpha`)
+        takes the candidates from BM25 or both fused, which needs the query's text (its
+        embedding, when given, is the dense side)."""
+        lambda_mult = kwargs.get("mmr_threshold", query.mmr_threshold)
         fetch_k = kwargs.get("mmr_prefetch_k") or math.ceil(
             k * float(kwargs.get("mmr_prefetch_factor") or MMR_PREFETCH_FACTOR)
         )
         fetch, weight = int(fetch_k), 0.5 if lambda_mult is None else float(lambda_mult)
+        mode = str(kwargs.get("retrieval_mode") or "dense")
+        if mode != "dense":
+            if not query.query_str:
+                raise ValueError(f"a {mode} mmr query needs its text (query_str): BM25 ranks it")
+            vector = None if isinstance(asked, str) else asked
+            return self._index.mmr_search(
+                query.query_str,
+                k,
+                fetch_k=fetch,
+                lambda_mult=weight,
+                filter=where,
+                mode=mode,
+                alpha=query.alpha,
+                vector=vector,
+            )
         if isinstance(asked, str):
             return self._index.mmr_search(asked, k, fetch_k=fetch, lambda_mult=weight, filter=where)
         return self._index.mmr_search_vector(

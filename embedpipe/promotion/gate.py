@@ -22,6 +22,7 @@ from embedpipe.promotion.quality import (
     load_queries,
 )
 from embedpipe.sinks.base import Sink
+from embedpipe.sinks.sparse import settings_of
 from embedpipe.state.ledger import Ledger, Target
 from embedpipe.types import RunReport
 
@@ -64,14 +65,27 @@ def score_generation(
     queries: Any,
     *,
     query_prefix: str | None = None,
+    mode: str = "dense",
 ) -> Scores:
     """One generation's scores, read through a pinned view of the sink, each query encoded
-    with `query_prefix`, else the query prompt the generation was built with."""
+    with `query_prefix`, else the query prompt the generation was built with; in `mode`
+    (dense, sparse, hybrid; auto: hybrid when the generation keeps sparse vectors, else dense)."""
     view = sink.pinned(fingerprint)
     try:
-        stored = view.manifest().get("prompts") or {}
+        manifest = view.manifest()
+        stored = manifest.get("prompts") or {}
         prefix = str(stored.get("query") or "") if query_prefix is None else query_prefix
-        return evaluate(view, lambda texts: encoder.encode_texts(texts, prefix=prefix), queries, k)
+        sparse = settings_of(manifest.get("settings") or {})
+        if mode == "auto":
+            mode = "dense" if sparse is None else "hybrid"
+        return evaluate(
+            view,
+            lambda texts: encoder.encode_texts(texts, prefix=prefix),
+            queries,
+            k,
+            mode=mode,
+            sparse=sparse,
+        )
     finally:
         view.abort()
 
@@ -103,8 +117,10 @@ def judge(
     # challenger's: live's own query prompt could score it worse than it serves.
     built = built_manifest(sink, live["fingerprint"])
     live_model = load(query_model(cfg.model, live, built))
-    live_scores = score_generation(sink, live["fingerprint"], live_model, gate.k, queries)
-    staged = score_generation(sink, target.fingerprint, encoder, gate.k, queries)
+    live_scores = score_generation(
+        sink, live["fingerprint"], live_model, gate.k, queries, mode=gate.mode
+    )
+    staged = score_generation(sink, target.fingerprint, encoder, gate.k, queries, mode=gate.mode)
     worse = drops(live_scores, staged, gate.max_drop)
     reason = (
         "; ".join(worse) if worse else f"retrieves no worse than live on {len(queries)} queries"

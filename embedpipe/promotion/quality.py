@@ -23,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from embedpipe.config import SparseConfig
 from embedpipe.errors import ConfigError
-from embedpipe.sinks.base import Hit, Sink
+from embedpipe.sinks.base import Hit, Retriever, Sink
+from embedpipe.sinks.sparse import Bm25Encoder, Retrieval, check_mode
 from embedpipe.state.ledger import LEDGER_FILE, Ledger, Target
 from embedpipe.types import RecordError
 
@@ -172,10 +174,32 @@ def score(queries: Sequence[Query], rankings: Sequence[list[str]], k: int) -> Sc
     return out
 
 
-def evaluate(sink: Sink, encode: Encode, queries: Sequence[Query], k: int) -> Scores:
-    """Search every query in `sink` (a generation's view, or the live index) and score it."""
-    vectors = encode([q.text for q in queries])
-    rankings = [ranked_documents(sink.search(vector, k)) for vector in vectors]
+def evaluate(
+    sink: Sink,
+    encode: Encode,
+    queries: Sequence[Query],
+    k: int,
+    *,
+    mode: str = "dense",
+    sparse: SparseConfig | None = None,
+) -> Scores:
+    """Search every query in `sink` (a generation's view, or the live index) and score it:
+    `dense`, or `sparse`/`hybrid` with the BM25 settings the generation was built with."""
+    texts = [q.text for q in queries]
+    if mode == "dense":
+        rankings = [ranked_documents(sink.search(vector, k)) for vector in encode(texts)]
+        return score(queries, rankings, k)
+    if sparse is None or not isinstance(sink, Retriever):
+        raise ConfigError(
+            f"{sink.uri}: the generation keeps no sparse vectors, so it cannot be scored in "
+            f"{mode} mode: score it --mode dense (or build it with --sparse bm25)"
+        )
+    bm25 = Bm25Encoder(sparse)
+    dense: list[Any] = list(encode(texts)) if mode == "hybrid" else [None] * len(texts)
+    rankings = [
+        ranked_documents(sink.retrieve(Retrieval(check_mode(mode), vector, bm25.query(t)), k, None))
+        for t, vector in zip(texts, dense, strict=True)
+    ]
     return score(queries, rankings, k)
 
 

@@ -166,8 +166,10 @@ class Committer:
         """Mark chunks another process will write as pending, before it gets them."""
         self.ledger.mark(self.target, self.run_id, chunks, PENDING)
 
-    def commit(self, ledger: Ledger, item: Encoded) -> None:
-        """Write one batch (unless written elsewhere) and mark it done, on `ledger`'s connection."""
+    def commit(self, ledger: Ledger, item: Encoded, *, copied: bool = False) -> None:
+        """Write one batch (unless written elsewhere) and mark it done, on `ledger`'s connection;
+        `copied`: its vectors were not encoded but taken from another generation (counted as
+        such)."""
         if item.vectors is not None:
             ledger.mark(self.target, self.run_id, item.chunks, PENDING)
             embedded = Embedded(item.chunks, item.vectors)
@@ -175,6 +177,9 @@ class Committer:
         crash_point("sink-write")
         ledger.mark(self.target, self.run_id, item.chunks, DONE)
         crash_point("ledger-commit")
+        if copied:
+            self.report.chunks_copied += len(item.chunks)
+            return
         self.report.chunks_embedded += len(item.chunks)
         self.report.tokens_embedded += item.tokens
 

@@ -21,13 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from embedpipe.config import RunConfig
+from embedpipe.config import RunConfig, SparseConfig
 from embedpipe.errors import ConfigError, SinkError
 from embedpipe.index import MANIFEST_KEYS, ledger_live
 from embedpipe.runs.commit import Encoded
 from embedpipe.runs.encoderless import Progress, direct_run
 from embedpipe.sinks import capabilities_for, open_sink
 from embedpipe.sinks.base import Sink
+from embedpipe.sinks.sparse import settings_of
 from embedpipe.state.ledger import Ledger, state_dir_for, target_key
 from embedpipe.state.permissions import state_permissions
 from embedpipe.types import RunReport
@@ -63,6 +64,7 @@ def _copy(
     try:
         manifest = _source_manifest(src, source)
         fingerprint, dim = manifest["fingerprint"], int(manifest["dim"])
+        dest, dropped = _with_sparse(dest, manifest)
         sink = open_sink(dest.sink)
         layout, relayout = _layout(dest, sink)
         report = RunReport(
@@ -107,6 +109,10 @@ def _copy(
             run.delete(stale, max_fraction=1.0, force=True)
     finally:
         src.abort()
+    if dropped:
+        report.notes.append(
+            f"the sparse (BM25) vectors were not copied: {sink.uri} keeps none (dense queries only)"
+        )
     report.notes.append(
         f"exported generation {fingerprint[:12]} of {src.uri}|{source.sink.collection}: "
         f"{report.chunks_embedded} chunks copied, {report.chunks_skipped} already there, "
@@ -128,6 +134,22 @@ def _layout(dest: RunConfig, sink: Sink) -> tuple[str | None, bool]:
         return dest.sink.postgres.layout, False
     layout = dest.sink.qdrant.layout
     return layout, sink.manifest().get("layout", "embedpipe") != layout
+
+
+def _with_sparse(dest: RunConfig, manifest: dict[str, Any]) -> tuple[RunConfig, bool]:
+    """The destination config writing the sparse vectors the source generation keeps (a BM25
+    vector is a function of the chunk text and these settings, so the copy computes the same
+    ones), and whether they had to be left out (a sink that keeps none: its manifest then
+    says so too)."""
+    settings = manifest.get("settings") or {}
+    sparse = settings_of(settings)
+    caps = capabilities_for(dest.sink.uri)
+    dropped = sparse is not None and (caps is None or not caps.sparse)
+    if dropped:
+        manifest["settings"] = {k: v for k, v in settings.items() if k != "sparse"}
+    kept = SparseConfig() if dropped or sparse is None else sparse  # the copy's, not the config's
+    sink = dest.sink.model_copy(update={"sparse": kept})
+    return dest.model_copy(update={"sink": sink}), dropped
 
 
 def _local_path(cfg: RunConfig) -> Path | None:

@@ -31,10 +31,13 @@ from embedpipe.index import built_with
 from embedpipe.logs import run_ended, run_started
 from embedpipe.promotion.gate import LoadEncoder, judge
 from embedpipe.promotion.quality import check_gate_queries
+from embedpipe.runs import reuse
 from embedpipe.runs.commit import Committer, WriterThread
 from embedpipe.runs.planning import Planner
+from embedpipe.runs.reuse import DENSE_FINGERPRINT
 from embedpipe.sinks import open_sink
 from embedpipe.sinks.base import Sink
+from embedpipe.sinks.sparse import identity as sparse_identity
 from embedpipe.sources import open_source
 from embedpipe.state.ledger import Ledger, Target, state_dir_for, target_key
 from embedpipe.types import Document, RecordError, RunReport
@@ -76,7 +79,8 @@ class Pipeline:
         if isinstance(encoder, LazyEncoder):  # what a load teaches is kept for the next run
             encoder.remember_in(state)
         identity, output = run_identity(encoder, dry_run=dry_run)  # a dry run loads no model
-        fp = fingerprint(identity, cfg.chunking, **output)
+        dense_fp = fingerprint(identity, cfg.chunking, **output)  # what the dense vectors need
+        fp = fingerprint(identity, cfg.chunking, **output, **sparse_identity(cfg.sink.sparse))
         report = RunReport(
             model=encoder.name,
             fingerprint=fp,
@@ -89,6 +93,7 @@ class Pipeline:
             max_batch_tokens=cfg.batching.max_batch_tokens,
             docs_total=getattr(source, "total", None),
             dry_run=dry_run,
+            sparse=cfg.sink.sparse.kind if cfg.sink.sparse.on else "",
         )
         self.report = report
         try:
@@ -96,7 +101,7 @@ class Pipeline:
                 ledger = Ledger.in_dir(state)
                 try:
                     target = Target(target_key(sink.uri, cfg.sink.collection), fp)
-                    self._execute(ledger, target, encoder, sink, source, report)
+                    self._execute(ledger, target, dense_fp, encoder, sink, source, report)
                 finally:
                     ledger.close()
         except BaseException as exc:
@@ -112,6 +117,7 @@ class Pipeline:
         self,
         ledger: Ledger,
         target: Target,
+        dense_fp: str,
         encoder: AnyEncoder,
         sink: Sink,
         source: Iterable[Document | RecordError],
@@ -135,12 +141,20 @@ class Pipeline:
             if dry_run:
                 try:
                     committer.forget_lost(dry_run=True)  # says what a real run would embed again
+                    if (donor := reuse.donor(committer, dense_fp)) is not None:
+                        report.notes.append(
+                            f"only the sparse settings changed: a real run copies the dense "
+                            f"vectors of generation {donor[:12]} instead of encoding the chunks "
+                            "this dry run counts as planned"
+                        )
                 finally:
                     sink.abort()  # the check's readers and clients: a dry run holds nothing open
             else:
                 committer.open_sink()
                 built = built_with(self.config, encoder.dim)
-                sink.describe({**built, "fingerprint": target.fingerprint})
+                described = {"fingerprint": target.fingerprint, DENSE_FINGERPRINT: dense_fp}
+                sink.describe({**built, **described})
+                self._reuse(committer, dense_fp)
             self._stream(committer, encoder, sink, source)
             report.outcome = "dry-run" if dry_run else "done"
         except BaseException as exc:
@@ -159,6 +173,22 @@ class Pipeline:
                 report.notes.insert(0, f"precision {encoder.precision_reason}")
             ledger.end_run(report.run_id, report.outcome, report.to_dict())
             run_ended(log, report)
+
+    def _reuse(self, committer: Committer, dense_fp: str) -> None:
+        """A new generation that differs from the live one only in its sparse settings starts
+        with the live one's dense vectors (runs/reuse.py): the run then encodes only what the
+        source changed."""
+        source = reuse.donor(committer, dense_fp)
+        if source is None:
+            return
+        committer.phase("writing")
+        copied = reuse.copy_dense(committer, source)
+        if copied:
+            committer.report.notes.append(
+                f"only the sparse settings changed: the dense vectors of {copied} chunks were "
+                f"copied from generation {source[:12]}, not encoded; their sparse vectors were "
+                "computed with the new settings"
+            )
 
     def _stream(
         self,

@@ -19,6 +19,7 @@ from embedpipe.errors import EmbedpipeError
 from embedpipe.promotion import finish_drops
 from embedpipe.runs.commit import relink
 from embedpipe.sinks.base import Sink
+from embedpipe.sinks.sparse import sparse_kind
 from embedpipe.state.ledger import PENDING, Ledger, Target
 
 
@@ -64,6 +65,7 @@ def reconcile(sink: Sink, ledger: Ledger, key: str, *, repair: bool) -> dict[str
         "relink": relink_to,
         "generations": compared,
         "dropping": dropping,
+        "sparse": sparse_kind(sink.manifest()) if served is not None else None,
         "repaired": repair and (relink_to is not None or bool(dropping) or _drifted(compared)),
     }
 

@@ -24,12 +24,15 @@ class Capabilities:
       a path on the driver may not exist on other machines.
     - aliases: a public name moved in one step (a Qdrant alias, a symlink) serves one generation
       while the next is written beside it, so a re-embed goes live atomically or not at all.
+    - sparse: BM25 sparse vectors beside the dense ones (`sink.sparse`), and `retrieve()` runs
+      `sparse` and `hybrid` queries (see sparse.py).
     """
 
     concurrent_writers: bool = False
     rebuildable: bool = False
     local_path: bool = False
     aliases: bool = False
+    sparse: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,16 +188,49 @@ class ViewSearch(Protocol):
     ) -> list[Hit]: ...
 
 
+class Retrieve(Protocol):
+    """A read view's sparse or hybrid query: `Retriever.retrieve` on the generation the view
+    holds."""
+
+    def __call__(
+        self,
+        retrieval: Any,
+        k: int,
+        filter: Mapping[str, Any] | None,
+        *,
+        with_vectors: bool = False,
+    ) -> list[Hit]: ...
+
+
 @dataclass(frozen=True)
 class ReadView:
     """One consistent read of the served index: the fingerprint and manifest of the generation
-    it searches (None: the sink does not say; read `Sink.manifest()`), and its search (with
-    `with_vectors`, as `Sink.search`) of that generation, even after a promotion moved the public
-    name; StaleReadError when the generation is gone by then (take a new view)."""
+    it searches (None: the sink does not say; read `Sink.manifest()`), its search (with
+    `with_vectors`, as `Sink.search`), and, on a sink with sparse vectors, its `retrieve`
+    (sparse.Retrieval, k, filter, with_vectors), both of that generation even after a promotion
+    moved the public name; StaleReadError when the generation is gone by then (take a new view)."""
 
     fingerprint: str | None
     manifest: Mapping[str, Any] | None
     search: ViewSearch
+    retrieve: Retrieve | None = None
+
+
+@runtime_checkable
+class Retriever(Protocol):
+    """A sink with sparse vectors (`Capabilities.sparse`): sparse and hybrid queries."""
+
+    def retrieve(
+        self,
+        retrieval: Any,
+        k: int = 5,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        """Top-k hits of the live index for a `sparse.Retrieval`, among the chunks `filter`
+        passes (`with_vectors`: each with its chunk's stored dense vector, as `Sink.search`)."""
+        ...
 
 
 @runtime_checkable
@@ -215,7 +251,8 @@ def served(sink: Sink) -> AbstractContextManager[ReadView]:
     """A consistent read of what `sink` serves: its `serving()` view, or its plain search."""
     if isinstance(sink, Serving):
         return sink.serving()
-    return nullcontext(ReadView(None, None, sink.search))
+    retrieve = sink.retrieve if isinstance(sink, Retriever) else None
+    return nullcontext(ReadView(None, None, sink.search, retrieve))
 
 
 def close_served(sink: Sink) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import qdrant_edge as qe
 
-from embedpipe.config import QdrantOptions, SinkConfig
+from embedpipe.config import QdrantOptions, SinkConfig, SparseConfig
 from embedpipe.durable import forget_holder, note_holder
 from embedpipe.errors import SinkError
 from embedpipe.sinks import qdrant_base
@@ -40,6 +40,14 @@ from embedpipe.sinks.generations import GenerationSink, read_manifest, try_lock,
 from embedpipe.sinks.layouts import payload
 from embedpipe.sinks.shards import paired_vectors
 from embedpipe.sinks.snapshots import SnapshotReader, Snapshots, copy_tree
+from embedpipe.sinks.sparse import (
+    RRF_K,
+    SPARSE_VECTOR,
+    Bm25Encoder,
+    Retrieval,
+    settings_of,
+    settled,
+)
 from embedpipe.types import Embedded, point_id
 
 SHARD = "shard"
@@ -108,9 +116,12 @@ class EdgeSink(GenerationSink):
         write_batch: int = 256,
         ef_search: int | None = None,
         keep_previous: bool = False,
+        sparse: SparseConfig | None = None,
     ) -> None:
         super().__init__(directory, collection, keep_previous=keep_previous)
         self.options = options or QdrantOptions()
+        self.sparse = sparse or SparseConfig()
+        self._bm25: Bm25Encoder | None = None  # the generation being written keeps BM25 vectors
         self.write_batch = write_batch
         self.ef_search = ef_search
         self._shard: Any = None  # the EdgeShard being written
@@ -128,6 +139,7 @@ class EdgeSink(GenerationSink):
             write_batch=cfg.write_batch,
             ef_search=cfg.ef_search,
             keep_previous=cfg.keep_previous,
+            sparse=cfg.sparse,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -145,7 +157,13 @@ class EdgeSink(GenerationSink):
                 self._shard = self._load_or_create(gen / SHARD, dim)
             self._ensure_payload_indexes(self._shard)
             if not manifest:
-                write_manifest(gen, fingerprint=fingerprint, dim=dim, options=self._shape())
+                sparse = self.sparse.model_dump() if self.sparse.on else None
+                write_manifest(
+                    gen, fingerprint=fingerprint, dim=dim, options=self._shape(), sparse=sparse
+                )
+            # What the generation was built with decides, so every write keeps both in step.
+            kept = settings_of(manifest or {"sparse": self.sparse.model_dump()})
+            self._bm25 = None if kept is None else Bm25Encoder(kept)
         except BaseException:
             self._release()
             raise
@@ -157,7 +175,10 @@ class EdgeSink(GenerationSink):
         vectors = paired_vectors(embedded)
         for lo in range(0, len(embedded.chunks), self.write_batch):
             chunks = embedded.chunks[lo : lo + self.write_batch]
-            rows = vectors[lo : lo + self.write_batch].tolist()
+            rows: list[Any] = vectors[lo : lo + self.write_batch].tolist()
+            if self._bm25 is not None:
+                sparse = self._bm25.documents([c.text for c in chunks])
+                rows = [{"": row, SPARSE_VECTOR: sv} for row, sv in zip(rows, sparse, strict=True)]
             points = [
                 qe.Point(point_id(c.id), row, payload(c, self.options.layout))
                 for c, row in zip(chunks, rows, strict=True)
@@ -236,13 +257,38 @@ class EdgeSink(GenerationSink):
         with self.serving() as view:
             return view.search(vector, k, filter, with_vectors=with_vectors)
 
+    def retrieve(
+        self,
+        retrieval: Retrieval,
+        k: int = 5,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        """Top-k hits of a sparse or hybrid query, read as `search` reads."""
+        live = self._live_gen()
+        if self._gen is not None and self._gen == live:
+            shard = self._shard
+        elif self._pin is not None:
+            shard = self._live_reader(required=True)
+        else:
+            with self.serving() as view:
+                assert view.retrieve is not None
+                return view.retrieve(retrieval, k, filter, with_vectors=with_vectors)
+        return self._retrieve(shard, retrieval, k, filter, with_vectors=with_vectors)
+
     @contextmanager
     def serving(self) -> Iterator[ReadView]:
         """The newest read snapshot, held for one query (a newer one is opened when the read
         pointer moved, at most every second)."""
         with self._served.use() as served:
             fingerprint = served.pointer.get("fingerprint")
-            yield ReadView(fingerprint, served.manifest, partial(self._query, served.engine))
+            yield ReadView(
+                fingerprint,
+                served.manifest,
+                partial(self._query, served.engine),
+                partial(self._retrieve, served.engine),
+            )
 
     def close_served(self) -> None:
         """Close the read snapshot queries use and remove its private copy."""
@@ -263,15 +309,7 @@ class EdgeSink(GenerationSink):
         *,
         with_vectors: bool = False,
     ) -> list[Hit]:
-        expr = parse(filter)
-        require_fields(
-            expr,
-            lambda key: qdrant_base.has_field(key, partial(_first, shard), FILTER_TYPES),
-            lambda: qdrant_base.metadata_fields(partial(_page, shard, vectors=True)),
-            f"'{self.collection}'",
-            empty=lambda: not _first(shard, None),
-        )
-        where = qdrant_base.native_filter(expr, FILTER_TYPES)
+        where = self._where(shard, filter)
         params = qe.SearchParams(hnsw_ef=self.ef_search) if self.ef_search else None
         query = qe.Query.Nearest(qdrant_base.query_vector(vector))
         request = qe.QueryRequest(
@@ -285,6 +323,59 @@ class EdgeSink(GenerationSink):
         with edge_errors(f"query on '{self.collection}'"):
             points = shard.query(request)
         return qdrant_base.hits(points, with_vectors=with_vectors)
+
+    def _where(self, shard: Any, filter: Mapping[str, Any] | None) -> Any:
+        """`filter` as the engine's Filter (None for none), its fields checked against what the
+        shard holds (a field no chunk has is an error naming the ones present)."""
+        expr = parse(filter)
+        require_fields(
+            expr,
+            lambda key: qdrant_base.has_field(key, partial(_first, shard), FILTER_TYPES),
+            lambda: qdrant_base.metadata_fields(partial(_page, shard, vectors=True)),
+            f"'{self.collection}'",
+            empty=lambda: not _first(shard, None),
+        )
+        return qdrant_base.native_filter(expr, FILTER_TYPES)
+
+    def _retrieve(
+        self,
+        shard: Any,
+        retrieval: Retrieval,
+        k: int,
+        filter: Mapping[str, Any] | None,
+        *,
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        """A sparse query on the BM25 vectors, or a hybrid one: the dense and the sparse
+        candidates fused by (weighted) reciprocal rank."""
+        where = self._where(shard, filter)
+        assert retrieval.sparse is not None
+        sparse = qe.Query.Nearest(
+            qe.SparseVector(retrieval.sparse.indices, retrieval.sparse.values), using=SPARSE_VECTOR
+        )
+        limit = retrieval.candidates(k)  # the ties at k too: `settled` orders them
+        if retrieval.mode == "sparse":
+            request = qe.QueryRequest(
+                limit=limit, query=sparse, with_payload=True, filter=where, with_vector=with_vectors
+            )
+        else:
+            assert retrieval.dense is not None
+            params = qe.SearchParams(hnsw_ef=self.ef_search) if self.ef_search else None
+            dense = qe.Query.Nearest(qdrant_base.query_vector(retrieval.dense))
+            request = qe.QueryRequest(
+                limit=limit,
+                prefetches=[
+                    qe.Prefetch(limit=limit, query=dense, params=params, filter=where),
+                    qe.Prefetch(limit=limit, query=sparse, filter=where),
+                ],
+                query=_rrf(retrieval),
+                with_payload=True,
+                filter=where,
+                with_vector=with_vectors,
+            )
+        with edge_errors(f"{retrieval.mode} query on '{self.collection}'"):
+            points = shard.query(request)
+        return settled(qdrant_base.hits(points, with_vectors=with_vectors), k)
 
     # -- read snapshots --------------------------------------------------------------------
 
@@ -348,8 +439,13 @@ class EdgeSink(GenerationSink):
         if (path / EDGE_CONFIG).exists():
             return _load(path.parent)
         vectors = qdrant_base.vector_params(self.options, dim, VECTOR_TYPES)
+        sparse = None
+        if self.sparse.on:  # the IDF is the engine's, computed over the shard at query time
+            sparse = {SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}
         with edge_errors(f"creating {path}"):
-            shard = qe.EdgeShard.create(str(path), qe.EdgeConfig(vectors=vectors))
+            shard = qe.EdgeShard.create(
+                str(path), qe.EdgeConfig(vectors=vectors, sparse_vectors=sparse)
+            )
         note_holder(path.parent)
         return shard
 
@@ -452,6 +548,12 @@ def _open_snapshot(folder: Path) -> Any:
     """A reader's private copy of a snapshot, opened."""
     with edge_errors(f"opening the read snapshot {folder / SHARD}"):
         return qe.EdgeShard.load(str(folder / SHARD))
+
+
+def _rrf(retrieval: Retrieval) -> Any:
+    """Reciprocal rank fusion, weighted by the query's alpha (typed as Any: the stubs do not
+    list Fusion.Rrf among the queries QueryRequest takes, the engine does)."""
+    return qe.Fusion.Rrf(k=RRF_K, weights=retrieval.weights())
 
 
 def _close_shard(shard: Any) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from embedpipe.config import QdrantOptions, SinkConfig
+from embedpipe.config import QdrantOptions, SinkConfig, SparseConfig
 from embedpipe.durable import forget_holder, held_by
 from embedpipe.errors import SinkError, TransientSinkError
 from embedpipe.faults import crash_point
@@ -48,6 +48,14 @@ from embedpipe.sinks.qdrant_writer import (
 )
 from embedpipe.sinks.registry import SINKS
 from embedpipe.sinks.snapshots import SnapshotReader, Snapshots, copy_tree
+from embedpipe.sinks.sparse import (
+    RRF_K,
+    SPARSE_VECTOR,
+    Bm25Encoder,
+    Retrieval,
+    settings_of,
+    settled,
+)
 from embedpipe.types import Embedded
 
 __all__ = ["VECTOR_TYPES", "QdrantSink", "QdrantWriter", "qdrant_errors", "server_client"]
@@ -75,6 +83,7 @@ class QdrantSink:
         timeout: int | None = None,
         options: QdrantOptions | None = None,
         ef_search: int | None = None,
+        sparse: SparseConfig | None = None,
     ) -> None:
         if (local_path is None) == (url is None):
             raise SinkError("QdrantSink needs exactly one of local_path= or url=")
@@ -87,6 +96,8 @@ class QdrantSink:
         self.timeout = timeout
         self.options = options or QdrantOptions()
         self.ef_search = ef_search
+        self.sparse = sparse or SparseConfig()
+        self._bm25: Bm25Encoder | None = None  # the collection being written keeps BM25 vectors
         # The public name (reports, ledger keys, messages) never holds a secret; `url` does.
         self.uri = f"qdrant:{local_path}" if local_path is not None else redact_uri(f"qdrant+{url}")
         self._client: QdrantClient | None = None
@@ -117,6 +128,7 @@ class QdrantSink:
             options=cfg.qdrant,
             ef_search=cfg.ef_search,
             keep_previous=cfg.keep_previous,
+            sparse=cfg.sparse,
         )
 
     @property
@@ -162,13 +174,14 @@ class QdrantSink:
             else:
                 self._create(physical, dim)
             self._ensure_payload_indexes(physical)
+            self._bm25 = self._sparse_of(physical)
         self._target, self._new = physical, live != physical
         self._serve(live)  # a crashed run's writes, or an index older than read snapshots
 
     def write(self, embedded: Embedded) -> None:
         """Upsert in requests of `write_batch` points; returns once Qdrant acknowledged them."""
         target = self._writing()
-        upsert(self.connect(), target, embedded, self.write_batch, self.options.layout)
+        upsert(self.connect(), target, embedded, self.write_batch, self.options.layout, self._bm25)
 
     def remote_writer(self) -> QdrantWriter:
         """A writer other processes upsert into this run's collection with (servers only)."""
@@ -185,6 +198,7 @@ class QdrantSink:
             self.timeout,
             self.write_batch,
             layout=self.options.layout,
+            sparse=None if self._bm25 is None else self._bm25.cfg,
         )
 
     def rebuild(self) -> None:
@@ -340,15 +354,7 @@ class QdrantSink:
         with_vectors: bool = False,
     ) -> list[Hit]:
         name = self._pin or self.collection  # a pinned view reads its own collection
-        expr = parse(filter)
-        require_fields(
-            expr,
-            lambda key: qdrant_base.has_field(key, partial(_first, client, name), FILTER_TYPES),
-            lambda: qdrant_base.metadata_fields(partial(_metadata_page, client, name)),
-            f"'{self.collection}'",
-            empty=lambda: not _first(client, name, None),
-        )
-        where = qdrant_base.native_filter(expr, FILTER_TYPES)
+        where = self._where(client, name, filter)
         # Local mode searches exactly and warns about search params: give them to servers only.
         params = None
         if self.ef_search and self.url is not None:
@@ -365,16 +371,100 @@ class QdrantSink:
             )
         return qdrant_base.hits(result.points, with_vectors=with_vectors)
 
+    def _where(self, client: QdrantClient, name: str, filter: Mapping[str, Any] | None) -> Any:
+        """`filter` as Qdrant's Filter (None for none), its fields checked against what the
+        collection `name` holds (a field no chunk has is an error naming the ones present)."""
+        expr = parse(filter)
+        require_fields(
+            expr,
+            lambda key: qdrant_base.has_field(key, partial(_first, client, name), FILTER_TYPES),
+            lambda: qdrant_base.metadata_fields(partial(_metadata_page, client, name)),
+            f"'{self.collection}'",
+            empty=lambda: not _first(client, name, None),
+        )
+        return qdrant_base.native_filter(expr, FILTER_TYPES)
+
+    def retrieve(
+        self,
+        retrieval: Retrieval,
+        k: int = 5,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        """Top-k hits of a sparse or hybrid query, read as `search` reads."""
+        if self._snapshots is not None and self._target is None and self._pin is None:
+            with self.serving() as view:
+                assert view.retrieve is not None
+                return view.retrieve(retrieval, k, filter, with_vectors=with_vectors)
+        if self._live() is None:
+            raise self._missing()
+        return self._retrieve(self.connect(), retrieval, k, filter, with_vectors=with_vectors)
+
+    def _retrieve(
+        self,
+        client: QdrantClient,
+        retrieval: Retrieval,
+        k: int,
+        filter: Mapping[str, Any] | None,
+        *,
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        """A sparse query on the BM25 vectors, or a hybrid one: the dense and the sparse
+        candidates fused by (weighted) reciprocal rank."""
+        name = self._pin or self.collection
+        where = self._where(client, name, filter)
+        assert retrieval.sparse is not None
+        sparse = models.SparseVector(
+            indices=retrieval.sparse.indices, values=retrieval.sparse.values
+        )
+        limit = retrieval.candidates(k)  # the ties at k too: `settled` orders them
+        with qdrant_errors(f"{retrieval.mode} query on '{self.collection}'"):
+            if retrieval.mode == "sparse":
+                result = client.query_points(
+                    name,
+                    query=sparse,
+                    using=SPARSE_VECTOR,
+                    limit=limit,
+                    with_payload=True,
+                    with_vectors=with_vectors,
+                    query_filter=where,
+                )
+            else:
+                assert retrieval.dense is not None
+                dense = qdrant_base.query_vector(retrieval.dense)
+                rrf = models.Rrf(k=RRF_K, weights=retrieval.weights())
+                result = client.query_points(
+                    name,
+                    prefetch=[
+                        models.Prefetch(query=dense, limit=limit, filter=where),
+                        models.Prefetch(
+                            query=sparse, using=SPARSE_VECTOR, limit=limit, filter=where
+                        ),
+                    ],
+                    query=models.RrfQuery(rrf=rrf),
+                    limit=limit,
+                    with_payload=True,
+                    with_vectors=with_vectors,
+                    query_filter=where,
+                )
+        return settled(qdrant_base.hits(result.points, with_vectors=with_vectors), k)
+
     @contextmanager
     def serving(self) -> Iterator[ReadView]:
         """Local mode: the newest read snapshot, held for one query (a newer one is opened when
         the read pointer moved, at most every second). A server: the collection itself."""
         if self._served is None:
-            yield ReadView(None, None, self.search)
+            yield ReadView(None, None, self.search, self.retrieve)
             return
         with self._served.use() as served:
             fingerprint = served.pointer.get("fingerprint")
-            yield ReadView(fingerprint, served.manifest, partial(self._query, served.engine))
+            yield ReadView(
+                fingerprint,
+                served.manifest,
+                partial(self._query, served.engine),
+                partial(self._retrieve, served.engine),
+            )
 
     def close_served(self) -> None:
         """Close the read snapshot queries use and remove its private copy."""
@@ -467,12 +557,26 @@ class QdrantSink:
         """Create a collection with the configured options, set on the vector parameters so that
         local mode stores them too (and they can be checked when the collection is reused)."""
         opts = self.options
+        sparse = None
+        if self.sparse.on:  # the IDF is the engine's, computed over the collection at query time
+            sparse = {SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)}
         self.connect().create_collection(
             name,
             vectors_config=qdrant_base.vector_params(opts, dim, VECTOR_TYPES),
+            sparse_vectors_config=sparse,
             shard_number=opts.shard_number,
             replication_factor=opts.replication_factor,
         )
+
+    def _sparse_of(self, name: str) -> Bm25Encoder | None:
+        """The BM25 encoder of a collection that keeps sparse vectors (None for one without):
+        with the settings it was built with (its metadata), else the configured ones."""
+        config = self.connect().get_collection(name).config
+        if SPARSE_VECTOR not in (config.params.sparse_vectors or {}):
+            return None
+        settings = dict(config.metadata or {}).get("settings") or {}
+        kept = settings_of(settings) or (self.sparse if self.sparse.on else None)
+        return Bm25Encoder(kept or SparseConfig(kind="bm25"))
 
     def _ensure_payload_indexes(self, name: str) -> None:
         """Keyword indexes on the configured payload fields, on a server (local mode has none)."""

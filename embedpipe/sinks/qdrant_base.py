@@ -195,12 +195,18 @@ def scroll_points(
     offset: Any = None
     while True:
         points, offset = page(offset, max(write_batch, MIN_SCROLL_PAGE))
-        pairs = [(c, p.vector) for p in points if (c := chunk_from_payload(p.payload or {}))]
+        pairs = [(c, dense(p.vector)) for p in points if (c := chunk_from_payload(p.payload or {}))]
         if pairs:
             vectors = np.asarray([v for _, v in pairs], dtype=np.float32)
             yield Embedded([c for c, _ in pairs], vectors)
         if offset is None:
             return
+
+
+def dense(vector: Any) -> Any:
+    """A point's dense vector: the unnamed one of a point that also has sparse vectors (those
+    are a function of the text: a copy computes them again, see sparse.py)."""
+    return vector[""] if isinstance(vector, dict) else vector
 
 
 def query_vector(vector: np.ndarray) -> list[float]:
@@ -214,7 +220,7 @@ def hits(points: Iterable[Any], *, with_vectors: bool = False) -> list[Hit]:
     if not with_vectors:
         return [hit_from_payload(p.score, p.payload or {}) for p in points]
     return [
-        hit_from_payload(p.score, p.payload or {}, np.asarray(p.vector, dtype=np.float32))
+        hit_from_payload(p.score, p.payload or {}, np.asarray(dense(p.vector), dtype=np.float32))
         for p in points
     ]
 

@@ -17,12 +17,14 @@ import httpx
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
+from embedpipe.config import SparseConfig
 from embedpipe.durable import note_holder
 from embedpipe.errors import SinkError, TransientSinkError
 from embedpipe.redact import redact_uri, server_credentials
 from embedpipe.sinks.layouts import Layout, payload
 from embedpipe.sinks.qdrant_base import FilterTypes, Shape, VectorTypes, busy_hint, translated
 from embedpipe.sinks.shards import paired_vectors
+from embedpipe.sinks.sparse import SPARSE_VECTOR, Bm25Encoder
 from embedpipe.types import Embedded, point_id
 
 RETRYABLE_HTTP = {408, 429, 502, 503, 504}
@@ -189,16 +191,26 @@ def _local_client(where: str, path: str) -> QdrantClient:
 
 
 def point_batches(
-    embedded: Embedded, size: int, layout: Layout = "embedpipe"
+    embedded: Embedded,
+    size: int,
+    layout: Layout = "embedpipe",
+    bm25: Bm25Encoder | None = None,
 ) -> Iterator[models.Batch]:
     """The chunks as upsert requests of at most `size` points: uuid5 ids, the chunk payload in
-    `layout`."""
+    `layout`, and with `bm25` each chunk's BM25 vector beside its dense one."""
     vectors = paired_vectors(embedded)
     for lo in range(0, len(embedded.chunks), size):
         chunks = embedded.chunks[lo : lo + size]
+        rows: Any = vectors[lo : lo + size].tolist()
+        if bm25 is not None:
+            sparse = [
+                models.SparseVector(indices=v.indices, values=v.values)
+                for v in bm25.documents([c.text for c in chunks])
+            ]
+            rows = {"": rows, SPARSE_VECTOR: sparse}
         yield models.Batch(
             ids=[point_id(c.id) for c in chunks],
-            vectors=vectors[lo : lo + size].tolist(),
+            vectors=rows,
             payloads=[payload(c, layout) for c in chunks],
         )
 
@@ -209,10 +221,11 @@ def upsert(
     embedded: Embedded,
     size: int,
     layout: Layout = "embedpipe",
+    bm25: Bm25Encoder | None = None,
 ) -> None:
-    """Upsert the chunks in requests of `size` points, payloads in `layout`; returns once Qdrant
-    acknowledged them."""
-    for batch in point_batches(embedded, size, layout):
+    """Upsert the chunks in requests of `size` points, payloads in `layout` (with `bm25`, their
+    BM25 vectors too); returns once Qdrant acknowledged them."""
+    for batch in point_batches(embedded, size, layout, bm25):
         with qdrant_errors(f"upsert into '{collection}'"):
             client.upsert(collection, points=batch, wait=True)
 
@@ -232,6 +245,7 @@ class QdrantWriter:
     write_batch: int = 256
     location: str | None = None
     layout: Layout = "embedpipe"
+    sparse: SparseConfig | None = None  # the collection keeps BM25 vectors with these settings
     _client: QdrantClient | None = field(default=None, init=False, repr=False, compare=False)
 
     def connect(self) -> QdrantClient:
@@ -249,7 +263,8 @@ class QdrantWriter:
 
     def write(self, embedded: Embedded) -> None:
         """Upsert in requests of `write_batch` points; returns once Qdrant acknowledged them."""
-        upsert(self.connect(), self.collection, embedded, self.write_batch, self.layout)
+        bm25 = None if self.sparse is None else Bm25Encoder(self.sparse)
+        upsert(self.connect(), self.collection, embedded, self.write_batch, self.layout, bm25)
 
     def close(self) -> None:
         """Close the client, if one is open; safe to call twice."""

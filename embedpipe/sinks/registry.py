@@ -42,10 +42,11 @@ class SinkKind:
 
 
 # A folder one process writes at a time (the engine locks it).
-ONE_WRITER = Capabilities(local_path=True, aliases=True)
+ONE_WRITER = Capabilities(local_path=True, aliases=True, sparse=True)
 # A folder of append-only shards that any process seeing it can add to.
 SHARED_FOLDER = Capabilities(concurrent_writers=True, local_path=True, aliases=True)
 SERVER = Capabilities(concurrent_writers=True, aliases=True)
+QDRANT_SERVER = replace(SERVER, sparse=True)
 
 QDRANT_EDGE = ("qdrant-edge", ("qdrant-edge-py", "qdrant-edge"))
 QDRANT_CLIENT = ("qdrant-client", ("qdrant-client",))
@@ -73,7 +74,7 @@ SINKS: dict[str, SinkKind] = {
     "qdrant+http": SinkKind(
         "qdrant+http://HOST:PORT",
         "qdrant:QdrantSink",
-        SERVER,
+        QDRANT_SERVER,
         QDRANT_CLIENT,
         SERVER_HINT,
         SERVER_KEYS,
@@ -81,7 +82,7 @@ SINKS: dict[str, SinkKind] = {
     "qdrant+https": SinkKind(
         "qdrant+https://HOST:PORT",
         "qdrant:QdrantSink",
-        SERVER,
+        QDRANT_SERVER,
         QDRANT_CLIENT,
         SERVER_HINT,
         SERVER_KEYS,
@@ -130,7 +131,21 @@ def open_sink(cfg: SinkConfig) -> Sink:
     kind = SINKS.get(scheme.lower())
     if not sep or kind is None or not location.strip("/"):
         raise ConfigError(f"Unknown sink '{redact_uri(cfg.uri)}': use {ACCEPTED}")
+    if cfg.sparse.on:
+        require_sparse(cfg.uri, f"sink.sparse: {cfg.sparse.kind} (--sparse)")
     return kind.make(scheme.lower(), location, cfg)
+
+
+def require_sparse(uri: str, what: str) -> None:
+    """A ConfigError, before any work, when the sink `uri` names keeps no sparse vectors:
+    `what` (the setting or query mode asked for) and the sinks that can."""
+    caps = capabilities_for(uri)
+    if caps is None or not caps.sparse:
+        able = _either([kind.form for kind in SINKS.values() if kind.capabilities.sparse])
+        raise ConfigError(
+            f"'{redact_uri(uri)}' keeps no sparse vectors, so {what} is not possible: only "
+            f"{able} can (or leave sparse off)"
+        )
 
 
 def rebuild_sink(cfg: SinkConfig) -> None:

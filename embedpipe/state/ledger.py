@@ -366,6 +366,19 @@ class Ledger:
         )
         return dict(rows.fetchall())
 
+    def carry_documents(self, source: Target, target: Target) -> None:
+        """Give `target` the documents `source` records (a generation that took `source`'s
+        chunks: runs/reuse.py), with their chunk counts and origins, but no hash: a document
+        hash is made with the fingerprint, so each is chunked again when next seen (its chunks
+        skipped by their hashes). Documents `target` records already are left as they are."""
+        with self.transaction():
+            self.db.execute(
+                "INSERT OR IGNORE INTO docs (target, fingerprint, doc_id, doc_hash, n_chunks, "
+                "origin) SELECT ?, ?, doc_id, '', n_chunks, origin FROM docs "
+                "WHERE target = ? AND fingerprint = ?",
+                (target.key, target.fingerprint, source.key, source.fingerprint),
+            )
+
     # -- what one run saw (runs/planning.py) -------------------------------------------------
     # TEMP tables, private to this connection and taking no write lock: a run's planner keeps
     # them on a ledger connection of its own.
