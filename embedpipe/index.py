@@ -401,7 +401,7 @@ class Index:
         sparse = self._sparse_query(built, view, text)
         if dense and vector is None:
             vector = self.embed_queries([text], built)[0]
-        return Retrieval(mode, vector if dense else None, sparse, alpha)
+        return Retrieval(mode, vector if dense else None, sparse, alpha, text)
 
     def has_sparse(self) -> bool:
         """Whether the live generation keeps sparse vectors (sparse and hybrid queries work)."""

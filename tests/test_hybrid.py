@@ -22,9 +22,10 @@ from tests import hybridkit as hk
 from tests.clikit import cli, flat
 from tests.clikit import embedpipe as command
 from tests.corpuskit import consistency
-from tests.sinkkit import sink_uri
+from tests.sinkkit import SERVER_SINK_KINDS, sink_uri
 
-SPARSE_SINKS = ("qdrant-edge", "qdrant")
+# The sinks that keep sparse vectors, Postgres where the dev extra's server is installed.
+SPARSE_SINKS = ("qdrant-edge", "qdrant", *SERVER_SINK_KINDS)
 DENSE_ONLY = ("faiss", "parquet")
 
 
@@ -235,29 +236,10 @@ def test_sinks_without_sparse_vectors_refuse_sparse_before_any_work(
     kind: str, tmp_path: Path
 ) -> None:
     cfg = config(kind, tmp_path)
-    with pytest.raises(ConfigError, match=r"keeps no sparse vectors.*qdrant-edge:PATH"):
+    can = r"only qdrant-edge:PATH, .*postgresql://USER@HOST:PORT/DB or postgres://"
+    with pytest.raises(ConfigError, match=rf"keeps no sparse vectors.*{can}"):
         open_sink(cfg.sink)
     assert not (tmp_path / kind).exists()
-
-
-def test_postgres_refuses_sparse_and_sparse_or_hybrid_queries_before_connecting(
-    tmp_path: Path,
-) -> None:
-    """Postgres keeps no sparse vectors yet (Capabilities.sparse False): the same one-line
-    refusal, before any connection (nothing listens on the URI's port)."""
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    (corpus / "a.md").write_text("net_x00 opens the vault")
-    uri = "postgresql://embedpipe@127.0.0.1:9/nowhere"
-    built = cli("backfill", str(corpus), "--sink", uri, "--sparse", "bm25", cwd=tmp_path)
-    assert built.returncode == 2, built.stderr
-    said = flat(built.stderr)
-    assert "keeps no sparse vectors, so sink.sparse: bm25 (--sparse) is not possible" in said
-    assert "only qdrant-edge:PATH" in said and "Traceback" not in built.stderr
-    for mode in ("sparse", "hybrid"):
-        asked = cli("query", "net_x00", "--sink", uri, "--mode", mode, cwd=tmp_path)
-        assert asked.returncode == 2, asked.stderr
-        assert f"--mode {mode} is not possible: only qdrant-edge:PATH" in flat(asked.stderr)
 
 
 def test_the_cli_refuses_sparse_on_faiss_and_hybrid_queries_on_parquet_in_one_line(
@@ -325,12 +307,13 @@ def test_the_langchain_and_llamaindex_adapters_run_sparse_and_hybrid_queries(
         li.close()
 
 
+@pytest.mark.parametrize("kind", ("qdrant-edge", *SERVER_SINK_KINDS))
 def test_eval_scores_modes_side_by_side_and_auto_judges_a_sparse_generation_on_hybrid(
-    tmp_path: Path, encoder: Any
+    kind: str, tmp_path: Path, encoder: Any
 ) -> None:
     from embedpipe import api
 
-    cfg = config("qdrant-edge", tmp_path)
+    cfg = config(kind, tmp_path)
     build(cfg, encoder)
     queries = tmp_path / "queries.jsonl"
     lines = [json.dumps({"query": q, "relevant": [d]}) for q, d in hk.identifier_queries()]
@@ -373,6 +356,32 @@ def test_export_copies_sparse_vectors_and_status_and_reconcile_show_them(
     dense_only = config("parquet", tmp_path, sparse=False)
     build(dense_only, encoder)
     assert [row.get("sparse") for row in api.status(dense_only)] == [None]
+
+
+@pytest.mark.skipif(not SERVER_SINK_KINDS, reason="needs the dev extra's Postgres")
+def test_postgres_exports_keep_sparse_vectors_both_ways_and_status_and_reconcile_show_them(
+    tmp_path: Path, encoder: Any
+) -> None:
+    from embedpipe import api
+
+    cfg = config("postgres", tmp_path)
+    build(cfg, encoder)
+    ident, doc = hk.identifier_queries()[3]
+    assert [row.get("sparse") for row in api.status(cfg)] == ["bm25"]
+    assert api.reconcile(cfg)["sparse"] == "bm25"
+    edge = sink_uri("qdrant-edge", tmp_path)
+    copy = api.export(cfg, to=edge)  # Postgres -> Qdrant Edge
+    assert copy.chunks_embedded == len(hk.ENTRIES)
+    assert not any("not copied" in note for note in copy.notes)
+    back = sink_uri("postgres", tmp_path / "back")  # and back into another schema
+    api.export(load_config(None, {"sink": {"uri": edge, "collection": "docs"}}), to=back)
+    for uri in (edge, back):
+        with open_index(sink=uri, collection="docs") as index:
+            assert index.has_sparse()
+            assert index.search(ident, 1, mode="sparse")[0].doc_id == doc
+            assert index.search(ident, 1, mode="hybrid", alpha=0.0)[0].doc_id == doc
+    with open_index(sink=back, collection="docs") as index:
+        assert index.built.settings["sparse"] == cfg.sink.sparse.model_dump()
 
 
 def hybrid_mmr_reference(

@@ -260,13 +260,14 @@ class PostgresOptions(Section):
 
 class SparseConfig(Section):
     """Sparse (BM25) vectors written beside the dense ones, for `sparse` and `hybrid` queries:
-    computed in-process from each chunk's text (Qdrant Edge's BM25, no model to download), the
-    IDF applied by the engine at query time. Part of what defines a generation."""
+    computed in-process from each chunk's text (Qdrant Edge's BM25, no model to download; on
+    Postgres, a tsvector in the language's text search configuration), the IDF applied by the
+    engine at query time. Part of what defines a generation."""
 
     kind: Literal["none", "bm25"] = Field(
         "none",
         description="none | bm25: also write a BM25 sparse vector per chunk (Qdrant Edge, Qdrant "
-        "local and server only)",
+        "local and server; Postgres: a tsvector ranked by BM25)",
     )
     k1: float = Field(1.2, ge=0, description="BM25 term-frequency saturation")
     b: float = Field(0.75, ge=0, le=1, description="BM25 length normalisation (0 = none)")

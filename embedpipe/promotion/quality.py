@@ -197,7 +197,9 @@ def evaluate(
     bm25 = Bm25Encoder(sparse)
     dense: list[Any] = list(encode(texts)) if mode == "hybrid" else [None] * len(texts)
     rankings = [
-        ranked_documents(sink.retrieve(Retrieval(check_mode(mode), vector, bm25.query(t)), k, None))
+        ranked_documents(
+            sink.retrieve(Retrieval(check_mode(mode), vector, bm25.query(t), text=t), k, None)
+        )
         for t, vector in zip(texts, dense, strict=True)
     ]
     return score(queries, rankings, k)

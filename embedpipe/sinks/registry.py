@@ -47,6 +47,8 @@ ONE_WRITER = Capabilities(local_path=True, aliases=True, sparse=True)
 SHARED_FOLDER = Capabilities(concurrent_writers=True, local_path=True, aliases=True)
 SERVER = Capabilities(concurrent_writers=True, aliases=True)
 QDRANT_SERVER = replace(SERVER, sparse=True)
+# Postgres keeps a tsvector beside the embedding and ranks it by BM25 itself (sinks/postgres.py).
+POSTGRES_SERVER = replace(SERVER, sparse=True)
 
 QDRANT_EDGE = ("qdrant-edge", ("qdrant-edge-py", "qdrant-edge"))
 QDRANT_CLIENT = ("qdrant-client", ("qdrant-client",))
@@ -97,9 +99,11 @@ SINKS: dict[str, SinkKind] = {
     ),
     "parquet": SinkKind("parquet:DIR", "parquet:ParquetSink", SHARED_FOLDER),
     "postgresql": SinkKind(
-        "postgresql://USER@HOST:PORT/DB", "postgres:PostgresSink", SERVER, POSTGRES
+        "postgresql://USER@HOST:PORT/DB", "postgres:PostgresSink", POSTGRES_SERVER, POSTGRES
     ),
-    "postgres": SinkKind("postgres://USER@HOST:PORT/DB", "postgres:PostgresSink", SERVER, POSTGRES),
+    "postgres": SinkKind(
+        "postgres://USER@HOST:PORT/DB", "postgres:PostgresSink", POSTGRES_SERVER, POSTGRES
+    ),
 }
 
 

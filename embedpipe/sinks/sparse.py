@@ -107,12 +107,14 @@ def _model(cfg_json: str) -> Any:
 @dataclass(frozen=True)
 class Retrieval:
     """One query as a sink that supports sparse vectors runs it: the mode, the dense vector
-    (dense and hybrid), the BM25 vector (sparse and hybrid), and hybrid's weighting."""
+    (dense and hybrid), the BM25 vector (sparse and hybrid), hybrid's weighting, and the query
+    text (what a sink that ranks text itself, Postgres, searches instead of the BM25 vector)."""
 
     mode: Mode
     dense: np.ndarray | None = None
     sparse: SparseVector | None = None
     alpha: float | None = None
+    text: str | None = None
 
     def weights(self) -> list[float] | None:
         """RRF weights (dense, sparse), or None for equal ones."""
