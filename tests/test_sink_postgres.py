@@ -33,7 +33,7 @@ from tests import pgkit
 from tests.clikit import embedpipe as command
 from tests.corpuskit import config, consistency, corpus_files
 from tests.pgkit import PgServer, pg_server  # noqa: F401 (fixture `pg`)
-from tests.sinkkit import DIM, FP_A, FP_B, embedded, filled, make_sink
+from tests.sinkkit import DIM, FP_A, FP_B, embedded, filled, make_sink, unit_vectors
 
 pytestmark = pytest.mark.skipif(not pgkit.AVAILABLE, reason="needs the dev extra's Postgres")
 
@@ -291,6 +291,163 @@ def test_a_built_generation_is_counted_by_an_index_only_scan(pg: PgServer, tmp_p
     scan = plan["Plan"]["Plans"][0]
     assert (scan["Node Type"], scan["Heap Fetches"]) == ("Index Only Scan", 0)
     assert sink.count(FP_A) == 3000
+
+
+# -- sparse vectors: a generated tsvector, BM25 and RRF in SQL ---------------------------------
+
+# Twelve one-chunk documents: words shared by some, one rare word each, lengths that differ.
+WORDS = {
+    f"d{i:02d}": " ".join(
+        ["vault"] * (1 + i % 3)
+        + ["secret"] * (i % 2)
+        + [f"code{i}", "handle", "returns"][: 1 + i % 3]
+        + ["the", "file"] * (i % 4)
+    )
+    for i in range(12)
+}
+
+
+def sparse_sink(tmp_path: Path, texts: dict[str, str], **settings: Any) -> PostgresSink:
+    """A complete generation built with BM25 vectors (`settings`) of these texts (doc id ->
+    text, one chunk each, random unit vectors), described as a run describes it."""
+    from embedpipe.config import SparseConfig
+    from embedpipe.types import Chunk
+
+    sparse = SparseConfig(kind="bm25", **settings)
+    sink = sink_in(tmp_path, sparse=sparse)
+    chunks = [
+        Chunk(d, 0, text, [], 0, len(text), f"h{d}", {"n": i})
+        for i, (d, text) in enumerate(texts.items())
+    ]
+    sink.open(DIM, FP_A)
+    sink.describe({"settings": {"sparse": sparse.model_dump()}})
+    sink.write(Embedded(chunks, unit_vectors(len(chunks))))
+    sink.close()
+    return sink
+
+
+def retrieve(sink: PostgresSink, mode: str, text: str, k: int, **options: Any) -> list[Any]:
+    from embedpipe.sinks.sparse import Retrieval
+
+    dense = unit_vectors(1, seed=7)[0] if mode == "hybrid" else None
+    alpha = options.pop("alpha", None)
+    return sink.retrieve(Retrieval(mode, dense, None, alpha, text), k, **options)  # type: ignore[arg-type]
+
+
+def test_sparse_vectors_are_generated_from_the_text_and_get_a_gin_index_after_the_bulk_load(
+    pg: PgServer, tmp_path: Path
+) -> None:
+    from embedpipe.config import SparseConfig
+
+    sink = sink_in(tmp_path, sparse=SparseConfig(kind="bm25", language="german"))
+    sink.open(DIM, FP_A)
+    sink.write(embedded(8))
+    table = f"{sink.place.schema}.docs__{FP_A[:12]}"
+    assert not any(name.endswith("_fts") for name in indexes(pg, sink))  # a bulk load: none yet
+    sink.close()
+    assert "USING gin (sparse)" in indexes(pg, sink)[f"docs__{FP_A[:12]}_fts"]
+    rows = pg.execute(
+        f"SELECT sparse = to_tsvector('german', text), text FROM {table} ORDER BY chunk_id"
+    )
+    assert len(rows) == 8 and all(same for same, _ in rows)
+    filled(sink, embedded(4, seed=1, doc="more"))  # an incremental run: computed as it writes
+    assert pg.execute(
+        f"SELECT count(*) FROM {table} WHERE sparse @@ to_tsquery('german', 'more')"
+    ) == [(4,)]
+
+
+def test_a_sparse_query_ranks_every_chunk_holding_a_query_term_by_bm25_with_the_settings(
+    pg: PgServer, tmp_path: Path
+) -> None:
+    import math
+
+    settings = {"k1": 1.6, "b": 0.4, "avg_len": 5.0}
+    sink = sparse_sink(tmp_path, WORDS, **settings)
+    table = f"{sink.place.schema}.docs__{FP_A[:12]}"
+    # BM25 computed here from the lexemes Postgres keeps for each chunk and for the query
+    counts: dict[str, dict[str, int]] = {}
+    for chunk_id, lexeme, n in pg.execute(
+        f"SELECT chunk_id, e.lexeme, cardinality(e.positions) FROM {table}, unnest(sparse) e"
+    ):
+        counts.setdefault(chunk_id, {})[lexeme] = n
+    query = "returns the secret vault code3"
+    [[terms]] = pg.execute("SELECT tsvector_to_array(to_tsvector('english', %s))", [query])
+    df = {t: sum(t in c for c in counts.values()) for t in terms}
+    idf = {t: math.log(1 + (len(counts) - df[t] + 0.5) / (df[t] + 0.5)) for t in terms}
+
+    def bm25(c: dict[str, int]) -> float:
+        dl = sum(c.values())
+        norm = settings["k1"] * (1 - settings["b"] + settings["b"] * dl / settings["avg_len"])
+        return sum(idf[t] * c[t] * (settings["k1"] + 1) / (c[t] + norm) for t in terms if t in c)
+
+    want = sorted(((-bm25(c), i) for i, c in counts.items() if bm25(c) > 0))
+    hits = retrieve(sink, "sparse", query, 20)
+    assert [h.chunk_id for h in hits] == [i for _, i in want]  # every chunk with a term, no other
+    assert [h.score for h in hits] == pytest.approx([-s for s, _ in want])
+    assert hits[0].doc_id == "d03"  # the one with the rare term
+    assert retrieve(sink, "sparse", "the of and", 5) == []  # stopwords alone match nothing
+
+
+def test_hybrid_is_qdrants_weighted_rrf_of_the_dense_and_sparse_rankings_filtered_on_both(
+    tmp_path: Path,
+) -> None:
+    sink = sparse_sink(tmp_path, WORDS)
+    query, dense = "secret handle", unit_vectors(1, seed=7)[0]
+    for alpha, where in ((None, None), (0.3, None), (1.0, None), (0.5, {"metadata.n": [1, 2, 3]})):
+        by_vector = [h.chunk_id for h in sink.search(dense, 12, where)]
+        by_words = [h.chunk_id for h in retrieve(sink, "sparse", query, 12, filter=where)]
+        weights = (1.0, 1.0) if alpha is None else (alpha, 1 - alpha)
+        fused: dict[str, float] = {}
+        for ranking, w in zip((by_vector, by_words), weights, strict=True):
+            for rank, chunk_id in enumerate(ranking, 1):
+                share = 1 / (rank / w + 59) if w > 0 else 0.0
+                fused[chunk_id] = fused.get(chunk_id, 0.0) + share
+        want = sorted((-score, chunk_id) for chunk_id, score in fused.items())[:4]
+        hits = retrieve(sink, "hybrid", query, 4, alpha=alpha, filter=where)
+        assert [h.chunk_id for h in hits] == [c for _, c in want], alpha
+        assert [h.score for h in hits] == pytest.approx([-s for s, _ in want])
+        if where is not None:
+            assert {h.metadata["n"] for h in hits} <= {1, 2, 3}
+
+
+def test_a_sparse_or_hybrid_query_of_a_read_view_is_one_round_trip(tmp_path: Path) -> None:
+    from embedpipe.sinks.sparse import Retrieval
+
+    sparse_sink(tmp_path, WORDS)
+    reader = sink_in(tmp_path)
+    dense = unit_vectors(1, seed=7)[0]
+
+    def read(mode: str) -> Callable[[], None]:
+        def query() -> None:
+            with reader.serving() as view:
+                assert view.retrieve is not None
+                asked = Retrieval(mode, dense, None, None, "vault secret")  # type: ignore[arg-type]
+                assert view.retrieve(asked, 3, {"metadata.n": {"$gte": 2}})
+
+        return query
+
+    read("sparse")()  # the first looks the live generation up
+    assert round_trips(reader, read("sparse")) == 1
+    assert round_trips(reader, read("hybrid")) == 1
+
+
+def test_text_search_follows_the_language_where_postgres_has_it_and_code_splits_camel_case(
+    pg: PgServer, tmp_path: Path
+) -> None:
+    texts = {"a": "hdrParseDate reads dates", "b": "Häuser und Gärten", "c": "net_x27 opens"}
+    code = sparse_sink(tmp_path / "code", texts, tokenizer="code")
+    assert [h.doc_id for h in retrieve(code, "sparse", "ParseDate", 3)] == ["a"]
+    assert [h.doc_id for h in retrieve(code, "sparse", "net_x27", 3)] == ["c"]
+    word = sparse_sink(tmp_path / "word", texts)
+    assert retrieve(word, "sparse", "ParseDate", 3) == []  # one word: hdrparsed
+    german = sparse_sink(tmp_path / "de", texts, language="German")
+    assert [h.doc_id for h in retrieve(german, "sparse", "Haus", 3)] == ["b"]  # stemmed
+    unknown = sparse_sink(tmp_path / "xx", texts, language="klingon")
+    [[options]] = pg.execute(
+        f"SELECT options FROM {unknown.place.schema}.embedpipe_generations WHERE live"
+    )
+    assert options["text_search"] == {"config": "simple", "split_camel_case": False}
+    assert [h.doc_id for h in retrieve(unknown, "sparse", "und", 3)] == ["b"]  # no stopwords
 
 
 # -- another tool's table --------------------------------------------------------------------
