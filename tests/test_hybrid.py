@@ -1,5 +1,5 @@
-"""Hybrid retrieval (issue 27): BM25 sparse vectors written beside the dense ones on Qdrant Edge
-and Qdrant local mode, queried `dense`, `sparse` or `hybrid`, on the real model and engines,
+"""Hybrid retrieval (issue 27): BM25 sparse vectors written beside the dense ones on Qdrant Edge,
+Qdrant local mode and Postgres (a tsvector ranked by BM25 in SQL), queried `dense`, `sparse` or `hybrid`, on the real model and engines,
 over a small documentation corpus whose identifiers dense vectors blur (tests/hybridkit.py)."""
 
 from __future__ import annotations

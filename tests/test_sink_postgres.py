@@ -431,22 +431,30 @@ def test_a_sparse_or_hybrid_query_of_a_read_view_is_one_round_trip(tmp_path: Pat
     assert round_trips(reader, read("hybrid")) == 1
 
 
-def test_text_search_follows_the_language_where_postgres_has_it_and_code_splits_camel_case(
+def test_text_search_follows_the_language_where_postgres_has_it_and_the_tokenizers_splits(
     pg: PgServer, tmp_path: Path
 ) -> None:
-    texts = {"a": "hdrParseDate reads dates", "b": "Häuser und Gärten", "c": "net_x27 opens"}
+    texts = {
+        "a": "hdrParseDate reads dates",
+        "b": "Häuser und Gärten",
+        "c": "net_x27 opens",
+        "d": "os.path.join(a, *p) concatenates",
+    }
+    word = sparse_sink(tmp_path / "word", texts)
+    assert [h.doc_id for h in retrieve(word, "sparse", "join", 3)] == ["d"]  # split at the dots
+    assert [h.doc_id for h in retrieve(word, "sparse", "net_x27", 3)] == ["c"]
+    assert retrieve(word, "sparse", "ParseDate", 3) == []  # one word: hdrparsed
     code = sparse_sink(tmp_path / "code", texts, tokenizer="code")
     assert [h.doc_id for h in retrieve(code, "sparse", "ParseDate", 3)] == ["a"]
-    assert [h.doc_id for h in retrieve(code, "sparse", "net_x27", 3)] == ["c"]
-    word = sparse_sink(tmp_path / "word", texts)
-    assert retrieve(word, "sparse", "ParseDate", 3) == []  # one word: hdrparsed
+    whitespace = sparse_sink(tmp_path / "ws", texts, tokenizer="whitespace")
+    assert retrieve(whitespace, "sparse", "join", 3) == []  # Postgres' parser: one host token
     german = sparse_sink(tmp_path / "de", texts, language="German")
     assert [h.doc_id for h in retrieve(german, "sparse", "Haus", 3)] == ["b"]  # stemmed
     unknown = sparse_sink(tmp_path / "xx", texts, language="klingon")
     [[options]] = pg.execute(
         f"SELECT options FROM {unknown.place.schema}.embedpipe_generations WHERE live"
     )
-    assert options["text_search"] == {"config": "simple", "split_camel_case": False}
+    assert options["text_search"] == {"config": "simple", "tokenizer": "word"}
     assert [h.doc_id for h in retrieve(unknown, "sparse", "und", 3)] == ["b"]  # no stopwords
 
 
