@@ -267,8 +267,9 @@ def test_the_cli_refuses_sparse_on_faiss_and_hybrid_queries_on_parquet_in_one_li
     assert "--mode hybrid is not possible: only qdrant-edge:PATH" in flat(asked.stderr)
 
 
+@pytest.mark.parametrize("kind", ("qdrant-edge", *SERVER_SINK_KINDS))
 def test_the_langchain_and_llamaindex_adapters_run_sparse_and_hybrid_queries(
-    tmp_path: Path, encoder: Any
+    kind: str, tmp_path: Path, encoder: Any
 ) -> None:
     pytest.importorskip("langchain_core")
     pytest.importorskip("llama_index.core")
@@ -276,9 +277,9 @@ def test_the_langchain_and_llamaindex_adapters_run_sparse_and_hybrid_queries(
 
     from embedpipe.integrations import langchain, llama_index
 
-    build(config("qdrant-edge", tmp_path), encoder)
+    build(config(kind, tmp_path), encoder)
     ident, doc = hk.identifier_queries()[7]
-    uri = sink_uri("qdrant-edge", tmp_path)
+    uri = sink_uri(kind, tmp_path)
     store = langchain.EmbedpipeVectorStore(uri, "docs", retrieval_mode="hybrid")
     try:
         assert doc in [d.metadata["doc_id"] for d in store.similarity_search(ident, k=3)]

@@ -431,6 +431,26 @@ def test_a_sparse_or_hybrid_query_of_a_read_view_is_one_round_trip(tmp_path: Pat
     assert round_trips(reader, read("hybrid")) == 1
 
 
+def test_a_read_views_sparse_query_whose_generation_a_promotion_dropped_says_so(
+    tmp_path: Path,
+) -> None:
+    from embedpipe.errors import StaleReadError
+    from embedpipe.sinks.sparse import Retrieval
+
+    sparse_sink(tmp_path, WORDS)
+    reader = sink_in(tmp_path)
+    asked = Retrieval("sparse", None, None, None, "vault")
+    with reader.serving() as view:
+        assert view.retrieve is not None
+        filled(sink_in(tmp_path, keep_previous=False), embedded(12, doc="new"), FP_B)
+        with pytest.raises(StaleReadError, match=r"generation aaaaaaaaaaaa of 'docs' .*dropped"):
+            view.retrieve(asked, 3, None)
+    with reader.serving() as view:  # the new generation keeps no sparse vectors: said so
+        assert view.fingerprint == FP_B and view.retrieve is not None
+        with pytest.raises(SinkError, match="built without sparse vectors"):
+            view.retrieve(asked, 3, None)
+
+
 def test_text_search_follows_the_language_where_postgres_has_it_and_the_tokenizers_splits(
     pg: PgServer, tmp_path: Path
 ) -> None:
