@@ -293,7 +293,9 @@ class Index:
             int8_min_cosine=cfg.int8_min_cosine,
             normalize=stored.get("normalize", cfg.normalize),
             max_seq_length=stored.get("max_seq_length", cfg.max_seq_length),
-            truncate_dim=built.dim or cfg.truncate_dim,
+            # The run's own setting where the manifest keeps it (None: the model's width, as an
+            # index built without truncation has); else the index's width.
+            truncate_dim=stored.get("truncate_dim", built.dim or cfg.truncate_dim),
         )
 
     def encoder(self, built: BuiltWith | None = None) -> Any:

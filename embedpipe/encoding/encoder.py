@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -444,6 +445,25 @@ class Encoder:
             choice=parts,
         )
         torchless.remember(self.cfg, self._files(), ready)
+        if self.cfg.precision == "auto" and choice.precision in ("fp32", "bf16"):
+            # Queries on the index this run writes ask for fp32 (`Index.model_settings`) and
+            # apply their prompt themselves: the same export at full precision, which passes the
+            # parity bar whenever the run's choice did, so the first query process after a
+            # nightly run does not load torch to find that out.
+            query = SimpleNamespace(**{**torchless.settings(self.cfg), "precision": "fp32"})
+            query.prefix = ""
+            torchless.remember(
+                query,
+                self._files(),
+                dataclasses.replace(
+                    ready,
+                    precision="fp32",
+                    reason=f"openvino fp32: the export a run chose openvino {choice.precision} "
+                    "for, at full precision",
+                    identity={**ready.identity, "prefix": ""},
+                    chosen=choice.precision,  # forgotten or changed, the torch way decides
+                ),
+            )
 
     def _openvino_export(self) -> OpenVinoExport:
         if self._export is None:

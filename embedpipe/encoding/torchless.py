@@ -66,6 +66,9 @@ class Ready:
     identity: dict[str, Any]
     tokenizer: dict[str, Any]  # FastTokenizer's settings but for the file
     choice: dict[str, Any] | None  # the remembered choice's key; None when it was asked for
+    # The precision that remembered choice names, when this record runs another (queries run
+    # at fp32 the export a run chose bf16 for); None: `precision`.
+    chosen: str | None = None
 
     def model_identity(self) -> ModelIdentity:
         return ModelIdentity(**self.identity)
@@ -137,9 +140,14 @@ def recall(cfg: Any, files_hash: Callable[[], str]) -> Ready | None:
         return ready
     choices = Choices()  # still what `auto` chose, else decide afresh, the torch way
     known = choices.recall(ready.choice)
-    if known is None or (known.backend, known.precision) != ("openvino", ready.precision):
+    if known is None or (known.backend, known.precision) != (
+        "openvino",
+        ready.chosen or ready.precision,
+    ):
         return None
     reason = f"{known.reason} (decided {known.decided}, remembered in {choices.path})"
+    if ready.chosen:
+        reason = f"{ready.reason}; {reason}"
     return replace(ready, reason=reason)  # as `precision.choose_remembered` says it
 
 
