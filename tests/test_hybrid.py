@@ -509,8 +509,15 @@ def assert_in_step(cfg: RunConfig, docs: list[dict[str, Any]]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", SPARSE_SINKS)
-@pytest.mark.parametrize("point", ["sink-write:2", "ledger-commit:2", "sink-delete:1"])
+@pytest.mark.parametrize(
+    ("point", "kind"),
+    # Every kill point on the default sink; each other sparse sink at its write (where its two
+    # kinds of vector are written together or not at all).
+    [
+        *((point, "qdrant-edge") for point in ("sink-write:2", "ledger-commit:2", "sink-delete:1")),
+        *(("sink-write:2", kind) for kind in SPARSE_SINKS if kind != "qdrant-edge"),
+    ],
+)
 def test_sigkill_in_an_incremental_run_with_edits_and_deletes_then_rerun_keeps_them_in_step(
     kind: str, point: str, tmp_path: Path
 ) -> None:
