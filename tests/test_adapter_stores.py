@@ -200,6 +200,9 @@ def test_a_text_query_meets_the_generation_it_was_encoded_for_across_a_promotion
     """A text query (MMR or LlamaIndex's query_str) is encoded with the model of the generation
     it searches, even when a run promotes another model's generation meanwhile (before the fix,
     the adapters encoded for one generation and searched the next: 384 dims against 32)."""
+    if call != "langchain-mmr" and not copy.startswith("qdrant-edge:"):
+        # The read view is the sink's, the three calls the adapters': every sink by one call.
+        pytest.skip("the adapters' other text queries are checked on the default sink")
     records = [{"id": k, "text": t} for k, t in TEXTS.items()]
     tiny = load_config(
         None,
