@@ -160,6 +160,10 @@ def test_a_remembered_auto_choice_is_run_from_the_export_on_either_cpu(
     assert (alone.backend, alone.precision) == (loaded.backend, loaded.precision)
     assert "torch not loaded" in alone.precision_reason
     assert cosines(alone.encode_texts(TEXTS), loaded.encode_texts(TEXTS)).min() >= 0.9999
+    # Queries on the index this run writes ask for fp32: the same export, on either CPU.
+    queries = exported_encoder(cfg.model_copy(update={"precision": "fp32"}))
+    assert isinstance(queries, ExportedEncoder) and queries.precision == "fp32"
+    assert queries.identity() == Encoder(cfg.model_copy(update={"precision": "fp32"})).identity()
     # Another machine (the other CPU flags), a GPU that `device: auto` might pick, or a forgotten
     # choice: the torch way decides.
     monkeypatch.setattr(
@@ -173,6 +177,7 @@ def test_a_remembered_auto_choice_is_run_from_the_export_on_either_cpu(
     assert exported_encoder(cfg) is not None
     (cache_dir() / CHOICES_FILE).unlink()
     assert exported_encoder(cfg) is None
+    assert exported_encoder(cfg.model_copy(update={"precision": "fp32"})) is None
 
 
 @pytest.mark.usefixtures("fresh_cache")
